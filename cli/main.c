@@ -1,0 +1,127 @@
+/*
+ * pghandoff: moves a live PostgreSQL database to another cluster with a
+ * wire-protocol proxy in front and logical replication behind.  This file
+ * only dispatches to the commands.
+ */
+#include "cli/cli.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const CliCommand commands[] = {
+	{"config", "print the effective configuration, secrets redacted",
+	 "Usage: pghandoff config -c FILE\n\n"
+	 "Loads FILE, reports every error as FILE:LINE, and prints the effective\n"
+	 "configuration (defaults filled in, relative paths resolved, passwords\n"
+	 "shown as ********).\n",
+	 cmd_config},
+	{"check", "preflight: check both clusters before a migration",
+	 "Usage: pghandoff check -c FILE\n\n"
+	 "Connects to the source and target clusters and prints one line per\n"
+	 "check, PASS, WARN or FAIL, with a hint for each problem: reachability,\n"
+	 "versions, wal_level, free replication slots and WAL senders, the\n"
+	 "REPLICATION privilege, the configured databases, tables without a\n"
+	 "primary key or replica identity, large objects, and extensions the\n"
+	 "target lacks.  Nothing is changed on either cluster.\n\n"
+	 "Exit status: 0 when nothing failed, 1 when a check failed, 2 on a bad\n"
+	 "configuration.\n",
+	 cmd_check},
+};
+
+#define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static void
+usage(FILE *out)
+{
+	size_t i;
+
+	fprintf(out,
+		"pghandoff moves a live PostgreSQL database to another cluster without downtime.\n\n"
+		"Usage: pghandoff COMMAND -c FILE [options]\n\nCommands:\n");
+	for (i = 0; i < N_COMMANDS; i++)
+		fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+	fprintf(out,
+		"\nOptions:\n"
+		"  -c, --config FILE  configuration file (see config/pghandoff.ini.example)\n"
+		"  -h, --help         show help (pghandoff COMMAND --help for a command)\n"
+		"  -V, --version      show the version\n");
+}
+
+int
+cli_load_config(const CliCommand *cmd, int argc, char **argv, Config *config)
+{
+	static const struct option options[] = {
+		{"config", required_argument, NULL, 'c'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	const char *path = NULL;
+	int c;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "c:h", options, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			path = optarg;
+			break;
+		case 'h':
+			fputs(cmd->help, stdout);
+			return 0;
+		default:
+			fprintf(stderr, "Try \"pghandoff %s --help\".\n", cmd->name);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "pghandoff %s: unexpected argument \"%s\"\n", cmd->name, argv[optind]);
+		return EXIT_USAGE;
+	}
+	if (!path) {
+		fprintf(stderr, "pghandoff %s: no configuration file given (-c FILE)\n", cmd->name);
+		return EXIT_USAGE;
+	}
+	if (!config_load(path, config, stderr))
+		return EXIT_USAGE;
+	return -1;
+}
+
+int
+cmd_config(const CliCommand *cmd, int argc, char **argv)
+{
+	Config config;
+	int rc = cli_load_config(cmd, argc, argv, &config);
+
+	if (rc >= 0)
+		return rc;
+	config_print(&config, stdout);
+	config_free(&config);
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	size_t i;
+
+	if (argc < 2) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+		usage(stdout);
+		return 0;
+	}
+	if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
+		printf("pghandoff %s\n", PGHANDOFF_VERSION);
+		return 0;
+	}
+	for (i = 0; i < N_COMMANDS; i++)
+		if (strcmp(argv[1], commands[i].name) == 0)
+			return commands[i].run(&commands[i], argc - 1, argv + 1);
+
+	fprintf(stderr, "pghandoff: unknown command \"%s\"\n", argv[1]);
+	usage(stderr);
+	return EXIT_USAGE;
+}

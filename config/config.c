@@ -1,0 +1,931 @@
+/*
+ * Loading the configuration file.
+ *
+ * inih does the INI syntax; this file does everything a DBA sees: one table of
+ * keys with their types and defaults, strict values, every error reported as
+ * FILE:LINE with the closest known key, and relative paths resolved against
+ * the configuration file's directory so the process may run from anywhere.
+ *
+ * inih reports no line numbers to its handler, so lines are counted in our
+ * own reader, which also rejects what inih would silently reinterpret
+ * (indented continuation lines, over-long lines, lines with no "=").
+ */
+#include "config/config.h"
+#include "common/units.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <libpq-fe.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum KeyType {
+	KEY_STRING,
+	KEY_SECRET,		/* a string never printed */
+	KEY_PATH,		/* a string; relative paths resolved against the file's directory */
+	KEY_PORT,
+	KEY_INT,
+	KEY_SIZE,
+	KEY_DURATION,
+	KEY_BOOL,
+	KEY_ENUM,
+	KEY_NAME,		/* a slot or publication name: [a-z0-9_], at most 63 bytes */
+} KeyType;
+
+typedef struct KeyDef {
+	const char *section;	/* NULL: a key of [source] and [target] */
+	const char *name;
+	KeyType type;
+	size_t offset;		/* into Config, or into ServerConfig when section is NULL */
+	const char *default_value;
+	const char *const *choices;	/* KEY_ENUM: names in the enum's order */
+	int64_t min, max;	/* KEY_INT */
+} KeyDef;
+
+static const char *const auth_type_names[] = {"trust", "md5", "scram-sha-256", NULL};
+static const char *const tls_mode_names[] = {"disable", "allow", "require", NULL};
+static const char *const schema_names[] = {"copy", "none", NULL};
+static const char *const roles_names[] = {"none", "copy", NULL};
+static const char *const drain_names[] = {"abort", "cancel", NULL};
+static const char *const unmovable_names[] = {"terminate", "abort", NULL};
+static const char *const fence_names[] = {"none", "read_only", NULL};
+static const char *const verify_names[] = {"none", "counts", NULL};
+static const char *const level_names[] = {"error", "warning", "info", "debug", NULL};
+static const char *const format_names[] = {"text", "json", NULL};
+
+#define S(field) offsetof(ServerConfig, field)
+#define C(field) offsetof(Config, field)
+
+static const KeyDef server_keys[] = {
+	{NULL, "host", KEY_STRING, S(host), "", NULL, 0, 0},
+	{NULL, "port", KEY_PORT, S(port), "", NULL, 0, 0},
+	{NULL, "user", KEY_STRING, S(user), "", NULL, 0, 0},
+	{NULL, "password", KEY_SECRET, S(password), "", NULL, 0, 0},
+	{NULL, "conninfo", KEY_SECRET, S(conninfo), "", NULL, 0, 0},
+};
+
+static const KeyDef global_keys[] = {
+	{"proxy", "listen_addr", KEY_STRING, C(proxy.listen_addr), "127.0.0.1", NULL, 0, 0},
+	{"proxy", "listen_port", KEY_PORT, C(proxy.listen_port), "6432", NULL, 0, 0},
+	{"proxy", "unix_socket_dir", KEY_PATH, C(proxy.unix_socket_dir), "", NULL, 0, 0},
+	{"proxy", "auth_type", KEY_ENUM, C(proxy.auth_type), "scram-sha-256", auth_type_names, 0, 0},
+	{"proxy", "auth_file", KEY_PATH, C(proxy.auth_file), "userlist.txt", NULL, 0, 0},
+	{"proxy", "client_tls_mode", KEY_ENUM, C(proxy.client_tls_mode), "disable", tls_mode_names, 0, 0},
+	{"proxy", "client_tls_cert_file", KEY_PATH, C(proxy.client_tls_cert_file), "", NULL, 0, 0},
+	{"proxy", "client_tls_key_file", KEY_PATH, C(proxy.client_tls_key_file), "", NULL, 0, 0},
+	{"proxy", "max_client_conn", KEY_INT, C(proxy.max_client_conn), "1000", NULL, 1, 1000000},
+	{"proxy", "admin_users", KEY_STRING, C(proxy.admin_users), "postgres", NULL, 0, 0},
+	{"proxy", "metrics_listen", KEY_STRING, C(proxy.metrics_listen), "", NULL, 0, 0},
+	{"proxy", "state_file", KEY_PATH, C(proxy.state_file), "pghandoff.state", NULL, 0, 0},
+	{"replication", "slot_name", KEY_NAME, C(replication.slot_name), "pghandoff", NULL, 0, 0},
+	{"replication", "publication_name", KEY_NAME, C(replication.publication_name), "pghandoff", NULL, 0, 0},
+	{"replication", "schema", KEY_ENUM, C(replication.schema), "copy", schema_names, 0, 0},
+	{"replication", "roles", KEY_ENUM, C(replication.roles), "none", roles_names, 0, 0},
+	{"replication", "copy_jobs", KEY_INT, C(replication.copy_jobs), "4", NULL, 1, 64},
+	{"replication", "pg_bindir", KEY_PATH, C(replication.pg_bindir), "", NULL, 0, 0},
+	{"cutover", "max_lag", KEY_SIZE, C(cutover.max_lag), "16MB", NULL, 0, 0},
+	{"cutover", "drain_timeout", KEY_DURATION, C(cutover.drain_timeout), "5s", NULL, 0, 0},
+	{"cutover", "on_drain_timeout", KEY_ENUM, C(cutover.on_drain_timeout), "abort", drain_names, 0, 0},
+	{"cutover", "unmovable", KEY_ENUM, C(cutover.unmovable), "terminate", unmovable_names, 0, 0},
+	{"cutover", "fence", KEY_ENUM, C(cutover.fence), "read_only", fence_names, 0, 0},
+	{"cutover", "verify", KEY_ENUM, C(cutover.verify), "none", verify_names, 0, 0},
+	{"cutover", "rollback", KEY_BOOL, C(cutover.rollback), "on", NULL, 0, 0},
+	{"log", "level", KEY_ENUM, C(log.level), "info", level_names, 0, 0},
+	{"log", "format", KEY_ENUM, C(log.format), "text", format_names, 0, 0},
+	{"log", "file", KEY_PATH, C(log.file), "", NULL, 0, 0},
+};
+
+#define N_SERVER_KEYS (sizeof(server_keys) / sizeof(server_keys[0]))
+#define N_GLOBAL_KEYS (sizeof(global_keys) / sizeof(global_keys[0]))
+
+static const char *const section_names[] = {
+	"source", "target", "databases", "proxy", "replication", "cutover", "log", NULL,
+};
+
+#define MAX_DATABASES 256
+#define MAX_NAME_LEN 63
+
+typedef struct Loader {
+	Config *config;
+	FILE *file;
+	FILE *errors;
+	const char *path;
+	char *dir;		/* directory of the file, for relative paths */
+	int line;		/* line being parsed */
+	bool at_line_start;
+	int nerrors;
+	int section_line[8];	/* per section_names entry: header line, 0 = absent */
+	int global_seen[N_GLOBAL_KEYS];
+	int server_seen[2][N_SERVER_KEYS];
+	int databases_cap;
+} Loader;
+
+static void loader_error(Loader *ld, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void
+loader_error(Loader *ld, int line, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(ld->errors, "%s:%d: ", ld->path, line);
+	va_start(ap, fmt);
+	vfprintf(ld->errors, fmt, ap);
+	va_end(ap);
+	fputc('\n', ld->errors);
+	ld->nerrors++;
+}
+
+static size_t
+edit_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	size_t prev[64], cur[64];
+	size_t i, j;
+
+	if (la >= 63 || lb >= 63)
+		return 99;
+	for (j = 0; j <= lb; j++)
+		prev[j] = j;
+	for (i = 1; i <= la; i++) {
+		cur[0] = i;
+		for (j = 1; j <= lb; j++) {
+			size_t sub = prev[j - 1] + (tolower((unsigned char) a[i - 1]) != tolower((unsigned char) b[j - 1]));
+			size_t del = prev[j] + 1;
+			size_t ins = cur[j - 1] + 1;
+
+			cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+		}
+		memcpy(prev, cur, sizeof(size_t) * (lb + 1));
+	}
+	return prev[lb];
+}
+
+/* A close enough name from names (NULL-terminated), or NULL. */
+static const char *
+closest_name(const char *word, const char *const *names, size_t n)
+{
+	const char *best = NULL;
+	size_t best_distance = 99;
+	size_t i;
+
+	for (i = 0; i < n && names[i]; i++) {
+		size_t d = edit_distance(word, names[i]);
+
+		if (d < best_distance) {
+			best_distance = d;
+			best = names[i];
+		}
+	}
+	if (best && best_distance <= (strlen(word) > 6 ? 3 : 2))
+		return best;
+	return NULL;
+}
+
+static int
+section_index(const char *section)
+{
+	int i;
+
+	for (i = 0; section_names[i]; i++)
+		if (strcmp(section_names[i], section) == 0)
+			return i;
+	return -1;
+}
+
+static char *
+resolve_path(Loader *ld, const char *value)
+{
+	char *out;
+	size_t len;
+
+	if (value[0] == '\0' || value[0] == '/' || !ld->dir)
+		return strdup(value);
+	len = strlen(ld->dir) + strlen(value) + 2;
+	out = malloc(len);
+	if (out)
+		snprintf(out, len, "%s/%s", ld->dir, value);
+	return out;
+}
+
+static bool
+valid_name(const char *s)
+{
+	size_t n = 0;
+
+	for (; *s; s++, n++)
+		if (!(islower((unsigned char) *s) || isdigit((unsigned char) *s) || *s == '_'))
+			return false;
+	return n > 0 && n <= MAX_NAME_LEN;
+}
+
+/* Stores value into the field def describes, in base (a Config or a ServerConfig). */
+static bool
+set_value(Loader *ld, const KeyDef *def, void *base, const char *value, int line)
+{
+	char *field = (char *) base + def->offset;
+	char err[256];
+	int64_t n;
+	bool b;
+	int i;
+
+	switch (def->type) {
+	case KEY_STRING:
+	case KEY_SECRET:
+	case KEY_PATH:
+	case KEY_NAME: {
+		char *copy;
+
+		if (def->type == KEY_NAME && !valid_name(value)) {
+			loader_error(ld, line, "invalid %s \"%s\": use 1 to %d lower-case letters, digits or underscores",
+				     def->name, value, MAX_NAME_LEN);
+			return false;
+		}
+		copy = def->type == KEY_PATH ? resolve_path(ld, value) : strdup(value);
+		if (!copy) {
+			loader_error(ld, line, "out of memory");
+			return false;
+		}
+		free(*(char **) field);
+		*(char **) field = copy;
+		return true;
+	}
+	case KEY_PORT:
+		if (value[0] == '\0' && def->section == NULL) {
+			*(int *) field = 0;
+			return true;
+		}
+		if (!parse_int(value, 1, 65535, &n, err, sizeof(err))) {
+			loader_error(ld, line, "%s: %s", def->name, err);
+			return false;
+		}
+		*(int *) field = (int) n;
+		return true;
+	case KEY_INT:
+		if (!parse_int(value, def->min, def->max, &n, err, sizeof(err))) {
+			loader_error(ld, line, "%s: %s", def->name, err);
+			return false;
+		}
+		*(int *) field = (int) n;
+		return true;
+	case KEY_SIZE:
+		if (!parse_size(value, &n, err, sizeof(err))) {
+			loader_error(ld, line, "%s: %s", def->name, err);
+			return false;
+		}
+		*(int64_t *) field = n;
+		return true;
+	case KEY_DURATION:
+		if (!parse_duration(value, &n, err, sizeof(err))) {
+			loader_error(ld, line, "%s: %s", def->name, err);
+			return false;
+		}
+		*(int64_t *) field = n;
+		return true;
+	case KEY_BOOL:
+		if (!parse_bool(value, &b, err, sizeof(err))) {
+			loader_error(ld, line, "%s: %s", def->name, err);
+			return false;
+		}
+		*(bool *) field = b;
+		return true;
+	case KEY_ENUM:
+		for (i = 0; def->choices[i]; i++) {
+			if (strcmp(def->choices[i], value) == 0) {
+				*(int *) field = i;
+				return true;
+			}
+		}
+		{
+			char list[256] = "";
+			size_t used = 0;
+
+			for (i = 0; def->choices[i]; i++)
+				used += (size_t) snprintf(list + used, used < sizeof(list) ? sizeof(list) - used : 0,
+							  "%s%s", i ? ", " : "", def->choices[i]);
+			loader_error(ld, line, "invalid value \"%s\" for %s: expected one of %s", value, def->name, list);
+		}
+		return false;
+	}
+	return false;
+}
+
+static bool
+ssl_keyword_known(const char *name)
+{
+	PQconninfoOption *opts = PQconndefaults();
+	PQconninfoOption *o;
+	bool found = false;
+
+	if (!opts)
+		return false;
+	for (o = opts; o->keyword; o++)
+		if (strcmp(o->keyword, name) == 0)
+			found = true;
+	PQconninfoFree(opts);
+	return found;
+}
+
+static void
+handle_server_key(Loader *ld, ServerConfig *server, int which, const char *name, const char *value)
+{
+	static const char *const names[] = {"host", "port", "user", "password", "conninfo", "sslmode", NULL};
+	size_t i;
+
+	for (i = 0; i < N_SERVER_KEYS; i++) {
+		if (strcmp(server_keys[i].name, name) != 0)
+			continue;
+		if (ld->server_seen[which][i]) {
+			loader_error(ld, ld->line, "duplicate key \"%s\" in [%s], first set at line %d",
+				     name, server->role, ld->server_seen[which][i]);
+			return;
+		}
+		ld->server_seen[which][i] = ld->line;
+		(void) set_value(ld, &server_keys[i], server, value, ld->line);
+		return;
+	}
+
+	/* Any libpq ssl* keyword is passed through untouched; libpq checks its value. */
+	if (strncmp(name, "ssl", 3) == 0 && ssl_keyword_known(name)) {
+		int k;
+
+		for (k = 0; k < server->nssl; k++) {
+			if (strcmp(server->ssl_keys[k], name) == 0) {
+				loader_error(ld, ld->line, "duplicate key \"%s\" in [%s]", name, server->role);
+				return;
+			}
+		}
+		if (server->nssl == CONFIG_MAX_SSL_KEYS) {
+			loader_error(ld, ld->line, "too many ssl keys in [%s]", server->role);
+			return;
+		}
+		server->ssl_keys[server->nssl] = strdup(name);
+		server->ssl_values[server->nssl] = strdup(value);
+		server->nssl++;
+		return;
+	}
+
+	{
+		const char *hint = closest_name(name, names, SIZE_MAX);
+
+		if (hint)
+			loader_error(ld, ld->line, "unknown key \"%s\" in [%s]; did you mean \"%s\"?", name, server->role, hint);
+		else
+			loader_error(ld, ld->line, "unknown key \"%s\" in [%s]; known keys are host, port, user, "
+				     "password, conninfo and libpq's ssl* keys", name, server->role);
+	}
+}
+
+static void
+handle_database(Loader *ld, const char *name, const char *value)
+{
+	Config *config = ld->config;
+	DatabaseMapping *db;
+	int i;
+
+	if (strlen(name) > MAX_NAME_LEN || strlen(value) > MAX_NAME_LEN) {
+		loader_error(ld, ld->line, "database name too long (at most %d bytes)", MAX_NAME_LEN);
+		return;
+	}
+	for (i = 0; i < config->ndatabases; i++) {
+		if (strcmp(config->databases[i].name, name) == 0) {
+			loader_error(ld, ld->line, "database \"%s\" listed twice, first at line %d", name,
+				     config->databases[i].line);
+			return;
+		}
+	}
+	if (config->ndatabases == MAX_DATABASES) {
+		loader_error(ld, ld->line, "too many databases (at most %d)", MAX_DATABASES);
+		return;
+	}
+	if (config->ndatabases == ld->databases_cap) {
+		int cap = ld->databases_cap ? ld->databases_cap * 2 : 8;
+		DatabaseMapping *grown = realloc(config->databases, sizeof(DatabaseMapping) * (size_t) cap);
+
+		if (!grown) {
+			loader_error(ld, ld->line, "out of memory");
+			return;
+		}
+		config->databases = grown;
+		ld->databases_cap = cap;
+	}
+	db = &config->databases[config->ndatabases++];
+	db->name = strdup(name);
+	db->target_name = strdup(value[0] ? value : name);
+	db->line = ld->line;
+}
+
+static int
+config_ini_handler(void *user, const char *section, const char *name, const char *value)
+{
+	Loader *ld = user;
+	int sidx = section_index(section);
+	size_t i;
+
+	if (section[0] == '\0') {
+		loader_error(ld, ld->line, "key \"%s\" outside of any section", name);
+		return 1;
+	}
+	if (sidx < 0)
+		return 1;	/* reported once, at the section header */
+	if (sidx == 0 || sidx == 1) {
+		handle_server_key(ld, sidx == 0 ? &ld->config->source : &ld->config->target, sidx, name, value);
+		return 1;
+	}
+	if (sidx == 2) {
+		handle_database(ld, name, value);
+		return 1;
+	}
+	for (i = 0; i < N_GLOBAL_KEYS; i++) {
+		if (strcmp(global_keys[i].section, section) != 0 || strcmp(global_keys[i].name, name) != 0)
+			continue;
+		if (ld->global_seen[i]) {
+			loader_error(ld, ld->line, "duplicate key \"%s\" in [%s], first set at line %d",
+				     name, section, ld->global_seen[i]);
+			return 1;
+		}
+		ld->global_seen[i] = ld->line;
+		(void) set_value(ld, &global_keys[i], ld->config, value, ld->line);
+		return 1;
+	}
+	{
+		const char *names[N_GLOBAL_KEYS + 1];
+		const char *hint;
+		size_t n = 0;
+
+		for (i = 0; i < N_GLOBAL_KEYS; i++)
+			if (strcmp(global_keys[i].section, section) == 0)
+				names[n++] = global_keys[i].name;
+		names[n] = NULL;
+		hint = closest_name(name, names, n);
+		if (hint)
+			loader_error(ld, ld->line, "unknown key \"%s\" in [%s]; did you mean \"%s\"?", name, section, hint);
+		else
+			loader_error(ld, ld->line, "unknown key \"%s\" in [%s]", name, section);
+	}
+	return 1;
+}
+
+static bool
+is_comment_or_blank(const char *p)
+{
+	return *p == '\0' || *p == ';' || *p == '#';
+}
+
+/* Checks a section header line; records where known sections start. */
+static void
+check_section_line(Loader *ld, const char *p)
+{
+	const char *end = strchr(p, ']');
+	char name[80];
+	size_t len;
+	int idx;
+
+	if (!end) {
+		loader_error(ld, ld->line, "section header is missing \"]\"");
+		return;
+	}
+	len = (size_t) (end - p - 1);
+	if (len >= sizeof(name)) {
+		loader_error(ld, ld->line, "unknown section");
+		return;
+	}
+	memcpy(name, p + 1, len);
+	name[len] = '\0';
+	idx = section_index(name);
+	if (idx < 0) {
+		const char *hint = closest_name(name, section_names, SIZE_MAX);
+
+		if (hint)
+			loader_error(ld, ld->line, "unknown section [%s]; did you mean [%s]?", name, hint);
+		else
+			loader_error(ld, ld->line, "unknown section [%s]", name);
+		return;
+	}
+	if (ld->section_line[idx])
+		loader_error(ld, ld->line, "section [%s] appears twice, first at line %d", name, ld->section_line[idx]);
+	else
+		ld->section_line[idx] = ld->line;
+	if (idx == 0)
+		ld->config->source.line = ld->line;
+	else if (idx == 1)
+		ld->config->target.line = ld->line;
+}
+
+/*
+ * inih's line reader.  Hands inih each line without its leading white space,
+ * so an indented line is never taken as the continuation of the previous
+ * value, and checks the syntax itself so that every bad line is reported.
+ */
+static char *
+config_ini_reader(char *str, int num, void *stream)
+{
+	Loader *ld = stream;
+	size_t len;
+	char *p;
+
+	if (!fgets(str, num, ld->file))
+		return NULL;
+	ld->line++;
+	len = strlen(str);
+	if (len > 0 && str[len - 1] != '\n' && !feof(ld->file)) {
+		int c;
+
+		loader_error(ld, ld->line, "line is too long (at most %d characters)", num - 2);
+		while ((c = fgetc(ld->file)) != EOF && c != '\n')
+			;
+		str[0] = '\0';
+		return str;
+	}
+	for (p = str; *p == ' ' || *p == '\t'; p++)
+		;
+	memmove(str, p, strlen(p) + 1);
+	len = strlen(str);
+	while (len > 0 && (str[len - 1] == '\n' || str[len - 1] == '\r' || isspace((unsigned char) str[len - 1])))
+		str[--len] = '\0';
+
+	if (ld->line == 1 && (unsigned char) str[0] == 0xEF)
+		return str;	/* inih strips a UTF-8 BOM itself */
+	if (is_comment_or_blank(str))
+		return str;
+	if (str[0] == '[') {
+		check_section_line(ld, str);
+		return str;
+	}
+	if (!strchr(str, '=')) {
+		loader_error(ld, ld->line, "syntax error: expected \"key = value\" or \"[section]\"");
+		str[0] = '\0';
+		return str;
+	}
+	if (str[0] == '=') {
+		loader_error(ld, ld->line, "syntax error: missing key before \"=\"");
+		str[0] = '\0';
+	}
+	return str;
+}
+
+static bool
+apply_defaults(Loader *ld)
+{
+	size_t i;
+
+	for (i = 0; i < N_GLOBAL_KEYS; i++)
+		if (!set_value(ld, &global_keys[i], ld->config, global_keys[i].default_value, 0))
+			return false;
+	for (i = 0; i < N_SERVER_KEYS; i++) {
+		if (!set_value(ld, &server_keys[i], &ld->config->source, server_keys[i].default_value, 0) ||
+		    !set_value(ld, &server_keys[i], &ld->config->target, server_keys[i].default_value, 0))
+			return false;
+	}
+	return true;
+}
+
+static void
+check_server(Loader *ld, ServerConfig *server, int last_line)
+{
+	if (server->line == 0) {
+		loader_error(ld, last_line, "missing required section [%s]", server->role);
+		return;
+	}
+	if (server->host[0] == '\0' && server->conninfo[0] == '\0')
+		loader_error(ld, server->line, "[%s] needs \"host\" or \"conninfo\"", server->role);
+	if (server->conninfo[0]) {
+		char *errmsg = NULL;
+		PQconninfoOption *opts = PQconninfoParse(server->conninfo, &errmsg);
+		int which = server == &ld->config->source ? 0 : 1;
+
+		if (!opts) {
+			size_t len = errmsg ? strlen(errmsg) : 0;
+
+			while (len > 0 && errmsg[len - 1] == '\n')
+				errmsg[--len] = '\0';
+			loader_error(ld, ld->server_seen[which][4], "invalid conninfo: %s", errmsg ? errmsg : "out of memory");
+		}
+		PQconninfoFree(opts);
+		PQfreemem(errmsg);
+	}
+	if (server->port)
+		snprintf(server->port_str, sizeof(server->port_str), "%d", server->port);
+	else
+		server->port_str[0] = '\0';
+}
+
+static int
+global_line(Loader *ld, const char *section, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < N_GLOBAL_KEYS; i++)
+		if (strcmp(global_keys[i].section, section) == 0 && strcmp(global_keys[i].name, name) == 0)
+			return ld->global_seen[i];
+	return 0;
+}
+
+static void
+check_config(Loader *ld)
+{
+	Config *config = ld->config;
+	int last = ld->line > 0 ? ld->line : 1;
+
+	check_server(ld, &config->source, last);
+	check_server(ld, &config->target, last);
+	if (config->ndatabases == 0)
+		loader_error(ld, ld->section_line[2] ? ld->section_line[2] : last,
+			     "no database configured: list at least one in [databases] (\"name =\")");
+
+	if (config->proxy.client_tls_mode != CLIENT_TLS_DISABLE &&
+	    (config->proxy.client_tls_cert_file[0] == '\0' || config->proxy.client_tls_key_file[0] == '\0'))
+		loader_error(ld, global_line(ld, "proxy", "client_tls_mode"),
+			     "client_tls_mode = %s needs client_tls_cert_file and client_tls_key_file",
+			     tls_mode_names[config->proxy.client_tls_mode]);
+	if (config->proxy.auth_type != AUTH_TRUST && config->proxy.auth_file[0] == '\0')
+		loader_error(ld, global_line(ld, "proxy", "auth_file"), "auth_type = %s needs an auth_file",
+			     auth_type_names[config->proxy.auth_type]);
+	if (config->proxy.metrics_listen[0]) {
+		const char *colon = strrchr(config->proxy.metrics_listen, ':');
+		int64_t port;
+		char err[128];
+
+		if (!colon || colon == config->proxy.metrics_listen ||
+		    !parse_int(colon + 1, 1, 65535, &port, err, sizeof(err)))
+			loader_error(ld, global_line(ld, "proxy", "metrics_listen"),
+				     "invalid metrics_listen \"%s\": expected host:port", config->proxy.metrics_listen);
+	}
+	if (config->proxy.state_file[0] == '\0')
+		loader_error(ld, global_line(ld, "proxy", "state_file"), "state_file must not be empty");
+}
+
+bool
+config_load(const char *path, Config *config, FILE *errors)
+{
+	FILE *file = fopen(path, "r");
+	bool ok;
+
+	if (!file) {
+		memset(config, 0, sizeof(*config));
+		fprintf(errors, "%s: could not open configuration file: %s\n", path, strerror(errno));
+		return false;
+	}
+	ok = config_load_stream(file, path, config, errors);
+	fclose(file);
+	return ok;
+}
+
+bool
+config_load_stream(FILE *file, const char *path, Config *config, FILE *errors)
+{
+	Loader ld;
+	char *pathcopy;
+	int rc;
+
+	memset(config, 0, sizeof(*config));
+	memset(&ld, 0, sizeof(ld));
+	config->source.role = "source";
+	config->target.role = "target";
+	ld.config = config;
+	ld.errors = errors;
+	ld.path = path;
+	ld.file = file;
+
+	config->path = strdup(path);
+	pathcopy = strdup(path);
+	if (!config->path || !pathcopy) {
+		fprintf(errors, "%s: out of memory\n", path);
+		free(pathcopy);
+		config_free(config);
+		return false;
+	}
+	ld.dir = strdup(dirname(pathcopy));
+	free(pathcopy);
+
+	if (apply_defaults(&ld)) {
+		rc = ini_parse_stream(config_ini_reader, &ld, config_ini_handler, &ld);
+		if (rc < 0)
+			loader_error(&ld, ld.line, "could not read the file");
+		else if (rc > 0 && ld.nerrors == 0)
+			loader_error(&ld, rc, "syntax error");
+		check_config(&ld);
+	}
+	free(ld.dir);
+
+	if (ld.nerrors > 0) {
+		config_free(config);
+		return false;
+	}
+	return true;
+}
+
+static void
+free_server(ServerConfig *server)
+{
+	size_t i;
+	int k;
+
+	for (i = 0; i < N_SERVER_KEYS; i++) {
+		if (server_keys[i].type == KEY_STRING || server_keys[i].type == KEY_SECRET) {
+			char **field = (char **) ((char *) server + server_keys[i].offset);
+
+			free(*field);
+			*field = NULL;
+		}
+	}
+	for (k = 0; k < server->nssl; k++) {
+		free(server->ssl_keys[k]);
+		free(server->ssl_values[k]);
+	}
+	server->nssl = 0;
+}
+
+void
+config_free(Config *config)
+{
+	size_t i;
+	int d;
+
+	for (i = 0; i < N_GLOBAL_KEYS; i++) {
+		KeyType t = global_keys[i].type;
+
+		if (t == KEY_STRING || t == KEY_SECRET || t == KEY_PATH || t == KEY_NAME) {
+			char **field = (char **) ((char *) config + global_keys[i].offset);
+
+			free(*field);
+			*field = NULL;
+		}
+	}
+	free_server(&config->source);
+	free_server(&config->target);
+	for (d = 0; d < config->ndatabases; d++) {
+		free(config->databases[d].name);
+		free(config->databases[d].target_name);
+	}
+	free(config->databases);
+	config->databases = NULL;
+	config->ndatabases = 0;
+	free(config->path);
+	config->path = NULL;
+}
+
+/* conninfo with any password replaced, so it can be shown. */
+static void
+print_conninfo_redacted(const char *conninfo, FILE *out)
+{
+	PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+	PQconninfoOption *o;
+	bool first = true;
+
+	if (!opts) {
+		fputs("********", out);
+		return;
+	}
+	for (o = opts; o->keyword; o++) {
+		const char *v;
+
+		if (!o->val || !o->val[0])
+			continue;
+		v = strcmp(o->keyword, "password") == 0 ? "********" : o->val;
+		fprintf(out, "%s%s='", first ? "" : " ", o->keyword);
+		for (; *v; v++) {
+			if (*v == '\'' || *v == '\\')
+				fputc('\\', out);
+			fputc(*v, out);
+		}
+		fputc('\'', out);
+		first = false;
+	}
+	PQconninfoFree(opts);
+}
+
+static void
+print_value(const KeyDef *def, const void *base, FILE *out)
+{
+	const char *field = (const char *) base + def->offset;
+	char buf[64];
+
+	switch (def->type) {
+	case KEY_STRING:
+	case KEY_PATH:
+	case KEY_NAME:
+		fputs(*(char *const *) field, out);
+		break;
+	case KEY_SECRET: {
+		const char *v = *(char *const *) field;
+
+		if (v[0] && strcmp(def->name, "conninfo") == 0)
+			print_conninfo_redacted(v, out);
+		else if (v[0])
+			fputs("********", out);
+		break;
+	}
+	case KEY_PORT:
+		if (*(const int *) field)
+			fprintf(out, "%d", *(const int *) field);
+		break;
+	case KEY_INT:
+		fprintf(out, "%d", *(const int *) field);
+		break;
+	case KEY_SIZE:
+		format_size(*(const int64_t *) field, buf, sizeof(buf));
+		fputs(buf, out);
+		break;
+	case KEY_DURATION:
+		format_duration(*(const int64_t *) field, buf, sizeof(buf));
+		fputs(buf, out);
+		break;
+	case KEY_BOOL:
+		fputs(*(const bool *) field ? "on" : "off", out);
+		break;
+	case KEY_ENUM:
+		fputs(def->choices[*(const int *) field], out);
+		break;
+	}
+}
+
+static void
+print_server(const ServerConfig *server, FILE *out)
+{
+	size_t i;
+	int k;
+
+	fprintf(out, "[%s]\n", server->role);
+	for (i = 0; i < N_SERVER_KEYS; i++) {
+		fprintf(out, "%s = ", server_keys[i].name);
+		print_value(&server_keys[i], server, out);
+		fputc('\n', out);
+	}
+	for (k = 0; k < server->nssl; k++)
+		fprintf(out, "%s = %s\n", server->ssl_keys[k], server->ssl_values[k]);
+	fputc('\n', out);
+}
+
+void
+config_print(const Config *config, FILE *out)
+{
+	const char *section = NULL;
+	size_t i;
+	int d;
+
+	fprintf(out, "; effective configuration of %s\n", config->path);
+	print_server(&config->source, out);
+	print_server(&config->target, out);
+	fputs("[databases]\n", out);
+	for (d = 0; d < config->ndatabases; d++)
+		fprintf(out, "%s = %s\n", config->databases[d].name, config->databases[d].target_name);
+	for (i = 0; i < N_GLOBAL_KEYS; i++) {
+		if (!section || strcmp(section, global_keys[i].section) != 0) {
+			section = global_keys[i].section;
+			fprintf(out, "\n[%s]\n", section);
+		}
+		fprintf(out, "%s = ", global_keys[i].name);
+		print_value(&global_keys[i], config, out);
+		fputc('\n', out);
+	}
+}
+
+const DatabaseMapping *
+config_find_database(const Config *config, const char *name)
+{
+	int i;
+
+	for (i = 0; i < config->ndatabases; i++)
+		if (strcmp(config->databases[i].name, name) == 0)
+			return &config->databases[i];
+	return NULL;
+}
+
+void
+config_conn_params(const ServerConfig *server, const char *dbname, const char *application_name,
+		   const char **keywords, const char **values)
+{
+	int n = 0;
+	int k;
+
+	/*
+	 * PQconnectdbParams(..., expand_dbname = 1) expands only the first
+	 * "dbname", so conninfo goes first; later keys override what it says.
+	 */
+	if (server->conninfo && server->conninfo[0]) {
+		keywords[n] = "dbname";
+		values[n++] = server->conninfo;
+	}
+	keywords[n] = "host";
+	values[n++] = server->host;
+	keywords[n] = "port";
+	values[n++] = server->port_str;
+	keywords[n] = "user";
+	values[n++] = server->user;
+	keywords[n] = "password";
+	values[n++] = server->password;
+	for (k = 0; k < server->nssl; k++) {
+		keywords[n] = server->ssl_keys[k];
+		values[n++] = server->ssl_values[k];
+	}
+	keywords[n] = "application_name";
+	values[n++] = application_name;
+	keywords[n] = "dbname";
+	values[n++] = dbname;
+	keywords[n] = NULL;
+	values[n] = NULL;
+}

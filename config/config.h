@@ -1,0 +1,133 @@
+/*
+ * The configuration file: one INI file, the user-facing contract.  Every key,
+ * its type and its default live in one table in config.c; the annotated
+ * config/pghandoff.ini.example documents the same defaults and the unit tests
+ * check that the two agree.
+ */
+#ifndef PGHANDOFF_CONFIG_CONFIG_H
+#define PGHANDOFF_CONFIG_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "common/log.h"
+
+#define CONFIG_MAX_SSL_KEYS 16
+
+typedef enum AuthType {
+	AUTH_TRUST = 0,
+	AUTH_MD5,
+	AUTH_SCRAM_SHA_256,
+} AuthType;
+
+typedef enum ClientTlsMode {
+	CLIENT_TLS_DISABLE = 0,
+	CLIENT_TLS_ALLOW,
+	CLIENT_TLS_REQUIRE,
+} ClientTlsMode;
+
+typedef enum SchemaMode { SCHEMA_COPY = 0, SCHEMA_NONE } SchemaMode;
+typedef enum RolesMode { ROLES_NONE = 0, ROLES_COPY } RolesMode;
+typedef enum DrainPolicy { DRAIN_ABORT = 0, DRAIN_CANCEL } DrainPolicy;
+typedef enum UnmovablePolicy { UNMOVABLE_TERMINATE = 0, UNMOVABLE_ABORT } UnmovablePolicy;
+typedef enum FenceMode { FENCE_NONE = 0, FENCE_READ_ONLY } FenceMode;
+typedef enum VerifyMode { VERIFY_NONE = 0, VERIFY_COUNTS } VerifyMode;
+
+/* [source] and [target]: where a cluster is and how to log in to it. */
+typedef struct ServerConfig {
+	const char *role;	/* "source" or "target" */
+	char *host;
+	int port;		/* 0: libpq's default (PGPORT or 5432) */
+	char port_str[8];
+	char *user;
+	char *password;
+	char *conninfo;
+	int nssl;
+	char *ssl_keys[CONFIG_MAX_SSL_KEYS];	/* libpq ssl* keywords, passed through */
+	char *ssl_values[CONFIG_MAX_SSL_KEYS];
+	int line;		/* line of the section header, 0 when absent */
+} ServerConfig;
+
+/* One line of [databases]: a database proxied, replicated and cut over. */
+typedef struct DatabaseMapping {
+	char *name;		/* name on the source, and the name clients use */
+	char *target_name;	/* name on the target */
+	int line;
+} DatabaseMapping;
+
+typedef struct ProxyConfig {
+	char *listen_addr;
+	int listen_port;
+	char *unix_socket_dir;
+	AuthType auth_type;
+	char *auth_file;
+	ClientTlsMode client_tls_mode;
+	char *client_tls_cert_file;
+	char *client_tls_key_file;
+	int max_client_conn;
+	char *admin_users;	/* comma-separated */
+	char *metrics_listen;
+	char *state_file;
+} ProxyConfig;
+
+typedef struct ReplicationConfig {
+	char *slot_name;
+	char *publication_name;
+	SchemaMode schema;
+	RolesMode roles;
+	int copy_jobs;
+	char *pg_bindir;
+} ReplicationConfig;
+
+typedef struct CutoverConfig {
+	int64_t max_lag;	/* bytes */
+	int64_t drain_timeout;	/* microseconds */
+	DrainPolicy on_drain_timeout;
+	UnmovablePolicy unmovable;
+	FenceMode fence;
+	VerifyMode verify;
+	bool rollback;
+} CutoverConfig;
+
+typedef struct LogConfig {
+	LogLevel level;
+	LogFormat format;
+	char *file;
+} LogConfig;
+
+typedef struct Config {
+	char *path;
+	ServerConfig source;
+	ServerConfig target;
+	int ndatabases;
+	DatabaseMapping *databases;
+	ProxyConfig proxy;
+	ReplicationConfig replication;
+	CutoverConfig cutover;
+	LogConfig log;
+} Config;
+
+/*
+ * Reads and checks path.  Every problem is written to errors as
+ * "FILE:LINE: message" (all of them, not only the first); on failure *config
+ * holds nothing that needs freeing.
+ */
+bool config_load(const char *path, Config *config, FILE *errors) __attribute__((warn_unused_result));
+/* The same from an open stream; path is used in messages and for relative paths. */
+bool config_load_stream(FILE *file, const char *path, Config *config, FILE *errors)
+	__attribute__((warn_unused_result));
+void config_free(Config *config);
+
+/* Writes the effective configuration as INI, secrets replaced by "********". */
+void config_print(const Config *config, FILE *out);
+
+const DatabaseMapping *config_find_database(const Config *config, const char *name);
+
+/* Fills the libpq keyword/value arrays for a connection to dbname (NULL-terminated; at most
+ * CONFIG_MAX_CONN_PARAMS entries).  The arrays point into config and dbname. */
+#define CONFIG_MAX_CONN_PARAMS (CONFIG_MAX_SSL_KEYS + 10)
+void config_conn_params(const ServerConfig *server, const char *dbname, const char *application_name,
+			const char **keywords, const char **values);
+
+#endif

@@ -1,0 +1,410 @@
+/*
+ * Preflight checks against the source and target clusters.
+ *
+ * Each check reports PASS, WARN or FAIL with a hint that tells the DBA what to
+ * change.  A check that cannot run because an earlier one failed (no
+ * connection, say) is skipped rather than reported twice.  Nothing here
+ * writes to either cluster.
+ */
+#include "replicator/preflight.h"
+#include "common/pgsql.h"
+#include "common/strbuf.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MIN_SOURCE_VERSION 100000	/* pgoutput appeared in 10 */
+#define TESTED_SOURCE_VERSION 130000
+#define LIST_LIMIT 20
+
+typedef struct Side {
+	const ServerConfig *server;
+	PGconn *conn;		/* a maintenance connection, for cluster-wide checks */
+	int version;
+} Side;
+
+const char *
+check_status_name(CheckStatus status)
+{
+	switch (status) {
+	case CHECK_PASS:
+		return "PASS";
+	case CHECK_WARN:
+		return "WARN";
+	case CHECK_FAIL:
+		return "FAIL";
+	}
+	return "?";
+}
+
+static void report(Preflight *pf, CheckStatus status, const char *hint, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void
+report(Preflight *pf, CheckStatus status, const char *hint, const char *fmt, ...)
+{
+	StrBuf msg;
+	va_list ap;
+
+	strbuf_init(&msg);
+	va_start(ap, fmt);
+	strbuf_vappendf(&msg, fmt, ap);
+	va_end(ap);
+	if (status == CHECK_PASS)
+		pf->npass++;
+	else if (status == CHECK_WARN)
+		pf->nwarn++;
+	else
+		pf->nfail++;
+	pf->emit(pf->arg, status, strbuf_str(&msg), status == CHECK_PASS ? NULL : hint);
+	strbuf_free(&msg);
+}
+
+static bool
+connect_db(const ServerConfig *server, const char *dbname, PGconn **conn, char *err, size_t errlen)
+{
+	const char *keywords[CONFIG_MAX_CONN_PARAMS + 1];
+	const char *values[CONFIG_MAX_CONN_PARAMS + 1];
+
+	config_conn_params(server, dbname, "pghandoff check", keywords, values);
+	return pgsql_connect(keywords, values, conn, err, errlen);
+}
+
+static const char *
+connect_hint(const char *err)
+{
+	if (strstr(err, "password authentication failed") || strstr(err, "no password supplied"))
+		return "check the password in the [source]/[target] section, or in .pgpass / PGPASSFILE";
+	if (strstr(err, "no pg_hba.conf entry"))
+		return "allow this host and user in the server's pg_hba.conf, then reload it";
+	if (strstr(err, "Connection refused") || strstr(err, "could not connect") ||
+	    strstr(err, "could not translate host name") || strstr(err, "timeout"))
+		return "check host and port, and that the server is running and listens on that address";
+	return "check the connection settings of this section";
+}
+
+/*
+ * Opens a maintenance connection.  The postgres database is the usual one;
+ * template1 always exists; a configured database is the last resort.
+ */
+static bool
+side_connect(Preflight *pf, Side *side)
+{
+	const char *candidates[3] = {"postgres", "template1", NULL};
+	const ServerConfig *server = side->server;
+	const char *where = server->host[0] ? server->host : "(conninfo)";
+	char err[512] = "";
+	char version[32];
+	int i;
+
+	if (pf->config->ndatabases > 0)
+		candidates[2] = server == &pf->config->source ? pf->config->databases[0].name
+							      : pf->config->databases[0].target_name;
+	for (i = 0; i < 3 && candidates[i]; i++) {
+		if (connect_db(server, candidates[i], &side->conn, err, sizeof(err)))
+			break;
+		/* Only a missing database is worth another try; anything else fails the same way. */
+		if (!strstr(err, "does not exist"))
+			break;
+	}
+	if (!side->conn) {
+		report(pf, CHECK_FAIL, connect_hint(err), "%s unreachable: %s", server->role, err);
+		return false;
+	}
+	side->version = PQserverVersion(side->conn);
+	pgsql_format_version(side->version, version, sizeof(version));
+	report(pf, CHECK_PASS, NULL, "%s reachable: PostgreSQL %s at %s%s%s as %s", server->role, version, where,
+	       server->port_str[0] ? ":" : "", server->port_str, PQuser(side->conn));
+	return true;
+}
+
+static void
+check_versions(Preflight *pf, Side *source, Side *target)
+{
+	char sv[32], tv[32];
+
+	pgsql_format_version(source->version, sv, sizeof(sv));
+	pgsql_format_version(target->version, tv, sizeof(tv));
+	if (source->version < MIN_SOURCE_VERSION)
+		report(pf, CHECK_FAIL, "upgrade the source to PostgreSQL 10 or later first (pg_upgrade)",
+		       "source version %s has no pgoutput logical decoding", sv);
+	else if (source->version < TESTED_SOURCE_VERSION)
+		report(pf, CHECK_WARN, "sources older than PostgreSQL 13 are not tested",
+		       "source version %s is older than 13", sv);
+	if (target->version / 10000 < source->version / 10000)
+		report(pf, CHECK_FAIL, "the target must run the same or a newer major version than the source",
+		       "target version %s is older than source version %s", tv, sv);
+	else
+		report(pf, CHECK_PASS, NULL, "versions: source %s, target %s", sv, tv);
+}
+
+static bool
+show_setting(Preflight *pf, Side *side, const char *name, char *buf, size_t len)
+{
+	char err[512];
+	const char *params[1] = {name};
+
+	if (pgsql_query_copy_value(side->conn, "SELECT current_setting($1)", 1, params, buf, len, err, sizeof(err)))
+		return true;
+	report(pf, CHECK_FAIL, "the user needs to read server settings", "%s: could not read %s: %s",
+	       side->server->role, name, err);
+	return false;
+}
+
+static void
+check_wal_level(Preflight *pf, Side *side, const char *why_hint)
+{
+	char level[64];
+
+	if (!show_setting(pf, side, "wal_level", level, sizeof(level)))
+		return;
+	if (strcmp(level, "logical") == 0)
+		report(pf, CHECK_PASS, NULL, "%s: wal_level = logical", side->server->role);
+	else
+		report(pf, CHECK_FAIL, why_hint, "%s: wal_level is \"%s\", logical replication needs \"logical\"",
+		       side->server->role, level);
+}
+
+static bool
+query_int(Preflight *pf, Side *side, const char *sql, int nparams, const char *const *params, long *out)
+{
+	char buf[64], err[512];
+
+	if (!pgsql_query_copy_value(side->conn, sql, nparams, params, buf, sizeof(buf), err, sizeof(err))) {
+		report(pf, CHECK_FAIL, "the check query failed; does the user have read access to the catalogs?",
+		       "%s: %s", side->server->role, err);
+		return false;
+	}
+	*out = strtol(buf, NULL, 10);
+	return true;
+}
+
+static void
+check_slots_and_senders(Preflight *pf, Side *source)
+{
+	const char *prefix[1] = {pf->config->replication.slot_name};
+	long max_slots, used_slots, ours, max_senders, used_senders;
+	long need = pf->config->ndatabases;
+
+	if (!query_int(pf, source, "SELECT current_setting('max_replication_slots')::int", 0, NULL, &max_slots) ||
+	    !query_int(pf, source, "SELECT count(*) FROM pg_replication_slots", 0, NULL, &used_slots) ||
+	    !query_int(pf, source, "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE $1 || '%'", 1,
+		       prefix, &ours))
+		return;
+	/* Slots this tool already made will be reused, not created again. */
+	if (max_slots - (used_slots - ours) < need)
+		report(pf, CHECK_FAIL, "raise max_replication_slots on the source (needs a restart) or drop unused slots",
+		       "source: %ld of max_replication_slots = %ld in use, %ld needed (one per database)", used_slots,
+		       max_slots, need);
+	else
+		report(pf, CHECK_PASS, NULL, "source: replication slots free: %ld of %ld, %ld needed",
+		       max_slots - used_slots, max_slots, need);
+
+	if (!query_int(pf, source, "SELECT current_setting('max_wal_senders')::int", 0, NULL, &max_senders) ||
+	    !query_int(pf, source, "SELECT count(*) FROM pg_stat_replication", 0, NULL, &used_senders))
+		return;
+	if (max_senders - used_senders < need)
+		report(pf, CHECK_FAIL, "raise max_wal_senders on the source (needs a restart)",
+		       "source: %ld of max_wal_senders = %ld in use, %ld needed", used_senders, max_senders, need);
+	else
+		report(pf, CHECK_PASS, NULL, "source: WAL senders free: %ld of %ld, %ld needed",
+		       max_senders - used_senders, max_senders, need);
+}
+
+static void
+check_replication_privilege(Preflight *pf, Side *source)
+{
+	long ok;
+
+	if (!query_int(pf, source, "SELECT (rolreplication OR rolsuper)::int FROM pg_roles WHERE rolname = current_user",
+		       0, NULL, &ok))
+		return;
+	if (ok)
+		report(pf, CHECK_PASS, NULL, "source: user %s has the REPLICATION privilege", PQuser(source->conn));
+	else
+		report(pf, CHECK_FAIL, "run ALTER ROLE ... REPLICATION on the source, or use a role that has it",
+		       "source: user %s lacks the REPLICATION privilege", PQuser(source->conn));
+}
+
+static bool
+database_exists(Preflight *pf, Side *side, const char *name, bool *exists)
+{
+	const char *params[1] = {name};
+	long n;
+
+	if (!query_int(pf, side, "SELECT count(*) FROM pg_database WHERE datname = $1", 1, params, &n))
+		return false;
+	*exists = n > 0;
+	return true;
+}
+
+/* Runs sql returning one text column and reports the rows as a list when there are any. */
+static bool
+report_rows(Preflight *pf, PGconn *conn, const char *sql, CheckStatus status, const char *hint,
+	    const char *what_found, const char *what_none, const char *dbname)
+{
+	PGresult *res;
+	StrBuf list;
+	char err[512];
+	int i, n;
+
+	if (!pgsql_query(conn, sql, 0, NULL, &res, err, sizeof(err))) {
+		report(pf, CHECK_FAIL, "the check query failed; does the user have read access to the catalogs?",
+		       "database %s: %s", dbname, err);
+		return false;
+	}
+	n = PQntuples(res);
+	if (n == 0) {
+		report(pf, CHECK_PASS, NULL, "database %s: %s", dbname, what_none);
+		PQclear(res);
+		return true;
+	}
+	strbuf_init(&list);
+	for (i = 0; i < n && i < LIST_LIMIT; i++)
+		strbuf_appendf(&list, "%s%s", i ? ", " : "", PQgetvalue(res, i, 0));
+	if (n > LIST_LIMIT)
+		strbuf_appendf(&list, " and %d more", n - LIST_LIMIT);
+	report(pf, status, hint, "database %s: %s (%d): %s", dbname, what_found, n, strbuf_str(&list));
+	strbuf_free(&list);
+	PQclear(res);
+	return true;
+}
+
+static const char sql_tables_without_identity[] =
+	"SELECT format('%I.%I', n.nspname, c.relname) "
+	"FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+	"WHERE c.relkind = 'r' AND c.relpersistence = 'p' "
+	"  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast' "
+	"  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
+	"                  AND d.objid = c.oid AND d.deptype = 'e') "
+	"  AND (c.relreplident = 'n' "
+	"       OR (c.relreplident = 'd' AND NOT EXISTS "
+	"           (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)) "
+	"       OR (c.relreplident = 'i' AND NOT EXISTS "
+	"           (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident))) "
+	"ORDER BY 1";
+
+static const char sql_large_objects[] =
+	"SELECT count(*)::text || ' large object(s)' FROM pg_largeobject_metadata HAVING count(*) > 0";
+
+static const char sql_extensions[] =
+	"SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1";
+
+static void
+check_extensions(Preflight *pf, PGconn *source_db, Side *target, const char *dbname)
+{
+	PGresult *have, *avail;
+	StrBuf missing;
+	char err[512];
+	int i, j, nmissing = 0;
+
+	if (!pgsql_query(source_db, sql_extensions, 0, NULL, &have, err, sizeof(err))) {
+		report(pf, CHECK_FAIL, "the check query failed", "database %s: %s", dbname, err);
+		return;
+	}
+	if (!pgsql_query(target->conn, "SELECT name FROM pg_available_extensions", 0, NULL, &avail, err,
+			 sizeof(err))) {
+		report(pf, CHECK_FAIL, "the check query failed", "target: %s", err);
+		PQclear(have);
+		return;
+	}
+	strbuf_init(&missing);
+	for (i = 0; i < PQntuples(have); i++) {
+		const char *name = PQgetvalue(have, i, 0);
+		bool found = false;
+
+		for (j = 0; j < PQntuples(avail) && !found; j++)
+			found = strcmp(name, PQgetvalue(avail, j, 0)) == 0;
+		if (!found)
+			strbuf_appendf(&missing, "%s%s", nmissing++ ? ", " : "", name);
+	}
+	if (nmissing)
+		report(pf, CHECK_FAIL,
+		       "install these extensions for the target's major version (Debian: postgresql-NN-<name>), "
+		       "or drop them on the source",
+		       "database %s: extensions installed on the source but not available on the target: %s", dbname,
+		       strbuf_str(&missing));
+	else
+		report(pf, CHECK_PASS, NULL, "database %s: all %d extension(s) available on the target", dbname,
+		       PQntuples(have));
+	strbuf_free(&missing);
+	PQclear(have);
+	PQclear(avail);
+}
+
+static void
+check_database(Preflight *pf, Side *source, Side *target, const DatabaseMapping *db)
+{
+	PGconn *conn = NULL;
+	char err[512];
+	bool exists;
+
+	if (!database_exists(pf, source, db->name, &exists))
+		return;
+	if (!exists) {
+		report(pf, CHECK_FAIL, "remove it from [databases] or fix its name",
+		       "database %s does not exist on the source", db->name);
+		return;
+	}
+	if (target->conn) {
+		if (!database_exists(pf, target, db->target_name, &exists))
+			return;
+		if (!exists)
+			report(pf, CHECK_FAIL, "create it on the target first (CREATE DATABASE)",
+			       "database %s does not exist on the target", db->target_name);
+	}
+	if (!connect_db(source->server, db->name, &conn, err, sizeof(err))) {
+		report(pf, CHECK_FAIL, connect_hint(err), "database %s: could not connect on the source: %s", db->name,
+		       err);
+		return;
+	}
+	report(pf, CHECK_PASS, NULL, "database %s exists on the source", db->name);
+	(void) report_rows(pf, conn, sql_tables_without_identity, CHECK_FAIL,
+			   "UPDATE and DELETE on these tables fail once they are published: add a primary key, "
+			   "or ALTER TABLE ... REPLICA IDENTITY FULL",
+			   "tables without a primary key or replica identity",
+			   "every table has a primary key or replica identity", db->name);
+	(void) report_rows(pf, conn, sql_large_objects, CHECK_FAIL,
+			   "logical replication does not carry large objects: move them into bytea columns "
+			   "or copy them after the cutover",
+			   "large objects present", "no large objects", db->name);
+	if (target->conn)
+		check_extensions(pf, conn, target, db->name);
+	PQfinish(conn);
+}
+
+bool
+preflight_run(Preflight *pf)
+{
+	const Config *config = pf->config;
+	Side source = {.server = &config->source};
+	Side target = {.server = &config->target};
+	int i;
+
+	pf->npass = pf->nwarn = pf->nfail = 0;
+	(void) side_connect(pf, &source);
+	(void) side_connect(pf, &target);
+
+	if (source.conn && target.conn)
+		check_versions(pf, &source, &target);
+	if (source.conn) {
+		check_wal_level(pf, &source, "ALTER SYSTEM SET wal_level = logical on the source, then restart it");
+		check_slots_and_senders(pf, &source);
+		check_replication_privilege(pf, &source);
+	}
+	if (target.conn && config->cutover.rollback)
+		check_wal_level(pf, &target,
+				"rollback = on streams changes back from the target: ALTER SYSTEM SET wal_level = "
+				"logical on the target and restart it, or set rollback = off");
+	if (source.conn)
+		for (i = 0; i < config->ndatabases; i++)
+			check_database(pf, &source, &target, &config->databases[i]);
+
+	if (source.conn)
+		PQfinish(source.conn);
+	if (target.conn)
+		PQfinish(target.conn);
+	return pf->nfail == 0;
+}
