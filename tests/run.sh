@@ -76,7 +76,7 @@ if [[ -z "${SKIP_FUZZ:-}" ]]; then
 	fi
 	meson compile -C build-fuzz
 	for target in build-fuzz/tests/fuzz/fuzz_*; do
-		[[ -x "$target" ]] || continue
+		[[ -f "$target" && -x "$target" ]] || continue
 		name=$(basename "$target")
 		corpus="$root/tests/fuzz/corpus/${name#fuzz_}"
 		work=$(mktemp -d)
