@@ -28,6 +28,18 @@ static const CliCommand commands[] = {
 	 "Exit status: 0 when nothing failed, 1 when a check failed, 2 on a bad\n"
 	 "configuration.\n",
 	 cmd_check},
+	{"proxy", "run the wire-protocol proxy in front of the source cluster",
+	 "Usage: pghandoff proxy -c FILE\n\n"
+	 "Listens on listen_addr:listen_port (and unix_socket_dir) and relays every\n"
+	 "client of a database in [databases] to the source cluster, one server\n"
+	 "connection per client.  Clients authenticate per auth_type against\n"
+	 "auth_file.  Admin users reach a console in the virtual database\n"
+	 "\"pghandoff\": SHOW CLIENTS|SERVERS|STATS|CONFIG|DATABASES|VERSION,\n"
+	 "PAUSE [db], RESUME [db], RELOAD, SHUTDOWN.\n\n"
+	 "Signals: SIGTERM stops accepting and waits up to shutdown_timeout for\n"
+	 "clients; SIGINT closes everything at once; SIGHUP reloads the\n"
+	 "configuration and the auth file and reopens the log file.\n",
+	 cmd_proxy},
 };
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -11,6 +11,7 @@
  * (indented continuation lines, over-long lines, lines with no "=").
  */
 #include "config/config.h"
+#include "common/strbuf.h"
 #include "common/units.h"
 
 #include <ctype.h>
@@ -81,6 +82,8 @@ static const KeyDef global_keys[] = {
 	{"proxy", "admin_users", KEY_STRING, C(proxy.admin_users), "postgres", NULL, 0, 0},
 	{"proxy", "metrics_listen", KEY_STRING, C(proxy.metrics_listen), "", NULL, 0, 0},
 	{"proxy", "state_file", KEY_PATH, C(proxy.state_file), "pghandoff.state", NULL, 0, 0},
+	{"proxy", "client_login_timeout", KEY_DURATION, C(proxy.client_login_timeout), "15s", NULL, 0, 0},
+	{"proxy", "shutdown_timeout", KEY_DURATION, C(proxy.shutdown_timeout), "30s", NULL, 0, 0},
 	{"replication", "slot_name", KEY_NAME, C(replication.slot_name), "pghandoff", NULL, 0, 0},
 	{"replication", "publication_name", KEY_NAME, C(replication.publication_name), "pghandoff", NULL, 0, 0},
 	{"replication", "schema", KEY_ENUM, C(replication.schema), "copy", schema_names, 0, 0},
@@ -770,14 +773,14 @@ config_free(Config *config)
 
 /* conninfo with any password replaced, so it can be shown. */
 static void
-print_conninfo_redacted(const char *conninfo, FILE *out)
+format_conninfo_redacted(const char *conninfo, StrBuf *out)
 {
 	PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
 	PQconninfoOption *o;
 	bool first = true;
 
 	if (!opts) {
-		fputs("********", out);
+		strbuf_append(out, "********");
 		return;
 	}
 	for (o = opts; o->keyword; o++) {
@@ -786,20 +789,20 @@ print_conninfo_redacted(const char *conninfo, FILE *out)
 		if (!o->val || !o->val[0])
 			continue;
 		v = strcmp(o->keyword, "password") == 0 ? "********" : o->val;
-		fprintf(out, "%s%s='", first ? "" : " ", o->keyword);
+		strbuf_appendf(out, "%s%s='", first ? "" : " ", o->keyword);
 		for (; *v; v++) {
 			if (*v == '\'' || *v == '\\')
-				fputc('\\', out);
-			fputc(*v, out);
+				strbuf_append_char(out, '\\');
+			strbuf_append_char(out, *v);
 		}
-		fputc('\'', out);
+		strbuf_append_char(out, '\'');
 		first = false;
 	}
 	PQconninfoFree(opts);
 }
 
 static void
-print_value(const KeyDef *def, const void *base, FILE *out)
+format_value(const KeyDef *def, const void *base, StrBuf *out)
 {
 	const char *field = (const char *) base + def->offset;
 	char buf[64];
@@ -808,80 +811,95 @@ print_value(const KeyDef *def, const void *base, FILE *out)
 	case KEY_STRING:
 	case KEY_PATH:
 	case KEY_NAME:
-		fputs(*(char *const *) field, out);
+		strbuf_append(out, *(char *const *) field);
 		break;
 	case KEY_SECRET: {
 		const char *v = *(char *const *) field;
 
 		if (v[0] && strcmp(def->name, "conninfo") == 0)
-			print_conninfo_redacted(v, out);
+			format_conninfo_redacted(v, out);
 		else if (v[0])
-			fputs("********", out);
+			strbuf_append(out, "********");
 		break;
 	}
 	case KEY_PORT:
 		if (*(const int *) field)
-			fprintf(out, "%d", *(const int *) field);
+			strbuf_appendf(out, "%d", *(const int *) field);
 		break;
 	case KEY_INT:
-		fprintf(out, "%d", *(const int *) field);
+		strbuf_appendf(out, "%d", *(const int *) field);
 		break;
 	case KEY_SIZE:
 		format_size(*(const int64_t *) field, buf, sizeof(buf));
-		fputs(buf, out);
+		strbuf_append(out, buf);
 		break;
 	case KEY_DURATION:
 		format_duration(*(const int64_t *) field, buf, sizeof(buf));
-		fputs(buf, out);
+		strbuf_append(out, buf);
 		break;
 	case KEY_BOOL:
-		fputs(*(const bool *) field ? "on" : "off", out);
+		strbuf_append(out, *(const bool *) field ? "on" : "off");
 		break;
 	case KEY_ENUM:
-		fputs(def->choices[*(const int *) field], out);
+		strbuf_append(out, def->choices[*(const int *) field]);
 		break;
 	}
 }
 
 static void
-print_server(const ServerConfig *server, FILE *out)
+each_value(ConfigEachFn fn, void *arg, const char *section, const KeyDef *def, const void *base)
 {
-	size_t i;
-	int k;
+	StrBuf value;
 
-	fprintf(out, "[%s]\n", server->role);
-	for (i = 0; i < N_SERVER_KEYS; i++) {
-		fprintf(out, "%s = ", server_keys[i].name);
-		print_value(&server_keys[i], server, out);
-		fputc('\n', out);
+	strbuf_init(&value);
+	format_value(def, base, &value);
+	fn(arg, section, def->name, strbuf_str(&value));
+	strbuf_free(&value);
+}
+
+void
+config_each(const Config *config, ConfigEachFn fn, void *arg)
+{
+	const ServerConfig *servers[2] = {&config->source, &config->target};
+	size_t i;
+	int s, k, d;
+
+	for (s = 0; s < 2; s++) {
+		for (i = 0; i < N_SERVER_KEYS; i++)
+			each_value(fn, arg, servers[s]->role, &server_keys[i], servers[s]);
+		for (k = 0; k < servers[s]->nssl; k++)
+			fn(arg, servers[s]->role, servers[s]->ssl_keys[k], servers[s]->ssl_values[k]);
 	}
-	for (k = 0; k < server->nssl; k++)
-		fprintf(out, "%s = %s\n", server->ssl_keys[k], server->ssl_values[k]);
-	fputc('\n', out);
+	for (d = 0; d < config->ndatabases; d++)
+		fn(arg, "databases", config->databases[d].name, config->databases[d].target_name);
+	for (i = 0; i < N_GLOBAL_KEYS; i++)
+		each_value(fn, arg, global_keys[i].section, &global_keys[i], config);
+}
+
+typedef struct PrintState {
+	FILE *out;
+	const char *section;
+} PrintState;
+
+static void
+print_one(void *arg, const char *section, const char *key, const char *value)
+{
+	PrintState *ps = arg;
+
+	if (!ps->section || strcmp(ps->section, section) != 0) {
+		fprintf(ps->out, "%s[%s]\n", ps->section ? "\n" : "", section);
+		ps->section = section;
+	}
+	fprintf(ps->out, "%s = %s\n", key, value);
 }
 
 void
 config_print(const Config *config, FILE *out)
 {
-	const char *section = NULL;
-	size_t i;
-	int d;
+	PrintState ps = {out, NULL};
 
 	fprintf(out, "; effective configuration of %s\n", config->path);
-	print_server(&config->source, out);
-	print_server(&config->target, out);
-	fputs("[databases]\n", out);
-	for (d = 0; d < config->ndatabases; d++)
-		fprintf(out, "%s = %s\n", config->databases[d].name, config->databases[d].target_name);
-	for (i = 0; i < N_GLOBAL_KEYS; i++) {
-		if (!section || strcmp(section, global_keys[i].section) != 0) {
-			section = global_keys[i].section;
-			fprintf(out, "\n[%s]\n", section);
-		}
-		fprintf(out, "%s = ", global_keys[i].name);
-		print_value(&global_keys[i], config, out);
-		fputc('\n', out);
-	}
+	config_each(config, print_one, &ps);
 }
 
 const DatabaseMapping *

@@ -69,6 +69,8 @@ typedef struct ProxyConfig {
 	char *admin_users;	/* comma-separated */
 	char *metrics_listen;
 	char *state_file;
+	int64_t client_login_timeout;	/* microseconds */
+	int64_t shutdown_timeout;	/* microseconds */
 } ProxyConfig;
 
 typedef struct ReplicationConfig {
@@ -118,6 +120,10 @@ bool config_load(const char *path, Config *config, FILE *errors) __attribute__((
 bool config_load_stream(FILE *file, const char *path, Config *config, FILE *errors)
 	__attribute__((warn_unused_result));
 void config_free(Config *config);
+
+/* Calls fn for every setting in file order, values formatted as in the file, secrets "********". */
+typedef void (*ConfigEachFn)(void *arg, const char *section, const char *key, const char *value);
+void config_each(const Config *config, ConfigEachFn fn, void *arg);
 
 /* Writes the effective configuration as INI, secrets replaced by "********". */
 void config_print(const Config *config, FILE *out);

@@ -1,0 +1,434 @@
+/*
+ * The admin console: the virtual database "pghandoff", open to admin_users,
+ * answering simple queries with ordinary result sets, as PgBouncer's does.
+ * Every answer is built whole and sent with one write.
+ */
+#include "proxy/objects.h"
+#include "common/log.h"
+#include "common/strbuf.h"
+#include "proxy/pktbuf.h"
+#include "proxy/proto.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define MAX_WORDS 4
+
+typedef struct Result {
+	PktBuf pb;
+	int ncols;
+	int nrows;
+} Result;
+
+static void
+result_begin(Result *r, int ncols, const char *const *names)
+{
+	pktbuf_init(&r->pb);
+	r->ncols = ncols;
+	r->nrows = 0;
+	pktbuf_write_row_description(&r->pb, ncols, names);
+}
+
+static void
+result_row(Result *r, const char *const *values)
+{
+	pktbuf_write_data_row(&r->pb, r->ncols, values);
+	r->nrows++;
+}
+
+static bool
+result_send(Client *client, Result *r, const char *command)
+{
+	char tag[64];
+	bool ok;
+
+	snprintf(tag, sizeof(tag), "%s %d", command, r->nrows);
+	pktbuf_write_command_complete(&r->pb, tag);
+	pktbuf_write_ready_for_query(&r->pb, TXN_IDLE);
+	ok = !r->pb.failed && sbuf_answer(&client->sbuf, r->pb.buf, r->pb.len);
+	pktbuf_free(&r->pb);
+	if (!ok)
+		client_disconnect(client, NULL, "could not send to the admin client");
+	return ok;
+}
+
+static bool
+send_command_ok(Client *client, const char *tag)
+{
+	PktBuf pb;
+	bool ok;
+
+	pktbuf_init(&pb);
+	pktbuf_write_command_complete(&pb, tag);
+	pktbuf_write_ready_for_query(&pb, TXN_IDLE);
+	ok = !pb.failed && sbuf_answer(&client->sbuf, pb.buf, pb.len);
+	pktbuf_free(&pb);
+	if (!ok)
+		client_disconnect(client, NULL, "could not send to the admin client");
+	return ok;
+}
+
+static bool
+send_error(Client *client, const char *sqlstate, const char *message, const char *hint)
+{
+	PktBuf pb;
+	bool ok;
+
+	pktbuf_init(&pb);
+	pktbuf_write_error(&pb, "ERROR", sqlstate, message, NULL, hint);
+	pktbuf_write_ready_for_query(&pb, TXN_IDLE);
+	ok = !pb.failed && sbuf_answer(&client->sbuf, pb.buf, pb.len);
+	pktbuf_free(&pb);
+	if (!ok)
+		client_disconnect(client, NULL, "could not send to the admin client");
+	return ok;
+}
+
+static void
+format_time(ev_tstamp t, char *buf, size_t len)
+{
+	time_t secs = (time_t) t;
+	struct tm tm;
+
+	gmtime_r(&secs, &tm);
+	strftime(buf, len, "%Y-%m-%d %H:%M:%S UTC", &tm);
+}
+
+static const char *
+client_state_name(const Client *client)
+{
+	switch (client->state) {
+	case CL_LOGIN:
+		return "login";
+	case CL_WAIT_SERVER:
+		return "waiting";
+	case CL_ACTIVE:
+		return client->held ? "held" : "active";
+	case CL_ADMIN:
+		return "admin";
+	case CL_JUSTFREE:
+		return "closing";
+	}
+	return "?";
+}
+
+static void
+address_of(const Client *client, char *addr, size_t len)
+{
+	/* The subject ends with the address. */
+	const char *space = strrchr(client->subject, ' ');
+
+	snprintf(addr, len, "%s", space ? space + 1 : "");
+}
+
+static void
+client_row(Result *r, const Client *client)
+{
+	char id[16], addr[64], since[32], pending[16], stmts[16], server[16], tx[2] = {client->txn_status, 0};
+	const char *values[10];
+
+	snprintf(id, sizeof(id), "C-%u", client->id);
+	address_of(client, addr, sizeof(addr));
+	format_time(client->connect_time, since, sizeof(since));
+	snprintf(pending, sizeof(pending), "%d", client->pending_rfq);
+	snprintf(stmts, sizeof(stmts), "%d", client->nstmts);
+	snprintf(server, sizeof(server), "S-%u", client->server ? client->server->id : 0);
+	values[0] = id;
+	values[1] = client->user;
+	values[2] = client->dbname;
+	values[3] = client_state_name(client);
+	values[4] = addr;
+	values[5] = since;
+	values[6] = tx;
+	values[7] = pending;
+	values[8] = stmts;
+	values[9] = client->server ? server : NULL;
+	result_row(r, values);
+}
+
+static bool
+show_clients(Client *client)
+{
+	static const char *const cols[] = {"id", "user", "database", "state", "addr", "connect_time",
+					   "tx", "pending", "prepared", "server"};
+	Proxy *proxy = client->proxy;
+	const List *lists[] = {&proxy->login_clients, &proxy->active_clients, &proxy->admin_clients};
+	const List *item;
+	Result r;
+	size_t i;
+
+	result_begin(&r, 10, cols);
+	for (i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+		list_for_each(item, lists[i])
+			client_row(&r, container_of(item, const Client, head));
+	return result_send(client, &r, "SHOW");
+}
+
+static bool
+show_servers(Client *client)
+{
+	static const char *const cols[] = {"id", "user", "database", "cluster", "state", "backend_pid", "client",
+					   "connect_time", "tls"};
+	Proxy *proxy = client->proxy;
+	const List *lists[] = {&proxy->login_servers, &proxy->active_servers};
+	const List *item;
+	Result r;
+	size_t i;
+
+	result_begin(&r, 9, cols);
+	for (i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+		list_for_each(item, lists[i]) {
+			const Server *server = container_of(item, const Server, head);
+			char id[16], pid[16], cid[16], since[32];
+			const char *values[9];
+
+			snprintf(id, sizeof(id), "S-%u", server->id);
+			snprintf(pid, sizeof(pid), "%d", server->backend_pid);
+			snprintf(cid, sizeof(cid), "C-%u", server->client ? server->client->id : 0);
+			format_time(server->connect_time, since, sizeof(since));
+			values[0] = id;
+			values[1] = server->client ? server->client->user : NULL;
+			values[2] = server->cluster == &proxy->target ? server->db->target_name : server->db->name;
+			values[3] = server->cluster->role;
+			values[4] = server->state == SV_ACTIVE ? "active" : "login";
+			values[5] = pid;
+			values[6] = server->client ? cid : NULL;
+			values[7] = since;
+			values[8] = server->sbuf.ssl ? "on" : "off";
+			result_row(&r, values);
+		}
+	}
+	return result_send(client, &r, "SHOW");
+}
+
+static bool
+show_stats(Client *client)
+{
+	static const char *const cols[] = {"database", "total_xact_count", "total_query_count", "total_received",
+					   "total_sent", "avg_xact_time_us", "avg_query_time_us"};
+	Proxy *proxy = client->proxy;
+	Result r;
+	int i;
+
+	result_begin(&r, 7, cols);
+	for (i = 0; i < proxy->ndatabases; i++) {
+		const DbStats *s = &proxy->databases[i].stats;
+		char v[6][24];
+		const char *values[7];
+
+		snprintf(v[0], sizeof(v[0]), "%llu", (unsigned long long) s->xact_count);
+		snprintf(v[1], sizeof(v[1]), "%llu", (unsigned long long) s->query_count);
+		snprintf(v[2], sizeof(v[2]), "%llu", (unsigned long long) s->bytes_received);
+		snprintf(v[3], sizeof(v[3]), "%llu", (unsigned long long) s->bytes_sent);
+		snprintf(v[4], sizeof(v[4]), "%llu",
+			 (unsigned long long) (s->xact_count ? s->xact_time_us / s->xact_count : 0));
+		snprintf(v[5], sizeof(v[5]), "%llu",
+			 (unsigned long long) (s->query_count ? s->query_time_us / s->query_count : 0));
+		values[0] = proxy->databases[i].name;
+		for (int k = 0; k < 6; k++)
+			values[k + 1] = v[k];
+		result_row(&r, values);
+	}
+	return result_send(client, &r, "SHOW");
+}
+
+static void
+config_row(void *arg, const char *section, const char *key, const char *value)
+{
+	const char *values[3] = {section, key, value};
+
+	result_row(arg, values);
+}
+
+static bool
+show_config(Client *client)
+{
+	static const char *const cols[] = {"section", "key", "value"};
+	Result r;
+
+	result_begin(&r, 3, cols);
+	config_each(&client->proxy->config, config_row, &r);
+	return result_send(client, &r, "SHOW");
+}
+
+static bool
+show_databases(Client *client)
+{
+	static const char *const cols[] = {"name", "target_name", "paused", "clients"};
+	Proxy *proxy = client->proxy;
+	Result r;
+	int i;
+
+	result_begin(&r, 4, cols);
+	for (i = 0; i < proxy->ndatabases; i++) {
+		const Database *db = &proxy->databases[i];
+		char n[16];
+		const char *values[4] = {db->name, db->target_name, db->paused ? "yes" : "no", n};
+
+		snprintf(n, sizeof(n), "%d", db->nclients);
+		result_row(&r, values);
+	}
+	return result_send(client, &r, "SHOW");
+}
+
+static bool
+show_version(Client *client)
+{
+	static const char *const cols[] = {"version"};
+	const char *values[] = {"pghandoff " PGHANDOFF_VERSION};
+	Result r;
+
+	result_begin(&r, 1, cols);
+	result_row(&r, values);
+	return result_send(client, &r, "SHOW");
+}
+
+/* A client is at a transaction boundary when nothing of it is in flight. */
+static bool
+client_is_quiet(const Client *client)
+{
+	if (client->state == CL_WAIT_SERVER)
+		return true;
+	return client->held || (client->pending_rfq == 0 && !client->unsynced && !client->in_copy &&
+				client->txn_status == TXN_IDLE);
+}
+
+static bool
+pause_reached(Proxy *proxy, const char *dbname)
+{
+	const List *item;
+
+	list_for_each(item, &proxy->active_clients) {
+		const Client *c = container_of(item, const Client, head);
+
+		if ((!dbname[0] || strcmp(c->db->name, dbname) == 0) && !client_is_quiet(c))
+			return false;
+	}
+	return true;
+}
+
+void
+admin_check_pause_waiters(Proxy *proxy)
+{
+	List *item, *tmp;
+
+	if (proxy->pause_waiters == 0)
+		return;
+	list_for_each_safe(item, tmp, &proxy->admin_clients) {
+		Client *admin = container_of(item, Client, head);
+
+		if (!admin->admin_waiting_pause || !pause_reached(proxy, admin->admin_pause_db))
+			continue;
+		admin->admin_waiting_pause = false;
+		proxy->pause_waiters--;
+		log_info(admin->subject, "PAUSE %s: every client is between transactions",
+			 admin->admin_pause_db[0] ? admin->admin_pause_db : "(all)");
+		if (send_command_ok(admin, "PAUSE"))
+			sbuf_continue(&admin->sbuf);
+	}
+}
+
+static bool
+set_paused(Client *client, const char *dbname, bool paused)
+{
+	Proxy *proxy = client->proxy;
+	int i;
+
+	if (dbname[0] && !proxy_find_database(proxy, dbname)) {
+		char msg[128];
+
+		snprintf(msg, sizeof(msg), "database \"%s\" is not in [databases]", dbname);
+		return send_error(client, "3D000", msg, "SHOW DATABASES lists them");
+	}
+	for (i = 0; i < proxy->ndatabases; i++)
+		if (!dbname[0] || strcmp(proxy->databases[i].name, dbname) == 0)
+			proxy->databases[i].paused = paused;
+	if (!paused) {
+		log_info(client->subject, "RESUME %s", dbname[0] ? dbname : "(all)");
+		client_resume_held(proxy, NULL);
+		return send_command_ok(client, "RESUME");
+	}
+	log_info(client->subject, "PAUSE %s requested", dbname[0] ? dbname : "(all)");
+	snprintf(client->admin_pause_db, sizeof(client->admin_pause_db), "%s", dbname);
+	client->admin_waiting_pause = true;
+	proxy->pause_waiters++;
+	admin_check_pause_waiters(proxy);
+	return true;
+}
+
+/* Splits sql into up to MAX_WORDS words, trimming a trailing semicolon. */
+static int
+split_words(const char *sql, char words[MAX_WORDS][64])
+{
+	int n = 0;
+	const char *p = sql;
+
+	while (*p) {
+		size_t len = 0;
+
+		while (isspace((unsigned char) *p) || *p == ';')
+			p++;
+		if (!*p)
+			break;
+		if (n == MAX_WORDS)
+			return -1;
+		while (*p && !isspace((unsigned char) *p) && *p != ';') {
+			if (len + 1 < 64)
+				words[n][len++] = *p;
+			p++;
+		}
+		words[n][len] = '\0';
+		n++;
+	}
+	return n;
+}
+
+bool
+admin_handle_query(Client *client, const char *sql)
+{
+	Proxy *proxy = client->proxy;
+	char w[MAX_WORDS][64];
+	int n = split_words(sql, w);
+
+	log_debug(client->subject, "admin command: %s", sql);
+	if (n == 0)
+		return send_command_ok(client, "EMPTY");
+	if (n == 2 && strcasecmp(w[0], "SHOW") == 0) {
+		if (strcasecmp(w[1], "CLIENTS") == 0)
+			return show_clients(client);
+		if (strcasecmp(w[1], "SERVERS") == 0)
+			return show_servers(client);
+		if (strcasecmp(w[1], "STATS") == 0)
+			return show_stats(client);
+		if (strcasecmp(w[1], "CONFIG") == 0)
+			return show_config(client);
+		if (strcasecmp(w[1], "VERSION") == 0)
+			return show_version(client);
+		if (strcasecmp(w[1], "DATABASES") == 0)
+			return show_databases(client);
+	}
+	if ((n == 1 || n == 2) && strcasecmp(w[0], "PAUSE") == 0)
+		return set_paused(client, n == 2 ? w[1] : "", true);
+	if ((n == 1 || n == 2) && strcasecmp(w[0], "RESUME") == 0)
+		return set_paused(client, n == 2 ? w[1] : "", false);
+	if (n == 1 && strcasecmp(w[0], "RELOAD") == 0) {
+		if (!proxy_reload(proxy))
+			return send_error(client, "F0000", "configuration not reloaded: see the log for the errors",
+					  "fix the file and RELOAD again; the previous configuration stays in force");
+		return send_command_ok(client, "RELOAD");
+	}
+	if (n == 1 && strcasecmp(w[0], "SHUTDOWN") == 0) {
+		log_info(client->subject, "SHUTDOWN requested");
+		if (!send_command_ok(client, "SHUTDOWN"))
+			return false;
+		proxy_shutdown(proxy, false);
+		return true;
+	}
+	return send_error(client, "42601", "unknown admin command",
+			  "commands: SHOW CLIENTS|SERVERS|STATS|CONFIG|DATABASES|VERSION, PAUSE [db], RESUME [db], "
+			  "RELOAD, SHUTDOWN");
+}

@@ -1,0 +1,702 @@
+/*
+ * The frontend side: a client's startup packet, TLS and authentication, then
+ * the relay of its messages to its server connection.
+ *
+ * The relay looks at each message header to know where the session stands
+ * (between transactions or not, inside an extended-protocol pipeline, in
+ * COPY) and which named prepared statements exist; bodies are forwarded as
+ * they are.  That knowledge is what lets PAUSE hold a client exactly at a
+ * transaction boundary.
+ */
+#include "proxy/objects.h"
+#include "common/log.h"
+#include "common/md5auth.h"
+#include "common/scram.h"
+#include "proxy/pktbuf.h"
+#include "proxy/proto.h"
+#include "proxy/protocol.h"
+#include "proxy/userlist.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_MESSAGE_LEN 0x3fffffff	/* PostgreSQL's MaxAllocSize */
+
+static bool
+client_send(Client *client, PktBuf *pb)
+{
+	bool ok;
+
+	if (pb->failed) {
+		log_error(client->subject, "could not build a message: out of memory");
+		pktbuf_free(pb);
+		return false;
+	}
+	ok = sbuf_answer(&client->sbuf, pb->buf, pb->len);
+	pktbuf_free(pb);
+	return ok;
+}
+
+bool
+client_send_error(Client *client, const char *severity, const char *sqlstate, const char *message,
+		  const char *detail, const char *hint)
+{
+	PktBuf pb;
+
+	pktbuf_init(&pb);
+	pktbuf_write_error(&pb, severity, sqlstate, message, detail, hint);
+	return client_send(client, &pb);
+}
+
+static void
+auth_fail(Client *client, const char *why)
+{
+	char msg[160];
+
+	log_info(client->subject, "authentication failed: %s", why);
+	snprintf(msg, sizeof(msg), "password authentication failed for user \"%s\"", client->user);
+	client_disconnect(client, "28P01", "%s", msg);
+}
+
+static bool
+is_admin_user(Proxy *proxy, const char *user)
+{
+	const char *list = proxy->config.proxy.admin_users;
+	size_t ulen = strlen(user);
+
+	while (*list) {
+		size_t n;
+
+		while (*list == ' ' || *list == ',')
+			list++;
+		n = strcspn(list, ", ");
+		if (n == ulen && strncmp(list, user, n) == 0)
+			return true;
+		list += n;
+	}
+	return false;
+}
+
+/* Authenticated: an admin session starts at once, anyone else once its server is in. */
+static bool
+auth_done(Client *client)
+{
+	Proxy *proxy = client->proxy;
+	Server *server;
+
+	client->auth_step = CA_DONE;
+	if (client->scram) {
+		scram_server_clear(client->scram);
+		free(client->scram);
+		client->scram = NULL;
+	}
+	if (client->is_admin) {
+		PktBuf pb;
+
+		pktbuf_init(&pb);
+		pktbuf_write_auth(&pb, AUTH_REQ_OK, NULL, 0);
+		pktbuf_write_parameter_status(&pb, "server_version", PGHANDOFF_VERSION " (pghandoff)");
+		pktbuf_write_parameter_status(&pb, "server_encoding", "UTF8");
+		pktbuf_write_parameter_status(&pb, "client_encoding", "UTF8");
+		pktbuf_write_parameter_status(&pb, "DateStyle", "ISO");
+		pktbuf_write_parameter_status(&pb, "integer_datetimes", "on");
+		pktbuf_write_parameter_status(&pb, "standard_conforming_strings", "on");
+		pktbuf_write_backend_key_data(&pb, client->cancel_pid, client->cancel_key, CANCEL_KEY_LEN);
+		pktbuf_write_ready_for_query(&pb, TXN_IDLE);
+		ev_timer_stop(proxy->loop, &client->login_timer);
+		client_change_state(client, CL_ADMIN);
+		client->sbuf.max_pkt = SBUF_INSPECT_MAX;
+		log_info(client->subject, "admin console login");
+		return client_send(client, &pb);
+	}
+
+	server = server_new(proxy, client, &proxy->source, client->db);
+	if (!server) {
+		client_disconnect(client, "53200", "out of memory");
+		return false;
+	}
+	client->server = server;
+	client_change_state(client, CL_WAIT_SERVER);
+	if (!server_start(server))
+		return false;	/* server_start tore both down */
+	return true;
+}
+
+static bool
+start_auth(Client *client)
+{
+	Proxy *proxy = client->proxy;
+	const UserEntry *entry = userlist_find(proxy->users, client->user);
+	PktBuf pb;
+	char err[256];
+
+	switch (proxy->config.proxy.auth_type) {
+	case AUTH_TRUST:
+		return auth_done(client);
+	case AUTH_MD5:
+		if (!md5auth_random_salt(client->md5_salt, err, sizeof(err))) {
+			client_disconnect(client, "XX000", "could not generate a salt: %s", err);
+			return false;
+		}
+		client->auth_step = CA_WAIT_PASSWORD;
+		pktbuf_init(&pb);
+		pktbuf_write_auth(&pb, AUTH_REQ_MD5, client->md5_salt, sizeof(client->md5_salt));
+		return client_send(client, &pb);
+	case AUTH_SCRAM_SHA_256: {
+		static const char mechanisms[] = "SCRAM-SHA-256\0";
+		bool ok;
+
+		client->scram = calloc(1, sizeof(ScramServer));
+		if (!client->scram) {
+			client_disconnect(client, "53200", "out of memory");
+			return false;
+		}
+		if (entry && entry->kind == SECRET_SCRAM) {
+			ok = scram_server_init(client->scram, &entry->verifier, err, sizeof(err));
+		} else if (entry && entry->kind == SECRET_PLAIN) {
+			ScramVerifier v;
+
+			ok = scram_verifier_build(&v, entry->secret, NULL, 0, 0, err, sizeof(err)) &&
+			     scram_server_init(client->scram, &v, err, sizeof(err));
+			OPENSSL_cleanse(&v, sizeof(v));
+		} else {
+			/* Unknown user or an md5 secret: an exchange that can only fail, like PostgreSQL's. */
+			ok = scram_server_init_mock(client->scram, client->user, (const uint8_t *) "pghandoff", 9, err,
+						    sizeof(err));
+		}
+		if (!ok) {
+			client_disconnect(client, "XX000", "could not start SCRAM authentication: %s", err);
+			return false;
+		}
+		client->auth_step = CA_WAIT_SASL_INITIAL;
+		pktbuf_init(&pb);
+		pktbuf_write_auth(&pb, AUTH_REQ_SASL, mechanisms, sizeof(mechanisms));
+		return client_send(client, &pb);
+	}
+	}
+	return false;
+}
+
+static bool
+handle_password_message(Client *client, const PktHeader *pkt)
+{
+	Proxy *proxy = client->proxy;
+	const UserEntry *entry = userlist_find(proxy->users, client->user);
+	const uint8_t *body = pkt->body;
+	size_t len = pkt->body_avail;
+	char err[256];
+	char out[1024];
+	size_t outlen;
+	PktBuf pb;
+
+	if (pkt->avail != pkt->len) {
+		client_disconnect(client, "08P01", "authentication message too long");
+		return false;
+	}
+	switch (client->auth_step) {
+	case CA_WAIT_PASSWORD: {
+		bool ok = false;
+		size_t rlen = len > 0 && body[len - 1] == '\0' ? len - 1 : len;
+
+		if (entry && entry->kind == SECRET_MD5)
+			ok = md5auth_verify_stored(entry->secret, client->md5_salt, (const char *) body, rlen, err,
+						   sizeof(err));
+		else if (entry && entry->kind == SECRET_PLAIN)
+			ok = md5auth_verify_password(client->user, entry->secret, client->md5_salt, (const char *) body,
+						     rlen, err, sizeof(err));
+		else
+			snprintf(err, sizeof(err), entry ? "only a SCRAM verifier is known for this user"
+							 : "user not in auth_file");
+		if (!ok) {
+			auth_fail(client, err);
+			return false;
+		}
+		sbuf_consume(&client->sbuf, pkt->len);
+		return auth_done(client);
+	}
+	case CA_WAIT_SASL_INITIAL: {
+		ProtoSaslInitialResponse sasl;
+
+		if (!proto_parse_sasl_initial_response(body, len, &sasl, err, sizeof(err)) || sasl.datalen < 0) {
+			client_disconnect(client, "08P01", "invalid SASL initial response: %s", err);
+			return false;
+		}
+		if (strcmp(sasl.mechanism, "SCRAM-SHA-256") != 0) {
+			client_disconnect(client, "08P01", "client selected an invalid SASL authentication mechanism");
+			return false;
+		}
+		if (!scram_server_read_client_first(client->scram, (const char *) sasl.data, (size_t) sasl.datalen, err,
+						    sizeof(err)) ||
+		    !scram_server_build_server_first(client->scram, out, sizeof(out), &outlen, err, sizeof(err))) {
+			client_disconnect(client, "08P01", "malformed SCRAM message: %s", err);
+			return false;
+		}
+		sbuf_consume(&client->sbuf, pkt->len);
+		client->auth_step = CA_WAIT_SASL_FINAL;
+		pktbuf_init(&pb);
+		pktbuf_write_auth(&pb, AUTH_REQ_SASL_CONT, out, outlen);
+		return client_send(client, &pb);
+	}
+	case CA_WAIT_SASL_FINAL:
+		if (!scram_server_read_client_final(client->scram, (const char *) body, len, err, sizeof(err))) {
+			client_disconnect(client, "08P01", "malformed SCRAM message: %s", err);
+			return false;
+		}
+		if (!scram_server_verify_proof(client->scram, err, sizeof(err))) {
+			auth_fail(client, err);
+			return false;
+		}
+		if (!scram_server_build_server_final(client->scram, out, sizeof(out), &outlen, err, sizeof(err))) {
+			client_disconnect(client, "XX000", "SCRAM: %s", err);
+			return false;
+		}
+		if (entry && entry->kind == SECRET_SCRAM)
+			client->have_client_key = scram_server_get_client_key(client->scram, client->client_key);
+		sbuf_consume(&client->sbuf, pkt->len);
+		pktbuf_init(&pb);
+		pktbuf_write_auth(&pb, AUTH_REQ_SASL_FIN, out, outlen);
+		if (!client_send(client, &pb)) {
+			client_disconnect(client, NULL, "could not send to the client");
+			return false;
+		}
+		return auth_done(client);
+	default:
+		client_disconnect(client, "08P01", "unexpected password message");
+		return false;
+	}
+}
+
+/* Packs the startup parameters the server must see: key\0value\0... */
+static bool
+keep_params(Client *client, const StartupPacket *sp)
+{
+	size_t cap = 0, len = 0;
+	int i;
+	char *p;
+
+	if (sp->options)
+		cap += strlen("options") + strlen(sp->options) + 2;
+	if (sp->application_name)
+		cap += strlen("application_name") + strlen(sp->application_name) + 2;
+	for (i = 0; i < sp->nparams; i++)
+		cap += strlen(sp->param_names[i]) + strlen(sp->param_values[i]) + 2;
+	p = malloc(cap + 1);
+	if (!p)
+		return false;
+#define PUT(s) \
+	do { \
+		size_t n_ = strlen(s) + 1; \
+		memcpy(p + len, (s), n_); \
+		len += n_; \
+	} while (0)
+	if (sp->options) {
+		PUT("options");
+		PUT(sp->options);
+	}
+	if (sp->application_name) {
+		PUT("application_name");
+		PUT(sp->application_name);
+	}
+	for (i = 0; i < sp->nparams; i++) {
+		PUT(sp->param_names[i]);
+		PUT(sp->param_values[i]);
+	}
+#undef PUT
+	client->params = p;
+	client->params_len = (uint32_t) len;
+	return true;
+}
+
+static bool
+negotiate_version(Client *client, const StartupPacket *sp)
+{
+	const char *names[PROTO_MAX_STARTUP_PARAMS];
+	PktBuf pb;
+	int i;
+
+	if (sp->minor == 0 && sp->nextensions == 0)
+		return true;
+	/* The proxy speaks 3.0 to its servers, so it offers clients 3.0 too. */
+	for (i = 0; i < sp->nextensions; i++)
+		names[i] = sp->extension_names[i];
+	pktbuf_init(&pb);
+	pktbuf_write_negotiate_protocol_version(&pb, PG_PROTOCOL_3_0, sp->nextensions, names);
+	return client_send(client, &pb);
+}
+
+static bool
+handle_startup(Client *client, const PktHeader *pkt)
+{
+	Proxy *proxy = client->proxy;
+	StartupPacket sp;
+	char err[256];
+	char msg[256];
+
+	if (!proto_parse_startup(pkt->body, pkt->body_avail, &sp, err, sizeof(err))) {
+		client_disconnect(client, "08P01", "invalid startup packet: %s", err);
+		return false;
+	}
+	switch (sp.kind) {
+	case PROTO_STARTUP_SSL: {
+		bool offer = proxy->client_tls && !client->tls;
+
+		sbuf_consume(&client->sbuf, pkt->len);
+		if (!sbuf_answer(&client->sbuf, offer ? "S" : "N", 1)) {
+			client_disconnect(client, NULL, "could not answer the SSL request");
+			return false;
+		}
+		if (offer && !sbuf_tls_accept(&client->sbuf, proxy->client_tls)) {
+			client_disconnect(client, NULL, "could not start TLS");
+			return false;
+		}
+		return !offer;
+	}
+	case PROTO_STARTUP_GSSENC:
+		sbuf_consume(&client->sbuf, pkt->len);
+		if (!sbuf_answer(&client->sbuf, "N", 1)) {
+			client_disconnect(client, NULL, "could not answer the GSSENC request");
+			return false;
+		}
+		return true;
+	case PROTO_STARTUP_CANCEL: {
+		Client *target = proxy_find_client_by_cancel_key(proxy, sp.cancel_pid, sp.cancel_key, sp.cancel_keylen);
+
+		if (target && target->server && target->server->state == SV_ACTIVE) {
+			log_info(client->subject, "cancel request for %s", target->subject);
+			server_send_cancel(proxy, target->server);
+		} else {
+			log_debug(client->subject, "cancel request with an unknown key ignored");
+		}
+		client_disconnect(client, NULL, "cancel request handled");
+		return false;
+	}
+	case PROTO_STARTUP_UNSUPPORTED:
+		if (PG_PROTOCOL_MAJOR(sp.code) < 3 || PG_PROTOCOL_MAJOR(sp.code) > 3)
+			snprintf(msg, sizeof(msg), "unsupported frontend protocol %d.%d: server supports 3.0 to 3.0",
+				 PG_PROTOCOL_MAJOR(sp.code), PG_PROTOCOL_MINOR(sp.code));
+		else
+			snprintf(msg, sizeof(msg), "unsupported startup request code %d", sp.code);
+		client_disconnect(client, "0A000", "%s", msg);
+		return false;
+	case PROTO_STARTUP_V3:
+		break;
+	}
+
+	snprintf(client->user, sizeof(client->user), "%s", sp.user);
+	snprintf(client->dbname, sizeof(client->dbname), "%s", sp.database);
+	client_set_subject(client);
+	if (proxy->config.proxy.client_tls_mode == CLIENT_TLS_REQUIRE && !client->tls) {
+		client_disconnect(client, "28000", "TLS is required: connect with sslmode=require");
+		return false;
+	}
+	if (sp.replication && strcmp(sp.replication, "false") != 0 && strcmp(sp.replication, "0") != 0) {
+		client_disconnect(client, "08P01", "replication connections are not supported through pghandoff");
+		return false;
+	}
+	if (strcmp(sp.database, PROXY_ADMIN_DATABASE) == 0) {
+		if (!is_admin_user(proxy, sp.user)) {
+			client_disconnect(client, "28000", "user \"%s\" is not allowed in the admin console (admin_users)",
+					  sp.user);
+			return false;
+		}
+		client->is_admin = true;
+	} else {
+		client->db = proxy_find_database(proxy, sp.database);
+		if (!client->db) {
+			client_disconnect(client, "3D000", "database \"%s\" does not exist", sp.database);
+			return false;
+		}
+		client->db->nclients++;
+	}
+	if (proxy->shutting_down) {
+		client_disconnect(client, "57P01", "pghandoff is shutting down");
+		return false;
+	}
+	if (!keep_params(client, &sp)) {
+		client_disconnect(client, "53200", "out of memory");
+		return false;
+	}
+	client->proto_minor = (uint16_t) sp.minor;
+	sbuf_consume(&client->sbuf, pkt->len);
+	client->sbuf.startup = false;
+	client->sbuf.max_pkt = SBUF_INSPECT_MAX;	/* authentication messages are short */
+	log_debug(client->subject, "startup packet: protocol 3.%d", sp.minor);
+	if (!negotiate_version(client, &sp)) {
+		client_disconnect(client, NULL, "could not send to the client");
+		return false;
+	}
+	return start_auth(client);
+}
+
+void
+client_server_ready(Client *client)
+{
+	Server *server = client->server;
+	PktBuf pb;
+
+	pktbuf_init(&pb);
+	pktbuf_write_auth(&pb, AUTH_REQ_OK, NULL, 0);
+	/* The server's ParameterStatus messages, as they were. */
+	pktbuf_put_messages(&pb, server->login_params, server->login_params_len);
+	pktbuf_write_backend_key_data(&pb, client->cancel_pid, client->cancel_key, CANCEL_KEY_LEN);
+	pktbuf_write_ready_for_query(&pb, TXN_IDLE);
+	free(server->login_params);
+	server->login_params = NULL;
+	server->login_params_len = 0;
+
+	ev_timer_stop(client->proxy->loop, &client->login_timer);
+	client->sbuf.peer = &server->sbuf;
+	server->sbuf.peer = &client->sbuf;
+	client->sbuf.max_pkt = MAX_MESSAGE_LEN;
+	client->txn_status = TXN_IDLE;
+	client_change_state(client, CL_ACTIVE);
+	log_info(client->subject, "login complete, served by %s", server->subject);
+	if (!client_send(client, &pb)) {
+		client_disconnect(client, NULL, "could not send to the client");
+		return;
+	}
+	sbuf_continue(&client->sbuf);
+}
+
+static bool
+at_boundary(const Client *client)
+{
+	return client->pending_rfq == 0 && !client->unsynced && !client->in_copy && client->txn_status == TXN_IDLE;
+}
+
+static void
+remember_statement(Client *client, const PktHeader *pkt)
+{
+	ProtoParse parse;
+	PreparedStmt *stmt, **link;
+	char err[128];
+
+	if (pkt->avail != pkt->len) {
+		/* A huge Parse: its name is all we could keep, and it is not re-playable. */
+		log_debug(client->subject, "Parse of %u bytes not remembered", pkt->len);
+		return;
+	}
+	if (!proto_parse_parse(pkt->body, pkt->body_avail, &parse, err, sizeof(err)) || parse.stmt[0] == '\0')
+		return;
+	stmt = malloc(sizeof(PreparedStmt) + pkt->len);
+	if (!stmt)
+		return;
+	stmt->len = pkt->len;
+	memcpy(stmt->msg, pkt->data, pkt->len);
+	/* A re-Parse of the same name replaces the old one (after a Close the server allows it). */
+	for (link = &client->stmts; *link; link = &(*link)->next) {
+		if (strcmp((const char *) (*link)->msg + 5, parse.stmt) == 0) {
+			PreparedStmt *old = *link;
+
+			*link = old->next;
+			free(old);
+			client->nstmts--;
+			break;
+		}
+	}
+	stmt->next = client->stmts;
+	client->stmts = stmt;
+	client->nstmts++;
+}
+
+static void
+forget_statement(Client *client, const PktHeader *pkt)
+{
+	ProtoTarget target;
+	PreparedStmt **link;
+	char err[128];
+
+	if (!proto_parse_close(pkt->body, pkt->body_avail, &target, err, sizeof(err)) ||
+	    target.kind != PQTARGET_STATEMENT)
+		return;
+	for (link = &client->stmts; *link; link = &(*link)->next) {
+		if (strcmp((const char *) (*link)->msg + 5, target.name) == 0) {
+			PreparedStmt *old = *link;
+
+			*link = old->next;
+			free(old);
+			client->nstmts--;
+			return;
+		}
+	}
+}
+
+static bool
+relay_client_packet(Client *client, const PktHeader *pkt)
+{
+	Proxy *proxy = client->proxy;
+	ev_tstamp now;
+
+	if (pkt->type == PQMSG_TERMINATE) {
+		sbuf_consume(&client->sbuf, pkt->len);
+		client_disconnect(client, NULL, "client sent Terminate");
+		return false;
+	}
+	if (at_boundary(client)) {
+		if (proxy_is_paused(proxy, client->db)) {
+			if (!client->held)
+				log_debug(client->subject, "held by PAUSE");
+			client->held = true;
+			return false;	/* no decision: the message waits in the buffer */
+		}
+		now = ev_now(proxy->loop);
+		client->request_time = now;
+		client->xact_start = now;
+	} else if (client->pending_rfq == 0 && !client->unsynced && !client->in_copy) {
+		client->request_time = ev_now(proxy->loop);
+	}
+	client->held = false;
+
+	switch (pkt->type) {
+	case PQMSG_QUERY:
+	case PQMSG_FUNCTION_CALL:
+		client->pending_rfq++;
+		break;
+	case PQMSG_SYNC:
+		client->pending_rfq++;
+		client->unsynced = false;
+		break;
+	case PQMSG_PARSE:
+		remember_statement(client, pkt);
+		client->unsynced = true;
+		break;
+	case PQMSG_CLOSE:
+		forget_statement(client, pkt);
+		client->unsynced = true;
+		break;
+	case PQMSG_BIND:
+	case PQMSG_DESCRIBE:
+	case PQMSG_EXECUTE:
+		client->unsynced = true;
+		break;
+	case PQMSG_COPY_DONE:
+	case PQMSG_COPY_FAIL:
+		client->in_copy = false;
+		break;
+	default:
+		break;
+	}
+	client->db->stats.bytes_received += pkt->len;
+	sbuf_forward(&client->sbuf, pkt->len);
+	return true;
+}
+
+static bool
+handle_admin_packet(Client *client, const PktHeader *pkt)
+{
+	ProtoQuery q;
+	char err[128];
+
+	if (client->admin_waiting_pause)
+		return false;	/* held until the PAUSE it asked for takes hold */
+	if (pkt->type == PQMSG_TERMINATE) {
+		sbuf_consume(&client->sbuf, pkt->len);
+		client_disconnect(client, NULL, "admin client sent Terminate");
+		return false;
+	}
+	if (pkt->type != PQMSG_QUERY) {
+		sbuf_consume(&client->sbuf, pkt->len);
+		if (pkt->type == PQMSG_SYNC) {
+			PktBuf pb;
+
+			pktbuf_init(&pb);
+			pktbuf_write_error(&pb, "ERROR", "0A000",
+					   "the admin console supports only the simple query protocol", NULL,
+					   "use psql, or a driver's simple-query mode");
+			pktbuf_write_ready_for_query(&pb, TXN_IDLE);
+			return client_send(client, &pb);
+		}
+		return true;
+	}
+	if (pkt->avail != pkt->len || !proto_parse_query(pkt->body, pkt->body_avail, &q, err, sizeof(err))) {
+		client_disconnect(client, "08P01", "invalid query message");
+		return false;
+	}
+	sbuf_consume(&client->sbuf, pkt->len);
+	return admin_handle_query(client, q.sql);
+}
+
+bool
+client_on_event(SBuf *sb, SBufEvent event, const PktHeader *pkt)
+{
+	Client *client = container_of(sb, Client, sbuf);
+
+	switch (event) {
+	case SBUF_EV_PACKET:
+		switch (client->state) {
+		case CL_LOGIN:
+			if (sb->startup) {
+				if (pkt->avail != pkt->len) {
+					client_disconnect(client, "08P01", "invalid length of startup packet");
+					return false;
+				}
+				return handle_startup(client, pkt);
+			}
+			if (pkt->type != PQMSG_PASSWORD_MESSAGE) {
+				client_disconnect(client, "08P01", "expected password response, got message type %d",
+						  pkt->type);
+				return false;
+			}
+			return handle_password_message(client, pkt);
+		case CL_WAIT_SERVER:
+			return false;	/* held until the server is in */
+		case CL_ACTIVE:
+			return relay_client_packet(client, pkt);
+		case CL_ADMIN:
+			return handle_admin_packet(client, pkt);
+		case CL_JUSTFREE:
+			return false;
+		}
+		return false;
+	case SBUF_EV_RECV_FAILED:
+		if (sb->error == EMSGSIZE || sb->error == EPROTO)
+			client_disconnect(client, "08P01", sb->startup ? "invalid length of startup packet"
+								       : "invalid message length");
+		else if (sb->error)
+			client_disconnect(client, NULL, "could not receive from the client: %s", strerror(sb->error));
+		else
+			client_disconnect(client, NULL, "client closed the connection");
+		return false;
+	case SBUF_EV_SEND_FAILED:
+		client_disconnect(client, NULL, "could not send to the client: %s", strerror(sb->error));
+		return false;
+	case SBUF_EV_TLS_READY:
+		client->tls = true;
+		client->sbuf.startup = true;
+		log_debug(client->subject, "TLS established: %s", SSL_get_version(sb->ssl));
+		return true;
+	case SBUF_EV_TLS_FAILED:
+		client_disconnect(client, NULL, "TLS handshake failed");
+		return false;
+	case SBUF_EV_CONNECT_OK:
+	case SBUF_EV_CONNECT_FAILED:
+	case SBUF_EV_FLUSHED:
+	case SBUF_EV_BYTE:
+		return true;
+	}
+	return true;
+}
+
+/* After a ReadyForQuery the server side calls this, and admin PAUSE waiters may finish. */
+void
+client_check_pause(Proxy *proxy)
+{
+	if (proxy->pause_waiters > 0)
+		admin_check_pause_waiters(proxy);
+}
+
+void
+client_resume_held(Proxy *proxy, Database *db)
+{
+	List *item, *tmp;
+
+	list_for_each_safe(item, tmp, &proxy->active_clients) {
+		Client *client = container_of(item, Client, head);
+
+		if (client->held && (!db || client->db == db) && !proxy_is_paused(proxy, client->db)) {
+			client->held = false;
+			sbuf_continue(&client->sbuf);
+		}
+	}
+}

@@ -1,0 +1,326 @@
+/*
+ * Herding clients and servers between lists happens here, and so does
+ * their teardown: every close goes through client_disconnect or
+ * server_disconnect, which log the reason once and tell the peer.
+ */
+#include "proxy/objects.h"
+#include "common/log.h"
+#include "common/scram.h"
+#include "proxy/pktbuf.h"
+#include "proxy/proto.h"
+
+#include <arpa/inet.h>
+#include <openssl/rand.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static const char *
+client_state_list_name(ClientState state)
+{
+	switch (state) {
+	case CL_LOGIN:
+		return "login";
+	case CL_WAIT_SERVER:
+		return "wait";
+	case CL_ACTIVE:
+		return "active";
+	case CL_ADMIN:
+		return "admin";
+	case CL_JUSTFREE:
+		return "justfree";
+	}
+	return "?";
+}
+
+static List *
+client_list(Proxy *proxy, ClientState state)
+{
+	switch (state) {
+	case CL_LOGIN:
+		return &proxy->login_clients;
+	case CL_WAIT_SERVER:
+	case CL_ACTIVE:
+		return &proxy->active_clients;
+	case CL_ADMIN:
+		return &proxy->admin_clients;
+	case CL_JUSTFREE:
+		return &proxy->justfree_clients;
+	}
+	return NULL;
+}
+
+static List *
+server_list(Proxy *proxy, ServerState state)
+{
+	switch (state) {
+	case SV_CONNECTING:
+	case SV_LOGIN:
+		return &proxy->login_servers;
+	case SV_ACTIVE:
+		return &proxy->active_servers;
+	case SV_JUSTFREE:
+		return &proxy->justfree_servers;
+	}
+	return NULL;
+}
+
+static void
+format_addr(const struct sockaddr_storage *addr, char *buf, size_t len)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+
+	if (addr->ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *) addr;
+
+		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+		snprintf(buf, len, "%s:%d", host, ntohs(in->sin_port));
+	} else if (addr->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *) addr;
+
+		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+		snprintf(buf, len, "[%s]:%d", host, ntohs(in6->sin6_port));
+	} else {
+		snprintf(buf, len, "unix");
+	}
+}
+
+void
+client_set_subject(Client *client)
+{
+	char addr[64];
+
+	format_addr(&client->addr, addr, sizeof(addr));
+	if (client->user[0])
+		snprintf(client->subject, sizeof(client->subject), "C-%u %s@%s %s", client->id, client->user,
+			 client->dbname, addr);
+	else
+		snprintf(client->subject, sizeof(client->subject), "C-%u %s", client->id, addr);
+}
+
+Client *
+client_new(Proxy *proxy, int fd, const struct sockaddr *addr, socklen_t addrlen)
+{
+	Client *client = calloc(1, sizeof(Client));
+
+	if (!client)
+		return NULL;
+	client->proxy = proxy;
+	client->id = ++proxy->next_client_id;
+	client->state = CL_LOGIN;
+	client->txn_status = TXN_IDLE;
+	client->connect_time = ev_now(proxy->loop);
+	if (addrlen <= sizeof(client->addr))
+		memcpy(&client->addr, addr, addrlen);
+	list_init(&client->head);
+	list_append(&proxy->login_clients, &client->head);
+	proxy->nclients++;
+	client_set_subject(client);
+	sbuf_init(&client->sbuf, proxy->loop, client_on_event);
+	client->sbuf.startup = true;
+	client->sbuf.max_pkt = PROTO_MAX_STARTUP_LENGTH;
+	if (!sbuf_accept(&client->sbuf, fd)) {
+		close(fd);
+		client_disconnect(client, NULL, "could not set up the socket: %s", strerror(client->sbuf.error));
+		return NULL;
+	}
+	/* A random cancel key: a guessed one must not cancel another client's query. */
+	if (RAND_bytes((unsigned char *) &client->cancel_pid, sizeof(client->cancel_pid)) != 1 ||
+	    RAND_bytes(client->cancel_key, sizeof(client->cancel_key)) != 1) {
+		client_disconnect(client, "XX000", "could not generate a cancel key");
+		return NULL;
+	}
+	client->cancel_pid &= 0x7fffffff;
+	return client;
+}
+
+void
+client_change_state(Client *client, ClientState state)
+{
+	Proxy *proxy = client->proxy;
+
+	log_debug(client->subject, "state %s -> %s", client_state_list_name(client->state),
+		  client_state_list_name(state));
+	list_del(&client->head);
+	client->state = state;
+	list_append(client_list(proxy, state), &client->head);
+}
+
+static void
+free_stmts(Client *client)
+{
+	while (client->stmts) {
+		PreparedStmt *next = client->stmts->next;
+
+		free(client->stmts);
+		client->stmts = next;
+	}
+	client->nstmts = 0;
+}
+
+void
+client_disconnect(Client *client, const char *sqlstate, const char *fmt, ...)
+{
+	Proxy *proxy = client->proxy;
+	char reason[512];
+	va_list ap;
+
+	if (client->state == CL_JUSTFREE)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+
+	if (sqlstate) {
+		log_info(client->subject, "closing: %s (%s)", reason, sqlstate);
+		(void) client_send_error(client, "FATAL", sqlstate, reason, NULL, NULL);
+	} else {
+		log_info(client->subject, "closing: %s", reason);
+	}
+	if (client->server) {
+		Server *server = client->server;
+
+		client->server = NULL;
+		server->client = NULL;
+		server_disconnect(server, NULL, "client closed");
+	}
+	if (client->admin_waiting_pause) {
+		client->admin_waiting_pause = false;
+		proxy->pause_waiters--;
+	}
+	ev_timer_stop(proxy->loop, &client->login_timer);
+	sbuf_close(&client->sbuf);
+	if (client->db)
+		client->db->nclients--;
+	client->db = NULL;
+	client_change_state(client, CL_JUSTFREE);
+	/* A PAUSE may have been waiting for this client only. */
+	admin_check_pause_waiters(proxy);
+}
+
+static void
+client_free(Client *client)
+{
+	list_del(&client->head);
+	client->proxy->nclients--;
+	free(client->params);
+	if (client->scram) {
+		scram_server_clear(client->scram);
+		free(client->scram);
+	}
+	free_stmts(client);
+	OPENSSL_cleanse(client->client_key, sizeof(client->client_key));
+	free(client);
+}
+
+Server *
+server_new(Proxy *proxy, Client *client, const Cluster *cluster, Database *db)
+{
+	Server *server = calloc(1, sizeof(Server));
+
+	if (!server)
+		return NULL;
+	server->proxy = proxy;
+	server->id = ++proxy->next_server_id;
+	server->client = client;
+	server->db = db;
+	server->cluster = cluster;
+	server->state = SV_CONNECTING;
+	server->connect_time = ev_now(proxy->loop);
+	list_init(&server->head);
+	list_append(&proxy->login_servers, &server->head);
+	snprintf(server->subject, sizeof(server->subject), "S-%u %s@%s %s", server->id, client->user,
+		 cluster == &proxy->target ? db->target_name : db->name, cluster->role);
+	sbuf_init(&server->sbuf, proxy->loop, server_on_event);
+	return server;
+}
+
+void
+server_change_state(Server *server, ServerState state)
+{
+	list_del(&server->head);
+	server->state = state;
+	list_append(server_list(server->proxy, state), &server->head);
+}
+
+void
+server_disconnect(Server *server, const char *sqlstate, const char *fmt, ...)
+{
+	Client *client = server->client;
+	char reason[512];
+	va_list ap;
+
+	if (server->state == SV_JUSTFREE)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+	log_info(server->subject, "closing: %s", reason);
+
+	if (server->state == SV_ACTIVE && !server->sbuf.closed && !server->sbuf.ssl) {
+		/* Say goodbye, so the backend does not log an unexpected EOF. */
+		static const uint8_t terminate[] = {PQMSG_TERMINATE, 0, 0, 0, 4};
+
+		(void) write(server->sbuf.fd, terminate, sizeof(terminate));
+	}
+	sbuf_close(&server->sbuf);
+	server->client = NULL;
+	server_change_state(server, SV_JUSTFREE);
+	if (client) {
+		client->server = NULL;
+		client_disconnect(client, sqlstate ? sqlstate : "08006", "server connection lost: %s", reason);
+	}
+}
+
+static void
+server_free(Server *server)
+{
+	list_del(&server->head);
+	free(server->login_params);
+	if (server->scram) {
+		scram_client_clear(server->scram);
+		free(server->scram);
+	}
+	free(server);
+}
+
+void
+proxy_free_justfree(Proxy *proxy)
+{
+	List *item, *tmp;
+
+	list_for_each_safe(item, tmp, &proxy->justfree_clients)
+		client_free(container_of(item, Client, head));
+	list_for_each_safe(item, tmp, &proxy->justfree_servers)
+		server_free(container_of(item, Server, head));
+}
+
+Database *
+proxy_find_database(Proxy *proxy, const char *name)
+{
+	int i;
+
+	for (i = 0; i < proxy->ndatabases; i++)
+		if (strcmp(proxy->databases[i].name, name) == 0)
+			return &proxy->databases[i];
+	return NULL;
+}
+
+Client *
+proxy_find_client_by_cancel_key(Proxy *proxy, int32_t pid, const uint8_t *key, size_t keylen)
+{
+	List *item;
+
+	if (keylen != CANCEL_KEY_LEN)
+		return NULL;
+	list_for_each(item, &proxy->active_clients) {
+		Client *client = container_of(item, Client, head);
+
+		if (client->cancel_pid == pid && CRYPTO_memcmp(client->cancel_key, key, CANCEL_KEY_LEN) == 0)
+			return client;
+	}
+	return NULL;
+}

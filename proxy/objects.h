@@ -1,0 +1,250 @@
+/*
+ * The proxy's objects: clients (frontend connections), servers (backend
+ * connections), the databases they belong to, and the proxy itself.
+ *
+ * Each connection kind has one state enum; each state says which list the
+ * object is on, and only client_change_state / server_change_state move it.
+ * Teardown has one path per kind (client_disconnect, server_disconnect) that
+ * takes a reason; an object closed inside its own callback is only marked
+ * JUSTFREE and freed after the loop iteration.
+ */
+#ifndef PGHANDOFF_PROXY_OBJECTS_H
+#define PGHANDOFF_PROXY_OBJECTS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <ev.h>
+
+#include "common/list.h"
+#include "config/config.h"
+#include "proxy/cluster.h"
+#include "proxy/sbuf.h"
+
+#define PROXY_ADMIN_DATABASE "pghandoff"
+#define CANCEL_KEY_LEN 4
+#define SUBJECT_LEN 224
+
+typedef struct Proxy Proxy;
+typedef struct Client Client;
+typedef struct Server Server;
+typedef struct UserList UserList;
+typedef struct ScramServer ScramServer;
+typedef struct ScramClient ScramClient;
+
+typedef struct DbStats {
+	uint64_t xact_count;
+	uint64_t query_count;
+	uint64_t bytes_received;	/* from clients */
+	uint64_t bytes_sent;		/* to clients */
+	uint64_t xact_time_us;
+	uint64_t query_time_us;
+} DbStats;
+
+/* One database of [databases]: where its clients go, and its counters. */
+typedef struct Database {
+	char name[64];
+	char target_name[64];
+	bool paused;		/* PAUSE: new transactions wait */
+	int nclients;
+	DbStats stats;
+} Database;
+
+typedef enum ClientState {
+	CL_LOGIN,		/* on proxy.login_clients: startup packet, TLS, authentication */
+	CL_WAIT_SERVER,		/* on proxy.active_clients: authenticated, its server logging in */
+	CL_ACTIVE,		/* on proxy.active_clients: linked to a logged-in server, relaying */
+	CL_ADMIN,		/* on proxy.admin_clients: a session of the admin console */
+	CL_JUSTFREE,		/* on proxy.justfree_clients: closed, freed after this loop iteration */
+} ClientState;
+
+typedef enum ClientAuthStep {
+	CA_NONE,
+	CA_WAIT_PASSWORD,	/* md5 request sent */
+	CA_WAIT_SASL_INITIAL,
+	CA_WAIT_SASL_FINAL,
+	CA_DONE,
+} ClientAuthStep;
+
+/* A named prepared statement a client made with Parse (protocol level). */
+typedef struct PreparedStmt {
+	struct PreparedStmt *next;
+	uint32_t len;		/* of msg */
+	uint8_t msg[];		/* the whole Parse message, to re-Parse it elsewhere */
+} PreparedStmt;
+
+struct Client {
+	List head;
+	ClientState state;
+	uint32_t id;
+	SBuf sbuf;
+	Proxy *proxy;
+	Server *server;
+	Database *db;
+	char user[64];
+	char dbname[64];
+	char subject[SUBJECT_LEN];	/* "C-12 app@db 127.0.0.1:50312", for logs */
+	struct sockaddr_storage addr;
+	ev_tstamp connect_time;
+	ev_tstamp request_time;	/* when the current query or transaction started */
+	ev_tstamp xact_start;
+	ev_timer login_timer;
+
+	/* Startup parameters forwarded to the server: key\0value\0... */
+	char *params;
+	uint32_t params_len;
+	uint16_t proto_minor;
+	bool tls;
+	bool is_admin;
+
+	/* Authentication, while logging in. */
+	ClientAuthStep auth_step;
+	uint8_t md5_salt[4];
+	ScramServer *scram;
+	bool have_client_key;	/* recovered from a SCRAM proof, for pass-through */
+	uint8_t client_key[32];
+
+	/* Where the protocol stands, as seen by the relay. */
+	char txn_status;	/* of the last ReadyForQuery */
+	int32_t pending_rfq;	/* Query, Sync and FunctionCall sent, ReadyForQuery not yet seen */
+	bool unsynced;		/* extended-protocol messages sent since the last Sync */
+	bool in_copy;		/* COPY FROM STDIN in progress */
+	bool held;		/* a message waits for RESUME */
+	int nstmts;
+	PreparedStmt *stmts;
+
+	/* The key this client's CancelRequest must carry; issued by the proxy. */
+	int32_t cancel_pid;
+	uint8_t cancel_key[CANCEL_KEY_LEN];
+
+	/* The admin console's PAUSE waits on this client's databases to go idle. */
+	bool admin_waiting_pause;
+	char admin_pause_db[64];
+};
+
+typedef enum ServerState {
+	SV_CONNECTING,		/* on proxy.login_servers: TCP connect, TLS */
+	SV_LOGIN,		/* on proxy.login_servers: startup sent, authenticating */
+	SV_ACTIVE,		/* on proxy.active_servers: logged in, linked to its client */
+	SV_JUSTFREE,		/* on proxy.justfree_servers: closed, freed after this loop iteration */
+} ServerState;
+
+struct Server {
+	List head;
+	ServerState state;
+	uint32_t id;
+	SBuf sbuf;
+	Proxy *proxy;
+	Client *client;
+	Database *db;
+	const Cluster *cluster;	/* source or target */
+	char subject[SUBJECT_LEN];
+	ev_tstamp connect_time;
+	bool tls_requested;
+	ScramClient *scram;
+	/* ParameterStatus messages of the login, replayed to the client. */
+	uint8_t *login_params;
+	uint32_t login_params_len;
+	int32_t backend_pid;
+	uint8_t backend_key_len;
+	uint8_t backend_key[32];	/* 4 bytes in protocol 3.0, which the proxy speaks to servers */
+};
+
+typedef struct Listener {
+	ev_io io;
+	int fd;
+	Proxy *proxy;
+	bool unix_socket;
+	char path[108];
+} Listener;
+
+#define PROXY_MAX_LISTENERS 4
+
+struct Proxy {
+	struct ev_loop *loop;
+	Config config;
+	char *config_path;
+	UserList *users;
+	SSL_CTX *client_tls;
+	Cluster source;
+	Cluster target;
+	Listener listeners[PROXY_MAX_LISTENERS];
+	int nlisteners;
+	int ndatabases;
+	Database *databases;
+
+	List login_clients;
+	List active_clients;
+	List admin_clients;
+	List justfree_clients;
+	List login_servers;
+	List active_servers;
+	List justfree_servers;
+	int nclients;
+
+	uint32_t next_client_id;
+	uint32_t next_server_id;
+	bool shutting_down;
+	int pause_waiters;	/* admin clients waiting for a PAUSE to take hold */
+	ev_tstamp start_time;
+
+	ev_signal sig_term;
+	ev_signal sig_int;
+	ev_signal sig_hup;
+	ev_timer shutdown_timer;
+	ev_check reaper;	/* frees JUSTFREE objects after each loop iteration */
+};
+
+/* Lookups. */
+Database *proxy_find_database(Proxy *proxy, const char *name);
+Client *proxy_find_client_by_cancel_key(Proxy *proxy, int32_t pid, const uint8_t *key, size_t keylen);
+
+/* Clients: objects.c */
+Client *client_new(Proxy *proxy, int fd, const struct sockaddr *addr, socklen_t addrlen);
+void client_change_state(Client *client, ClientState state);
+/*
+ * The one way a client goes away: reason is logged; with a SQLSTATE, the
+ * client is first sent a FATAL carrying it.  The server connection, if any,
+ * is closed too (session mode: it belongs to this client alone).
+ */
+void client_disconnect(Client *client, const char *sqlstate, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void client_set_subject(Client *client);
+
+/* Servers: objects.c */
+Server *server_new(Proxy *proxy, Client *client, const Cluster *cluster, Database *db);
+void server_change_state(Server *server, ServerState state);
+/* Closes a server connection; its client, if any, gets reason as a FATAL with sqlstate. */
+void server_disconnect(Server *server, const char *sqlstate, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+void proxy_free_justfree(Proxy *proxy);
+
+/* client.c */
+bool client_on_event(SBuf *sb, SBufEvent event, const PktHeader *pkt);
+/* The server finished logging in: tell the client it may start. */
+void client_server_ready(Client *client);
+/* After a ReadyForQuery, the relay checks pauses; admin.c waits on it. */
+void client_check_pause(Proxy *proxy);
+void client_resume_held(Proxy *proxy, Database *db);
+/* Best effort: a failure shows as a closed socket at the next read. */
+bool client_send_error(Client *client, const char *severity, const char *sqlstate, const char *message,
+		       const char *detail, const char *hint);
+
+/* server.c */
+bool server_start(Server *server) __attribute__((warn_unused_result));
+bool server_on_event(SBuf *sb, SBufEvent event, const PktHeader *pkt);
+/* Opens a short connection to send a CancelRequest for server's backend. */
+void server_send_cancel(Proxy *proxy, Server *server);
+
+/* admin.c */
+bool admin_handle_query(Client *client, const char *sql) __attribute__((warn_unused_result));
+void admin_check_pause_waiters(Proxy *proxy);
+
+/* proxy.c */
+/* Errors are logged; on failure the previous configuration stays in force. */
+bool proxy_reload(Proxy *proxy);
+void proxy_shutdown(Proxy *proxy, bool immediate);
+bool proxy_is_paused(Proxy *proxy, Database *db);
+
+#endif

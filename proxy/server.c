@@ -1,0 +1,475 @@
+/*
+ * The backend side: connecting to a cluster, TLS per sslmode, logging in as
+ * the client's user (with the auth file's secret, or by SCRAM pass-through
+ * with the ClientKey the client's own proof revealed), then relaying the
+ * server's messages to the client while tracking ReadyForQuery and COPY.
+ */
+#include "proxy/objects.h"
+#include "common/log.h"
+#include "common/md5auth.h"
+#include "common/scram.h"
+#include "proxy/pktbuf.h"
+#include "proxy/proto.h"
+#include "proxy/protocol.h"
+#include "proxy/userlist.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static bool
+server_send(Server *server, PktBuf *pb)
+{
+	bool ok = !pb->failed && sbuf_answer(&server->sbuf, pb->buf, pb->len);
+
+	pktbuf_free(pb);
+	if (!ok)
+		server_disconnect(server, "08006", "could not send to the server");
+	return ok;
+}
+
+static bool
+send_startup(Server *server)
+{
+	Client *client = server->client;
+	const char *keys[3 + PROTO_MAX_STARTUP_PARAMS + 2];
+	const char *values[3 + PROTO_MAX_STARTUP_PARAMS + 2];
+	const char *p = client->params;
+	const char *end = client->params + client->params_len;
+	int n = 0;
+	PktBuf pb;
+
+	keys[n] = "user";
+	values[n++] = client->user;
+	keys[n] = "database";
+	values[n++] = server->cluster == &server->proxy->target ? server->db->target_name : server->db->name;
+	while (p < end && n < (int) (sizeof(keys) / sizeof(keys[0]))) {
+		keys[n] = p;
+		p += strlen(p) + 1;
+		values[n++] = p;
+		p += strlen(p) + 1;
+	}
+	pktbuf_init(&pb);
+	pktbuf_write_startup(&pb, PG_PROTOCOL_3_0, keys, values, n);
+	server_change_state(server, SV_LOGIN);
+	return server_send(server, &pb);
+}
+
+bool
+server_start(Server *server)
+{
+	const Cluster *cluster = server->cluster;
+
+	if (!sbuf_connect(&server->sbuf, (const struct sockaddr *) &cluster->addr, cluster->addrlen)) {
+		server_disconnect(server, "08006", "could not connect to the %s cluster at %s:%d: %s", cluster->role,
+				  cluster->host, cluster->port, strerror(server->sbuf.error));
+		return false;
+	}
+	log_debug(server->subject, "connecting to %s:%d", cluster->host, cluster->port);
+	return true;
+}
+
+/* The secret to log in with: the auth file's, else the cluster's own user's. */
+static const char *
+login_password(Server *server, SecretKind *kind, const UserEntry **entry_out)
+{
+	Client *client = server->client;
+	const UserEntry *entry = userlist_find(server->proxy->users, client->user);
+
+	*entry_out = entry;
+	if (entry) {
+		*kind = entry->kind;
+		return entry->secret;
+	}
+	if (server->cluster->password[0] && strcmp(server->cluster->user, client->user) == 0) {
+		*kind = SECRET_PLAIN;
+		return server->cluster->password;
+	}
+	return NULL;
+}
+
+static bool login_fail(Server *server, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The login cannot go on: the client hears why, as a FATAL 28000. */
+static bool
+login_fail(Server *server, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	server_disconnect(server, "28000", "%s", msg);
+	return false;
+}
+
+static bool
+handle_auth_request(Server *server, const PktHeader *pkt)
+{
+	Client *client = server->client;
+	const UserEntry *entry;
+	ProtoAuthRequest req;
+	SecretKind kind = SECRET_PLAIN;
+	const char *secret;
+	char err[256], out[1024];
+	size_t outlen;
+	PktBuf pb;
+
+	if (!proto_parse_auth_request(pkt->body, pkt->body_avail, &req, err, sizeof(err))) {
+		server_disconnect(server, "08P01", "invalid authentication request: %s", err);
+		return false;
+	}
+	secret = login_password(server, &kind, &entry);
+	switch (req.code) {
+	case AUTH_REQ_OK:
+		log_debug(server->subject, "authenticated");
+		return true;
+	case AUTH_REQ_PASSWORD:
+		if (!secret || kind != SECRET_PLAIN)
+			return login_fail(server, "server asks for a plaintext password, none is known for user \"%s\"",
+					  client->user);
+		pktbuf_init(&pb);
+		pktbuf_write_password_message(&pb, secret, strlen(secret) + 1);
+		return server_send(server, &pb);
+	case AUTH_REQ_MD5: {
+		char response[36];
+		bool ok;
+
+		if (!secret || kind == SECRET_SCRAM)
+			return login_fail(server, "server asks for md5, no password or md5 hash is known for user \"%s\"",
+					  client->user);
+		if (kind == SECRET_MD5)
+			ok = md5auth_response_from_stored(secret, req.data, response, err, sizeof(err));
+		else
+			ok = md5auth_response_from_password(client->user, secret, req.data, response, err, sizeof(err));
+		if (!ok)
+			return login_fail(server, "md5: %s", err);
+		pktbuf_init(&pb);
+		pktbuf_write_password_message(&pb, response, strlen(response) + 1);
+		return server_send(server, &pb);
+	}
+	case AUTH_REQ_SASL: {
+		bool offered = false, ok;
+		int i;
+
+		for (i = 0; i < req.nmechanisms; i++)
+			offered |= strcmp(req.mechanisms[i], "SCRAM-SHA-256") == 0;
+		if (!offered)
+			return login_fail(server, "server offers no SASL mechanism pghandoff supports (user \"%s\")",
+					  client->user);
+		server->scram = calloc(1, sizeof(ScramClient));
+		if (!server->scram) {
+			server_disconnect(server, "53200", "out of memory");
+			return false;
+		}
+		if (secret && kind == SECRET_PLAIN)
+			ok = scram_client_init_password(server->scram, secret, err, sizeof(err));
+		else if (entry && kind == SECRET_SCRAM && client->have_client_key)
+			ok = scram_client_init_keys(server->scram, client->client_key, entry->verifier.stored_key,
+						    entry->verifier.server_key, err, sizeof(err));
+		else
+			return login_fail(server, "server asks for SCRAM, no password or SCRAM key is known for user "
+						  "\"%s\"",
+					  client->user);
+		if (!ok || !scram_client_build_client_first(server->scram, NULL, out, sizeof(out), &outlen, err,
+							    sizeof(err)))
+			return login_fail(server, "SCRAM: %s", err);
+		pktbuf_init(&pb);
+		pktbuf_write_sasl_initial_response(&pb, "SCRAM-SHA-256", out, outlen);
+		return server_send(server, &pb);
+	}
+	case AUTH_REQ_SASL_CONT:
+		if (!server->scram ||
+		    !scram_client_read_server_first(server->scram, (const char *) req.data, req.datalen, err,
+						    sizeof(err)) ||
+		    !scram_client_build_client_final(server->scram, out, sizeof(out), &outlen, err, sizeof(err)))
+			return login_fail(server, "SCRAM: %s", server->scram ? err : "unexpected SASL continue");
+		pktbuf_init(&pb);
+		pktbuf_write_password_message(&pb, out, outlen);
+		return server_send(server, &pb);
+	case AUTH_REQ_SASL_FIN:
+		if (!server->scram ||
+		    !scram_client_read_server_final(server->scram, (const char *) req.data, req.datalen, err,
+						    sizeof(err)))
+			return login_fail(server, "SCRAM: server signature rejected: %s",
+					  server->scram ? err : "unexpected SASL final");
+		scram_client_clear(server->scram);
+		free(server->scram);
+		server->scram = NULL;
+		return true;
+	default:
+		return login_fail(server, "server asks for an authentication method pghandoff does not support (%d)",
+				  req.code);
+	}
+}
+
+static bool
+keep_login_message(Server *server, const PktHeader *pkt)
+{
+	uint8_t *grown;
+
+	if (pkt->avail != pkt->len)
+		return true;	/* a parameter longer than 16 kB is not worth replaying */
+	grown = realloc(server->login_params, server->login_params_len + pkt->len);
+	if (!grown) {
+		server_disconnect(server, "53200", "out of memory");
+		return false;
+	}
+	memcpy(grown + server->login_params_len, pkt->data, pkt->len);
+	server->login_params = grown;
+	server->login_params_len += pkt->len;
+	return true;
+}
+
+static bool
+handle_login_packet(Server *server, const PktHeader *pkt)
+{
+	Client *client = server->client;
+	char err[256];
+
+	if (pkt->avail != pkt->len) {
+		server_disconnect(server, "08P01", "login message of %u bytes is too long", pkt->len);
+		return false;
+	}
+	switch (pkt->type) {
+	case PQMSG_AUTHENTICATION_REQUEST:
+		sbuf_consume(&server->sbuf, pkt->len);
+		return handle_auth_request(server, pkt);
+	case PQMSG_PARAMETER_STATUS:
+	case PQMSG_NOTICE_RESPONSE:
+		sbuf_consume(&server->sbuf, pkt->len);
+		return keep_login_message(server, pkt);
+	case PQMSG_BACKEND_KEY_DATA: {
+		ProtoBackendKeyData key;
+
+		if (!proto_parse_backend_key_data(pkt->body, pkt->body_avail, &key, err, sizeof(err))) {
+			server_disconnect(server, "08P01", "invalid BackendKeyData: %s", err);
+			return false;
+		}
+		server->backend_pid = key.pid;
+		server->backend_key_len = (uint8_t) (key.keylen > sizeof(server->backend_key) ? 0 : key.keylen);
+		memcpy(server->backend_key, key.key, server->backend_key_len);
+		sbuf_consume(&server->sbuf, pkt->len);
+		return true;
+	}
+	case PQMSG_NEGOTIATE_PROTOCOL_VERSION:
+		sbuf_consume(&server->sbuf, pkt->len);
+		return true;
+	case PQMSG_ERROR_RESPONSE: {
+		ProtoErrorResponse e;
+
+		/* The server refused the login: the client gets its words. */
+		if (proto_parse_error_response(pkt->body, pkt->body_avail, &e, err, sizeof(err)) && client) {
+			(void) client_send_error(client, "FATAL", e.sqlstate ? e.sqlstate : "08006", e.message, e.detail,
+						 e.hint);
+			log_info(server->subject, "login refused: %s", e.message);
+			server->client = NULL;
+			client->server = NULL;
+			client_disconnect(client, NULL, "server refused the login");
+		}
+		sbuf_consume(&server->sbuf, pkt->len);
+		server_disconnect(server, NULL, "login refused");
+		return false;
+	}
+	case PQMSG_READY_FOR_QUERY:
+		sbuf_consume(&server->sbuf, pkt->len);
+		server_change_state(server, SV_ACTIVE);
+		log_debug(server->subject, "logged in, backend pid %d", server->backend_pid);
+		if (!client) {
+			server_disconnect(server, NULL, "client gone");
+			return false;
+		}
+		client_server_ready(client);
+		return false;	/* the relay starts afresh from the client's side */
+	default:
+		server_disconnect(server, "08P01", "unexpected message type %d during login", pkt->type);
+		return false;
+	}
+}
+
+static bool
+relay_server_packet(Server *server, const PktHeader *pkt)
+{
+	Client *client = server->client;
+	Proxy *proxy = server->proxy;
+	ProtoReadyForQuery rfq;
+	char err[128];
+
+	if (!client) {
+		server_disconnect(server, NULL, "client gone");
+		return false;
+	}
+	switch (pkt->type) {
+	case PQMSG_READY_FOR_QUERY: {
+		ev_tstamp now = ev_now(proxy->loop);
+		DbStats *stats = &client->db->stats;
+
+		if (!proto_parse_ready_for_query(pkt->body, pkt->body_avail, &rfq, err, sizeof(err))) {
+			server_disconnect(server, "08P01", "invalid ReadyForQuery: %s", err);
+			return false;
+		}
+		client->txn_status = rfq.status;
+		client->in_copy = false;
+		if (client->pending_rfq > 0)
+			client->pending_rfq--;
+		stats->query_count++;
+		if (client->pending_rfq == 0 && client->request_time > 0) {
+			stats->query_time_us += (uint64_t) ((now - client->request_time) * 1e6);
+			client->request_time = 0;
+		}
+		if (rfq.status == TXN_IDLE && client->pending_rfq == 0 && client->xact_start > 0) {
+			stats->xact_count++;
+			stats->xact_time_us += (uint64_t) ((now - client->xact_start) * 1e6);
+			client->xact_start = 0;
+		}
+		stats->bytes_sent += pkt->len;
+		sbuf_forward(&server->sbuf, pkt->len);
+		if (proxy->pause_waiters > 0 && client->pending_rfq == 0)
+			client_check_pause(proxy);
+		return !server->sbuf.closed;
+	}
+	case PQMSG_COPY_IN_RESPONSE:
+	case PQMSG_COPY_BOTH_RESPONSE:
+		client->in_copy = true;
+		break;
+	default:
+		break;
+	}
+	client->db->stats.bytes_sent += pkt->len;
+	sbuf_forward(&server->sbuf, pkt->len);
+	return true;
+}
+
+static bool
+start_tls_or_login(Server *server)
+{
+	const Cluster *cluster = server->cluster;
+
+	if (cluster->tls && cluster->sslmode >= SSLMODE_PREFER) {
+		static const uint8_t ssl_request[] = {0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f};
+
+		server->tls_requested = true;
+		server->sbuf.expect_byte = true;
+		if (!sbuf_answer(&server->sbuf, ssl_request, sizeof(ssl_request))) {
+			server_disconnect(server, "08006", "could not send SSLRequest");
+			return false;
+		}
+		return true;
+	}
+	return send_startup(server);
+}
+
+bool
+server_on_event(SBuf *sb, SBufEvent event, const PktHeader *pkt)
+{
+	Server *server = container_of(sb, Server, sbuf);
+	const Cluster *cluster = server->cluster;
+
+	switch (event) {
+	case SBUF_EV_CONNECT_OK:
+		return start_tls_or_login(server);
+	case SBUF_EV_CONNECT_FAILED:
+		server_disconnect(server, "08006", "could not connect to the %s cluster at %s:%d: %s", cluster->role,
+				  cluster->host, cluster->port, strerror(sb->error));
+		return false;
+	case SBUF_EV_BYTE:
+		if (pkt->type == 'S') {
+			if (!sbuf_tls_connect(sb, cluster->tls, cluster->host)) {
+				server_disconnect(server, "08006", "could not start TLS");
+				return false;
+			}
+			return true;
+		}
+		if (pkt->type == 'N' && cluster->sslmode == SSLMODE_PREFER)
+			return send_startup(server);
+		server_disconnect(server, "08006", "the %s cluster refused TLS (sslmode = %s)", cluster->role,
+				  cluster->sslmode == SSLMODE_PREFER ? "prefer" : "require or stricter");
+		return false;
+	case SBUF_EV_TLS_READY:
+		log_debug(server->subject, "TLS established: %s", SSL_get_version(sb->ssl));
+		return send_startup(server);
+	case SBUF_EV_TLS_FAILED: {
+		long verify = SSL_get_verify_result(sb->ssl);
+
+		server_disconnect(server, "08006", "TLS handshake with the %s cluster failed%s%s", cluster->role,
+				  verify != X509_V_OK ? ": " : "",
+				  verify != X509_V_OK ? X509_verify_cert_error_string(verify) : "");
+		return false;
+	}
+	case SBUF_EV_PACKET:
+		if (server->state == SV_ACTIVE)
+			return relay_server_packet(server, pkt);
+		return handle_login_packet(server, pkt);
+	case SBUF_EV_RECV_FAILED:
+		if (sb->error == EMSGSIZE || sb->error == EPROTO)
+			server_disconnect(server, "08P01", "invalid message from the server");
+		else
+			server_disconnect(server, "08006", "the server closed the connection%s%s", sb->error ? ": " : "",
+					  sb->error ? strerror(sb->error) : "");
+		return false;
+	case SBUF_EV_SEND_FAILED:
+		server_disconnect(server, "08006", "could not send to the server: %s", strerror(sb->error));
+		return false;
+	case SBUF_EV_FLUSHED:
+		return true;
+	}
+	return true;
+}
+
+/*
+ * CancelRequest: a fresh connection to the server's cluster carrying the
+ * backend's key.  Plaintext, as libpq sends it; the request owns nothing
+ * but its watcher and frees itself when done.
+ */
+typedef struct CancelConn {
+	ev_io io;
+	int fd;
+	size_t len;
+	uint8_t packet[64];
+} CancelConn;
+
+static void
+cancel_on_writable(struct ev_loop *loop, ev_io *w, int revents)
+{
+	CancelConn *cc = container_of(w, CancelConn, io);
+
+	(void) revents;
+	ev_io_stop(loop, w);
+	/* The watcher is stopped and nothing else refers to cc: freeing here is safe. */
+	if (send(cc->fd, cc->packet, cc->len, MSG_NOSIGNAL) != (ssize_t) cc->len)
+		log_warning("cancel", "could not send a CancelRequest: %s", strerror(errno));
+	close(cc->fd);
+	free(cc);
+}
+
+void
+server_send_cancel(Proxy *proxy, Server *server)
+{
+	const Cluster *cluster = server->cluster;
+	CancelConn *cc;
+	PktBuf pb;
+
+	if (server->backend_key_len == 0)
+		return;
+	cc = calloc(1, sizeof(CancelConn));
+	if (!cc)
+		return;
+	pktbuf_init_fixed(&pb, cc->packet, sizeof(cc->packet));
+	pktbuf_write_cancel_request(&pb, server->backend_pid, server->backend_key, server->backend_key_len);
+	cc->len = pb.len;
+	cc->fd = socket(cluster->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (pb.failed || cc->fd < 0 ||
+	    (connect(cc->fd, (const struct sockaddr *) &cluster->addr, cluster->addrlen) < 0 && errno != EINPROGRESS)) {
+		log_warning(server->subject, "could not send a CancelRequest: %s", strerror(errno));
+		if (cc->fd >= 0)
+			close(cc->fd);
+		free(cc);
+		return;
+	}
+	ev_io_init(&cc->io, cancel_on_writable, cc->fd, EV_WRITE);
+	ev_io_start(proxy->loop, &cc->io);
+}

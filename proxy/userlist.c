@@ -1,0 +1,172 @@
+/*
+ * Loading the auth file.  Parsed strictly: a line that is not two quoted
+ * strings is an error naming FILE:LINE, and nothing of a bad file is used.
+ */
+#include "proxy/userlist.h"
+#include "common/log.h"
+#include "common/md5auth.h"
+
+#include <errno.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_LINE 4096
+
+/* Reads one "quoted" token at *p into out (unescaping ""), advancing *p. */
+static bool
+read_quoted(const char **p, char *out, size_t outlen)
+{
+	const char *s = *p;
+	size_t n = 0;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	if (*s != '"')
+		return false;
+	s++;
+	for (;;) {
+		if (*s == '\0' || *s == '\n')
+			return false;
+		if (*s == '"') {
+			if (s[1] != '"')
+				break;
+			s++;
+		}
+		if (n + 1 >= outlen)
+			return false;
+		out[n++] = *s++;
+	}
+	out[n] = '\0';
+	*p = s + 1;
+	return true;
+}
+
+static int
+compare_users(const void *a, const void *b)
+{
+	return strcmp(((const UserEntry *) a)->name, ((const UserEntry *) b)->name);
+}
+
+UserList *
+userlist_load(const char *path)
+{
+	UserList *list = calloc(1, sizeof(UserList));
+	char line[MAX_LINE], name[256], secret[MAX_LINE];
+	int lineno = 0, cap = 0, i;
+	bool ok = true;
+	FILE *f;
+
+	if (!list)
+		return NULL;
+	f = fopen(path, "r");
+	if (!f) {
+		log_error("auth", "%s: could not open auth_file: %s", path, strerror(errno));
+		free(list);
+		return NULL;
+	}
+	while (fgets(line, sizeof(line), f)) {
+		const char *p = line;
+		UserEntry *e;
+		char err[256];
+
+		lineno++;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (*p == '\0' || *p == '\n' || *p == '\r' || *p == ';' || *p == '#')
+			continue;
+		if (!read_quoted(&p, name, sizeof(name)) || !read_quoted(&p, secret, sizeof(secret)) || name[0] == '\0') {
+			log_error("auth", "%s:%d: expected \"user\" \"secret\"", path, lineno);
+			ok = false;
+			continue;
+		}
+		while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+			p++;
+		if (*p != '\0') {
+			log_error("auth", "%s:%d: unexpected text after the secret", path, lineno);
+			ok = false;
+			continue;
+		}
+		if (list->n == cap) {
+			UserEntry *grown;
+
+			cap = cap ? cap * 2 : 16;
+			grown = realloc(list->users, sizeof(UserEntry) * (size_t) cap);
+			if (!grown) {
+				ok = false;
+				break;
+			}
+			list->users = grown;
+		}
+		e = &list->users[list->n];
+		memset(e, 0, sizeof(*e));
+		if (scram_verifier_looks_like(secret)) {
+			if (!scram_verifier_parse(&e->verifier, secret, err, sizeof(err))) {
+				log_error("auth", "%s:%d: invalid SCRAM verifier for user \"%s\": %s", path, lineno, name, err);
+				ok = false;
+				continue;
+			}
+			e->kind = SECRET_SCRAM;
+		} else if (md5auth_is_stored(secret)) {
+			e->kind = SECRET_MD5;
+		} else {
+			e->kind = SECRET_PLAIN;
+		}
+		e->name = strdup(name);
+		e->secret = strdup(secret);
+		if (!e->name || !e->secret) {
+			free(e->name);
+			free(e->secret);
+			ok = false;
+			break;
+		}
+		list->n++;
+	}
+	fclose(f);
+	OPENSSL_cleanse(secret, sizeof(secret));
+	OPENSSL_cleanse(line, sizeof(line));
+	if (ok && list->n > 0) {
+		qsort(list->users, (size_t) list->n, sizeof(UserEntry), compare_users);
+		for (i = 1; i < list->n; i++) {
+			if (strcmp(list->users[i - 1].name, list->users[i].name) == 0) {
+				log_error("auth", "%s: user \"%s\" is listed twice", path, list->users[i].name);
+				ok = false;
+			}
+		}
+	}
+	if (!ok) {
+		userlist_free(list);
+		return NULL;
+	}
+	return list;
+}
+
+const UserEntry *
+userlist_find(const UserList *list, const char *name)
+{
+	UserEntry key;
+
+	if (!list || list->n == 0)
+		return NULL;
+	key.name = (char *) name;
+	return bsearch(&key, list->users, (size_t) list->n, sizeof(UserEntry), compare_users);
+}
+
+void
+userlist_free(UserList *list)
+{
+	int i;
+
+	if (!list)
+		return;
+	for (i = 0; i < list->n; i++) {
+		free(list->users[i].name);
+		if (list->users[i].secret) {
+			OPENSSL_cleanse(list->users[i].secret, strlen(list->users[i].secret));
+			free(list->users[i].secret);
+		}
+	}
+	free(list->users);
+	free(list);
+}
