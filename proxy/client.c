@@ -102,7 +102,7 @@ auth_done(Client *client)
 		pktbuf_write_parameter_status(&pb, "DateStyle", "ISO");
 		pktbuf_write_parameter_status(&pb, "integer_datetimes", "on");
 		pktbuf_write_parameter_status(&pb, "standard_conforming_strings", "on");
-		pktbuf_write_backend_key_data(&pb, client->cancel_pid, client->cancel_key, CANCEL_KEY_LEN);
+		pktbuf_write_backend_key_data(&pb, client->cancel_pid, client->cancel_key, client->cancel_key_len);
 		pktbuf_write_ready_for_query(&pb, TXN_IDLE);
 		ev_timer_stop(proxy->loop, &client->login_timer);
 		client_change_state(client, CL_ADMIN);
@@ -315,13 +315,19 @@ negotiate_version(Client *client, const StartupPacket *sp)
 	PktBuf pb;
 	int i;
 
-	if (sp->minor == 0 && sp->nextensions == 0)
+	/*
+	 * 3.2 differs from 3.0 only in the cancel key's length, and the key is
+	 * the proxy's own: 3.2 clients get a longer one, whatever the server
+	 * speaks.  Newer minors and _pq_ options are declined.
+	 */
+	client->proto_minor = (uint16_t) (sp->minor > 2 ? 2 : sp->minor);
+	client->cancel_key_len = client->proto_minor >= 2 ? CANCEL_KEY_MAX : 4;
+	if (sp->minor <= 2 && sp->nextensions == 0)
 		return true;
-	/* The proxy speaks 3.0 to its servers, so it offers clients 3.0 too. */
 	for (i = 0; i < sp->nextensions; i++)
 		names[i] = sp->extension_names[i];
 	pktbuf_init(&pb);
-	pktbuf_write_negotiate_protocol_version(&pb, PG_PROTOCOL_3_0, sp->nextensions, names);
+	pktbuf_write_negotiate_protocol_version(&pb, PG_PROTOCOL(3, client->proto_minor), sp->nextensions, names);
 	return client_send(client, &pb);
 }
 
@@ -373,7 +379,7 @@ handle_startup(Client *client, const PktHeader *pkt)
 	}
 	case PROTO_STARTUP_UNSUPPORTED:
 		if (PG_PROTOCOL_MAJOR(sp.code) < 3 || PG_PROTOCOL_MAJOR(sp.code) > 3)
-			snprintf(msg, sizeof(msg), "unsupported frontend protocol %d.%d: server supports 3.0 to 3.0",
+			snprintf(msg, sizeof(msg), "unsupported frontend protocol %d.%d: server supports 3.0 to 3.2",
 				 PG_PROTOCOL_MAJOR(sp.code), PG_PROTOCOL_MINOR(sp.code));
 		else
 			snprintf(msg, sizeof(msg), "unsupported startup request code %d", sp.code);
@@ -417,7 +423,6 @@ handle_startup(Client *client, const PktHeader *pkt)
 		client_disconnect(client, "53200", "out of memory");
 		return false;
 	}
-	client->proto_minor = (uint16_t) sp.minor;
 	sbuf_consume(&client->sbuf, pkt->len);
 	client->sbuf.startup = false;
 	client->sbuf.max_pkt = SBUF_INSPECT_MAX;	/* authentication messages are short */
@@ -439,7 +444,7 @@ client_server_ready(Client *client)
 	pktbuf_write_auth(&pb, AUTH_REQ_OK, NULL, 0);
 	/* The server's ParameterStatus messages, as they were. */
 	pktbuf_put_messages(&pb, server->login_params, server->login_params_len);
-	pktbuf_write_backend_key_data(&pb, client->cancel_pid, client->cancel_key, CANCEL_KEY_LEN);
+	pktbuf_write_backend_key_data(&pb, client->cancel_pid, client->cancel_key, client->cancel_key_len);
 	pktbuf_write_ready_for_query(&pb, TXN_IDLE);
 	free(server->login_params);
 	server->login_params = NULL;

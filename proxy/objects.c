@@ -128,6 +128,7 @@ client_new(Proxy *proxy, int fd, const struct sockaddr *addr, socklen_t addrlen)
 		return NULL;
 	}
 	/* A random cancel key: a guessed one must not cancel another client's query. */
+	client->cancel_key_len = 4;
 	if (RAND_bytes((unsigned char *) &client->cancel_pid, sizeof(client->cancel_pid)) != 1 ||
 	    RAND_bytes(client->cancel_key, sizeof(client->cancel_key)) != 1) {
 		client_disconnect(client, "XX000", "could not generate a cancel key");
@@ -314,12 +315,11 @@ proxy_find_client_by_cancel_key(Proxy *proxy, int32_t pid, const uint8_t *key, s
 {
 	List *item;
 
-	if (keylen != CANCEL_KEY_LEN)
-		return NULL;
 	list_for_each(item, &proxy->active_clients) {
 		Client *client = container_of(item, Client, head);
 
-		if (client->cancel_pid == pid && CRYPTO_memcmp(client->cancel_key, key, CANCEL_KEY_LEN) == 0)
+		if (client->cancel_pid == pid && client->cancel_key_len == keylen &&
+		    CRYPTO_memcmp(client->cancel_key, key, keylen) == 0)
 			return client;
 	}
 	return NULL;

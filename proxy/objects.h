@@ -22,7 +22,7 @@
 #include "proxy/sbuf.h"
 
 #define PROXY_ADMIN_DATABASE "pghandoff"
-#define CANCEL_KEY_LEN 4
+#define CANCEL_KEY_MAX 32	/* the key length we issue to protocol 3.2 clients; 3.0 clients get 4 bytes */
 #define SUBJECT_LEN 224
 
 typedef struct Proxy Proxy;
@@ -115,7 +115,8 @@ struct Client {
 
 	/* The key this client's CancelRequest must carry; issued by the proxy. */
 	int32_t cancel_pid;
-	uint8_t cancel_key[CANCEL_KEY_LEN];
+	uint8_t cancel_key_len;
+	uint8_t cancel_key[CANCEL_KEY_MAX];
 
 	/* The admin console's PAUSE waits on this client's databases to go idle. */
 	bool admin_waiting_pause;

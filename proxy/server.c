@@ -284,7 +284,7 @@ handle_login_packet(Server *server, const PktHeader *pkt)
 			return false;
 		}
 		client_server_ready(client);
-		return false;	/* the relay starts afresh from the client's side */
+		return !server->sbuf.closed;
 	default:
 		server_disconnect(server, "08P01", "unexpected message type %d during login", pkt->type);
 		return false;

@@ -16,7 +16,7 @@ packages=(
 	libpq-dev libssl-dev libev-dev libinih-dev libcmocka-dev
 	clang libclang-rt-14-dev
 	python3 python3-pytest python3-psycopg
-	postgresql-15 postgresql-contrib-15 postgresql-client-15
+	postgresql-15 postgresql-client-15
 	nodejs npm openssl
 )
 
