@@ -29,5 +29,6 @@ int cli_load_config(const CliCommand *cmd, int argc, char **argv, Config *config
 int cmd_config(const CliCommand *cmd, int argc, char **argv);
 int cmd_check(const CliCommand *cmd, int argc, char **argv);
 int cmd_proxy(const CliCommand *cmd, int argc, char **argv);
+int cmd_replicate(const CliCommand *cmd, int argc, char **argv);
 
 #endif

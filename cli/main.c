@@ -40,6 +40,18 @@ static const CliCommand commands[] = {
 	 "clients; SIGINT closes everything at once; SIGHUP reloads the\n"
 	 "configuration and the auth file and reopens the log file.\n",
 	 cmd_proxy},
+	{"replicate", "copy the source into the target and stream every change",
+	 "Usage: pghandoff replicate -c FILE [--drop]\n\n"
+	 "For each database in [databases]: checks both clusters, copies the\n"
+	 "schema (schema = copy) and the data from a consistent snapshot, then\n"
+	 "streams every committed change (pgoutput) into the target until\n"
+	 "stopped with SIGTERM or SIGINT.  Progress lives in a replication origin\n"
+	 "on the target, so a restart, even after kill -9, resumes where the\n"
+	 "target stands, with no change lost or applied twice.\n\n"
+	 "  --drop   remove the slot and publication from the source and the\n"
+	 "           origin from the target instead, so an abandoned migration\n"
+	 "           leaves no slot holding WAL\n",
+	 cmd_replicate},
 };
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -351,8 +351,11 @@ check_database(Preflight *pf, Side *source, Side *target, const DatabaseMapping 
 	if (target->conn) {
 		if (!database_exists(pf, target, db->target_name, &exists))
 			return;
-		if (!exists)
-			report(pf, CHECK_FAIL, "create it on the target first (CREATE DATABASE)",
+		if (!exists && pf->config->replication.schema == SCHEMA_COPY)
+			report(pf, CHECK_WARN, "replicate creates it, with the schema copied from the source",
+			       "database %s does not exist on the target yet", db->target_name);
+		else if (!exists)
+			report(pf, CHECK_FAIL, "schema = none: create it on the target with the schema first",
 			       "database %s does not exist on the target", db->target_name);
 	}
 	if (!connect_db(source->server, db->name, &conn, err, sizeof(err))) {

@@ -1,0 +1,554 @@
+/*
+ * The apply side of streaming.  Each change becomes one execution of a
+ * prepared statement whose text depends on the table, the operation and
+ * which columns the change carries: an UPDATE whose TOASTed column is
+ * "unchanged" ('u') must not touch that column, so it gets a statement
+ * without it.  Parameters go as text and untyped, so the target infers each
+ * from its own column (user-defined types have other OIDs there).
+ */
+#include "replicator/apply.h"
+#include "common/log.h"
+#include "common/strbuf.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define GROUP_MAX_CHANGES 20000
+#define GROUP_MAX_XACTS 2000
+#define GROUP_MAX_SECONDS 1.0
+
+struct StmtCacheEntry {
+	StmtCacheEntry *next;
+	uint32_t relid;
+	char *key;		/* operation and column mask */
+	char name[32];
+};
+
+static double
+monotonic_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
+
+bool
+applier_init(Applier *ap, ReplConn *target, const char *origin, uint64_t start_lsn, const char *subject)
+{
+	const char *params[1] = {origin};
+	PGresult *res;
+
+	memset(ap, 0, sizeof(*ap));
+	ap->target = target;
+	ap->subject = subject;
+	ap->origin = origin;
+	ap->skip_before = start_lsn;
+	ap->flushed_lsn = start_lsn;
+	relcache_init(&ap->relcache);
+	/* Triggers and foreign keys stay quiet, as for a native subscription. */
+	if (!repl_exec(target, "SET session_replication_role = replica") ||
+	    !repl_exec(target, "SET synchronous_commit = on") ||
+	    !repl_query(target, "SELECT pg_replication_origin_session_setup($1)", 1, params, &res))
+		return false;
+	PQclear(res);
+	return true;
+}
+
+static void
+forget_statements(Applier *ap, uint32_t relid)
+{
+	StmtCacheEntry **link = &ap->stmts;
+
+	while (*link) {
+		StmtCacheEntry *e = *link;
+
+		if (e->relid == relid) {
+			char sql[64];
+
+			snprintf(sql, sizeof(sql), "DEALLOCATE %s", e->name);
+			if (!repl_exec(ap->target, sql)) {
+				/* already logged; the name is never reused */
+			}
+			*link = e->next;
+			free(e->key);
+			free(e);
+			ap->nstmts--;
+		} else {
+			link = &e->next;
+		}
+	}
+}
+
+void
+applier_free(Applier *ap)
+{
+	while (ap->stmts) {
+		StmtCacheEntry *next = ap->stmts->next;
+
+		free(ap->stmts->key);
+		free(ap->stmts);
+		ap->stmts = next;
+	}
+	relcache_free(&ap->relcache);
+}
+
+static void
+append_qualified(StrBuf *sb, PGconn *conn, const RelCacheEntry *rel)
+{
+	char *ns = PQescapeIdentifier(conn, rel->nspname, strlen(rel->nspname));
+	char *rn = PQescapeIdentifier(conn, rel->relname, strlen(rel->relname));
+
+	strbuf_appendf(sb, "%s.%s", ns ? ns : "?", rn ? rn : "?");
+	PQfreemem(ns);
+	PQfreemem(rn);
+}
+
+static void
+append_ident(StrBuf *sb, PGconn *conn, const char *name)
+{
+	char *id = PQescapeIdentifier(conn, name, strlen(name));
+
+	strbuf_append(sb, id ? id : "?");
+	PQfreemem(id);
+}
+
+/* The WHERE clause finding the row: key columns, or every column for REPLICA IDENTITY FULL. */
+static void
+append_where(StrBuf *sql, StrBuf *key, PGconn *conn, const RelCacheEntry *rel, const PgoutputTuple *tup,
+	     bool full, int *param)
+{
+	bool first = true;
+	int i;
+
+	for (i = 0; i < rel->natts && i < tup->ncols; i++) {
+		const PgoutputColumn *c = &tup->cols[i];
+
+		if (full ? c->kind == PGOUTPUT_COLUMN_UNCHANGED : !rel->cols[i].key)
+			continue;
+		strbuf_append(sql, first ? "" : " AND ");
+		append_ident(sql, conn, rel->cols[i].name);
+		if (c->kind == PGOUTPUT_COLUMN_NULL) {
+			strbuf_append(sql, " IS NULL");
+			strbuf_append_char(key, 'n');
+		} else {
+			strbuf_appendf(sql, full ? " IS NOT DISTINCT FROM $%d" : " = $%d", (*param)++);
+			strbuf_append_char(key, 'w');
+		}
+		first = false;
+	}
+	if (first)
+		strbuf_append(sql, "false");
+}
+
+/* Collects the parameter values of the columns the statement uses, in its order. */
+static int
+collect_params(const RelCacheEntry *rel, const PgoutputTuple *tup, bool set_part, bool where_part, bool full,
+	       const char **values, int *lengths, int n)
+{
+	int i;
+
+	for (i = 0; i < rel->natts && i < tup->ncols; i++) {
+		const PgoutputColumn *c = &tup->cols[i];
+
+		if (set_part) {
+			if (c->kind == PGOUTPUT_COLUMN_UNCHANGED)
+				continue;
+		} else if (where_part) {
+			if (full ? c->kind == PGOUTPUT_COLUMN_UNCHANGED : !rel->cols[i].key)
+				continue;
+			if (c->kind == PGOUTPUT_COLUMN_NULL)
+				continue;	/* IS NULL takes no parameter */
+		}
+		values[n] = c->kind == PGOUTPUT_COLUMN_NULL ? NULL : (const char *) c->value;
+		lengths[n] = (int) c->len;
+		n++;
+	}
+	return n;
+}
+
+static StmtCacheEntry *
+find_statement(Applier *ap, uint32_t relid, const char *key)
+{
+	StmtCacheEntry *e;
+
+	for (e = ap->stmts; e; e = e->next)
+		if (e->relid == relid && strcmp(e->key, key) == 0)
+			return e;
+	return NULL;
+}
+
+static StmtCacheEntry *
+prepare_statement(Applier *ap, uint32_t relid, const char *key, const char *sql)
+{
+	static unsigned counter;
+	StmtCacheEntry *e = calloc(1, sizeof(StmtCacheEntry));
+	PGresult *res;
+
+	if (!e || !(e->key = strdup(key))) {
+		free(e);
+		log_error(ap->subject, "out of memory");
+		return NULL;
+	}
+	e->relid = relid;
+	snprintf(e->name, sizeof(e->name), "pgh_%u", ++counter);
+	res = PQprepare(ap->target->conn, e->name, sql, 0, NULL);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		log_error(ap->subject, "could not prepare \"%s\": %s", sql, PQresultErrorMessage(res));
+		PQclear(res);
+		free(e->key);
+		free(e);
+		return NULL;
+	}
+	PQclear(res);
+	e->next = ap->stmts;
+	ap->stmts = e;
+	ap->nstmts++;
+	return e;
+}
+
+/* The text of each parameter is not NUL-terminated in the message: copy into one block. */
+static bool
+execute(Applier *ap, const RelCacheEntry *rel, StmtCacheEntry *stmt, int n, const char **values,
+	const int *lengths)
+{
+	const char *terminated[PGOUTPUT_MAX_COLUMNS * 2];
+	size_t total = 0;
+	char *block, *p;
+	PGresult *res;
+	bool ok;
+	int i;
+
+	for (i = 0; i < n; i++)
+		if (values[i])
+			total += (size_t) lengths[i] + 1;
+	block = malloc(total + 1);
+	if (!block) {
+		log_error(ap->subject, "out of memory");
+		return false;
+	}
+	for (p = block, i = 0; i < n; i++) {
+		if (!values[i]) {
+			terminated[i] = NULL;
+			continue;
+		}
+		memcpy(p, values[i], (size_t) lengths[i]);
+		p[lengths[i]] = '\0';
+		terminated[i] = p;
+		p += lengths[i] + 1;
+	}
+	res = PQexecPrepared(ap->target->conn, stmt->name, n, terminated, NULL, NULL, 0);
+	ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+	if (!ok)
+		log_error(ap->subject, "applying a change to %s.%s failed: %s", rel->nspname, rel->relname,
+			  PQresultErrorMessage(res));
+	PQclear(res);
+	free(block);
+	return ok;
+}
+
+static const RelCacheEntry *
+relation_for(Applier *ap, uint32_t relid)
+{
+	const RelCacheEntry *rel = relcache_lookup(&ap->relcache, relid);
+
+	if (!rel)
+		log_error(ap->subject, "change for relation %u before its Relation message", relid);
+	return rel;
+}
+
+static bool
+apply_insert(Applier *ap, const PgoutputInsert *ins)
+{
+	const RelCacheEntry *rel = relation_for(ap, ins->relid);
+	const char *values[PGOUTPUT_MAX_COLUMNS];
+	int lengths[PGOUTPUT_MAX_COLUMNS];
+	StmtCacheEntry *stmt;
+	int i, n;
+
+	if (!rel)
+		return false;
+	stmt = find_statement(ap, rel->relid, "I");
+	if (!stmt) {
+		StrBuf sql;
+
+		strbuf_init(&sql);
+		strbuf_append(&sql, "INSERT INTO ");
+		append_qualified(&sql, ap->target->conn, rel);
+		strbuf_append(&sql, " (");
+		for (i = 0; i < rel->natts; i++) {
+			strbuf_append(&sql, i ? ", " : "");
+			append_ident(&sql, ap->target->conn, rel->cols[i].name);
+		}
+		strbuf_append(&sql, ") VALUES (");
+		for (i = 0; i < rel->natts; i++)
+			strbuf_appendf(&sql, "%s$%d", i ? ", " : "", i + 1);
+		strbuf_append(&sql, ")");
+		stmt = prepare_statement(ap, rel->relid, "I", strbuf_str(&sql));
+		strbuf_free(&sql);
+		if (!stmt)
+			return false;
+	}
+	if (ins->newtuple.ncols != rel->natts) {
+		log_error(ap->subject, "insert into %s.%s carries %d columns, the relation has %d", rel->nspname,
+			  rel->relname, ins->newtuple.ncols, rel->natts);
+		return false;
+	}
+	n = collect_params(rel, &ins->newtuple, true, false, false, values, lengths, 0);
+	return execute(ap, rel, stmt, n, values, lengths);
+}
+
+static bool
+apply_update_or_delete(Applier *ap, uint32_t relid, bool is_update, uint8_t old_kind, const PgoutputTuple *oldtup,
+		       const PgoutputTuple *newtup)
+{
+	const RelCacheEntry *rel = relation_for(ap, relid);
+	const PgoutputTuple *where_tup;
+	const char *values[PGOUTPUT_MAX_COLUMNS * 2];
+	int lengths[PGOUTPUT_MAX_COLUMNS * 2];
+	bool full;
+	StrBuf sql, key;
+	StmtCacheEntry *stmt;
+	int param = 1, i, n = 0;
+
+	if (!rel)
+		return false;
+	full = old_kind == PGOUTPUT_TUPLE_OLD;
+	where_tup = old_kind ? oldtup : newtup;
+	strbuf_init(&sql);
+	strbuf_init(&key);
+	strbuf_append_char(&key, is_update ? 'U' : 'D');
+	strbuf_append_char(&key, full ? 'F' : 'K');
+	if (is_update) {
+		bool first = true;
+
+		strbuf_append(&sql, "UPDATE ");
+		append_qualified(&sql, ap->target->conn, rel);
+		strbuf_append(&sql, " SET ");
+		for (i = 0; i < rel->natts && i < newtup->ncols; i++) {
+			if (newtup->cols[i].kind == PGOUTPUT_COLUMN_UNCHANGED) {
+				strbuf_append_char(&key, 'u');
+				continue;
+			}
+			strbuf_append(&sql, first ? "" : ", ");
+			append_ident(&sql, ap->target->conn, rel->cols[i].name);
+			strbuf_appendf(&sql, " = $%d", param++);
+			strbuf_append_char(&key, 's');
+			first = false;
+		}
+		if (first) {
+			/* Every column unchanged: nothing to write. */
+			strbuf_free(&sql);
+			strbuf_free(&key);
+			return true;
+		}
+	} else {
+		strbuf_append(&sql, "DELETE FROM ");
+		append_qualified(&sql, ap->target->conn, rel);
+	}
+	strbuf_append_char(&key, '|');
+	if (full) {
+		/* Duplicate rows are possible without a key: touch exactly one of them. */
+		strbuf_append(&sql, " WHERE ctid = (SELECT ctid FROM ");
+		append_qualified(&sql, ap->target->conn, rel);
+		strbuf_append(&sql, " WHERE ");
+		append_where(&sql, &key, ap->target->conn, rel, where_tup, true, &param);
+		strbuf_append(&sql, " LIMIT 1)");
+	} else {
+		strbuf_append(&sql, " WHERE ");
+		append_where(&sql, &key, ap->target->conn, rel, where_tup, false, &param);
+	}
+	stmt = find_statement(ap, rel->relid, strbuf_str(&key));
+	if (!stmt)
+		stmt = prepare_statement(ap, rel->relid, strbuf_str(&key), strbuf_str(&sql));
+	strbuf_free(&sql);
+	strbuf_free(&key);
+	if (!stmt)
+		return false;
+	if (is_update)
+		n = collect_params(rel, newtup, true, false, false, values, lengths, 0);
+	n = collect_params(rel, where_tup, false, true, full, values, lengths, n);
+	return execute(ap, rel, stmt, n, values, lengths);
+}
+
+static bool
+apply_truncate(Applier *ap, const PgoutputTruncate *t)
+{
+	StrBuf sql;
+	bool ok;
+	int i;
+
+	strbuf_init(&sql);
+	strbuf_append(&sql, "TRUNCATE ONLY ");
+	for (i = 0; i < t->nrels; i++) {
+		const RelCacheEntry *rel = relation_for(ap, pgoutput_truncate_relid(t, i));
+
+		if (!rel) {
+			strbuf_free(&sql);
+			return false;
+		}
+		strbuf_append(&sql, i ? ", " : "");
+		append_qualified(&sql, ap->target->conn, rel);
+	}
+	if (t->flags & PGOUTPUT_TRUNCATE_RESTART_IDENTITY)
+		strbuf_append(&sql, " RESTART IDENTITY");
+	if (t->flags & PGOUTPUT_TRUNCATE_CASCADE)
+		strbuf_append(&sql, " CASCADE");
+	ok = repl_exec(ap->target, strbuf_str(&sql));
+	strbuf_free(&sql);
+	return ok;
+}
+
+/*
+ * A Relation message: when its columns no longer match the target table,
+ * applying stops with the difference named, rather than losing data.
+ */
+static bool
+apply_relation(Applier *ap, const PgoutputRelation *rel)
+{
+	char qualified[300];
+	const char *params[2] = {rel->nspname, rel->relname};
+	bool changed = false;
+	PGresult *res;
+	int i, j, missing = 0;
+
+	if (!relcache_update_copy(&ap->relcache, rel, &changed)) {
+		log_error(ap->subject, "out of memory");
+		return false;
+	}
+	if (!changed)
+		return true;
+	forget_statements(ap, rel->relid);
+	snprintf(qualified, sizeof(qualified), "%s.%s", rel->nspname, rel->relname);
+	if (!repl_query(ap->target,
+			"SELECT a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+			"JOIN pg_namespace n ON n.oid = c.relnamespace "
+			"WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
+			2, params, &res))
+		return false;
+	if (PQntuples(res) == 0) {
+		log_error(ap->subject, "table %s does not exist on the target: create it, then restart replication",
+			  qualified);
+		PQclear(res);
+		return false;
+	}
+	for (i = 0; i < rel->natts; i++) {
+		bool found = false;
+
+		for (j = 0; j < PQntuples(res) && !found; j++)
+			found = strcmp(rel->cols[i].name, PQgetvalue(res, j, 0)) == 0;
+		if (!found) {
+			log_error(ap->subject, "table %s: column %s exists on the source but not on the target: add it "
+				  "on the target, then restart replication", qualified, rel->cols[i].name);
+			missing++;
+		}
+	}
+	PQclear(res);
+	return missing == 0;
+}
+
+static bool
+open_target(Applier *ap)
+{
+	if (ap->target_open)
+		return true;
+	if (!repl_exec(ap->target, "BEGIN"))
+		return false;
+	ap->target_open = true;
+	ap->group_started = monotonic_seconds();
+	return true;
+}
+
+bool
+applier_flush(Applier *ap, bool idle)
+{
+	char lsn[LSN_FORMAT_LEN], ts[32];
+	const char *params[2] = {lsn, ts};
+	PGresult *res;
+
+	if (!ap->target_open || ap->in_source_xact)
+		return true;
+	if (!idle && ap->group_changes < GROUP_MAX_CHANGES && ap->group_xacts < GROUP_MAX_XACTS &&
+	    monotonic_seconds() - ap->group_started < GROUP_MAX_SECONDS)
+		return true;
+	if (ap->group_xacts > 0) {
+		/* The origin moves in the same transaction as the data: both or neither. */
+		lsn_format(ap->group_end_lsn, lsn, sizeof(lsn));
+		snprintf(ts, sizeof(ts), "%lld", (long long) pgtime_to_unix_us(ap->group_commit_time));
+		if (!repl_query(ap->target,
+				"SELECT pg_replication_origin_xact_setup($1::pg_lsn, "
+				"to_timestamp($2::float8 / 1000000))",
+				2, params, &res))
+			return false;
+		PQclear(res);
+	}
+	if (!repl_exec(ap->target, "COMMIT"))
+		return false;
+	ap->target_open = false;
+	if (ap->group_xacts > 0)
+		ap->flushed_lsn = ap->group_end_lsn;
+	ap->xacts_applied += ap->group_xacts;
+	log_debug(ap->subject, "committed %d source transaction(s), %lld change(s), up to %s", ap->group_xacts,
+		  (long long) ap->group_changes, lsn);
+	ap->group_xacts = 0;
+	ap->group_changes = 0;
+	return true;
+}
+
+bool
+applier_handle(Applier *ap, const PgoutputMessage *msg)
+{
+	switch (msg->type) {
+	case PGOUTPUT_BEGIN:
+		ap->in_source_xact = true;
+		/* Applied before a restart: the origin says so. */
+		ap->skipping = msg->begin.final_lsn < ap->skip_before;
+		return ap->skipping || open_target(ap);
+	case PGOUTPUT_COMMIT:
+		ap->in_source_xact = false;
+		if (ap->skipping) {
+			ap->skipping = false;
+			return true;
+		}
+		ap->group_end_lsn = msg->commit.end_lsn;
+		ap->group_commit_time = msg->commit.commit_time;
+		ap->group_xacts++;
+		return applier_flush(ap, false);
+	case PGOUTPUT_RELATION:
+		return apply_relation(ap, &msg->relation);
+	case PGOUTPUT_INSERT:
+		if (ap->skipping)
+			return true;
+		ap->group_changes++;
+		ap->changes_applied++;
+		return apply_insert(ap, &msg->insert);
+	case PGOUTPUT_UPDATE:
+		if (ap->skipping)
+			return true;
+		ap->group_changes++;
+		ap->changes_applied++;
+		return apply_update_or_delete(ap, msg->update.relid, true, msg->update.old_kind, &msg->update.oldtuple,
+					      &msg->update.newtuple);
+	case PGOUTPUT_DELETE:
+		if (ap->skipping)
+			return true;
+		ap->group_changes++;
+		ap->changes_applied++;
+		return apply_update_or_delete(ap, msg->delete.relid, false, msg->delete.old_kind,
+					      &msg->delete.oldtuple, NULL);
+	case PGOUTPUT_TRUNCATE:
+		if (ap->skipping)
+			return true;
+		ap->group_changes++;
+		return apply_truncate(ap, &msg->truncate);
+	case PGOUTPUT_ORIGIN:
+	case PGOUTPUT_TYPE:
+	case PGOUTPUT_MESSAGE:
+		return true;
+	default:
+		log_error(ap->subject, "unexpected pgoutput message %s", pgoutput_message_name(msg->type));
+		return false;
+	}
+}

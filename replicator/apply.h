@@ -1,0 +1,59 @@
+/*
+ * Applying decoded changes to the target.
+ *
+ * Nobody reads the target before the cutover, so several source
+ * transactions are grouped into one target transaction, committed at a
+ * source commit boundary: the group is all or nothing, and the replication
+ * origin advances in the same target transaction, so a crash never loses
+ * or repeats a change.  Statements are prepared once per table, operation
+ * and column set.
+ */
+#ifndef PGHANDOFF_REPLICATOR_APPLY_H
+#define PGHANDOFF_REPLICATOR_APPLY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "replicator/conn.h"
+#include "replicator/pgoutput.h"
+#include "replicator/relcache.h"
+
+typedef struct StmtCacheEntry StmtCacheEntry;
+
+typedef struct Applier {
+	ReplConn *target;
+	const char *subject;
+	const char *origin;
+	RelCache relcache;
+	StmtCacheEntry *stmts;	/* a small hash chain list; statements are few */
+	int nstmts;
+
+	bool in_source_xact;	/* between Begin and Commit */
+	bool skipping;		/* this source transaction was applied before a restart */
+	bool target_open;	/* a target transaction is open */
+	uint64_t skip_before;	/* origin progress at start: transactions ending before it are done */
+	uint64_t group_end_lsn;	/* end of the last source transaction in the open group */
+	int64_t group_commit_time;
+	int group_xacts;
+	int64_t group_changes;
+	double group_started;	/* monotonic seconds */
+
+	uint64_t flushed_lsn;	/* committed on the target: what feedback may confirm */
+	int64_t changes_applied;
+	int64_t xacts_applied;
+} Applier;
+
+bool applier_init(Applier *ap, ReplConn *target, const char *origin, uint64_t start_lsn, const char *subject)
+	__attribute__((warn_unused_result));
+void applier_free(Applier *ap);
+
+/* Applies one decoded message; false (logged) on an error that stops this database. */
+bool applier_handle(Applier *ap, const PgoutputMessage *msg) __attribute__((warn_unused_result));
+
+/*
+ * Commits the open group if it is worth it now: when idle is true (no more
+ * data waiting) or the group has grown large or old.
+ */
+bool applier_flush(Applier *ap, bool idle) __attribute__((warn_unused_result));
+
+#endif

@@ -1,0 +1,37 @@
+/*
+ * The replicator's connections: blocking libpq connections to a database of
+ * the source or the target (or a replication connection to the source), and
+ * queries that log their error once, naming the connection, and return false.
+ */
+#ifndef PGHANDOFF_REPLICATOR_CONN_H
+#define PGHANDOFF_REPLICATOR_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <libpq-fe.h>
+
+#include "config/config.h"
+
+typedef struct ReplConn {
+	PGconn *conn;
+	char subject[160];	/* "replicator app source", for logs */
+	int version;		/* server_version_num */
+} ReplConn;
+
+bool repl_connect(ReplConn *rc, const ServerConfig *server, const char *dbname, bool replication,
+		  const char *subject) __attribute__((warn_unused_result));
+void repl_close(ReplConn *rc);
+
+/* Runs a command; the result is discarded. */
+bool repl_exec(ReplConn *rc, const char *sql) __attribute__((warn_unused_result));
+/* Runs sql with text parameters; *result is a TUPLES_OK or COMMAND_OK result to PQclear. */
+bool repl_query(ReplConn *rc, const char *sql, int nparams, const char *const *params, PGresult **result)
+	__attribute__((warn_unused_result));
+/* The first column of the first row, copied into buf; "" for NULL; false (logged) on no row. */
+bool repl_query_copy_value(ReplConn *rc, const char *sql, int nparams, const char *const *params, char *buf,
+			   size_t len) __attribute__((warn_unused_result));
+
+/* A libpq conninfo string for server/dbname, password left out (it goes in PGPASSWORD). */
+char *repl_conninfo(const ServerConfig *server, const char *dbname);
+
+#endif

@@ -1,0 +1,321 @@
+/*
+ * Parallel table copy.  copy_jobs threads each hold one source connection
+ * (inside the exported snapshot) and one target connection, and take tasks
+ * from a shared list: whole tables, or ctid ranges of large tables (from
+ * PostgreSQL 14, whose TID range scans read only the range).
+ *
+ * Binary COPY is used where it is safe: binary array and composite values
+ * carry type OIDs, and a user-defined type has another OID on the target,
+ * so tables with such columns go as text.
+ */
+#include "replicator/copy.h"
+#include "common/log.h"
+#include "common/strbuf.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SPLIT_MIN_PAGES 16384	/* 128 MB: smaller tables are one task */
+#define FIRST_NORMAL_OID 16384
+
+typedef struct CopyTask {
+	char *table;		/* quoted, qualified */
+	char *columns;		/* quoted, comma-separated */
+	char range[96];		/* a ctid condition, or "" */
+	bool binary;
+	int64_t bytes;		/* estimate, for ordering and progress */
+	bool last_of_table;
+} CopyTask;
+
+typedef struct CopyRun {
+	const Config *config;
+	const DatabaseMapping *db;
+	const char *snapshot;
+	const char *subject;
+	CopyTask *tasks;
+	int ntasks;
+	int next;
+	bool failed;
+	CopyProgress *progress;
+	pthread_mutex_t lock;
+} CopyRun;
+
+static const char sql_tables[] =
+	"SELECT format('%%I.%%I', n.nspname, c.relname), "
+	"  string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum), "
+	"  bool_and(a.atttypid < 16384 AND coalesce(t.typelem, 0) < 16384), "
+	"  pg_relation_size(c.oid), c.relpages "
+	"FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+	"JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+	"JOIN pg_type t ON t.oid = a.atttypid "
+	"WHERE c.relkind = 'r' AND c.relpersistence = 'p' "
+	"  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)' "
+	"  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
+	"                  AND d.objid = c.oid AND d.deptype = 'e') "
+	"  %s "
+	"GROUP BY 1, c.oid, c.relpages ORDER BY 4 DESC";
+
+static int
+compare_tasks(const void *a, const void *b)
+{
+	const CopyTask *x = a, *y = b;
+
+	return x->bytes < y->bytes ? 1 : x->bytes > y->bytes ? -1 : 0;
+}
+
+static bool
+add_task(CopyRun *run, int *cap, const CopyTask *task)
+{
+	if (run->ntasks == *cap) {
+		int grown_cap = *cap ? *cap * 2 : 64;
+		CopyTask *grown = realloc(run->tasks, sizeof(CopyTask) * (size_t) grown_cap);
+
+		if (!grown)
+			return false;
+		run->tasks = grown;
+		*cap = grown_cap;
+	}
+	run->tasks[run->ntasks++] = *task;
+	return true;
+}
+
+/* Lists the tables as the snapshot sees them, and splits the large ones. */
+static bool
+plan_tasks(CopyRun *run, ReplConn *source)
+{
+	char sql[sizeof(sql_tables) + 128];
+	char set[160];
+	PGresult *res;
+	int i, cap = 0;
+	int jobs = run->config->replication.copy_jobs;
+	bool tid_ranges = source->version >= 140000;
+
+	/* Generated columns are computed again on the target; they are not copied. */
+	snprintf(sql, sizeof(sql), sql_tables, source->version >= 120000 ? "AND a.attgenerated = ''" : "");
+	snprintf(set, sizeof(set), "SET TRANSACTION SNAPSHOT '%s'", run->snapshot);
+	if (!repl_exec(source, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") || !repl_exec(source, set))
+		return false;
+	if (!repl_query(source, sql, 0, NULL, &res)) {
+		if (!repl_exec(source, "ROLLBACK")) {
+			/* already logged */
+		}
+		return false;
+	}
+	for (i = 0; i < PQntuples(res); i++) {
+		CopyTask task;
+		int64_t bytes = strtoll(PQgetvalue(res, i, 3), NULL, 10);
+		long pages = strtol(PQgetvalue(res, i, 4), NULL, 10);
+
+		memset(&task, 0, sizeof(task));
+		task.binary = strcmp(PQgetvalue(res, i, 2), "t") == 0;
+		run->progress->tables_total++;
+		run->progress->bytes_total += bytes;
+		if (tid_ranges && pages >= SPLIT_MIN_PAGES && jobs > 1) {
+			long chunk = (pages + jobs - 1) / jobs;
+			long start;
+
+			if (chunk < SPLIT_MIN_PAGES / 2)
+				chunk = SPLIT_MIN_PAGES / 2;
+			for (start = 0; start < pages; start += chunk) {
+				task.table = strdup(PQgetvalue(res, i, 0));
+				task.columns = strdup(PQgetvalue(res, i, 1));
+				task.bytes = bytes * chunk / pages;
+				task.last_of_table = start + chunk >= pages;
+				/* The last range is open: pages added since relpages was computed are included. */
+				if (start + chunk >= pages)
+					snprintf(task.range, sizeof(task.range), "ctid >= '(%ld,0)'", start);
+				else
+					snprintf(task.range, sizeof(task.range), "ctid >= '(%ld,0)' AND ctid < '(%ld,0)'", start,
+						 start + chunk);
+				if (!task.table || !task.columns || !add_task(run, &cap, &task)) {
+					PQclear(res);
+					return false;
+				}
+			}
+		} else {
+			task.table = strdup(PQgetvalue(res, i, 0));
+			task.columns = strdup(PQgetvalue(res, i, 1));
+			task.bytes = bytes;
+			task.last_of_table = true;
+			if (!task.table || !task.columns || !add_task(run, &cap, &task)) {
+				PQclear(res);
+				return false;
+			}
+		}
+	}
+	PQclear(res);
+	qsort(run->tasks, (size_t) run->ntasks, sizeof(CopyTask), compare_tasks);
+	return repl_exec(source, "COMMIT");
+}
+
+/* One task: COPY TO STDOUT on the source piped into COPY FROM STDIN on the target. */
+static bool
+copy_one(ReplConn *source, ReplConn *target, const CopyTask *task, int64_t *bytes, int64_t *rows)
+{
+	StrBuf out, in;
+	const char *fmt = task->binary ? " (FORMAT binary)" : "";
+	PGresult *res;
+	char *buf;
+	int n;
+	bool ok = true;
+
+	strbuf_init(&out);
+	strbuf_init(&in);
+	if (task->range[0])
+		strbuf_appendf(&out, "COPY (SELECT %s FROM %s WHERE %s) TO STDOUT%s", task->columns, task->table,
+			       task->range, fmt);
+	else
+		strbuf_appendf(&out, "COPY %s (%s) TO STDOUT%s", task->table, task->columns, fmt);
+	strbuf_appendf(&in, "COPY %s (%s) FROM STDIN%s", task->table, task->columns, fmt);
+
+	res = PQexec(source->conn, strbuf_str(&out));
+	if (PQresultStatus(res) != PGRES_COPY_OUT) {
+		log_error(source->subject, "%s: %s", task->table, PQresultErrorMessage(res));
+		PQclear(res);
+		ok = false;
+		goto done;
+	}
+	PQclear(res);
+	res = PQexec(target->conn, strbuf_str(&in));
+	if (PQresultStatus(res) != PGRES_COPY_IN) {
+		log_error(target->subject, "%s: %s", task->table, PQresultErrorMessage(res));
+		PQclear(res);
+		/* Drain the source's COPY so the connection stays usable. */
+		while ((n = PQgetCopyData(source->conn, &buf, 0)) > 0)
+			PQfreemem(buf);
+		PQclear(PQgetResult(source->conn));
+		ok = false;
+		goto done;
+	}
+	PQclear(res);
+	while ((n = PQgetCopyData(source->conn, &buf, 0)) > 0) {
+		if (ok && PQputCopyData(target->conn, buf, n) != 1) {
+			log_error(target->subject, "%s: %s", task->table, PQerrorMessage(target->conn));
+			ok = false;
+		}
+		*bytes += n;
+		(*rows)++;
+		PQfreemem(buf);
+	}
+	if (n == -2) {
+		log_error(source->subject, "%s: %s", task->table, PQerrorMessage(source->conn));
+		ok = false;
+	}
+	res = PQgetResult(source->conn);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		log_error(source->subject, "%s: %s", task->table, PQresultErrorMessage(res));
+		ok = false;
+	}
+	PQclear(res);
+	if (PQputCopyEnd(target->conn, ok ? NULL : "source COPY failed") != 1)
+		ok = false;
+	res = PQgetResult(target->conn);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		if (ok)
+			log_error(target->subject, "%s: %s", task->table, PQresultErrorMessage(res));
+		ok = false;
+	}
+	PQclear(res);
+	if (task->binary && *rows > 0)
+		(*rows)--;	/* the binary trailer is not a row (the header rides on the first) */
+done:
+	strbuf_free(&out);
+	strbuf_free(&in);
+	return ok;
+}
+
+static void *
+copy_worker(void *arg)
+{
+	CopyRun *run = arg;
+	ReplConn source, target;
+	char subject[160], set[160];
+	bool connected;
+
+	snprintf(subject, sizeof(subject), "%s copy", run->subject);
+	snprintf(set, sizeof(set), "SET TRANSACTION SNAPSHOT '%s'", run->snapshot);
+	connected = repl_connect(&source, &run->config->source, run->db->name, false, subject) &&
+		    repl_connect(&target, &run->config->target, run->db->target_name, false, subject) &&
+		    repl_exec(&source, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") && repl_exec(&source, set) &&
+		    repl_exec(&target, "SET session_replication_role = replica") &&
+		    repl_exec(&target, "SET synchronous_commit = off");
+	if (!connected) {
+		pthread_mutex_lock(&run->lock);
+		run->failed = true;
+		pthread_mutex_unlock(&run->lock);
+	}
+	while (connected) {
+		CopyTask *task = NULL;
+		int64_t bytes = 0, rows = 0;
+		bool ok;
+
+		pthread_mutex_lock(&run->lock);
+		if (!run->failed && run->next < run->ntasks)
+			task = &run->tasks[run->next++];
+		pthread_mutex_unlock(&run->lock);
+		if (!task)
+			break;
+		log_debug(subject, "copying %s%s%s", task->table, task->range[0] ? " where " : "", task->range);
+		ok = copy_one(&source, &target, task, &bytes, &rows);
+		pthread_mutex_lock(&run->lock);
+		if (!ok)
+			run->failed = true;
+		run->progress->bytes_done += task->bytes;
+		run->progress->rows_done += rows;
+		if (task->last_of_table)
+			run->progress->tables_done++;
+		pthread_mutex_unlock(&run->lock);
+		if (ok)
+			log_info(subject, "copied %s%s%s: %lld rows", task->table, task->range[0] ? " where " : "",
+				 task->range, (long long) rows);
+	}
+	repl_close(&source);
+	repl_close(&target);
+	return NULL;
+}
+
+bool
+copy_database(const Config *config, const DatabaseMapping *db, ReplConn *source, const char *snapshot,
+	      const char *subject, CopyProgress *progress)
+{
+	CopyRun run;
+	pthread_t threads[64];
+	int nthreads = config->replication.copy_jobs;
+	int i, started = 0;
+
+	memset(&run, 0, sizeof(run));
+	run.config = config;
+	run.db = db;
+	run.snapshot = snapshot;
+	run.subject = subject;
+	run.progress = progress;
+	pthread_mutex_init(&run.lock, NULL);
+	if (!plan_tasks(&run, source)) {
+		run.failed = true;
+		goto done;
+	}
+	log_info(subject, "copying %d table(s), %lld MB, in %d task(s) with %d job(s)", progress->tables_total,
+		 (long long) (progress->bytes_total >> 20), run.ntasks, nthreads);
+	if (nthreads > run.ntasks)
+		nthreads = run.ntasks > 0 ? run.ntasks : 0;
+	for (i = 0; i < nthreads; i++) {
+		if (pthread_create(&threads[i], NULL, copy_worker, &run) != 0) {
+			log_error(subject, "could not start a copy thread");
+			run.failed = true;
+			break;
+		}
+		started++;
+	}
+	for (i = 0; i < started; i++)
+		pthread_join(threads[i], NULL);
+done:
+	for (i = 0; i < run.ntasks; i++) {
+		free(run.tasks[i].table);
+		free(run.tasks[i].columns);
+	}
+	free(run.tasks);
+	pthread_mutex_destroy(&run.lock);
+	return !run.failed;
+}

@@ -1,0 +1,461 @@
+/*
+ * `pghandoff replicate`: makes each database of [databases] on the target a
+ * live copy of the source's, and keeps it so.
+ *
+ * Per database, in an order that makes every crash restartable:
+ *   pre-data schema -> replication origin created -> publication -> slot with
+ *   an exported snapshot -> parallel copy -> post-data schema -> origin
+ *   advanced to the slot's consistent point -> streaming.
+ * The origin on the target is the single source of truth: progress > 0
+ * means the copy is complete and streaming resumes from there; an origin
+ * without progress means an interrupted copy, whose target is reset.
+ * Several databases run in child processes, one each.
+ */
+#include "replicator/replicate.h"
+#include "common/log.h"
+#include "replicator/copy.h"
+#include "replicator/pgoutput.h"
+#include "replicator/preflight.h"
+#include "replicator/schema.h"
+#include "replicator/stream.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+volatile sig_atomic_t replicate_stop_requested;
+
+static void
+on_stop_signal(int signo)
+{
+	(void) signo;
+	replicate_stop_requested = 1;
+}
+
+void
+replicate_names(const Config *config, const DatabaseMapping *db, ReplNames *names)
+{
+	char suffix[64];
+	size_t i, n = 0;
+
+	snprintf(names->publication, sizeof(names->publication), "%s", config->replication.publication_name);
+	if (config->ndatabases == 1) {
+		snprintf(names->slot, sizeof(names->slot), "%s", config->replication.slot_name);
+	} else {
+		/* Slots are per cluster, so each database's needs its own name. */
+		for (i = 0; db->name[i] && n < sizeof(suffix) - 1; i++)
+			suffix[n++] = isalnum((unsigned char) db->name[i]) ? (char) tolower((unsigned char) db->name[i]) : '_';
+		suffix[n] = '\0';
+		snprintf(names->slot, sizeof(names->slot), "%.30s_%.32s", config->replication.slot_name, suffix);
+	}
+	/* Origins are per cluster too; the slot's name is unique already. */
+	snprintf(names->origin, sizeof(names->origin), "%s", names->slot);
+}
+
+static bool
+origin_state(ReplConn *target, const char *origin, bool *exists, uint64_t *progress)
+{
+	const char *params[1] = {origin};
+	PGresult *res;
+
+	if (!repl_query(target,
+			"SELECT pg_replication_origin_oid($1) IS NOT NULL, "
+			"CASE WHEN pg_replication_origin_oid($1) IS NOT NULL "
+			"THEN coalesce(pg_replication_origin_progress($1, true), '0/0') END",
+			1, params, &res))
+		return false;
+	*exists = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	*progress = 0;
+	if (*exists && !lsn_parse(PQgetvalue(res, 0, 1), progress)) {
+		log_error(target->subject, "unreadable origin progress \"%s\"", PQgetvalue(res, 0, 1));
+		PQclear(res);
+		return false;
+	}
+	PQclear(res);
+	return true;
+}
+
+static bool
+target_table_count(ReplConn *target, long *count)
+{
+	char buf[32];
+
+	if (!repl_query_copy_value(target,
+				   "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+				   "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+				   "AND n.nspname !~ '^pg_(toast|temp)'",
+				   0, NULL, buf, sizeof(buf)))
+		return false;
+	*count = strtol(buf, NULL, 10);
+	return true;
+}
+
+/* Drops and creates the target database: only for one this tool filled (its origin says so). */
+static bool
+recreate_target_database(const Config *config, const DatabaseMapping *db, const char *subject)
+{
+	ReplConn admin;
+	char *ident;
+	char sql[256];
+	bool ok;
+
+	if (!repl_connect(&admin, &config->target, "postgres", false, subject))
+		return false;
+	ident = PQescapeIdentifier(admin.conn, db->target_name, strlen(db->target_name));
+	snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", ident);
+	ok = repl_exec(&admin, sql);
+	snprintf(sql, sizeof(sql), "CREATE DATABASE %s", ident);
+	ok = ok && repl_exec(&admin, sql);
+	PQfreemem(ident);
+	repl_close(&admin);
+	if (ok)
+		log_info(subject, "target database %s recreated after an interrupted copy", db->target_name);
+	return ok;
+}
+
+static bool
+ensure_target_database(const Config *config, const DatabaseMapping *db, const char *subject)
+{
+	ReplConn admin;
+	const char *params[1] = {db->target_name};
+	char buf[8];
+	bool ok;
+
+	if (!repl_connect(&admin, &config->target, "postgres", false, subject))
+		return false;
+	ok = repl_query_copy_value(&admin, "SELECT count(*) FROM pg_database WHERE datname = $1", 1, params, buf,
+				   sizeof(buf));
+	if (ok && strcmp(buf, "0") == 0) {
+		char *ident = PQescapeIdentifier(admin.conn, db->target_name, strlen(db->target_name));
+		char sql[160];
+
+		snprintf(sql, sizeof(sql), "CREATE DATABASE %s", ident);
+		PQfreemem(ident);
+		ok = repl_exec(&admin, sql);
+		if (ok)
+			log_info(subject, "created database %s on the target", db->target_name);
+	}
+	repl_close(&admin);
+	return ok;
+}
+
+static bool
+drop_slot_if_exists(ReplConn *source, const char *slot)
+{
+	const char *params[1] = {slot};
+	PGresult *res;
+
+	if (!repl_query(source, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+				"WHERE slot_name = $1",
+			1, params, &res))
+		return false;
+	if (PQntuples(res) > 0)
+		log_info(source->subject, "dropped replication slot %s left by an interrupted copy", slot);
+	PQclear(res);
+	return true;
+}
+
+static bool
+ensure_publication(ReplConn *source, const char *publication)
+{
+	const char *params[1] = {publication};
+	char buf[8];
+	char sql[200];
+	char *ident;
+	bool ok;
+
+	if (!repl_query_copy_value(source, "SELECT count(*) FROM pg_publication WHERE pubname = $1", 1, params, buf,
+				   sizeof(buf)))
+		return false;
+	if (strcmp(buf, "0") != 0)
+		return true;
+	ident = PQescapeIdentifier(source->conn, publication, strlen(publication));
+	snprintf(sql, sizeof(sql), "CREATE PUBLICATION %s FOR ALL TABLES", ident);
+	PQfreemem(ident);
+	ok = repl_exec(source, sql);
+	if (ok)
+		log_info(source->subject, "created publication %s for all tables", publication);
+	return ok;
+}
+
+static bool
+create_slot(ReplConn *repl, const char *slot, uint64_t *consistent_point, char *snapshot, size_t snaplen)
+{
+	char sql[200];
+	PGresult *res;
+
+	snprintf(sql, sizeof(sql), "CREATE_REPLICATION_SLOT \"%s\" LOGICAL pgoutput EXPORT_SNAPSHOT", slot);
+	if (!repl_query(repl, sql, 0, NULL, &res))
+		return false;
+	if (PQntuples(res) != 1 || PQnfields(res) < 3 || !lsn_parse(PQgetvalue(res, 0, 1), consistent_point)) {
+		log_error(repl->subject, "unexpected answer to CREATE_REPLICATION_SLOT");
+		PQclear(res);
+		return false;
+	}
+	snprintf(snapshot, snaplen, "%s", PQgetvalue(res, 0, 2));
+	log_info(repl->subject, "created replication slot %s at %s, snapshot %s", slot, PQgetvalue(res, 0, 1), snapshot);
+	PQclear(res);
+	return true;
+}
+
+static bool
+advance_origin(ReplConn *target, const char *origin, uint64_t lsn)
+{
+	char lsnbuf[32];
+	const char *params[2] = {origin, lsnbuf};
+	PGresult *res;
+
+	lsn_format(lsn, lsnbuf, sizeof(lsnbuf));
+	if (!repl_query(target, "SELECT pg_replication_origin_advance($1, $2::pg_lsn)", 2, params, &res))
+		return false;
+	PQclear(res);
+	return true;
+}
+
+/* Everything up to streaming; on return *start_lsn is where streaming begins. */
+static bool
+initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *names, ReplConn *source,
+	     ReplConn *target, ReplConn *repl, uint64_t *start_lsn, const char *subject)
+{
+	const char *params[1] = {names->origin};
+	CopyProgress progress;
+	char snapshot[128];
+	PGresult *res;
+	bool origin_exists;
+	uint64_t progress_lsn;
+	long tables;
+
+	if (!origin_state(target, names->origin, &origin_exists, &progress_lsn))
+		return false;
+	if (origin_exists) {
+		repl_close(target);
+		if (config->replication.schema == SCHEMA_COPY) {
+			if (!recreate_target_database(config, db, subject))
+				return false;
+		}
+		if (!repl_connect(target, &config->target, db->target_name, false, subject))
+			return false;
+		if (config->replication.schema == SCHEMA_NONE &&
+		    !repl_exec(target, "DO $$ DECLARE r record; BEGIN FOR r IN SELECT c.oid::regclass AS t FROM pg_class c "
+				       "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r','p') AND "
+				       "n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname !~ '^pg_' LOOP "
+				       "EXECUTE format('TRUNCATE %s CASCADE', r.t); END LOOP; END $$"))
+			return false;
+		if (!origin_state(target, names->origin, &origin_exists, &progress_lsn))
+			return false;
+	}
+	if (config->replication.schema == SCHEMA_COPY) {
+		if (!target_table_count(target, &tables))
+			return false;
+		if (tables > 0) {
+			log_error(subject, "target database %s already has %ld table(s): schema = copy needs an empty "
+				  "database (or use schema = none)", db->target_name, tables);
+			return false;
+		}
+		if (config->replication.roles == ROLES_COPY && !schema_copy_roles(config, source->version / 10000, subject))
+			return false;
+		if (!schema_copy_section(config, db, "pre-data", source->version / 10000, subject))
+			return false;
+	} else if (!schema_verify(source, target, subject)) {
+		return false;
+	}
+	if (!origin_exists) {
+		if (!repl_query(target, "SELECT pg_replication_origin_create($1)", 1, params, &res))
+			return false;
+		PQclear(res);
+	}
+	if (!drop_slot_if_exists(source, names->slot) || !ensure_publication(source, names->publication))
+		return false;
+	if (!create_slot(repl, names->slot, start_lsn, snapshot, sizeof(snapshot)))
+		return false;
+	memset(&progress, 0, sizeof(progress));
+	if (!copy_database(config, db, source, snapshot, subject, &progress))
+		return false;
+	log_info(subject, "initial copy done: %d table(s), %lld rows", progress.tables_done,
+		 (long long) progress.rows_done);
+	if (config->replication.schema == SCHEMA_COPY &&
+	    !schema_copy_section(config, db, "post-data", source->version / 10000, subject))
+		return false;
+	/* Only now is the target complete: progress > 0 says so to a restarted replicator. */
+	return advance_origin(target, names->origin, *start_lsn);
+}
+
+static int
+replicate_database(const Config *config, const DatabaseMapping *db)
+{
+	ReplConn source = {0}, target = {0}, repl = {0};
+	ReplNames names;
+	char subject[160];
+	bool origin_exists;
+	uint64_t start_lsn = 0;
+	int rc = 1;
+
+	snprintf(subject, sizeof(subject), "replicator %s", db->name);
+	replicate_names(config, db, &names);
+	if (!ensure_target_database(config, db, subject) ||
+	    !repl_connect(&source, &config->source, db->name, false, subject) ||
+	    !repl_connect(&target, &config->target, db->target_name, false, subject) ||
+	    !repl_connect(&repl, &config->source, db->name, true, subject))
+		goto done;
+	if (!origin_state(&target, names.origin, &origin_exists, &start_lsn))
+		goto done;
+	if (start_lsn > 0) {
+		char lsnbuf[32];
+
+		lsn_format(start_lsn, lsnbuf, sizeof(lsnbuf));
+		log_info(subject, "resuming from the target's replication origin at %s", lsnbuf);
+	} else if (!initial_sync(config, db, &names, &source, &target, &repl, &start_lsn, subject)) {
+		goto done;
+	}
+	repl_close(&source);
+	rc = stream_run(config, db, &names, &repl, &target, start_lsn, subject) ? 0 : 1;
+done:
+	repl_close(&source);
+	repl_close(&target);
+	repl_close(&repl);
+	return rc;
+}
+
+static int
+drop_database_objects(const Config *config, const DatabaseMapping *db)
+{
+	ReplConn source, target;
+	ReplNames names;
+	char subject[160];
+	const char *params[1];
+	PGresult *res;
+	bool ok = true;
+
+	snprintf(subject, sizeof(subject), "replicator %s", db->name);
+	replicate_names(config, db, &names);
+	if (repl_connect(&source, &config->source, db->name, false, subject)) {
+		params[0] = names.slot;
+		/* An active walsender keeps the slot busy: end it first. */
+		ok = repl_query(&source, "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+					 "WHERE slot_name = $1 AND active_pid IS NOT NULL", 1, params, &res);
+		if (ok)
+			PQclear(res);
+		ok = ok && drop_slot_if_exists(&source, names.slot);
+		params[0] = names.publication;
+		if (ok && repl_query(&source, "SELECT 1 FROM pg_publication WHERE pubname = $1", 1, params, &res)) {
+			if (PQntuples(res) > 0) {
+				char *ident = PQescapeIdentifier(source.conn, names.publication, strlen(names.publication));
+				char sql[200];
+
+				snprintf(sql, sizeof(sql), "DROP PUBLICATION %s", ident);
+				PQfreemem(ident);
+				ok = repl_exec(&source, sql);
+			}
+			PQclear(res);
+		}
+		repl_close(&source);
+	} else {
+		ok = false;
+	}
+	if (repl_connect(&target, &config->target, db->target_name, false, subject)) {
+		params[0] = names.origin;
+		if (repl_query(&target, "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin "
+					"WHERE roname = $1", 1, params, &res))
+			PQclear(res);
+		else
+			ok = false;
+		repl_close(&target);
+	} else {
+		ok = false;
+	}
+	if (ok)
+		log_info(subject, "dropped slot %s and publication %s on the source, origin %s on the target", names.slot,
+			 names.publication, names.origin);
+	return ok ? 0 : 1;
+}
+
+static void
+print_check(void *arg, CheckStatus status, const char *message, const char *hint)
+{
+	(void) arg;
+	if (status == CHECK_FAIL)
+		log_error("preflight", "%s (hint: %s)", message, hint ? hint : "");
+	else if (status == CHECK_WARN)
+		log_warning("preflight", "%s (hint: %s)", message, hint ? hint : "");
+	else
+		log_debug("preflight", "%s", message);
+}
+
+int
+replicate_main(const Config *config, bool drop)
+{
+	struct sigaction sa;
+	pid_t *children;
+	int i, rc = 0, running = 0;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_stop_signal;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+
+	if (drop) {
+		for (i = 0; i < config->ndatabases; i++)
+			rc |= drop_database_objects(config, &config->databases[i]);
+		return rc;
+	}
+	{
+		Preflight pf = {.config = config, .emit = print_check};
+
+		if (!preflight_run(&pf)) {
+			log_error("replicator", "preflight failed: run `pghandoff check` for the details");
+			return 1;
+		}
+	}
+	if (config->ndatabases == 1)
+		return replicate_database(config, &config->databases[0]);
+
+	children = calloc((size_t) config->ndatabases, sizeof(pid_t));
+	if (!children)
+		return 1;
+	for (i = 0; i < config->ndatabases; i++) {
+		pid_t pid = fork();
+
+		if (pid == 0)
+			_exit(replicate_database(config, &config->databases[i]));
+		if (pid < 0) {
+			log_error("replicator", "fork: %s", strerror(errno));
+			rc = 1;
+			break;
+		}
+		children[i] = pid;
+		running++;
+	}
+	while (running > 0) {
+		int status;
+		pid_t pid = waitpid(-1, &status, 0);
+
+		if (pid < 0) {
+			if (errno == EINTR) {
+				if (replicate_stop_requested)
+					for (i = 0; i < config->ndatabases; i++)
+						if (children[i] > 0)
+							kill(children[i], SIGTERM);
+				continue;
+			}
+			break;
+		}
+		running--;
+		for (i = 0; i < config->ndatabases; i++) {
+			if (children[i] == pid) {
+				children[i] = 0;
+				if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+					log_error("replicator", "database %s: replication stopped with an error",
+						  config->databases[i].name);
+					rc = 1;
+				}
+			}
+		}
+	}
+	free(children);
+	return rc;
+}

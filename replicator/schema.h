@@ -1,0 +1,27 @@
+/*
+ * The target's schema: copied with pg_dump (schema = copy) or checked
+ * against the source's (schema = none).
+ */
+#ifndef PGHANDOFF_REPLICATOR_SCHEMA_H
+#define PGHANDOFF_REPLICATOR_SCHEMA_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "config/config.h"
+#include "replicator/conn.h"
+
+/* Finds tool in pg_bindir or on PATH and checks it is at least min_major. */
+bool schema_find_tool(const Config *config, const char *tool, int min_major, char *path, size_t len,
+		      const char *subject) __attribute__((warn_unused_result));
+/* pg_dump --section=section of the source database, restored into the target one. */
+bool schema_copy_section(const Config *config, const DatabaseMapping *db, const char *section, int source_major,
+			 const char *subject) __attribute__((warn_unused_result));
+/* roles = copy: pg_dumpall --roles-only; roles that exist on the target are kept. */
+bool schema_copy_roles(const Config *config, int source_major, const char *subject)
+	__attribute__((warn_unused_result));
+/* schema = none: every source table's columns exist on the target with the same types. */
+bool schema_verify(ReplConn *source, ReplConn *target, const char *subject) __attribute__((warn_unused_result));
+
+#endif

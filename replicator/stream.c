@@ -1,0 +1,224 @@
+/*
+ * The streaming loop, after pg_recvlogical.c: non-blocking PQgetCopyData,
+ * never sleeping past the next feedback deadline, keepalives answered when
+ * the server asks, and three positions kept apart: received (written), and
+ * committed on the target (flushed = applied).  Only the latter moves the
+ * slot, so the source keeps every change the target does not have yet.
+ */
+#include "replicator/stream.h"
+#include "common/log.h"
+#include "replicator/apply.h"
+#include "replicator/pgoutput.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/select.h>
+#include <time.h>
+
+#define FEEDBACK_INTERVAL_S 10.0
+
+typedef struct Stream {
+	ReplConn *repl;
+	const char *subject;
+	Applier applier;
+	PgoutputMessage *msg;	/* large: one per stream, reused */
+	uint64_t received_lsn;
+	double last_feedback;
+	int proto_version;
+} Stream;
+
+static double
+now_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
+
+static bool
+send_feedback(Stream *s, bool reply)
+{
+	uint8_t buf[PGOUTPUT_STATUS_UPDATE_LEN];
+	uint64_t flushed = s->applier.flushed_lsn;
+	size_t len;
+
+	/*
+	 * With nothing received beyond what the target has, the received position
+	 * is safe to confirm too: it lets the slot move on while the source only
+	 * writes to tables that are not published.
+	 */
+	if (!s->applier.target_open && !s->applier.in_source_xact && s->received_lsn > flushed)
+		flushed = s->received_lsn;
+	len = pgoutput_build_status_update(buf, s->received_lsn, flushed, flushed, pgtime_now(), reply);
+	if (PQputCopyData(s->repl->conn, (const char *) buf, (int) len) != 1 || PQflush(s->repl->conn) != 0) {
+		log_error(s->subject, "could not send feedback: %s", PQerrorMessage(s->repl->conn));
+		return false;
+	}
+	s->last_feedback = now_seconds();
+	return true;
+}
+
+static bool
+start_streaming(Stream *s, const char *slot, const char *publication, uint64_t start_lsn)
+{
+	char lsn[LSN_FORMAT_LEN], sql[512];
+	PGresult *res;
+
+	lsn_format(start_lsn, lsn, sizeof(lsn));
+	/* Protocol 1 works with every source from 10 on; changes arrive per committed transaction. */
+	s->proto_version = 1;
+	snprintf(sql, sizeof(sql),
+		 "START_REPLICATION SLOT \"%s\" LOGICAL %s (proto_version '%d', publication_names '\"%s\"')", slot, lsn,
+		 s->proto_version, publication);
+	res = PQexec(s->repl->conn, sql);
+	if (PQresultStatus(res) != PGRES_COPY_BOTH) {
+		log_error(s->subject, "could not start streaming: %s", PQresultErrorMessage(res));
+		PQclear(res);
+		return false;
+	}
+	PQclear(res);
+	log_info(s->subject, "streaming from %s", lsn);
+	return true;
+}
+
+static bool
+handle_copy_data(Stream *s, const uint8_t *data, size_t len)
+{
+	char err[256];
+
+	if (len > 0 && data[0] == PGOUTPUT_KEEPALIVE) {
+		XLogKeepalive ka;
+
+		if (!pgoutput_parse_keepalive(data, len, &ka, err, sizeof(err))) {
+			log_error(s->subject, "invalid keepalive: %s", err);
+			return false;
+		}
+		if (ka.wal_end > s->received_lsn && !s->applier.in_source_xact)
+			s->received_lsn = ka.wal_end;
+		if (ka.reply_requested) {
+			if (!applier_flush(&s->applier, true))
+				return false;
+			return send_feedback(s, false);
+		}
+		return true;
+	}
+	if (len > 0 && data[0] == PGOUTPUT_XLOGDATA) {
+		XLogData xd;
+
+		if (!pgoutput_parse_xlogdata(data, len, &xd, err, sizeof(err))) {
+			log_error(s->subject, "invalid XLogData: %s", err);
+			return false;
+		}
+		if (!pgoutput_decode(xd.payload, xd.payload_len, s->proto_version, false, s->msg, err, sizeof(err))) {
+			log_error(s->subject, "could not decode a pgoutput message at %llX: %s",
+				  (unsigned long long) xd.data_start, err);
+			return false;
+		}
+		if (!applier_handle(&s->applier, s->msg))
+			return false;
+		if (s->msg->type == PGOUTPUT_COMMIT && s->msg->commit.end_lsn > s->received_lsn)
+			s->received_lsn = s->msg->commit.end_lsn;
+		return true;
+	}
+	log_error(s->subject, "unexpected message type %d in the replication stream", len > 0 ? data[0] : 0);
+	return false;
+}
+
+/* Waits for the socket, at most until the next feedback is due. */
+static bool
+wait_for_data(Stream *s)
+{
+	int fd = PQsocket(s->repl->conn);
+	double left = FEEDBACK_INTERVAL_S - (now_seconds() - s->last_feedback);
+	struct timeval tv;
+	fd_set fds;
+
+	if (left <= 0)
+		return send_feedback(s, false);
+	if (left > 1.0)
+		left = 1.0;	/* wake up to notice a stop request */
+	FD_ZERO(&fds);
+	FD_SET(fd, &fds);
+	tv.tv_sec = (time_t) left;
+	tv.tv_usec = (suseconds_t) ((left - (double) tv.tv_sec) * 1e6);
+	if (select(fd + 1, &fds, NULL, NULL, &tv) < 0 && errno != EINTR) {
+		log_error(s->subject, "select: %s", strerror(errno));
+		return false;
+	}
+	if (PQconsumeInput(s->repl->conn) != 1) {
+		log_error(s->subject, "replication connection lost: %s", PQerrorMessage(s->repl->conn));
+		return false;
+	}
+	return true;
+}
+
+bool
+stream_run(const Config *config, const DatabaseMapping *db, const ReplNames *names, ReplConn *repl,
+	   ReplConn *target, uint64_t start_lsn, const char *subject)
+{
+	Stream s;
+	bool ok = false;
+
+	(void) config;
+	(void) db;
+	memset(&s, 0, sizeof(s));
+	s.repl = repl;
+	s.subject = subject;
+	s.received_lsn = start_lsn;
+	s.msg = malloc(sizeof(PgoutputMessage));
+	if (!s.msg) {
+		log_error(subject, "out of memory");
+		return false;
+	}
+	if (!applier_init(&s.applier, target, names->origin, start_lsn, subject) ||
+	    !start_streaming(&s, names->slot, names->publication, start_lsn))
+		goto done;
+	s.last_feedback = now_seconds();
+	for (;;) {
+		char *buf = NULL;
+		int n;
+
+		if (replicate_stop_requested) {
+			if (applier_flush(&s.applier, true) && !s.applier.in_source_xact)
+				ok = send_feedback(&s, false);
+			else
+				ok = !s.applier.target_open || repl_exec(target, "ROLLBACK");
+			log_info(subject, "stopping: %lld transaction(s), %lld change(s) applied",
+				 (long long) s.applier.xacts_applied, (long long) s.applier.changes_applied);
+			break;
+		}
+		n = PQgetCopyData(repl->conn, &buf, 1);
+		if (n == 0) {
+			/* Nothing waiting: the moment to commit what is open. */
+			if (!applier_flush(&s.applier, true) || !wait_for_data(&s))
+				break;
+			continue;
+		}
+		if (n == -1) {
+			PGresult *res = PQgetResult(repl->conn);
+
+			log_error(subject, "the source ended the replication stream: %s",
+				  res ? PQresultErrorMessage(res) : "no reason given");
+			PQclear(res);
+			break;
+		}
+		if (n < 0) {
+			log_error(subject, "replication connection lost: %s", PQerrorMessage(repl->conn));
+			break;
+		}
+		if (!handle_copy_data(&s, (const uint8_t *) buf, (size_t) n)) {
+			PQfreemem(buf);
+			break;
+		}
+		PQfreemem(buf);
+		if (now_seconds() - s.last_feedback >= FEEDBACK_INTERVAL_S && !send_feedback(&s, false))
+			break;
+	}
+done:
+	applier_free(&s.applier);
+	free(s.msg);
+	return ok;
+}

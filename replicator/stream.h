@@ -1,0 +1,21 @@
+/*
+ * Streaming: the replication connection's loop, after pg_recvlogical.c.
+ * START_REPLICATION with pgoutput, changes decoded and applied to the target,
+ * keepalives answered, and feedback that reports as flushed only what is
+ * committed on the target.
+ */
+#ifndef PGHANDOFF_REPLICATOR_STREAM_H
+#define PGHANDOFF_REPLICATOR_STREAM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "replicator/conn.h"
+#include "replicator/replicate.h"
+
+/* Streams from start_lsn until stopped (true) or an error (false, logged). */
+bool stream_run(const Config *config, const DatabaseMapping *db, const ReplNames *names, ReplConn *repl,
+		ReplConn *target, uint64_t start_lsn, const char *subject) __attribute__((warn_unused_result));
+
+#endif
