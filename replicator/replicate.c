@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 volatile sig_atomic_t replicate_stop_requested;
@@ -285,6 +286,16 @@ initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *n
 	return advance_origin(target, names->origin, *start_lsn);
 }
 
+/* Sleeps up to seconds, waking early for a stop request. */
+static void
+backoff_sleep(int seconds)
+{
+	int i;
+
+	for (i = 0; i < seconds * 10 && !replicate_stop_requested; i++)
+		usleep(100 * 1000);
+}
+
 static int
 replicate_database(const Config *config, const DatabaseMapping *db)
 {
@@ -293,32 +304,63 @@ replicate_database(const Config *config, const DatabaseMapping *db)
 	char subject[160];
 	bool origin_exists;
 	uint64_t start_lsn = 0;
-	int rc = 1;
+	int backoff = 1;
 
 	snprintf(subject, sizeof(subject), "replicator %s", db->name);
 	replicate_names(config, db, &names);
 	if (!ensure_target_database(config, db, subject) ||
 	    !repl_connect(&source, &config->source, db->name, false, subject) ||
 	    !repl_connect(&target, &config->target, db->target_name, false, subject) ||
-	    !repl_connect(&repl, &config->source, db->name, true, subject))
-		goto done;
-	if (!origin_state(&target, names.origin, &origin_exists, &start_lsn))
-		goto done;
-	if (start_lsn > 0) {
-		char lsnbuf[32];
+	    !repl_connect(&repl, &config->source, db->name, true, subject) ||
+	    !origin_state(&target, names.origin, &origin_exists, &start_lsn))
+		goto fail;
+	if (start_lsn == 0 && !initial_sync(config, db, &names, &source, &target, &repl, &start_lsn, subject))
+		goto fail;
+	repl_close(&source);
+
+	/*
+	 * Streaming until told to stop.  Whatever ends a stream (a lost
+	 * connection, a restarted server, a target table that no longer fits)
+	 * is retried with backoff from the origin's progress: nothing is lost,
+	 * and a fixed target resumes by itself.
+	 */
+	for (;;) {
+		char lsnbuf[LSN_FORMAT_LEN];
 
 		lsn_format(start_lsn, lsnbuf, sizeof(lsnbuf));
-		log_info(subject, "resuming from the target's replication origin at %s", lsnbuf);
-	} else if (!initial_sync(config, db, &names, &source, &target, &repl, &start_lsn, subject)) {
-		goto done;
+		time_t started = time(NULL);
+
+		log_info(subject, "streaming resumes from the target's replication origin at %s", lsnbuf);
+		if (stream_run(config, db, &names, &repl, &target, start_lsn, subject) || replicate_stop_requested)
+			break;
+		/* A stream that ran a while failed afresh; one that fails at once keeps backing off. */
+		if (time(NULL) - started > 60)
+			backoff = 1;
+		repl_close(&repl);
+		repl_close(&target);
+		for (;;) {
+			log_warning(subject, "retrying in %d s", backoff);
+			backoff_sleep(backoff);
+			backoff = backoff < 30 ? backoff * 2 : 30;
+			if (replicate_stop_requested)
+				goto stopped;
+			if (repl_connect(&target, &config->target, db->target_name, false, subject) &&
+			    repl_connect(&repl, &config->source, db->name, true, subject) &&
+			    origin_state(&target, names.origin, &origin_exists, &start_lsn))
+				break;
+			repl_close(&repl);
+			repl_close(&target);
+		}
 	}
-	repl_close(&source);
-	rc = stream_run(config, db, &names, &repl, &target, start_lsn, subject) ? 0 : 1;
-done:
+stopped:
+	repl_close(&target);
+	repl_close(&repl);
+	return 0;
+fail:
 	repl_close(&source);
 	repl_close(&target);
 	repl_close(&repl);
-	return rc;
+	return 1;
 }
 
 static int
