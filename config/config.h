@@ -80,6 +80,8 @@ typedef struct ReplicationConfig {
 	RolesMode roles;
 	int copy_jobs;
 	char *pg_bindir;
+	int64_t slot_retention_warning;	/* bytes of WAL the slot may hold before warnings */
+	int64_t sequence_sync_interval;	/* microseconds */
 } ReplicationConfig;
 
 typedef struct CutoverConfig {

@@ -9,6 +9,7 @@
 #include "common/log.h"
 #include "replicator/apply.h"
 #include "replicator/pgoutput.h"
+#include "replicator/sequences.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -20,12 +21,17 @@
 #define FEEDBACK_INTERVAL_S 10.0
 
 typedef struct Stream {
+	const Config *config;
+	const DatabaseMapping *db;
+	const ReplNames *names;
 	ReplConn *repl;
+	ReplConn source;	/* a plain connection, for sequences and slot checks */
 	const char *subject;
 	Applier applier;
 	PgoutputMessage *msg;	/* large: one per stream, reused */
 	uint64_t received_lsn;
 	double last_feedback;
+	double last_housekeeping;
 	int proto_version;
 } Stream;
 
@@ -155,6 +161,44 @@ wait_for_data(Stream *s)
 	return true;
 }
 
+/*
+ * Every sequence_sync_interval: sequence values to the target, and a loud
+ * warning while the slot holds more WAL than slot_retention_warning.
+ * Failures here are logged and retried next time; they never stop streaming.
+ */
+static void
+housekeeping(Stream *s)
+{
+	const char *params[1] = {s->names->slot};
+	PGresult *res;
+	int count;
+
+	s->last_housekeeping = now_seconds();
+	if (!s->source.conn || PQstatus(s->source.conn) != CONNECTION_OK) {
+		repl_close(&s->source);
+		if (!repl_connect(&s->source, &s->config->source, s->db->name, false, s->subject))
+			return;
+	}
+	if (!s->applier.target_open && sequences_sync(&s->source, s->applier.target, &count))
+		log_debug(s->subject, "%d sequence(s) copied to the target", count);
+	if (repl_query(&s->source,
+		       "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint FROM pg_replication_slots "
+		       "WHERE slot_name = $1",
+		       1, params, &res)) {
+		if (PQntuples(res) == 1) {
+			long long held = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+
+			if (held > s->config->replication.slot_retention_warning)
+				log_warning(s->subject,
+					    "slot %s holds %lld MB of WAL on the source, more than slot_retention_warning: "
+					    "the follower is behind, or stopped; `pghandoff replicate --drop` removes the slot "
+					    "of an abandoned migration",
+					    s->names->slot, held >> 20);
+		}
+		PQclear(res);
+	}
+}
+
 bool
 stream_run(const Config *config, const DatabaseMapping *db, const ReplNames *names, ReplConn *repl,
 	   ReplConn *target, uint64_t start_lsn, const char *subject)
@@ -162,9 +206,10 @@ stream_run(const Config *config, const DatabaseMapping *db, const ReplNames *nam
 	Stream s;
 	bool ok = false;
 
-	(void) config;
-	(void) db;
 	memset(&s, 0, sizeof(s));
+	s.config = config;
+	s.db = db;
+	s.names = names;
 	s.repl = repl;
 	s.subject = subject;
 	s.received_lsn = start_lsn;
@@ -177,6 +222,7 @@ stream_run(const Config *config, const DatabaseMapping *db, const ReplNames *nam
 	    !start_streaming(&s, names->slot, names->publication, start_lsn))
 		goto done;
 	s.last_feedback = now_seconds();
+	housekeeping(&s);
 	for (;;) {
 		char *buf = NULL;
 		int n;
@@ -193,7 +239,11 @@ stream_run(const Config *config, const DatabaseMapping *db, const ReplNames *nam
 		n = PQgetCopyData(repl->conn, &buf, 1);
 		if (n == 0) {
 			/* Nothing waiting: the moment to commit what is open. */
-			if (!applier_flush(&s.applier, true) || !wait_for_data(&s))
+			if (!applier_flush(&s.applier, true))
+				break;
+			if (now_seconds() - s.last_housekeeping >= (double) config->replication.sequence_sync_interval / 1e6)
+				housekeeping(&s);
+			if (!wait_for_data(&s))
 				break;
 			continue;
 		}
@@ -216,8 +266,11 @@ stream_run(const Config *config, const DatabaseMapping *db, const ReplNames *nam
 		PQfreemem(buf);
 		if (now_seconds() - s.last_feedback >= FEEDBACK_INTERVAL_S && !send_feedback(&s, false))
 			break;
+		if (now_seconds() - s.last_housekeeping >= (double) config->replication.sequence_sync_interval / 1e6)
+			housekeeping(&s);
 	}
 done:
+	repl_close(&s.source);
 	applier_free(&s.applier);
 	free(s.msg);
 	return ok;
