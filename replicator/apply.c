@@ -35,6 +35,96 @@ monotonic_seconds(void)
 	return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
 }
 
+/*
+ * Pipeline mode: changes are sent without waiting for each result, and the
+ * results are read in batches.  The batch is bounded so that unread results
+ * never fill the socket buffers (which would stall both sides).
+ */
+#define PIPELINE_BATCH 500
+
+static bool
+pipeline_start(Applier *ap)
+{
+	if (ap->pipelined)
+		return true;
+	if (PQenterPipelineMode(ap->target->conn) != 1) {
+		log_error(ap->subject, "could not enter pipeline mode: %s", PQerrorMessage(ap->target->conn));
+		return false;
+	}
+	ap->pipelined = true;
+	ap->queued = 0;
+	return true;
+}
+
+/* Syncs and reads every pending result; false (logged) if any statement failed. */
+static bool
+pipeline_drain(Applier *ap)
+{
+	PGconn *conn = ap->target->conn;
+	bool ok = true;
+
+	if (!ap->pipelined || ap->queued == 0)
+		return true;
+	if (PQpipelineSync(conn) != 1) {
+		log_error(ap->subject, "pipeline sync failed: %s", PQerrorMessage(conn));
+		return false;
+	}
+	for (;;) {
+		PGresult *res = PQgetResult(conn);
+		ExecStatusType st;
+
+		if (!res) {
+			/* The end of one statement's results. */
+			if (PQstatus(conn) != CONNECTION_OK) {
+				log_error(ap->subject, "target connection lost: %s", PQerrorMessage(conn));
+				return false;
+			}
+			continue;
+		}
+		st = PQresultStatus(res);
+		if (st == PGRES_PIPELINE_SYNC) {
+			PQclear(res);
+			break;
+		}
+		if (st == PGRES_FATAL_ERROR && ok) {
+			log_error(ap->subject, "applying changes failed: %s", PQresultErrorMessage(res));
+			ok = false;
+		} else if (st == PGRES_FATAL_ERROR || st == PGRES_PIPELINE_ABORTED) {
+			ok = false;
+		}
+		PQclear(res);
+	}
+	ap->queued = 0;
+	return ok;
+}
+
+static bool
+pipeline_end(Applier *ap)
+{
+	bool ok;
+
+	if (!ap->pipelined)
+		return true;
+	ok = pipeline_drain(ap);
+	if (PQexitPipelineMode(ap->target->conn) != 1) {
+		log_error(ap->subject, "could not leave pipeline mode: %s", PQerrorMessage(ap->target->conn));
+		ok = false;
+	}
+	ap->pipelined = false;
+	return ok;
+}
+
+/* Queues a statement in the pipeline; drains when the batch is full. */
+static bool
+pipeline_queued(Applier *ap, int sent)
+{
+	if (sent != 1) {
+		log_error(ap->subject, "could not send to the target: %s", PQerrorMessage(ap->target->conn));
+		return false;
+	}
+	return ++ap->queued < PIPELINE_BATCH || pipeline_drain(ap);
+}
+
 bool
 applier_init(Applier *ap, ReplConn *target, const char *origin, uint64_t start_lsn, const char *subject)
 {
@@ -194,15 +284,24 @@ prepare_statement(Applier *ap, uint32_t relid, const char *key, const char *sql)
 	}
 	e->relid = relid;
 	snprintf(e->name, sizeof(e->name), "pgh_%u", ++counter);
-	res = PQprepare(ap->target->conn, e->name, sql, 0, NULL);
-	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-		log_error(ap->subject, "could not prepare \"%s\": %s", sql, PQresultErrorMessage(res));
+	if (ap->pipelined) {
+		/* Its result is read with the batch; an error shows there. */
+		if (!pipeline_queued(ap, PQsendPrepare(ap->target->conn, e->name, sql, 0, NULL))) {
+			free(e->key);
+			free(e);
+			return NULL;
+		}
+	} else {
+		res = PQprepare(ap->target->conn, e->name, sql, 0, NULL);
+		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+			log_error(ap->subject, "could not prepare \"%s\": %s", sql, PQresultErrorMessage(res));
+			PQclear(res);
+			free(e->key);
+			free(e);
+			return NULL;
+		}
 		PQclear(res);
-		free(e->key);
-		free(e);
-		return NULL;
 	}
-	PQclear(res);
 	e->next = ap->stmts;
 	ap->stmts = e;
 	ap->nstmts++;
@@ -238,6 +337,12 @@ execute(Applier *ap, const RelCacheEntry *rel, StmtCacheEntry *stmt, int n, cons
 		p[lengths[i]] = '\0';
 		terminated[i] = p;
 		p += lengths[i] + 1;
+	}
+	if (ap->pipelined) {
+		/* libpq copies the parameters into its output buffer: block may go now. */
+		ok = pipeline_queued(ap, PQsendQueryPrepared(ap->target->conn, stmt->name, n, terminated, NULL, NULL, 0));
+		free(block);
+		return ok;
 	}
 	res = PQexecPrepared(ap->target->conn, stmt->name, n, terminated, NULL, NULL, 0);
 	ok = PQresultStatus(res) == PGRES_COMMAND_OK;
@@ -380,6 +485,8 @@ apply_truncate(Applier *ap, const PgoutputTruncate *t)
 	bool ok;
 	int i;
 
+	if (!pipeline_end(ap))
+		return false;
 	strbuf_init(&sql);
 	strbuf_append(&sql, "TRUNCATE ONLY ");
 	for (i = 0; i < t->nrels; i++) {
@@ -396,7 +503,7 @@ apply_truncate(Applier *ap, const PgoutputTruncate *t)
 		strbuf_append(&sql, " RESTART IDENTITY");
 	if (t->flags & PGOUTPUT_TRUNCATE_CASCADE)
 		strbuf_append(&sql, " CASCADE");
-	ok = repl_exec(ap->target, strbuf_str(&sql));
+	ok = repl_exec(ap->target, strbuf_str(&sql)) && pipeline_start(ap);
 	strbuf_free(&sql);
 	return ok;
 }
@@ -420,6 +527,8 @@ apply_relation(Applier *ap, const PgoutputRelation *rel)
 	}
 	if (!changed)
 		return true;
+	if (!pipeline_end(ap))
+		return false;
 	forget_statements(ap, rel->relid);
 	snprintf(qualified, sizeof(qualified), "%s.%s", rel->nspname, rel->relname);
 	if (!repl_query(ap->target,
@@ -446,7 +555,7 @@ apply_relation(Applier *ap, const PgoutputRelation *rel)
 		}
 	}
 	PQclear(res);
-	return missing == 0;
+	return missing == 0 && (!ap->target_open || pipeline_start(ap));
 }
 
 static bool
@@ -454,7 +563,7 @@ open_target(Applier *ap)
 {
 	if (ap->target_open)
 		return true;
-	if (!repl_exec(ap->target, "BEGIN"))
+	if (!repl_exec(ap->target, "BEGIN") || !pipeline_start(ap))
 		return false;
 	ap->target_open = true;
 	ap->group_started = monotonic_seconds();
@@ -473,6 +582,8 @@ applier_flush(Applier *ap, bool idle)
 	if (!idle && ap->group_changes < GROUP_MAX_CHANGES && ap->group_xacts < GROUP_MAX_XACTS &&
 	    monotonic_seconds() - ap->group_started < GROUP_MAX_SECONDS)
 		return true;
+	if (!pipeline_end(ap))
+		return false;
 	if (ap->group_xacts > 0) {
 		/* The origin moves in the same transaction as the data: both or neither. */
 		lsn_format(ap->group_end_lsn, lsn, sizeof(lsn));

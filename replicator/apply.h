@@ -31,6 +31,8 @@ typedef struct Applier {
 	bool in_source_xact;	/* between Begin and Commit */
 	bool skipping;		/* this source transaction was applied before a restart */
 	bool target_open;	/* a target transaction is open */
+	bool pipelined;		/* the target connection is in pipeline mode */
+	int queued;		/* statements sent whose results are unread */
 	uint64_t skip_before;	/* origin progress at start: transactions ending before it are done */
 	uint64_t group_end_lsn;	/* end of the last source transaction in the open group */
 	int64_t group_commit_time;
