@@ -235,8 +235,11 @@ typedef struct PgoutputRollbackPrepared {
 typedef struct PgoutputMessage {
 	uint8_t type;				/* PGOUTPUT_BEGIN ... PGOUTPUT_STREAM_PREPARE */
 	/*
-	 * The transaction a change inside a streamed block belongs to (Relation,
-	 * Type, Insert, Update, Delete, Truncate, Message); 0 outside one.
+	 * For a change inside a streamed block (Relation, Type, Insert, Update,
+	 * Delete, Truncate, Message): the xid of the (sub)transaction it was
+	 * made in, Stream Start's xid or, inside a savepoint or an exception
+	 * block, a subtransaction's.  A Stream Abort whose subxid matches
+	 * discards it.  0 outside streamed blocks.
 	 */
 	uint32_t stream_xid;
 	union {
@@ -264,7 +267,8 @@ typedef struct PgoutputMessage {
  * between Stream Start and Stream Stop, where the changes carry a leading
  * xid (protocol 2 and later; in_stream with protocol 1 is rejected).  The
  * order of messages (Begin before changes, Stream Start before Stream Stop)
- * is the caller's to check: in_stream only selects the layout.
+ * is the caller's to check: in_stream only selects the layout.  On failure
+ * *out is partly filled and must not be used.
  */
 bool pgoutput_decode(const uint8_t *data, size_t len, int proto_version, bool in_stream,
 					 PgoutputMessage *out, char *err, size_t errlen)
