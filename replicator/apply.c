@@ -15,9 +15,9 @@
 #include <string.h>
 #include <time.h>
 
-#define GROUP_MAX_CHANGES 20000
-#define GROUP_MAX_XACTS 2000
-#define GROUP_MAX_SECONDS 1.0
+#define GROUP_MAX_CHANGES 200000
+#define GROUP_MAX_XACTS 50000
+#define GROUP_MAX_SECONDS 2.0
 
 struct StmtCacheEntry {
 	StmtCacheEntry *next;
@@ -126,7 +126,8 @@ pipeline_queued(Applier *ap, int sent)
 }
 
 bool
-applier_init(Applier *ap, ReplConn *target, const char *origin, uint64_t start_lsn, const char *subject)
+applier_init(Applier *ap, ReplConn *target, const char *origin, uint64_t start_lsn, uint64_t exact_before,
+	     const char *subject)
 {
 	const char *params[1] = {origin};
 	PGresult *res;
@@ -137,7 +138,9 @@ applier_init(Applier *ap, ReplConn *target, const char *origin, uint64_t start_l
 	ap->origin = origin;
 	ap->skip_before = start_lsn;
 	ap->flushed_lsn = start_lsn;
+	ap->exact_before = exact_before;
 	relcache_init(&ap->relcache);
+	batch_init(&ap->batch);
 	/* Triggers and foreign keys stay quiet, as for a native subscription. */
 	if (!repl_exec(target, "SET session_replication_role = replica") ||
 	    !repl_exec(target, "SET synchronous_commit = on") ||
@@ -182,8 +185,26 @@ applier_free(Applier *ap)
 		free(ap->stmts);
 		ap->stmts = next;
 	}
+	batch_free(&ap->batch);
 	relcache_free(&ap->relcache);
 }
+
+/* Applies the pending batch now, inside the open target transaction. */
+static bool
+flush_batch(Applier *ap)
+{
+	if (ap->batch.nchanges == 0)
+		return true;
+	if (!pipeline_end(ap))
+		return false;
+	if (!batch_flush(&ap->batch, ap->target, ap->subject)) {
+		ap->batch_failed = true;
+		return false;
+	}
+	return pipeline_start(ap);
+}
+
+#define BATCH_MAX_BYTES (256 * 1024 * 1024)
 
 static void
 append_qualified(StrBuf *sb, PGconn *conn, const RelCacheEntry *rel)
@@ -375,6 +396,15 @@ apply_insert(Applier *ap, const PgoutputInsert *ins)
 
 	if (!rel)
 		return false;
+	if (ap->batch_this_xact) {
+		if (!batch_insert(&ap->batch, rel, &ins->newtuple)) {
+			log_error(ap->subject, "out of memory");
+			return false;
+		}
+		return ap->batch.bytes < BATCH_MAX_BYTES || flush_batch(ap);
+	}
+	if (!flush_batch(ap))
+		return false;
 	stmt = find_statement(ap, rel->relid, "I");
 	if (!stmt) {
 		StrBuf sql;
@@ -419,6 +449,19 @@ apply_update_or_delete(Applier *ap, uint32_t relid, bool is_update, uint8_t old_
 	int param = 1, i, n = 0;
 
 	if (!rel)
+		return false;
+	/* A key update (an old key sent along) is never batched: its row changes identity. */
+	if (ap->batch_this_xact && batch_relation_ok(rel) &&
+	    (is_update ? old_kind == 0 : old_kind == PGOUTPUT_TUPLE_KEY)) {
+		bool ok = is_update ? batch_update(&ap->batch, rel, newtup) : batch_delete(&ap->batch, rel, oldtup);
+
+		if (!ok) {
+			log_error(ap->subject, "out of memory");
+			return false;
+		}
+		return ap->batch.bytes < BATCH_MAX_BYTES || flush_batch(ap);
+	}
+	if (!flush_batch(ap))
 		return false;
 	full = old_kind == PGOUTPUT_TUPLE_OLD;
 	where_tup = old_kind ? oldtup : newtup;
@@ -485,7 +528,7 @@ apply_truncate(Applier *ap, const PgoutputTruncate *t)
 	bool ok;
 	int i;
 
-	if (!pipeline_end(ap))
+	if (!flush_batch(ap) || !pipeline_end(ap))
 		return false;
 	strbuf_init(&sql);
 	strbuf_append(&sql, "TRUNCATE ONLY ");
@@ -521,6 +564,9 @@ apply_relation(Applier *ap, const PgoutputRelation *rel)
 	PGresult *res;
 	int i, j, missing = 0;
 
+	/* Pending rows hold the columns as they were: they go out first. */
+	if (!flush_batch(ap))
+		return false;
 	if (!relcache_update_copy(&ap->relcache, rel, &changed)) {
 		log_error(ap->subject, "out of memory");
 		return false;
@@ -530,6 +576,7 @@ apply_relation(Applier *ap, const PgoutputRelation *rel)
 	if (!pipeline_end(ap))
 		return false;
 	forget_statements(ap, rel->relid);
+	batch_forget_relation(&ap->batch, rel->relid);
 	snprintf(qualified, sizeof(qualified), "%s.%s", rel->nspname, rel->relname);
 	if (!repl_query(ap->target,
 			"SELECT a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
@@ -584,6 +631,10 @@ applier_flush(Applier *ap, bool idle)
 		return true;
 	if (!pipeline_end(ap))
 		return false;
+	if (ap->batch.nchanges > 0 && !batch_flush(&ap->batch, ap->target, ap->subject)) {
+		ap->batch_failed = true;
+		return false;
+	}
 	if (ap->group_xacts > 0) {
 		/* The origin moves in the same transaction as the data: both or neither. */
 		lsn_format(ap->group_end_lsn, lsn, sizeof(lsn));
@@ -616,6 +667,7 @@ applier_handle(Applier *ap, const PgoutputMessage *msg)
 		ap->in_source_xact = true;
 		/* Applied before a restart: the origin says so. */
 		ap->skipping = msg->begin.final_lsn < ap->skip_before;
+		ap->batch_this_xact = msg->begin.final_lsn >= ap->exact_before;
 		return ap->skipping || open_target(ap);
 	case PGOUTPUT_COMMIT:
 		ap->in_source_xact = false;

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "replicator/batch.h"
 #include "replicator/conn.h"
 #include "replicator/pgoutput.h"
 #include "replicator/relcache.h"
@@ -40,13 +41,23 @@ typedef struct Applier {
 	int64_t group_changes;
 	double group_started;	/* monotonic seconds */
 
+	Batch batch;		/* net-effect batching of keyed tables */
+	uint64_t exact_before;	/* transactions ending before this are applied one change at a time */
+	bool batch_this_xact;	/* the current source transaction may be batched */
+	bool batch_failed;	/* applying a batch failed: retry these transactions exactly */
+
 	uint64_t flushed_lsn;	/* committed on the target: what feedback may confirm */
 	int64_t changes_applied;
 	int64_t xacts_applied;
 } Applier;
 
-bool applier_init(Applier *ap, ReplConn *target, const char *origin, uint64_t start_lsn, const char *subject)
-	__attribute__((warn_unused_result));
+/*
+ * exact_before: after a batched group failed to apply (a unique key moved
+ * between rows, say), the same transactions are applied again in their
+ * exact order, up to this LSN.
+ */
+bool applier_init(Applier *ap, ReplConn *target, const char *origin, uint64_t start_lsn, uint64_t exact_before,
+		  const char *subject) __attribute__((warn_unused_result));
 void applier_free(Applier *ap);
 
 /* Applies one decoded message; false (logged) on an error that stops this database. */

@@ -20,6 +20,13 @@
 
 #define FEEDBACK_INTERVAL_S 10.0
 
+/*
+ * After a batched group failed to apply, the transactions up to this LSN are
+ * applied again one change at a time, in their exact order, by the next
+ * stream of this process.
+ */
+static uint64_t exact_before;
+
 typedef struct Stream {
 	const Config *config;
 	const DatabaseMapping *db;
@@ -30,6 +37,7 @@ typedef struct Stream {
 	Applier applier;
 	PgoutputMessage *msg;	/* large: one per stream, reused */
 	uint64_t received_lsn;
+	uint64_t wal_end;	/* the newest end of WAL the server told us about */
 	double last_feedback;
 	double last_housekeeping;
 	int proto_version;
@@ -102,6 +110,8 @@ handle_copy_data(Stream *s, const uint8_t *data, size_t len)
 			log_error(s->subject, "invalid keepalive: %s", err);
 			return false;
 		}
+		if (ka.wal_end > s->wal_end)
+			s->wal_end = ka.wal_end;
 		if (ka.wal_end > s->received_lsn && !s->applier.in_source_xact)
 			s->received_lsn = ka.wal_end;
 		if (ka.reply_requested) {
@@ -118,6 +128,8 @@ handle_copy_data(Stream *s, const uint8_t *data, size_t len)
 			log_error(s->subject, "invalid XLogData: %s", err);
 			return false;
 		}
+		if (xd.wal_end > s->wal_end)
+			s->wal_end = xd.wal_end;
 		if (!pgoutput_decode(xd.payload, xd.payload_len, s->proto_version, false, s->msg, err, sizeof(err))) {
 			log_error(s->subject, "could not decode a pgoutput message at %llX: %s",
 				  (unsigned long long) xd.data_start, err);
@@ -213,12 +225,13 @@ stream_run(const Config *config, const DatabaseMapping *db, const ReplNames *nam
 	s.repl = repl;
 	s.subject = subject;
 	s.received_lsn = start_lsn;
+	s.wal_end = start_lsn;
 	s.msg = malloc(sizeof(PgoutputMessage));
 	if (!s.msg) {
 		log_error(subject, "out of memory");
 		return false;
 	}
-	if (!applier_init(&s.applier, target, names->origin, start_lsn, subject) ||
+	if (!applier_init(&s.applier, target, names->origin, start_lsn, exact_before, subject) ||
 	    !start_streaming(&s, names->slot, names->publication, start_lsn))
 		goto done;
 	s.last_feedback = now_seconds();
@@ -270,6 +283,11 @@ stream_run(const Config *config, const DatabaseMapping *db, const ReplNames *nam
 			housekeeping(&s);
 	}
 done:
+	if (s.applier.batch_failed) {
+		exact_before = s.wal_end > s.received_lsn ? s.wal_end : s.received_lsn;
+		log_warning(subject, "a batch could not be applied; its transactions are applied again one change at a "
+			    "time");
+	}
 	repl_close(&s.source);
 	applier_free(&s.applier);
 	free(s.msg);
