@@ -4,6 +4,7 @@
  * OpenSSL 3 default provider for each hash; it is cheap next to a network
  * round trip and keeps this file free of global state.
  */
+#include "common/errbuf.h"
 #include "common/md5auth.h"
 
 #include <stdarg.h>
@@ -18,22 +19,6 @@
 #define MD5_HEX_LEN		32
 #define MD5_PREFIX		"md5"
 #define MD5_PREFIX_LEN	3
-
-static void set_error(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-/* Error messages are optional: err may be NULL or errlen 0. */
-static void
-set_error(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list		ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	(void) vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 /*
  * hex = md5hex(a || b); hex must hold MD5_HEX_LEN + 1 bytes.
@@ -54,7 +39,7 @@ md5_hex2(const void *a, size_t alen, const void *b, size_t blen,
 	md = EVP_MD_fetch(NULL, "MD5", NULL);
 	if (md == NULL)
 	{
-		set_error(err, errlen, "MD5 is not available from OpenSSL (FIPS mode?)");
+		(void) errbuf_fail(err, errlen, "MD5 is not available from OpenSSL (FIPS mode?)");
 		return false;
 	}
 	ctx = EVP_MD_CTX_new();
@@ -68,7 +53,7 @@ md5_hex2(const void *a, size_t alen, const void *b, size_t blen,
 	EVP_MD_free(md);
 	if (!ok)
 	{
-		set_error(err, errlen, "could not compute MD5 hash");
+		(void) errbuf_fail(err, errlen, "could not compute MD5 hash");
 		return false;
 	}
 	for (size_t i = 0; i < MD5_RAW_LEN; i++)
@@ -88,13 +73,13 @@ check_input(const char *s, const char *what, size_t *len,
 {
 	if (s == NULL || s[0] == '\0')
 	{
-		set_error(err, errlen, "empty %s", what);
+		(void) errbuf_fail(err, errlen, "empty %s", what);
 		return false;
 	}
 	*len = strnlen(s, MD5AUTH_MAX_INPUT_LEN + 1);
 	if (*len > MD5AUTH_MAX_INPUT_LEN)
 	{
-		set_error(err, errlen, "%s longer than %d bytes", what,
+		(void) errbuf_fail(err, errlen, "%s longer than %d bytes", what,
 				  MD5AUTH_MAX_INPUT_LEN);
 		return false;
 	}
@@ -138,7 +123,7 @@ md5auth_response_from_stored(const char *stored,
 {
 	if (!md5auth_is_stored(stored))
 	{
-		set_error(err, errlen, "stored password is not a valid md5 hash");
+		(void) errbuf_fail(err, errlen, "stored password is not a valid md5 hash");
 		return false;
 	}
 	memcpy(out, MD5_PREFIX, MD5_PREFIX_LEN);
@@ -177,7 +162,7 @@ md5auth_verify_stored(const char *stored, const uint8_t salt[MD5AUTH_SALT_LEN],
 		CRYPTO_memcmp(response, expected, MD5AUTH_HASH_LEN) == 0;
 	OPENSSL_cleanse(expected, sizeof(expected));
 	if (!ok)
-		set_error(err, errlen, "md5 password response does not match");
+		(void) errbuf_fail(err, errlen, "md5 password response does not match");
 	return ok;
 }
 
@@ -201,7 +186,7 @@ md5auth_random_salt(uint8_t salt[MD5AUTH_SALT_LEN], char *err, size_t errlen)
 {
 	if (RAND_bytes(salt, MD5AUTH_SALT_LEN) != 1)
 	{
-		set_error(err, errlen, "could not generate random md5 salt");
+		(void) errbuf_fail(err, errlen, "could not generate random md5 salt");
 		return false;
 	}
 	return true;

@@ -21,6 +21,7 @@
  *   ClientProof     = ClientKey XOR ClientSignature
  *   ServerSignature = HMAC(ServerKey, AuthMessage)
  */
+#include "common/errbuf.h"
 #include "common/scram.h"
 
 #include <limits.h>
@@ -47,22 +48,6 @@
 
 /* Longest e= text we copy into an error message. */
 #define SERVER_ERROR_MAX	64
-
-static void set_error(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-/* Error messages are optional: err may be NULL or errlen 0. */
-static void
-set_error(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list		ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	(void) vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 /* --- crypto primitives ------------------------------------------------- */
 
@@ -127,12 +112,12 @@ random_nonce(char *out, size_t outsize, char *err, size_t errlen)
 
 	if (RAND_bytes(raw, sizeof(raw)) != 1)
 	{
-		set_error(err, errlen, "could not generate random SCRAM nonce");
+		(void) errbuf_fail(err, errlen, "could not generate random SCRAM nonce");
 		return false;
 	}
 	if (!base64_encode(raw, sizeof(raw), out, outsize, NULL))
 	{
-		set_error(err, errlen, "SCRAM nonce buffer too small");
+		(void) errbuf_fail(err, errlen, "SCRAM nonce buffer too small");
 		return false;
 	}
 	return true;
@@ -201,7 +186,7 @@ msgbuf_finish(MsgBuf *b, size_t *outlen, char *err, size_t errlen)
 {
 	if (b->failed)
 	{
-		set_error(err, errlen, "SCRAM message does not fit in the output buffer");
+		(void) errbuf_fail(err, errlen, "SCRAM message does not fit in the output buffer");
 		return false;
 	}
 	if (outlen)
@@ -225,18 +210,18 @@ check_message(const char *msg, size_t len, const char *what,
 {
 	if (msg == NULL || len == 0)
 	{
-		set_error(err, errlen, "malformed SCRAM message (empty %s)", what);
+		(void) errbuf_fail(err, errlen, "malformed SCRAM message (empty %s)", what);
 		return false;
 	}
 	if (len > SCRAM_MAX_MESSAGE_LEN)
 	{
-		set_error(err, errlen, "malformed SCRAM message (%s longer than %d bytes)",
+		(void) errbuf_fail(err, errlen, "malformed SCRAM message (%s longer than %d bytes)",
 				  what, SCRAM_MAX_MESSAGE_LEN);
 		return false;
 	}
 	if (memchr(msg, '\0', len) != NULL)
 	{
-		set_error(err, errlen, "malformed SCRAM message (NUL byte in %s)", what);
+		(void) errbuf_fail(err, errlen, "malformed SCRAM message (NUL byte in %s)", what);
 		return false;
 	}
 	return true;
@@ -253,7 +238,7 @@ read_comma(Reader *r, char *err, size_t errlen)
 {
 	if (reader_at_end(r) || *r->p != ',')
 	{
-		set_error(err, errlen, "malformed SCRAM message (comma expected)");
+		(void) errbuf_fail(err, errlen, "malformed SCRAM message (comma expected)");
 		return false;
 	}
 	r->p++;
@@ -279,7 +264,7 @@ read_attr(Reader *r, char attr, const char **val, size_t *vlen,
 {
 	if (r->end - r->p < 2 || r->p[0] != attr || r->p[1] != '=')
 	{
-		set_error(err, errlen, "malformed SCRAM message (attribute \"%c\" expected)",
+		(void) errbuf_fail(err, errlen, "malformed SCRAM message (attribute \"%c\" expected)",
 				  attr);
 		return false;
 	}
@@ -297,13 +282,13 @@ read_any_attr(Reader *r, char *attr, const char **val, size_t *vlen,
 
 	if (r->end - r->p < 2)
 	{
-		set_error(err, errlen, "malformed SCRAM message (attribute expected)");
+		(void) errbuf_fail(err, errlen, "malformed SCRAM message (attribute expected)");
 		return false;
 	}
 	c = r->p[0];
 	if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) || r->p[1] != '=')
 	{
-		set_error(err, errlen, "malformed SCRAM message (attribute expected)");
+		(void) errbuf_fail(err, errlen, "malformed SCRAM message (attribute expected)");
 		return false;
 	}
 	*attr = c;
@@ -414,7 +399,7 @@ auth_message_append(char *buf, size_t *len, const char *s, size_t n,
 
 	if (n + extra > SCRAM_MAX_AUTH_MESSAGE_LEN - *len)
 	{
-		set_error(err, errlen, "SCRAM AuthMessage too long");
+		(void) errbuf_fail(err, errlen, "SCRAM AuthMessage too long");
 		return false;
 	}
 	if (extra)
@@ -447,18 +432,18 @@ scram_verifier_parse(ScramVerifier *v, const char *text,
 	memset(v, 0, sizeof(*v));
 	if (text == NULL)
 	{
-		set_error(err, errlen, "SCRAM verifier missing");
+		(void) errbuf_fail(err, errlen, "SCRAM verifier missing");
 		return false;
 	}
 	len = strnlen(text, SCRAM_VERIFIER_BUF_SIZE);
 	if (len >= SCRAM_VERIFIER_BUF_SIZE)
 	{
-		set_error(err, errlen, "SCRAM verifier too long");
+		(void) errbuf_fail(err, errlen, "SCRAM verifier too long");
 		return false;
 	}
 	if (!scram_verifier_looks_like(text))
 	{
-		set_error(err, errlen, "not a SCRAM-SHA-256 verifier");
+		(void) errbuf_fail(err, errlen, "not a SCRAM-SHA-256 verifier");
 		return false;
 	}
 	p = text + strlen(VERIFIER_PREFIX);
@@ -467,7 +452,7 @@ scram_verifier_parse(ScramVerifier *v, const char *text,
 	sep = memchr(p, ':', (size_t) (end - p));
 	if (sep == NULL || !parse_iterations(p, (size_t) (sep - p), &v->iterations))
 	{
-		set_error(err, errlen, "invalid iteration count in SCRAM verifier");
+		(void) errbuf_fail(err, errlen, "invalid iteration count in SCRAM verifier");
 		return false;
 	}
 	p = sep + 1;
@@ -477,7 +462,7 @@ scram_verifier_parse(ScramVerifier *v, const char *text,
 		!base64_decode(p, (size_t) (sep - p), v->salt, sizeof(v->salt), &n) ||
 		n == 0)
 	{
-		set_error(err, errlen, "invalid salt in SCRAM verifier");
+		(void) errbuf_fail(err, errlen, "invalid salt in SCRAM verifier");
 		return false;
 	}
 	v->salt_len = n;
@@ -486,14 +471,14 @@ scram_verifier_parse(ScramVerifier *v, const char *text,
 	sep = memchr(p, ':', (size_t) (end - p));
 	if (sep == NULL || !decode_key(p, (size_t) (sep - p), v->stored_key))
 	{
-		set_error(err, errlen, "invalid StoredKey in SCRAM verifier");
+		(void) errbuf_fail(err, errlen, "invalid StoredKey in SCRAM verifier");
 		return false;
 	}
 	p = sep + 1;
 
 	if (!decode_key(p, (size_t) (end - p), v->server_key))
 	{
-		set_error(err, errlen, "invalid ServerKey in SCRAM verifier");
+		(void) errbuf_fail(err, errlen, "invalid ServerKey in SCRAM verifier");
 		return false;
 	}
 	return true;
@@ -504,13 +489,13 @@ check_password(const char *password, size_t *len, char *err, size_t errlen)
 {
 	if (password == NULL || password[0] == '\0')
 	{
-		set_error(err, errlen, "empty password");
+		(void) errbuf_fail(err, errlen, "empty password");
 		return false;
 	}
 	*len = strnlen(password, SCRAM_MAX_PASSWORD_LEN + 1);
 	if (*len > SCRAM_MAX_PASSWORD_LEN)
 	{
-		set_error(err, errlen, "password longer than %d bytes",
+		(void) errbuf_fail(err, errlen, "password longer than %d bytes",
 				  SCRAM_MAX_PASSWORD_LEN);
 		return false;
 	}
@@ -533,7 +518,7 @@ scram_verifier_build(ScramVerifier *v, const char *password,
 		iterations = SCRAM_DEFAULT_ITERATIONS;
 	if (iterations < 0 || iterations > SCRAM_MAX_ITERATIONS)
 	{
-		set_error(err, errlen, "SCRAM iteration count must be between 1 and %d",
+		(void) errbuf_fail(err, errlen, "SCRAM iteration count must be between 1 and %d",
 				  SCRAM_MAX_ITERATIONS);
 		return false;
 	}
@@ -544,7 +529,7 @@ scram_verifier_build(ScramVerifier *v, const char *password,
 		v->salt_len = SCRAM_DEFAULT_SALT_LEN;
 		if (RAND_bytes(v->salt, (int) v->salt_len) != 1)
 		{
-			set_error(err, errlen, "could not generate random SCRAM salt");
+			(void) errbuf_fail(err, errlen, "could not generate random SCRAM salt");
 			return false;
 		}
 	}
@@ -552,7 +537,7 @@ scram_verifier_build(ScramVerifier *v, const char *password,
 	{
 		if (salt_len == 0 || salt_len > SCRAM_MAX_SALT_LEN)
 		{
-			set_error(err, errlen, "SCRAM salt must be 1 to %d bytes",
+			(void) errbuf_fail(err, errlen, "SCRAM salt must be 1 to %d bytes",
 					  SCRAM_MAX_SALT_LEN);
 			return false;
 		}
@@ -564,7 +549,7 @@ scram_verifier_build(ScramVerifier *v, const char *password,
 					 client_key, v->stored_key, v->server_key);
 	OPENSSL_cleanse(client_key, sizeof(client_key));
 	if (!ok)
-		set_error(err, errlen, "could not compute SCRAM keys");
+		(void) errbuf_fail(err, errlen, "could not compute SCRAM keys");
 	return ok;
 }
 
@@ -579,21 +564,21 @@ scram_verifier_format(const ScramVerifier *v, char *out, size_t outsize,
 
 	if (v->iterations < 1 || v->salt_len == 0 || v->salt_len > SCRAM_MAX_SALT_LEN)
 	{
-		set_error(err, errlen, "invalid SCRAM verifier");
+		(void) errbuf_fail(err, errlen, "invalid SCRAM verifier");
 		return false;
 	}
 	if (!base64_encode(v->salt, v->salt_len, salt64, sizeof(salt64), NULL) ||
 		!base64_encode(v->stored_key, SCRAM_KEY_LEN, stored64, sizeof(stored64), NULL) ||
 		!base64_encode(v->server_key, SCRAM_KEY_LEN, server64, sizeof(server64), NULL))
 	{
-		set_error(err, errlen, "could not encode SCRAM verifier");
+		(void) errbuf_fail(err, errlen, "could not encode SCRAM verifier");
 		return false;
 	}
 	n = snprintf(out, outsize, VERIFIER_PREFIX "%d:%s$%s:%s",
 				 v->iterations, salt64, stored64, server64);
 	if (n < 0 || (size_t) n >= outsize)
 	{
-		set_error(err, errlen, "SCRAM verifier does not fit in the output buffer");
+		(void) errbuf_fail(err, errlen, "SCRAM verifier does not fit in the output buffer");
 		return false;
 	}
 	return true;
@@ -614,13 +599,13 @@ scram_verifier_check_password(const ScramVerifier *v, const char *password,
 		return false;
 	if (v->iterations < 1 || v->salt_len == 0 || v->salt_len > SCRAM_MAX_SALT_LEN)
 	{
-		set_error(err, errlen, "invalid SCRAM verifier");
+		(void) errbuf_fail(err, errlen, "invalid SCRAM verifier");
 		return false;
 	}
 	if (!derive_keys(password, pwlen, v->salt, v->salt_len, v->iterations,
 					 client_key, stored_key, server_key))
 	{
-		set_error(err, errlen, "could not compute SCRAM keys");
+		(void) errbuf_fail(err, errlen, "could not compute SCRAM keys");
 		return false;
 	}
 	/* Both comparisons always run: no early exit to time. */
@@ -631,7 +616,7 @@ scram_verifier_check_password(const ScramVerifier *v, const char *password,
 	OPENSSL_cleanse(stored_key, sizeof(stored_key));
 	OPENSSL_cleanse(server_key, sizeof(server_key));
 	if (!ok)
-		set_error(err, errlen, "password does not match");
+		(void) errbuf_fail(err, errlen, "password does not match");
 	return ok;
 }
 
@@ -648,14 +633,14 @@ scram_tls_server_end_point(X509 *cert, uint8_t *out, size_t *outlen,
 
 	if (cert == NULL)
 	{
-		set_error(err, errlen, "no certificate for channel binding");
+		(void) errbuf_fail(err, errlen, "no certificate for channel binding");
 		return false;
 	}
 	if (!OBJ_find_sigid_algs(X509_get_signature_nid(cert), &md_nid, NULL) ||
 		md_nid == NID_undef)
 	{
 		/* e.g. Ed25519: RFC 5929 defines no hash for it */
-		set_error(err, errlen,
+		(void) errbuf_fail(err, errlen,
 				  "could not determine the certificate's signature hash for channel binding");
 		return false;
 	}
@@ -665,12 +650,12 @@ scram_tls_server_end_point(X509 *cert, uint8_t *out, size_t *outlen,
 	md = EVP_get_digestbynid(md_nid);
 	if (md == NULL)
 	{
-		set_error(err, errlen, "certificate signature hash is not available");
+		(void) errbuf_fail(err, errlen, "certificate signature hash is not available");
 		return false;
 	}
 	if (X509_digest(cert, md, hash, &n) != 1 || n == 0 || n > SCRAM_MAX_CBIND_LEN)
 	{
-		set_error(err, errlen, "could not hash the certificate for channel binding");
+		(void) errbuf_fail(err, errlen, "could not hash the certificate for channel binding");
 		return false;
 	}
 	memcpy(out, hash, n);
@@ -686,7 +671,7 @@ server_step(ScramServer *s, ScramServerState expected, char *err, size_t errlen)
 	if (s->state == expected)
 		return true;
 	s->state = SCRAM_SERVER_FAILED;
-	set_error(err, errlen, "SCRAM exchange step called out of order");
+	(void) errbuf_fail(err, errlen, "SCRAM exchange step called out of order");
 	return false;
 }
 
@@ -707,7 +692,7 @@ scram_server_init(ScramServer *s, const ScramVerifier *v,
 	if (v == NULL || v->iterations < 1 || v->salt_len == 0 ||
 		v->salt_len > SCRAM_MAX_SALT_LEN)
 	{
-		set_error(err, errlen, "invalid SCRAM verifier");
+		(void) errbuf_fail(err, errlen, "invalid SCRAM verifier");
 		return false;
 	}
 	s->verifier = *v;
@@ -729,7 +714,7 @@ scram_server_init_mock(ScramServer *s, const char *username,
 	s->state = SCRAM_SERVER_FAILED;
 	if (secret == NULL || secret_len == 0)
 	{
-		set_error(err, errlen, "mock SCRAM authentication needs a secret");
+		(void) errbuf_fail(err, errlen, "mock SCRAM authentication needs a secret");
 		return false;
 	}
 	if (username == NULL)
@@ -747,7 +732,7 @@ scram_server_init_mock(ScramServer *s, const char *username,
 		RAND_bytes(s->verifier.stored_key, SCRAM_KEY_LEN) != 1 ||
 		RAND_bytes(s->verifier.server_key, SCRAM_KEY_LEN) != 1)
 	{
-		set_error(err, errlen, "could not set up mock SCRAM authentication");
+		(void) errbuf_fail(err, errlen, "could not set up mock SCRAM authentication");
 		return false;
 	}
 	memcpy(s->verifier.salt, digest, SCRAM_DEFAULT_SALT_LEN);
@@ -767,12 +752,12 @@ scram_server_set_channel_binding(ScramServer *s, bool plus_selected,
 		return false;
 	if (cbind != NULL && (cbind_len == 0 || cbind_len > SCRAM_MAX_CBIND_LEN))
 	{
-		set_error(err, errlen, "invalid channel binding data length");
+		(void) errbuf_fail(err, errlen, "invalid channel binding data length");
 		return server_fail(s);
 	}
 	if (plus_selected && cbind == NULL)
 	{
-		set_error(err, errlen,
+		(void) errbuf_fail(err, errlen,
 				  "client selected SCRAM-SHA-256-PLUS on a connection without TLS");
 		return server_fail(s);
 	}
@@ -795,7 +780,7 @@ scram_server_set_nonce(ScramServer *s, const char *nonce,
 	len = nonce ? strnlen(nonce, SCRAM_MAX_NONCE_LEN / 2 + 1) : 0;
 	if (len > SCRAM_MAX_NONCE_LEN / 2 || !is_valid_nonce(nonce, len))
 	{
-		set_error(err, errlen, "invalid SCRAM server nonce");
+		(void) errbuf_fail(err, errlen, "invalid SCRAM server nonce");
 		return server_fail(s);
 	}
 	memcpy(s->server_nonce, nonce, len);
@@ -825,7 +810,7 @@ server_read_client_first(ScramServer *s, const char *msg, size_t len,
 		case 'y':
 			if (s->plus_selected)
 			{
-				set_error(err, errlen,
+				(void) errbuf_fail(err, errlen,
 						  "malformed SCRAM message (client selected SCRAM-SHA-256-PLUS "
 						  "but sent no channel binding data)");
 				return false;
@@ -833,7 +818,7 @@ server_read_client_first(ScramServer *s, const char *msg, size_t len,
 			/* "y" from a client while we could bind means a downgrade. */
 			if (*r.p == 'y' && s->have_cbind)
 			{
-				set_error(err, errlen,
+				(void) errbuf_fail(err, errlen,
 						  "SCRAM channel binding negotiation error (client supports "
 						  "channel binding but thinks the server does not)");
 				return false;
@@ -843,7 +828,7 @@ server_read_client_first(ScramServer *s, const char *msg, size_t len,
 		case 'p':
 			if (!s->plus_selected)
 			{
-				set_error(err, errlen,
+				(void) errbuf_fail(err, errlen,
 						  "malformed SCRAM message (client selected SCRAM-SHA-256 "
 						  "without channel binding but sent channel binding data)");
 				return false;
@@ -853,12 +838,12 @@ server_read_client_first(ScramServer *s, const char *msg, size_t len,
 			if (vlen != strlen(SCRAM_CBIND_TYPE) ||
 				memcmp(val, SCRAM_CBIND_TYPE, vlen) != 0)
 			{
-				set_error(err, errlen, "unsupported SCRAM channel-binding type");
+				(void) errbuf_fail(err, errlen, "unsupported SCRAM channel-binding type");
 				return false;
 			}
 			break;
 		default:
-			set_error(err, errlen,
+			(void) errbuf_fail(err, errlen,
 					  "malformed SCRAM message (unexpected channel-binding flag)");
 			return false;
 	}
@@ -868,7 +853,7 @@ server_read_client_first(ScramServer *s, const char *msg, size_t len,
 	/* authzid: PostgreSQL does not support one */
 	if (!reader_at_end(&r) && *r.p == 'a')
 	{
-		set_error(err, errlen,
+		(void) errbuf_fail(err, errlen,
 				  "client uses authorization identity, but it is not supported");
 		return false;
 	}
@@ -878,7 +863,7 @@ server_read_client_first(ScramServer *s, const char *msg, size_t len,
 	bare = r.p;
 	if (!reader_at_end(&r) && *r.p == 'm')
 	{
-		set_error(err, errlen, "client requires an unsupported SCRAM extension");
+		(void) errbuf_fail(err, errlen, "client requires an unsupported SCRAM extension");
 		return false;
 	}
 	/* The user name is ignored: the startup packet's user is authoritative. */
@@ -890,7 +875,7 @@ server_read_client_first(ScramServer *s, const char *msg, size_t len,
 	max_client_nonce = SCRAM_MAX_NONCE_LEN - BASE64_ENCODED_LEN(SCRAM_RAW_NONCE_LEN);
 	if (!is_valid_nonce(val, vlen) || vlen > max_client_nonce)
 	{
-		set_error(err, errlen, "malformed SCRAM message (invalid client nonce)");
+		(void) errbuf_fail(err, errlen, "malformed SCRAM message (invalid client nonce)");
 		return false;
 	}
 	memcpy(s->nonce, val, vlen);
@@ -937,7 +922,7 @@ server_build_server_first(ScramServer *s, char *out, size_t outsize,
 	snlen = strlen(server_nonce);
 	if (snlen > SCRAM_MAX_NONCE_LEN - s->client_nonce_len)
 	{
-		set_error(err, errlen, "SCRAM nonce too long");
+		(void) errbuf_fail(err, errlen, "SCRAM nonce too long");
 		return false;
 	}
 	memcpy(s->nonce + s->client_nonce_len, server_nonce, snlen);
@@ -992,14 +977,14 @@ server_read_client_final(ScramServer *s, const char *msg, size_t len,
 		return false;
 	if (!base64_decode(val, vlen, got, sizeof(got), &gotlen))
 	{
-		set_error(err, errlen,
+		(void) errbuf_fail(err, errlen,
 				  "malformed SCRAM message (invalid channel-binding data)");
 		return false;
 	}
 	wantlen = cbind_input(s->gs2_flag, s->cbind, s->cbind_len, want);
 	if (gotlen != wantlen || CRYPTO_memcmp(got, want, wantlen) != 0)
 	{
-		set_error(err, errlen, "SCRAM channel binding check failed");
+		(void) errbuf_fail(err, errlen, "SCRAM channel binding check failed");
 		return false;
 	}
 
@@ -1008,7 +993,7 @@ server_read_client_final(ScramServer *s, const char *msg, size_t len,
 		return false;
 	if (vlen != s->nonce_len || memcmp(val, s->nonce, vlen) != 0)
 	{
-		set_error(err, errlen, "invalid SCRAM response (nonce mismatch)");
+		(void) errbuf_fail(err, errlen, "invalid SCRAM response (nonce mismatch)");
 		return false;
 	}
 
@@ -1017,7 +1002,7 @@ server_read_client_final(ScramServer *s, const char *msg, size_t len,
 	{
 		if (reader_at_end(&r))
 		{
-			set_error(err, errlen, "malformed SCRAM message (proof missing)");
+			(void) errbuf_fail(err, errlen, "malformed SCRAM message (proof missing)");
 			return false;
 		}
 		proof_comma = r.p;
@@ -1029,12 +1014,12 @@ server_read_client_final(ScramServer *s, const char *msg, size_t len,
 	}
 	if (!decode_key(val, vlen, s->client_proof))
 	{
-		set_error(err, errlen, "malformed SCRAM message (malformed proof)");
+		(void) errbuf_fail(err, errlen, "malformed SCRAM message (malformed proof)");
 		return false;
 	}
 	if (!reader_at_end(&r))
 	{
-		set_error(err, errlen,
+		(void) errbuf_fail(err, errlen,
 				  "malformed SCRAM message (garbage at end of client-final-message)");
 		return false;
 	}
@@ -1072,7 +1057,7 @@ scram_server_verify_proof(ScramServer *s, char *err, size_t errlen)
 	if (!hmac_sha256(s->verifier.stored_key, SCRAM_KEY_LEN,
 					 s->auth_message, s->auth_message_len, signature))
 	{
-		set_error(err, errlen, "could not compute SCRAM client signature");
+		(void) errbuf_fail(err, errlen, "could not compute SCRAM client signature");
 		return server_fail(s);
 	}
 	xor_keys(s->client_proof, signature, s->client_key);
@@ -1081,7 +1066,7 @@ scram_server_verify_proof(ScramServer *s, char *err, size_t errlen)
 	OPENSSL_cleanse(signature, sizeof(signature));
 	if (!ok || s->doomed)
 	{
-		set_error(err, errlen, "invalid SCRAM proof (password does not match)");
+		(void) errbuf_fail(err, errlen, "invalid SCRAM proof (password does not match)");
 		return server_fail(s);
 	}
 	s->state = SCRAM_SERVER_SEND_SERVER_FINAL;
@@ -1100,7 +1085,7 @@ scram_server_build_server_final(ScramServer *s, char *out, size_t outsize,
 	if (!hmac_sha256(s->verifier.server_key, SCRAM_KEY_LEN,
 					 s->auth_message, s->auth_message_len, signature))
 	{
-		set_error(err, errlen, "could not compute SCRAM server signature");
+		(void) errbuf_fail(err, errlen, "could not compute SCRAM server signature");
 		return server_fail(s);
 	}
 	msgbuf_start(&b, out, outsize);
@@ -1137,7 +1122,7 @@ client_step(ScramClient *c, ScramClientState expected, char *err, size_t errlen)
 	if (c->state == expected)
 		return true;
 	c->state = SCRAM_CLIENT_FAILED;
-	set_error(err, errlen, "SCRAM exchange step called out of order");
+	(void) errbuf_fail(err, errlen, "SCRAM exchange step called out of order");
 	return false;
 }
 
@@ -1180,13 +1165,13 @@ scram_client_init_keys(ScramClient *c, const uint8_t client_key[SCRAM_KEY_LEN],
 	c->state = SCRAM_CLIENT_FAILED;
 	if (client_key == NULL || stored_key == NULL)
 	{
-		set_error(err, errlen, "SCRAM pass-through needs ClientKey and StoredKey");
+		(void) errbuf_fail(err, errlen, "SCRAM pass-through needs ClientKey and StoredKey");
 		return false;
 	}
 	if (!sha256(client_key, SCRAM_KEY_LEN, computed) ||
 		CRYPTO_memcmp(computed, stored_key, SCRAM_KEY_LEN) != 0)
 	{
-		set_error(err, errlen, "SCRAM ClientKey does not match StoredKey");
+		(void) errbuf_fail(err, errlen, "SCRAM ClientKey does not match StoredKey");
 		return false;
 	}
 	memcpy(c->client_key, client_key, SCRAM_KEY_LEN);
@@ -1218,7 +1203,7 @@ scram_client_set_channel_binding(ScramClient *c, bool server_offers_plus,
 	}
 	if (cbind_len == 0 || cbind_len > SCRAM_MAX_CBIND_LEN)
 	{
-		set_error(err, errlen, "invalid channel binding data length");
+		(void) errbuf_fail(err, errlen, "invalid channel binding data length");
 		return client_fail(c);
 	}
 	memcpy(c->cbind, cbind, cbind_len);
@@ -1245,7 +1230,7 @@ scram_client_set_nonce(ScramClient *c, const char *nonce,
 	len = nonce ? strnlen(nonce, SCRAM_MAX_NONCE_LEN / 2 + 1) : 0;
 	if (len > SCRAM_MAX_NONCE_LEN / 2 || !is_valid_nonce(nonce, len))
 	{
-		set_error(err, errlen, "invalid SCRAM client nonce");
+		(void) errbuf_fail(err, errlen, "invalid SCRAM client nonce");
 		return client_fail(c);
 	}
 	memcpy(c->nonce, nonce, len);
@@ -1292,7 +1277,7 @@ client_build_client_first(ScramClient *c, const char *username, char *out,
 		return false;
 	if (b.len > SCRAM_MAX_MESSAGE_LEN)
 	{
-		set_error(err, errlen, "SCRAM client-first-message too long");
+		(void) errbuf_fail(err, errlen, "SCRAM client-first-message too long");
 		return false;
 	}
 	c->auth_message_len = 0;
@@ -1328,7 +1313,7 @@ client_read_server_first(ScramClient *c, const char *msg, size_t len,
 		return false;
 	if (*r.p == 'm')
 	{
-		set_error(err, errlen, "server requires an unsupported SCRAM extension");
+		(void) errbuf_fail(err, errlen, "server requires an unsupported SCRAM extension");
 		return false;
 	}
 
@@ -1338,12 +1323,12 @@ client_read_server_first(ScramClient *c, const char *msg, size_t len,
 	if (vlen <= c->client_nonce_len ||
 		memcmp(val, c->nonce, c->client_nonce_len) != 0)
 	{
-		set_error(err, errlen, "invalid SCRAM response (nonce mismatch)");
+		(void) errbuf_fail(err, errlen, "invalid SCRAM response (nonce mismatch)");
 		return false;
 	}
 	if (vlen > SCRAM_MAX_NONCE_LEN || !is_valid_nonce(val, vlen))
 	{
-		set_error(err, errlen, "malformed SCRAM message (invalid server nonce)");
+		(void) errbuf_fail(err, errlen, "malformed SCRAM message (invalid server nonce)");
 		return false;
 	}
 	memcpy(c->nonce, val, vlen);
@@ -1355,7 +1340,7 @@ client_read_server_first(ScramClient *c, const char *msg, size_t len,
 		return false;
 	if (!base64_decode(val, vlen, salt, sizeof(salt), &salt_len) || salt_len == 0)
 	{
-		set_error(err, errlen, "malformed SCRAM message (invalid salt)");
+		(void) errbuf_fail(err, errlen, "malformed SCRAM message (invalid salt)");
 		return false;
 	}
 
@@ -1364,7 +1349,7 @@ client_read_server_first(ScramClient *c, const char *msg, size_t len,
 		return false;
 	if (!parse_iterations(val, vlen, &iterations))
 	{
-		set_error(err, errlen, "malformed SCRAM message (invalid iteration count)");
+		(void) errbuf_fail(err, errlen, "malformed SCRAM message (invalid iteration count)");
 		return false;
 	}
 
@@ -1376,7 +1361,7 @@ client_read_server_first(ScramClient *c, const char *msg, size_t len,
 	{
 		if (iterations > SCRAM_MAX_ITERATIONS)
 		{
-			set_error(err, errlen,
+			(void) errbuf_fail(err, errlen,
 					  "SCRAM iteration count %d from server exceeds the limit of %d",
 					  iterations, SCRAM_MAX_ITERATIONS);
 			return false;
@@ -1385,7 +1370,7 @@ client_read_server_first(ScramClient *c, const char *msg, size_t len,
 						 iterations, c->client_key, c->stored_key,
 						 c->server_key))
 		{
-			set_error(err, errlen, "could not compute SCRAM keys");
+			(void) errbuf_fail(err, errlen, "could not compute SCRAM keys");
 			return false;
 		}
 		c->have_server_key = true;
@@ -1432,7 +1417,7 @@ client_build_client_final(ScramClient *c, char *out, size_t outsize,
 	if (!hmac_sha256(c->stored_key, SCRAM_KEY_LEN,
 					 c->auth_message, c->auth_message_len, signature))
 	{
-		set_error(err, errlen, "could not compute SCRAM client signature");
+		(void) errbuf_fail(err, errlen, "could not compute SCRAM client signature");
 		return false;
 	}
 	xor_keys(c->client_key, signature, proof);
@@ -1494,7 +1479,7 @@ client_read_server_final(ScramClient *c, const char *msg, size_t len,
 		r.p += 2;
 		read_value(&r, &val, &vlen);
 		sanitize(val, vlen, text, sizeof(text));
-		set_error(err, errlen, "error received from server in SCRAM exchange: %s",
+		(void) errbuf_fail(err, errlen, "error received from server in SCRAM exchange: %s",
 				  text);
 		return false;
 	}
@@ -1503,7 +1488,7 @@ client_read_server_final(ScramClient *c, const char *msg, size_t len,
 		return false;
 	if (!decode_key(val, vlen, got))
 	{
-		set_error(err, errlen, "malformed SCRAM message (invalid server signature)");
+		(void) errbuf_fail(err, errlen, "malformed SCRAM message (invalid server signature)");
 		return false;
 	}
 	if (!skip_extensions(&r, err, errlen))
@@ -1516,12 +1501,12 @@ client_read_server_final(ScramClient *c, const char *msg, size_t len,
 	if (!hmac_sha256(c->server_key, SCRAM_KEY_LEN,
 					 c->auth_message, c->auth_message_len, want))
 	{
-		set_error(err, errlen, "could not compute SCRAM server signature");
+		(void) errbuf_fail(err, errlen, "could not compute SCRAM server signature");
 		return false;
 	}
 	if (CRYPTO_memcmp(got, want, SCRAM_KEY_LEN) != 0)
 	{
-		set_error(err, errlen, "incorrect server signature");
+		(void) errbuf_fail(err, errlen, "incorrect server signature");
 		return false;
 	}
 	c->server_verified = true;

@@ -6,6 +6,7 @@
  * length and count from the wire is checked against the bytes actually
  * there before it is used.
  */
+#include "common/errbuf.h"
 #include "proxy/protocol.h"
 
 #include <stdarg.h>
@@ -14,31 +15,14 @@
 
 #include "common/msgread.h"
 
-static bool proto_fail(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-/* Writes the reason for a rejected message; always returns false. */
-static bool
-proto_fail(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && errlen > 0) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return false;
-}
-
 /* The common ending: every read succeeded and nothing is left over. */
 static bool
 proto_check_end(const MsgReader *r, const char *what, char *err, size_t errlen)
 {
 	if (r->failed)
-		return proto_fail(err, errlen, "%s message is truncated", what);
+		return errbuf_fail(err, errlen, "%s message is truncated", what);
 	if (!msgread_end(r))
-		return proto_fail(err, errlen, "%s message has %zu bytes after its end",
+		return errbuf_fail(err, errlen, "%s message has %zu bytes after its end",
 						  what, msgread_remaining(r));
 	return true;
 }
@@ -76,7 +60,7 @@ startup_add_param(StartupPacket *out, const char *key, const char *value,
 {
 	if (strncmp(key, "_pq_.", 5) == 0) {
 		if (out->nextensions >= PROTO_MAX_STARTUP_PARAMS)
-			return proto_fail(err, errlen, "startup packet has too many protocol options");
+			return errbuf_fail(err, errlen, "startup packet has too many protocol options");
 		out->extension_names[out->nextensions] = key;
 		out->extension_values[out->nextensions] = value;
 		out->nextensions++;
@@ -92,7 +76,7 @@ startup_add_param(StartupPacket *out, const char *key, const char *value,
 		out->replication = value;
 	} else {
 		if (out->nparams >= PROTO_MAX_STARTUP_PARAMS)
-			return proto_fail(err, errlen, "startup packet has more than %d parameters",
+			return errbuf_fail(err, errlen, "startup packet has more than %d parameters",
 							  PROTO_MAX_STARTUP_PARAMS);
 		out->param_names[out->nparams] = key;
 		out->param_values[out->nparams] = value;
@@ -114,23 +98,23 @@ startup_read_params(MsgReader *r, StartupPacket *out, char *err, size_t errlen)
 		size_t keylen;
 
 		if (!msgread_string(r, &key, &keylen))
-			return proto_fail(err, errlen, "startup packet has no terminator");
+			return errbuf_fail(err, errlen, "startup packet has no terminator");
 		if (keylen == 0)
 			break;
 		if (!msgread_string(r, &value, NULL))
-			return proto_fail(err, errlen, "startup packet parameter has no value");
+			return errbuf_fail(err, errlen, "startup packet parameter has no value");
 		for (int i = 0; i < nseen; i++) {
 			if (strcmp(seen[i], key) == 0)
-				return proto_fail(err, errlen, "startup packet has a duplicate parameter");
+				return errbuf_fail(err, errlen, "startup packet has a duplicate parameter");
 		}
 		if (!startup_add_param(out, key, value, err, errlen))
 			return false;
 		seen[nseen++] = key;
 	}
 	if (!msgread_end(r))
-		return proto_fail(err, errlen, "startup packet has bytes after its terminator");
+		return errbuf_fail(err, errlen, "startup packet has bytes after its terminator");
 	if (!out->user || out->user[0] == '\0')
-		return proto_fail(err, errlen, "no user name in startup packet");
+		return errbuf_fail(err, errlen, "no user name in startup packet");
 	if (!out->database || out->database[0] == '\0')
 		out->database = out->user;
 	return true;
@@ -145,25 +129,25 @@ proto_parse_startup(const uint8_t *pkt, size_t len, StartupPacket *out,
 
 	memset(out, 0, sizeof(*out));
 	if (len > PROTO_MAX_STARTUP_PACKET)
-		return proto_fail(err, errlen, "startup packet is longer than %d bytes",
+		return errbuf_fail(err, errlen, "startup packet is longer than %d bytes",
 						  PROTO_MAX_STARTUP_PACKET);
 	msgread_init(&r, pkt, len);
 	if (!msgread_int32(&r, &code))
-		return proto_fail(err, errlen, "startup packet is too short");
+		return errbuf_fail(err, errlen, "startup packet is too short");
 	out->code = code;
 
 	switch (code) {
 	case CANCEL_REQUEST_CODE:
 		out->kind = PROTO_STARTUP_CANCEL;
 		if (!msgread_int32(&r, &out->cancel_pid))
-			return proto_fail(err, errlen, "cancel request is truncated");
+			return errbuf_fail(err, errlen, "cancel request is truncated");
 		out->cancel_keylen = msgread_remaining(&r);
 		if (out->cancel_keylen < PROTO_MIN_CANCEL_KEY ||
 			out->cancel_keylen > PROTO_MAX_CANCEL_KEY)
-			return proto_fail(err, errlen, "cancel request key length %zu is not between %d and %d",
+			return errbuf_fail(err, errlen, "cancel request key length %zu is not between %d and %d",
 							  out->cancel_keylen, PROTO_MIN_CANCEL_KEY, PROTO_MAX_CANCEL_KEY);
 		if (!msgread_bytes(&r, out->cancel_keylen, &out->cancel_key))
-			return proto_fail(err, errlen, "cancel request is truncated");
+			return errbuf_fail(err, errlen, "cancel request is truncated");
 		return true;
 	case NEGOTIATE_SSL_CODE:
 		out->kind = PROTO_STARTUP_SSL;
@@ -196,12 +180,12 @@ proto_parse_parse(const uint8_t *body, size_t len, ProtoParse *out, char *err, s
 	if (!msgread_string(&r, &out->stmt, NULL) ||
 		!msgread_string(&r, &out->query, NULL) ||
 		!msgread_int16(&r, &nparams))
-		return proto_fail(err, errlen, "Parse message is truncated");
+		return errbuf_fail(err, errlen, "Parse message is truncated");
 	if (nparams < 0)
-		return proto_fail(err, errlen, "Parse message has a negative parameter count");
+		return errbuf_fail(err, errlen, "Parse message has a negative parameter count");
 	out->nparams = nparams;
 	if (!msgread_bytes(&r, (size_t) nparams * 4, &out->param_types))
-		return proto_fail(err, errlen, "Parse message is truncated");
+		return errbuf_fail(err, errlen, "Parse message is truncated");
 	return proto_check_end(&r, "Parse", err, errlen);
 }
 
@@ -225,12 +209,12 @@ proto_parse_bind(const uint8_t *body, size_t len, ProtoBind *out, char *err, siz
 	msgread_init(&r, body, len);
 	if (!msgread_string(&r, &out->portal, NULL) ||
 		!msgread_string(&r, &out->stmt, NULL))
-		return proto_fail(err, errlen, "Bind message is truncated");
+		return errbuf_fail(err, errlen, "Bind message is truncated");
 	if (!bind_skip_formats(&r, &nformats) || !msgread_int16(&r, &nparams) || nparams < 0)
-		return proto_fail(err, errlen, "Bind message has invalid parameter formats");
+		return errbuf_fail(err, errlen, "Bind message has invalid parameter formats");
 	/* As PostgreSQL: no formats, one for all, or one per parameter. */
 	if (nformats > 1 && nformats != nparams)
-		return proto_fail(err, errlen, "Bind message has %d parameter formats but %d parameters",
+		return errbuf_fail(err, errlen, "Bind message has %d parameter formats but %d parameters",
 						  nformats, nparams);
 	out->nparams = nparams;
 	for (int i = 0; i < nparams; i++) {
@@ -238,14 +222,14 @@ proto_parse_bind(const uint8_t *body, size_t len, ProtoBind *out, char *err, siz
 		const uint8_t *value;
 
 		if (!msgread_int32(&r, &vlen))
-			return proto_fail(err, errlen, "Bind message is truncated");
+			return errbuf_fail(err, errlen, "Bind message is truncated");
 		if (vlen == -1)
 			continue;			/* NULL */
 		if (vlen < 0 || !msgread_bytes(&r, (size_t) vlen, &value))
-			return proto_fail(err, errlen, "Bind message has an invalid parameter length");
+			return errbuf_fail(err, errlen, "Bind message has an invalid parameter length");
 	}
 	if (!bind_skip_formats(&r, &nresults))
-		return proto_fail(err, errlen, "Bind message has invalid result formats");
+		return errbuf_fail(err, errlen, "Bind message has invalid result formats");
 	return proto_check_end(&r, "Bind", err, errlen);
 }
 
@@ -259,9 +243,9 @@ parse_target(const uint8_t *body, size_t len, ProtoTarget *out, const char *what
 	memset(out, 0, sizeof(*out));
 	msgread_init(&r, body, len);
 	if (!msgread_byte(&r, &kind) || !msgread_string(&r, &out->name, NULL))
-		return proto_fail(err, errlen, "%s message is truncated", what);
+		return errbuf_fail(err, errlen, "%s message is truncated", what);
 	if (kind != PQTARGET_STATEMENT && kind != PQTARGET_PORTAL)
-		return proto_fail(err, errlen, "%s message names neither a statement nor a portal", what);
+		return errbuf_fail(err, errlen, "%s message names neither a statement nor a portal", what);
 	out->kind = (char) kind;
 	return proto_check_end(&r, what, err, errlen);
 }
@@ -286,7 +270,7 @@ proto_parse_execute(const uint8_t *body, size_t len, ProtoExecute *out, char *er
 	memset(out, 0, sizeof(*out));
 	msgread_init(&r, body, len);
 	if (!msgread_string(&r, &out->portal, NULL) || !msgread_int32(&r, &out->max_rows))
-		return proto_fail(err, errlen, "Execute message is truncated");
+		return errbuf_fail(err, errlen, "Execute message is truncated");
 	return proto_check_end(&r, "Execute", err, errlen);
 }
 
@@ -298,7 +282,7 @@ proto_parse_query(const uint8_t *body, size_t len, ProtoQuery *out, char *err, s
 	memset(out, 0, sizeof(*out));
 	msgread_init(&r, body, len);
 	if (!msgread_string(&r, &out->sql, NULL))
-		return proto_fail(err, errlen, "Query message is truncated");
+		return errbuf_fail(err, errlen, "Query message is truncated");
 	return proto_check_end(&r, "Query", err, errlen);
 }
 
@@ -311,10 +295,10 @@ proto_parse_sasl_initial_response(const uint8_t *body, size_t len,
 	memset(out, 0, sizeof(*out));
 	msgread_init(&r, body, len);
 	if (!msgread_string(&r, &out->mechanism, NULL) || !msgread_int32(&r, &out->datalen))
-		return proto_fail(err, errlen, "SASLInitialResponse message is truncated");
+		return errbuf_fail(err, errlen, "SASLInitialResponse message is truncated");
 	if (out->datalen != -1 &&
 		(out->datalen < 0 || !msgread_bytes(&r, (size_t) out->datalen, &out->data)))
-		return proto_fail(err, errlen, "SASLInitialResponse message has an invalid data length");
+		return errbuf_fail(err, errlen, "SASLInitialResponse message has an invalid data length");
 	return proto_check_end(&r, "SASLInitialResponse", err, errlen);
 }
 
@@ -330,9 +314,9 @@ proto_parse_ready_for_query(const uint8_t *body, size_t len, ProtoReadyForQuery 
 	memset(out, 0, sizeof(*out));
 	msgread_init(&r, body, len);
 	if (!msgread_byte(&r, &status))
-		return proto_fail(err, errlen, "ReadyForQuery message is truncated");
+		return errbuf_fail(err, errlen, "ReadyForQuery message is truncated");
 	if (status != TXN_IDLE && status != TXN_IN_BLOCK && status != TXN_FAILED)
-		return proto_fail(err, errlen, "ReadyForQuery message has an unknown transaction status");
+		return errbuf_fail(err, errlen, "ReadyForQuery message has an unknown transaction status");
 	out->status = (char) status;
 	return proto_check_end(&r, "ReadyForQuery", err, errlen);
 }
@@ -346,14 +330,14 @@ proto_parse_backend_key_data(const uint8_t *body, size_t len, ProtoBackendKeyDat
 	memset(out, 0, sizeof(*out));
 	msgread_init(&r, body, len);
 	if (!msgread_int32(&r, &out->pid))
-		return proto_fail(err, errlen, "BackendKeyData message is truncated");
+		return errbuf_fail(err, errlen, "BackendKeyData message is truncated");
 	/* The key is the rest of the message: 4 bytes in 3.0, variable from 3.2. */
 	out->keylen = msgread_remaining(&r);
 	if (out->keylen < PROTO_MIN_CANCEL_KEY || out->keylen > PROTO_MAX_CANCEL_KEY)
-		return proto_fail(err, errlen, "BackendKeyData key length %zu is not between %d and %d",
+		return errbuf_fail(err, errlen, "BackendKeyData key length %zu is not between %d and %d",
 						  out->keylen, PROTO_MIN_CANCEL_KEY, PROTO_MAX_CANCEL_KEY);
 	if (!msgread_bytes(&r, out->keylen, &out->key))
-		return proto_fail(err, errlen, "BackendKeyData message is truncated");
+		return errbuf_fail(err, errlen, "BackendKeyData message is truncated");
 	return proto_check_end(&r, "BackendKeyData", err, errlen);
 }
 
@@ -366,7 +350,7 @@ proto_parse_parameter_status(const uint8_t *body, size_t len, ProtoParameterStat
 	memset(out, 0, sizeof(*out));
 	msgread_init(&r, body, len);
 	if (!msgread_string(&r, &out->name, NULL) || !msgread_string(&r, &out->value, NULL))
-		return proto_fail(err, errlen, "ParameterStatus message is truncated");
+		return errbuf_fail(err, errlen, "ParameterStatus message is truncated");
 	return proto_check_end(&r, "ParameterStatus", err, errlen);
 }
 
@@ -382,16 +366,16 @@ auth_read_mechanisms(ProtoAuthRequest *out, char *err, size_t errlen)
 		size_t namelen;
 
 		if (!msgread_string(&r, &name, &namelen))
-			return proto_fail(err, errlen, "AuthenticationSASL message is truncated");
+			return errbuf_fail(err, errlen, "AuthenticationSASL message is truncated");
 		if (namelen == 0)
 			break;
 		if (out->nmechanisms >= PROTO_MAX_SASL_MECHANISMS)
-			return proto_fail(err, errlen, "AuthenticationSASL message offers more than %d mechanisms",
+			return errbuf_fail(err, errlen, "AuthenticationSASL message offers more than %d mechanisms",
 							  PROTO_MAX_SASL_MECHANISMS);
 		out->mechanisms[out->nmechanisms++] = name;
 	}
 	if (out->nmechanisms == 0)
-		return proto_fail(err, errlen, "AuthenticationSASL message offers no mechanism");
+		return errbuf_fail(err, errlen, "AuthenticationSASL message offers no mechanism");
 	return proto_check_end(&r, "AuthenticationSASL", err, errlen);
 }
 
@@ -404,10 +388,10 @@ proto_parse_auth_request(const uint8_t *body, size_t len, ProtoAuthRequest *out,
 	memset(out, 0, sizeof(*out));
 	msgread_init(&r, body, len);
 	if (!msgread_int32(&r, &out->code))
-		return proto_fail(err, errlen, "authentication request is truncated");
+		return errbuf_fail(err, errlen, "authentication request is truncated");
 	out->datalen = msgread_remaining(&r);
 	if (!msgread_bytes(&r, out->datalen, &out->data))
-		return proto_fail(err, errlen, "authentication request is truncated");
+		return errbuf_fail(err, errlen, "authentication request is truncated");
 
 	switch (out->code) {
 	case AUTH_REQ_OK:
@@ -415,12 +399,12 @@ proto_parse_auth_request(const uint8_t *body, size_t len, ProtoAuthRequest *out,
 	case AUTH_REQ_GSS:
 	case AUTH_REQ_SSPI:
 		if (out->datalen != 0)
-			return proto_fail(err, errlen, "authentication request %d has unexpected data",
+			return errbuf_fail(err, errlen, "authentication request %d has unexpected data",
 							  (int) out->code);
 		return true;
 	case AUTH_REQ_MD5:
 		if (out->datalen != 4)
-			return proto_fail(err, errlen, "AuthenticationMD5Password salt is not 4 bytes");
+			return errbuf_fail(err, errlen, "AuthenticationMD5Password salt is not 4 bytes");
 		return true;
 	case AUTH_REQ_SASL:
 		return auth_read_mechanisms(out, err, errlen);
@@ -444,11 +428,11 @@ proto_parse_error_response(const uint8_t *body, size_t len, ProtoErrorResponse *
 		const char *value;
 
 		if (!msgread_byte(&r, &code))
-			return proto_fail(err, errlen, "error message is truncated");
+			return errbuf_fail(err, errlen, "error message is truncated");
 		if (code == 0)
 			break;
 		if (!msgread_string(&r, &value, NULL))
-			return proto_fail(err, errlen, "error message is truncated");
+			return errbuf_fail(err, errlen, "error message is truncated");
 		/* Fields we do not use, or do not know yet, are skipped as the protocol asks. */
 		switch (code) {
 		case PQDIAG_SEVERITY:
@@ -479,9 +463,9 @@ proto_parse_error_response(const uint8_t *body, size_t len, ProtoErrorResponse *
 		out->severity = localized;
 	/* PostgreSQL always sends these three. */
 	if (!out->severity || !out->message)
-		return proto_fail(err, errlen, "error message lacks a severity or message text");
+		return errbuf_fail(err, errlen, "error message lacks a severity or message text");
 	if (!out->sqlstate || strlen(out->sqlstate) != 5)
-		return proto_fail(err, errlen, "error message lacks a valid SQLSTATE");
+		return errbuf_fail(err, errlen, "error message lacks a valid SQLSTATE");
 	return true;
 }
 
@@ -496,7 +480,7 @@ proto_parse_notification(const uint8_t *body, size_t len, ProtoNotification *out
 	if (!msgread_int32(&r, &out->pid) ||
 		!msgread_string(&r, &out->channel, NULL) ||
 		!msgread_string(&r, &out->payload, NULL))
-		return proto_fail(err, errlen, "NotificationResponse message is truncated");
+		return errbuf_fail(err, errlen, "NotificationResponse message is truncated");
 	return proto_check_end(&r, "NotificationResponse", err, errlen);
 }
 
@@ -511,16 +495,16 @@ proto_parse_negotiate_protocol_version(const uint8_t *body, size_t len,
 	memset(out, 0, sizeof(*out));
 	msgread_init(&r, body, len);
 	if (!msgread_int32(&r, &out->version) || !msgread_int32(&r, &n))
-		return proto_fail(err, errlen, "NegotiateProtocolVersion message is truncated");
+		return errbuf_fail(err, errlen, "NegotiateProtocolVersion message is truncated");
 	/* Documented as a minor version, sent as a whole one; libpq reads it so. */
 	if (PG_PROTOCOL_MAJOR(out->version) != 3)
-		return proto_fail(err, errlen, "NegotiateProtocolVersion message offers a version other than 3.x");
+		return errbuf_fail(err, errlen, "NegotiateProtocolVersion message offers a version other than 3.x");
 	out->newest_minor = PG_PROTOCOL_MINOR(out->version);
 	if (n < 0 || n > PROTO_MAX_UNRECOGNIZED_OPTIONS)
-		return proto_fail(err, errlen, "NegotiateProtocolVersion message has an invalid option count");
+		return errbuf_fail(err, errlen, "NegotiateProtocolVersion message has an invalid option count");
 	for (int i = 0; i < n; i++) {
 		if (!msgread_string(&r, &out->unrecognized[i], NULL))
-			return proto_fail(err, errlen, "NegotiateProtocolVersion message is truncated");
+			return errbuf_fail(err, errlen, "NegotiateProtocolVersion message is truncated");
 	}
 	out->nunrecognized = n;
 	return proto_check_end(&r, "NegotiateProtocolVersion", err, errlen);
@@ -537,17 +521,17 @@ proto_parse_copy_response(const uint8_t *body, size_t len, ProtoCopyResponse *ou
 	memset(out, 0, sizeof(*out));
 	msgread_init(&r, body, len);
 	if (!msgread_byte(&r, &format) || !msgread_int16(&r, &ncols))
-		return proto_fail(err, errlen, "COPY response message is truncated");
+		return errbuf_fail(err, errlen, "COPY response message is truncated");
 	if (format != PQFORMAT_TEXT && format != PQFORMAT_BINARY)
-		return proto_fail(err, errlen, "COPY response message has an unknown format");
+		return errbuf_fail(err, errlen, "COPY response message has an unknown format");
 	if (ncols < 0 || !msgread_bytes(&r, (size_t) ncols * 2, &out->col_formats))
-		return proto_fail(err, errlen, "COPY response message has an invalid column count");
+		return errbuf_fail(err, errlen, "COPY response message has an invalid column count");
 	for (int i = 0; i < ncols; i++) {
 		int colfmt = (out->col_formats[2 * i] << 8) | out->col_formats[2 * i + 1];
 
 		/* A textual COPY has only textual columns. */
 		if (colfmt != PQFORMAT_TEXT && (colfmt != PQFORMAT_BINARY || format == PQFORMAT_TEXT))
-			return proto_fail(err, errlen, "COPY response message has an invalid column format");
+			return errbuf_fail(err, errlen, "COPY response message has an invalid column format");
 	}
 	out->format = format;
 	out->ncols = ncols;
@@ -563,6 +547,6 @@ proto_parse_command_complete(const uint8_t *body, size_t len, ProtoCommandComple
 	memset(out, 0, sizeof(*out));
 	msgread_init(&r, body, len);
 	if (!msgread_string(&r, &out->tag, NULL))
-		return proto_fail(err, errlen, "CommandComplete message is truncated");
+		return errbuf_fail(err, errlen, "CommandComplete message is truncated");
 	return proto_check_end(&r, "CommandComplete", err, errlen);
 }

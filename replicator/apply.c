@@ -206,26 +206,6 @@ flush_batch(Applier *ap)
 
 #define BATCH_MAX_BYTES (256 * 1024 * 1024)
 
-static void
-append_qualified(StrBuf *sb, PGconn *conn, const RelCacheEntry *rel)
-{
-	char *ns = PQescapeIdentifier(conn, rel->nspname, strlen(rel->nspname));
-	char *rn = PQescapeIdentifier(conn, rel->relname, strlen(rel->relname));
-
-	strbuf_appendf(sb, "%s.%s", ns ? ns : "?", rn ? rn : "?");
-	PQfreemem(ns);
-	PQfreemem(rn);
-}
-
-static void
-append_ident(StrBuf *sb, PGconn *conn, const char *name)
-{
-	char *id = PQescapeIdentifier(conn, name, strlen(name));
-
-	strbuf_append(sb, id ? id : "?");
-	PQfreemem(id);
-}
-
 /* The WHERE clause finding the row: key columns, or every column for REPLICA IDENTITY FULL. */
 static void
 append_where(StrBuf *sql, StrBuf *key, PGconn *conn, const RelCacheEntry *rel, const PgoutputTuple *tup,
@@ -240,7 +220,7 @@ append_where(StrBuf *sql, StrBuf *key, PGconn *conn, const RelCacheEntry *rel, c
 		if (full ? c->kind == PGOUTPUT_COLUMN_UNCHANGED : !rel->cols[i].key)
 			continue;
 		strbuf_append(sql, first ? "" : " AND ");
-		append_ident(sql, conn, rel->cols[i].name);
+		repl_append_ident(sql, conn, rel->cols[i].name);
 		if (c->kind == PGOUTPUT_COLUMN_NULL) {
 			strbuf_append(sql, " IS NULL");
 			strbuf_append_char(key, 'n');
@@ -411,11 +391,11 @@ apply_insert(Applier *ap, const PgoutputInsert *ins)
 
 		strbuf_init(&sql);
 		strbuf_append(&sql, "INSERT INTO ");
-		append_qualified(&sql, ap->target->conn, rel);
+		repl_append_qualified(&sql, ap->target->conn, rel->nspname, rel->relname);
 		strbuf_append(&sql, " (");
 		for (i = 0; i < rel->natts; i++) {
 			strbuf_append(&sql, i ? ", " : "");
-			append_ident(&sql, ap->target->conn, rel->cols[i].name);
+			repl_append_ident(&sql, ap->target->conn, rel->cols[i].name);
 		}
 		strbuf_append(&sql, ") VALUES (");
 		for (i = 0; i < rel->natts; i++)
@@ -473,7 +453,7 @@ apply_update_or_delete(Applier *ap, uint32_t relid, bool is_update, uint8_t old_
 		bool first = true;
 
 		strbuf_append(&sql, "UPDATE ");
-		append_qualified(&sql, ap->target->conn, rel);
+		repl_append_qualified(&sql, ap->target->conn, rel->nspname, rel->relname);
 		strbuf_append(&sql, " SET ");
 		for (i = 0; i < rel->natts && i < newtup->ncols; i++) {
 			if (newtup->cols[i].kind == PGOUTPUT_COLUMN_UNCHANGED) {
@@ -481,7 +461,7 @@ apply_update_or_delete(Applier *ap, uint32_t relid, bool is_update, uint8_t old_
 				continue;
 			}
 			strbuf_append(&sql, first ? "" : ", ");
-			append_ident(&sql, ap->target->conn, rel->cols[i].name);
+			repl_append_ident(&sql, ap->target->conn, rel->cols[i].name);
 			strbuf_appendf(&sql, " = $%d", param++);
 			strbuf_append_char(&key, 's');
 			first = false;
@@ -494,13 +474,13 @@ apply_update_or_delete(Applier *ap, uint32_t relid, bool is_update, uint8_t old_
 		}
 	} else {
 		strbuf_append(&sql, "DELETE FROM ");
-		append_qualified(&sql, ap->target->conn, rel);
+		repl_append_qualified(&sql, ap->target->conn, rel->nspname, rel->relname);
 	}
 	strbuf_append_char(&key, '|');
 	if (full) {
 		/* Duplicate rows are possible without a key: touch exactly one of them. */
 		strbuf_append(&sql, " WHERE ctid = (SELECT ctid FROM ");
-		append_qualified(&sql, ap->target->conn, rel);
+		repl_append_qualified(&sql, ap->target->conn, rel->nspname, rel->relname);
 		strbuf_append(&sql, " WHERE ");
 		append_where(&sql, &key, ap->target->conn, rel, where_tup, true, &param);
 		strbuf_append(&sql, " LIMIT 1)");
@@ -540,7 +520,7 @@ apply_truncate(Applier *ap, const PgoutputTruncate *t)
 			return false;
 		}
 		strbuf_append(&sql, i ? ", " : "");
-		append_qualified(&sql, ap->target->conn, rel);
+		repl_append_qualified(&sql, ap->target->conn, rel->nspname, rel->relname);
 	}
 	if (t->flags & PGOUTPUT_TRUNCATE_RESTART_IDENTITY)
 		strbuf_append(&sql, " RESTART IDENTITY");

@@ -423,23 +423,6 @@ append_copy_value(StrBuf *sb, const RowValue *v)
 	}
 }
 
-static void
-append_ident(StrBuf *sb, PGconn *conn, const char *name)
-{
-	char *id = PQescapeIdentifier(conn, name, strlen(name));
-
-	strbuf_append(sb, id ? id : "?");
-	PQfreemem(id);
-}
-
-static void
-append_table(StrBuf *sb, PGconn *conn, const RelCacheEntry *rel)
-{
-	append_ident(sb, conn, rel->nspname);
-	strbuf_append_char(sb, '.');
-	append_ident(sb, conn, rel->relname);
-}
-
 /* Sends rows through COPY sql FROM STDIN; cols says which columns, in order. */
 static bool
 copy_rows(ReplConn *target, const char *sql, RelBatch *rb, RowOp want1, RowOp want2, const bool *cols,
@@ -531,11 +514,11 @@ temp_table(Batch *batch, ReplConn *target, const RelCacheEntry *rel, const bool 
 		if (!cols[i])
 			continue;
 		strbuf_append(&sql, first ? "" : ", ");
-		append_ident(&sql, target->conn, rel->cols[i].name);
+		repl_append_ident(&sql, target->conn, rel->cols[i].name);
 		first = false;
 	}
 	strbuf_append(&sql, " FROM ");
-	append_table(&sql, target->conn, rel);
+	repl_append_qualified(&sql, target->conn, rel->nspname, rel->relname);
 	strbuf_append(&sql, " WITH NO DATA");
 	ok = ok && !sql.failed && repl_exec(target, strbuf_str(&sql));
 	strbuf_free(&sql);
@@ -564,9 +547,9 @@ append_key_join(StrBuf *sql, PGconn *conn, const RelCacheEntry *rel, const char 
 			continue;
 		strbuf_append(sql, first ? " WHERE " : " AND ");
 		strbuf_append(sql, "t.");
-		append_ident(sql, conn, rel->cols[i].name);
+		repl_append_ident(sql, conn, rel->cols[i].name);
 		strbuf_appendf(sql, " = %s.", tmp);
-		append_ident(sql, conn, rel->cols[i].name);
+		repl_append_ident(sql, conn, rel->cols[i].name);
 		first = false;
 	}
 }
@@ -590,7 +573,7 @@ flush_deletes(Batch *batch, ReplConn *target, RelBatch *rb, const char *subject)
 	ok = copy_rows(target, strbuf_str(&sql), rb, ROW_DELETE, ROW_REPLACE, cols, NULL, subject);
 	strbuf_reset(&sql);
 	strbuf_append(&sql, "DELETE FROM ");
-	append_table(&sql, target->conn, rel);
+	repl_append_qualified(&sql, target->conn, rel->nspname, rel->relname);
 	strbuf_appendf(&sql, " t USING %s", tmp);
 	append_key_join(&sql, target->conn, rel, tmp);
 	ok = ok && repl_exec(target, strbuf_str(&sql));
@@ -664,15 +647,15 @@ flush_updates(Batch *batch, ReplConn *target, RelBatch *rb, const char *subject)
 		ok = copy_rows(target, strbuf_str(&sql), rb, ROW_UPDATE, ROW_UPDATE, cols, masks[m], subject);
 		strbuf_reset(&sql);
 		strbuf_append(&sql, "UPDATE ");
-		append_table(&sql, target->conn, rel);
+		repl_append_qualified(&sql, target->conn, rel->nspname, rel->relname);
 		strbuf_append(&sql, " t SET ");
 		for (i = 0; i < rel->natts; i++) {
 			if (masks[m][i] != 's')
 				continue;
 			strbuf_append(&sql, first ? "" : ", ");
-			append_ident(&sql, target->conn, rel->cols[i].name);
+			repl_append_ident(&sql, target->conn, rel->cols[i].name);
 			strbuf_appendf(&sql, " = %s.", tmp);
-			append_ident(&sql, target->conn, rel->cols[i].name);
+			repl_append_ident(&sql, target->conn, rel->cols[i].name);
 			first = false;
 		}
 		strbuf_appendf(&sql, " FROM %s", tmp);
@@ -702,12 +685,12 @@ flush_inserts(ReplConn *target, RelBatch *rb, const char *subject)
 
 	strbuf_init(&sql);
 	strbuf_append(&sql, "COPY ");
-	append_table(&sql, target->conn, rel);
+	repl_append_qualified(&sql, target->conn, rel->nspname, rel->relname);
 	strbuf_append(&sql, " (");
 	for (i = 0; i < rel->natts; i++) {
 		cols[i] = true;
 		strbuf_append(&sql, i ? ", " : "");
-		append_ident(&sql, target->conn, rel->cols[i].name);
+		repl_append_ident(&sql, target->conn, rel->cols[i].name);
 	}
 	strbuf_append(&sql, ") FROM STDIN");
 	ok = !sql.failed && copy_rows(target, strbuf_str(&sql), rb, ROW_INSERT, ROW_REPLACE, cols, NULL, subject);

@@ -158,3 +158,24 @@ repl_conninfo(const ServerConfig *server, const char *dbname)
 	}
 	return sb.data;
 }
+
+void
+repl_append_ident(StrBuf *sb, PGconn *conn, const char *name)
+{
+	char *id = PQescapeIdentifier(conn, name, strlen(name));
+
+	if (!id) {
+		sb->failed = true;
+		return;
+	}
+	strbuf_append(sb, id);
+	PQfreemem(id);
+}
+
+void
+repl_append_qualified(StrBuf *sb, PGconn *conn, const char *nspname, const char *relname)
+{
+	repl_append_ident(sb, conn, nspname);
+	strbuf_append_char(sb, '.');
+	repl_append_ident(sb, conn, relname);
+}

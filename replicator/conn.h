@@ -31,6 +31,11 @@ bool repl_query(ReplConn *rc, const char *sql, int nparams, const char *const *p
 bool repl_query_copy_value(ReplConn *rc, const char *sql, int nparams, const char *const *params, char *buf,
 			   size_t len) __attribute__((warn_unused_result));
 
+/* Appends name quoted as an SQL identifier; a relation's qualified name. */
+struct StrBuf;
+void repl_append_ident(struct StrBuf *sb, PGconn *conn, const char *name);
+void repl_append_qualified(struct StrBuf *sb, PGconn *conn, const char *nspname, const char *relname);
+
 /* A libpq conninfo string for server/dbname, password left out (it goes in PGPASSWORD). */
 char *repl_conninfo(const ServerConfig *server, const char *dbname);
 

@@ -8,6 +8,7 @@
  * too, so a message the subscriber would refuse is refused before we apply
  * anything from it.
  */
+#include "common/errbuf.h"
 #include "replicator/pgoutput.h"
 
 #include <inttypes.h>
@@ -23,23 +24,6 @@
 
 /* What an empty namespace name stands for in Relation and Type. */
 static const char pg_catalog_name[] = "pg_catalog";
-
-static bool pgoutput_fail(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-/* Writes the reason for a rejected message; always returns false. */
-static bool
-pgoutput_fail(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && errlen > 0) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return false;
-}
 
 const char *
 pgoutput_message_name(uint8_t type)
@@ -132,7 +116,7 @@ typedef struct Decoder {
 static bool
 truncated(Decoder *d)
 {
-	return pgoutput_fail(d->err, d->errlen, "%s message is truncated", d->what);
+	return errbuf_fail(d->err, d->errlen, "%s message is truncated", d->what);
 }
 
 /* The common ending: every read succeeded and nothing is left over. */
@@ -142,7 +126,7 @@ check_end(Decoder *d)
 	if (d->r.failed)
 		return truncated(d);
 	if (!msgread_end(&d->r))
-		return pgoutput_fail(d->err, d->errlen, "%s message has %zu bytes after its end",
+		return errbuf_fail(d->err, d->errlen, "%s message has %zu bytes after its end",
 							 d->what, msgread_remaining(&d->r));
 	return true;
 }
@@ -218,7 +202,7 @@ check_zero_flags(Decoder *d, uint8_t flags)
 	if (d->r.failed)
 		return truncated(d);
 	if (flags != 0)
-		return pgoutput_fail(d->err, d->errlen, "%s message has unknown flags 0x%02x",
+		return errbuf_fail(d->err, d->errlen, "%s message has unknown flags 0x%02x",
 							 d->what, flags);
 	return true;
 }
@@ -230,7 +214,7 @@ check_lsn_set(Decoder *d, uint64_t lsn, const char *field)
 	if (d->r.failed)
 		return truncated(d);
 	if (lsn == 0)
-		return pgoutput_fail(d->err, d->errlen, "%s message has no %s", d->what, field);
+		return errbuf_fail(d->err, d->errlen, "%s message has no %s", d->what, field);
 	return true;
 }
 
@@ -241,7 +225,7 @@ check_xid_set(Decoder *d, uint32_t xid)
 	if (d->r.failed)
 		return truncated(d);
 	if (xid == 0)
-		return pgoutput_fail(d->err, d->errlen, "%s message has an invalid transaction ID",
+		return errbuf_fail(d->err, d->errlen, "%s message has an invalid transaction ID",
 							 d->what);
 	return true;
 }
@@ -255,7 +239,7 @@ read_tuple(Decoder *d, PgoutputTuple *t)
 	if (!msgread_int16(&d->r, &ncols))
 		return truncated(d);
 	if (ncols < 0 || ncols > PGOUTPUT_MAX_COLUMNS)
-		return pgoutput_fail(d->err, d->errlen, "%s message has %d columns, not 0 to %d",
+		return errbuf_fail(d->err, d->errlen, "%s message has %d columns, not 0 to %d",
 							 d->what, ncols, PGOUTPUT_MAX_COLUMNS);
 	for (int i = 0; i < ncols; i++) {
 		PgoutputColumn *c = &t->cols[i];
@@ -274,14 +258,14 @@ read_tuple(Decoder *d, PgoutputTuple *t)
 			if (!msgread_int32(&d->r, &len))
 				return truncated(d);
 			if (len < 0)
-				return pgoutput_fail(d->err, d->errlen,
+				return errbuf_fail(d->err, d->errlen,
 									 "%s message has a negative column length", d->what);
 			if (!msgread_bytes(&d->r, (size_t) len, &c->value))
 				return truncated(d);
 			c->len = (uint32_t) len;
 			break;
 		default:
-			return pgoutput_fail(d->err, d->errlen,
+			return errbuf_fail(d->err, d->errlen,
 								 "%s message has unknown column kind 0x%02x in column %d",
 								 d->what, c->kind, i + 1);
 		}
@@ -349,11 +333,11 @@ decode_relation(Decoder *d, PgoutputRelation *m)
 	case PGOUTPUT_REPLIDENT_INDEX:
 		break;
 	default:
-		return pgoutput_fail(d->err, d->errlen, "%s message has unknown replica identity 0x%02x",
+		return errbuf_fail(d->err, d->errlen, "%s message has unknown replica identity 0x%02x",
 							 d->what, m->replident);
 	}
 	if (natts < 0 || natts > PGOUTPUT_MAX_COLUMNS)
-		return pgoutput_fail(d->err, d->errlen, "%s message has %d columns, not 0 to %d",
+		return errbuf_fail(d->err, d->errlen, "%s message has %d columns, not 0 to %d",
 							 d->what, natts, PGOUTPUT_MAX_COLUMNS);
 	for (int i = 0; i < natts; i++) {
 		PgoutputRelColumn *c = &m->cols[i];
@@ -365,7 +349,7 @@ decode_relation(Decoder *d, PgoutputRelation *m)
 		if (d->r.failed)
 			return truncated(d);
 		if (c->flags & ~PGOUTPUT_RELATION_COLUMN_KEY)
-			return pgoutput_fail(d->err, d->errlen,
+			return errbuf_fail(d->err, d->errlen,
 								 "%s message has unknown flags 0x%02x in column %d",
 								 d->what, c->flags, i + 1);
 	}
@@ -392,7 +376,7 @@ decode_insert(Decoder *d, PgoutputInsert *m)
 	if (d->r.failed)
 		return truncated(d);
 	if (marker != PGOUTPUT_TUPLE_NEW)
-		return pgoutput_fail(d->err, d->errlen, "%s message has tuple marker 0x%02x, not 'N'",
+		return errbuf_fail(d->err, d->errlen, "%s message has tuple marker 0x%02x, not 'N'",
 							 d->what, marker);
 	return read_tuple(d, &m->newtuple) && check_end(d);
 }
@@ -417,7 +401,7 @@ decode_update(Decoder *d, PgoutputUpdate *m)
 			return truncated(d);
 	}
 	if (marker != PGOUTPUT_TUPLE_NEW)
-		return pgoutput_fail(d->err, d->errlen,
+		return errbuf_fail(d->err, d->errlen,
 							 "%s message has tuple marker 0x%02x where 'N'%s was expected",
 							 d->what, marker, m->old_kind ? "" : ", 'K' or 'O'");
 	return read_tuple(d, &m->newtuple) && check_end(d);
@@ -431,7 +415,7 @@ decode_delete(Decoder *d, PgoutputDelete *m)
 	if (d->r.failed)
 		return truncated(d);
 	if (m->old_kind != PGOUTPUT_TUPLE_KEY && m->old_kind != PGOUTPUT_TUPLE_OLD)
-		return pgoutput_fail(d->err, d->errlen, "%s message has tuple marker 0x%02x, not 'K' or 'O'",
+		return errbuf_fail(d->err, d->errlen, "%s message has tuple marker 0x%02x, not 'K' or 'O'",
 							 d->what, m->old_kind);
 	return read_tuple(d, &m->oldtuple) && check_end(d);
 }
@@ -445,11 +429,11 @@ decode_truncate(Decoder *d, PgoutputTruncate *m)
 	if (d->r.failed)
 		return truncated(d);
 	if (m->flags & ~(PGOUTPUT_TRUNCATE_CASCADE | PGOUTPUT_TRUNCATE_RESTART_IDENTITY))
-		return pgoutput_fail(d->err, d->errlen, "%s message has unknown flags 0x%02x",
+		return errbuf_fail(d->err, d->errlen, "%s message has unknown flags 0x%02x",
 							 d->what, m->flags);
 	/* Compare with what is there, so a huge count costs nothing. */
 	if (nrels < 0 || (size_t) nrels != msgread_remaining(&d->r) / 4)
-		return pgoutput_fail(d->err, d->errlen,
+		return errbuf_fail(d->err, d->errlen,
 							 "%s message has %zu bytes for %" PRId32 " relations",
 							 d->what, msgread_remaining(&d->r), nrels);
 	m->nrels = nrels;
@@ -480,10 +464,10 @@ decode_message(Decoder *d, PgoutputLogicalMessage *m)
 	if (d->r.failed)
 		return truncated(d);
 	if (m->flags & ~PGOUTPUT_MESSAGE_TRANSACTIONAL)
-		return pgoutput_fail(d->err, d->errlen, "%s message has unknown flags 0x%02x",
+		return errbuf_fail(d->err, d->errlen, "%s message has unknown flags 0x%02x",
 							 d->what, m->flags);
 	if (len < 0)
-		return pgoutput_fail(d->err, d->errlen, "%s message has a negative content length",
+		return errbuf_fail(d->err, d->errlen, "%s message has a negative content length",
 							 d->what);
 	m->content_len = (uint32_t) len;
 	m->content = NULL;
@@ -502,7 +486,7 @@ decode_stream_start(Decoder *d, PgoutputStreamStart *m)
 	if (!check_xid_set(d, m->xid))
 		return false;
 	if (first > 1)
-		return pgoutput_fail(d->err, d->errlen, "%s message has first-segment flag %u, not 0 or 1",
+		return errbuf_fail(d->err, d->errlen, "%s message has first-segment flag %u, not 0 or 1",
 							 d->what, first);
 	m->first_segment = first == 1;
 	return check_end(d);
@@ -589,22 +573,22 @@ pgoutput_decode(const uint8_t *data, size_t len, int proto_version, bool in_stre
 	int min_version;
 
 	if (proto_version < PGOUTPUT_PROTO_MIN || proto_version > PGOUTPUT_PROTO_MAX)
-		return pgoutput_fail(err, errlen, "pgoutput protocol version %d is not supported",
+		return errbuf_fail(err, errlen, "pgoutput protocol version %d is not supported",
 							 proto_version);
 	if (in_stream && proto_version < PGOUTPUT_PROTO_STREAMING)
-		return pgoutput_fail(err, errlen, "pgoutput protocol version %d has no streamed transactions",
+		return errbuf_fail(err, errlen, "pgoutput protocol version %d has no streamed transactions",
 							 proto_version);
 	msgread_init(&d.r, data, len);
 	d.err = err;
 	d.errlen = errlen;
 	if (!msgread_byte(&d.r, &type))
-		return pgoutput_fail(err, errlen, "pgoutput message is empty");
+		return errbuf_fail(err, errlen, "pgoutput message is empty");
 	d.what = pgoutput_message_name(type);
 	min_version = min_proto_version(type);
 	if (min_version == 0)
-		return pgoutput_fail(err, errlen, "unknown pgoutput message type 0x%02x", type);
+		return errbuf_fail(err, errlen, "unknown pgoutput message type 0x%02x", type);
 	if (proto_version < min_version)
-		return pgoutput_fail(err, errlen, "%s message needs protocol version %d, not %d",
+		return errbuf_fail(err, errlen, "%s message needs protocol version %d, not %d",
 							 d.what, min_version, proto_version);
 
 	out->type = type;
@@ -655,7 +639,7 @@ pgoutput_decode(const uint8_t *data, size_t len, int proto_version, bool in_stre
 		return decode_rollback_prepared(&d, &out->rollback_prepared);
 	default:
 		/* min_proto_version knows every type this switch does. */
-		return pgoutput_fail(err, errlen, "unknown pgoutput message type 0x%02x", type);
+		return errbuf_fail(err, errlen, "unknown pgoutput message type 0x%02x", type);
 	}
 }
 
@@ -673,7 +657,7 @@ pgoutput_parse_xlogdata(const uint8_t *data, size_t len, XLogData *out,
 	d.err = err;
 	d.errlen = errlen;
 	if (!msgread_byte(&d.r, &type) || type != PGOUTPUT_XLOGDATA)
-		return pgoutput_fail(err, errlen, "CopyData message is not XLogData");
+		return errbuf_fail(err, errlen, "CopyData message is not XLogData");
 	out->data_start = get_lsn(&d);
 	out->wal_end = get_lsn(&d);
 	out->send_time = get_int64(&d);
@@ -699,14 +683,14 @@ pgoutput_parse_keepalive(const uint8_t *data, size_t len, XLogKeepalive *out,
 	d.err = err;
 	d.errlen = errlen;
 	if (!msgread_byte(&d.r, &type) || type != PGOUTPUT_KEEPALIVE)
-		return pgoutput_fail(err, errlen, "CopyData message is not a primary keepalive");
+		return errbuf_fail(err, errlen, "CopyData message is not a primary keepalive");
 	out->wal_end = get_lsn(&d);
 	out->send_time = get_int64(&d);
 	reply = get_byte(&d);
 	if (d.r.failed)
 		return truncated(&d);
 	if (reply > 1)
-		return pgoutput_fail(err, errlen, "Primary keepalive message has reply flag %u, not 0 or 1",
+		return errbuf_fail(err, errlen, "Primary keepalive message has reply flag %u, not 0 or 1",
 							 reply);
 	out->reply_requested = reply == 1;
 	return check_end(&d);
