@@ -320,7 +320,8 @@ handoff_log=$work/pghandoff.log
 handoff_failures=0
 
 start_handoff() {
-	printf '%s\n' "---- started $(date '+%F %T.%3N')" >>"$handoff_log"
+	# The same timestamp format as pghandoff's own log lines: see handoff_phases.
+	printf '%s\n' "---- started $(date -u '+%F %T.%3N UTC')" >>"$handoff_log"
 	"$work/pghandoff" replicate -c "$work/pghandoff.ini" >>"$handoff_log" 2>&1 &
 	handoff_pid=$!
 }
@@ -344,6 +345,25 @@ stop_handoff() {
 		say "!! pghandoff exited with status $status after SIGTERM"
 		handoff_failed
 	fi
+}
+
+# handoff_phases: where pghandoff's last run spent its time, from its log:
+# seconds from its start to each of the milestones it logs.  The awk keeps
+# the log from the last "---- started" line on.
+handoff_phases() {
+	awk '/^---- started/ { n = 0 } { line[++n] = $0 } END { for (i = 1; i <= n; i++) print line[i] }' "$handoff_log" |
+		while IFS= read -r l; do
+			case $l in
+			"---- started "*) printf 'start %s\n' "$(date -d "${l#---- started }" +%s.%N)" ;;
+			*"pre-data restored"*) printf 'pre-data %s\n' "$(date -d "${l%% UTC *} UTC" +%s.%N)" ;;
+			*"initial copy done"*) printf 'data %s\n' "$(date -d "${l%% UTC *} UTC" +%s.%N)" ;;
+			*"post-data restored"*) printf 'post-data %s\n' "$(date -d "${l%% UTC *} UTC" +%s.%N)" ;;
+			*"streaming from"*) printf 'streaming %s\n' "$(date -d "${l%% UTC *} UTC" +%s.%N)" ;;
+			esac
+		done | awk '
+			$1 == "start" { t0 = $2; next }
+			!($1 in seen) { seen[$1] = 1; out = out sprintf("%s%s at %.1f s", out == "" ? "" : ", ", $1, $2 - t0) }
+			END { print out }'
 }
 
 # handoff_failed: the last lines of pghandoff's log, for the report.
@@ -375,6 +395,17 @@ median() {
 			if (n == 0) print "-"
 			else if (n % 2) print v[(n + 1) / 2]
 			else print (v[n / 2] + v[n / 2 + 1]) / 2
+		}'
+}
+
+# spread V...: (max - min) / median of the values, in percent, or "-".
+spread() {
+	printf '%s\n' "$@" | sort -g | awk '
+		NF { v[++n] = $1 }
+		END {
+			if (n < 2) { print "-"; exit }
+			m = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+			if (m + 0 == 0) print "-"; else printf "%.0f%%\n", 100 * (v[n] - v[1]) / m
 		}'
 }
 
@@ -425,6 +456,7 @@ copy_pghandoff() {
 		stop_handoff
 	else
 		stop_handoff
+		say "   pghandoff phases: $(handoff_phases)"
 		check_copy "$tgt1_port"
 		secs=$(elapsed "$t0" "$t1")
 	fi
@@ -493,7 +525,7 @@ say "== initial copy into an empty database (seconds; runs interleaved pghandoff
 for ((round = 1; round <= ROUNDS; round++)); do
 	for m in "${copy_methods[@]}"; do
 		if "copy_$m" "$round"; then
-			copy_runs[$m]+="$secs "
+			copy_runs[$m]+="${copy_runs[$m]:+ }$secs"
 			printf '   round %d %-9s %8.2f s\n' "$round" "$m" "$secs"
 		else
 			printf '   round %d %-9s   FAILED\n' "$round" "$m"
@@ -563,6 +595,8 @@ catchup_pghandoff() {
 		return 1
 	fi
 	result="$n $(elapsed "$t0" "$t1") $(q "$src1_port" postgres "SELECT pg_wal_lsn_diff('$lsn', '$wal_start')::bigint")"
+	# How much of that was starting up (preflight, connections) rather than applying.
+	say "   pghandoff started up: $(handoff_phases)"
 }
 
 # catchup_native: the subscription is enabled; prints "transactions seconds wal_bytes".
@@ -597,8 +631,8 @@ for ((round = 1; round <= ROUNDS; round++)); do
 	for m in pghandoff native; do
 		if "catchup_$m" && read -r n secs wal <<<"$result" && [[ $n =~ ^[0-9]+$ && $secs =~ ^[0-9.]+$ ]]; then
 			rate=$(awk -v n="$n" -v s="$secs" 'BEGIN { printf "%.0f\n", (s > 0) ? 4 * n / s : 0 }')
-			catchup_rate[$m]+="$rate "
-			catchup_secs[$m]+="$secs "
+			catchup_rate[$m]+="${catchup_rate[$m]:+ }$rate"
+			catchup_secs[$m]+="${catchup_secs[$m]:+ }$secs"
 			printf '   round %d %-9s %8d transactions = %9d row changes, %6.0f MB of WAL, caught up in %7.2f s: %9d rows/s\n' \
 				"$round" "$m" "$n" $((4 * n)) "$(awk -v w="$wal" 'BEGIN { print w / 1048576 }')" "$secs" "$rate"
 		else
@@ -612,27 +646,34 @@ q "$tgt2_port" "$DB" "DROP SUBSCRIPTION native" >/dev/null
 # ---- results ---------------------------------------------------------------
 
 say
-say "== results: medians of $ROUNDS round(s)"
-declare -A copy_med=()
+say "== results: medians of $ROUNDS round(s); spread = (max - min) / median of one method's runs"
+say "   a ratio nearer 1 than the spread is within the noise"
+declare -A copy_med=() copy_spread=()
 for m in "${copy_methods[@]}"; do
 	# shellcheck disable=SC2086  # the runs are words on purpose
 	copy_med[$m]=$(median ${copy_runs[$m]:-})
+	# shellcheck disable=SC2086
+	copy_spread[$m]=$(spread ${copy_runs[$m]:-})
+done
+say "initial copy, scale $SCALE ($src_size), seconds:"
+for m in "${copy_methods[@]}"; do
+	printf '   %-9s %8s s  spread %4s  runs: %s\n' "$m" "${copy_med[$m]}" "${copy_spread[$m]}" "${copy_runs[$m]:-none}"
 done
 r_pgcopydb=$(ratio "${copy_med[pghandoff]}" "${copy_med[pgcopydb]}")
 r_native=$(ratio "${copy_med[pghandoff]}" "${copy_med[native]}")
-printf 'initial copy, scale %s (%s):  pghandoff %ss  pgcopydb %ss  native %ss\n' "$SCALE" "$src_size" \
-	"${copy_med[pghandoff]}" "${copy_med[pgcopydb]}" "${copy_med[native]}"
 printf '   pghandoff / pgcopydb = %s   (target <= 0.80: %s)\n' "$r_pgcopydb" "$(verdict "$r_pgcopydb" '<=' 0.80)"
 printf '   pghandoff / native   = %s\n' "$r_native"
 
-# shellcheck disable=SC2086
-rate_h=$(median ${catchup_rate[pghandoff]:-})
-# shellcheck disable=SC2086
-rate_n=$(median ${catchup_rate[native]:-})
-# shellcheck disable=SC2086
-printf 'catch-up after %ss of pgbench:  pghandoff %s rows/s (%ss)  native %s rows/s (%ss)\n' "$CATCHUP_SECONDS" \
-	"$rate_h" "$(median ${catchup_secs[pghandoff]:-})" "$rate_n" "$(median ${catchup_secs[native]:-})"
-r_catchup=$(ratio "$rate_h" "$rate_n")
+say "catch-up after ${CATCHUP_SECONDS}s of pgbench, row changes per second:"
+declare -A rate_med=()
+for m in pghandoff native; do
+	# shellcheck disable=SC2086
+	rate_med[$m]=$(median ${catchup_rate[$m]:-})
+	# shellcheck disable=SC2086
+	printf '   %-9s %8s rows/s  spread %4s  (median %s s)  runs: %s\n' "$m" "${rate_med[$m]}" \
+		"$(spread ${catchup_rate[$m]:-})" "$(median ${catchup_secs[$m]:-})" "${catchup_rate[$m]:-none}"
+done
+r_catchup=$(ratio "${rate_med[pghandoff]}" "${rate_med[native]}")
 printf '   pghandoff / native   = %s   (target >= 1.20: %s)\n' "$r_catchup" "$(verdict "$r_catchup" '>=' 1.20)"
 say "pghandoff failures: $handoff_failures"
 say "load:       $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min) at the end"
