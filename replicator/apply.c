@@ -138,12 +138,13 @@ applier_init(Applier *ap, ReplConn *target, const char *origin, uint64_t start_l
 	ap->origin = origin;
 	ap->skip_before = start_lsn;
 	ap->flushed_lsn = start_lsn;
+	ap->committed_lsn = start_lsn;
 	ap->exact_before = exact_before;
 	relcache_init(&ap->relcache);
 	batch_init(&ap->batch);
 	/* Triggers and foreign keys stay quiet, as for a native subscription. */
 	if (!repl_exec(target, "SET session_replication_role = replica") ||
-	    !repl_exec(target, "SET synchronous_commit = on") ||
+	    !repl_exec(target, "SET synchronous_commit = off") ||
 	    !repl_query(target, "SELECT pg_replication_origin_session_setup($1)", 1, params, &res))
 		return false;
 	PQclear(res);
@@ -630,12 +631,30 @@ applier_flush(Applier *ap, bool idle)
 		return false;
 	ap->target_open = false;
 	if (ap->group_xacts > 0)
-		ap->flushed_lsn = ap->group_end_lsn;
+		ap->committed_lsn = ap->group_end_lsn;
 	ap->xacts_applied += ap->group_xacts;
 	log_debug(ap->subject, "committed %d source transaction(s), %lld change(s), up to %s", ap->group_xacts,
 		  (long long) ap->group_changes, lsn);
 	ap->group_xacts = 0;
 	ap->group_changes = 0;
+	return true;
+}
+
+bool
+applier_update_flushed(Applier *ap)
+{
+	const char *params[1] = {ap->origin};
+	char buf[LSN_FORMAT_LEN];
+	uint64_t lsn;
+
+	if (ap->target_open || ap->committed_lsn == ap->flushed_lsn)
+		return true;
+	/* With flush = true the origin reports only what the target's WAL has on disk. */
+	if (!repl_query_copy_value(ap->target, "SELECT coalesce(pg_replication_origin_progress($1, true), '0/0')", 1,
+				   params, buf, sizeof(buf)))
+		return false;
+	if (lsn_parse(buf, &lsn) && lsn > ap->flushed_lsn)
+		ap->flushed_lsn = lsn;
 	return true;
 }
 

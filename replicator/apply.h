@@ -46,7 +46,8 @@ typedef struct Applier {
 	bool batch_this_xact;	/* the current source transaction may be batched */
 	bool batch_failed;	/* applying a batch failed: retry these transactions exactly */
 
-	uint64_t flushed_lsn;	/* committed on the target: what feedback may confirm */
+	uint64_t committed_lsn;	/* committed on the target (asynchronously) */
+	uint64_t flushed_lsn;	/* committed and on disk on the target: what feedback may confirm */
 	int64_t changes_applied;
 	int64_t xacts_applied;
 } Applier;
@@ -62,6 +63,14 @@ void applier_free(Applier *ap);
 
 /* Applies one decoded message; false (logged) on an error that stops this database. */
 bool applier_handle(Applier *ap, const PgoutputMessage *msg) __attribute__((warn_unused_result));
+
+/*
+ * Target commits are asynchronous (synchronous_commit = off), as a native
+ * subscription's are; what the target has flushed is read back from the
+ * origin before feedback, so the slot never moves past what a target crash
+ * would keep.
+ */
+bool applier_update_flushed(Applier *ap) __attribute__((warn_unused_result));
 
 /*
  * Commits the open group if it is worth it now: when idle is true (no more

@@ -58,6 +58,11 @@ replicate_names(const Config *config, const DatabaseMapping *db, ReplNames *name
 	snprintf(names->origin, sizeof(names->origin), "%s", names->slot);
 }
 
+/*
+ * The origin's progress as the target's data stands (flush = false): the
+ * data and the progress come from the same WAL, so after a target crash
+ * both are what recovery kept.
+ */
 static bool
 origin_state(ReplConn *target, const char *origin, bool *exists, uint64_t *progress)
 {
@@ -67,7 +72,7 @@ origin_state(ReplConn *target, const char *origin, bool *exists, uint64_t *progr
 	if (!repl_query(target,
 			"SELECT pg_replication_origin_oid($1) IS NOT NULL, "
 			"CASE WHEN pg_replication_origin_oid($1) IS NOT NULL "
-			"THEN coalesce(pg_replication_origin_progress($1, true), '0/0') END",
+			"THEN coalesce(pg_replication_origin_progress($1, false), '0/0') END",
 			1, params, &res))
 		return false;
 	*exists = strcmp(PQgetvalue(res, 0, 0), "t") == 0;

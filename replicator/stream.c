@@ -56,15 +56,20 @@ static bool
 send_feedback(Stream *s, bool reply)
 {
 	uint8_t buf[PGOUTPUT_STATUS_UPDATE_LEN];
-	uint64_t flushed = s->applier.flushed_lsn;
+	uint64_t flushed;
 	size_t len;
+
+	if (!applier_update_flushed(&s->applier))
+		return false;
+	flushed = s->applier.flushed_lsn;
 
 	/*
 	 * With nothing received beyond what the target has, the received position
 	 * is safe to confirm too: it lets the slot move on while the source only
 	 * writes to tables that are not published.
 	 */
-	if (!s->applier.target_open && !s->applier.in_source_xact && s->received_lsn > flushed)
+	if (!s->applier.target_open && !s->applier.in_source_xact && s->applier.committed_lsn == flushed &&
+	    s->received_lsn > flushed)
 		flushed = s->received_lsn;
 	len = pgoutput_build_status_update(buf, s->received_lsn, flushed, flushed, pgtime_now(), reply);
 	if (PQputCopyData(s->repl->conn, (const char *) buf, (int) len) != 1 || PQflush(s->repl->conn) != 0) {
