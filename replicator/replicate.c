@@ -226,7 +226,7 @@ advance_origin(ReplConn *target, const char *origin, uint64_t lsn)
 /* Everything up to streaming; on return *start_lsn is where streaming begins. */
 static bool
 initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *names, ReplConn *source,
-	     ReplConn *target, ReplConn *repl, uint64_t *start_lsn, const char *subject)
+	     ReplConn *target, ReplConn *repl, uint64_t *start_lsn, const char *dump_path, const char *subject)
 {
 	const char *params[1] = {names->origin};
 	CopyProgress progress;
@@ -265,7 +265,8 @@ initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *n
 		}
 		if (config->replication.roles == ROLES_COPY && !schema_copy_roles(config, source->version / 10000, subject))
 			return false;
-		if (!schema_copy_section(config, db, "pre-data", source->version / 10000, subject))
+		if (!schema_dump(config, db, source->version / 10000, dump_path, subject) ||
+		    !schema_restore(config, db, dump_path, "pre-data", 1, subject))
 			return false;
 	} else if (!schema_verify(source, target, subject)) {
 		return false;
@@ -285,7 +286,7 @@ initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *n
 	log_info(subject, "initial copy done: %d table(s), %lld rows", progress.tables_done,
 		 (long long) progress.rows_done);
 	if (config->replication.schema == SCHEMA_COPY &&
-	    !schema_copy_section(config, db, "post-data", source->version / 10000, subject))
+	    !schema_restore(config, db, dump_path, "post-data", config->replication.copy_jobs, subject))
 		return false;
 	/* Only now is the target complete: progress > 0 says so to a restarted replicator. */
 	return advance_origin(target, names->origin, *start_lsn);
@@ -319,8 +320,23 @@ replicate_database(const Config *config, const DatabaseMapping *db)
 	    !repl_connect(&repl, &config->source, db->name, true, subject) ||
 	    !origin_state(&target, names.origin, &origin_exists, &start_lsn))
 		goto fail;
-	if (start_lsn == 0 && !initial_sync(config, db, &names, &source, &target, &repl, &start_lsn, subject))
-		goto fail;
+	if (start_lsn == 0) {
+		char dir[] = "/tmp/pghandoff-schema-XXXXXX";
+		char dump_path[sizeof(dir) + 16];
+		bool ok;
+
+		/* The schema-only archive lives as long as the initial sync. */
+		if (!mkdtemp(dir)) {
+			log_error(subject, "could not create a directory for the schema archive: %s", strerror(errno));
+			goto fail;
+		}
+		snprintf(dump_path, sizeof(dump_path), "%s/schema.dump", dir);
+		ok = initial_sync(config, db, &names, &source, &target, &repl, &start_lsn, dump_path, subject);
+		(void) unlink(dump_path);
+		(void) rmdir(dir);
+		if (!ok)
+			goto fail;
+	}
 	repl_close(&source);
 
 	/*

@@ -2,11 +2,12 @@
  * The schema on the target: with schema = copy, pg_dump's pre-data section
  * (tables, types, functions) goes in before the data and the post-data
  * section (indexes, constraints, triggers) after it, which is much faster
- * than loading into indexed tables.  With schema = none the DBA made the
- * schema, and every published table is checked column by column.
+ * than loading into indexed tables; pg_restore builds the post-data section
+ * with several jobs.  With schema = none the DBA made the schema, and every
+ * published table is checked column by column.
  *
- * pg_dump and psql run as child processes joined by a pipe: no temporary
- * files, and the password reaches them through PGPASSWORD, never argv.
+ * The tools run as child processes; the schema-only archive is small, and
+ * the password reaches them through PGPASSWORD, never argv.
  */
 #include "replicator/schema.h"
 #include "common/log.h"
@@ -153,40 +154,79 @@ run_pipeline(char *const dump_argv[], const char *psql, const char *target_conni
 }
 
 bool
-schema_copy_section(const Config *config, const DatabaseMapping *db, const char *section, int source_major,
-		    const char *subject)
+schema_dump(const Config *config, const DatabaseMapping *db, int source_major, const char *path, const char *subject)
 {
-	char pg_dump[PATH_MAX], psql[PATH_MAX], sect[64];
+	char pg_dump[PATH_MAX];
 	char *source_ci = repl_conninfo(&config->source, db->name);
-	char *target_ci = repl_conninfo(&config->target, db->target_name);
 	char *source_pw = password_of(&config->source);
-	char *target_pw = password_of(&config->target);
 	bool keep_roles = config->replication.roles == ROLES_COPY;
-	char *argv[16];
+	char *argv[20];
 	int n = 0;
+	pid_t pid;
 	bool ok = false;
 
-	if (!source_ci || !target_ci || !schema_find_tool(config, "pg_dump", source_major, pg_dump, sizeof(pg_dump), subject) ||
-	    !schema_find_tool(config, "psql", 0, psql, sizeof(psql), subject))
+	if (!source_ci || !schema_find_tool(config, "pg_dump", source_major, pg_dump, sizeof(pg_dump), subject))
 		goto done;
-	snprintf(sect, sizeof(sect), "--section=%s", section);
 	argv[n++] = pg_dump;
 	argv[n++] = "--schema-only";
-	argv[n++] = sect;
+	argv[n++] = "--format=custom";
 	argv[n++] = "--no-publications";
 	argv[n++] = "--no-subscriptions";
 	if (!keep_roles) {
 		argv[n++] = "--no-owner";
 		argv[n++] = "--no-privileges";
 	}
+	argv[n++] = "--file";
+	argv[n++] = (char *) path;
 	argv[n++] = "-d";
 	argv[n++] = source_ci;
 	argv[n] = NULL;
-	ok = run_pipeline(argv, psql, target_ci, source_pw, target_pw, true, section, subject);
+	pid = spawn(argv, -1, -1, source_pw, subject);
+	ok = pid > 0 && wait_child(pid, "pg_dump", subject);
 done:
 	free(source_ci);
-	free(target_ci);
 	free(source_pw);
+	return ok;
+}
+
+bool
+schema_restore(const Config *config, const DatabaseMapping *db, const char *path, const char *section, int jobs,
+	       const char *subject)
+{
+	char pg_restore[PATH_MAX], sect[64], jobsarg[32];
+	char *target_ci = repl_conninfo(&config->target, db->target_name);
+	char *target_pw = password_of(&config->target);
+	bool keep_roles = config->replication.roles == ROLES_COPY;
+	char *argv[20];
+	int n = 0;
+	pid_t pid;
+	bool ok = false;
+
+	if (!target_ci || !schema_find_tool(config, "pg_restore", 0, pg_restore, sizeof(pg_restore), subject))
+		goto done;
+	snprintf(sect, sizeof(sect), "--section=%s", section);
+	snprintf(jobsarg, sizeof(jobsarg), "--jobs=%d", jobs);
+	argv[n++] = pg_restore;
+	argv[n++] = sect;
+	/* Indexes and constraints of different tables build side by side. */
+	argv[n++] = jobsarg;
+	argv[n++] = "--exit-on-error";
+	if (!keep_roles) {
+		argv[n++] = "--no-owner";
+		argv[n++] = "--no-privileges";
+	}
+	argv[n++] = "-d";
+	argv[n++] = target_ci;
+	argv[n++] = (char *) path;
+	argv[n] = NULL;
+	pid = spawn(argv, -1, -1, target_pw, subject);
+	ok = pid > 0 && wait_child(pid, "pg_restore", subject);
+	if (ok)
+		log_info(subject, "%s restored on the target", section);
+	else
+		log_error(subject, "%s could not be restored on the target", section);
+done:
+	free(target_ci);
 	free(target_pw);
 	return ok;
 }

@@ -15,9 +15,12 @@
 /* Finds tool in pg_bindir or on PATH and checks it is at least min_major. */
 bool schema_find_tool(const Config *config, const char *tool, int min_major, char *path, size_t len,
 		      const char *subject) __attribute__((warn_unused_result));
-/* pg_dump --section=section of the source database, restored into the target one. */
-bool schema_copy_section(const Config *config, const DatabaseMapping *db, const char *section, int source_major,
-			 const char *subject) __attribute__((warn_unused_result));
+/* pg_dump --schema-only of the source database into a custom-format archive at path. */
+bool schema_dump(const Config *config, const DatabaseMapping *db, int source_major, const char *path,
+		 const char *subject) __attribute__((warn_unused_result));
+/* pg_restore of one section ("pre-data", "post-data") of that archive into the target database. */
+bool schema_restore(const Config *config, const DatabaseMapping *db, const char *path, const char *section,
+		    int jobs, const char *subject) __attribute__((warn_unused_result));
 /* roles = copy: pg_dumpall --roles-only; roles that exist on the target are kept. */
 bool schema_copy_roles(const Config *config, int source_major, const char *subject)
 	__attribute__((warn_unused_result));
