@@ -869,8 +869,12 @@ config_each(const Config *config, ConfigEachFn fn, void *arg)
 	for (s = 0; s < 2; s++) {
 		for (i = 0; i < N_SERVER_KEYS; i++)
 			each_value(fn, arg, servers[s]->role, &server_keys[i], servers[s]);
-		for (k = 0; k < servers[s]->nssl; k++)
-			fn(arg, servers[s]->role, servers[s]->ssl_keys[k], servers[s]->ssl_values[k]);
+		for (k = 0; k < servers[s]->nssl; k++) {
+			/* sslpassword unlocks the client key: as secret as a password. */
+			bool secret = strstr(servers[s]->ssl_keys[k], "password") != NULL;
+
+			fn(arg, servers[s]->role, servers[s]->ssl_keys[k], secret ? "********" : servers[s]->ssl_values[k]);
+		}
 	}
 	for (d = 0; d < config->ndatabases; d++)
 		fn(arg, "databases", config->databases[d].name, config->databases[d].target_name);

@@ -419,6 +419,11 @@ handle_startup(Client *client, const PktHeader *pkt)
 		client_disconnect(client, "57P01", "pghandoff is shutting down");
 		return false;
 	}
+	if (list_count(&proxy->active_clients) + list_count(&proxy->admin_clients) >= proxy->config.proxy.max_client_conn) {
+		client_disconnect(client, "53300", "sorry, too many clients already (max_client_conn = %d)",
+				  proxy->config.proxy.max_client_conn);
+		return false;
+	}
 	if (!keep_params(client, &sp)) {
 		client_disconnect(client, "53200", "out of memory");
 		return false;

@@ -193,7 +193,7 @@ struct Proxy {
 	ev_signal sig_int;
 	ev_signal sig_hup;
 	ev_timer shutdown_timer;
-	ev_check reaper;	/* frees JUSTFREE objects after each loop iteration */
+	ev_prepare reaper;	/* frees JUSTFREE objects after each loop iteration */
 };
 
 /* Lookups. */

@@ -63,11 +63,7 @@ on_accept(struct ev_loop *loop, ev_io *w, int revents)
 		client = client_new(proxy, fd, (struct sockaddr *) &addr, addrlen);
 		if (!client)
 			continue;
-		if (proxy->nclients - list_count(&proxy->justfree_clients) > proxy->config.proxy.max_client_conn) {
-			client_disconnect(client, "53300", "sorry, too many clients already (max_client_conn = %d)",
-					  proxy->config.proxy.max_client_conn);
-			continue;
-		}
+		/* max_client_conn is checked on the startup packet: a CancelRequest must get through. */
 		ev_timer_init(&client->login_timer, on_login_timeout,
 			      (ev_tstamp) proxy->config.proxy.client_login_timeout / 1e6, 0.);
 		ev_timer_start(loop, &client->login_timer);
@@ -262,6 +258,28 @@ install_databases(Proxy *proxy, const Config *config)
 	return true;
 }
 
+static bool
+database_listed(const Config *config, const char *name)
+{
+	return config_find_database(config, name) != NULL;
+}
+
+static void
+repoint_clients(Proxy *proxy, List *clients)
+{
+	List *item;
+
+	list_for_each(item, clients) {
+		Client *c = container_of(item, Client, head);
+
+		if (!c->db)
+			continue;
+		c->db = proxy_find_database(proxy, c->db->name);
+		if (c->server)
+			c->server->db = c->db;
+	}
+}
+
 bool
 proxy_reload(Proxy *proxy)
 {
@@ -275,14 +293,19 @@ proxy_reload(Proxy *proxy)
 		log_error("proxy", "reload failed: the previous configuration stays in force");
 		return false;
 	}
-	/* Clients of a database that is no longer listed keep their Database until they leave. */
+	/* A database that still has clients cannot go away under them. */
 	list_for_each(item, &proxy->active_clients) {
 		Client *c = container_of(item, Client, head);
 
-		for (i = 0; i < s.config.ndatabases; i++)
-			if (strcmp(c->db->name, s.config.databases[i].name) == 0)
-				break;
-		if (i == s.config.ndatabases) {
+		if (!database_listed(&s.config, c->db->name)) {
+			log_error("proxy", "reload refused: database \"%s\" still has clients", c->db->name);
+			goto refuse;
+		}
+	}
+	list_for_each(item, &proxy->login_clients) {
+		Client *c = container_of(item, Client, head);
+
+		if (c->db && !database_listed(&s.config, c->db->name)) {
 			log_error("proxy", "reload refused: database \"%s\" still has clients", c->db->name);
 			goto refuse;
 		}
@@ -292,18 +315,15 @@ proxy_reload(Proxy *proxy)
 		log_warning("proxy", "listen_addr and listen_port take effect at the next restart");
 	if (!install_databases(proxy, &s.config))
 		goto refuse;
-	/* Re-point the clients at the new Database objects. */
-	list_for_each(item, &proxy->active_clients) {
-		Client *c = container_of(item, Client, head);
-		Database *db = proxy_find_database(proxy, c->db->name);
-
-		c->db = db;
-		if (c->server)
-			c->server->db = db;
-	}
+	/* Every client and server points into the old array: re-point them all, logging in or not. */
+	repoint_clients(proxy, &proxy->active_clients);
+	repoint_clients(proxy, &proxy->login_clients);
 	for (i = 0; i < proxy->ndatabases; i++) {
 		proxy->databases[i].nclients = 0;
 		list_for_each(item, &proxy->active_clients)
+			if (container_of(item, Client, head)->db == &proxy->databases[i])
+				proxy->databases[i].nclients++;
+		list_for_each(item, &proxy->login_clients)
 			if (container_of(item, Client, head)->db == &proxy->databases[i])
 				proxy->databases[i].nclients++;
 	}
@@ -404,8 +424,13 @@ on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 	}
 }
 
+/*
+ * Runs just before the loop blocks, after every callback of the iteration:
+ * the place to free what those callbacks closed, and to notice that a
+ * shutdown has nothing left to wait for.
+ */
 static void
-on_loop_iteration(struct ev_loop *loop, ev_check *w, int revents)
+on_loop_iteration(struct ev_loop *loop, ev_prepare *w, int revents)
 {
 	Proxy *proxy = container_of(w, Proxy, reaper);
 
@@ -460,8 +485,8 @@ proxy_main(const char *config_path)
 	ev_signal_start(proxy->loop, &proxy->sig_int);
 	ev_signal_start(proxy->loop, &proxy->sig_hup);
 	ev_init(&proxy->shutdown_timer, on_shutdown_timeout);
-	ev_check_init(&proxy->reaper, on_loop_iteration);
-	ev_check_start(proxy->loop, &proxy->reaper);
+	ev_prepare_init(&proxy->reaper, on_loop_iteration);
+	ev_prepare_start(proxy->loop, &proxy->reaper);
 
 	log_info("proxy", "pghandoff %s proxy started: %d database(s), source %s:%d", PGHANDOFF_VERSION,
 		 proxy->ndatabases, proxy->source.host, proxy->source.port);
@@ -474,7 +499,7 @@ done:
 	ev_signal_stop(proxy->loop, &proxy->sig_term);
 	ev_signal_stop(proxy->loop, &proxy->sig_int);
 	ev_signal_stop(proxy->loop, &proxy->sig_hup);
-	ev_check_stop(proxy->loop, &proxy->reaper);
+	ev_prepare_stop(proxy->loop, &proxy->reaper);
 	ev_timer_stop(proxy->loop, &proxy->shutdown_timer);
 	userlist_free(proxy->users);
 	if (proxy->client_tls)
