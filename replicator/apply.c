@@ -235,24 +235,41 @@ append_where(StrBuf *sql, StrBuf *key, PGconn *conn, const RelCacheEntry *rel, c
 		strbuf_append(sql, "false");
 }
 
+/* Which columns of a tuple a statement takes as parameters. */
+typedef enum ParamPart {
+	PARAMS_SET,		/* INSERT values, or UPDATE SET with every present column */
+	PARAMS_SET_NO_KEYS,	/* UPDATE SET of a row whose key did not change */
+	PARAMS_WHERE_KEY,	/* WHERE on the replica identity's key columns */
+	PARAMS_WHERE_FULL,	/* WHERE on every column (REPLICA IDENTITY FULL) */
+} ParamPart;
+
 /* Collects the parameter values of the columns the statement uses, in its order. */
 static int
-collect_params(const RelCacheEntry *rel, const PgoutputTuple *tup, bool set_part, bool where_part, bool full,
-	       const char **values, int *lengths, int n)
+collect_params(const RelCacheEntry *rel, const PgoutputTuple *tup, ParamPart part, const char **values,
+	       int *lengths, int n)
 {
 	int i;
 
 	for (i = 0; i < rel->natts && i < tup->ncols; i++) {
 		const PgoutputColumn *c = &tup->cols[i];
 
-		if (set_part) {
+		switch (part) {
+		case PARAMS_SET_NO_KEYS:
+			if (rel->cols[i].key)
+				continue;
+			/* fall through */
+		case PARAMS_SET:
 			if (c->kind == PGOUTPUT_COLUMN_UNCHANGED)
 				continue;
-		} else if (where_part) {
-			if (full ? c->kind == PGOUTPUT_COLUMN_UNCHANGED : !rel->cols[i].key)
-				continue;
-			if (c->kind == PGOUTPUT_COLUMN_NULL)
+			break;
+		case PARAMS_WHERE_KEY:
+			if (!rel->cols[i].key || c->kind == PGOUTPUT_COLUMN_NULL)
 				continue;	/* IS NULL takes no parameter */
+			break;
+		case PARAMS_WHERE_FULL:
+			if (c->kind == PGOUTPUT_COLUMN_UNCHANGED || c->kind == PGOUTPUT_COLUMN_NULL)
+				continue;
+			break;
 		}
 		values[n] = c->kind == PGOUTPUT_COLUMN_NULL ? NULL : (const char *) c->value;
 		lengths[n] = (int) c->len;
@@ -398,7 +415,8 @@ apply_insert(Applier *ap, const PgoutputInsert *ins)
 			strbuf_append(&sql, i ? ", " : "");
 			repl_append_ident(&sql, ap->target->conn, rel->cols[i].name);
 		}
-		strbuf_append(&sql, ") VALUES (");
+		/* The source's values win, identity columns included. */
+		strbuf_append(&sql, ") OVERRIDING SYSTEM VALUE VALUES (");
 		for (i = 0; i < rel->natts; i++)
 			strbuf_appendf(&sql, "%s$%d", i ? ", " : "", i + 1);
 		strbuf_append(&sql, ")");
@@ -412,7 +430,7 @@ apply_insert(Applier *ap, const PgoutputInsert *ins)
 			  rel->relname, ins->newtuple.ncols, rel->natts);
 		return false;
 	}
-	n = collect_params(rel, &ins->newtuple, true, false, false, values, lengths, 0);
+	n = collect_params(rel, &ins->newtuple, PARAMS_SET, values, lengths, 0);
 	return execute(ap, rel, stmt, n, values, lengths);
 }
 
@@ -457,7 +475,8 @@ apply_update_or_delete(Applier *ap, uint32_t relid, bool is_update, uint8_t old_
 		repl_append_qualified(&sql, ap->target->conn, rel->nspname, rel->relname);
 		strbuf_append(&sql, " SET ");
 		for (i = 0; i < rel->natts && i < newtup->ncols; i++) {
-			if (newtup->cols[i].kind == PGOUTPUT_COLUMN_UNCHANGED) {
+			/* An unchanged key is not set: an identity column GENERATED ALWAYS refuses that. */
+			if (newtup->cols[i].kind == PGOUTPUT_COLUMN_UNCHANGED || (old_kind == 0 && rel->cols[i].key)) {
 				strbuf_append_char(&key, 'u');
 				continue;
 			}
@@ -497,8 +516,8 @@ apply_update_or_delete(Applier *ap, uint32_t relid, bool is_update, uint8_t old_
 	if (!stmt)
 		return false;
 	if (is_update)
-		n = collect_params(rel, newtup, true, false, false, values, lengths, 0);
-	n = collect_params(rel, where_tup, false, true, full, values, lengths, n);
+		n = collect_params(rel, newtup, old_kind == 0 ? PARAMS_SET_NO_KEYS : PARAMS_SET, values, lengths, 0);
+	n = collect_params(rel, where_tup, full ? PARAMS_WHERE_FULL : PARAMS_WHERE_KEY, values, lengths, n);
 	return execute(ap, rel, stmt, n, values, lengths);
 }
 

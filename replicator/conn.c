@@ -13,8 +13,8 @@
 bool
 repl_connect(ReplConn *rc, const ServerConfig *server, const char *dbname, bool replication, const char *subject)
 {
-	const char *keywords[CONFIG_MAX_CONN_PARAMS + 3];
-	const char *values[CONFIG_MAX_CONN_PARAMS + 3];
+	const char *keywords[CONFIG_MAX_CONN_PARAMS + 5];
+	const char *values[CONFIG_MAX_CONN_PARAMS + 5];
 	int n = 0;
 
 	memset(rc, 0, sizeof(*rc));
@@ -26,6 +26,15 @@ repl_connect(ReplConn *rc, const ServerConfig *server, const char *dbname, bool 
 		keywords[n] = "replication";
 		values[n++] = "database";
 	}
+	/*
+	 * Values travel as text between the clusters, so both ends speak one
+	 * unambiguous dialect whatever the databases' defaults say: the settings
+	 * native logical replication forces on its walsender too.
+	 */
+	keywords[n] = "options";
+	values[n++] = "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3";
+	keywords[n] = "client_encoding";
+	values[n++] = "UTF8";
 	keywords[n] = NULL;
 	values[n] = NULL;
 	rc->conn = PQconnectdbParams(keywords, values, 1);
