@@ -790,7 +790,8 @@ format_conninfo_redacted(const char *conninfo, StrBuf *out)
 
 		if (!o->val || !o->val[0])
 			continue;
-		v = strcmp(o->keyword, "password") == 0 ? "********" : o->val;
+		/* libpq marks its secret options (password, sslpassword) with dispchar "*". */
+		v = strchr(o->dispchar, '*') ? "********" : o->val;
 		strbuf_appendf(out, "%s%s='", first ? "" : " ", o->keyword);
 		for (; *v; v++) {
 			if (*v == '\'' || *v == '\\')

@@ -509,6 +509,9 @@ on_write(struct ev_loop *loop, ev_io *w, int revents)
 		start_reading(src);
 		if (src->buf && process(src))
 			release_if_empty(src);
+		/* TLS may hold decrypted bytes that no readiness event will announce. */
+		if (!src->closed && src->ssl && SSL_pending(src->ssl) > 0)
+			read_and_process(src);
 	}
 }
 
@@ -671,6 +674,8 @@ sbuf_continue(SBuf *sb)
 	start_reading(sb);
 	if (sb->buf && process(sb))
 		release_if_empty(sb);
+	if (!sb->closed && !sb->held && sb->ssl && SSL_pending(sb->ssl) > 0)
+		read_and_process(sb);
 }
 
 bool

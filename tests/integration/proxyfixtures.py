@@ -173,11 +173,22 @@ class ProxyProcess:
         raise AssertionError("unreachable")
 
     def accepts(self):
+        """True when the TCP listener (and the Unix socket, if configured) accept connections."""
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                return True
+                pass
         except OSError:
             return False
+        sockdir = self.proxy_options.get("unix_socket_dir")
+        if sockdir:
+            # The TCP socket accepts from listen() on, maybe before the Unix one exists.
+            try:
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.settimeout(1)
+                    s.connect(str(Path(sockdir) / f".s.PGSQL.{self.port}"))
+            except OSError:
+                return False
+        return True
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None

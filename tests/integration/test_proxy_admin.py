@@ -21,6 +21,7 @@ from proxyfixtures import (  # noqa: F401  (fixtures are used by name)
 
 SOURCE_SECRET = "source-secret-pw"
 SSL_SECRET = "sslkey-secret-pw"
+CONNINFO_SECRETS = ("conninfo-pw-1234", "conninfo-sslpw-5678")
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +36,9 @@ def pg(module_pg_factory):
 @pytest.fixture
 def proxy(pg, proxy_factory):
     # A trust cluster ignores the password; it is there to be redacted.
-    return proxy_factory(pg, databases=("app", "bench"),
-                         source_extra={"password": SOURCE_SECRET, "sslpassword": SSL_SECRET})
+    return proxy_factory(pg, databases=("app", "bench"), source_extra={
+        "password": SOURCE_SECRET, "sslpassword": SSL_SECRET,
+        "conninfo": "password=%s sslpassword=%s connect_timeout=10" % CONNINFO_SECRETS})
 
 
 CLIENT_COLUMNS = ["id", "user", "database", "state", "addr", "connect_time", "tx", "pending", "prepared",
@@ -102,7 +104,9 @@ def test_show_commands_psycopg(pg, proxy, pghandoff):
         assert config[("proxy", "listen_port")] == str(proxy.port)
         assert config[("databases", "app")] == "app"
         assert config[("source", "password")] == "********"
-        leaked = [k for k, v in config.items() if v and (SOURCE_SECRET in v or SSL_SECRET in v)]
+        assert "connect_timeout='10'" in config[("source", "conninfo")]
+        secrets = (SOURCE_SECRET, SSL_SECRET, *CONNINFO_SECRETS)
+        leaked = [(k, v) for k, v in config.items() if v and any(secret in v for secret in secrets)]
         assert not leaked, f"secrets shown by SHOW CONFIG: {leaked}"
 
         # Lower case, a trailing semicolon: the same command.
@@ -118,7 +122,8 @@ def test_show_commands_psql(proxy):
                              ("SHOW CONFIG", ["section", "key", "value"])):
         out = proxy.psql(["-A", "-F", "|", "-c", command], dbname="pghandoff").stdout
         assert out.splitlines()[0] == "|".join(columns), out
-        assert SOURCE_SECRET not in out and SSL_SECRET not in out
+        for secret in (SOURCE_SECRET, SSL_SECRET, *CONNINFO_SECRETS):
+            assert secret not in out, f"{command} shows {secret!r}"
     out = proxy.psql(["-At", "-c", "SHOW DATABASES"], dbname="pghandoff").stdout
     assert out.splitlines() == ["app|app|no|0", "bench|bench|no|0"]
 
