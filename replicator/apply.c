@@ -635,6 +635,13 @@ applier_flush(Applier *ap, bool idle)
 		ap->batch_failed = true;
 		return false;
 	}
+	/*
+	 * Deferred constraints and triggers fire now, before the origin is set
+	 * up: an abort with the origin set would still move its progress, and a
+	 * restart would then skip the transactions that were rolled back.
+	 */
+	if (!repl_exec(ap->target, "SET CONSTRAINTS ALL IMMEDIATE"))
+		return false;
 	if (ap->group_xacts > 0) {
 		/* The origin moves in the same transaction as the data: both or neither. */
 		lsn_format(ap->group_end_lsn, lsn, sizeof(lsn));
