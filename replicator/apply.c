@@ -620,9 +620,7 @@ open_target(Applier *ap)
 bool
 applier_flush(Applier *ap, bool idle)
 {
-	char lsn[LSN_FORMAT_LEN], ts[32];
-	const char *params[2] = {lsn, ts};
-	PGresult *res;
+	char lsn[LSN_FORMAT_LEN] = "-";
 
 	if (!ap->target_open || ap->in_source_xact)
 		return true;
@@ -644,17 +642,23 @@ applier_flush(Applier *ap, bool idle)
 		return false;
 	if (ap->group_xacts > 0) {
 		/* The origin moves in the same transaction as the data: both or neither. */
+		char sql[200];
+
 		lsn_format(ap->group_end_lsn, lsn, sizeof(lsn));
-		snprintf(ts, sizeof(ts), "%lld", (long long) pgtime_to_unix_us(ap->group_commit_time));
-		if (!repl_query(ap->target,
-				"SELECT pg_replication_origin_xact_setup($1::pg_lsn, "
-				"to_timestamp($2::float8 / 1000000))",
-				2, params, &res))
+		/*
+		 * Setup and COMMIT travel in one Query message.  From PostgreSQL 16
+		 * an abort with the origin set still moves its progress, so a
+		 * connection lost between two messages would skip the rolled-back
+		 * group on restart; the server runs one message whole or not at all.
+		 */
+		snprintf(sql, sizeof(sql),
+			 "SELECT pg_replication_origin_xact_setup('%s', to_timestamp(%lld / 1000000.0)); COMMIT", lsn,
+			 (long long) pgtime_to_unix_us(ap->group_commit_time));
+		if (!repl_exec(ap->target, sql))
 			return false;
-		PQclear(res);
-	}
-	if (!repl_exec(ap->target, "COMMIT"))
+	} else if (!repl_exec(ap->target, "COMMIT")) {
 		return false;
+	}
 	ap->target_open = false;
 	if (ap->group_xacts > 0)
 		ap->committed_lsn = ap->group_end_lsn;

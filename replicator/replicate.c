@@ -161,7 +161,7 @@ drop_slot_if_exists(ReplConn *source, const char *slot)
 			1, params, &res))
 		return false;
 	if (PQntuples(res) > 0)
-		log_info(source->subject, "dropped replication slot %s left by an interrupted copy", slot);
+		log_info(source->subject, "dropped replication slot %s", slot);
 	PQclear(res);
 	return true;
 }
@@ -263,6 +263,17 @@ initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *n
 				  "database (or use schema = none)", db->target_name, tables);
 			return false;
 		}
+	}
+	/*
+	 * The origin comes first: from here on, a crash leaves an origin without
+	 * progress, which tells the next run that the target is ours to reset.
+	 */
+	if (!origin_exists) {
+		if (!repl_query(target, "SELECT pg_replication_origin_create($1)", 1, params, &res))
+			return false;
+		PQclear(res);
+	}
+	if (config->replication.schema == SCHEMA_COPY) {
 		if (config->replication.roles == ROLES_COPY && !schema_copy_roles(config, source->version / 10000, subject))
 			return false;
 		if (!schema_dump(config, db, source->version / 10000, dump_path, subject) ||
@@ -270,11 +281,6 @@ initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *n
 			return false;
 	} else if (!schema_verify(source, target, subject)) {
 		return false;
-	}
-	if (!origin_exists) {
-		if (!repl_query(target, "SELECT pg_replication_origin_create($1)", 1, params, &res))
-			return false;
-		PQclear(res);
 	}
 	if (!drop_slot_if_exists(source, names->slot) || !ensure_publication(source, names->publication))
 		return false;
@@ -403,6 +409,16 @@ drop_database_objects(const Config *config, const DatabaseMapping *db)
 					 "WHERE slot_name = $1 AND active_pid IS NOT NULL", 1, params, &res);
 		if (ok)
 			PQclear(res);
+		/* The walsender takes a moment to exit and release its slot. */
+		for (int tries = 0; ok && tries < 100; tries++) {
+			char active[8];
+
+			ok = repl_query_copy_value(&source, "SELECT count(*) FROM pg_replication_slots "
+							    "WHERE slot_name = $1 AND active", 1, params, active, sizeof(active));
+			if (!ok || strcmp(active, "0") == 0)
+				break;
+			usleep(100 * 1000);
+		}
 		ok = ok && drop_slot_if_exists(&source, names.slot);
 		params[0] = names.publication;
 		if (ok && repl_query(&source, "SELECT 1 FROM pg_publication WHERE pubname = $1", 1, params, &res)) {
