@@ -1,5 +1,8 @@
 /*
  * `pghandoff replicate [--drop]`: the follower in the foreground.
+ * `pghandoff replicate --reverse [--prepare | --drop]`: the way back after a
+ * cutover, target -> source; --prepare makes its slot, publication and
+ * origin and exits (the cutover does the same), --drop removes them.
  */
 #include "cli/cli.h"
 #include "replicator/replicate.h"
@@ -11,16 +14,29 @@ int
 cmd_replicate(const CliCommand *cmd, int argc, char **argv)
 {
 	Config config;
-	bool drop = false;
+	bool drop = false, reverse = false, prepare = false;
+	ReplMode mode;
 	int i, n = 0, rc;
 
-	/* --drop is ours; the rest is the common options. */
+	/* --drop, --reverse and --prepare are ours; the rest is the common options. */
 	for (i = 0; i < argc; i++) {
 		if (strcmp(argv[i], "--drop") == 0)
 			drop = true;
+		else if (strcmp(argv[i], "--reverse") == 0)
+			reverse = true;
+		else if (strcmp(argv[i], "--prepare") == 0)
+			prepare = true;
 		else
 			argv[n++] = argv[i];
 	}
+	if (prepare && (!reverse || drop)) {
+		fprintf(stderr, "pghandoff %s: --prepare goes with --reverse, and not with --drop\n", cmd->name);
+		return EXIT_USAGE;
+	}
+	if (reverse)
+		mode = prepare ? REPL_REVERSE_PREPARE : drop ? REPL_REVERSE_DROP : REPL_REVERSE;
+	else
+		mode = drop ? REPL_DROP : REPL_FORWARD;
 	rc = cli_load_config(cmd, n, argv, &config);
 	if (rc >= 0)
 		return rc;
@@ -28,7 +44,7 @@ cmd_replicate(const CliCommand *cmd, int argc, char **argv)
 		config_free(&config);
 		return EXIT_USAGE;
 	}
-	rc = replicate_main(&config, drop);
+	rc = replicate_main(&config, mode);
 	config_free(&config);
 	log_close();
 	return rc;

@@ -126,8 +126,8 @@ pipeline_queued(Applier *ap, int sent)
 }
 
 bool
-applier_init(Applier *ap, ReplConn *target, const char *origin, uint64_t start_lsn, uint64_t exact_before,
-	     const char *subject)
+applier_init(Applier *ap, ReplConn *target, const char *origin, const char *skip_origin, uint64_t start_lsn,
+	     uint64_t exact_before, const char *subject)
 {
 	const char *params[1] = {origin};
 	PGresult *res;
@@ -136,6 +136,7 @@ applier_init(Applier *ap, ReplConn *target, const char *origin, uint64_t start_l
 	ap->target = target;
 	ap->subject = subject;
 	ap->origin = origin;
+	ap->skip_origin = skip_origin;
 	ap->skip_before = start_lsn;
 	ap->flushed_lsn = start_lsn;
 	ap->committed_lsn = start_lsn;
@@ -642,7 +643,7 @@ applier_flush(Applier *ap, bool idle)
 		return false;
 	if (ap->group_xacts > 0) {
 		/* The origin moves in the same transaction as the data: both or neither. */
-		char sql[200];
+		char sql[240];
 
 		lsn_format(ap->group_end_lsn, lsn, sizeof(lsn));
 		/*
@@ -650,10 +651,20 @@ applier_flush(Applier *ap, bool idle)
 		 * an abort with the origin set still moves its progress, so a
 		 * connection lost between two messages would skip the rolled-back
 		 * group on restart; the server runs one message whole or not at all.
+		 *
+		 * txid_current(): a transaction that wrote nothing has no ID, commits
+		 * without a commit record, and leaves the origin where it was.  A
+		 * group of transactions that changed nothing here (the cutover's
+		 * marker, holding a message only; the other direction's, skipped)
+		 * must still move it past them: the cutover waits for that.  Such a
+		 * commit, with no other record of its transaction, is never decoded
+		 * (the walsender has nothing to replay for it), so it never reaches
+		 * the follower running the other way.
 		 */
 		snprintf(sql, sizeof(sql),
-			 "SELECT pg_replication_origin_xact_setup('%s', to_timestamp(%lld / 1000000.0)); COMMIT", lsn,
-			 (long long) pgtime_to_unix_us(ap->group_commit_time));
+			 "SELECT pg_replication_origin_xact_setup('%s', to_timestamp(%lld / 1000000.0)), txid_current(); "
+			 "COMMIT",
+			 lsn, (long long) pgtime_to_unix_us(ap->group_commit_time));
 		if (!repl_exec(ap->target, sql))
 			return false;
 	} else if (!repl_exec(ap->target, "COMMIT")) {
@@ -688,6 +699,13 @@ applier_update_flushed(Applier *ap)
 	return true;
 }
 
+/* Changes of a transaction from skip_origin, or applied before a restart, are not applied. */
+static bool
+skip_change(const Applier *ap)
+{
+	return ap->skipping || ap->origin_skipped;
+}
+
 bool
 applier_handle(Applier *ap, const PgoutputMessage *msg)
 {
@@ -696,8 +714,18 @@ applier_handle(Applier *ap, const PgoutputMessage *msg)
 		ap->in_source_xact = true;
 		/* Applied before a restart: the origin says so. */
 		ap->skipping = msg->begin.final_lsn < ap->skip_before;
+		ap->origin_skipped = false;
 		ap->batch_this_xact = msg->begin.final_lsn >= ap->exact_before;
 		return ap->skipping || open_target(ap);
+	case PGOUTPUT_ORIGIN:
+		/* Sent after Begin, before the changes, when the transaction has an origin. */
+		if (ap->in_source_xact && ap->skip_origin && msg->origin.name &&
+		    strcmp(msg->origin.name, ap->skip_origin) == 0) {
+			ap->origin_skipped = true;
+			log_debug(ap->subject, "skipping a transaction of origin %s: the other direction applied it",
+				  msg->origin.name);
+		}
+		return true;
 	case PGOUTPUT_COMMIT:
 		ap->in_source_xact = false;
 		if (ap->skipping) {
@@ -707,37 +735,41 @@ applier_handle(Applier *ap, const PgoutputMessage *msg)
 		ap->group_end_lsn = msg->commit.end_lsn;
 		ap->group_commit_time = msg->commit.commit_time;
 		ap->group_xacts++;
+		if (ap->origin_skipped)
+			ap->xacts_skipped++;
+		ap->origin_skipped = false;
 		return applier_flush(ap, false);
 	case PGOUTPUT_RELATION:
+		/* Even in a skipped transaction: later changes name the table by its relid only. */
 		return apply_relation(ap, &msg->relation);
 	case PGOUTPUT_INSERT:
-		if (ap->skipping)
+		if (skip_change(ap))
 			return true;
 		ap->group_changes++;
 		ap->changes_applied++;
 		return apply_insert(ap, &msg->insert);
 	case PGOUTPUT_UPDATE:
-		if (ap->skipping)
+		if (skip_change(ap))
 			return true;
 		ap->group_changes++;
 		ap->changes_applied++;
 		return apply_update_or_delete(ap, msg->update.relid, true, msg->update.old_kind, &msg->update.oldtuple,
 					      &msg->update.newtuple);
 	case PGOUTPUT_DELETE:
-		if (ap->skipping)
+		if (skip_change(ap))
 			return true;
 		ap->group_changes++;
 		ap->changes_applied++;
 		return apply_update_or_delete(ap, msg->delete.relid, false, msg->delete.old_kind,
 					      &msg->delete.oldtuple, NULL);
 	case PGOUTPUT_TRUNCATE:
-		if (ap->skipping)
+		if (skip_change(ap))
 			return true;
 		ap->group_changes++;
 		return apply_truncate(ap, &msg->truncate);
-	case PGOUTPUT_ORIGIN:
 	case PGOUTPUT_TYPE:
 	case PGOUTPUT_MESSAGE:
+		/* The cutover's marker needs no more than its transaction's Commit. */
 		return true;
 	default:
 		log_error(ap->subject, "unexpected pgoutput message %s", pgoutput_message_name(msg->type));

@@ -22,15 +22,17 @@
 typedef struct StmtCacheEntry StmtCacheEntry;
 
 typedef struct Applier {
-	ReplConn *target;
+	ReplConn *target;	/* the database changes are applied to (the source, in reverse) */
 	const char *subject;
 	const char *origin;
+	const char *skip_origin;	/* transactions from this origin are the other direction's */
 	RelCache relcache;
 	StmtCacheEntry *stmts;	/* a small hash chain list; statements are few */
 	int nstmts;
 
 	bool in_source_xact;	/* between Begin and Commit */
 	bool skipping;		/* this source transaction was applied before a restart */
+	bool origin_skipped;	/* this source transaction came from skip_origin: not applied */
 	bool target_open;	/* a target transaction is open */
 	bool pipelined;		/* the target connection is in pipeline mode */
 	int queued;		/* statements sent whose results are unread */
@@ -50,15 +52,21 @@ typedef struct Applier {
 	uint64_t flushed_lsn;	/* committed and on disk on the target: what feedback may confirm */
 	int64_t changes_applied;
 	int64_t xacts_applied;
+	int64_t xacts_skipped;	/* from skip_origin */
 } Applier;
 
 /*
  * exact_before: after a batched group failed to apply (a unique key moved
  * between rows, say), the same transactions are applied again in their
  * exact order, up to this LSN.
+ *
+ * skip_origin (NULL for none): a transaction whose Origin message names it
+ * was applied by the follower running the other way, so applying it would
+ * send it back where it came from; it is skipped, but counts like any other
+ * for the origin's progress.  Transactions of other origins are applied.
  */
-bool applier_init(Applier *ap, ReplConn *target, const char *origin, uint64_t start_lsn, uint64_t exact_before,
-		  const char *subject) __attribute__((warn_unused_result));
+bool applier_init(Applier *ap, ReplConn *target, const char *origin, const char *skip_origin, uint64_t start_lsn,
+		  uint64_t exact_before, const char *subject) __attribute__((warn_unused_result));
 void applier_free(Applier *ap);
 
 /* Applies one decoded message; false (logged) on an error that stops this database. */

@@ -10,12 +10,17 @@
  * means the copy is complete and streaming resumes from there; an origin
  * without progress means an interrupted copy, whose target is reset.
  * Several databases run in child processes, one each.
+ *
+ * The streaming loop (replicate_follow) serves both directions: forward
+ * here, and back from the target after a cutover (reverse.c).
  */
 #include "replicator/replicate.h"
 #include "common/log.h"
 #include "replicator/copy.h"
+#include "replicator/objects.h"
 #include "replicator/pgoutput.h"
 #include "replicator/preflight.h"
+#include "replicator/reverse.h"
 #include "replicator/schema.h"
 #include "replicator/stream.h"
 
@@ -56,33 +61,67 @@ replicate_names(const Config *config, const DatabaseMapping *db, ReplNames *name
 	}
 	/* Origins are per cluster too; the slot's name is unique already. */
 	snprintf(names->origin, sizeof(names->origin), "%s", names->slot);
+
+	/*
+	 * The way back: the same names with a suffix, the base cut short so the
+	 * suffix and the database part always fit in 63 bytes.
+	 */
+	snprintf(names->reverse_publication, sizeof(names->reverse_publication), "%.54s_rollback",
+		 config->replication.publication_name);
+	if (config->ndatabases == 1)
+		snprintf(names->reverse_slot, sizeof(names->reverse_slot), "%.54s_rollback",
+			 config->replication.slot_name);
+	else
+		snprintf(names->reverse_slot, sizeof(names->reverse_slot), "%.21s_%.32s_rollback",
+			 config->replication.slot_name, suffix);
+	snprintf(names->reverse_origin, sizeof(names->reverse_origin), "%s", names->reverse_slot);
 }
 
-/*
- * The origin's progress as the target's data stands (flush = false): the
- * data and the progress come from the same WAL, so after a target crash
- * both are what recovery kept.
- */
-static bool
-origin_state(ReplConn *target, const char *origin, bool *exists, uint64_t *progress)
+void
+replicate_direction(const Config *config, const DatabaseMapping *db, const ReplNames *names, bool reverse,
+		    ReplDirection *dir)
 {
-	const char *params[1] = {origin};
-	PGresult *res;
+	memset(dir, 0, sizeof(*dir));
+	dir->reverse = reverse;
+	if (!reverse) {
+		dir->from = &config->source;
+		dir->from_db = db->name;
+		dir->to = &config->target;
+		dir->to_db = db->target_name;
+		dir->slot = names->slot;
+		dir->publication = names->publication;
+		dir->origin = names->origin;
+		/* Changes the reverse follower brought back to the source carry its origin there. */
+		dir->skip_origin = names->reverse_origin;
+		dir->drop_command = "`pghandoff replicate --drop`";
+	} else {
+		dir->from = &config->target;
+		dir->from_db = db->target_name;
+		dir->to = &config->source;
+		dir->to_db = db->name;
+		dir->slot = names->reverse_slot;
+		dir->publication = names->reverse_publication;
+		dir->origin = names->reverse_origin;
+		/* What the forward follower applied on the target carries its origin there. */
+		dir->skip_origin = names->origin;
+		dir->drop_command = "`pghandoff replicate --reverse --drop`";
+	}
+}
 
-	if (!repl_query(target,
-			"SELECT pg_replication_origin_oid($1) IS NOT NULL, "
-			"CASE WHEN pg_replication_origin_oid($1) IS NOT NULL "
-			"THEN coalesce(pg_replication_origin_progress($1, false), '0/0') END",
-			1, params, &res))
+bool
+replicate_connect_apply(const ReplDirection *dir, ReplConn *conn, const char *subject)
+{
+	if (!repl_connect(conn, dir->to, dir->to_db, false, subject))
 		return false;
-	*exists = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-	*progress = 0;
-	if (*exists && !lsn_parse(PQgetvalue(res, 0, 1), progress)) {
-		log_error(target->subject, "unreadable origin progress \"%s\"", PQgetvalue(res, 0, 1));
-		PQclear(res);
+	/*
+	 * The cutover fenced the source with ALTER DATABASE ... SET
+	 * default_transaction_read_only = on; the reverse follower is the one
+	 * writer it must still let in.
+	 */
+	if (dir->reverse && !repl_exec(conn, "SET default_transaction_read_only = off")) {
+		repl_close(conn);
 		return false;
 	}
-	PQclear(res);
 	return true;
 }
 
@@ -151,45 +190,6 @@ ensure_target_database(const Config *config, const DatabaseMapping *db, const ch
 }
 
 static bool
-drop_slot_if_exists(ReplConn *source, const char *slot)
-{
-	const char *params[1] = {slot};
-	PGresult *res;
-
-	if (!repl_query(source, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-				"WHERE slot_name = $1",
-			1, params, &res))
-		return false;
-	if (PQntuples(res) > 0)
-		log_info(source->subject, "dropped replication slot %s", slot);
-	PQclear(res);
-	return true;
-}
-
-static bool
-ensure_publication(ReplConn *source, const char *publication)
-{
-	const char *params[1] = {publication};
-	char buf[8];
-	char sql[200];
-	char *ident;
-	bool ok;
-
-	if (!repl_query_copy_value(source, "SELECT count(*) FROM pg_publication WHERE pubname = $1", 1, params, buf,
-				   sizeof(buf)))
-		return false;
-	if (strcmp(buf, "0") != 0)
-		return true;
-	ident = PQescapeIdentifier(source->conn, publication, strlen(publication));
-	snprintf(sql, sizeof(sql), "CREATE PUBLICATION %s FOR ALL TABLES", ident);
-	PQfreemem(ident);
-	ok = repl_exec(source, sql);
-	if (ok)
-		log_info(source->subject, "created publication %s for all tables", publication);
-	return ok;
-}
-
-static bool
 create_slot(ReplConn *repl, const char *slot, uint64_t *consistent_point, char *snapshot, size_t snaplen)
 {
 	char sql[200];
@@ -209,34 +209,18 @@ create_slot(ReplConn *repl, const char *slot, uint64_t *consistent_point, char *
 	return true;
 }
 
-static bool
-advance_origin(ReplConn *target, const char *origin, uint64_t lsn)
-{
-	char lsnbuf[32];
-	const char *params[2] = {origin, lsnbuf};
-	PGresult *res;
-
-	lsn_format(lsn, lsnbuf, sizeof(lsnbuf));
-	if (!repl_query(target, "SELECT pg_replication_origin_advance($1, $2::pg_lsn)", 2, params, &res))
-		return false;
-	PQclear(res);
-	return true;
-}
-
 /* Everything up to streaming; on return *start_lsn is where streaming begins. */
 static bool
 initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *names, ReplConn *source,
 	     ReplConn *target, ReplConn *repl, uint64_t *start_lsn, const char *dump_path, const char *subject)
 {
-	const char *params[1] = {names->origin};
 	CopyProgress progress;
 	char snapshot[128];
-	PGresult *res;
 	bool origin_exists;
 	uint64_t progress_lsn;
 	long tables;
 
-	if (!origin_state(target, names->origin, &origin_exists, &progress_lsn))
+	if (!objects_origin_state(target, names->origin, &origin_exists, &progress_lsn))
 		return false;
 	if (origin_exists) {
 		repl_close(target);
@@ -252,7 +236,7 @@ initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *n
 				       "n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname !~ '^pg_' LOOP "
 				       "EXECUTE format('TRUNCATE %s CASCADE', r.t); END LOOP; END $$"))
 			return false;
-		if (!origin_state(target, names->origin, &origin_exists, &progress_lsn))
+		if (!objects_origin_state(target, names->origin, &origin_exists, &progress_lsn))
 			return false;
 	}
 	if (config->replication.schema == SCHEMA_COPY) {
@@ -268,11 +252,8 @@ initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *n
 	 * The origin comes first: from here on, a crash leaves an origin without
 	 * progress, which tells the next run that the target is ours to reset.
 	 */
-	if (!origin_exists) {
-		if (!repl_query(target, "SELECT pg_replication_origin_create($1)", 1, params, &res))
-			return false;
-		PQclear(res);
-	}
+	if (!origin_exists && !objects_create_origin(target, names->origin))
+		return false;
 	if (config->replication.schema == SCHEMA_COPY) {
 		if (config->replication.roles == ROLES_COPY && !schema_copy_roles(config, source->version / 10000, subject))
 			return false;
@@ -282,7 +263,7 @@ initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *n
 	} else if (!schema_verify(source, target, subject)) {
 		return false;
 	}
-	if (!drop_slot_if_exists(source, names->slot) || !ensure_publication(source, names->publication))
+	if (!objects_drop_slot(source, names->slot, false) || !objects_ensure_publication(source, names->publication))
 		return false;
 	if (!create_slot(repl, names->slot, start_lsn, snapshot, sizeof(snapshot)))
 		return false;
@@ -295,7 +276,7 @@ initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *n
 	    !schema_restore(config, db, dump_path, "post-data", config->replication.copy_jobs, subject))
 		return false;
 	/* Only now is the target complete: progress > 0 says so to a restarted replicator. */
-	return advance_origin(target, names->origin, *start_lsn);
+	return objects_advance_origin(target, names->origin, *start_lsn);
 }
 
 /* Sleeps up to seconds, waking early for a stop request. */
@@ -308,48 +289,18 @@ backoff_sleep(int seconds)
 		usleep(100 * 1000);
 }
 
-static int
-replicate_database(const Config *config, const DatabaseMapping *db)
+int
+replicate_follow(const Config *config, const ReplDirection *dir, ReplConn *repl, ReplConn *apply,
+		 uint64_t start_lsn, const char *subject)
 {
-	ReplConn source = {0}, target = {0}, repl = {0};
-	ReplNames names;
-	char subject[160];
 	bool origin_exists;
-	uint64_t start_lsn = 0;
 	int backoff = 1;
-
-	snprintf(subject, sizeof(subject), "replicator %s", db->name);
-	replicate_names(config, db, &names);
-	if (!ensure_target_database(config, db, subject) ||
-	    !repl_connect(&source, &config->source, db->name, false, subject) ||
-	    !repl_connect(&target, &config->target, db->target_name, false, subject) ||
-	    !repl_connect(&repl, &config->source, db->name, true, subject) ||
-	    !origin_state(&target, names.origin, &origin_exists, &start_lsn))
-		goto fail;
-	if (start_lsn == 0) {
-		char dir[] = "/tmp/pghandoff-schema-XXXXXX";
-		char dump_path[sizeof(dir) + 16];
-		bool ok;
-
-		/* The schema-only archive lives as long as the initial sync. */
-		if (!mkdtemp(dir)) {
-			log_error(subject, "could not create a directory for the schema archive: %s", strerror(errno));
-			goto fail;
-		}
-		snprintf(dump_path, sizeof(dump_path), "%s/schema.dump", dir);
-		ok = initial_sync(config, db, &names, &source, &target, &repl, &start_lsn, dump_path, subject);
-		(void) unlink(dump_path);
-		(void) rmdir(dir);
-		if (!ok)
-			goto fail;
-	}
-	repl_close(&source);
 
 	/*
 	 * Streaming until told to stop.  Whatever ends a stream (a lost
-	 * connection, a restarted server, a target table that no longer fits)
-	 * is retried with backoff from the origin's progress: nothing is lost,
-	 * and a fixed target resumes by itself.
+	 * connection, a restarted server, a table that no longer fits) is
+	 * retried with backoff from the origin's progress: nothing is lost, and
+	 * a fixed database resumes by itself.
 	 */
 	for (;;) {
 		char lsnbuf[LSN_FORMAT_LEN];
@@ -357,32 +308,72 @@ replicate_database(const Config *config, const DatabaseMapping *db)
 		lsn_format(start_lsn, lsnbuf, sizeof(lsnbuf));
 		time_t started = time(NULL);
 
-		log_info(subject, "streaming resumes from the target's replication origin at %s", lsnbuf);
-		if (stream_run(config, db, &names, &repl, &target, start_lsn, subject) || replicate_stop_requested)
+		log_info(subject, "streaming resumes from the %s's replication origin at %s", dir->to->role, lsnbuf);
+		if (stream_run(config, dir, repl, apply, start_lsn, subject) || replicate_stop_requested)
 			break;
 		/* A stream that ran a while failed afresh; one that fails at once keeps backing off. */
 		if (time(NULL) - started > 60)
 			backoff = 1;
-		repl_close(&repl);
-		repl_close(&target);
+		repl_close(repl);
+		repl_close(apply);
 		for (;;) {
 			log_warning(subject, "retrying in %d s", backoff);
 			backoff_sleep(backoff);
 			backoff = backoff < 30 ? backoff * 2 : 30;
 			if (replicate_stop_requested)
 				goto stopped;
-			if (repl_connect(&target, &config->target, db->target_name, false, subject) &&
-			    repl_connect(&repl, &config->source, db->name, true, subject) &&
-			    origin_state(&target, names.origin, &origin_exists, &start_lsn))
+			if (replicate_connect_apply(dir, apply, subject) &&
+			    repl_connect(repl, dir->from, dir->from_db, true, subject) &&
+			    objects_origin_state(apply, dir->origin, &origin_exists, &start_lsn))
 				break;
-			repl_close(&repl);
-			repl_close(&target);
+			repl_close(repl);
+			repl_close(apply);
 		}
 	}
 stopped:
-	repl_close(&target);
-	repl_close(&repl);
+	repl_close(apply);
+	repl_close(repl);
 	return 0;
+}
+
+static int
+replicate_database(const Config *config, const DatabaseMapping *db)
+{
+	ReplConn source = {0}, target = {0}, repl = {0};
+	ReplNames names;
+	ReplDirection dir;
+	char subject[160];
+	bool origin_exists;
+	uint64_t start_lsn = 0;
+
+	snprintf(subject, sizeof(subject), "replicator %s", db->name);
+	replicate_names(config, db, &names);
+	replicate_direction(config, db, &names, false, &dir);
+	if (!ensure_target_database(config, db, subject) ||
+	    !repl_connect(&source, &config->source, db->name, false, subject) ||
+	    !replicate_connect_apply(&dir, &target, subject) ||
+	    !repl_connect(&repl, &config->source, db->name, true, subject) ||
+	    !objects_origin_state(&target, names.origin, &origin_exists, &start_lsn))
+		goto fail;
+	if (start_lsn == 0) {
+		char tmpdir[] = "/tmp/pghandoff-schema-XXXXXX";
+		char dump_path[sizeof(tmpdir) + 16];
+		bool ok;
+
+		/* The schema-only archive lives as long as the initial sync. */
+		if (!mkdtemp(tmpdir)) {
+			log_error(subject, "could not create a directory for the schema archive: %s", strerror(errno));
+			goto fail;
+		}
+		snprintf(dump_path, sizeof(dump_path), "%s/schema.dump", tmpdir);
+		ok = initial_sync(config, db, &names, &source, &target, &repl, &start_lsn, dump_path, subject);
+		(void) unlink(dump_path);
+		(void) rmdir(tmpdir);
+		if (!ok)
+			goto fail;
+	}
+	repl_close(&source);
+	return replicate_follow(config, &dir, &repl, &target, start_lsn, subject);
 fail:
 	repl_close(&source);
 	repl_close(&target);
@@ -396,52 +387,20 @@ drop_database_objects(const Config *config, const DatabaseMapping *db)
 	ReplConn source, target;
 	ReplNames names;
 	char subject[160];
-	const char *params[1];
-	PGresult *res;
 	bool ok = true;
 
 	snprintf(subject, sizeof(subject), "replicator %s", db->name);
 	replicate_names(config, db, &names);
 	if (repl_connect(&source, &config->source, db->name, false, subject)) {
-		params[0] = names.slot;
-		/* An active walsender keeps the slot busy: end it first. */
-		ok = repl_query(&source, "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-					 "WHERE slot_name = $1 AND active_pid IS NOT NULL", 1, params, &res);
-		if (ok)
-			PQclear(res);
-		/* The walsender takes a moment to exit and release its slot. */
-		for (int tries = 0; ok && tries < 100; tries++) {
-			char active[8];
-
-			ok = repl_query_copy_value(&source, "SELECT count(*) FROM pg_replication_slots "
-							    "WHERE slot_name = $1 AND active", 1, params, active, sizeof(active));
-			if (!ok || strcmp(active, "0") == 0)
-				break;
-			usleep(100 * 1000);
-		}
-		ok = ok && drop_slot_if_exists(&source, names.slot);
-		params[0] = names.publication;
-		if (ok && repl_query(&source, "SELECT 1 FROM pg_publication WHERE pubname = $1", 1, params, &res)) {
-			if (PQntuples(res) > 0) {
-				char *ident = PQescapeIdentifier(source.conn, names.publication, strlen(names.publication));
-				char sql[200];
-
-				snprintf(sql, sizeof(sql), "DROP PUBLICATION %s", ident);
-				PQfreemem(ident);
-				ok = repl_exec(&source, sql);
-			}
-			PQclear(res);
-		}
+		/* After a cutover the source is fenced read-only; removing our own objects is still allowed. */
+		ok = repl_exec(&source, "SET default_transaction_read_only = off") &&
+		     objects_drop_slot(&source, names.slot, true) && objects_drop_publication(&source, names.publication);
 		repl_close(&source);
 	} else {
 		ok = false;
 	}
 	if (repl_connect(&target, &config->target, db->target_name, false, subject)) {
-		params[0] = names.origin;
-		if (repl_query(&target, "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin "
-					"WHERE roname = $1", 1, params, &res))
-			PQclear(res);
-		else
+		if (!objects_drop_origin(&target, names.origin))
 			ok = false;
 		repl_close(&target);
 	} else {
@@ -465,42 +424,29 @@ print_check(void *arg, CheckStatus status, const char *message, const char *hint
 		log_debug("preflight", "%s", message);
 }
 
-int
-replicate_main(const Config *config, bool drop)
+/*
+ * Runs fn for every database: in this process for one, in a child process
+ * each for several, stopping them all on SIGTERM/SIGINT.
+ */
+static int
+for_each_database_in_parallel(const Config *config, int (*fn)(const Config *, const DatabaseMapping *))
 {
-	struct sigaction sa;
 	pid_t *children;
 	int i, rc = 0, running = 0;
 
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_stop_signal;
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-
-	if (drop) {
-		for (i = 0; i < config->ndatabases; i++)
-			rc |= drop_database_objects(config, &config->databases[i]);
-		return rc;
-	}
-	{
-		Preflight pf = {.config = config, .emit = print_check};
-
-		if (!preflight_run(&pf)) {
-			log_error("replicator", "preflight failed: run `pghandoff check` for the details");
-			return 1;
-		}
-	}
 	if (config->ndatabases == 1)
-		return replicate_database(config, &config->databases[0]);
+		return fn(config, &config->databases[0]);
 
 	children = calloc((size_t) config->ndatabases, sizeof(pid_t));
-	if (!children)
+	if (!children) {
+		log_error("replicator", "out of memory");
 		return 1;
+	}
 	for (i = 0; i < config->ndatabases; i++) {
 		pid_t pid = fork();
 
 		if (pid == 0)
-			_exit(replicate_database(config, &config->databases[i]));
+			_exit(fn(config, &config->databases[i]));
 		if (pid < 0) {
 			log_error("replicator", "fork: %s", strerror(errno));
 			rc = 1;
@@ -537,4 +483,51 @@ replicate_main(const Config *config, bool drop)
 	}
 	free(children);
 	return rc;
+}
+
+int
+replicate_main(const Config *config, ReplMode mode)
+{
+	struct sigaction sa;
+	int i, rc = 0;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_stop_signal;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+
+	switch (mode) {
+	case REPL_DROP:
+		for (i = 0; i < config->ndatabases; i++)
+			rc |= drop_database_objects(config, &config->databases[i]);
+		return rc;
+	case REPL_REVERSE_PREPARE:
+	case REPL_REVERSE_DROP:
+		for (i = 0; i < config->ndatabases; i++) {
+			const DatabaseMapping *db = &config->databases[i];
+			char subject[160];
+			bool ok;
+
+			snprintf(subject, sizeof(subject), "reverse replicator %s", db->name);
+			ok = mode == REPL_REVERSE_PREPARE ? reverse_prepare(config, db, subject)
+							  : reverse_drop(config, db, subject);
+			if (!ok)
+				rc = 1;	/* error already logged */
+		}
+		return rc;
+	case REPL_REVERSE:
+		/* No preflight: the cutover checked both clusters, and reverse_run checks its slot and origin. */
+		return for_each_database_in_parallel(config, reverse_run);
+	case REPL_FORWARD:
+		break;
+	}
+	{
+		Preflight pf = {.config = config, .emit = print_check};
+
+		if (!preflight_run(&pf)) {
+			log_error("replicator", "preflight failed: run `pghandoff check` for the details");
+			return 1;
+		}
+	}
+	return for_each_database_in_parallel(config, replicate_database);
 }

@@ -1,27 +1,85 @@
 /*
  * The replicator's entry point and the names it gives the objects it makes:
- * a publication and a slot on the source, a replication origin on the target.
+ * a publication and a slot on the source, a replication origin on the target;
+ * for the way back after a cutover, a publication and a slot on the target
+ * and an origin on the source.
  */
 #ifndef PGHANDOFF_REPLICATOR_REPLICATE_H
 #define PGHANDOFF_REPLICATOR_REPLICATE_H
 
 #include <signal.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "config/config.h"
+#include "replicator/conn.h"
 
+/* Each fits PostgreSQL's NAMEDATALEN (63 bytes and a NUL). */
 typedef struct ReplNames {
-	char publication[64];
-	char slot[64];
-	char origin[64];
+	char publication[64];		/* on the source database */
+	char slot[64];			/* on the source cluster */
+	char origin[64];		/* on the target cluster */
+	char reverse_publication[64];	/* on the target database */
+	char reverse_slot[64];		/* on the target cluster */
+	char reverse_origin[64];	/* on the source cluster */
 } ReplNames;
+
+/*
+ * Which way a follower streams.  Forward: from the slot on the source into
+ * the target, before the cutover and after it.  Reverse: after a cutover,
+ * from the reverse slot on the target back into the source, so that a
+ * rollback finds the source up to date.  Both run at once, so each skips
+ * the transactions the other applied (skip_origin), or they would bounce
+ * between the clusters forever.
+ */
+typedef struct ReplDirection {
+	bool reverse;
+	const ServerConfig *from;	/* the cluster with the slot and the publication */
+	const char *from_db;
+	const ServerConfig *to;		/* the cluster changes are applied to, with the origin */
+	const char *to_db;
+	const char *slot;
+	const char *publication;
+	const char *origin;
+	const char *skip_origin;	/* the other direction's origin, on the from cluster */
+	const char *drop_command;	/* what removes this direction's slot, for warnings */
+} ReplDirection;
+
+typedef enum ReplMode {
+	REPL_FORWARD = 0,	/* copy, then stream source -> target */
+	REPL_DROP,		/* remove the forward slot, publication and origin */
+	REPL_REVERSE,		/* stream target -> source from the prepared reverse slot */
+	REPL_REVERSE_PREPARE,	/* make the reverse slot, publication and origin, then exit */
+	REPL_REVERSE_DROP,	/* remove them */
+} ReplMode;
 
 /* Set by SIGTERM/SIGINT: loops finish what they hold and return. */
 extern volatile sig_atomic_t replicate_stop_requested;
 
 void replicate_names(const Config *config, const DatabaseMapping *db, ReplNames *names);
 
-/* Runs until stopped; with drop, removes the slot, publication and origin instead.  Exit status. */
-int replicate_main(const Config *config, bool drop);
+/* Fills dir for one database; it points into config, db and names. */
+void replicate_direction(const Config *config, const DatabaseMapping *db, const ReplNames *names, bool reverse,
+			 ReplDirection *dir);
+
+/*
+ * A plain connection to the database changes are applied to.  In reverse
+ * that is the source, which the cutover fenced read-only: this session
+ * alone writes again.
+ */
+bool replicate_connect_apply(const ReplDirection *dir, ReplConn *conn, const char *subject)
+	__attribute__((warn_unused_result));
+
+/*
+ * Streams dir from start_lsn until stopped, retrying whatever ends a stream
+ * with backoff from the origin's progress.  repl (a replication connection
+ * to the from side) and apply (from replicate_connect_apply) are connected
+ * on entry and closed on return.  Exit status.
+ */
+int replicate_follow(const Config *config, const ReplDirection *dir, ReplConn *repl, ReplConn *apply,
+		     uint64_t start_lsn, const char *subject);
+
+/* Runs mode for every database of [databases].  Exit status. */
+int replicate_main(const Config *config, ReplMode mode);
 
 #endif

@@ -4,6 +4,7 @@
  * the server asks, and three positions kept apart: received (written), and
  * committed on the target (flushed = applied).  Only the latter moves the
  * slot, so the source keeps every change the target does not have yet.
+ * In reverse (after a cutover) the two swap roles: see ReplDirection.
  */
 #include "replicator/stream.h"
 #include "common/log.h"
@@ -29,10 +30,10 @@ static uint64_t exact_before;
 
 typedef struct Stream {
 	const Config *config;
-	const DatabaseMapping *db;
-	const ReplNames *names;
+	const ReplDirection *dir;
 	ReplConn *repl;
-	ReplConn source;	/* a plain connection, for sequences and slot checks */
+	ReplConn from;		/* a plain connection to the slot's side, for sequences and slot checks */
+	bool sequences_handed_over;	/* the other direction exists: sequences are no longer ours to copy */
 	const char *subject;
 	Applier applier;
 	PgoutputMessage *msg;	/* large: one per stream, reused */
@@ -89,9 +90,15 @@ start_streaming(Stream *s, const char *slot, const char *publication, uint64_t s
 	lsn_format(start_lsn, lsn, sizeof(lsn));
 	/* Protocol 1 works with every source from 10 on; changes arrive per committed transaction. */
 	s->proto_version = 1;
+	/*
+	 * Logical messages (pg_logical_emit_message) from 14 on: the cutover's
+	 * marker is one, in a transaction with nothing else, and from 15 pgoutput
+	 * leaves such a transaction out unless its message is sent.  On 13 it
+	 * arrives as an empty Begin/Commit, which moves the origin just as well.
+	 */
 	snprintf(sql, sizeof(sql),
-		 "START_REPLICATION SLOT \"%s\" LOGICAL %s (proto_version '%d', publication_names '\"%s\"')", slot, lsn,
-		 s->proto_version, publication);
+		 "START_REPLICATION SLOT \"%s\" LOGICAL %s (proto_version '%d', publication_names '\"%s\"'%s)", slot,
+		 lsn, s->proto_version, publication, s->repl->version >= 140000 ? ", messages 'true'" : "");
 	res = PQexec(s->repl->conn, sql);
 	if (PQresultStatus(res) != PGRES_COPY_BOTH) {
 		log_error(s->subject, "could not start streaming: %s", PQresultErrorMessage(res));
@@ -179,26 +186,57 @@ wait_for_data(Stream *s)
 }
 
 /*
+ * Whether the other direction's origin exists on the from side.  Forward,
+ * that means a cutover has prepared the way back: the target is where
+ * sequences advance now, and copying the fenced source's values over them
+ * would move them backwards.  Asked at every housekeeping, since a rollback
+ * drops that origin and hands the sequences back.
+ */
+static bool
+sequences_handed_over(Stream *s)
+{
+	const char *params[1] = {s->dir->skip_origin};
+	char buf[8];
+	bool now;
+
+	if (!repl_query_copy_value(&s->from, "SELECT pg_replication_origin_oid($1) IS NOT NULL", 1, params, buf,
+				   sizeof(buf)))
+		return true;	/* unknown: copy nothing this time */
+	now = strcmp(buf, "t") == 0;
+	if (now != s->sequences_handed_over)
+		log_info(s->subject, now ? "origin %s exists on the source, the way back from the target is prepared: "
+					   "sequences are no longer copied to the target"
+					 : "origin %s is gone from the source: sequences are copied to the target again",
+			 s->dir->skip_origin);
+	s->sequences_handed_over = now;
+	return now;
+}
+
+/*
  * Every sequence_sync_interval: sequence values to the target, and a loud
  * warning while the slot holds more WAL than slot_retention_warning.
  * Failures here are logged and retried next time; they never stop streaming.
+ *
+ * In reverse no sequences are copied: the cutover sets the source's at a
+ * rollback, and while clients are on the target nobody uses them.
  */
 static void
 housekeeping(Stream *s)
 {
-	const char *params[1] = {s->names->slot};
+	const char *params[1] = {s->dir->slot};
 	PGresult *res;
 	int count;
 
 	s->last_housekeeping = now_seconds();
-	if (!s->source.conn || PQstatus(s->source.conn) != CONNECTION_OK) {
-		repl_close(&s->source);
-		if (!repl_connect(&s->source, &s->config->source, s->db->name, false, s->subject))
+	if (!s->from.conn || PQstatus(s->from.conn) != CONNECTION_OK) {
+		repl_close(&s->from);
+		if (!repl_connect(&s->from, s->dir->from, s->dir->from_db, false, s->subject))
 			return;
 	}
-	if (!s->applier.target_open && sequences_sync(&s->source, s->applier.target, &count))
+	if (!s->dir->reverse && !s->applier.target_open && !sequences_handed_over(s) &&
+	    sequences_sync(&s->from, s->applier.target, &count))
 		log_debug(s->subject, "%d sequence(s) copied to the target", count);
-	if (repl_query(&s->source,
+	if (repl_query(&s->from,
 		       "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint FROM pg_replication_slots "
 		       "WHERE slot_name = $1",
 		       1, params, &res)) {
@@ -207,26 +245,25 @@ housekeeping(Stream *s)
 
 			if (held > s->config->replication.slot_retention_warning)
 				log_warning(s->subject,
-					    "slot %s holds %lld MB of WAL on the source, more than slot_retention_warning: "
-					    "the follower is behind, or stopped; `pghandoff replicate --drop` removes the slot "
+					    "slot %s holds %lld MB of WAL on the %s, more than slot_retention_warning: "
+					    "the follower is behind, or stopped; %s removes the slot "
 					    "of an abandoned migration",
-					    s->names->slot, held >> 20);
+					    s->dir->slot, held >> 20, s->dir->from->role, s->dir->drop_command);
 		}
 		PQclear(res);
 	}
 }
 
 bool
-stream_run(const Config *config, const DatabaseMapping *db, const ReplNames *names, ReplConn *repl,
-	   ReplConn *target, uint64_t start_lsn, const char *subject)
+stream_run(const Config *config, const ReplDirection *dir, ReplConn *repl, ReplConn *apply, uint64_t start_lsn,
+	   const char *subject)
 {
 	Stream s;
 	bool ok = false;
 
 	memset(&s, 0, sizeof(s));
 	s.config = config;
-	s.db = db;
-	s.names = names;
+	s.dir = dir;
 	s.repl = repl;
 	s.subject = subject;
 	s.received_lsn = start_lsn;
@@ -236,8 +273,8 @@ stream_run(const Config *config, const DatabaseMapping *db, const ReplNames *nam
 		log_error(subject, "out of memory");
 		return false;
 	}
-	if (!applier_init(&s.applier, target, names->origin, start_lsn, exact_before, subject) ||
-	    !start_streaming(&s, names->slot, names->publication, start_lsn))
+	if (!applier_init(&s.applier, apply, dir->origin, dir->skip_origin, start_lsn, exact_before, subject) ||
+	    !start_streaming(&s, dir->slot, dir->publication, start_lsn))
 		goto done;
 	s.last_feedback = now_seconds();
 	housekeeping(&s);
@@ -249,9 +286,11 @@ stream_run(const Config *config, const DatabaseMapping *db, const ReplNames *nam
 			if (applier_flush(&s.applier, true) && !s.applier.in_source_xact)
 				ok = send_feedback(&s, false);
 			else
-				ok = !s.applier.target_open || repl_exec(target, "ROLLBACK");
-			log_info(subject, "stopping: %lld transaction(s), %lld change(s) applied",
-				 (long long) s.applier.xacts_applied, (long long) s.applier.changes_applied);
+				ok = !s.applier.target_open || repl_exec(apply, "ROLLBACK");
+			log_info(subject, "stopping: %lld transaction(s), %lld change(s) applied, %lld transaction(s) of "
+				 "origin %s skipped",
+				 (long long) (s.applier.xacts_applied - s.applier.xacts_skipped),
+				 (long long) s.applier.changes_applied, (long long) s.applier.xacts_skipped, dir->skip_origin);
 			break;
 		}
 		n = PQgetCopyData(repl->conn, &buf, 1);
@@ -293,7 +332,7 @@ done:
 		log_warning(subject, "a batch could not be applied; its transactions are applied again one change at a "
 			    "time");
 	}
-	repl_close(&s.source);
+	repl_close(&s.from);
 	applier_free(&s.applier);
 	free(s.msg);
 	return ok;

@@ -14,8 +14,11 @@
 #include "replicator/conn.h"
 #include "replicator/replicate.h"
 
-/* Streams from start_lsn until stopped (true) or an error (false, logged). */
-bool stream_run(const Config *config, const DatabaseMapping *db, const ReplNames *names, ReplConn *repl,
-		ReplConn *target, uint64_t start_lsn, const char *subject) __attribute__((warn_unused_result));
+/*
+ * Streams dir's slot from start_lsn over repl and applies to apply, until
+ * stopped (true) or an error (false, logged).
+ */
+bool stream_run(const Config *config, const ReplDirection *dir, ReplConn *repl, ReplConn *apply, uint64_t start_lsn,
+		const char *subject) __attribute__((warn_unused_result));
 
 #endif

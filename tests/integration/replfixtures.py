@@ -11,10 +11,11 @@ source and a target cluster.  Test modules import the fixtures by name:
   in a database of its own, with a slot, publication and origin of its own,
   and its replicator_factory removes them (`replicate --drop`) and the
   databases afterwards, so the tests do not see each other.
-- replicator_factory(pair, dbname, **options) -> ReplicatorProcess, not yet
-  started.  At teardown each is stopped with SIGTERM: it must exit 0, and its
-  stderr must hold no sanitizer report (the suite also runs against an
-  ASan/UBSan build).
+- replicator_factory(pair, dbname, **options) -> ReplicatorProcess, started
+  unless start=False; reverse=True makes it `replicate --reverse` (target ->
+  source, after reverse_prepare()).  At teardown each is stopped with
+  SIGTERM: it must exit 0, and its stderr must hold no sanitizer report (the
+  suite also runs against an ASan/UBSan build).
 
 The plain helpers: make_database, wait_caught_up, assert_tables_equal,
 Pgbench, wait_for.
@@ -186,8 +187,10 @@ class ReplicatorProcess:
     """One `pghandoff replicate` subprocess (restartable) and its config and log."""
 
     def __init__(self, pghandoff, workdir, pair, dbname, *, target_dbname=None, replication=None,
-                 log_level="debug", more_databases=None):
+                 log_level="debug", more_databases=None, reverse=False):
         self.pghandoff = pghandoff
+        # `replicate --reverse`: from the reverse slot on the target into the source.
+        self.reverse = reverse
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.pair = pair
@@ -224,6 +227,26 @@ class ReplicatorProcess:
         # One database: the origin is named like the slot.
         return self.slot
 
+    # The way back, named as replicate_names() does: the publication and slot
+    # on the target, the origin on the source.
+    @property
+    def reverse_publication(self):
+        return f"{self.publication[:54]}_rollback"
+
+    def reverse_slot_of(self, dbname):
+        if not self.more_databases:
+            return f"{self.slot[:54]}_rollback"
+        suffix = "".join(ch.lower() if ch.isalnum() else "_" for ch in dbname)
+        return f"{self.slot[:21]}_{suffix[:32]}_rollback"
+
+    @property
+    def reverse_slot(self):
+        return self.reverse_slot_of(self.dbname)
+
+    @property
+    def reverse_origin(self):
+        return self.reverse_slot
+
     def databases(self):
         """[(source name, target name)] of every database in the config."""
         return [(self.dbname, self.target_dbname)] + list(self.more_databases.items())
@@ -259,7 +282,8 @@ class ReplicatorProcess:
         self._log_file.flush()
         self._start_offset = self.log_path.stat().st_size
         self.proc = subprocess.Popen(
-            [str(self.pghandoff.bin), "replicate", "-c", str(self.config_path)],
+            [str(self.pghandoff.bin), "replicate", "-c", str(self.config_path)]
+            + (["--reverse"] if self.reverse else []),
             stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=self._log_file,
             cwd=self.workdir)
         self.starts += 1
@@ -307,8 +331,19 @@ class ReplicatorProcess:
             pytest.fail(f"replicator still running {timeout} s later:\n{self.log_tail()}", pytrace=False)
 
     def drop(self):
-        """`replicate --drop`: returns the CompletedProcess (asserting nothing)."""
-        return self.pghandoff.run(["replicate", "-c", self.config_path, "--drop"], timeout=120)
+        """`replicate [--reverse] --drop`: returns the CompletedProcess (asserting nothing)."""
+        return self.pghandoff.run(["replicate", "-c", self.config_path, "--drop"]
+                                  + (["--reverse"] if self.reverse else []), timeout=120)
+
+    def reverse_prepare(self):
+        """`replicate --reverse --prepare`: returns the CompletedProcess (asserting nothing)."""
+        self.write_config()
+        return self.pghandoff.run(["replicate", "--reverse", "--prepare", "-c", self.config_path], timeout=120)
+
+    def reverse_drop(self):
+        """`replicate --reverse --drop`: returns the CompletedProcess (asserting nothing)."""
+        self.write_config()
+        return self.pghandoff.run(["replicate", "--reverse", "--drop", "-c", self.config_path], timeout=120)
 
     # ---- the log -----------------------------------------------------------
 
@@ -397,20 +432,29 @@ def cleanup(r):
         return
     # test_drop checks what --drop does; here it only tidies up.
     r.drop()
-    # Whatever --drop could not remove, remove by hand so the next tests start clean.
+    # Whatever --drop could not remove, remove by hand so the next tests start clean:
+    # the forward slot on the source and origin on the target, and the way
+    # back's slot on the target and origin on the source, which a test may
+    # have made (reverse_prepare) without a reverse replicator.
     for dbname, target_dbname in r.databases():
-        slot = r.slot_of(dbname)
-        source.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-                       "WHERE slot_name = %s AND active_pid IS NOT NULL", params=(slot,))
-        wait_for(lambda: not source.execute(
-            "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s AND active", params=(slot,)),
-            30, what=f"slot {slot} inactive")
-        source.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                       "WHERE slot_name = %s", params=(slot,))
-        target.execute("SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin "
-                       "WHERE roname = %s", params=(slot,))
+        for slot_cluster, slot, origin_cluster in ((source, r.slot_of(dbname), target),
+                                                   (target, r.reverse_slot_of(dbname), source)):
+            drop_slot(slot_cluster, slot)
+            origin_cluster.execute("SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin "
+                                   "WHERE roname = %s", params=(slot,))
         source.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
         target.execute(f"DROP DATABASE IF EXISTS {target_dbname} WITH (FORCE)")
+
+
+def drop_slot(cluster, slot):
+    """End the walsender of slot, if any, and drop it, if it exists."""
+    cluster.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                    "WHERE slot_name = %s AND active_pid IS NOT NULL", params=(slot,))
+    wait_for(lambda: not cluster.execute(
+        "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s AND active", params=(slot,)),
+        30, what=f"slot {slot} inactive")
+    cluster.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                    "WHERE slot_name = %s", params=(slot,))
 
 
 # ---- catching up and comparing ---------------------------------------------

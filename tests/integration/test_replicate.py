@@ -1058,3 +1058,78 @@ def test_drop_while_running(clusters, replicator_factory, prerequisites):
     assert query(pair.source, db, "SELECT pubname FROM pg_publication") == []
     assert pair.target.execute("SELECT roname FROM pg_replication_origin WHERE roname = %s",
                                params=(r.origin,)) == []
+
+
+# ---- the cutover's marker and origins ---------------------------------------
+
+def test_cutover_marker_moves_origin(clusters, replicator_factory):
+    """A transaction holding only a logical message moves the origin past it.
+
+    The cutover emits pg_logical_emit_message(true, 'pghandoff', 'cutover') on
+    the fenced source and waits for the target's origin to reach the LSN it
+    returns.  With nothing else written: from 15 pgoutput leaves an empty
+    transaction out unless messages are asked for, and on the target a
+    transaction that wrote nothing has no commit record to carry the origin.
+    """
+    pair = clusters
+    db = make_database(pair, "marker")
+    run_sql(pair.source, db, "CREATE TABLE t (id int PRIMARY KEY)", "INSERT INTO t VALUES (1)")
+    r = start_and_sync(replicator_factory, pair, db)
+    before = query(pair.target, db, "SELECT count(*) FROM t")
+    for n in range(3):
+        lsn = lsn_int(query(pair.source, db,
+                            "SELECT pg_logical_emit_message(true, 'pghandoff', 'cutover')::text")[0][0])
+        wait_for(lambda: (origin_progress(pair.target, r.origin) or 0) >= lsn, 60,
+                 what=f"origin {r.origin} past the marker at {lsn:#x} (round {n})", on_timeout=r.log_tail)
+    # A message outside any transaction is no transaction: nothing to apply, no error.
+    run_sql(pair.source, db, "SELECT pg_logical_emit_message(false, 'other', 'not transactional')")
+    wait_caught_up(pair, db, r.origin, r)
+    assert query(pair.target, db, "SELECT count(*) FROM t") == before
+    assert not r.errors()
+
+
+def test_origins_skipped_and_applied(clusters, replicator_factory):
+    """Transactions of the reverse follower's origin are skipped, other origins applied.
+
+    A session on the source that set up the reverse origin stands for the
+    reverse follower: its rows must not come back to the target, yet the
+    forward origin must move past its commit.  A session with any other origin
+    (a source that itself subscribes to something) is applied as before.
+    """
+    pair = clusters
+    db = make_database(pair, "origins")
+    run_sql(pair.source, db, "CREATE TABLE t (id int PRIMARY KEY, v text)")
+    r = start_and_sync(replicator_factory, pair, db)
+    elsewhere = f"elsewhere_{db}"
+    for name in (elsewhere, r.reverse_origin):
+        pair.source.execute("SELECT pg_replication_origin_create(%s)", params=(name,))
+    try:
+        def write_as(origin, *statements):
+            """Statements in one transaction of a session with origin set; its commit's end LSN."""
+            with connect(pair.source, db) as conn:
+                conn.execute("SELECT pg_replication_origin_session_setup(%s)", (origin,))
+                with conn.transaction():
+                    for sql in statements:
+                        conn.execute(sql)
+                end = conn.execute("SELECT local_lsn::text FROM pg_replication_origin_status "
+                                   "WHERE external_id = %s", (origin,)).fetchone()[0]
+                conn.execute("SELECT pg_replication_origin_session_reset()")
+            return lsn_int(end)
+
+        write_as(elsewhere, "INSERT INTO t VALUES (1, 'from elsewhere')")
+        skipped_end = write_as(r.reverse_origin, "INSERT INTO t VALUES (2, 'came back')",
+                               "UPDATE t SET v = 'changed by the way back' WHERE id = 1")
+        # Nothing else written: the skipped transaction alone must move the origin.
+        wait_for(lambda: (origin_progress(pair.target, r.origin) or 0) >= skipped_end, 60,
+                 what=f"origin {r.origin} past the skipped transaction ending at {skipped_end:#x}",
+                 on_timeout=r.log_tail)
+        run_sql(pair.source, db, "INSERT INTO t VALUES (3, 'plain')")
+        wait_caught_up(pair, db, r.origin, r)
+        assert query(pair.target, db, "SELECT id, v FROM t ORDER BY id") == \
+            [(1, "from elsewhere"), (3, "plain")]
+        assert re.search(rf"skipping a transaction of origin {r.reverse_origin}\b", r.log())
+        assert not r.errors()
+    finally:
+        for name in (elsewhere, r.reverse_origin):
+            pair.source.execute("SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin "
+                                "WHERE roname = %s", params=(name,))

@@ -1,0 +1,191 @@
+/*
+ * Publications, slots and replication origins: made, read and dropped for
+ * both directions of the follower (replicate.c, reverse.c).  Names go in as
+ * parameters or quoted identifiers, never spliced in raw.
+ */
+#include "replicator/objects.h"
+#include "common/log.h"
+#include "replicator/pgoutput.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+bool
+objects_origin_state(ReplConn *conn, const char *origin, bool *exists, uint64_t *progress)
+{
+	const char *params[1] = {origin};
+	PGresult *res;
+
+	if (!repl_query(conn,
+			"SELECT pg_replication_origin_oid($1) IS NOT NULL, "
+			"CASE WHEN pg_replication_origin_oid($1) IS NOT NULL "
+			"THEN coalesce(pg_replication_origin_progress($1, false), '0/0') END",
+			1, params, &res))
+		return false;
+	*exists = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	*progress = 0;
+	if (*exists && !lsn_parse(PQgetvalue(res, 0, 1), progress)) {
+		log_error(conn->subject, "unreadable origin progress \"%s\"", PQgetvalue(res, 0, 1));
+		PQclear(res);
+		return false;
+	}
+	PQclear(res);
+	return true;
+}
+
+bool
+objects_create_origin(ReplConn *conn, const char *origin)
+{
+	const char *params[1] = {origin};
+	PGresult *res;
+
+	if (!repl_query(conn, "SELECT pg_replication_origin_create($1)", 1, params, &res))
+		return false;
+	PQclear(res);
+	return true;
+}
+
+bool
+objects_advance_origin(ReplConn *conn, const char *origin, uint64_t lsn)
+{
+	char lsnbuf[LSN_FORMAT_LEN];
+	const char *params[2] = {origin, lsnbuf};
+	PGresult *res;
+
+	lsn_format(lsn, lsnbuf, sizeof(lsnbuf));
+	if (!repl_query(conn, "SELECT pg_replication_origin_advance($1, $2::pg_lsn)", 2, params, &res))
+		return false;
+	PQclear(res);
+	return true;
+}
+
+bool
+objects_drop_origin(ReplConn *conn, const char *origin)
+{
+	const char *params[1] = {origin};
+	PGresult *res;
+
+	if (!repl_query(conn, "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = $1",
+			1, params, &res))
+		return false;
+	PQclear(res);
+	return true;
+}
+
+bool
+objects_ensure_publication(ReplConn *conn, const char *publication)
+{
+	const char *params[1] = {publication};
+	char buf[8];
+	char sql[200];
+	char *ident;
+	bool ok;
+
+	if (!repl_query_copy_value(conn, "SELECT count(*) FROM pg_publication WHERE pubname = $1", 1, params, buf,
+				   sizeof(buf)))
+		return false;
+	if (strcmp(buf, "0") != 0)
+		return true;
+	ident = PQescapeIdentifier(conn->conn, publication, strlen(publication));
+	if (!ident) {
+		log_error(conn->subject, "could not quote publication name %s: %s", publication,
+			  PQerrorMessage(conn->conn));
+		return false;
+	}
+	snprintf(sql, sizeof(sql), "CREATE PUBLICATION %s FOR ALL TABLES", ident);
+	PQfreemem(ident);
+	ok = repl_exec(conn, sql);
+	if (ok)
+		log_info(conn->subject, "created publication %s for all tables", publication);
+	return ok;
+}
+
+bool
+objects_drop_publication(ReplConn *conn, const char *publication)
+{
+	const char *params[1] = {publication};
+	char buf[8];
+	char sql[200];
+	char *ident;
+
+	if (!repl_query_copy_value(conn, "SELECT count(*) FROM pg_publication WHERE pubname = $1", 1, params, buf,
+				   sizeof(buf)))
+		return false;
+	if (strcmp(buf, "0") == 0)
+		return true;
+	ident = PQescapeIdentifier(conn->conn, publication, strlen(publication));
+	if (!ident) {
+		log_error(conn->subject, "could not quote publication name %s: %s", publication,
+			  PQerrorMessage(conn->conn));
+		return false;
+	}
+	snprintf(sql, sizeof(sql), "DROP PUBLICATION %s", ident);
+	PQfreemem(ident);
+	return repl_exec(conn, sql);
+}
+
+bool
+objects_create_slot(ReplConn *conn, const char *slot, uint64_t *lsn)
+{
+	const char *params[1] = {slot};
+	char buf[LSN_FORMAT_LEN + 8];
+
+	/* Returns once the slot is consistent: transactions running now must end first. */
+	if (!repl_query_copy_value(conn, "SELECT lsn FROM pg_create_logical_replication_slot($1, 'pgoutput')", 1,
+				   params, buf, sizeof(buf)))
+		return false;
+	if (!lsn_parse(buf, lsn)) {
+		log_error(conn->subject, "unreadable consistent point \"%s\" of the new slot %s", buf, slot);
+		return false;
+	}
+	log_info(conn->subject, "created replication slot %s at %s", slot, buf);
+	return true;
+}
+
+bool
+objects_slot_exists(ReplConn *conn, const char *slot, bool *exists)
+{
+	const char *params[1] = {slot};
+	char buf[8];
+
+	if (!repl_query_copy_value(conn, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", 1, params,
+				   buf, sizeof(buf)))
+		return false;
+	*exists = strcmp(buf, "0") != 0;
+	return true;
+}
+
+bool
+objects_drop_slot(ReplConn *conn, const char *slot, bool terminate)
+{
+	const char *params[1] = {slot};
+	PGresult *res;
+
+	if (terminate) {
+		/* An active walsender keeps the slot busy: end it first. */
+		if (!repl_query(conn, "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+				      "WHERE slot_name = $1 AND active_pid IS NOT NULL", 1, params, &res))
+			return false;
+		PQclear(res);
+		/* The walsender takes a moment to exit and release its slot. */
+		for (int tries = 0; tries < 100; tries++) {
+			char active[8];
+
+			if (!repl_query_copy_value(conn, "SELECT count(*) FROM pg_replication_slots "
+							 "WHERE slot_name = $1 AND active", 1, params, active, sizeof(active)))
+				return false;
+			if (strcmp(active, "0") == 0)
+				break;
+			usleep(100 * 1000);
+		}
+	}
+	if (!repl_query(conn, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+			      "WHERE slot_name = $1",
+			1, params, &res))
+		return false;
+	if (PQntuples(res) > 0)
+		log_info(conn->subject, "dropped replication slot %s", slot);
+	PQclear(res);
+	return true;
+}

@@ -1,0 +1,46 @@
+/*
+ * The objects a follower streams through, whichever way it runs: the
+ * publication and the logical slot on the cluster changes come from, the
+ * replication origin on the cluster they are applied to.  Every function
+ * takes a plain connection to the right database, logs its error once with
+ * that connection's subject, and returns false.
+ */
+#ifndef PGHANDOFF_REPLICATOR_OBJECTS_H
+#define PGHANDOFF_REPLICATOR_OBJECTS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "replicator/conn.h"
+
+/*
+ * Whether origin exists, and its progress as the database's data stands
+ * (flush = false): data and progress come from the same WAL, so after a
+ * crash both are what recovery kept.  0 when it has none.
+ */
+bool objects_origin_state(ReplConn *conn, const char *origin, bool *exists, uint64_t *progress)
+	__attribute__((warn_unused_result));
+bool objects_create_origin(ReplConn *conn, const char *origin) __attribute__((warn_unused_result));
+bool objects_advance_origin(ReplConn *conn, const char *origin, uint64_t lsn) __attribute__((warn_unused_result));
+/* Drops origin if it exists. */
+bool objects_drop_origin(ReplConn *conn, const char *origin) __attribute__((warn_unused_result));
+
+/* Creates publication FOR ALL TABLES unless one of that name exists. */
+bool objects_ensure_publication(ReplConn *conn, const char *publication) __attribute__((warn_unused_result));
+/* Drops publication if it exists. */
+bool objects_drop_publication(ReplConn *conn, const char *publication) __attribute__((warn_unused_result));
+
+/*
+ * Creates a pgoutput slot from SQL (no snapshot exported); *lsn is its
+ * consistent point, where streaming from it begins.
+ */
+bool objects_create_slot(ReplConn *conn, const char *slot, uint64_t *lsn) __attribute__((warn_unused_result));
+/*
+ * Drops slot if it exists.  With terminate, a walsender streaming from it is
+ * ended first and waited for, since an active slot cannot be dropped.
+ */
+bool objects_drop_slot(ReplConn *conn, const char *slot, bool terminate) __attribute__((warn_unused_result));
+/* Whether slot exists. */
+bool objects_slot_exists(ReplConn *conn, const char *slot, bool *exists) __attribute__((warn_unused_result));
+
+#endif

@@ -1,0 +1,132 @@
+/*
+ * The reverse follower: target -> source after a cutover.  The objects are
+ * the forward ones mirrored (publication and slot on the target, origin on
+ * the source, named by replicate_names), and streaming is the forward
+ * follower's loop with the direction turned round (replicate_direction).
+ *
+ * Sequences are not copied this way: the cutover sets the source's from the
+ * target's at a rollback, the one moment they matter there.
+ */
+#include "replicator/reverse.h"
+#include "common/log.h"
+#include "replicator/objects.h"
+#include "replicator/pgoutput.h"
+#include "replicator/replicate.h"
+
+#include <stdio.h>
+#include <string.h>
+
+bool
+reverse_prepare(const Config *config, const DatabaseMapping *db, const char *subject)
+{
+	ReplConn target = {0}, source = {0};
+	ReplNames names;
+	ReplDirection dir;
+	char lsnbuf[LSN_FORMAT_LEN];
+	uint64_t lsn = 0;
+	bool ok;
+
+	replicate_names(config, db, &names);
+	replicate_direction(config, db, &names, true, &dir);
+	/* Both connections first: a fenced source that refuses us leaves nothing made on the target. */
+	if (!replicate_connect_apply(&dir, &source, subject))
+		return false;
+	if (!repl_connect(&target, &config->target, db->target_name, false, subject)) {
+		repl_close(&source);
+		return false;
+	}
+	/*
+	 * The old origin goes first (a reverse follower still using it makes
+	 * this fail before anything changed).  The publication exists before
+	 * the slot, so that decoding finds it from the slot's first change on;
+	 * the slot's consistent point is where the two sides were equal, and
+	 * the origin starts there.
+	 */
+	ok = objects_drop_origin(&source, names.reverse_origin) &&
+	     objects_drop_slot(&target, names.reverse_slot, true) &&
+	     objects_drop_publication(&target, names.reverse_publication) &&
+	     objects_ensure_publication(&target, names.reverse_publication) &&
+	     objects_create_slot(&target, names.reverse_slot, &lsn) &&
+	     objects_create_origin(&source, names.reverse_origin) &&
+	     objects_advance_origin(&source, names.reverse_origin, lsn);
+	repl_close(&target);
+	repl_close(&source);
+	if (ok) {
+		lsn_format(lsn, lsnbuf, sizeof(lsnbuf));
+		log_info(subject, "way back prepared: slot %s and publication %s on the target from %s, origin %s on the "
+			 "source", names.reverse_slot, names.reverse_publication, lsnbuf, names.reverse_origin);
+	}
+	return ok;
+}
+
+bool
+reverse_drop(const Config *config, const DatabaseMapping *db, const char *subject)
+{
+	ReplConn target = {0}, source = {0};
+	ReplNames names;
+	ReplDirection dir;
+	bool ok = true;
+
+	replicate_names(config, db, &names);
+	replicate_direction(config, db, &names, true, &dir);
+	if (repl_connect(&target, &config->target, db->target_name, false, subject)) {
+		ok = objects_drop_slot(&target, names.reverse_slot, true) &&
+		     objects_drop_publication(&target, names.reverse_publication);
+		repl_close(&target);
+	} else {
+		ok = false;
+	}
+	if (replicate_connect_apply(&dir, &source, subject)) {
+		if (!objects_drop_origin(&source, names.reverse_origin))
+			ok = false;
+		repl_close(&source);
+	} else {
+		ok = false;
+	}
+	if (ok)
+		log_info(subject, "dropped slot %s and publication %s on the target, origin %s on the source",
+			 names.reverse_slot, names.reverse_publication, names.reverse_origin);
+	return ok;
+}
+
+int
+reverse_run(const Config *config, const DatabaseMapping *db)
+{
+	ReplConn apply = {0}, repl = {0}, check = {0};
+	ReplNames names;
+	ReplDirection dir;
+	char subject[160];
+	bool origin_exists, slot_exists = false, ok;
+	uint64_t start_lsn = 0;
+
+	snprintf(subject, sizeof(subject), "reverse replicator %s", db->name);
+	replicate_names(config, db, &names);
+	replicate_direction(config, db, &names, true, &dir);
+	if (!replicate_connect_apply(&dir, &apply, subject))
+		return 1;
+	if (!objects_origin_state(&apply, dir.origin, &origin_exists, &start_lsn)) {
+		repl_close(&apply);
+		return 1;
+	}
+	/* Both checks name the fix: a missing object is no error to retry. */
+	ok = repl_connect(&check, dir.from, dir.from_db, false, subject) &&
+	     objects_slot_exists(&check, dir.slot, &slot_exists);
+	repl_close(&check);
+	if (!ok) {
+		repl_close(&apply);
+		return 1;
+	}
+	if (!origin_exists || !slot_exists) {
+		log_error(subject, "the way back is not prepared: %s %s does not exist on the %s; the cutover prepares "
+			  "it, or `pghandoff replicate --reverse --prepare` while both sides hold the same data",
+			  !slot_exists ? "slot" : "origin", !slot_exists ? dir.slot : dir.origin,
+			  !slot_exists ? dir.from->role : dir.to->role);
+		repl_close(&apply);
+		return 1;
+	}
+	if (!repl_connect(&repl, dir.from, dir.from_db, true, subject)) {
+		repl_close(&apply);
+		return 1;
+	}
+	return replicate_follow(config, &dir, &repl, &apply, start_lsn, subject);
+}
