@@ -550,3 +550,35 @@ proto_parse_command_complete(const uint8_t *body, size_t len, ProtoCommandComple
 		return errbuf_fail(err, errlen, "CommandComplete message is truncated");
 	return proto_check_end(&r, "CommandComplete", err, errlen);
 }
+
+bool
+proto_parse_data_row(const uint8_t *body, size_t len, ProtoDataRow *out,
+					 char *err, size_t errlen)
+{
+	MsgReader r;
+	int16_t n;
+	int i;
+
+	memset(out, 0, sizeof(*out));
+	msgread_init(&r, body, len);
+	if (!msgread_int16(&r, &n))
+		return errbuf_fail(err, errlen, "DataRow message is truncated");
+	if (n < 0 || n > PROTO_MAX_ROW_COLUMNS)
+		return errbuf_fail(err, errlen, "DataRow message has %d columns, at most %d are accepted", n,
+						   PROTO_MAX_ROW_COLUMNS);
+	out->ncols = n;
+	for (i = 0; i < n; i++) {
+		int32_t vlen;
+
+		if (!msgread_int32(&r, &vlen))
+			return errbuf_fail(err, errlen, "DataRow message is truncated");
+		if (vlen < -1)
+			return errbuf_fail(err, errlen, "DataRow column %d has invalid length %d", i + 1, vlen);
+		out->lengths[i] = vlen;
+		if (vlen > 0 && !msgread_bytes(&r, (size_t) vlen, &out->values[i]))
+			return errbuf_fail(err, errlen, "DataRow column %d is truncated", i + 1);
+		if (vlen == 0)
+			out->values[i] = body + r.pos;
+	}
+	return proto_check_end(&r, "DataRow", err, errlen);
+}

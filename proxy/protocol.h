@@ -188,6 +188,18 @@ typedef struct ProtoCommandComplete {
 	const char *tag;
 } ProtoCommandComplete;
 
+/*
+ * DataRow: each value points into the body and is not NUL-terminated;
+ * lengths[i] is -1 for NULL.  Rows with more than PROTO_MAX_ROW_COLUMNS
+ * columns are refused: the proxy reads only the results of its own queries.
+ */
+#define PROTO_MAX_ROW_COLUMNS 16
+typedef struct ProtoDataRow {
+	int ncols;
+	const uint8_t *values[PROTO_MAX_ROW_COLUMNS];
+	int32_t lengths[PROTO_MAX_ROW_COLUMNS];
+} ProtoDataRow;
+
 bool proto_parse_ready_for_query(const uint8_t *body, size_t len, ProtoReadyForQuery *out,
 								 char *err, size_t errlen) __attribute__((warn_unused_result));
 bool proto_parse_backend_key_data(const uint8_t *body, size_t len, ProtoBackendKeyData *out,
@@ -212,5 +224,7 @@ bool proto_parse_copy_response(const uint8_t *body, size_t len, ProtoCopyRespons
 							   char *err, size_t errlen) __attribute__((warn_unused_result));
 bool proto_parse_command_complete(const uint8_t *body, size_t len, ProtoCommandComplete *out,
 								  char *err, size_t errlen) __attribute__((warn_unused_result));
+bool proto_parse_data_row(const uint8_t *body, size_t len, ProtoDataRow *out,
+						  char *err, size_t errlen) __attribute__((warn_unused_result));
 
 #endif							/* PGHANDOFF_PROXY_PROTOCOL_H */

@@ -165,6 +165,16 @@ fuzz_other(uint8_t type, const uint8_t *body, size_t len)
 
 		if (proto_parse_copy_response(body, len, &m, err, sizeof(err)))
 			check_range(m.col_formats, (size_t) m.ncols * 2);
+	} else if (type == PQMSG_DATA_ROW) {
+		ProtoDataRow m;
+
+		if (proto_parse_data_row(body, len, &m, err, sizeof(err))) {
+			if (m.ncols > PROTO_MAX_ROW_COLUMNS)
+				abort();
+			for (int i = 0; i < m.ncols; i++)
+				if (m.lengths[i] > 0)
+					check_range(m.values[i], (size_t) m.lengths[i]);
+		}
 	}
 }
 
@@ -192,12 +202,13 @@ fuzz_message(uint8_t type, const uint8_t *body, size_t len)
 		break;
 	case PQMSG_AUTHENTICATION_REQUEST:
 	case PQMSG_NOTIFICATION_RESPONSE:
+	case PQMSG_DATA_ROW:
 		fuzz_other(type, body, len);
 		break;
 	default: {
 		static const uint8_t all[] = {
 			PQMSG_ERROR_RESPONSE, PQMSG_BACKEND_KEY_DATA, PQMSG_READY_FOR_QUERY,
-			PQMSG_PARAMETER_STATUS, PQMSG_COMMAND_COMPLETE, PQMSG_NEGOTIATE_PROTOCOL_VERSION,
+			PQMSG_PARAMETER_STATUS, PQMSG_COMMAND_COMPLETE, PQMSG_NEGOTIATE_PROTOCOL_VERSION, PQMSG_DATA_ROW,
 			PQMSG_COPY_IN_RESPONSE, PQMSG_AUTHENTICATION_REQUEST, PQMSG_NOTIFICATION_RESPONSE,
 		};
 

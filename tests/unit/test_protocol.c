@@ -46,6 +46,7 @@ TRY_WRAPPER(notification, ProtoNotification)
 TRY_WRAPPER(negotiate_protocol_version, ProtoNegotiateProtocolVersion)
 TRY_WRAPPER(copy_response, ProtoCopyResponse)
 TRY_WRAPPER(command_complete, ProtoCommandComplete)
+TRY_WRAPPER(data_row, ProtoDataRow)
 
 /* Runs fn on an exact-size heap copy of body[0..n). */
 static bool
@@ -480,6 +481,29 @@ test_backend_simple(void **state)
 }
 
 static void
+test_data_row(void **state)
+{
+	ProtoDataRow row;
+	char err[256];
+
+	(void) state;
+	/* Three columns: "set", NULL, "" */
+	assert_true(proto_parse_data_row(LIT("\0\3\0\0\0\3set\xff\xff\xff\xff\0\0\0\0"), &row, err, sizeof(err)));
+	assert_int_equal(row.ncols, 3);
+	assert_int_equal(row.lengths[0], 3);
+	assert_memory_equal(row.values[0], "set", 3);
+	assert_int_equal(row.lengths[1], -1);
+	assert_int_equal(row.lengths[2], 0);
+	assert_prefixes_fail(try_data_row, LIT("\0\3\0\0\0\3set\xff\xff\xff\xff\0\0\0\0"));
+	/* A length past the end, a negative length other than -1, too many columns, bytes left over. */
+	assert_rejected(try_data_row, LIT("\0\1\0\0\0\11abc"));
+	assert_rejected(try_data_row, LIT("\0\1\xff\xff\xff\xfe"));
+	assert_rejected(try_data_row, LIT("\0\x11"));
+	assert_rejected(try_data_row, LIT("\xff\xff"));
+	assert_rejected(try_data_row, LIT("\0\0x"));
+}
+
+static void
 test_backend_key_data(void **state)
 {
 	uint8_t key[PROTO_MAX_CANCEL_KEY + 1];
@@ -761,6 +785,7 @@ main(void)
 		cmocka_unit_test(test_negotiate_protocol_version),
 		cmocka_unit_test(test_copy_response),
 		cmocka_unit_test(test_round_trips),
+		cmocka_unit_test(test_data_row),
 	};
 
 	return cmocka_run_group_tests_name("protocol", tests, NULL, NULL);
