@@ -7,8 +7,30 @@
 #include "cli/cli.h"
 #include "replicator/replicate.h"
 
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+/*
+ * Run by a proxy (`pghandoff run`, the reverse follower): stop when it dies,
+ * however it dies, rather than stream on unsupervised.  A follower stopped
+ * this way resumes from its origin when the proxy starts it again.
+ */
+static void
+follow_parent(void)
+{
+	const char *parent = getenv("PGHANDOFF_PARENT_PID");
+
+	if (!parent)
+		return;
+	(void) prctl(PR_SET_PDEATHSIG, SIGTERM);
+	if (getppid() != (pid_t) strtol(parent, NULL, 10))
+		(void) raise(SIGTERM);	/* it died before the line above */
+	(void) unsetenv("PGHANDOFF_PARENT_PID");
+}
 
 int
 cmd_replicate(const CliCommand *cmd, int argc, char **argv)
@@ -44,6 +66,7 @@ cmd_replicate(const CliCommand *cmd, int argc, char **argv)
 		config_free(&config);
 		return EXIT_USAGE;
 	}
+	follow_parent();
 	rc = replicate_main(&config, mode);
 	config_free(&config);
 	log_close();

@@ -114,11 +114,11 @@ replicate_connect_apply(const ReplDirection *dir, ReplConn *conn, const char *su
 	if (!repl_connect(conn, dir->to, dir->to_db, false, subject))
 		return false;
 	/*
-	 * The cutover fenced the source with ALTER DATABASE ... SET
-	 * default_transaction_read_only = on; the reverse follower is the one
-	 * writer it must still let in.
+	 * A cutover fences the side clients leave with ALTER DATABASE ... SET
+	 * default_transaction_read_only = on (the source; the target after a
+	 * rollback); the followers are the writers it must still let in.
 	 */
-	if (dir->reverse && !repl_exec(conn, "SET default_transaction_read_only = off")) {
+	if (!repl_exec(conn, "SET default_transaction_read_only = off")) {
 		repl_close(conn);
 		return false;
 	}

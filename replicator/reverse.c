@@ -69,7 +69,9 @@ reverse_drop(const Config *config, const DatabaseMapping *db, const char *subjec
 
 	replicate_names(config, db, &names);
 	replicate_direction(config, db, &names, true, &dir);
-	if (repl_connect(&target, &config->target, db->target_name, false, subject)) {
+	/* After a rollback the target is fenced: this session is exempt. */
+	if (repl_connect(&target, &config->target, db->target_name, false, subject) &&
+	    repl_exec(&target, "SET default_transaction_read_only = off")) {
 		ok = objects_drop_slot(&target, names.reverse_slot, true) &&
 		     objects_drop_publication(&target, names.reverse_publication);
 		repl_close(&target);
