@@ -24,7 +24,7 @@
 # bench/README.md.
 # Environment: SOURCE_VERSION (13 if installed, else 15), TARGET_VERSION (17 if
 # installed, else 15), SCALE (10), DURATION (20), CUTOVER_AT (10), CLIENTS (16),
-# JOBS (2), RATE_CLIENTS (500), RATE (1000), TIMEOUT (300 s per wait),
+# JOBS (2), RATE_CLIENTS (500), RATE (200: what 2 cores sustain at scale 10), TIMEOUT (300 s per wait),
 # PGHANDOFF_BIN (build/pghandoff), KEEP_WORKDIR=1.
 set -euo pipefail
 export LC_ALL=C   # decimal points in awk and in $EPOCHREALTIME
@@ -38,7 +38,7 @@ CUTOVER_AT=${CUTOVER_AT:-10}
 CLIENTS=${CLIENTS:-16}
 JOBS=${JOBS:-2}
 RATE_CLIENTS=${RATE_CLIENTS:-500}
-RATE=${RATE:-1000}
+RATE=${RATE:-200}
 TIMEOUT=${TIMEOUT:-300}
 PGHANDOFF_BIN=${PGHANDOFF_BIN:-build/pghandoff}
 PYTHON=/usr/bin/python3   # Debian's, which has python3-psycopg

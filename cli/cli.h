@@ -29,6 +29,9 @@ int cli_load_config(const CliCommand *cmd, int argc, char **argv, Config *config
 int cmd_config(const CliCommand *cmd, int argc, char **argv);
 int cmd_check(const CliCommand *cmd, int argc, char **argv);
 int cmd_proxy(const CliCommand *cmd, int argc, char **argv);
+int cmd_run(const CliCommand *cmd, int argc, char **argv);
 int cmd_replicate(const CliCommand *cmd, int argc, char **argv);
+int cmd_cutover(const CliCommand *cmd, int argc, char **argv);
+int cmd_rollback(const CliCommand *cmd, int argc, char **argv);
 
 #endif

@@ -1,13 +1,14 @@
 /*
- * `pghandoff proxy`: the proxy in the foreground until it is told to stop.
+ * `pghandoff proxy` and `pghandoff run`: the proxy in the foreground until it
+ * is told to stop; under `run`, with the follower as its child.
  */
 #include "cli/cli.h"
 #include "proxy/proxy.h"
 
 #include <stdlib.h>
 
-int
-cmd_proxy(const CliCommand *cmd, int argc, char **argv)
+static int
+run_proxy(const CliCommand *cmd, int argc, char **argv, bool with_follower)
 {
 	Config config;
 	char *path;
@@ -19,7 +20,19 @@ cmd_proxy(const CliCommand *cmd, int argc, char **argv)
 	path = config.path;
 	config.path = NULL;
 	config_free(&config);
-	rc = proxy_main(path);
+	rc = proxy_main(path, with_follower);
 	free(path);
 	return rc;
+}
+
+int
+cmd_proxy(const CliCommand *cmd, int argc, char **argv)
+{
+	return run_proxy(cmd, argc, argv, false);
+}
+
+int
+cmd_run(const CliCommand *cmd, int argc, char **argv)
+{
+	return run_proxy(cmd, argc, argv, true);
 }

@@ -11,6 +11,17 @@
 #include <string.h>
 
 static const CliCommand commands[] = {
+	{"run", "proxy and follower in one process: the normal way to run pghandoff",
+	 "Usage: pghandoff run -c FILE\n\n"
+	 "Runs the proxy (see `pghandoff proxy --help`) with the follower (see\n"
+	 "`pghandoff replicate --help`) as its child process: the follower is\n"
+	 "started again if it dies (it resumes from the target's replication\n"
+	 "origin), and stopped when the proxy stops.  After a cutover with\n"
+	 "rollback = on, the reverse follower runs beside it.\n\n"
+	 "Signals: SIGTERM stops accepting and waits up to shutdown_timeout for\n"
+	 "clients, then stops the followers; SIGINT stops at once; SIGHUP reloads\n"
+	 "the proxy's configuration (the follower reads it when it restarts).\n",
+	 cmd_run},
 	{"config", "print the effective configuration, secrets redacted",
 	 "Usage: pghandoff config -c FILE\n\n"
 	 "Loads FILE, reports every error as FILE:LINE, and prints the effective\n"
@@ -35,7 +46,8 @@ static const CliCommand commands[] = {
 	 "connection per client.  Clients authenticate per auth_type against\n"
 	 "auth_file.  Admin users reach a console in the virtual database\n"
 	 "\"pghandoff\": SHOW CLIENTS|SERVERS|STATS|CONFIG|DATABASES|VERSION,\n"
-	 "PAUSE [db], RESUME [db], RELOAD, SHUTDOWN.\n\n"
+	 "PAUSE [db], RESUME [db], RELOAD, SHUTDOWN, CUTOVER [DRY RUN], ROLLBACK,\n"
+	 "SHOW CUTOVER [JSON].\n\n"
 	 "Signals: SIGTERM stops accepting and waits up to shutdown_timeout for\n"
 	 "clients; SIGINT closes everything at once; SIGHUP reloads the\n"
 	 "configuration and the auth file and reopens the log file.\n",
@@ -52,6 +64,33 @@ static const CliCommand commands[] = {
 	 "           origin from the target instead, so an abandoned migration\n"
 	 "           leaves no slot holding WAL\n",
 	 cmd_replicate},
+	{"cutover", "switch every client from the source to the target",
+	 "Usage: pghandoff cutover -c FILE [--dry-run] [--json]\n\n"
+	 "Asks the running proxy (its admin console, as the first of admin_users)\n"
+	 "to cut over: check that replication streams with lag <= max_lag and that\n"
+	 "the tables match; open a target connection for every client; hold every\n"
+	 "client at its next transaction boundary (drain_timeout, on_drain_timeout);\n"
+	 "fence the source (fence = read_only); wait until the target has applied\n"
+	 "the source's last write; copy the sequences; compare row counts\n"
+	 "(verify = counts); prepare the reverse follower (rollback = on); move\n"
+	 "each client's session (settings, prepared statements, LISTEN) to its\n"
+	 "target connection; record the switch in state_file; resume.  Sessions\n"
+	 "that cannot move (temporary tables, advisory locks, WITH HOLD cursors)\n"
+	 "are terminated or make the cutover abort (unmovable).  Any failure before\n"
+	 "the switch resumes every client on the source.\n\n"
+	 "Each phase is printed as it ends, then the report (--json: as JSON).\n"
+	 "  --dry-run  run the checks only and report the clients, which of them\n"
+	 "             could not move, the lag and the catch-up time to expect\n\n"
+	 "The password is PGPASSWORD's, else the auth file's plaintext entry.\n"
+	 "Exit status: 0 done (or ready), 1 refused or aborted, 2 bad usage.\n",
+	 cmd_cutover},
+	{"rollback", "switch every client back from the target to the source",
+	 "Usage: pghandoff rollback -c FILE [--json]\n\n"
+	 "The cutover in reverse, after a cutover with rollback = on: the target is\n"
+	 "fenced, the reverse follower applies its last writes to the source, the\n"
+	 "sequences go back, the reverse follower stops and its slot is dropped,\n"
+	 "the source takes writes again and every client moves back.\n",
+	 cmd_rollback},
 };
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -94,6 +94,7 @@ static const KeyDef global_keys[] = {
 	{"replication", "sequence_sync_interval", KEY_DURATION, C(replication.sequence_sync_interval), "30s", NULL, 0, 0},
 	{"cutover", "max_lag", KEY_SIZE, C(cutover.max_lag), "16MB", NULL, 0, 0},
 	{"cutover", "drain_timeout", KEY_DURATION, C(cutover.drain_timeout), "5s", NULL, 0, 0},
+	{"cutover", "catchup_timeout", KEY_DURATION, C(cutover.catchup_timeout), "30s", NULL, 0, 0},
 	{"cutover", "on_drain_timeout", KEY_ENUM, C(cutover.on_drain_timeout), "abort", drain_names, 0, 0},
 	{"cutover", "unmovable", KEY_ENUM, C(cutover.unmovable), "terminate", unmovable_names, 0, 0},
 	{"cutover", "fence", KEY_ENUM, C(cutover.fence), "read_only", fence_names, 0, 0},

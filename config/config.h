@@ -87,6 +87,7 @@ typedef struct ReplicationConfig {
 typedef struct CutoverConfig {
 	int64_t max_lag;	/* bytes */
 	int64_t drain_timeout;	/* microseconds */
+	int64_t catchup_timeout;	/* microseconds: fenced source to target caught up */
 	DrainPolicy on_drain_timeout;
 	UnmovablePolicy unmovable;
 	FenceMode fence;

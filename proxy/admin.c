@@ -4,6 +4,7 @@
  * Every answer is built whole and sent with one write.
  */
 #include "proxy/objects.h"
+#include "proxy/cutover.h"
 #include "common/log.h"
 #include "common/strbuf.h"
 #include "proxy/pktbuf.h"
@@ -174,7 +175,7 @@ show_servers(Client *client)
 	static const char *const cols[] = {"id", "user", "database", "cluster", "state", "backend_pid", "client",
 					   "connect_time", "tls"};
 	Proxy *proxy = client->proxy;
-	const List *lists[] = {&proxy->login_servers, &proxy->active_servers};
+	const List *lists[] = {&proxy->login_servers, &proxy->active_servers, &proxy->standby_servers};
 	const List *item;
 	Result r;
 	size_t i;
@@ -194,7 +195,7 @@ show_servers(Client *client)
 			values[1] = server->client ? server->client->user : NULL;
 			values[2] = server->cluster == &proxy->target ? server->db->target_name : server->db->name;
 			values[3] = server->cluster->role;
-			values[4] = server->state == SV_ACTIVE ? "active" : "login";
+			values[4] = server->state == SV_ACTIVE ? "active" : server->state == SV_STANDBY ? "standby" : "login";
 			values[5] = pid;
 			values[6] = server->client ? cid : NULL;
 			values[7] = since;
@@ -411,11 +412,24 @@ admin_handle_query(Client *client, const char *sql)
 		if (strcasecmp(w[1], "DATABASES") == 0)
 			return show_databases(client);
 	}
+	if (n == 3 && strcasecmp(w[0], "SHOW") == 0 && strcasecmp(w[1], "CUTOVER") == 0 && strcasecmp(w[2], "JSON") == 0)
+		return cutover_show(client, true);
+	if (n == 2 && strcasecmp(w[0], "SHOW") == 0 && strcasecmp(w[1], "CUTOVER") == 0)
+		return cutover_show(client, false);
+	if (n == 1 && strcasecmp(w[0], "CUTOVER") == 0)
+		return cutover_start(client, CUTOVER_FORWARD);
+	if (n == 3 && strcasecmp(w[0], "CUTOVER") == 0 && strcasecmp(w[1], "DRY") == 0 && strcasecmp(w[2], "RUN") == 0)
+		return cutover_start(client, CUTOVER_DRY_RUN);
+	if (n == 1 && strcasecmp(w[0], "ROLLBACK") == 0)
+		return cutover_start(client, CUTOVER_ROLLBACK);
 	if ((n == 1 || n == 2) && strcasecmp(w[0], "PAUSE") == 0)
 		return set_paused(client, n == 2 ? w[1] : "", true);
 	if ((n == 1 || n == 2) && strcasecmp(w[0], "RESUME") == 0)
 		return set_paused(client, n == 2 ? w[1] : "", false);
 	if (n == 1 && strcasecmp(w[0], "RELOAD") == 0) {
+		if (cutover_running(proxy))
+			return send_error(client, "55000", "configuration not reloaded: a cutover is running",
+					  "RELOAD again once it has finished");
 		if (!proxy_reload(proxy))
 			return send_error(client, "F0000", "configuration not reloaded: see the log for the errors",
 					  "fix the file and RELOAD again; the previous configuration stays in force");
@@ -429,6 +443,6 @@ admin_handle_query(Client *client, const char *sql)
 		return true;
 	}
 	return send_error(client, "42601", "unknown admin command",
-			  "commands: SHOW CLIENTS|SERVERS|STATS|CONFIG|DATABASES|VERSION, PAUSE [db], RESUME [db], "
-			  "RELOAD, SHUTDOWN");
+			  "commands: SHOW CLIENTS|SERVERS|STATS|CONFIG|DATABASES|VERSION|CUTOVER [JSON], PAUSE [db], "
+			  "RESUME [db], CUTOVER [DRY RUN], ROLLBACK, RELOAD, SHUTDOWN");
 }

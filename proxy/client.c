@@ -9,6 +9,7 @@
  * transaction boundary.
  */
 #include "proxy/objects.h"
+#include "proxy/cutover.h"
 #include "common/log.h"
 #include "common/md5auth.h"
 #include "common/scram.h"
@@ -17,9 +18,11 @@
 #include "proxy/protocol.h"
 #include "proxy/userlist.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define MAX_MESSAGE_LEN 0x3fffffff	/* PostgreSQL's MaxAllocSize */
 
@@ -83,7 +86,6 @@ static bool
 auth_done(Client *client)
 {
 	Proxy *proxy = client->proxy;
-	Server *server;
 
 	client->auth_step = CA_DONE;
 	if (client->scram) {
@@ -111,13 +113,29 @@ auth_done(Client *client)
 		return client_send(client, &pb);
 	}
 
-	server = server_new(proxy, client, &proxy->source, client->db);
+	if (cutover_holds_logins(proxy)) {
+		/* Its server opens on whichever cluster the cutover leaves it on. */
+		client->wait_cutover = true;
+		client_change_state(client, CL_WAIT_SERVER);
+		log_debug(client->subject, "login waits for the cutover");
+		return true;
+	}
+	return proxy_connect_client(client);
+}
+
+bool
+proxy_connect_client(Client *client)
+{
+	Proxy *proxy = client->proxy;
+	Server *server = server_new(proxy, client, proxy->serving, client->db);
+
 	if (!server) {
 		client_disconnect(client, "53200", "out of memory");
 		return false;
 	}
 	client->server = server;
-	client_change_state(client, CL_WAIT_SERVER);
+	if (client->state != CL_WAIT_SERVER)
+		client_change_state(client, CL_WAIT_SERVER);
 	if (!server_start(server))
 		return false;	/* server_start tore both down */
 	return true;
@@ -532,6 +550,118 @@ forget_statement(Client *client, const PktHeader *pkt)
 	}
 }
 
+/* ROLLBACK or ABORT, alone, as drivers send them. */
+static bool
+is_rollback(const char *sql)
+{
+	size_t n;
+
+	while (isspace((unsigned char) *sql))
+		sql++;
+	if (strncasecmp(sql, "ROLLBACK", 8) == 0)
+		n = 8;
+	else if (strncasecmp(sql, "ABORT", 5) == 0)
+		n = 5;
+	else
+		return false;
+	for (sql += n; *sql; sql++)
+		if (!isspace((unsigned char) *sql) && *sql != ';')
+			return false;
+	return true;
+}
+
+static void
+killed_expect(Client *client, uint8_t reply)
+{
+	if (client->killed_nreplies < sizeof(client->killed_replies))
+		client->killed_replies[client->killed_nreplies++] = reply;
+	else
+		client->killed_other = true;
+}
+
+/*
+ * A cutover rolled this client's transaction back (on_drain_timeout =
+ * cancel).  Its requests up to the next Sync or Query are dropped; a
+ * ROLLBACK (simple or extended protocol) is answered as done, anything else
+ * with one retryable error, after which the client rolls back as after any
+ * error.
+ */
+static bool
+answer_killed_transaction(Client *client, const PktHeader *pkt)
+{
+	ProtoQuery q;
+	ProtoParse parse;
+	ProtoTarget target;
+	char err[64];
+	PktBuf pb;
+	int i;
+
+	sbuf_consume(&client->sbuf, pkt->len);
+	switch (pkt->type) {
+	case PQMSG_PARSE:
+		if (pkt->avail != pkt->len || !proto_parse_parse(pkt->body, pkt->body_avail, &parse, err, sizeof(err)) ||
+		    !is_rollback(parse.query))
+			client->killed_other = true;
+		killed_expect(client, PQMSG_PARSE_COMPLETE);
+		return true;
+	case PQMSG_BIND:
+		killed_expect(client, PQMSG_BIND_COMPLETE);
+		return true;
+	case PQMSG_DESCRIBE:
+		if (proto_parse_describe(pkt->body, pkt->body_avail, &target, err, sizeof(err)) &&
+		    target.kind == PQTARGET_STATEMENT)
+			killed_expect(client, PQMSG_PARAMETER_DESCRIPTION);
+		killed_expect(client, PQMSG_NO_DATA);
+		return true;
+	case PQMSG_EXECUTE:
+		killed_expect(client, PQMSG_COMMAND_COMPLETE);
+		return true;
+	case PQMSG_CLOSE:
+		killed_expect(client, PQMSG_CLOSE_COMPLETE);
+		return true;
+	case PQMSG_QUERY:
+		client->killed_other |= pkt->avail != pkt->len ||
+					!proto_parse_query(pkt->body, pkt->body_avail, &q, err, sizeof(err)) ||
+					!is_rollback(q.sql);
+		client->killed_nreplies = 0;
+		killed_expect(client, PQMSG_COMMAND_COMPLETE);
+		break;
+	case PQMSG_SYNC:
+	case PQMSG_FUNCTION_CALL:
+		client->killed_other |= pkt->type == PQMSG_FUNCTION_CALL || client->killed_nreplies == 0;
+		break;
+	default:
+		return true;
+	}
+	pktbuf_init(&pb);
+	if (!client->killed_other) {
+		/* What the client wanted anyway: the transaction is gone. */
+		for (i = 0; i < client->killed_nreplies; i++) {
+			uint8_t reply = client->killed_replies[i];
+
+			if (reply == PQMSG_COMMAND_COMPLETE) {
+				pktbuf_write_command_complete(&pb, "ROLLBACK");
+			} else {
+				pktbuf_start(&pb, reply);
+				if (reply == PQMSG_PARAMETER_DESCRIPTION)
+					pktbuf_put_int16(&pb, 0);
+				pktbuf_finish(&pb);
+			}
+		}
+		client->txn_status = TXN_IDLE;
+		pktbuf_write_ready_for_query(&pb, TXN_IDLE);
+	} else {
+		client->txn_status = TXN_FAILED;
+		pktbuf_write_error(&pb, "ERROR", "40001", "the transaction was rolled back by a pghandoff cutover",
+				   "It was open longer than drain_timeout.", "Roll back and retry the transaction.");
+		pktbuf_write_ready_for_query(&pb, TXN_FAILED);
+	}
+	client->txn_killed = false;
+	client->killed_other = false;
+	client->killed_nreplies = 0;
+	return client_send(client, &pb);
+}
+
 static bool
 relay_client_packet(Client *client, const PktHeader *pkt)
 {
@@ -543,10 +673,21 @@ relay_client_packet(Client *client, const PktHeader *pkt)
 		client_disconnect(client, NULL, "client sent Terminate");
 		return false;
 	}
+	if (client->server && client->server->script) {
+		/* A query of the proxy's own runs on its server: this waits for it. */
+		if (!client->held)
+			client->held_since = ev_now(proxy->loop);
+		client->held = true;
+		return false;
+	}
+	if (client->txn_killed)
+		return answer_killed_transaction(client, pkt);
 	if (at_boundary(client)) {
 		if (proxy_is_paused(proxy, client->db)) {
-			if (!client->held)
+			if (!client->held) {
 				log_debug(client->subject, "held by PAUSE");
+				client->held_since = ev_now(proxy->loop);
+			}
 			client->held = true;
 			return false;	/* no decision: the message waits in the buffer */
 		}
@@ -598,8 +739,8 @@ handle_admin_packet(Client *client, const PktHeader *pkt)
 	ProtoQuery q;
 	char err[128];
 
-	if (client->admin_waiting_pause)
-		return false;	/* held until the PAUSE it asked for takes hold */
+	if (client->admin_waiting_pause || client->admin_waiting_cutover)
+		return false;	/* held until the PAUSE or CUTOVER it asked for is done */
 	if (pkt->type == PQMSG_TERMINATE) {
 		sbuf_consume(&client->sbuf, pkt->len);
 		client_disconnect(client, NULL, "admin client sent Terminate");
@@ -688,12 +829,13 @@ client_on_event(SBuf *sb, SBufEvent event, const PktHeader *pkt)
 	return true;
 }
 
-/* After a ReadyForQuery the server side calls this, and admin PAUSE waiters may finish. */
+/* After a ReadyForQuery the server side calls this: a PAUSE or a cutover may be waiting for it. */
 void
 client_check_pause(Proxy *proxy)
 {
 	if (proxy->pause_waiters > 0)
 		admin_check_pause_waiters(proxy);
+	cutover_poke(proxy);
 }
 
 void

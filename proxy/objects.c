@@ -4,6 +4,8 @@
  * server_disconnect, which log the reason once and tell the peer.
  */
 #include "proxy/objects.h"
+#include "proxy/cutover.h"
+#include "proxy/session.h"
 #include "common/log.h"
 #include "common/scram.h"
 #include "proxy/pktbuf.h"
@@ -62,6 +64,8 @@ server_list(Proxy *proxy, ServerState state)
 		return &proxy->login_servers;
 	case SV_ACTIVE:
 		return &proxy->active_servers;
+	case SV_STANDBY:
+		return &proxy->standby_servers;
 	case SV_JUSTFREE:
 		return &proxy->justfree_servers;
 	}
@@ -188,6 +192,15 @@ client_disconnect(Client *client, const char *sqlstate, const char *fmt, ...)
 		server->client = NULL;
 		server_disconnect(server, NULL, "client closed");
 	}
+	if (client->standby) {
+		Server *standby = client->standby;
+
+		client->standby = NULL;
+		standby->client = NULL;
+		server_disconnect(standby, NULL, "client closed");
+	}
+	if (client->admin_waiting_cutover)
+		cutover_admin_gone(proxy, client);
 	if (client->admin_waiting_pause) {
 		client->admin_waiting_pause = false;
 		proxy->pause_waiters--;
@@ -198,8 +211,9 @@ client_disconnect(Client *client, const char *sqlstate, const char *fmt, ...)
 		client->db->nclients--;
 	client->db = NULL;
 	client_change_state(client, CL_JUSTFREE);
-	/* A PAUSE may have been waiting for this client only. */
+	/* A PAUSE or a cutover may have been waiting for this client only. */
 	admin_check_pause_waiters(proxy);
+	cutover_poke(proxy);
 }
 
 static void
@@ -213,6 +227,7 @@ client_free(Client *client)
 		free(client->scram);
 	}
 	free_stmts(client);
+	session_carry_free(client->carry);
 	OPENSSL_cleanse(client->client_key, sizeof(client->client_key));
 	free(client);
 }
@@ -261,7 +276,7 @@ server_disconnect(Server *server, const char *sqlstate, const char *fmt, ...)
 	va_end(ap);
 	log_info(server->subject, "closing: %s", reason);
 
-	if (server->state == SV_ACTIVE && !server->sbuf.closed && !server->sbuf.ssl) {
+	if ((server->state == SV_ACTIVE || server->state == SV_STANDBY) && !server->sbuf.closed && !server->sbuf.ssl) {
 		/* Say goodbye, so the backend does not log an unexpected EOF. */
 		static const uint8_t terminate[] = {PQMSG_TERMINATE, 0, 0, 0, 4};
 
@@ -270,7 +285,13 @@ server_disconnect(Server *server, const char *sqlstate, const char *fmt, ...)
 	sbuf_close(&server->sbuf);
 	server->client = NULL;
 	server_change_state(server, SV_JUSTFREE);
-	if (client) {
+	script_free(server->script);
+	server->script = NULL;
+	if (client && server->is_standby && client->standby == server) {
+		/* A standby lost is the cutover's problem, not its client's. */
+		client->standby = NULL;
+		cutover_standby_lost(server->proxy, client, reason);
+	} else if (client) {
 		client->server = NULL;
 		client_disconnect(client, sqlstate ? sqlstate : "08006", "server connection lost: %s", reason);
 	}

@@ -31,6 +31,14 @@ typedef struct Server Server;
 typedef struct UserList UserList;
 typedef struct ScramServer ScramServer;
 typedef struct ScramClient ScramClient;
+typedef struct Script Script;
+typedef struct Cutover Cutover;
+typedef struct SessionCarry SessionCarry;
+typedef struct CutoverReport CutoverReport;
+
+/* Upper bounds of the latency histograms' buckets, in seconds; the last bucket is +Inf. */
+#define STATS_BUCKETS 12
+extern const double stats_bucket_bounds[STATS_BUCKETS - 1];
 
 typedef struct DbStats {
 	uint64_t xact_count;
@@ -39,7 +47,11 @@ typedef struct DbStats {
 	uint64_t bytes_sent;		/* to clients */
 	uint64_t xact_time_us;
 	uint64_t query_time_us;
+	uint64_t query_hist[STATS_BUCKETS];	/* non-cumulative counts per bucket */
+	uint64_t xact_hist[STATS_BUCKETS];
 } DbStats;
+
+void stats_observe(uint64_t *hist, double seconds);
 
 /* One database of [databases]: where its clients go, and its counters. */
 typedef struct Database {
@@ -121,12 +133,26 @@ struct Client {
 	/* The admin console's PAUSE waits on this client's databases to go idle. */
 	bool admin_waiting_pause;
 	char admin_pause_db[64];
+	/* The admin console's CUTOVER or ROLLBACK waits for it to finish. */
+	bool admin_waiting_cutover;
+
+	/* A cutover moving this client: its server on the other cluster, and its session state. */
+	Server *standby;
+	SessionCarry *carry;
+	bool wait_cutover;	/* logged in during a cutover's pause: its server opens once it ends */
+	bool txn_killed;	/* a cutover rolled its open transaction back: its next request hears so */
+	bool killed_other;	/* since then, something other than a ROLLBACK was asked */
+	uint8_t killed_nreplies;
+	uint8_t killed_replies[16];	/* the answers an extended-protocol ROLLBACK expects, by type */
+	bool cancel_sent;	/* a cutover cancelled its running statement */
+	ev_tstamp held_since;	/* when its next message started waiting for a pause to end */
 };
 
 typedef enum ServerState {
 	SV_CONNECTING,		/* on proxy.login_servers: TCP connect, TLS */
 	SV_LOGIN,		/* on proxy.login_servers: startup sent, authenticating */
 	SV_ACTIVE,		/* on proxy.active_servers: logged in, linked to its client */
+	SV_STANDBY,		/* on proxy.standby_servers: logged in for its client's cutover, not yet relaying */
 	SV_JUSTFREE,		/* on proxy.justfree_servers: closed, freed after this loop iteration */
 } ServerState;
 
@@ -149,6 +175,8 @@ struct Server {
 	int32_t backend_pid;
 	uint8_t backend_key_len;
 	uint8_t backend_key[32];	/* 4 bytes in protocol 3.0, which the proxy speaks to servers */
+	bool is_standby;	/* opened by a cutover as its client's standby */
+	Script *script;		/* a query of the proxy's own runs: the server's messages go to it */
 };
 
 typedef struct Listener {
@@ -160,6 +188,25 @@ typedef struct Listener {
 } Listener;
 
 #define PROXY_MAX_LISTENERS 4
+
+/* The `pghandoff replicate` processes the proxy runs as children (followers.c). */
+typedef enum FollowerKind {
+	FOLLOWER_FORWARD,	/* `replicate`, under `pghandoff run` */
+	FOLLOWER_REVERSE,	/* `replicate --reverse`, after a cutover with rollback = on */
+	FOLLOWER_REVERSE_DROP,	/* `replicate --reverse --drop`, after a rollback */
+	FOLLOWER_KINDS,
+} FollowerKind;
+
+typedef struct Follower {
+	ev_child watcher;
+	ev_timer restart;	/* a follower that died is started again after a while */
+	Proxy *proxy;
+	FollowerKind kind;
+	int pid;		/* 0: not running */
+	bool wanted;		/* it should run: restarted when it exits */
+	bool then_drop;		/* FOLLOWER_REVERSE: once it has exited, drop its slot */
+	int restarts;
+} Follower;
 
 struct Proxy {
 	struct ev_loop *loop;
@@ -180,6 +227,7 @@ struct Proxy {
 	List justfree_clients;
 	List login_servers;
 	List active_servers;
+	List standby_servers;
 	List justfree_servers;
 	int nclients;
 
@@ -187,6 +235,17 @@ struct Proxy {
 	uint32_t next_server_id;
 	bool shutting_down;
 	int pause_waiters;	/* admin clients waiting for a PAUSE to take hold */
+	const Cluster *serving;	/* where clients are served: the source, or the target after a cutover */
+	Cutover *cutover;	/* the cutover or rollback running, if any */
+	CutoverReport *last_report;	/* the last cutover's, for SHOW CUTOVER */
+	Follower followers[FOLLOWER_KINDS];
+	bool run_replicator;	/* `pghandoff run`: the forward follower is a child of the proxy */
+	bool resume_pending;	/* clients held by a proxy query wait for the next loop iteration */
+	uint64_t cutovers_total;	/* finished, by result, for the metrics */
+	uint64_t cutovers_failed_total;
+	double last_pause_seconds;
+	int metrics_fd;
+	ev_io metrics_io;
 	ev_tstamp start_time;
 
 	ev_signal sig_term;
@@ -242,10 +301,23 @@ void server_send_cancel(Proxy *proxy, Server *server);
 bool admin_handle_query(Client *client, const char *sql) __attribute__((warn_unused_result));
 void admin_check_pause_waiters(Proxy *proxy);
 
+/* followers.c */
+bool followers_start(Proxy *proxy, FollowerKind kind) __attribute__((warn_unused_result));
+/* SIGTERM; with then_drop (the reverse follower), its slot is dropped once it has exited. */
+void followers_stop(Proxy *proxy, FollowerKind kind, bool then_drop);
+/* At exit: followers get SIGTERM and are waited for; a drop in progress finishes. */
+void followers_shutdown(Proxy *proxy);
+
+/* metrics.c: Prometheus text at metrics_listen */
+bool metrics_start(Proxy *proxy) __attribute__((warn_unused_result));
+void metrics_stop(Proxy *proxy);
+
 /* proxy.c */
 /* Errors are logged; on failure the previous configuration stays in force. */
 bool proxy_reload(Proxy *proxy);
 void proxy_shutdown(Proxy *proxy, bool immediate);
 bool proxy_is_paused(Proxy *proxy, Database *db);
+/* Opens client's server connection on the cluster clients are served by now. */
+bool proxy_connect_client(Client *client) __attribute__((warn_unused_result));
 
 #endif

@@ -4,6 +4,7 @@
  */
 #include "proxy/proxy.h"
 #include "proxy/objects.h"
+#include "proxy/cutover.h"
 #include "common/log.h"
 #include "proxy/userlist.h"
 
@@ -412,7 +413,10 @@ on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 		proxy = container_of(w, Proxy, sig_hup);
 		if (!log_reopen())
 			log_error("proxy", "could not reopen the log file");
-		(void) proxy_reload(proxy);
+		if (cutover_running(proxy))
+			log_warning("proxy", "SIGHUP ignored: a cutover is running; send it again once it has finished");
+		else
+			(void) proxy_reload(proxy);
 	} else if (w->signum == SIGTERM) {
 		proxy = container_of(w, Proxy, sig_term);
 		log_info("proxy", "SIGTERM: no new connections, waiting up to shutdown_timeout for clients");
@@ -436,14 +440,15 @@ on_loop_iteration(struct ev_loop *loop, ev_prepare *w, int revents)
 
 	(void) revents;
 	proxy_free_justfree(proxy);
+	cutover_reap(proxy);
 	if (proxy->shutting_down && list_empty(&proxy->active_clients) && list_empty(&proxy->admin_clients) &&
 	    list_empty(&proxy->login_clients) && list_empty(&proxy->login_servers) &&
-	    list_empty(&proxy->active_servers))
+	    list_empty(&proxy->active_servers) && list_empty(&proxy->standby_servers))
 		ev_break(loop, EVBREAK_ALL);
 }
 
 int
-proxy_main(const char *config_path)
+proxy_main(const char *config_path, bool with_follower)
 {
 	Proxy *proxy = calloc(1, sizeof(Proxy));
 	Settings s;
@@ -474,8 +479,14 @@ proxy_main(const char *config_path)
 	list_init(&proxy->justfree_clients);
 	list_init(&proxy->login_servers);
 	list_init(&proxy->active_servers);
+	list_init(&proxy->standby_servers);
 	list_init(&proxy->justfree_servers);
-	if (!install_databases(proxy, &proxy->config) || !open_listeners(proxy))
+	proxy->metrics_fd = -1;
+	if (!install_databases(proxy, &proxy->config) || !cutover_load_state(proxy) || !open_listeners(proxy) ||
+	    !metrics_start(proxy))
+		goto done;
+	proxy->run_replicator = with_follower;
+	if (with_follower && !followers_start(proxy, FOLLOWER_FORWARD))
 		goto done;
 
 	ev_signal_init(&proxy->sig_term, on_signal, SIGTERM);
@@ -495,6 +506,9 @@ proxy_main(const char *config_path)
 	rc = 0;
 done:
 	close_listeners(proxy);
+	metrics_stop(proxy);
+	cutover_shutdown(proxy);
+	followers_shutdown(proxy);
 	proxy_free_justfree(proxy);
 	ev_signal_stop(proxy->loop, &proxy->sig_term);
 	ev_signal_stop(proxy->loop, &proxy->sig_int);

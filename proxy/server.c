@@ -5,6 +5,8 @@
  * server's messages to the client while tracking ReadyForQuery and COPY.
  */
 #include "proxy/objects.h"
+#include "proxy/cutover.h"
+#include "proxy/session.h"
 #include "common/log.h"
 #include "common/md5auth.h"
 #include "common/scram.h"
@@ -263,6 +265,12 @@ handle_login_packet(Server *server, const PktHeader *pkt)
 		ProtoErrorResponse e;
 
 		/* The server refused the login: the client gets its words. */
+		if (proto_parse_error_response(pkt->body, pkt->body_avail, &e, err, sizeof(err)) && client &&
+		    server->is_standby) {
+			sbuf_consume(&server->sbuf, pkt->len);
+			server_disconnect(server, NULL, "login refused: %s", e.message);
+			return false;
+		}
 		if (proto_parse_error_response(pkt->body, pkt->body_avail, &e, err, sizeof(err)) && client) {
 			(void) client_send_error(client, "FATAL", e.sqlstate ? e.sqlstate : "08006", e.message, e.detail,
 						 e.hint);
@@ -277,12 +285,19 @@ handle_login_packet(Server *server, const PktHeader *pkt)
 	}
 	case PQMSG_READY_FOR_QUERY:
 		sbuf_consume(&server->sbuf, pkt->len);
-		server_change_state(server, SV_ACTIVE);
-		log_debug(server->subject, "logged in, backend pid %d", server->backend_pid);
 		if (!client) {
 			server_disconnect(server, NULL, "client gone");
 			return false;
 		}
+		if (server->is_standby) {
+			/* It waits for its client's switch; the cutover is told. */
+			server_change_state(server, SV_STANDBY);
+			log_debug(server->subject, "standby logged in, backend pid %d", server->backend_pid);
+			cutover_poke(server->proxy);
+			return !server->sbuf.closed;
+		}
+		server_change_state(server, SV_ACTIVE);
+		log_debug(server->subject, "logged in, backend pid %d", server->backend_pid);
 		client_server_ready(client);
 		return !server->sbuf.closed;
 	default:
@@ -319,22 +334,40 @@ relay_server_packet(Server *server, const PktHeader *pkt)
 		stats->query_count++;
 		if (client->pending_rfq == 0 && client->request_time > 0) {
 			stats->query_time_us += (uint64_t) ((now - client->request_time) * 1e6);
+			stats_observe(stats->query_hist, now - client->request_time);
 			client->request_time = 0;
 		}
 		if (rfq.status == TXN_IDLE && client->pending_rfq == 0 && client->xact_start > 0) {
 			stats->xact_count++;
 			stats->xact_time_us += (uint64_t) ((now - client->xact_start) * 1e6);
+			stats_observe(stats->xact_hist, now - client->xact_start);
 			client->xact_start = 0;
 		}
 		stats->bytes_sent += pkt->len;
 		sbuf_forward(&server->sbuf, pkt->len);
-		if (proxy->pause_waiters > 0 && client->pending_rfq == 0)
+		if ((proxy->pause_waiters > 0 || proxy->cutover) && client->pending_rfq == 0)
 			client_check_pause(proxy);
 		return !server->sbuf.closed;
 	}
 	case PQMSG_COPY_IN_RESPONSE:
 	case PQMSG_COPY_BOTH_RESPONSE:
 		client->in_copy = true;
+		break;
+	case PQMSG_ERROR_RESPONSE:
+		if (client->cancel_sent && pkt->avail == pkt->len) {
+			ProtoErrorResponse e;
+
+			client->cancel_sent = false;
+			if (proto_parse_error_response(pkt->body, pkt->body_avail, &e, err, sizeof(err)) && e.sqlstate &&
+			    strcmp(e.sqlstate, "57014") == 0) {
+				/* The cancel was the cutover's: say so, and that a retry will work. */
+				sbuf_consume(&server->sbuf, pkt->len);
+				return client_send_error(client, "ERROR", "57014",
+							 "canceling statement for a pghandoff cutover",
+							 "The transaction was open longer than drain_timeout.",
+							 "Retry the transaction.");
+			}
+		}
 		break;
 	default:
 		break;
@@ -401,8 +434,15 @@ server_on_event(SBuf *sb, SBufEvent event, const PktHeader *pkt)
 		return false;
 	}
 	case SBUF_EV_PACKET:
+		if (server->script)
+			return script_on_packet(server, pkt);
 		if (server->state == SV_ACTIVE)
 			return relay_server_packet(server, pkt);
+		if (server->state == SV_STANDBY) {
+			/* Nothing is asked of it before the switch: notices and the like. */
+			sbuf_consume(sb, pkt->len);
+			return true;
+		}
 		return handle_login_packet(server, pkt);
 	case SBUF_EV_RECV_FAILED:
 		if (sb->error == EMSGSIZE || sb->error == EPROTO)

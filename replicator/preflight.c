@@ -9,6 +9,7 @@
 #include "replicator/preflight.h"
 #include "common/pgsql.h"
 #include "common/strbuf.h"
+#include "replicator/replicate.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -286,6 +287,33 @@ static const char sql_tables_without_identity[] =
 	"           (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident))) "
 	"ORDER BY 1";
 
+const char preflight_sql_table_columns[] =
+	"SELECT format('%I.%I', n.nspname, c.relname), "
+	"  string_agg(format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod)), ', ' ORDER BY a.attname) "
+	"FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+	"JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+	"WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p' "
+	"  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' "
+	"GROUP BY 1 ORDER BY 1";
+
+static const char sql_unlogged_tables[] =
+	"SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+	"WHERE c.relkind IN ('r', 'p') AND c.relpersistence = 'u' ORDER BY 1";
+
+static const char sql_matviews[] =
+	"SELECT format('%I.%I', schemaname, matviewname) FROM pg_matviews ORDER BY 1";
+
+static const char sql_generated_columns[] =
+	"SELECT format('%I.%I.%I', n.nspname, c.relname, a.attname) "
+	"FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+	"WHERE a.attgenerated <> '' AND a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p') ORDER BY 1";
+
+static const char sql_unreadable_tables[] =
+	"SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+	"WHERE c.relkind IN ('r', 'p') AND c.relpersistence = 'p' "
+	"  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast' "
+	"  AND NOT has_table_privilege(c.oid, 'SELECT') ORDER BY 1";
+
 static const char sql_large_objects[] =
 	"SELECT count(*)::text || ' large object(s)' FROM pg_largeobject_metadata HAVING count(*) > 0";
 
@@ -334,6 +362,147 @@ check_extensions(Preflight *pf, PGconn *source_db, Side *target, const char *dbn
 	PQclear(avail);
 }
 
+/* The target's tables against the source's: missing ones, and columns that differ. */
+static void
+check_target_tables(Preflight *pf, PGconn *source_db, Side *target, const DatabaseMapping *db)
+{
+	PGconn *conn = NULL;
+	PGresult *a = NULL, *b = NULL;
+	StrBuf missing, differ;
+	char err[512];
+	int i, j, nmissing = 0, ndiffer = 0;
+	bool exists;
+
+	if (!database_exists(pf, target, db->target_name, &exists) || !exists)
+		return;
+	if (!connect_db(target->server, db->target_name, &conn, err, sizeof(err))) {
+		report(pf, CHECK_FAIL, connect_hint(err), "database %s: could not connect on the target: %s",
+		       db->target_name, err);
+		return;
+	}
+	if (!pgsql_query(source_db, preflight_sql_table_columns, 0, NULL, &a, err, sizeof(err)) ||
+	    !pgsql_query(conn, preflight_sql_table_columns, 0, NULL, &b, err, sizeof(err))) {
+		report(pf, CHECK_FAIL, "the check query failed", "database %s: %s", db->name, err);
+		PQclear(a);
+		PQfinish(conn);
+		return;
+	}
+	strbuf_init(&missing);
+	strbuf_init(&differ);
+	/* Both lists are sorted by name: one merge pass. */
+	for (i = 0, j = 0; i < PQntuples(a); i++) {
+		const char *name = PQgetvalue(a, i, 0);
+		int cmp = 1;
+
+		while (j < PQntuples(b) && (cmp = strcmp(PQgetvalue(b, j, 0), name)) < 0)
+			j++;
+		if (j >= PQntuples(b) || cmp != 0) {
+			if (nmissing++ < LIST_LIMIT)
+				strbuf_appendf(&missing, "%s%s", nmissing > 1 ? ", " : "", name);
+		} else if (strcmp(PQgetvalue(a, i, 1), PQgetvalue(b, j, 1)) != 0 && ndiffer++ < 3) {
+			strbuf_appendf(&differ, "%s%s: source (%s), target (%s)", ndiffer > 1 ? "; " : "", name,
+				       PQgetvalue(a, i, 1), PQgetvalue(b, j, 1));
+		}
+	}
+	if (ndiffer)
+		report(pf, CHECK_FAIL,
+		       "make the target's tables match the source's, or drop them there and let schema = copy make them",
+		       "database %s: %d table(s) differ on the target: %s", db->name, ndiffer, strbuf_str(&differ));
+	if (nmissing && pf->config->replication.schema == SCHEMA_NONE)
+		report(pf, CHECK_FAIL, "schema = none: create these tables on the target first",
+		       "database %s: %d table(s) missing on the target: %s", db->name, nmissing, strbuf_str(&missing));
+	else if (nmissing && nmissing < PQntuples(a))
+		report(pf, CHECK_WARN,
+		       "schema = copy restores the whole schema into the target database, where some tables exist "
+		       "already: drop them there, or make the rest yourself and set schema = none",
+		       "database %s: %d table(s) missing on the target: %s", db->name, nmissing, strbuf_str(&missing));
+	else if (nmissing)
+		report(pf, CHECK_PASS, NULL, "database %s: the target has no tables yet; schema = copy makes them",
+		       db->name);
+	else if (!ndiffer)
+		report(pf, CHECK_PASS, NULL, "database %s: the target has all %d table(s), with the same columns",
+		       db->name, PQntuples(a));
+	strbuf_free(&missing);
+	strbuf_free(&differ);
+	PQclear(a);
+	PQclear(b);
+	PQfinish(conn);
+}
+
+/* The slot and publication this migration will use, taken by something else. */
+static void
+check_names(Preflight *pf, Side *source, const DatabaseMapping *db)
+{
+	ReplNames names;
+	const char *params[2];
+	long foreign_slots, foreign_pubs;
+	PGconn *conn = NULL;
+	char err[512], buf[32];
+
+	replicate_names(pf->config, db, &names);
+	params[0] = names.slot;
+	params[1] = db->name;
+	if (!query_int(pf, source,
+		       "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 "
+		       "AND (slot_type <> 'logical' OR plugin <> 'pgoutput' OR database <> $2)",
+		       2, params, &foreign_slots))
+		return;
+	if (foreign_slots)
+		report(pf, CHECK_FAIL, "choose another slot_name in [replication], or drop that slot",
+		       "source: slot %s exists and is not a pgoutput slot of database %s", names.slot, db->name);
+	if (!connect_db(source->server, db->name, &conn, err, sizeof(err)))
+		return;
+	params[0] = names.publication;
+	if (!pgsql_query_copy_value(conn, "SELECT count(*) FROM pg_publication WHERE pubname = $1 AND NOT puballtables", 1,
+				    params, buf, sizeof(buf), err, sizeof(err))) {
+		report(pf, CHECK_FAIL, "the check query failed", "database %s: %s", db->name, err);
+		PQfinish(conn);
+		return;
+	}
+	PQfinish(conn);
+	foreign_pubs = strtol(buf, NULL, 10);
+	if (foreign_pubs)
+		report(pf, CHECK_FAIL, "choose another publication_name in [replication], or drop that publication",
+		       "database %s: publication %s exists and does not publish all tables", db->name,
+		       names.publication);
+	if (!foreign_slots && !foreign_pubs)
+		report(pf, CHECK_PASS, NULL, "database %s: slot %s and publication %s are free or pghandoff's own",
+		       db->name, names.slot, names.publication);
+}
+
+/* Cluster-wide: WAL a stopped follower could make the source keep, and transactions that block a cutover. */
+static void
+check_wal_retention(Preflight *pf, Side *source)
+{
+	char keep[64];
+	long old;
+	char threshold[32];
+	const char *params[1] = {threshold};
+
+	if (source->version >= 130000 && show_setting(pf, source, "max_slot_wal_keep_size", keep, sizeof(keep))) {
+		if (strcmp(keep, "-1") == 0)
+			report(pf, CHECK_WARN,
+			       "a stopped follower makes the source keep WAL without bound: watch the slot (pghandoff "
+			       "warns past slot_retention_warning), or set max_slot_wal_keep_size",
+			       "source: max_slot_wal_keep_size = -1 (unlimited)");
+		else
+			report(pf, CHECK_PASS, NULL, "source: max_slot_wal_keep_size = %s", keep);
+	}
+	snprintf(threshold, sizeof(threshold), "%lld", (long long) (pf->config->cutover.drain_timeout / 1000));
+	if (!query_int(pf, source,
+		       "SELECT count(*) FROM pg_stat_activity WHERE xact_start < now() - $1::bigint * interval '1 ms' "
+		       "AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+		       1, params, &old))
+		return;
+	if (old)
+		report(pf, CHECK_WARN,
+		       "a transaction open longer than drain_timeout stops a cutover (on_drain_timeout): find them in "
+		       "pg_stat_activity",
+		       "source: %ld transaction(s) open longer than drain_timeout", old);
+	else
+		report(pf, CHECK_PASS, NULL, "source: no transaction open longer than drain_timeout");
+}
+
 static void
 check_database(Preflight *pf, Side *source, Side *target, const DatabaseMapping *db)
 {
@@ -373,8 +542,28 @@ check_database(Preflight *pf, Side *source, Side *target, const DatabaseMapping 
 			   "logical replication does not carry large objects: move them into bytea columns "
 			   "or copy them after the cutover",
 			   "large objects present", "no large objects", db->name);
-	if (target->conn)
+	(void) report_rows(pf, conn, sql_unreadable_tables, CHECK_FAIL,
+			   "the copy reads every table: GRANT SELECT on them (or pg_read_all_data, PostgreSQL 14+) to "
+			   "the [source] user",
+			   "tables the source user cannot read", "the source user can read every table", db->name);
+	(void) report_rows(pf, conn, sql_unlogged_tables, CHECK_WARN,
+			   "unlogged tables are not replicated (they write no WAL): copy their rows after the cutover, or "
+			   "ALTER TABLE ... SET LOGGED",
+			   "unlogged tables", "no unlogged tables", db->name);
+	(void) report_rows(pf, conn, sql_matviews, CHECK_WARN,
+			   "materialized views are created but not replicated: REFRESH MATERIALIZED VIEW them on the "
+			   "target after the cutover",
+			   "materialized views", "no materialized views", db->name);
+	(void) report_rows(pf, conn, sql_generated_columns, CHECK_WARN,
+			   "generated columns are computed on the target, not copied: the target's expressions must "
+			   "give the same values",
+			   "generated columns", "no generated columns", db->name);
+	if (target->conn) {
 		check_extensions(pf, conn, target, db->name);
+		if (pf->compare_tables)
+			check_target_tables(pf, conn, target, db);
+	}
+	check_names(pf, source, db);
 	PQfinish(conn);
 }
 
@@ -396,6 +585,7 @@ preflight_run(Preflight *pf)
 		check_wal_level(pf, &source, "ALTER SYSTEM SET wal_level = logical on the source, then restart it");
 		check_slots_and_senders(pf, &source);
 		check_replication_privilege(pf, &source);
+		check_wal_retention(pf, &source);
 	}
 	if (target.conn && config->cutover.rollback)
 		check_wal_level(pf, &target,

@@ -23,10 +23,22 @@ typedef struct Preflight {
 	const Config *config;
 	CheckEmit emit;
 	void *arg;
+	/*
+	 * Compare the target's tables with the source's (`pghandoff check`); the
+	 * follower, which makes them or checks them its own way, does not.
+	 */
+	bool compare_tables;
 	int npass;
 	int nwarn;
 	int nfail;
 } Preflight;
+
+/*
+ * Tables (partitions excepted: their root stands for them), one row each:
+ * the qualified name and its columns "name type, ..." sorted by name.  The
+ * cutover compares the same lists before it switches.
+ */
+extern const char preflight_sql_table_columns[];
 
 /* Runs every check; true when none failed. */
 bool preflight_run(Preflight *pf) __attribute__((warn_unused_result));

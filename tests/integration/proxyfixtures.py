@@ -91,6 +91,8 @@ def render_auth_file(users):
 class ProxyProcess:
     """One `pghandoff proxy` subprocess and the files it was started with."""
 
+    command = "proxy"  # `pghandoff run` for a proxy with its follower as a child
+
     def __init__(self, pghandoff, workdir, source, *, databases=("app",), auth_type="trust",
                  users=None, proxy=None, source_extra=None, admin_users="postgres"):
         self.pghandoff = pghandoff
@@ -149,7 +151,7 @@ class ProxyProcess:
             self.write_files()
             self._log_file = open(self.log_path, "ab")
             self.proc = subprocess.Popen(
-                [str(self.pghandoff.bin), "proxy", "-c", str(self.config_path)],
+                [str(self.pghandoff.bin), self.command, "-c", str(self.config_path)],
                 stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=self._log_file,
                 preexec_fn=_proxy_preexec, cwd=self.workdir)
             deadline = time.monotonic() + timeout

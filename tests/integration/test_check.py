@@ -234,3 +234,52 @@ def test_cli_usage(pghandoff):
     assert result.returncode == 2 and 'unknown command "frobnicate"' in result.stderr
     result = pghandoff.run(["check"])
     assert result.returncode == 2 and "no configuration file given" in result.stderr
+
+
+@pytest.mark.parametrize("clusters", [(13, 17)], indirect=True, ids=["13to17"])
+def test_everything_a_migration_trips_on(pghandoff, tmp_path, clusters):
+    """Unlogged tables, materialized views, generated columns, unreadable tables, name conflicts,
+    tables that differ on the target, unbounded WAL retention and a long transaction, each reported."""
+    source, target = clusters
+    for sql in ("CREATE ROLE checker LOGIN REPLICATION",
+                "GRANT SELECT ON accounts, events TO checker",
+                "CREATE UNLOGGED TABLE scratch (id int PRIMARY KEY)",
+                "CREATE MATERIALIZED VIEW totals AS SELECT sum(balance) FROM accounts",
+                "CREATE TABLE shapes (id int PRIMARY KEY, w int, h int, area int GENERATED ALWAYS AS (w * h) STORED)",
+                "CREATE TABLE secrets (id int PRIMARY KEY)",
+                "CREATE PUBLICATION pghandoff FOR TABLE accounts"):
+        source.execute(sql, dbname="app")
+    source.execute("GRANT SELECT ON shapes TO checker", dbname="app")
+    source.execute("SELECT pg_create_physical_replication_slot('pghandoff')")
+    target.execute("CREATE TABLE accounts (id int PRIMARY KEY, balance text)", dbname="app")
+    path = make_config(pghandoff, tmp_path, source, target, source_section=server_section(source, user="checker"),
+                       extra={"cutover": {"drain_timeout": "100ms"}})
+    # A transaction of the check's user, open longer than drain_timeout.
+    with source.connect("app", user="checker") as idle:
+        idle.execute("BEGIN")
+        idle.execute("SELECT 1")
+        out = {}
+
+        def long_transaction_seen():
+            out["r"] = run_check(pghandoff, path)
+            return "transaction(s) open longer than drain_timeout" in out["r"].stdout
+
+        from replfixtures import wait_for
+        wait_for(long_transaction_seen, timeout=30, what="the long transaction reported")
+        idle.execute("ROLLBACK")
+    result = out["r"]
+    assert result.returncode == 1
+    warns, fails = lines_with(result.stdout, "WARN"), lines_with(result.stdout, "FAIL")
+    assert "FAIL  database app: tables the source user cannot read (1): public.secrets" in fails
+    assert "WARN  database app: unlogged tables (1): public.scratch" in warns
+    assert "WARN  database app: materialized views (1): public.totals" in warns
+    assert "WARN  database app: generated columns (1): public.shapes.area" in warns
+    assert "FAIL  source: slot pghandoff exists and is not a pgoutput slot of database app" in fails
+    assert "FAIL  database app: publication pghandoff exists and does not publish all tables" in fails
+    assert any(f.startswith("FAIL  database app: 1 table(s) differ on the target: public.accounts: "
+                            "source (balance numeric, id integer), target (balance text, id integer)")
+               for f in fails), fails
+    assert any(w.startswith("WARN  database app: ") and "missing on the target" in w for w in warns), warns
+    assert "WARN  source: max_slot_wal_keep_size = -1 (unlimited)" in warns
+    assert "WARN  source: 1 transaction(s) open longer than drain_timeout" in warns
+    assert "REFRESH MATERIALIZED VIEW" in result.stdout

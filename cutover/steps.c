@@ -1,0 +1,558 @@
+/*
+ * The cutover's phases that talk to the databases: checks, fence, catch-up,
+ * sequences and verification.  Blocking libpq, on the worker thread.
+ *
+ * Catch-up does not compare WAL positions, which move for reasons that never
+ * reach the follower (other databases, checkpoints): it writes a marker, a
+ * transactional logical message, on the fenced side and waits until the
+ * follower's replication origin has passed it.  Its commit is the last one on
+ * that side, so every write before it has been applied.
+ */
+#include "cutover/steps.h"
+#include "common/errbuf.h"
+#include "common/log.h"
+#include "common/strbuf.h"
+#include "replicator/conn.h"
+#include "replicator/pgoutput.h"
+#include "replicator/preflight.h"
+#include "replicator/replicate.h"
+#include "replicator/sequences.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define VERIFY_MAX_CONNS 8
+
+static double
+now_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
+
+static void
+sleep_seconds(double s)
+{
+	struct timespec ts = {(time_t) s, (long) ((s - (double) (time_t) s) * 1e9)};
+
+	nanosleep(&ts, NULL);
+}
+
+static const ServerConfig *
+from_server(const CutoverDirection *dir)
+{
+	return dir->reverse ? &dir->config->target : &dir->config->source;
+}
+
+static const ServerConfig *
+to_server(const CutoverDirection *dir)
+{
+	return dir->reverse ? &dir->config->source : &dir->config->target;
+}
+
+static const char *
+from_db(const CutoverDirection *dir, const DatabaseMapping *db)
+{
+	return dir->reverse ? db->target_name : db->name;
+}
+
+static const char *
+to_db(const CutoverDirection *dir, const DatabaseMapping *db)
+{
+	return dir->reverse ? db->name : db->target_name;
+}
+
+/* The slot clients' writes leave through, and the origin that records them arriving. */
+static void
+follower_names(const CutoverDirection *dir, const DatabaseMapping *db, const char **slot, const char **origin,
+	       ReplNames *names)
+{
+	replicate_names(dir->config, db, names);
+	*slot = dir->reverse ? names->reverse_slot : names->slot;
+	*origin = dir->reverse ? names->reverse_origin : names->origin;
+}
+
+static bool
+connect_pair(const CutoverDirection *dir, const DatabaseMapping *db, ReplConn *from, ReplConn *to, char *err,
+	     size_t errlen)
+{
+	char subject[160];
+
+	snprintf(subject, sizeof(subject), "%s %s", dir->subject, from_db(dir, db));
+	if (!repl_connect(from, from_server(dir), from_db(dir, db), false, subject))
+		return errbuf_fail(err, errlen, "could not connect to the %s database %s", from_server(dir)->role,
+				   from_db(dir, db));
+	snprintf(subject, sizeof(subject), "%s %s", dir->subject, to_db(dir, db));
+	/* A rollback writes sequences into the fenced source: this session is exempt. */
+	if (!repl_connect(to, to_server(dir), to_db(dir, db), false, subject) ||
+	    !repl_exec(to, "SET default_transaction_read_only = off")) {
+		repl_close(from);
+		repl_close(to);
+		return errbuf_fail(err, errlen, "could not connect to the %s database %s", to_server(dir)->role,
+				   to_db(dir, db));
+	}
+	return true;
+}
+
+static void
+close_pair(ReplConn *from, ReplConn *to)
+{
+	repl_close(from);
+	repl_close(to);
+}
+
+bool
+steps_connect(const CutoverDirection *dir, CutoverLinks *links, char *err, size_t errlen)
+{
+	int i, n = dir->config->ndatabases;
+
+	links->n = 0;
+	links->from = calloc((size_t) n, sizeof(ReplConn));
+	links->to = calloc((size_t) n, sizeof(ReplConn));
+	if (!links->from || !links->to) {
+		steps_disconnect(links);
+		return errbuf_fail(err, errlen, "out of memory");
+	}
+	for (i = 0; i < n; i++) {
+		if (!connect_pair(dir, &dir->config->databases[i], &links->from[i], &links->to[i], err, errlen)) {
+			steps_disconnect(links);
+			return false;
+		}
+		links->n++;
+	}
+	return true;
+}
+
+void
+steps_disconnect(CutoverLinks *links)
+{
+	int i;
+
+	for (i = 0; i < links->n; i++)
+		close_pair(&links->from[i], &links->to[i]);
+	free(links->from);
+	free(links->to);
+	links->from = links->to = NULL;
+	links->n = 0;
+}
+
+static bool
+check_lag(const CutoverDirection *dir, const DatabaseMapping *db, ReplConn *from, ReplConn *to,
+	  PrecheckFacts *facts, char *err, size_t errlen)
+{
+	const char *slot, *origin;
+	const char *params[1];
+	char applied[LSN_FORMAT_LEN + 2];
+	uint64_t applied_lsn = 0, current = 0, confirmed = 0;
+	ReplNames names;
+	PGresult *res;
+	int64_t lag;
+
+	follower_names(dir, db, &slot, &origin, &names);
+	params[0] = slot;
+	if (!repl_query(from,
+			"SELECT active, pg_current_wal_lsn(), coalesce(confirmed_flush_lsn, '0/0') "
+			"FROM pg_replication_slots WHERE slot_name = $1",
+			1, params, &res))
+		return errbuf_fail(err, errlen, "could not read the slot %s on the %s", slot, from_server(dir)->role);
+	if (PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
+		errbuf_fail(err, errlen, "%s: replication is not streaming (slot %s on the %s is %s)", db->name, slot,
+			    from_server(dir)->role, PQntuples(res) == 1 ? "inactive" : "missing");
+		PQclear(res);
+		log_error(dir->subject, "%s", err);
+		return false;
+	}
+	if (!lsn_parse(PQgetvalue(res, 0, 1), &current) || !lsn_parse(PQgetvalue(res, 0, 2), &confirmed)) {
+		PQclear(res);
+		return errbuf_fail(err, errlen, "unreadable LSN on the %s", from_server(dir)->role);
+	}
+	PQclear(res);
+	params[0] = origin;
+	if (!repl_query_copy_value(to, "SELECT coalesce(pg_replication_origin_progress($1, false), '0/0')", 1,
+				   params, applied, sizeof(applied)) ||
+	    !lsn_parse(applied, &applied_lsn))
+		return errbuf_fail(err, errlen, "could not read the replication origin %s on the %s", origin,
+				   to_server(dir)->role);
+	/* The slot confirms WAL the follower had nothing to apply from; the origin, what it applied. */
+	if (confirmed > applied_lsn)
+		applied_lsn = confirmed;
+	lag = current > applied_lsn ? (int64_t) (current - applied_lsn) : 0;
+	if (lag > facts->max_lag_bytes)
+		facts->max_lag_bytes = lag;
+	if (lag > dir->config->cutover.max_lag) {
+		errbuf_fail(err, errlen, "%s: replication lag is %lld bytes, more than max_lag (%lld)", db->name,
+			    (long long) lag, (long long) dir->config->cutover.max_lag);
+		log_error(dir->subject, "%s", err);
+		return false;
+	}
+	return true;
+}
+
+static bool
+check_columns(const CutoverDirection *dir, const DatabaseMapping *db, ReplConn *from, ReplConn *to,
+	      PrecheckFacts *facts, char *err, size_t errlen)
+{
+	PGresult *a, *b;
+	int i, j, na, nb;
+	bool ok = true;
+
+	if (!repl_query(from, preflight_sql_table_columns, 0, NULL, &a))
+		return errbuf_fail(err, errlen, "could not list the tables of %s", from_db(dir, db));
+	if (!repl_query(to, preflight_sql_table_columns, 0, NULL, &b)) {
+		PQclear(a);
+		return errbuf_fail(err, errlen, "could not list the tables of %s", to_db(dir, db));
+	}
+	na = PQntuples(a);
+	nb = PQntuples(b);
+	/* Both lists are sorted by name: one merge pass. */
+	for (i = 0, j = 0; ok && i < na; i++) {
+		const char *name = PQgetvalue(a, i, 0);
+		int cmp = 1;
+
+		while (j < nb && (cmp = strcmp(PQgetvalue(b, j, 0), name)) < 0)
+			j++;
+		if (j >= nb || cmp != 0) {
+			errbuf_fail(err, errlen, "%s: table %s is missing on the %s", db->name, name, to_server(dir)->role);
+			ok = false;
+		} else if (strcmp(PQgetvalue(a, i, 1), PQgetvalue(b, j, 1)) != 0) {
+			errbuf_fail(err, errlen, "%s: table %s differs: %s has (%s), %s has (%s)", db->name, name,
+				    from_server(dir)->role, PQgetvalue(a, i, 1), to_server(dir)->role, PQgetvalue(b, j, 1));
+			ok = false;
+		}
+		facts->tables++;
+	}
+	PQclear(a);
+	PQclear(b);
+	if (!ok)
+		log_error(dir->subject, "%s", err);
+	return ok;
+}
+
+bool
+steps_precheck(const CutoverDirection *dir, CutoverLinks *links, PrecheckFacts *facts, char *err, size_t errlen)
+{
+	int i;
+
+	memset(facts, 0, sizeof(*facts));
+	for (i = 0; i < links->n; i++) {
+		const DatabaseMapping *db = &dir->config->databases[i];
+
+		if (!check_lag(dir, db, &links->from[i], &links->to[i], facts, err, errlen) ||
+		    !check_columns(dir, db, &links->from[i], &links->to[i], facts, err, errlen))
+			return false;
+	}
+	return true;
+}
+
+/* conn is a connection to dbname, on the cluster role names. */
+static bool
+set_read_only(ReplConn *conn, const char *role, const char *dbname, bool on, char *err, size_t errlen)
+{
+	StrBuf sql;
+	bool ok;
+
+	strbuf_init(&sql);
+	strbuf_append(&sql, "ALTER DATABASE ");
+	repl_append_ident(&sql, conn->conn, dbname);
+	strbuf_append(&sql, on ? " SET default_transaction_read_only = on" : " RESET default_transaction_read_only");
+	ok = !sql.failed && repl_exec(conn, strbuf_str(&sql));
+	strbuf_free(&sql);
+	if (!ok)
+		return errbuf_fail(err, errlen, "could not %s the %s database %s", on ? "fence" : "unfence", role, dbname);
+	return true;
+}
+
+bool
+steps_unfence_arrival(const CutoverDirection *dir, CutoverLinks *links, char *err, size_t errlen)
+{
+	int i;
+
+	for (i = 0; i < links->n; i++)
+		if (!set_read_only(&links->to[i], to_server(dir)->role, to_db(dir, &dir->config->databases[i]), false, err,
+				   errlen))
+			return false;
+	return true;
+}
+
+bool
+steps_fence(const CutoverDirection *dir, CutoverLinks *links, char *const *pids, int *terminated, char *err,
+	    size_t errlen)
+{
+	int i;
+
+	*terminated = 0;
+	for (i = 0; i < links->n; i++) {
+		const DatabaseMapping *db = &dir->config->databases[i];
+		const char *params[2] = {from_db(dir, db), pids[i]};
+		char count[32];
+
+		/*
+		 * New sessions start read-only; those already there (other than
+		 * the proxy's own and pghandoff's followers) are ended, so nothing
+		 * written around the proxy can land after the marker.
+		 */
+		if (!set_read_only(&links->from[i], from_server(dir)->role, from_db(dir, db), true, err, errlen))
+			return false;
+		if (!repl_query_copy_value(&links->from[i],
+					   "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+					   "WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
+					   "  AND coalesce(application_name, '') <> 'pghandoff' AND NOT (pid = ANY ($2::int[]))",
+					   2, params, count, sizeof(count)))
+			return errbuf_fail(err, errlen, "could not end the sessions around the proxy on %s", from_db(dir, db));
+		*terminated += (int) strtol(count, NULL, 10);
+	}
+	return true;
+}
+
+bool
+steps_unfence(const CutoverDirection *dir, char *err, size_t errlen)
+{
+	bool ok = true;
+	int i;
+
+	for (i = 0; i < dir->config->ndatabases; i++) {
+		const DatabaseMapping *db = &dir->config->databases[i];
+		ReplConn from;
+		char subject[160];
+
+		snprintf(subject, sizeof(subject), "%s %s", dir->subject, from_db(dir, db));
+		/* A new session there is read-only by now: this one is exempt. */
+		if (!repl_connect(&from, from_server(dir), from_db(dir, db), false, subject) ||
+		    !repl_exec(&from, "SET default_transaction_read_only = off")) {
+			repl_close(&from);
+			ok = errbuf_fail(err, errlen, "could not connect to the %s database %s to unfence it",
+					 from_server(dir)->role, from_db(dir, db));
+			continue;
+		}
+		if (!set_read_only(&from, from_server(dir)->role, from_db(dir, db), false, err, errlen))
+			ok = false;
+		repl_close(&from);
+	}
+	return ok;
+}
+
+/* Writes the marker on every database, then waits for every origin to pass its marker. */
+static bool
+markers_applied(const CutoverDirection *dir, CutoverLinks *links, double timeout, char *lsns, size_t lsnslen,
+		char *err, size_t errlen)
+{
+	int n = links->n, i, left;
+	uint64_t *marker = calloc((size_t) n + 1, sizeof(uint64_t));
+	bool *done = calloc((size_t) n + 1, sizeof(bool));
+	bool ok = true;
+	double start, pause = 0.0002;
+	StrBuf report;
+
+	strbuf_init(&report);
+	if (!marker || !done) {
+		ok = errbuf_fail(err, errlen, "out of memory");
+		goto out;
+	}
+	for (i = 0; ok && i < n; i++) {
+		char lsn[LSN_FORMAT_LEN + 2];
+
+		if (!repl_query_copy_value(&links->from[i], "SELECT pg_logical_emit_message(true, 'pghandoff', 'cutover')", 0,
+					   NULL, lsn, sizeof(lsn)) ||
+		    !lsn_parse(lsn, &marker[i]))
+			ok = errbuf_fail(err, errlen, "could not write the catch-up marker on the %s database %s",
+					 from_server(dir)->role, from_db(dir, &dir->config->databases[i]));
+		strbuf_appendf(&report, "%s%s=%s", i ? " " : "", dir->config->databases[i].name, lsn);
+	}
+	start = now_seconds();
+	for (left = n; ok && left > 0;) {
+		for (i = 0; ok && i < n; i++) {
+			const char *slot, *origin;
+			const char *params[1];
+			char applied[LSN_FORMAT_LEN + 2];
+			uint64_t lsn = 0;
+			ReplNames names;
+
+			if (done[i])
+				continue;
+			follower_names(dir, &dir->config->databases[i], &slot, &origin, &names);
+			params[0] = origin;
+			if (!repl_query_copy_value(&links->to[i],
+						   "SELECT coalesce(pg_replication_origin_progress($1, false), '0/0')", 1, params,
+						   applied, sizeof(applied)) ||
+			    !lsn_parse(applied, &lsn)) {
+				ok = errbuf_fail(err, errlen, "could not read the replication origin %s", origin);
+				break;
+			}
+			if (lsn >= marker[i]) {
+				done[i] = true;
+				left--;
+			}
+		}
+		if (!ok || left == 0)
+			break;
+		if (now_seconds() - start > timeout) {
+			ok = errbuf_fail(err, errlen, "the follower did not apply the last writes within %.1f s "
+					 "(catchup_timeout)", timeout);
+			log_error(dir->subject, "%s", err);
+			break;
+		}
+		/* The follower commits within milliseconds; poll fast, then back off a little. */
+		sleep_seconds(pause);
+		if (pause < 0.005)
+			pause *= 2;
+	}
+	if (ok && lsns)
+		snprintf(lsns, lsnslen, "%s", strbuf_str(&report));
+out:
+	strbuf_free(&report);
+	free(marker);
+	free(done);
+	return ok;
+}
+
+bool
+steps_catch_up(const CutoverDirection *dir, CutoverLinks *links, char *lsns, size_t lsnslen, char *err,
+	       size_t errlen)
+{
+	return markers_applied(dir, links, (double) dir->config->cutover.catchup_timeout / 1e6, lsns, lsnslen, err,
+			       errlen);
+}
+
+bool
+steps_measure_catch_up(const CutoverDirection *dir, CutoverLinks *links, double *seconds, char *err, size_t errlen)
+{
+	double start = now_seconds();
+
+	if (!markers_applied(dir, links, (double) dir->config->cutover.catchup_timeout / 1e6, NULL, 0, err, errlen))
+		return false;
+	*seconds = now_seconds() - start;
+	return true;
+}
+
+bool
+steps_sequences(const CutoverDirection *dir, CutoverLinks *links, int *count, char *err, size_t errlen)
+{
+	int i;
+
+	*count = 0;
+	for (i = 0; i < links->n; i++) {
+		int n = 0;
+
+		if (!sequences_sync(&links->from[i], &links->to[i], &n))
+			return errbuf_fail(err, errlen, "could not copy the sequences of %s", dir->config->databases[i].name);
+		*count += n;
+	}
+	return true;
+}
+
+/* One connection's share of the tables, counted in one query. */
+typedef struct CountJob {
+	ReplConn conn;
+	StrBuf sql;
+	PGresult *res;
+} CountJob;
+
+static bool
+run_counts(CountJob *jobs, int njobs, char *err, size_t errlen)
+{
+	int i;
+	bool ok = true;
+
+	for (i = 0; i < njobs; i++)
+		if (jobs[i].sql.len > 0 && PQsendQuery(jobs[i].conn.conn, strbuf_str(&jobs[i].sql)) != 1)
+			ok = errbuf_fail(err, errlen, "could not send a count query: %s", PQerrorMessage(jobs[i].conn.conn));
+	for (i = 0; i < njobs; i++) {
+		PGresult *res;
+
+		if (jobs[i].sql.len == 0)
+			continue;
+		while ((res = PQgetResult(jobs[i].conn.conn)) != NULL) {
+			if (PQresultStatus(res) == PGRES_TUPLES_OK && !jobs[i].res) {
+				jobs[i].res = res;
+				continue;
+			}
+			if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+				ok = errbuf_fail(err, errlen, "counting rows failed: %s", PQresultErrorMessage(res));
+				log_error(jobs[i].conn.subject, "%s", err);
+			}
+			PQclear(res);
+		}
+	}
+	return ok;
+}
+
+static bool
+verify_database(const CutoverDirection *dir, const DatabaseMapping *db, int *ntables, char *err, size_t errlen)
+{
+	int njobs = dir->config->replication.copy_jobs, i, k, n;
+	CountJob jobs[2 * VERIFY_MAX_CONNS];
+	ReplConn list_from, list_to;
+	PGresult *tables;
+	bool ok = true;
+
+	if (njobs > VERIFY_MAX_CONNS)
+		njobs = VERIFY_MAX_CONNS;
+	if (!connect_pair(dir, db, &list_from, &list_to, err, errlen))
+		return false;
+	ok = repl_query(&list_from, preflight_sql_table_columns, 0, NULL, &tables);
+	close_pair(&list_from, &list_to);
+	if (!ok)
+		return errbuf_fail(err, errlen, "could not list the tables of %s", db->name);
+	n = PQntuples(tables);
+	if (njobs > n)
+		njobs = n;
+	memset(jobs, 0, sizeof(jobs));
+	/* jobs[k] counts on the side left, jobs[njobs + k] the same tables on the other side. */
+	for (k = 0; ok && k < njobs; k++) {
+		if (!connect_pair(dir, db, &jobs[k].conn, &jobs[njobs + k].conn, err, errlen)) {
+			ok = false;
+			break;
+		}
+		strbuf_init(&jobs[k].sql);
+		strbuf_init(&jobs[njobs + k].sql);
+	}
+	for (i = 0; ok && i < n; i++) {
+		for (k = 0; k < 2; k++) {
+			StrBuf *sql = &jobs[k * njobs + i % njobs].sql;
+
+			strbuf_appendf(sql, "%s(SELECT count(*) FROM %s)", sql->len ? ", " : "SELECT ",
+				       PQgetvalue(tables, i, 0));
+		}
+	}
+	if (ok)
+		ok = run_counts(jobs, 2 * njobs, err, errlen);
+	for (i = 0; ok && i < n; i++) {
+		PGresult *a = jobs[i % njobs].res, *b = jobs[njobs + i % njobs].res;
+		int col = i / njobs;
+
+		if (!a || !b || PQntuples(a) != 1 || PQntuples(b) != 1) {
+			ok = errbuf_fail(err, errlen, "%s: row counts could not be read", db->name);
+			break;
+		}
+		if (strcmp(PQgetvalue(a, 0, col), PQgetvalue(b, 0, col)) != 0) {
+			ok = errbuf_fail(err, errlen, "%s: table %s has %s rows on the %s and %s on the %s", db->name,
+					 PQgetvalue(tables, i, 0), PQgetvalue(a, 0, col), from_server(dir)->role,
+					 PQgetvalue(b, 0, col), to_server(dir)->role);
+			log_error(dir->subject, "verify: %s", err);
+		}
+	}
+	for (k = 0; k < 2 * njobs; k++) {
+		repl_close(&jobs[k].conn);
+		strbuf_free(&jobs[k].sql);
+		PQclear(jobs[k].res);
+	}
+	PQclear(tables);
+	*ntables += n;
+	return ok;
+}
+
+bool
+steps_verify_counts(const CutoverDirection *dir, int *tables, char *err, size_t errlen)
+{
+	int i;
+
+	*tables = 0;
+	for (i = 0; i < dir->config->ndatabases; i++)
+		if (!verify_database(dir, &dir->config->databases[i], tables, err, errlen))
+			return false;
+	return true;
+}

@@ -1,0 +1,453 @@
+/*
+ * The cutover on the proxy's side.  One Cutover at a time moves through its
+ * phases in cutover_advance(), the only place the phase changes:
+ *
+ *   PRECHECK  worker: streaming, lag, columns, the reverse slot (rollback =
+ *             on) | loop: a standby server on the other cluster opened for
+ *             every client
+ *   DRAIN     databases paused; every client reaches a transaction boundary,
+ *             and each quiet client's session is read and replayed on its
+ *             standby meanwhile
+ *   SYNC      worker: fence, catch up, sequences, verify | loop: the last
+ *             sessions carried
+ *   UNDO      worker: unfence, drop the reverse slot, after a failure
+ *   DONE      switched (state file written first) and resumed, or resumed on
+ *             the old cluster with the reason; freed after the loop iteration
+ *
+ * Whatever fails before the switch leaves clients on the cluster they were
+ * on, each one's next query simply waits a little.
+ */
+#include "proxy/cutover_int.h"
+#include "common/log.h"
+#include "proxy/pktbuf.h"
+#include "proxy/proto.h"
+#include "proxy/session.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void
+on_drain_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	Cutover *c = container_of(w, Cutover, drain_timer);
+	char busy[256];
+
+	(void) loop;
+	(void) revents;
+	if (c->phase != CP_DRAIN)
+		return;
+	cutover_describe_busy(c, busy, sizeof(busy));
+	if (c->proxy->config.cutover.on_drain_timeout == DRAIN_CANCEL && !c->cancel_round) {
+		cutover_notice(c, "%s: drain_timeout reached, cancelling the open transactions of %s", cutover_kind_name(c->kind),
+			    busy);
+		c->cancel_round = true;
+		cutover_cancel_open(c);
+		ev_timer_set(&c->drain_timer, (ev_tstamp) c->proxy->config.cutover.drain_timeout / 1e6, 0.);
+		ev_timer_start(c->proxy->loop, &c->drain_timer);
+		return;
+	}
+	cutover_fail(c, "transactions still open after drain_timeout: %s", busy);
+}
+
+/* Resume, clean up, report.  The Cutover itself is freed after this loop iteration. */
+void
+cutover_finish(Cutover *c)
+{
+	Proxy *proxy = c->proxy;
+	List *item, *tmp;
+	bool ok = c->failure[0] == '\0';
+	bool switched = ok && c->kind != CUTOVER_DRY_RUN;
+	CutoverReport *report;
+	char error[600];
+
+	c->phase = CP_DONE;
+	ev_timer_stop(proxy->loop, &c->drain_timer);
+	list_for_each_safe(item, tmp, &proxy->active_clients) {
+		Client *client = container_of(item, Client, head);
+
+		if (client->standby) {
+			Server *standby = client->standby;
+
+			client->standby = NULL;
+			standby->client = NULL;
+			server_disconnect(standby, NULL, "the %s ended", cutover_kind_name(c->kind));
+		}
+		session_carry_free(client->carry);
+		client->carry = NULL;
+	}
+	c->t_resume = ev_now(proxy->loop);
+	ev_now_update(proxy->loop);
+	c->t_resume = ev_now(proxy->loop);
+	report = cutover_report_build(c, ok);
+	cutover_set_paused(c, false);
+	client_resume_held(proxy, NULL);
+	list_for_each_safe(item, tmp, &proxy->active_clients) {
+		Client *client = container_of(item, Client, head);
+
+		if (client->wait_cutover) {
+			client->wait_cutover = false;
+			if (!proxy_connect_client(client)) {
+				/* proxy_connect_client closed it */
+			}
+		}
+	}
+	if (switched)
+		log_info("cutover", "%s completed: %d client(s) moved to the %s, %d terminated", cutover_kind_name(c->kind), c->moved,
+			 c->to->role, c->terminated_clients);
+	else
+		log_info("cutover", "%s %s%s%s", cutover_kind_name(c->kind), ok ? "finished" : "aborted: ",
+			 ok ? "" : c->failure, ok ? "" : "; clients stay where they were");
+	cutover_send_notices(c);
+	if (c->admin) {
+		snprintf(error, sizeof(error), "%s aborted: %s", cutover_kind_name(c->kind), c->failure);
+		c->admin->admin_waiting_cutover = false;
+		if (cutover_report_send(c->admin, report, false, c->kind == CUTOVER_ROLLBACK ? "ROLLBACK" : "CUTOVER",
+				ok ? NULL : error))
+			sbuf_continue(&c->admin->sbuf);
+		c->admin = NULL;
+	}
+	cutover_report_free(proxy->last_report);
+	proxy->last_report = report;
+	if (c->kind != CUTOVER_DRY_RUN) {
+		proxy->cutovers_total++;
+		proxy->cutovers_failed_total += !ok;
+		proxy->last_pause_seconds = c->pause_seconds;
+	}
+	/* After a rollback the way back is not needed: the follower stops, then its slot goes. */
+	if (switched && c->kind == CUTOVER_ROLLBACK)
+		followers_stop(proxy, FOLLOWER_REVERSE, true);
+	if (switched && c->kind == CUTOVER_FORWARD && proxy->config.cutover.rollback) {
+		if (!followers_start(proxy, FOLLOWER_REVERSE)) {
+			/* logged: the switch stands, rollback needs the follower started by hand */
+		}
+	}
+}
+
+/* A failure: what the worker did (fence, reverse slot) is undone first. */
+void
+cutover_fail(Cutover *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!c->failure[0]) {
+		va_start(ap, fmt);
+		vsnprintf(c->failure, sizeof(c->failure), fmt, ap);
+		va_end(ap);
+	}
+	if ((c->fenced || c->reverse_prepared) && c->phase != CP_UNDO) {
+		c->phase = CP_UNDO;
+		if (cutover_worker_start(c, JOB_UNDO))
+			return;
+	}
+	cutover_finish(c);
+}
+
+void
+cutover_advance(Cutover *c)
+{
+	Proxy *proxy = c->proxy;
+	char first[256];
+
+	cutover_send_notices(c);
+	switch (c->phase) {
+	case CP_PRECHECK:
+		if (!cutover_worker_finished(c))
+			return;
+		if (!c->job_ok) {
+			cutover_fail(c, "%s", c->job_error);
+			return;
+		}
+		if (c->kind == CUTOVER_DRY_RUN) {
+			if (!cutover_dry_run_inspect(c))
+				return;
+			cutover_dry_run_list(c);
+			proxy->resume_pending = true;
+			cutover_finish(c);
+			return;
+		}
+		if (c->standby_failures > 0) {
+			cutover_fail(c, "could not log in to the %s: %s", c->to->role, c->standby_error);
+			return;
+		}
+		if (!cutover_standbys_ready(c))
+			return;
+		cutover_notice(c, "%s: precheck done in %.1f ms (lag %lld bytes), %s connections ready; pausing",
+			    cutover_kind_name(c->kind), c->precheck_ms, (long long) c->lag_bytes, c->to->role);
+		c->phase = CP_DRAIN;
+		c->t_pause = ev_now(proxy->loop);
+		cutover_set_paused(c, true);
+		ev_timer_set(&c->drain_timer, (ev_tstamp) proxy->config.cutover.drain_timeout / 1e6, 0.);
+		ev_timer_start(proxy->loop, &c->drain_timer);
+		/* fall through */
+	case CP_DRAIN:
+		if (c->standby_failures > 0) {
+			cutover_fail(c, "could not log in to the %s: %s", c->to->role, c->standby_error);
+			return;
+		}
+		if (c->cancel_round)
+			cutover_cancel_open(c);
+		(void) cutover_carry_sessions(c);
+		if (!cutover_all_drained(c) || !cutover_standbys_ready(c))
+			return;
+		ev_timer_stop(proxy->loop, &c->drain_timer);
+		c->t_drained = ev_now(proxy->loop);
+		cutover_notice(c, "%s: every client between transactions after %.1f ms", cutover_kind_name(c->kind),
+			    (c->t_drained - c->t_pause) * 1e3);
+		c->phase = CP_SYNC;
+		if (!cutover_worker_start(c, JOB_SYNC)) {
+			cutover_fail(c, "%s", c->failure);
+			return;
+		}
+		/* fall through */
+	case CP_SYNC:
+		if (c->standby_failures > 0 && !c->failure[0])
+			snprintf(c->failure, sizeof(c->failure), "could not log in to the %s: %s", c->to->role,
+				 c->standby_error);
+		if (!cutover_carry_sessions(c) || !cutover_worker_finished(c))
+			return;
+		if (c->t_captured == 0)
+			c->t_captured = ev_now(proxy->loop);
+		if (!c->job_ok || c->failure[0]) {
+			cutover_fail(c, "%s", c->failure[0] ? c->failure : c->job_error);
+			return;
+		}
+		c->unmovable = cutover_count_unmovable(c, first, sizeof(first));
+		if (c->unmovable > 0 && proxy->config.cutover.unmovable == UNMOVABLE_ABORT) {
+			cutover_fail(c, "%d session(s) cannot move (unmovable = abort): %s", c->unmovable, first);
+			return;
+		}
+		c->t_synced = ev_now(proxy->loop);
+		/* Written before anyone runs on the new cluster: a restart never goes back. */
+		if (!cutover_write_state(proxy, c->to)) {
+			cutover_fail(c, "could not write the state file %s", proxy->config.proxy.state_file);
+			return;
+		}
+		proxy->serving = c->to;
+		c->reverse_prepared = false;	/* it is the way back now */
+		cutover_switch_clients(c);
+		cutover_finish(c);
+		return;
+	case CP_UNDO:
+		if (!cutover_worker_finished(c))
+			return;
+		if (!c->job_ok)
+			log_error("cutover", "the %s is still read-only: %s", c->from->role, c->job_error);
+		cutover_finish(c);
+		return;
+	case CP_DONE:
+		return;
+	}
+}
+
+static void
+on_wake(struct ev_loop *loop, ev_async *w, int revents)
+{
+	Cutover *c = container_of(w, Cutover, wake);
+
+	(void) loop;
+	(void) revents;
+	cutover_advance(c);
+}
+
+/* The proxy's own backends on the cluster left, per database, as SQL arrays. */
+static bool
+collect_pids(Cutover *c)
+{
+	Proxy *proxy = c->proxy;
+	const List *item;
+	int i;
+
+	c->pids = calloc((size_t) proxy->config.ndatabases, sizeof(char *));
+	if (!c->pids)
+		return false;
+	for (i = 0; i < proxy->config.ndatabases; i++) {
+		const char *name = proxy->config.databases[i].name;
+		StrBuf sb;
+		int n = 0;
+
+		strbuf_init(&sb);
+		strbuf_append_char(&sb, '{');
+		list_for_each(item, &proxy->active_servers) {
+			const Server *server = container_of(item, const Server, head);
+
+			if (server->cluster == c->from && strcmp(server->db->name, name) == 0)
+				strbuf_appendf(&sb, "%s%d", n++ ? "," : "", server->backend_pid);
+		}
+		strbuf_append_char(&sb, '}');
+		c->pids[i] = sb.failed ? NULL : strdup(strbuf_str(&sb));
+		strbuf_free(&sb);
+		if (!c->pids[i])
+			return false;
+	}
+	return true;
+}
+
+bool
+cutover_start(Client *admin, CutoverKind kind)
+{
+	Proxy *proxy = admin->proxy;
+	Cutover *c;
+	PktBuf pb;
+	const char *refusal = NULL;
+	bool ok;
+
+	if (cutover_running(proxy))
+		refusal = "a cutover or rollback is already running";
+	else if (kind == CUTOVER_ROLLBACK && proxy->serving != &proxy->target)
+		refusal = "nothing to roll back: clients are served by the source";
+	else if (kind != CUTOVER_ROLLBACK && proxy->serving != &proxy->source)
+		refusal = "clients are already served by the target; ROLLBACK goes back";
+	else if (kind == CUTOVER_ROLLBACK && !proxy->config.cutover.rollback)
+		refusal = "rollback = off: no reverse follower kept the source up to date";
+	if (refusal) {
+		pktbuf_init(&pb);
+		pktbuf_write_error(&pb, "ERROR", "55000", refusal, NULL, NULL);
+		pktbuf_write_ready_for_query(&pb, TXN_IDLE);
+		ok = !pb.failed && sbuf_answer(&admin->sbuf, pb.buf, pb.len);
+		pktbuf_free(&pb);
+		if (!ok)
+			client_disconnect(admin, NULL, "could not send to the admin client");
+		return ok;
+	}
+	c = calloc(1, sizeof(Cutover));
+	if (!c) {
+		client_disconnect(admin, "53200", "out of memory");
+		return false;
+	}
+	c->proxy = proxy;
+	c->kind = kind;
+	c->phase = CP_PRECHECK;
+	c->admin = admin;
+	c->from = kind == CUTOVER_ROLLBACK ? &proxy->target : &proxy->source;
+	c->to = kind == CUTOVER_ROLLBACK ? &proxy->source : &proxy->target;
+	c->dir.config = &proxy->config;
+	c->dir.reverse = kind == CUTOVER_ROLLBACK;
+	c->dir.subject = "cutover";
+	c->t_start = ev_now(proxy->loop);
+	pthread_mutex_init(&c->lock, NULL);
+	strbuf_init(&c->notices);
+	strbuf_init(&c->dry_clients);
+	ev_timer_init(&c->drain_timer, on_drain_timeout, 0., 0.);
+	ev_async_init(&c->wake, on_wake);
+	ev_async_start(proxy->loop, &c->wake);
+	proxy->cutover = c;
+	admin->admin_waiting_cutover = true;
+	log_info(admin->subject, "%s requested", cutover_kind_name(kind));
+	if (!collect_pids(c)) {
+		snprintf(c->failure, sizeof(c->failure), "out of memory");
+		cutover_finish(c);
+		return true;
+	}
+	if (!cutover_worker_start(c, kind == CUTOVER_DRY_RUN ? JOB_DRY_RUN : JOB_PRECHECK)) {
+		cutover_finish(c);
+		return true;
+	}
+	/* Standbys log in while the worker checks. */
+	if (kind != CUTOVER_DRY_RUN && !cutover_standbys_ready(c)) {
+		/* cutover_advance notices when they are in */
+	}
+	return true;
+}
+
+bool
+cutover_show(Client *admin, bool json)
+{
+	return cutover_report_send(admin, admin->proxy->last_report, json, "SHOW", NULL);
+}
+
+void
+cutover_poke(Proxy *proxy)
+{
+	Cutover *c = proxy->cutover;
+
+	if (c && c->phase != CP_DONE)
+		cutover_advance(c);
+}
+
+void
+cutover_admin_gone(Proxy *proxy, Client *admin)
+{
+	if (proxy->cutover && proxy->cutover->admin == admin) {
+		/* It runs on: stopping half-way would do more harm than finishing. */
+		log_info(admin->subject, "left during the cutover, which goes on");
+		proxy->cutover->admin = NULL;
+	}
+	admin->admin_waiting_cutover = false;
+}
+
+void
+cutover_standby_lost(Proxy *proxy, Client *client, const char *reason)
+{
+	Cutover *c = proxy->cutover;
+
+	if (!c || c->phase == CP_DONE)
+		return;
+	c->standby_failures++;
+	snprintf(c->standby_error, sizeof(c->standby_error), "%s: %s", client->subject, reason);
+	cutover_poke(proxy);
+}
+
+bool
+cutover_holds_logins(const Proxy *proxy)
+{
+	const Cutover *c = proxy->cutover;
+
+	return c && c->kind != CUTOVER_DRY_RUN && c->phase != CP_PRECHECK && c->phase != CP_DONE;
+}
+
+bool
+cutover_running(const Proxy *proxy)
+{
+	return proxy->cutover && proxy->cutover->phase != CP_DONE;
+}
+
+static void
+cutover_free(Cutover *c)
+{
+	int i;
+
+	if (c->thread_running) {
+		pthread_join(c->thread, NULL);
+		c->thread_running = false;
+	}
+	ev_async_stop(c->proxy->loop, &c->wake);
+	ev_timer_stop(c->proxy->loop, &c->drain_timer);
+	for (i = 0; c->pids && i < c->proxy->config.ndatabases; i++)
+		free(c->pids[i]);
+	free(c->pids);
+	steps_disconnect(&c->links);
+	strbuf_free(&c->notices);
+	strbuf_free(&c->dry_clients);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+void
+cutover_reap(Proxy *proxy)
+{
+	if (proxy->cutover && proxy->cutover->phase == CP_DONE) {
+		cutover_free(proxy->cutover);
+		proxy->cutover = NULL;
+	}
+	if (proxy->resume_pending) {
+		proxy->resume_pending = false;
+		client_resume_held(proxy, NULL);
+	}
+}
+
+void
+cutover_shutdown(Proxy *proxy)
+{
+	if (proxy->cutover) {
+		if (proxy->cutover->phase != CP_DONE) {
+			snprintf(proxy->cutover->failure, sizeof(proxy->cutover->failure), "pghandoff is shutting down");
+			proxy->cutover->admin = NULL;
+			cutover_finish(proxy->cutover);
+		}
+		cutover_free(proxy->cutover);
+		proxy->cutover = NULL;
+	}
+	cutover_report_free(proxy->last_report);
+	proxy->last_report = NULL;
+}

@@ -1,0 +1,359 @@
+/*
+ * The cutover and the clients: standbys opened on the other cluster, the
+ * drain to transaction boundaries (with on_drain_timeout = cancel), each
+ * session carried as soon as its client is quiet, and the switch.
+ */
+#include "proxy/cutover_int.h"
+#include "common/log.h"
+#include "proxy/pktbuf.h"
+#include "proxy/proto.h"
+#include "proxy/protocol.h"
+#include "proxy/session.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- clients ---- */
+
+/* Clients the cutover moves: logged in and served by the cluster left. */
+bool
+cutover_is_moving(const Cutover *c, const Client *client)
+{
+	return client->state == CL_ACTIVE && client->server && client->server->cluster == c->from;
+}
+
+static bool
+client_quiet(const Client *client)
+{
+	return client->pending_rfq == 0 && !client->unsynced && !client->in_copy && client->txn_status == TXN_IDLE &&
+	       !(client->server && client->server->script);
+}
+
+/* Opens the missing standbys; true when every moving client has one logged in. */
+bool
+cutover_standbys_ready(Cutover *c)
+{
+	Proxy *proxy = c->proxy;
+	List *item, *tmp;
+	bool ready = true;
+
+	list_for_each_safe(item, tmp, &proxy->active_clients) {
+		Client *client = container_of(item, Client, head);
+		Server *standby;
+
+		if (!cutover_is_moving(c, client))
+			continue;
+		if (client->standby) {
+			ready &= client->standby->state == SV_STANDBY;
+			continue;
+		}
+		standby = server_new(proxy, client, c->to, client->db);
+		if (!standby) {
+			c->standby_failures++;
+			snprintf(c->standby_error, sizeof(c->standby_error), "out of memory");
+			return false;
+		}
+		standby->is_standby = true;
+		client->standby = standby;
+		if (!server_start(standby))
+			return false;	/* counted by cutover_standby_lost */
+		ready = false;
+	}
+	return ready;
+}
+
+void
+cutover_set_paused(Cutover *c, bool paused)
+{
+	Proxy *proxy = c->proxy;
+	int i;
+
+	for (i = 0; i < proxy->ndatabases; i++)
+		proxy->databases[i].paused = paused;
+	(void) c;
+}
+
+bool
+cutover_all_drained(Cutover *c)
+{
+	const List *item;
+
+	list_for_each(item, &c->proxy->active_clients) {
+		const Client *client = container_of(item, const Client, head);
+
+		if (cutover_is_moving(c, client) && !client_quiet(client))
+			return false;
+	}
+	return true;
+}
+
+void
+cutover_describe_busy(Cutover *c, char *buf, size_t len)
+{
+	const List *item;
+	size_t used = 0;
+	int n = 0;
+
+	buf[0] = '\0';
+	list_for_each(item, &c->proxy->active_clients) {
+		const Client *client = container_of(item, const Client, head);
+
+		if (!cutover_is_moving(c, client) || client_quiet(client))
+			continue;
+		if (n++ < 3 && used < len)
+			used += (size_t) snprintf(buf + used, len - used, "%s%s", n > 1 ? ", " : "", client->subject);
+	}
+	if (n > 3 && used < len)
+		snprintf(buf + used, len - used, " and %d more", n - 3);
+}
+
+static void
+rollback_done(Server *server, Script *script)
+{
+	Client *client = server->client;
+
+	if (!client)
+		return;
+	if (script->failed) {
+		client_disconnect(client, "57P01", "its transaction could not be rolled back for the cutover: %s",
+				  script->error);
+		return;
+	}
+	/* The client still believes it is in a transaction: its next request hears it is gone. */
+	client->txn_status = TXN_IDLE;
+	client->txn_killed = true;
+	cutover_poke(server->proxy);
+}
+
+/*
+ * on_drain_timeout = cancel: running statements are cancelled, idle
+ * transactions rolled back; called again as cancelled statements end, since
+ * they leave their transaction open (failed).
+ */
+void
+cutover_cancel_open(Cutover *c)
+{
+	List *item, *tmp;
+
+	list_for_each_safe(item, tmp, &c->proxy->active_clients) {
+		Client *client = container_of(item, Client, head);
+
+		if (!cutover_is_moving(c, client) || client_quiet(client))
+			continue;
+		if (client->server->script || client->txn_killed)
+			continue;	/* already being rolled back */
+		if (client->pending_rfq > 0 || client->in_copy) {
+			if (client->cancel_sent)
+				continue;
+			log_info(client->subject, "cancelling its running statement for the cutover");
+			client->cancel_sent = true;
+			server_send_cancel(c->proxy, client->server);
+		} else if (!client->unsynced) {
+			PktBuf pb;
+
+			log_info(client->subject, "rolling back its open transaction for the cutover");
+			pktbuf_init(&pb);
+			pktbuf_write_query(&pb, "ROLLBACK");
+			if (!script_run(client->server, &pb, 1, rollback_done))
+				client_disconnect(client, "57P01", "its transaction could not be rolled back for the cutover");
+		}
+	}
+}
+
+/*
+ * Each client's session moves on its own as soon as it can: read once the
+ * client is quiet (it stays so: held), replayed once its standby is in.
+ * True when every moving client's session is replayed or known unmovable.
+ */
+bool
+cutover_carry_sessions(Cutover *c)
+{
+	List *item, *tmp;
+	bool done = true;
+
+	list_for_each_safe(item, tmp, &c->proxy->active_clients) {
+		Client *client = container_of(item, Client, head);
+		SessionCarry *carry;
+
+		if (!cutover_is_moving(c, client))
+			continue;
+		if (!client->carry) {
+			done = false;
+			if (client_quiet(client) && !session_capture(client))
+				client_disconnect(client, "08006", "its session state could not be read");
+			continue;
+		}
+		carry = client->carry;
+		if (!carry->captured) {
+			done = false;
+			continue;
+		}
+		if (carry->unmovable[0] || carry->replayed)
+			continue;
+		if (!client->standby) {
+			snprintf(carry->unmovable, sizeof(carry->unmovable), "its %s connection was lost", c->to->role);
+			continue;
+		}
+		if (client->standby->state != SV_STANDBY) {
+			done = false;
+			continue;
+		}
+		if (!carry->replay_started) {
+			carry->replay_started = true;
+			if (!session_replay(client)) {
+				snprintf(carry->unmovable, sizeof(carry->unmovable), "its session could not be replayed");
+				continue;
+			}
+		}
+		done &= carry->replayed;
+	}
+	return done;
+}
+
+int
+cutover_count_unmovable(Cutover *c, char *first, size_t len)
+{
+	const List *item;
+	int n = 0;
+
+	first[0] = '\0';
+	list_for_each(item, &c->proxy->active_clients) {
+		const Client *client = container_of(item, const Client, head);
+
+		if (cutover_is_moving(c, client) && client->carry && client->carry->unmovable[0]) {
+			if (n++ == 0) {
+				/* A long reason is cut short: it is one line of a report. */
+				size_t used = strlen(client->subject);
+
+				snprintf(first, len, "%s", client->subject);
+				if (used + 7 < len)
+					snprintf(first + used, len - used, " holds %s", client->carry->unmovable);
+			}
+		}
+	}
+	return n;
+}
+
+/* ---- switch and finish ---- */
+
+/* The target's server_version, so drivers see whom they talk to now. */
+static void
+send_server_version(Client *client, Server *server)
+{
+	const uint8_t *p = server->login_params, *end = p + server->login_params_len;
+
+	while (p && end - p >= 5) {
+		uint32_t len = ((uint32_t) p[1] << 24) | ((uint32_t) p[2] << 16) | ((uint32_t) p[3] << 8) | p[4];
+		ProtoParameterStatus ps;
+		char err[64];
+
+		if (len < 4 || (size_t) (end - p) < (size_t) len + 1)
+			break;
+		if (p[0] == PQMSG_PARAMETER_STATUS && proto_parse_parameter_status(p + 5, len - 4, &ps, err, sizeof(err)) &&
+		    strcmp(ps.name, "server_version") == 0) {
+			if (!sbuf_answer(&client->sbuf, p, len + 1))
+				log_warning(client->subject, "could not send the new server_version");
+			break;
+		}
+		p += len + 1;
+	}
+	free(server->login_params);
+	server->login_params = NULL;
+	server->login_params_len = 0;
+}
+
+void
+cutover_switch_clients(Cutover *c)
+{
+	List *item, *tmp;
+
+	list_for_each_safe(item, tmp, &c->proxy->active_clients) {
+		Client *client = container_of(item, Client, head);
+		Server *old, *standby;
+
+		if (!cutover_is_moving(c, client))
+			continue;
+		if (!client->carry || !client->standby) {
+			/* Its login to the old cluster ended during the pause: it has no session to carry. */
+			c->terminated_clients++;
+			client_disconnect(client, "57P01",
+					  "pghandoff moved database \"%s\" to another server while this session was "
+					  "logging in; reconnect",
+					  client->db->name);
+			continue;
+		}
+		if (client->carry->unmovable[0]) {
+			c->terminated_clients++;
+			client_disconnect(client, "57P01",
+					  "pghandoff moved database \"%s\" to another server, and this session could not "
+					  "follow: it holds %s; reconnect",
+					  client->db->name, client->carry->unmovable);
+			continue;
+		}
+		old = client->server;
+		standby = client->standby;
+		client->standby = NULL;
+		client->server = standby;
+		standby->is_standby = false;
+		server_change_state(standby, SV_ACTIVE);
+		client->sbuf.peer = &standby->sbuf;
+		standby->sbuf.peer = &client->sbuf;
+		old->client = NULL;
+		old->sbuf.peer = NULL;
+		server_disconnect(old, NULL, "client moved to the %s", c->to->role);
+		send_server_version(client, standby);
+		session_carry_free(client->carry);
+		client->carry = NULL;
+		c->moved++;
+	}
+}
+
+void
+cutover_dry_run_list(Cutover *c)
+{
+	const List *item;
+
+	list_for_each(item, &c->proxy->active_clients) {
+		const Client *client = container_of(item, const Client, head);
+
+		if (!cutover_is_moving(c, client))
+			continue;
+		c->moved++;
+		if (!client->carry) {
+			strbuf_appendf(&c->dry_clients, "%s%s: in a transaction, not inspected", c->dry_clients.len ? "; " : "",
+				       client->subject);
+			continue;
+		}
+		if (client->carry->unmovable[0])
+			c->unmovable++;
+		strbuf_appendf(&c->dry_clients, "%s%s: %s%s", c->dry_clients.len ? "; " : "", client->subject,
+			       client->carry->unmovable[0] ? "cannot move, holds " : "movable",
+			       client->carry->unmovable);
+	}
+}
+
+/* Dry run: the idle clients' sessions are inspected, none is held for long. */
+bool
+cutover_dry_run_inspect(Cutover *c)
+{
+	List *item, *tmp;
+	bool done = true;
+
+	list_for_each_safe(item, tmp, &c->proxy->active_clients) {
+		Client *client = container_of(item, Client, head);
+
+		if (!cutover_is_moving(c, client))
+			continue;
+		if (!client->carry) {
+			if (!client_quiet(client))
+				continue;
+			if (!session_capture(client))
+				continue;
+			done = false;
+		} else if (!client->carry->captured) {
+			done = false;
+		}
+	}
+	return done;
+}

@@ -1,0 +1,143 @@
+/*
+ * Inside the cutover: the Cutover object and the functions its files share.
+ * cutover.c runs the phases; cutover_worker.c the database work on a thread;
+ * cutover_clients.c holds, drains, carries and switches the clients;
+ * cutover_report.c tells the admin; cutover_state.c keeps the state file.  Nothing outside proxy/cutover*.c includes this.
+ */
+#ifndef PGHANDOFF_PROXY_CUTOVER_INT_H
+#define PGHANDOFF_PROXY_CUTOVER_INT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/strbuf.h"
+#include "cutover/steps.h"
+#include "proxy/cutover.h"
+
+#define REPORT_MAX_ITEMS 48
+
+typedef enum CutoverPhase {
+	CP_PRECHECK,
+	CP_DRAIN,
+	CP_SYNC,
+	CP_UNDO,
+	CP_DONE,
+} CutoverPhase;
+
+typedef enum WorkerJob {
+	JOB_PRECHECK,
+	JOB_DRY_RUN,
+	JOB_SYNC,
+	JOB_UNDO,
+} WorkerJob;
+
+typedef struct ReportItem {
+	char key[40];
+	char *value;
+	bool number;
+} ReportItem;
+
+struct CutoverReport {
+	int nitems;
+	ReportItem items[REPORT_MAX_ITEMS];
+	char *json;
+};
+
+struct Cutover {
+	Proxy *proxy;
+	CutoverKind kind;
+	CutoverPhase phase;
+	const Cluster *from;
+	const Cluster *to;
+	Client *admin;
+	ev_timer drain_timer;
+	bool cancel_round;	/* on_drain_timeout = cancel: the open transactions were cancelled */
+	ev_async wake;
+	char failure[512];	/* why it stopped; "" while all goes well */
+
+	/* The worker: one thread per job, joined by the loop when it reports. */
+	pthread_t thread;
+	bool thread_running;
+	WorkerJob job;
+	CutoverDirection dir;
+	char **pids;		/* per database, the proxy's backends on the cluster left */
+	CutoverLinks links;	/* the worker's connections, opened by the precheck */
+	bool reverse_prepared;
+	pthread_mutex_t lock;
+	/* Under lock: */
+	bool job_done;
+	bool job_ok;
+	char job_error[512];
+	StrBuf notices;		/* phase lines for the admin, newline-separated */
+	/* Written by the worker, read by the loop after the join: */
+	bool fenced;
+	int terminated;		/* sessions around the proxy ended by the fence */
+	int sequences;
+	int tables_verified;
+	int64_t lag_bytes;
+	double catch_up_estimate;
+	char lsns[512];
+	double phase_ms[8];	/* fence, catch-up, sequences, verify, rollback readiness */
+
+	/* Timings on the loop's clock. */
+	ev_tstamp t_start;
+	ev_tstamp t_pause;	/* databases paused */
+	ev_tstamp t_drained;
+	ev_tstamp t_captured;	/* every session carried */
+	ev_tstamp t_synced;
+	ev_tstamp t_resume;
+	double pause_seconds;	/* first held query to resume */
+	double precheck_ms;
+	int standby_failures;
+	char standby_error[256];
+	int moved;
+	int terminated_clients;
+	int unmovable;
+	StrBuf dry_clients;	/* dry run: one line per client */
+};
+
+/* The worker's phases, timed for the report. */
+enum { PH_FENCE, PH_CATCH_UP, PH_SEQUENCES, PH_VERIFY, PH_ROLLBACK_READY, PH_COUNT };
+extern const char *const cutover_phase_names[PH_COUNT];
+
+/* cutover.c */
+void cutover_advance(Cutover *c);
+/* Resume, clean up, report; the Cutover is freed after this loop iteration. */
+void cutover_finish(Cutover *c);
+/* A failure: what the worker did (fence, reverse slot) is undone first. */
+void cutover_fail(Cutover *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* cutover_worker.c */
+bool cutover_worker_start(Cutover *c, WorkerJob job);
+/* True once the running job has reported; the thread is joined then. */
+bool cutover_worker_finished(Cutover *c);
+
+/* cutover_clients.c */
+/* Clients the cutover moves: logged in and served by the cluster left. */
+bool cutover_is_moving(const Cutover *c, const Client *client);
+/* Opens the missing standbys; true when every moving client has one logged in. */
+bool cutover_standbys_ready(Cutover *c);
+void cutover_set_paused(Cutover *c, bool paused);
+bool cutover_all_drained(Cutover *c);
+void cutover_describe_busy(Cutover *c, char *buf, size_t len);
+void cutover_cancel_open(Cutover *c);
+bool cutover_carry_sessions(Cutover *c);
+int cutover_count_unmovable(Cutover *c, char *first, size_t len);
+void cutover_switch_clients(Cutover *c);
+void cutover_dry_run_list(Cutover *c);
+bool cutover_dry_run_inspect(Cutover *c);
+
+/* cutover_report.c */
+const char *cutover_kind_name(CutoverKind kind);
+void cutover_send_notices(Cutover *c);
+void cutover_notice(Cutover *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+CutoverReport *cutover_report_build(Cutover *c, bool ok);
+bool cutover_report_send(Client *admin, const CutoverReport *r, bool json, const char *tag, const char *error);
+void cutover_report_free(CutoverReport *r);
+
+/* cutover_state.c */
+bool cutover_write_state(Proxy *proxy, const Cluster *serving);
+
+#endif

@@ -1,0 +1,201 @@
+/*
+ * The cutover's worker: one thread per job, doing the blocking database work
+ * of cutover/steps.h while the event loop goes on.  It reports through
+ * Cutover.lock and the loop's ev_async; the loop joins it.
+ */
+#include "proxy/cutover_int.h"
+#include "common/errbuf.h"
+#include "common/log.h"
+#include "replicator/reverse.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+const char *const cutover_phase_names[PH_COUNT] = {"fence", "catch_up", "sequences", "verify", "rollback_ready"};
+
+static double
+mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double) ts.tv_sec * 1e3 + (double) ts.tv_nsec / 1e6;
+}
+
+/* ---- the worker thread ---- */
+
+static void
+worker_notice(Cutover *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+worker_notice(Cutover *c, const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	log_info(c->dir.subject, "%s", line);
+	pthread_mutex_lock(&c->lock);
+	strbuf_append(&c->notices, line);
+	strbuf_append_char(&c->notices, '\n');
+	pthread_mutex_unlock(&c->lock);
+	ev_async_send(c->proxy->loop, &c->wake);
+}
+
+static bool
+timed(Cutover *c, int phase, bool ok, double start)
+{
+	c->phase_ms[phase] = mono_ms() - start;
+	if (ok)
+		worker_notice(c, "%s: %s done in %.1f ms", cutover_kind_name(c->kind), cutover_phase_names[phase], c->phase_ms[phase]);
+	return ok;
+}
+
+/*
+ * rollback = on: the reverse slot is made before the pause.  The follower
+ * going back skips what the forward follower applied (its origin), so
+ * nothing before the switch comes back; what clients write after it does.
+ */
+static bool
+prepare_reverse(Cutover *c, char *err, size_t errlen)
+{
+	const Config *config = c->dir.config;
+	double t = mono_ms();
+	bool ok = true;
+	int i;
+
+	if (c->kind != CUTOVER_FORWARD || !config->cutover.rollback)
+		return true;
+	for (i = 0; ok && i < config->ndatabases; i++)
+		ok = reverse_prepare(config, &config->databases[i], c->dir.subject);
+	c->reverse_prepared = true;	/* whatever was made goes if the cutover does not happen */
+	if (!timed(c, PH_ROLLBACK_READY, ok, t))
+		return errbuf_fail(err, errlen, "could not prepare the reverse follower on the target");
+	return true;
+}
+
+static bool
+drop_reverse(Cutover *c, char *err, size_t errlen)
+{
+	int i;
+	bool ok = true;
+
+	for (i = 0; i < c->dir.config->ndatabases; i++)
+		ok = reverse_drop(c->dir.config, &c->dir.config->databases[i], c->dir.subject) && ok;
+	c->reverse_prepared = false;
+	if (!ok)
+		return errbuf_fail(err, errlen, "could not drop the reverse follower's slot on the target");
+	return true;
+}
+
+static bool
+job_sync(Cutover *c, char *err, size_t errlen)
+{
+	const Config *config = c->dir.config;
+	double t;
+
+	if (config->cutover.fence == FENCE_READ_ONLY) {
+		t = mono_ms();
+		if (!timed(c, PH_FENCE, steps_fence(&c->dir, &c->links, c->pids, &c->terminated, err, errlen), t))
+			return false;
+		c->fenced = true;
+	}
+	t = mono_ms();
+	if (!timed(c, PH_CATCH_UP, steps_catch_up(&c->dir, &c->links, c->lsns, sizeof(c->lsns), err, errlen), t))
+		return false;
+	t = mono_ms();
+	if (!timed(c, PH_SEQUENCES, steps_sequences(&c->dir, &c->links, &c->sequences, err, errlen), t))
+		return false;
+	if (config->cutover.verify == VERIFY_COUNTS) {
+		t = mono_ms();
+		if (!timed(c, PH_VERIFY, steps_verify_counts(&c->dir, &c->tables_verified, err, errlen), t))
+			return false;
+	}
+	/* A rollback fenced the source when it left: it takes writes again (and the target, after a re-cutover). */
+	if (config->cutover.fence == FENCE_READ_ONLY && !steps_unfence_arrival(&c->dir, &c->links, err, errlen))
+		return false;
+	return true;
+}
+
+static void *
+worker_main(void *arg)
+{
+	Cutover *c = arg;
+	char err[512] = "";
+	PrecheckFacts facts;
+	bool ok = false;
+	double t = mono_ms();
+
+	switch (c->job) {
+	case JOB_PRECHECK:
+	case JOB_DRY_RUN:
+		ok = steps_connect(&c->dir, &c->links, err, sizeof(err)) &&
+		     steps_precheck(&c->dir, &c->links, &facts, err, sizeof(err));
+		c->lag_bytes = facts.max_lag_bytes;
+		c->precheck_ms = mono_ms() - t;
+		if (ok && c->job == JOB_DRY_RUN)
+			ok = steps_measure_catch_up(&c->dir, &c->links, &c->catch_up_estimate, err, sizeof(err));
+		if (ok && c->job == JOB_PRECHECK)
+			ok = prepare_reverse(c, err, sizeof(err));
+		break;
+	case JOB_SYNC:
+		ok = job_sync(c, err, sizeof(err));
+		break;
+	case JOB_UNDO:
+		ok = !c->fenced || steps_unfence(&c->dir, err, sizeof(err));
+		if (ok && c->fenced)
+			worker_notice(c, "%s: the %s takes writes again", cutover_kind_name(c->kind), c->from->role);
+		c->fenced = false;
+		if (c->reverse_prepared)
+			ok = drop_reverse(c, err, sizeof(err)) && ok;
+		break;
+	}
+	pthread_mutex_lock(&c->lock);
+	c->job_ok = ok;
+	snprintf(c->job_error, sizeof(c->job_error), "%s", err);
+	c->job_done = true;
+	pthread_mutex_unlock(&c->lock);
+	ev_async_send(c->proxy->loop, &c->wake);
+	return NULL;
+}
+
+bool
+cutover_worker_start(Cutover *c, WorkerJob job)
+{
+	int rc;
+
+	c->job = job;
+	c->job_done = false;
+	c->job_ok = false;
+	c->job_error[0] = '\0';
+	rc = pthread_create(&c->thread, NULL, worker_main, c);
+	if (rc != 0) {
+		snprintf(c->failure, sizeof(c->failure), "could not start the cutover worker: %s", strerror(rc));
+		log_error("cutover", "%s", c->failure);
+		return false;
+	}
+	c->thread_running = true;
+	return true;
+}
+
+/* True once the running job has reported; the thread is joined then. */
+bool
+cutover_worker_finished(Cutover *c)
+{
+	bool done;
+
+	if (!c->thread_running)
+		return true;
+	pthread_mutex_lock(&c->lock);
+	done = c->job_done;
+	pthread_mutex_unlock(&c->lock);
+	if (done) {
+		pthread_join(c->thread, NULL);
+		c->thread_running = false;
+	}
+	return done;
+}

@@ -1,0 +1,340 @@
+/*
+ * Prometheus metrics over HTTP at metrics_listen: `GET /metrics` answers the
+ * text exposition format, anything else 404.  One request per connection,
+ * answered from the loop and closed; a scrape that does not send its request
+ * within a few seconds is dropped.
+ */
+#include "proxy/objects.h"
+#include "common/log.h"
+#include "common/strbuf.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define REQUEST_MAX 8192
+#define REQUEST_TIMEOUT 5.0
+
+const double stats_bucket_bounds[STATS_BUCKETS - 1] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+						       0.05,   0.1,   0.25,   0.5,   1.0};
+
+void
+stats_observe(uint64_t *hist, double seconds)
+{
+	int i = 0;
+
+	while (i < STATS_BUCKETS - 1 && seconds > stats_bucket_bounds[i])
+		i++;
+	hist[i]++;
+}
+
+typedef struct Scrape {
+	ev_io io;
+	ev_timer timer;
+	Proxy *proxy;
+	int fd;
+	size_t len;
+	char request[REQUEST_MAX];
+	char *response;
+	size_t response_len;
+	size_t sent;
+} Scrape;
+
+static void
+scrape_free(Scrape *s)
+{
+	ev_io_stop(s->proxy->loop, &s->io);
+	ev_timer_stop(s->proxy->loop, &s->timer);
+	close(s->fd);
+	free(s->response);
+	free(s);
+}
+
+static void
+histogram(StrBuf *out, const char *name, const char *db, const uint64_t *hist, uint64_t sum_us, uint64_t count)
+{
+	uint64_t cumulative = 0;
+	int i;
+
+	for (i = 0; i < STATS_BUCKETS - 1; i++) {
+		cumulative += hist[i];
+		strbuf_appendf(out, "%s_bucket{database=\"%s\",le=\"%g\"} %llu\n", name, db, stats_bucket_bounds[i],
+			       (unsigned long long) cumulative);
+	}
+	cumulative += hist[STATS_BUCKETS - 1];
+	strbuf_appendf(out, "%s_bucket{database=\"%s\",le=\"+Inf\"} %llu\n", name, db, (unsigned long long) cumulative);
+	strbuf_appendf(out, "%s_sum{database=\"%s\"} %.6f\n", name, db, (double) sum_us / 1e6);
+	strbuf_appendf(out, "%s_count{database=\"%s\"} %llu\n", name, db, (unsigned long long) count);
+}
+
+static void
+count_connections(const Proxy *proxy, const Database *db, int *active, int *waiting, int *servers_source,
+		  int *servers_target)
+{
+	const List *lists[] = {&proxy->active_servers, &proxy->login_servers, &proxy->standby_servers};
+	const List *item;
+	size_t i;
+
+	*active = *waiting = *servers_source = *servers_target = 0;
+	list_for_each(item, &proxy->active_clients) {
+		const Client *c = container_of(item, const Client, head);
+
+		if (c->db != db)
+			continue;
+		if (c->state == CL_ACTIVE && !c->held)
+			(*active)++;
+		else
+			(*waiting)++;
+	}
+	for (i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+		list_for_each(item, lists[i]) {
+			const Server *s = container_of(item, const Server, head);
+
+			if (s->db != db)
+				continue;
+			if (s->cluster == &proxy->target)
+				(*servers_target)++;
+			else
+				(*servers_source)++;
+		}
+	}
+}
+
+static void
+render(const Proxy *proxy, StrBuf *out)
+{
+	int i;
+
+	strbuf_append(out, "# HELP pghandoff_client_connections Client connections, by database and state.\n"
+			   "# TYPE pghandoff_client_connections gauge\n");
+	for (i = 0; i < proxy->ndatabases; i++) {
+		const Database *db = &proxy->databases[i];
+		int active, waiting, src, tgt;
+
+		count_connections(proxy, db, &active, &waiting, &src, &tgt);
+		strbuf_appendf(out, "pghandoff_client_connections{database=\"%s\",state=\"active\"} %d\n", db->name, active);
+		strbuf_appendf(out, "pghandoff_client_connections{database=\"%s\",state=\"waiting\"} %d\n", db->name,
+			       waiting);
+	}
+	strbuf_append(out, "# HELP pghandoff_server_connections Server connections, by database and cluster.\n"
+			   "# TYPE pghandoff_server_connections gauge\n");
+	for (i = 0; i < proxy->ndatabases; i++) {
+		const Database *db = &proxy->databases[i];
+		int active, waiting, src, tgt;
+
+		count_connections(proxy, db, &active, &waiting, &src, &tgt);
+		strbuf_appendf(out, "pghandoff_server_connections{database=\"%s\",cluster=\"source\"} %d\n", db->name, src);
+		strbuf_appendf(out, "pghandoff_server_connections{database=\"%s\",cluster=\"target\"} %d\n", db->name, tgt);
+	}
+	strbuf_append(out, "# HELP pghandoff_queries_total Queries relayed (one per ReadyForQuery).\n"
+			   "# TYPE pghandoff_queries_total counter\n");
+	for (i = 0; i < proxy->ndatabases; i++)
+		strbuf_appendf(out, "pghandoff_queries_total{database=\"%s\"} %llu\n", proxy->databases[i].name,
+			       (unsigned long long) proxy->databases[i].stats.query_count);
+	strbuf_append(out, "# HELP pghandoff_transactions_total Transactions relayed.\n"
+			   "# TYPE pghandoff_transactions_total counter\n");
+	for (i = 0; i < proxy->ndatabases; i++)
+		strbuf_appendf(out, "pghandoff_transactions_total{database=\"%s\"} %llu\n", proxy->databases[i].name,
+			       (unsigned long long) proxy->databases[i].stats.xact_count);
+	strbuf_append(out, "# HELP pghandoff_received_bytes_total Bytes received from clients.\n"
+			   "# TYPE pghandoff_received_bytes_total counter\n");
+	for (i = 0; i < proxy->ndatabases; i++)
+		strbuf_appendf(out, "pghandoff_received_bytes_total{database=\"%s\"} %llu\n", proxy->databases[i].name,
+			       (unsigned long long) proxy->databases[i].stats.bytes_received);
+	strbuf_append(out, "# HELP pghandoff_sent_bytes_total Bytes sent to clients.\n"
+			   "# TYPE pghandoff_sent_bytes_total counter\n");
+	for (i = 0; i < proxy->ndatabases; i++)
+		strbuf_appendf(out, "pghandoff_sent_bytes_total{database=\"%s\"} %llu\n", proxy->databases[i].name,
+			       (unsigned long long) proxy->databases[i].stats.bytes_sent);
+	strbuf_append(out, "# HELP pghandoff_query_duration_seconds Query latency through the proxy.\n"
+			   "# TYPE pghandoff_query_duration_seconds histogram\n");
+	for (i = 0; i < proxy->ndatabases; i++) {
+		const DbStats *st = &proxy->databases[i].stats;
+
+		histogram(out, "pghandoff_query_duration_seconds", proxy->databases[i].name, st->query_hist,
+			  st->query_time_us, st->query_count);
+	}
+	strbuf_append(out, "# HELP pghandoff_transaction_duration_seconds Transaction latency through the proxy.\n"
+			   "# TYPE pghandoff_transaction_duration_seconds histogram\n");
+	for (i = 0; i < proxy->ndatabases; i++) {
+		const DbStats *st = &proxy->databases[i].stats;
+
+		histogram(out, "pghandoff_transaction_duration_seconds", proxy->databases[i].name, st->xact_hist,
+			  st->xact_time_us, st->xact_count);
+	}
+	strbuf_appendf(out,
+		       "# HELP pghandoff_serving_target 1 once clients are served by the target cluster.\n"
+		       "# TYPE pghandoff_serving_target gauge\n"
+		       "pghandoff_serving_target %d\n"
+		       "# HELP pghandoff_cutover_running 1 while a cutover or rollback runs.\n"
+		       "# TYPE pghandoff_cutover_running gauge\n"
+		       "pghandoff_cutover_running %d\n"
+		       "# HELP pghandoff_cutovers_total Cutovers and rollbacks finished, dry runs excepted.\n"
+		       "# TYPE pghandoff_cutovers_total counter\n"
+		       "pghandoff_cutovers_total{result=\"completed\"} %llu\n"
+		       "pghandoff_cutovers_total{result=\"aborted\"} %llu\n"
+		       "# HELP pghandoff_cutover_last_pause_seconds The last cutover's pause, first held query to resume.\n"
+		       "# TYPE pghandoff_cutover_last_pause_seconds gauge\n"
+		       "pghandoff_cutover_last_pause_seconds %.6f\n",
+		       proxy->serving == &proxy->target, proxy->cutover != NULL,
+		       (unsigned long long) (proxy->cutovers_total - proxy->cutovers_failed_total),
+		       (unsigned long long) proxy->cutovers_failed_total, proxy->last_pause_seconds);
+}
+
+static void
+scrape_on_write(struct ev_loop *loop, ev_io *w, int revents)
+{
+	Scrape *s = container_of(w, Scrape, io);
+	ssize_t n;
+
+	(void) loop;
+	(void) revents;
+	n = send(s->fd, s->response + s->sent, s->response_len - s->sent, MSG_NOSIGNAL);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n > 0)
+		s->sent += (size_t) n;
+	/* The watchers are stopped in scrape_free and nothing else refers to s. */
+	if (n <= 0 || s->sent == s->response_len)
+		scrape_free(s);
+}
+
+static void
+respond(Scrape *s)
+{
+	StrBuf body, msg;
+	bool found = strncmp(s->request, "GET /metrics ", 13) == 0 || strncmp(s->request, "GET /metrics?", 13) == 0;
+
+	strbuf_init(&body);
+	strbuf_init(&msg);
+	if (found)
+		render(s->proxy, &body);
+	else
+		strbuf_append(&body, "not found: GET /metrics\n");
+	strbuf_appendf(&msg,
+		       "HTTP/1.1 %s\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+		       "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+		       found ? "200 OK" : "404 Not Found", body.len);
+	strbuf_append_len(&msg, strbuf_str(&body), body.len);
+	strbuf_free(&body);
+	if (msg.failed) {
+		strbuf_free(&msg);
+		scrape_free(s);
+		return;
+	}
+	s->response = msg.data;
+	s->response_len = msg.len;
+	ev_io_stop(s->proxy->loop, &s->io);
+	ev_io_init(&s->io, scrape_on_write, s->fd, EV_WRITE);
+	ev_io_start(s->proxy->loop, &s->io);
+}
+
+static void
+scrape_on_read(struct ev_loop *loop, ev_io *w, int revents)
+{
+	Scrape *s = container_of(w, Scrape, io);
+	ssize_t n;
+
+	(void) loop;
+	(void) revents;
+	n = recv(s->fd, s->request + s->len, sizeof(s->request) - 1 - s->len, 0);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		scrape_free(s);
+		return;
+	}
+	s->len += (size_t) n;
+	s->request[s->len] = '\0';
+	if (strstr(s->request, "\r\n\r\n") || strstr(s->request, "\n\n"))
+		respond(s);
+	else if (s->len == sizeof(s->request) - 1)
+		scrape_free(s);	/* a request this long is not a scrape */
+}
+
+static void
+scrape_on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	Scrape *s = container_of(w, Scrape, timer);
+
+	(void) loop;
+	(void) revents;
+	scrape_free(s);
+}
+
+static void
+metrics_on_accept(struct ev_loop *loop, ev_io *w, int revents)
+{
+	Proxy *proxy = container_of(w, Proxy, metrics_io);
+	Scrape *s;
+	int fd;
+
+	(void) revents;
+	fd = accept4(proxy->metrics_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd < 0)
+		return;
+	s = calloc(1, sizeof(Scrape));
+	if (!s) {
+		close(fd);
+		return;
+	}
+	s->proxy = proxy;
+	s->fd = fd;
+	ev_io_init(&s->io, scrape_on_read, fd, EV_READ);
+	ev_io_start(loop, &s->io);
+	ev_timer_init(&s->timer, scrape_on_timeout, REQUEST_TIMEOUT, 0.);
+	ev_timer_start(loop, &s->timer);
+}
+
+bool
+metrics_start(Proxy *proxy)
+{
+	const char *listen_at = proxy->config.proxy.metrics_listen;
+	const char *colon = strrchr(listen_at, ':');
+	struct addrinfo hints, *res = NULL;
+	char host[256];
+	int on = 1, rc;
+
+	proxy->metrics_fd = -1;
+	if (!listen_at[0])
+		return true;
+	snprintf(host, sizeof(host), "%.*s", (int) (colon - listen_at), listen_at);
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	rc = getaddrinfo(host[0] && strcmp(host, "*") != 0 ? host : NULL, colon + 1, &hints, &res);
+	if (rc != 0) {
+		log_error("metrics", "could not resolve metrics_listen %s: %s", listen_at, gai_strerror(rc));
+		return false;
+	}
+	proxy->metrics_fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (proxy->metrics_fd < 0 ||
+	    setsockopt(proxy->metrics_fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) < 0 ||
+	    bind(proxy->metrics_fd, res->ai_addr, res->ai_addrlen) < 0 || listen(proxy->metrics_fd, 16) < 0) {
+		log_error("metrics", "could not listen on %s: %s", listen_at, strerror(errno));
+		if (proxy->metrics_fd >= 0)
+			close(proxy->metrics_fd);
+		proxy->metrics_fd = -1;
+		freeaddrinfo(res);
+		return false;
+	}
+	freeaddrinfo(res);
+	ev_io_init(&proxy->metrics_io, metrics_on_accept, proxy->metrics_fd, EV_READ);
+	ev_io_start(proxy->loop, &proxy->metrics_io);
+	log_info("metrics", "Prometheus metrics at http://%s/metrics", listen_at);
+	return true;
+}
+
+void
+metrics_stop(Proxy *proxy)
+{
+	if (proxy->metrics_fd < 0)
+		return;
+	ev_io_stop(proxy->loop, &proxy->metrics_io);
+	close(proxy->metrics_fd);
+	proxy->metrics_fd = -1;
+}
