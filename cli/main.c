@@ -64,6 +64,18 @@ static const CliCommand commands[] = {
 	 "           origin from the target instead, so an abandoned migration\n"
 	 "           leaves no slot holding WAL\n",
 	 cmd_replicate},
+	{"status", "where the migration stands: phase, copy progress, lag, clients",
+	 "Usage: pghandoff status -c FILE [--watch] [--json]\n\n"
+	 "Asks the running proxy (its admin console, as for `pghandoff cutover`)\n"
+	 "and prints, per database: the phase (starting, schema, copy, indexes,\n"
+	 "catch-up, streaming, retrying, cut over, rolled back), the copy's\n"
+	 "progress (tables, bytes, rate, time left), the replication lag in bytes\n"
+	 "and seconds and the apply rate; then the clients, the server\n"
+	 "connections per cluster and the last cutover's report.  The follower's\n"
+	 "progress comes from the files it writes next to state_file.\n\n"
+	 "  --watch  refresh every second (a progress bar on a terminal); Ctrl-C stops\n"
+	 "  --json   one JSON object per refresh\n",
+	 cmd_status},
 	{"cutover", "switch every client from the source to the target",
 	 "Usage: pghandoff cutover -c FILE [--dry-run] [--json]\n\n"
 	 "Asks the running proxy (its admin console, as the first of admin_users)\n"

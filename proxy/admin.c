@@ -9,6 +9,7 @@
 #include "common/strbuf.h"
 #include "proxy/pktbuf.h"
 #include "proxy/proto.h"
+#include "proxy/progress.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -276,6 +277,46 @@ show_databases(Client *client)
 	return result_send(client, &r, "SHOW");
 }
 
+/* SHOW REPLICATION: per database, where the migration stands (progress.c). */
+static bool
+show_replication(Client *client)
+{
+	static const char *const cols[] = {"database", "phase", "follower", "tables_done", "tables_total",
+					   "copied_bytes", "total_bytes", "copy_rate_bytes", "eta_seconds", "lag_bytes",
+					   "lag_seconds", "apply_rate", "applied_lsn", "updated_seconds_ago"};
+	Proxy *proxy = client->proxy;
+	Result r;
+	int i, k;
+
+	result_begin(&r, 14, cols);
+	for (i = 0; i < proxy->ndatabases; i++) {
+		ReplProgress p;
+		char f[10][32];
+		const char *values[14];
+
+		progress_read(proxy, &proxy->databases[i], &p);
+		snprintf(f[0], 32, "%.0f", p.tables_done);
+		snprintf(f[1], 32, "%.0f", p.tables_total);
+		snprintf(f[2], 32, "%.0f", p.bytes_done);
+		snprintf(f[3], 32, "%.0f", p.bytes_total);
+		snprintf(f[4], 32, "%.0f", p.copy_rate);
+		snprintf(f[5], 32, p.eta_seconds >= 0 ? "%.0f" : "", p.eta_seconds);
+		snprintf(f[6], 32, "%.0f", p.lag_bytes);
+		snprintf(f[7], 32, "%.1f", p.lag_seconds);
+		snprintf(f[8], 32, "%.1f", p.apply_rate);
+		snprintf(f[9], 32, p.have ? "%.1f" : "", p.age_seconds);
+		values[0] = proxy->databases[i].name;
+		values[1] = p.phase;
+		values[2] = p.follower;
+		for (k = 0; k < 9; k++)
+			values[3 + k] = f[k];
+		values[12] = p.applied_lsn;
+		values[13] = f[9];
+		result_row(&r, values);
+	}
+	return result_send(client, &r, "SHOW");
+}
+
 static bool
 show_version(Client *client)
 {
@@ -411,6 +452,8 @@ admin_handle_query(Client *client, const char *sql)
 			return show_version(client);
 		if (strcasecmp(w[1], "DATABASES") == 0)
 			return show_databases(client);
+		if (strcasecmp(w[1], "REPLICATION") == 0)
+			return show_replication(client);
 	}
 	if (n == 3 && strcasecmp(w[0], "SHOW") == 0 && strcasecmp(w[1], "CUTOVER") == 0 && strcasecmp(w[2], "JSON") == 0)
 		return cutover_show(client, true);
@@ -443,6 +486,6 @@ admin_handle_query(Client *client, const char *sql)
 		return true;
 	}
 	return send_error(client, "42601", "unknown admin command",
-			  "commands: SHOW CLIENTS|SERVERS|STATS|CONFIG|DATABASES|VERSION|CUTOVER [JSON], PAUSE [db], "
+			  "commands: SHOW CLIENTS|SERVERS|STATS|CONFIG|DATABASES|REPLICATION|VERSION|CUTOVER [JSON], PAUSE [db], "
 			  "RESUME [db], CUTOVER [DRY RUN], ROLLBACK, RELOAD, SHUTDOWN");
 }

@@ -224,6 +224,7 @@ cutover_advance(Cutover *c)
 			return;
 		}
 		proxy->serving = c->to;
+		proxy->rolled_back = c->kind == CUTOVER_ROLLBACK;
 		c->reverse_prepared = false;	/* it is the way back now */
 		cutover_switch_clients(c);
 		cutover_finish(c);

@@ -28,8 +28,8 @@ cutover_write_state(Proxy *proxy, const Cluster *serving)
 	bool ok;
 
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	len = snprintf(line, sizeof(line), "serving = %s\nchanged_at = %lld\nreverse_follower = %s\n", serving->role,
-		       (long long) now,
+	len = snprintf(line, sizeof(line), "serving = %s\nchanged_at = %lld\nlast = %s\nreverse_follower = %s\n",
+		       serving->role, (long long) now, serving == &proxy->target ? "cutover" : "rollback",
 		       serving == &proxy->target && proxy->config.cutover.rollback ? "on" : "off");
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0) {
@@ -64,6 +64,8 @@ cutover_load_state(Proxy *proxy)
 			proxy->serving = &proxy->target;
 		else if (strcmp(line, "reverse_follower = on\n") == 0)
 			reverse = true;
+		else if (strcmp(line, "last = rollback\n") == 0)
+			proxy->rolled_back = true;
 	}
 	fclose(f);
 	log_info("proxy", "state file %s: clients are served by the %s", proxy->config.proxy.state_file,

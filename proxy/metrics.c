@@ -7,6 +7,7 @@
 #include "proxy/objects.h"
 #include "common/log.h"
 #include "common/strbuf.h"
+#include "proxy/progress.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -104,6 +105,45 @@ count_connections(const Proxy *proxy, const Database *db, int *active, int *wait
 	}
 }
 
+/* The follower's progress, per database (progress.c); nothing for a database without a progress file. */
+static void
+render_replication(const Proxy *proxy, StrBuf *out)
+{
+	static const struct {
+		const char *name, *type, *help;
+	} families[] = {
+		{"pghandoff_replication_lag_bytes", "gauge", "WAL the follower has still to apply."},
+		{"pghandoff_replication_lag_seconds", "gauge", "Age of the last source commit applied, while behind."},
+		{"pghandoff_replication_applied_changes_total", "counter", "Changes applied since the follower started."},
+		{"pghandoff_copy_done_bytes", "gauge", "Bytes of the initial copy streamed."},
+		{"pghandoff_copy_total_bytes", "gauge", "Bytes of the initial copy, estimated from table sizes."},
+		{"pghandoff_copy_tables_done", "gauge", "Tables of the initial copy finished."},
+		{"pghandoff_copy_tables_total", "gauge", "Tables of the initial copy."},
+	};
+	ReplProgress *progress = calloc((size_t) proxy->ndatabases + 1, sizeof(ReplProgress));
+	size_t f;
+	int i;
+
+	if (!progress)
+		return;
+	for (i = 0; i < proxy->ndatabases; i++)
+		progress_read(proxy, &proxy->databases[i], &progress[i]);
+	for (f = 0; f < sizeof(families) / sizeof(families[0]); f++) {
+		strbuf_appendf(out, "# HELP %s %s\n# TYPE %s %s\n", families[f].name, families[f].help, families[f].name,
+			       families[f].type);
+		for (i = 0; i < proxy->ndatabases; i++) {
+			const ReplProgress *p = &progress[i];
+			const double values[7] = {p->lag_bytes, p->lag_seconds, p->changes, p->bytes_done,
+						  p->bytes_total, p->tables_done, p->tables_total};
+
+			if (p->have)
+				strbuf_appendf(out, "%s{database=\"%s\"} %.3f\n", families[f].name, proxy->databases[i].name,
+					       values[f]);
+		}
+	}
+	free(progress);
+}
+
 static void
 render(const Proxy *proxy, StrBuf *out)
 {
@@ -183,6 +223,7 @@ render(const Proxy *proxy, StrBuf *out)
 		       proxy->serving == &proxy->target, proxy->cutover != NULL,
 		       (unsigned long long) (proxy->cutovers_total - proxy->cutovers_failed_total),
 		       (unsigned long long) proxy->cutovers_failed_total, proxy->last_pause_seconds);
+	render_replication(proxy, out);
 }
 
 static void

@@ -236,6 +236,7 @@ struct Proxy {
 	bool shutting_down;
 	int pause_waiters;	/* admin clients waiting for a PAUSE to take hold */
 	const Cluster *serving;	/* where clients are served: the source, or the target after a cutover */
+	bool rolled_back;	/* the last switch was a rollback */
 	Cutover *cutover;	/* the cutover or rollback running, if any */
 	CutoverReport *last_report;	/* the last cutover's, for SHOW CUTOVER */
 	Follower followers[FOLLOWER_KINDS];

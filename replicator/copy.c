@@ -9,6 +9,7 @@
  * so tables with such columns go as text.
  */
 #include "replicator/copy.h"
+#include "replicator/status.h"
 #include "common/log.h"
 #include "common/strbuf.h"
 
@@ -152,8 +153,9 @@ plan_tasks(CopyRun *run, ReplConn *source)
 
 /* One task: COPY TO STDOUT on the source piped into COPY FROM STDIN on the target. */
 static bool
-copy_one(ReplConn *source, ReplConn *target, const CopyTask *task, int64_t *bytes, int64_t *rows)
+copy_one(ReplConn *source, ReplConn *target, const CopyTask *task, ReplStatus *status, int64_t *bytes, int64_t *rows)
 {
+	int64_t unpublished = 0;
 	StrBuf out, in;
 	const char *fmt = task->binary ? " (FORMAT binary)" : "";
 	PGresult *res;
@@ -198,7 +200,15 @@ copy_one(ReplConn *source, ReplConn *target, const CopyTask *task, int64_t *byte
 		*bytes += n;
 		(*rows)++;
 		PQfreemem(buf);
+		/* Progress goes out every megabyte or so: the lock is not taken per row. */
+		unpublished += n;
+		if (status && unpublished >= (1 << 20)) {
+			status_copy_bytes(status, unpublished);
+			unpublished = 0;
+		}
 	}
+	if (status && unpublished > 0)
+		status_copy_bytes(status, unpublished);
 	if (n == -2) {
 		log_error(source->subject, "%s: %s", task->table, PQerrorMessage(source->conn));
 		ok = false;
@@ -258,7 +268,7 @@ copy_worker(void *arg)
 		if (!task)
 			break;
 		log_debug(subject, "copying %s%s%s", task->table, task->range[0] ? " where " : "", task->range);
-		ok = copy_one(&source, &target, task, &bytes, &rows);
+		ok = copy_one(&source, &target, task, run->progress->status, &bytes, &rows);
 		pthread_mutex_lock(&run->lock);
 		if (!ok)
 			run->failed = true;
@@ -267,6 +277,8 @@ copy_worker(void *arg)
 		if (task->last_of_table)
 			run->progress->tables_done++;
 		pthread_mutex_unlock(&run->lock);
+		if (task->last_of_table && run->progress->status)
+			status_copy_table_done(run->progress->status);
 		if (ok)
 			log_info(subject, "copied %s%s%s: %lld rows", task->table, task->range[0] ? " where " : "",
 				 task->range, (long long) rows);
@@ -296,6 +308,8 @@ copy_database(const Config *config, const DatabaseMapping *db, ReplConn *source,
 		run.failed = true;
 		goto done;
 	}
+	if (progress->status)
+		status_copy_plan(progress->status, progress->tables_total, progress->bytes_total);
 	log_info(subject, "copying %d table(s), %lld MB, in %d task(s) with %d job(s)", progress->tables_total,
 		 (long long) (progress->bytes_total >> 20), run.ntasks, nthreads);
 	if (nthreads > run.ntasks)

@@ -19,6 +19,7 @@ typedef struct CopyProgress {
 	int64_t bytes_total;	/* estimated from relation sizes */
 	int64_t bytes_done;
 	int64_t rows_done;
+	struct ReplStatus *status;	/* where progress is published, or NULL */
 } CopyProgress;
 
 /* Copies every table; source lists them (inside no snapshot: the list only). */

@@ -22,6 +22,7 @@
 #include "replicator/preflight.h"
 #include "replicator/reverse.h"
 #include "replicator/schema.h"
+#include "replicator/status.h"
 #include "replicator/stream.h"
 
 #include <ctype.h>
@@ -212,7 +213,8 @@ create_slot(ReplConn *repl, const char *slot, uint64_t *consistent_point, char *
 /* Everything up to streaming; on return *start_lsn is where streaming begins. */
 static bool
 initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *names, ReplConn *source,
-	     ReplConn *target, ReplConn *repl, uint64_t *start_lsn, const char *dump_path, const char *subject)
+	     ReplConn *target, ReplConn *repl, uint64_t *start_lsn, const char *dump_path, ReplStatus *status,
+	     const char *subject)
 {
 	CopyProgress progress;
 	char snapshot[128];
@@ -254,6 +256,7 @@ initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *n
 	 */
 	if (!origin_exists && !objects_create_origin(target, names->origin))
 		return false;
+	status_phase(status, "schema");
 	if (config->replication.schema == SCHEMA_COPY) {
 		if (config->replication.roles == ROLES_COPY && !schema_copy_roles(config, source->version / 10000, subject))
 			return false;
@@ -268,10 +271,13 @@ initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *n
 	if (!create_slot(repl, names->slot, start_lsn, snapshot, sizeof(snapshot)))
 		return false;
 	memset(&progress, 0, sizeof(progress));
+	progress.status = status;
+	status_phase(status, "copy");
 	if (!copy_database(config, db, source, snapshot, subject, &progress))
 		return false;
 	log_info(subject, "initial copy done: %d table(s), %lld rows", progress.tables_done,
 		 (long long) progress.rows_done);
+	status_phase(status, "indexes");
 	if (config->replication.schema == SCHEMA_COPY &&
 	    !schema_restore(config, db, dump_path, "post-data", config->replication.copy_jobs, subject))
 		return false;
@@ -316,6 +322,8 @@ replicate_follow(const Config *config, const ReplDirection *dir, ReplConn *repl,
 			backoff = 1;
 		repl_close(repl);
 		repl_close(apply);
+		if (dir->status)
+			status_phase(dir->status, "retrying");
 		for (;;) {
 			log_warning(subject, "retrying in %d s", backoff);
 			backoff_sleep(backoff);
@@ -342,13 +350,18 @@ replicate_database(const Config *config, const DatabaseMapping *db)
 	ReplConn source = {0}, target = {0}, repl = {0};
 	ReplNames names;
 	ReplDirection dir;
+	ReplStatus status;
 	char subject[160];
 	bool origin_exists;
 	uint64_t start_lsn = 0;
+	int rc = 1;
 
 	snprintf(subject, sizeof(subject), "replicator %s", db->name);
 	replicate_names(config, db, &names);
 	replicate_direction(config, db, &names, false, &dir);
+	status_init(&status, config, db->name);
+	dir.status = &status;
+	status_phase(&status, "starting");
 	if (!ensure_target_database(config, db, subject) ||
 	    !repl_connect(&source, &config->source, db->name, false, subject) ||
 	    !replicate_connect_apply(&dir, &target, subject) ||
@@ -366,15 +379,20 @@ replicate_database(const Config *config, const DatabaseMapping *db)
 			goto fail;
 		}
 		snprintf(dump_path, sizeof(dump_path), "%s/schema.dump", tmpdir);
-		ok = initial_sync(config, db, &names, &source, &target, &repl, &start_lsn, dump_path, subject);
+		ok = initial_sync(config, db, &names, &source, &target, &repl, &start_lsn, dump_path, &status, subject);
 		(void) unlink(dump_path);
 		(void) rmdir(tmpdir);
 		if (!ok)
 			goto fail;
 	}
 	repl_close(&source);
-	return replicate_follow(config, &dir, &repl, &target, start_lsn, subject);
+	rc = replicate_follow(config, &dir, &repl, &target, start_lsn, subject);
+	status_phase(&status, rc == 0 ? "stopped" : "failed");
+	status_destroy(&status);
+	return rc;
 fail:
+	status_phase(&status, "failed");
+	status_destroy(&status);
 	repl_close(&source);
 	repl_close(&target);
 	repl_close(&repl);

@@ -43,6 +43,7 @@ typedef struct ReplDirection {
 	const char *origin;
 	const char *skip_origin;	/* the other direction's origin, on the from cluster */
 	const char *drop_command;	/* what removes this direction's slot, for warnings */
+	struct ReplStatus *status;	/* where progress is published (forward only), or NULL */
 } ReplDirection;
 
 typedef enum ReplMode {

@@ -7,6 +7,7 @@
  * In reverse (after a cutover) the two swap roles: see ReplDirection.
  */
 #include "replicator/stream.h"
+#include "replicator/status.h"
 #include "common/log.h"
 #include "replicator/apply.h"
 #include "replicator/pgoutput.h"
@@ -39,6 +40,7 @@ typedef struct Stream {
 	PgoutputMessage *msg;	/* large: one per stream, reused */
 	uint64_t received_lsn;
 	uint64_t wal_end;	/* the newest end of WAL the server told us about */
+	int64_t last_commit_us;	/* unix time of the last source commit seen */
 	double last_feedback;
 	double last_housekeeping;
 	int proto_version;
@@ -151,6 +153,8 @@ handle_copy_data(Stream *s, const uint8_t *data, size_t len)
 			return false;
 		if (s->msg->type == PGOUTPUT_COMMIT && s->msg->commit.end_lsn > s->received_lsn)
 			s->received_lsn = s->msg->commit.end_lsn;
+		if (s->msg->type == PGOUTPUT_COMMIT)
+			s->last_commit_us = pgtime_to_unix_us(s->msg->commit.commit_time);
 		return true;
 	}
 	log_error(s->subject, "unexpected message type %d in the replication stream", len > 0 ? data[0] : 0);
@@ -254,6 +258,21 @@ housekeeping(Stream *s)
 	}
 }
 
+/* Progress for `pghandoff status`: written at most once a second by status_stream. */
+static void
+publish(Stream *s)
+{
+	uint64_t applied = s->applier.committed_lsn;
+
+	if (!s->dir->status)
+		return;
+	/* With nothing open, everything received is applied (or had nothing to apply). */
+	if (!s->applier.target_open && !s->applier.in_source_xact && s->received_lsn > applied)
+		applied = s->received_lsn;
+	status_stream(s->dir->status, s->received_lsn, applied, s->wal_end, s->last_commit_us,
+		      s->applier.xacts_applied, s->applier.changes_applied);
+}
+
 bool
 stream_run(const Config *config, const ReplDirection *dir, ReplConn *repl, ReplConn *apply, uint64_t start_lsn,
 	   const char *subject)
@@ -277,6 +296,8 @@ stream_run(const Config *config, const ReplDirection *dir, ReplConn *repl, ReplC
 	    !start_streaming(&s, dir->slot, dir->publication, start_lsn))
 		goto done;
 	s.last_feedback = now_seconds();
+	if (dir->status)
+		status_phase(dir->status, "streaming");
 	housekeeping(&s);
 	for (;;) {
 		char *buf = NULL;
@@ -298,6 +319,7 @@ stream_run(const Config *config, const ReplDirection *dir, ReplConn *repl, ReplC
 			/* Nothing waiting: the moment to commit what is open. */
 			if (!applier_flush(&s.applier, true))
 				break;
+			publish(&s);
 			if (now_seconds() - s.last_housekeeping >= (double) config->replication.sequence_sync_interval / 1e6)
 				housekeeping(&s);
 			if (!wait_for_data(&s))
@@ -321,6 +343,7 @@ stream_run(const Config *config, const ReplDirection *dir, ReplConn *repl, ReplC
 			break;
 		}
 		PQfreemem(buf);
+		publish(&s);
 		if (now_seconds() - s.last_feedback >= FEEDBACK_INTERVAL_S && !send_feedback(&s, false))
 			break;
 		if (now_seconds() - s.last_housekeeping >= (double) config->replication.sequence_sync_interval / 1e6)

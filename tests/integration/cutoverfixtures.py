@@ -76,7 +76,7 @@ class Migration:
 def migration(pghandoff, tmp_path, request, clusters, replicator_factory):
     proxies = []
 
-    def make(prepare=None, proxy=None, cutover=None, users=None, auth_type="trust", run=False):
+    def make(prepare=None, proxy=None, cutover=None, users=None, auth_type="trust", run=False, wait_streaming=True):
         """run=True: `pghandoff run`, the follower a child of the proxy (the replicator object only names it)."""
         dbname = make_database(clusters, prefix="co")
         if prepare:
@@ -89,7 +89,7 @@ def migration(pghandoff, tmp_path, request, clusters, replicator_factory):
         proxies.append(p)
         p.start()
         m = Migration(clusters, dbname, r, p)
-        if run:
+        if run and wait_streaming:
             wait_for(lambda: m.slot_pid() is not None, timeout=120, what="the follower streaming")
         return m
 

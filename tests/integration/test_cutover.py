@@ -368,3 +368,70 @@ def test_run_keeps_the_follower_going(migration):
     # Stopping the proxy stops its followers: nobody streams from the slot afterwards.
     m.proxy.stop()
     assert m.slot_pid() is None
+
+
+def status_json(m):
+    out = m.proxy.pghandoff.run(["status", "-c", m.proxy.config_path, "--json"], timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("clusters", [(15, 15)], indirect=True, ids=["15to15"])
+def test_status_through_copy_and_streaming(migration, clusters):
+    """`pghandoff status --json` during the copy (a source COPY held with SIGSTOP) and while streaming."""
+    def prepare(dsn):
+        psql_value(dsn, "CREATE TABLE big (id int PRIMARY KEY, pad text); "
+                        "INSERT INTO big SELECT g, repeat('x', 40) FROM generate_series(1, 2000000) g; "
+                        "CREATE TABLE small (id int PRIMARY KEY)")
+
+    frozen = []
+
+    def freeze_copy():
+        pid = psql_value(source_dsn_of(clusters), "SELECT pid FROM pg_stat_activity WHERE query LIKE 'COPY %big%TO STDOUT%' "
+                                                   "AND pid <> pg_backend_pid()")
+        if pid:
+            os.kill(int(pid), signal.SIGSTOP)
+            frozen.append(int(pid))
+        return pid
+
+    import threading as _t
+    started = _t.Event()
+
+    def watcher():
+        started.wait()
+        wait_for(freeze_copy, timeout=120, interval=0.01, what="the source COPY of big")
+    w = _t.Thread(target=watcher)
+    w.start()
+    started.set()
+    try:
+        m = migration(prepare=prepare, run=True, wait_streaming=False)
+        w.join()
+        st = wait_for(lambda: (lambda s: s if s["databases"][0]["phase"] == "copy" else None)(status_json(m)),
+                      timeout=60, what="status in the copy phase")
+        db = st["databases"][0]
+        assert db["database"] == m.dbname and db["tables_total"] == 3  # big, small, _sync
+        assert db["tables_done"] < 3 and db["total_bytes"] > 0
+        assert st["last_cutover"] is None
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    wait_for(lambda: status_json(m)["databases"][0]["phase"] == "streaming", timeout=300, what="streaming")
+    conn = m.proxy.connect(m.dbname)
+    conn.execute("INSERT INTO small SELECT generate_series(1, 10)")
+    st = wait_for(lambda: (lambda s: s if s["databases"][0]["lag_bytes"] == 0 and
+                           s["databases"][0]["applied_lsn"] else None)(status_json(m)),
+                  timeout=60, what="caught up")
+    db = st["databases"][0]
+    assert db["tables_done"] == db["tables_total"] == 3
+    assert db["lag_seconds"] == 0 and st["clients"] == 1 and st["servers"] == {"source": 1, "target": 0}
+    text = m.proxy.pghandoff.run(["status", "-c", m.proxy.config_path], timeout=60)
+    assert re.search(rf"^{m.dbname}\s+streaming\s+3/3 ", text.stdout, re.M), text.stdout
+    assert m.proxy.run_cutover().returncode == 0
+    st = status_json(m)
+    assert st["databases"][0]["phase"] == "cut over" and st["last_cutover"]["result"] == "completed"
+    assert st["servers"] == {"source": 0, "target": 1}
+    conn.close()
+
+
+def source_dsn_of(pair):
+    return f"host=127.0.0.1 port={pair.source.port} dbname=postgres user={pair.source.superuser}"

@@ -1,0 +1,223 @@
+/*
+ * `pghandoff status [--watch] [--json]`: where the migration stands, read
+ * from the running proxy's admin console (SHOW REPLICATION, SHOW DATABASES,
+ * SHOW SERVERS, SHOW CUTOVER JSON).  With --watch it refreshes every second:
+ * on a terminal the screen is redrawn with a progress bar per copy, anywhere
+ * else one block of plain lines follows another.
+ */
+#include "cli/cli.h"
+#include "cli/console.h"
+#include "common/strbuf.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BAR_WIDTH 40
+
+static volatile sig_atomic_t stop_watching;
+
+static void
+on_sigint(int signo)
+{
+	(void) signo;
+	stop_watching = 1;
+}
+
+static PGresult *
+console_query(PGconn *conn, const char *sql)
+{
+	PGresult *res = PQexec(conn, sql);
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		fprintf(stderr, "pghandoff: %s: %s", sql, PQerrorMessage(conn));
+		PQclear(res);
+		return NULL;
+	}
+	return res;
+}
+
+static const char *
+field(PGresult *res, int row, const char *name)
+{
+	int col = PQfnumber(res, name);
+
+	return col >= 0 ? PQgetvalue(res, row, col) : "";
+}
+
+static void
+human_bytes(double bytes, char *buf, size_t len)
+{
+	static const char *const units[] = {"B", "kB", "MB", "GB", "TB"};
+	int u = 0;
+
+	while (bytes >= 1024 && u < 4) {
+		bytes /= 1024;
+		u++;
+	}
+	snprintf(buf, len, u ? "%.1f %s" : "%.0f %s", bytes, units[u]);
+}
+
+static void
+print_text(FILE *out, PGresult *repl, PGresult *dbs, PGresult *servers, PGresult *cutover, bool tty)
+{
+	int i, source = 0, target = 0, clients = 0;
+
+	fprintf(out, "%-16s %-12s %-9s %-23s %-11s %-7s %-12s %-9s %s\n", "database", "phase", "tables", "copied",
+		"rate", "eta", "lag", "lag time", "apply rate");
+	for (i = 0; i < PQntuples(repl); i++) {
+		char done[16], total[16], copied[40], rate[24], lag[24], eta[16], tables[16], lagt[16], apply[24];
+		double d = atof(field(repl, i, "copied_bytes")), t = atof(field(repl, i, "total_bytes"));
+		const char *phase = field(repl, i, "phase");
+		bool copying = strcmp(phase, "copy") == 0;
+
+		human_bytes(d, done, sizeof(done));
+		human_bytes(t, total, sizeof(total));
+		snprintf(copied, sizeof(copied), "%s / %s", done, total);
+		human_bytes(atof(field(repl, i, "copy_rate_bytes")), rate, sizeof(rate));
+		strncat(rate, "/s", sizeof(rate) - strlen(rate) - 1);
+		human_bytes(atof(field(repl, i, "lag_bytes")), lag, sizeof(lag));
+		snprintf(eta, sizeof(eta), "%s%s", field(repl, i, "eta_seconds"), field(repl, i, "eta_seconds")[0] ? " s" : "-");
+		snprintf(tables, sizeof(tables), "%s/%s", field(repl, i, "tables_done"), field(repl, i, "tables_total"));
+		snprintf(lagt, sizeof(lagt), "%s s", field(repl, i, "lag_seconds"));
+		snprintf(apply, sizeof(apply), "%s/s", field(repl, i, "apply_rate"));
+		fprintf(out, "%-16s %-12s %-9s %-23s %-11s %-7s %-12s %-9s %s\n", field(repl, i, "database"), phase, tables,
+			copied, copying ? rate : "-", copying ? eta : "-", lag, lagt, apply);
+		if (copying && tty && t > 0) {
+			int filled = (int) (BAR_WIDTH * (d > t ? 1.0 : d / t));
+			char bar[BAR_WIDTH + 1];
+
+			memset(bar, '#', (size_t) filled);
+			memset(bar + filled, '-', (size_t) (BAR_WIDTH - filled));
+			bar[BAR_WIDTH] = '\0';
+			fprintf(out, "%-16s [%s] %3.0f%%\n", "", bar, d > t ? 100.0 : 100.0 * d / t);
+		}
+	}
+	for (i = 0; i < PQntuples(dbs); i++)
+		clients += atoi(field(dbs, i, "clients"));
+	for (i = 0; i < PQntuples(servers); i++) {
+		if (strcmp(field(servers, i, "cluster"), "target") == 0)
+			target++;
+		else
+			source++;
+	}
+	fprintf(out, "clients: %d   server connections: source %d, target %d\n", clients, source, target);
+	if (cutover && PQntuples(cutover) == 1 && strcmp(PQgetvalue(cutover, 0, 0), "{}") != 0)
+		fprintf(out, "last cutover: %s\n", PQgetvalue(cutover, 0, 0));
+}
+
+static void
+print_json(FILE *out, PGresult *repl, PGresult *dbs, PGresult *servers, PGresult *cutover)
+{
+	static const char *const numeric[] = {"tables_done", "tables_total", "copied_bytes", "total_bytes",
+					      "copy_rate_bytes", "eta_seconds", "lag_bytes", "lag_seconds",
+					      "apply_rate", "updated_seconds_ago"};
+	StrBuf sb;
+	int i, c, clients = 0, source = 0, target = 0;
+
+	strbuf_init(&sb);
+	strbuf_append(&sb, "{\"databases\": [");
+	for (i = 0; i < PQntuples(repl); i++) {
+		strbuf_append(&sb, i ? ", {" : "{");
+		for (c = 0; c < PQnfields(repl); c++) {
+			const char *name = PQfname(repl, c), *value = PQgetvalue(repl, i, c);
+			bool number = false;
+			size_t k;
+
+			for (k = 0; k < sizeof(numeric) / sizeof(numeric[0]); k++)
+				number |= strcmp(name, numeric[k]) == 0;
+			strbuf_append(&sb, c ? ", " : "");
+			strbuf_append_json(&sb, name);
+			strbuf_append(&sb, ": ");
+			if (number && value[0])
+				strbuf_append(&sb, value);
+			else if (number)
+				strbuf_append(&sb, "null");
+			else
+				strbuf_append_json(&sb, value);
+		}
+		strbuf_append_char(&sb, '}');
+	}
+	for (i = 0; i < PQntuples(dbs); i++)
+		clients += atoi(field(dbs, i, "clients"));
+	for (i = 0; i < PQntuples(servers); i++) {
+		if (strcmp(field(servers, i, "cluster"), "target") == 0)
+			target++;
+		else
+			source++;
+	}
+	strbuf_appendf(&sb, "], \"clients\": %d, \"servers\": {\"source\": %d, \"target\": %d}, \"last_cutover\": %s}",
+		       clients, source, target,
+		       cutover && PQntuples(cutover) == 1 && strcmp(PQgetvalue(cutover, 0, 0), "{}") != 0
+			       ? PQgetvalue(cutover, 0, 0)
+			       : "null");
+	fprintf(out, "%s\n", strbuf_str(&sb));
+	strbuf_free(&sb);
+}
+
+static bool
+show_once(PGconn *conn, bool json, bool tty)
+{
+	PGresult *repl = console_query(conn, "SHOW REPLICATION");
+	PGresult *dbs = repl ? console_query(conn, "SHOW DATABASES") : NULL;
+	PGresult *servers = dbs ? console_query(conn, "SHOW SERVERS") : NULL;
+	PGresult *cutover = servers ? console_query(conn, "SHOW CUTOVER JSON") : NULL;
+	bool ok = cutover != NULL;
+
+	if (ok && json)
+		print_json(stdout, repl, dbs, servers, cutover);
+	else if (ok)
+		print_text(stdout, repl, dbs, servers, cutover, tty);
+	fflush(stdout);
+	PQclear(repl);
+	PQclear(dbs);
+	PQclear(servers);
+	PQclear(cutover);
+	return ok;
+}
+
+int
+cmd_status(const CliCommand *cmd, int argc, char **argv)
+{
+	Config config;
+	bool json = false, watch = false, tty = isatty(STDOUT_FILENO);
+	PGconn *conn;
+	int i, n = 0, rc;
+
+	for (i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--json") == 0)
+			json = true;
+		else if (strcmp(argv[i], "--watch") == 0)
+			watch = true;
+		else
+			argv[n++] = argv[i];
+	}
+	rc = cli_load_config(cmd, n, argv, &config);
+	if (rc >= 0)
+		return rc;
+	conn = console_connect(&config, true);
+	config_free(&config);
+	if (!conn)
+		return EXIT_PROBLEM;
+	signal(SIGINT, on_sigint);
+	rc = 0;
+	do {
+		struct timespec second = {1, 0};
+
+		if (watch && tty && !json)
+			fputs("\033[H\033[2J", stdout);	/* home, clear: redraw in place */
+		if (!show_once(conn, json, tty)) {
+			rc = EXIT_PROBLEM;
+			break;
+		}
+		if (watch && !(tty && !json))
+			putchar('\n');
+		if (watch)
+			nanosleep(&second, NULL);
+	} while (watch && !stop_watching);
+	PQfinish(conn);
+	return rc;
+}
