@@ -33,6 +33,7 @@ int cmd_run(const CliCommand *cmd, int argc, char **argv);
 int cmd_replicate(const CliCommand *cmd, int argc, char **argv);
 int cmd_cutover(const CliCommand *cmd, int argc, char **argv);
 int cmd_status(const CliCommand *cmd, int argc, char **argv);
+int cmd_verify(const CliCommand *cmd, int argc, char **argv);
 int cmd_rollback(const CliCommand *cmd, int argc, char **argv);
 
 #endif

@@ -7,6 +7,7 @@
  * In reverse (after a cutover) the two swap roles: see ReplDirection.
  */
 #include "replicator/stream.h"
+#include "replicator/hold.h"
 #include "replicator/status.h"
 #include "common/log.h"
 #include "replicator/apply.h"
@@ -44,6 +45,10 @@ typedef struct Stream {
 	double last_feedback;
 	double last_housekeeping;
 	int proto_version;
+	Hold hold;		/* `pghandoff verify` (forward only) */
+	char *stash;		/* HOLD_HELD: the first message past the hold, read but not applied */
+	int stash_len;
+	double last_hold_ping;
 } Stream;
 
 static double
@@ -258,6 +263,115 @@ housekeeping(Stream *s)
 	}
 }
 
+/* HOLD_APPLYING: everything committed before the hold's LSN is applied; export the target's snapshot. */
+static bool
+hold_take_snapshot(Stream *s)
+{
+	Hold *h = &s->hold;
+	char subject[200], id[128], lsn[LSN_FORMAT_LEN];
+
+	if (!applier_flush(&s->applier, true))
+		return false;
+	snprintf(subject, sizeof(subject), "%s verify", s->subject);
+	if (!repl_connect(&h->snapshot, s->dir->to, s->dir->to_db, false, subject) ||
+	    !repl_exec(&h->snapshot, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") ||
+	    !repl_query_copy_value(&h->snapshot, "SELECT pg_export_snapshot()", 0, NULL, id, sizeof(id))) {
+		repl_close(&h->snapshot);
+		h->state = HOLD_NONE;
+		(void) hold_answer(h, "failed could not export a snapshot of the %s", s->dir->to->role);
+		return true;	/* the verify fails; streaming goes on */
+	}
+	lsn_format(h->at, lsn, sizeof(lsn));
+	h->state = HOLD_HELD;
+	log_info(s->subject, "verify: holding at %s, %s snapshot %s exported", lsn, s->dir->to->role, id);
+	(void) hold_answer(h, "held %s %s", lsn, id);
+	return true;
+}
+
+static bool
+hold_release(Stream *s, const char *why)
+{
+	Hold *h = &s->hold;
+	bool ok = true;
+
+	repl_close(&h->snapshot);
+	h->state = HOLD_NONE;
+	log_info(s->subject, "verify: going on (%s)", why);
+	if (s->stash) {
+		ok = handle_copy_data(s, (const uint8_t *) s->stash, (size_t) s->stash_len);
+		PQfreemem(s->stash);
+		s->stash = NULL;
+	}
+	return ok;
+}
+
+/*
+ * The verify hold (hold.h), checked on every turn of the loop.  Sets
+ * *skip_read while the stream must not be read; false ends the stream.
+ */
+static bool
+hold_step(Stream *s, bool *skip_read)
+{
+	Hold *h = &s->hold;
+	double now = now_seconds();
+	char lsn[LSN_FORMAT_LEN];
+	uint64_t at = 0;
+
+	switch (hold_poll(h, &at)) {
+	case HOLD_REQ_PAUSE:
+		h->state = HOLD_PAUSED;
+		h->since = now;
+		lsn_format(s->received_lsn, lsn, sizeof(lsn));
+		log_info(s->subject, "verify: paused at %s", lsn);
+		(void) hold_answer(h, "paused %s", lsn);
+		break;
+	case HOLD_REQ_HOLD:
+		h->at = at;
+		h->state = HOLD_APPLYING;
+		h->since = now;
+		break;
+	case HOLD_REQ_RELEASE:
+		if (!hold_release(s, "released"))
+			return false;
+		(void) hold_answer(h, "released");
+		break;
+	case HOLD_REQ_NONE:
+		break;
+	}
+	if (h->state != HOLD_NONE && now - h->since > HOLD_TIMEOUT && !hold_release(s, "the verify went away"))
+		return false;
+	if (h->state == HOLD_APPLYING) {
+		if (s->stash || (!s->applier.in_source_xact && s->received_lsn >= h->at)) {
+			if (!hold_take_snapshot(s))
+				return false;
+		} else if (now - s->last_hold_ping >= 0.1) {
+			/* An idle source sends keepalives rarely: ask for one, it says how far the stream is. */
+			s->last_hold_ping = now;
+			if (!send_feedback(s, true))
+				return false;
+		}
+	}
+	*skip_read = h->state == HOLD_PAUSED || h->state == HOLD_HELD;
+	return true;
+}
+
+/* HOLD_APPLYING: is this message the Begin of a transaction committed at or after the hold's LSN? */
+static bool
+begins_past_hold(const Stream *s, const uint8_t *data, size_t len)
+{
+	XLogData xd;
+	char err[64];
+	uint64_t final_lsn = 0;
+	int i;
+
+	if (len == 0 || data[0] != PGOUTPUT_XLOGDATA || !pgoutput_parse_xlogdata(data, len, &xd, err, sizeof(err)) ||
+	    xd.payload_len < 9 || xd.payload[0] != PGOUTPUT_BEGIN)
+		return false;
+	for (i = 1; i <= 8; i++)
+		final_lsn = (final_lsn << 8) | xd.payload[i];
+	return final_lsn >= s->hold.at;
+}
+
 /* Progress for `pghandoff status`: written at most once a second by status_stream. */
 static void
 publish(Stream *s)
@@ -292,6 +406,8 @@ stream_run(const Config *config, const ReplDirection *dir, ReplConn *repl, ReplC
 		log_error(subject, "out of memory");
 		return false;
 	}
+	if (dir->status)
+		hold_init(&s.hold, config, dir->from_db);
 	if (!applier_init(&s.applier, apply, dir->origin, dir->skip_origin, start_lsn, exact_before, subject) ||
 	    !start_streaming(&s, dir->slot, dir->publication, start_lsn))
 		goto done;
@@ -301,8 +417,19 @@ stream_run(const Config *config, const ReplDirection *dir, ReplConn *repl, ReplC
 	housekeeping(&s);
 	for (;;) {
 		char *buf = NULL;
+		bool skip_read = false;
 		int n;
 
+		if (!replicate_stop_requested && dir->status && !hold_step(&s, &skip_read))
+			break;
+		if (skip_read && !replicate_stop_requested) {
+			struct timespec tick = {0, 10 * 1000 * 1000};
+
+			if (now_seconds() - s.last_feedback >= FEEDBACK_INTERVAL_S && !send_feedback(&s, false))
+				break;
+			nanosleep(&tick, NULL);
+			continue;
+		}
 		if (replicate_stop_requested) {
 			if (applier_flush(&s.applier, true) && !s.applier.in_source_xact)
 				ok = send_feedback(&s, false);
@@ -338,6 +465,11 @@ stream_run(const Config *config, const ReplDirection *dir, ReplConn *repl, ReplC
 			log_error(subject, "replication connection lost: %s", PQerrorMessage(repl->conn));
 			break;
 		}
+		if (s.hold.state == HOLD_APPLYING && begins_past_hold(&s, (const uint8_t *) buf, (size_t) n)) {
+			s.stash = buf;	/* applied after the release */
+			s.stash_len = n;
+			continue;
+		}
 		if (!handle_copy_data(&s, (const uint8_t *) buf, (size_t) n)) {
 			PQfreemem(buf);
 			break;
@@ -356,6 +488,9 @@ done:
 			    "time");
 	}
 	repl_close(&s.from);
+	hold_free(&s.hold);
+	if (s.stash)
+		PQfreemem(s.stash);
 	applier_free(&s.applier);
 	free(s.msg);
 	return ok;

@@ -435,3 +435,33 @@ def test_status_through_copy_and_streaming(migration, clusters):
 
 def source_dsn_of(pair):
     return f"host=127.0.0.1 port={pair.source.port} dbname=postgres user={pair.source.superuser}"
+
+
+def test_verify_online(migration):
+    """`pghandoff verify` while pgbench writes: equal passes; a row changed behind the follower's back is found."""
+    def prepare(dsn):
+        pgbench_init(dsn)
+        psql_value(dsn, "CREATE TABLE t (id int PRIMARY KEY, v text, at timestamptz DEFAULT now(), f float8); "
+                        "INSERT INTO t SELECT g, 'row ' || g, now(), g / 3.0 FROM generate_series(1, 1000) g")
+
+    m = migration(prepare=prepare, run=True)
+    wait_for(lambda: psql_value(m.target_dsn(), "SELECT count(*) FROM t") == "1000", timeout=120, what="copy")
+    bench = subprocess.Popen([PGBENCH, "-n", "-c", "4", "-T", "60", "-h", "127.0.0.1", "-p", str(m.proxy.port),
+                              "-U", "postgres", m.dbname], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: int(psql_value(m.target_dsn(), "SELECT count(*) FROM pgbench_history")) > 100,
+                 timeout=60, what="pgbench's writes replicated")
+        same = m.proxy.pghandoff.run(["verify", "-c", m.proxy.config_path], timeout=300)
+        assert same.returncode == 0, same.stdout + same.stderr
+        assert "OK    public.pgbench_history: " in same.stdout and "every table matches" in same.stdout
+        # Behind the follower's back: one row changed, one deleted on the target.
+        psql_value(m.target_dsn(), "UPDATE t SET v = 'tampered' WHERE id = 42; DELETE FROM t WHERE id = 7")
+        differ = m.proxy.pghandoff.run(["verify", "-c", m.proxy.config_path], timeout=300)
+        assert differ.returncode == 1, differ.stdout + differ.stderr
+        line = [l for l in differ.stdout.splitlines() if l.startswith("DIFF")]
+        assert len(line) == 1 and line[0].startswith("DIFF  public.t: 1000 row(s) on the source, 999 on the target")
+        assert "(7) (only on the source)" in line[0] and "(42) (differs)" in line[0]
+        assert "OK    public.pgbench_accounts" in differ.stdout
+    finally:
+        bench.terminate()
+        bench.communicate(timeout=60)
