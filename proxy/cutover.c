@@ -204,10 +204,12 @@ cutover_advance(Cutover *c)
 		if (c->standby_failures > 0 && !c->failure[0])
 			snprintf(c->failure, sizeof(c->failure), "could not log in to the %s: %s", c->to->role,
 				 c->standby_error);
-		if (!cutover_carry_sessions(c) || !cutover_worker_finished(c))
+		if (!cutover_carry_sessions(c))
 			return;
 		if (c->t_captured == 0)
 			c->t_captured = ev_now(proxy->loop);
+		if (!cutover_worker_finished(c))
+			return;
 		if (!c->job_ok || c->failure[0]) {
 			cutover_fail(c, "%s", c->failure[0] ? c->failure : c->job_error);
 			return;

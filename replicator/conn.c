@@ -10,6 +10,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Notices ("table ... does not exist, skipping") are the servers' chatter: the debug log takes them. */
+static void
+notice_to_log(void *arg, const char *message)
+{
+	(void) arg;
+	log_debug("server", "%.*s", (int) strcspn(message, "\n"), message);
+}
+
 bool
 repl_connect(ReplConn *rc, const ServerConfig *server, const char *dbname, bool replication, const char *subject)
 {
@@ -48,6 +56,7 @@ repl_connect(ReplConn *rc, const ServerConfig *server, const char *dbname, bool 
 		return false;
 	}
 	rc->version = PQserverVersion(rc->conn);
+	PQsetNoticeProcessor(rc->conn, notice_to_log, NULL);
 	return true;
 }
 

@@ -5,7 +5,8 @@
 #   3. builds with AddressSanitizer + UBSan and runs the unit and integration
 #      tests against that build, then builds once more without sanitizers,
 #   4. builds the libFuzzer targets with clang and runs each for a short while.
-# Environment: FUZZ_SECONDS (default 30), SKIP_FUZZ=1, PG_VERSIONS.
+#   5. runs the demo (./demo.sh), the README's first command, end to end.
+# Environment: FUZZ_SECONDS (default 30), SKIP_FUZZ=1, SKIP_DEMO=1, PG_VERSIONS.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -85,6 +86,13 @@ if [[ -z "${SKIP_FUZZ:-}" ]]; then
 		"$target" -max_total_time="${FUZZ_SECONDS:-30}" -print_final_stats=1 "$work" 2>&1 | tail -n 3
 		rm -rf "$work"
 	done
+fi
+
+if [[ -z "${SKIP_DEMO:-}" ]]; then
+	# The README's first command, end to end: clusters, pghandoff run, pgbench,
+	# status, verify, a cutover under load, the report.
+	echo "== the demo (./demo.sh)"
+	./demo.sh
 fi
 
 echo "== all tests passed"

@@ -230,6 +230,13 @@ def test_cli_usage(pghandoff):
     assert "check" in result.stdout and "config" in result.stdout
     result = pghandoff.run(["check", "--help"])
     assert result.returncode == 0 and "Usage: pghandoff check -c FILE" in result.stdout
+    # The manual: every command's help, and the sections a man page has.
+    result = pghandoff.run(["help"])
+    assert result.returncode == 0
+    for text in ("NAME", "SYNOPSIS", "DESCRIPTION", "COMMANDS", "FILES", "SIGNALS", "EXIT STATUS",
+                 "Usage: pghandoff cutover -c FILE", "Usage: pghandoff verify -c FILE",
+                 "Usage: pghandoff status -c FILE", "Usage: pghandoff run -c FILE"):
+        assert text in result.stdout, text
     result = pghandoff.run(["frobnicate"])
     assert result.returncode == 2 and 'unknown command "frobnicate"' in result.stderr
     result = pghandoff.run(["check"])
