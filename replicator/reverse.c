@@ -76,6 +76,7 @@ reverse_drop(const Config *config, const DatabaseMapping *db, const char *subjec
 		     objects_drop_publication(&target, names.reverse_publication);
 		repl_close(&target);
 	} else {
+		repl_close(&target);	/* connected, perhaps, but could not lift the fence */
 		ok = false;
 	}
 	if (replicate_connect_apply(&dir, &source, subject)) {
