@@ -99,6 +99,9 @@ status_phase(ReplStatus *st, const char *phase)
 	st->phase = phase;
 	if (strcmp(phase, "copy") == 0)
 		st->copy_started = now_unix();
+	/* Sizes on disk only estimated what COPY would send: once it is over, it is all. */
+	if (strcmp(phase, "indexes") == 0 && st->tables_done == st->tables_total)
+		st->bytes_done = st->bytes_total;
 	write_file(st, now_unix());
 	pthread_mutex_unlock(&st->lock);
 }
