@@ -62,24 +62,40 @@ human_bytes(double bytes, char *buf, size_t len)
 }
 
 static void
+count_connections(PGresult *dbs, PGresult *servers, int *clients, int *source, int *target)
+{
+	int i;
+
+	*clients = *source = *target = 0;
+	for (i = 0; i < PQntuples(dbs); i++)
+		*clients += (int) strtol(field(dbs, i, "clients"), NULL, 10);
+	for (i = 0; i < PQntuples(servers); i++) {
+		if (strcmp(field(servers, i, "cluster"), "target") == 0)
+			(*target)++;
+		else
+			(*source)++;
+	}
+}
+
+static void
 print_text(FILE *out, PGresult *repl, PGresult *dbs, PGresult *servers, PGresult *cutover, bool tty)
 {
-	int i, source = 0, target = 0, clients = 0;
+	int i, source, target, clients;
 
 	fprintf(out, "%-16s %-12s %-9s %-23s %-11s %-7s %-12s %-9s %s\n", "database", "phase", "tables", "copied",
 		"rate", "eta", "lag", "lag time", "apply rate");
 	for (i = 0; i < PQntuples(repl); i++) {
 		char done[16], total[16], copied[40], rate[24], lag[24], eta[16], tables[16], lagt[16], apply[24];
-		double d = atof(field(repl, i, "copied_bytes")), t = atof(field(repl, i, "total_bytes"));
+		double d = strtod(field(repl, i, "copied_bytes"), NULL), t = strtod(field(repl, i, "total_bytes"), NULL);
 		const char *phase = field(repl, i, "phase");
 		bool copying = strcmp(phase, "copy") == 0;
 
 		human_bytes(d, done, sizeof(done));
 		human_bytes(t, total, sizeof(total));
 		snprintf(copied, sizeof(copied), "%s / %s", done, total);
-		human_bytes(atof(field(repl, i, "copy_rate_bytes")), rate, sizeof(rate));
+		human_bytes(strtod(field(repl, i, "copy_rate_bytes"), NULL), rate, sizeof(rate));
 		strncat(rate, "/s", sizeof(rate) - strlen(rate) - 1);
-		human_bytes(atof(field(repl, i, "lag_bytes")), lag, sizeof(lag));
+		human_bytes(strtod(field(repl, i, "lag_bytes"), NULL), lag, sizeof(lag));
 		snprintf(eta, sizeof(eta), "%s%s", field(repl, i, "eta_seconds"), field(repl, i, "eta_seconds")[0] ? " s" : "-");
 		snprintf(tables, sizeof(tables), "%s/%s", field(repl, i, "tables_done"), field(repl, i, "tables_total"));
 		snprintf(lagt, sizeof(lagt), "%s s", field(repl, i, "lag_seconds"));
@@ -96,14 +112,7 @@ print_text(FILE *out, PGresult *repl, PGresult *dbs, PGresult *servers, PGresult
 			fprintf(out, "%-16s [%s] %3.0f%%\n", "", bar, d > t ? 100.0 : 100.0 * d / t);
 		}
 	}
-	for (i = 0; i < PQntuples(dbs); i++)
-		clients += atoi(field(dbs, i, "clients"));
-	for (i = 0; i < PQntuples(servers); i++) {
-		if (strcmp(field(servers, i, "cluster"), "target") == 0)
-			target++;
-		else
-			source++;
-	}
+	count_connections(dbs, servers, &clients, &source, &target);
 	fprintf(out, "clients: %d   server connections: source %d, target %d\n", clients, source, target);
 	if (cutover && PQntuples(cutover) == 1 && strcmp(PQgetvalue(cutover, 0, 0), "{}") != 0)
 		fprintf(out, "last cutover: %s\n", PQgetvalue(cutover, 0, 0));
@@ -116,7 +125,7 @@ print_json(FILE *out, PGresult *repl, PGresult *dbs, PGresult *servers, PGresult
 					      "copy_rate_bytes", "eta_seconds", "lag_bytes", "lag_seconds",
 					      "apply_rate", "updated_seconds_ago"};
 	StrBuf sb;
-	int i, c, clients = 0, source = 0, target = 0;
+	int i, c, clients, source, target;
 
 	strbuf_init(&sb);
 	strbuf_append(&sb, "{\"databases\": [");
@@ -141,14 +150,7 @@ print_json(FILE *out, PGresult *repl, PGresult *dbs, PGresult *servers, PGresult
 		}
 		strbuf_append_char(&sb, '}');
 	}
-	for (i = 0; i < PQntuples(dbs); i++)
-		clients += atoi(field(dbs, i, "clients"));
-	for (i = 0; i < PQntuples(servers); i++) {
-		if (strcmp(field(servers, i, "cluster"), "target") == 0)
-			target++;
-		else
-			source++;
-	}
+	count_connections(dbs, servers, &clients, &source, &target);
 	strbuf_appendf(&sb, "], \"clients\": %d, \"servers\": {\"source\": %d, \"target\": %d}, \"last_cutover\": %s}",
 		       clients, source, target,
 		       cutover && PQntuples(cutover) == 1 && strcmp(PQgetvalue(cutover, 0, 0), "{}") != 0

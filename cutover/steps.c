@@ -9,6 +9,7 @@
  * that side, so every write before it has been applied.
  */
 #include "cutover/steps.h"
+#include "common/clock.h"
 #include "common/errbuf.h"
 #include "common/log.h"
 #include "common/strbuf.h"
@@ -25,14 +26,6 @@
 
 #define VERIFY_MAX_CONNS 8
 
-static double
-now_seconds(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
-}
 
 static void
 sleep_seconds(double s)
@@ -362,7 +355,7 @@ markers_applied(const CutoverDirection *dir, CutoverLinks *links, double timeout
 					 from_server(dir)->role, from_db(dir, &dir->config->databases[i]));
 		strbuf_appendf(&report, "%s%s=%s", i ? " " : "", dir->config->databases[i].name, lsn);
 	}
-	start = now_seconds();
+	start = clock_monotonic();
 	for (left = n; ok && left > 0;) {
 		for (i = 0; ok && i < n; i++) {
 			const char *slot, *origin;
@@ -389,7 +382,7 @@ markers_applied(const CutoverDirection *dir, CutoverLinks *links, double timeout
 		}
 		if (!ok || left == 0)
 			break;
-		if (now_seconds() - start > timeout) {
+		if (clock_monotonic() - start > timeout) {
 			ok = errbuf_fail(err, errlen, "the follower did not apply the last writes within %.1f s "
 					 "(catchup_timeout)", timeout);
 			log_error(dir->subject, "%s", err);
@@ -420,11 +413,11 @@ steps_catch_up(const CutoverDirection *dir, CutoverLinks *links, char *lsns, siz
 bool
 steps_measure_catch_up(const CutoverDirection *dir, CutoverLinks *links, double *seconds, char *err, size_t errlen)
 {
-	double start = now_seconds();
+	double start = clock_monotonic();
 
 	if (!markers_applied(dir, links, (double) dir->config->cutover.catchup_timeout / 1e6, NULL, 0, err, errlen))
 		return false;
-	*seconds = now_seconds() - start;
+	*seconds = clock_monotonic() - start;
 	return true;
 }
 

@@ -74,8 +74,8 @@ send_command_ok(Client *client, const char *tag)
 	return ok;
 }
 
-static bool
-send_error(Client *client, const char *sqlstate, const char *message, const char *hint)
+bool
+admin_send_error(Client *client, const char *sqlstate, const char *message, const char *hint)
 {
 	PktBuf pb;
 	bool ok;
@@ -384,7 +384,7 @@ set_paused(Client *client, const char *dbname, bool paused)
 		char msg[128];
 
 		snprintf(msg, sizeof(msg), "database \"%s\" is not in [databases]", dbname);
-		return send_error(client, "3D000", msg, "SHOW DATABASES lists them");
+		return admin_send_error(client, "3D000", msg, "SHOW DATABASES lists them");
 	}
 	for (i = 0; i < proxy->ndatabases; i++)
 		if (!dbname[0] || strcmp(proxy->databases[i].name, dbname) == 0)
@@ -471,10 +471,10 @@ admin_handle_query(Client *client, const char *sql)
 		return set_paused(client, n == 2 ? w[1] : "", false);
 	if (n == 1 && strcasecmp(w[0], "RELOAD") == 0) {
 		if (cutover_running(proxy))
-			return send_error(client, "55000", "configuration not reloaded: a cutover is running",
+			return admin_send_error(client, "55000", "configuration not reloaded: a cutover is running",
 					  "RELOAD again once it has finished");
 		if (!proxy_reload(proxy))
-			return send_error(client, "F0000", "configuration not reloaded: see the log for the errors",
+			return admin_send_error(client, "F0000", "configuration not reloaded: see the log for the errors",
 					  "fix the file and RELOAD again; the previous configuration stays in force");
 		return send_command_ok(client, "RELOAD");
 	}
@@ -485,7 +485,7 @@ admin_handle_query(Client *client, const char *sql)
 		proxy_shutdown(proxy, false);
 		return true;
 	}
-	return send_error(client, "42601", "unknown admin command",
+	return admin_send_error(client, "42601", "unknown admin command",
 			  "commands: SHOW CLIENTS|SERVERS|STATS|CONFIG|DATABASES|REPLICATION|VERSION|CUTOVER [JSON], PAUSE [db], "
 			  "RESUME [db], CUTOVER [DRY RUN], ROLLBACK, RELOAD, SHUTDOWN");
 }

@@ -291,9 +291,7 @@ cutover_start(Client *admin, CutoverKind kind)
 {
 	Proxy *proxy = admin->proxy;
 	Cutover *c;
-	PktBuf pb;
 	const char *refusal = NULL;
-	bool ok;
 
 	if (cutover_running(proxy))
 		refusal = "a cutover or rollback is already running";
@@ -303,16 +301,8 @@ cutover_start(Client *admin, CutoverKind kind)
 		refusal = "clients are already served by the target; ROLLBACK goes back";
 	else if (kind == CUTOVER_ROLLBACK && !proxy->config.cutover.rollback)
 		refusal = "rollback = off: no reverse follower kept the source up to date";
-	if (refusal) {
-		pktbuf_init(&pb);
-		pktbuf_write_error(&pb, "ERROR", "55000", refusal, NULL, NULL);
-		pktbuf_write_ready_for_query(&pb, TXN_IDLE);
-		ok = !pb.failed && sbuf_answer(&admin->sbuf, pb.buf, pb.len);
-		pktbuf_free(&pb);
-		if (!ok)
-			client_disconnect(admin, NULL, "could not send to the admin client");
-		return ok;
-	}
+	if (refusal)
+		return admin_send_error(admin, "55000", refusal, NULL);
 	c = calloc(1, sizeof(Cutover));
 	if (!c) {
 		client_disconnect(admin, "53200", "out of memory");

@@ -4,6 +4,7 @@
  * Cutover.lock and the loop's ev_async; the loop joins it.
  */
 #include "proxy/cutover_int.h"
+#include "common/clock.h"
 #include "common/errbuf.h"
 #include "common/log.h"
 #include "replicator/reverse.h"
@@ -15,14 +16,6 @@
 
 const char *const cutover_phase_names[PH_COUNT] = {"fence", "catch_up", "sequences", "verify", "rollback_ready"};
 
-static double
-mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double) ts.tv_sec * 1e3 + (double) ts.tv_nsec / 1e6;
-}
 
 /* ---- the worker thread ---- */
 
@@ -49,7 +42,7 @@ worker_notice(Cutover *c, const char *fmt, ...)
 static bool
 timed(Cutover *c, int phase, bool ok, double start)
 {
-	c->phase_ms[phase] = mono_ms() - start;
+	c->phase_ms[phase] = clock_monotonic() * 1e3 - start;
 	if (ok)
 		worker_notice(c, "%s: %s done in %.1f ms", cutover_kind_name(c->kind), cutover_phase_names[phase], c->phase_ms[phase]);
 	return ok;
@@ -64,7 +57,7 @@ static bool
 prepare_reverse(Cutover *c, char *err, size_t errlen)
 {
 	const Config *config = c->dir.config;
-	double t = mono_ms();
+	double t = clock_monotonic() * 1e3;
 	bool ok = true;
 	int i;
 
@@ -99,19 +92,19 @@ job_sync(Cutover *c, char *err, size_t errlen)
 	double t;
 
 	if (config->cutover.fence == FENCE_READ_ONLY) {
-		t = mono_ms();
+		t = clock_monotonic() * 1e3;
 		if (!timed(c, PH_FENCE, steps_fence(&c->dir, &c->links, c->pids, &c->terminated, err, errlen), t))
 			return false;
 		c->fenced = true;
 	}
-	t = mono_ms();
+	t = clock_monotonic() * 1e3;
 	if (!timed(c, PH_CATCH_UP, steps_catch_up(&c->dir, &c->links, c->lsns, sizeof(c->lsns), err, errlen), t))
 		return false;
-	t = mono_ms();
+	t = clock_monotonic() * 1e3;
 	if (!timed(c, PH_SEQUENCES, steps_sequences(&c->dir, &c->links, &c->sequences, err, errlen), t))
 		return false;
 	if (config->cutover.verify == VERIFY_COUNTS) {
-		t = mono_ms();
+		t = clock_monotonic() * 1e3;
 		if (!timed(c, PH_VERIFY, steps_verify_counts(&c->dir, &c->tables_verified, err, errlen), t))
 			return false;
 	}
@@ -128,7 +121,7 @@ worker_main(void *arg)
 	char err[512] = "";
 	PrecheckFacts facts;
 	bool ok = false;
-	double t = mono_ms();
+	double t = clock_monotonic() * 1e3;
 
 	switch (c->job) {
 	case JOB_PRECHECK:
@@ -136,7 +129,7 @@ worker_main(void *arg)
 		ok = steps_connect(&c->dir, &c->links, err, sizeof(err)) &&
 		     steps_precheck(&c->dir, &c->links, &facts, err, sizeof(err));
 		c->lag_bytes = facts.max_lag_bytes;
-		c->precheck_ms = mono_ms() - t;
+		c->precheck_ms = clock_monotonic() * 1e3 - t;
 		if (ok && c->job == JOB_DRY_RUN)
 			ok = steps_measure_catch_up(&c->dir, &c->links, &c->catch_up_estimate, err, sizeof(err));
 		if (ok && c->job == JOB_PRECHECK)

@@ -300,6 +300,8 @@ void server_send_cancel(Proxy *proxy, Server *server);
 
 /* admin.c */
 bool admin_handle_query(Client *client, const char *sql) __attribute__((warn_unused_result));
+/* An ERROR and ReadyForQuery to an admin client; false (and the client closed) when it cannot be sent. */
+bool admin_send_error(Client *client, const char *sqlstate, const char *message, const char *hint);
 void admin_check_pause_waiters(Proxy *proxy);
 
 /* followers.c */

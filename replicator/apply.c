@@ -7,6 +7,7 @@
  * from its own column (user-defined types have other OIDs there).
  */
 #include "replicator/apply.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/strbuf.h"
 
@@ -26,14 +27,6 @@ struct StmtCacheEntry {
 	char name[32];
 };
 
-static double
-monotonic_seconds(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
-}
 
 /*
  * Pipeline mode: changes are sent without waiting for each result, and the
@@ -614,7 +607,7 @@ open_target(Applier *ap)
 	if (!repl_exec(ap->target, "BEGIN") || !pipeline_start(ap))
 		return false;
 	ap->target_open = true;
-	ap->group_started = monotonic_seconds();
+	ap->group_started = clock_monotonic();
 	return true;
 }
 
@@ -626,7 +619,7 @@ applier_flush(Applier *ap, bool idle)
 	if (!ap->target_open || ap->in_source_xact)
 		return true;
 	if (!idle && ap->group_changes < GROUP_MAX_CHANGES && ap->group_xacts < GROUP_MAX_XACTS &&
-	    monotonic_seconds() - ap->group_started < GROUP_MAX_SECONDS)
+	    clock_monotonic() - ap->group_started < GROUP_MAX_SECONDS)
 		return true;
 	if (!pipeline_end(ap))
 		return false;

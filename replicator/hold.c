@@ -3,6 +3,7 @@
  * replaced whole with rename(), so neither side ever reads half a line.
  */
 #include "replicator/hold.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "replicator/pgoutput.h"
 
@@ -15,14 +16,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static double
-now_seconds(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
-}
 
 void
 hold_paths(const Config *config, const char *dbname, char *control, size_t clen, char *reply, size_t rlen)
@@ -57,7 +50,7 @@ HoldRequest
 hold_poll(Hold *hold, uint64_t *lsn)
 {
 	char line[256], nonce[64], word[32], arg[64] = "";
-	double now = now_seconds();
+	double now = clock_monotonic();
 	FILE *f;
 	int n;
 

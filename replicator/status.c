@@ -4,6 +4,7 @@
  * old one, so a reader never sees half a file.
  */
 #include "replicator/status.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "replicator/pgoutput.h"
 
@@ -15,14 +16,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static double
-now_unix(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
-}
 
 void
 status_path(const Config *config, const char *dbname, char *buf, size_t len)
@@ -98,11 +91,11 @@ status_phase(ReplStatus *st, const char *phase)
 	pthread_mutex_lock(&st->lock);
 	st->phase = phase;
 	if (strcmp(phase, "copy") == 0)
-		st->copy_started = now_unix();
+		st->copy_started = clock_unix();
 	/* Sizes on disk only estimated what COPY would send: once it is over, it is all. */
 	if (strcmp(phase, "indexes") == 0 && st->tables_done == st->tables_total)
 		st->bytes_done = st->bytes_total;
-	write_file(st, now_unix());
+	write_file(st, clock_unix());
 	pthread_mutex_unlock(&st->lock);
 }
 
@@ -112,14 +105,14 @@ status_copy_plan(ReplStatus *st, int tables, int64_t bytes)
 	pthread_mutex_lock(&st->lock);
 	st->tables_total = tables;
 	st->bytes_total = bytes;
-	write_file(st, now_unix());
+	write_file(st, clock_unix());
 	pthread_mutex_unlock(&st->lock);
 }
 
 void
 status_copy_bytes(ReplStatus *st, int64_t bytes)
 {
-	double now = now_unix();
+	double now = clock_unix();
 
 	pthread_mutex_lock(&st->lock);
 	st->bytes_done += bytes;
@@ -133,7 +126,7 @@ status_copy_table_done(ReplStatus *st)
 {
 	pthread_mutex_lock(&st->lock);
 	st->tables_done++;
-	write_file(st, now_unix());
+	write_file(st, clock_unix());
 	pthread_mutex_unlock(&st->lock);
 }
 
@@ -141,7 +134,7 @@ void
 status_stream(ReplStatus *st, uint64_t received, uint64_t applied, uint64_t wal_end, int64_t last_commit_us,
 	      int64_t xacts, int64_t changes)
 {
-	double now = now_unix();
+	double now = clock_unix();
 
 	pthread_mutex_lock(&st->lock);
 	st->received_lsn = received;

@@ -7,6 +7,7 @@
  * In reverse (after a cutover) the two swap roles: see ReplDirection.
  */
 #include "replicator/stream.h"
+#include "common/clock.h"
 #include "replicator/hold.h"
 #include "replicator/status.h"
 #include "common/log.h"
@@ -51,14 +52,6 @@ typedef struct Stream {
 	double last_hold_ping;
 } Stream;
 
-static double
-now_seconds(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
-}
 
 static bool
 send_feedback(Stream *s, bool reply)
@@ -84,7 +77,7 @@ send_feedback(Stream *s, bool reply)
 		log_error(s->subject, "could not send feedback: %s", PQerrorMessage(s->repl->conn));
 		return false;
 	}
-	s->last_feedback = now_seconds();
+	s->last_feedback = clock_monotonic();
 	return true;
 }
 
@@ -171,7 +164,7 @@ static bool
 wait_for_data(Stream *s)
 {
 	int fd = PQsocket(s->repl->conn);
-	double left = FEEDBACK_INTERVAL_S - (now_seconds() - s->last_feedback);
+	double left = FEEDBACK_INTERVAL_S - (clock_monotonic() - s->last_feedback);
 	struct timeval tv;
 	fd_set fds;
 
@@ -236,7 +229,7 @@ housekeeping(Stream *s)
 	PGresult *res;
 	int count;
 
-	s->last_housekeeping = now_seconds();
+	s->last_housekeeping = clock_monotonic();
 	if (!s->from.conn || PQstatus(s->from.conn) != CONNECTION_OK) {
 		repl_close(&s->from);
 		if (!repl_connect(&s->from, s->dir->from, s->dir->from_db, false, s->subject))
@@ -313,7 +306,7 @@ static bool
 hold_step(Stream *s, bool *skip_read)
 {
 	Hold *h = &s->hold;
-	double now = now_seconds();
+	double now = clock_monotonic();
 	char lsn[LSN_FORMAT_LEN];
 	uint64_t at = 0;
 
@@ -411,7 +404,7 @@ stream_run(const Config *config, const ReplDirection *dir, ReplConn *repl, ReplC
 	if (!applier_init(&s.applier, apply, dir->origin, dir->skip_origin, start_lsn, exact_before, subject) ||
 	    !start_streaming(&s, dir->slot, dir->publication, start_lsn))
 		goto done;
-	s.last_feedback = now_seconds();
+	s.last_feedback = clock_monotonic();
 	if (dir->status)
 		status_phase(dir->status, "streaming");
 	housekeeping(&s);
@@ -425,7 +418,7 @@ stream_run(const Config *config, const ReplDirection *dir, ReplConn *repl, ReplC
 		if (skip_read && !replicate_stop_requested) {
 			struct timespec tick = {0, 10 * 1000 * 1000};
 
-			if (now_seconds() - s.last_feedback >= FEEDBACK_INTERVAL_S && !send_feedback(&s, false))
+			if (clock_monotonic() - s.last_feedback >= FEEDBACK_INTERVAL_S && !send_feedback(&s, false))
 				break;
 			nanosleep(&tick, NULL);
 			continue;
@@ -447,7 +440,7 @@ stream_run(const Config *config, const ReplDirection *dir, ReplConn *repl, ReplC
 			if (!applier_flush(&s.applier, true))
 				break;
 			publish(&s);
-			if (now_seconds() - s.last_housekeeping >= (double) config->replication.sequence_sync_interval / 1e6)
+			if (clock_monotonic() - s.last_housekeeping >= (double) config->replication.sequence_sync_interval / 1e6)
 				housekeeping(&s);
 			if (!wait_for_data(&s))
 				break;
@@ -476,9 +469,9 @@ stream_run(const Config *config, const ReplDirection *dir, ReplConn *repl, ReplC
 		}
 		PQfreemem(buf);
 		publish(&s);
-		if (now_seconds() - s.last_feedback >= FEEDBACK_INTERVAL_S && !send_feedback(&s, false))
+		if (clock_monotonic() - s.last_feedback >= FEEDBACK_INTERVAL_S && !send_feedback(&s, false))
 			break;
-		if (now_seconds() - s.last_housekeeping >= (double) config->replication.sequence_sync_interval / 1e6)
+		if (clock_monotonic() - s.last_housekeeping >= (double) config->replication.sequence_sync_interval / 1e6)
 			housekeeping(&s);
 	}
 done:

@@ -13,6 +13,7 @@
  * keys are found by walking both sides in key order.
  */
 #include "replicator/verify.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/strbuf.h"
 #include "replicator/conn.h"
@@ -66,14 +67,6 @@ typedef struct Job {
 	int step;
 } Job;
 
-static double
-now_seconds(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
-}
 
 /* Writes a request and waits for the follower's answer to it; the answer's words after the nonce go to reply. */
 static bool
@@ -81,7 +74,7 @@ ask_follower(const char *control, const char *replypath, const char *nonce, cons
 	     char *reply, size_t replylen, const char *subject)
 {
 	char tmp[4200], line[512];
-	double start = now_seconds();
+	double start = clock_monotonic();
 	FILE *f;
 
 	snprintf(tmp, sizeof(tmp), "%s.tmp", control);
@@ -108,7 +101,7 @@ ask_follower(const char *control, const char *replypath, const char *nonce, cons
 				return false;
 			}
 		}
-		if (now_seconds() - start > REPLY_TIMEOUT) {
+		if (clock_monotonic() - start > REPLY_TIMEOUT) {
 			log_error(subject, "the follower did not answer \"%s\" within %.0f s: is `pghandoff run` (or "
 				  "replicate) running with this configuration?",
 				  request, REPLY_TIMEOUT);
