@@ -156,33 +156,69 @@ objects_slot_exists(ReplConn *conn, const char *slot, bool *exists)
 	return true;
 }
 
-bool
-objects_drop_slot(ReplConn *conn, const char *slot, bool terminate)
+/* Ends the walsender streaming from slot, if any, and waits until it lets go (up to 10 s). */
+static bool
+end_walsender(ReplConn *conn, const char *slot)
 {
 	const char *params[1] = {slot};
 	PGresult *res;
 
-	if (terminate) {
-		/* An active walsender keeps the slot busy: end it first. */
-		if (!repl_query(conn, "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-				      "WHERE slot_name = $1 AND active_pid IS NOT NULL", 1, params, &res))
-			return false;
-		PQclear(res);
-		/* The walsender takes a moment to exit and release its slot. */
-		for (int tries = 0; tries < 100; tries++) {
-			char active[8];
+	if (!repl_query(conn, "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+			      "WHERE slot_name = $1 AND active_pid IS NOT NULL", 1, params, &res))
+		return false;
+	PQclear(res);
+	/* The walsender takes a moment to exit and release its slot. */
+	for (int tries = 0; tries < 100; tries++) {
+		char active[8];
 
-			if (!repl_query_copy_value(conn, "SELECT count(*) FROM pg_replication_slots "
-							 "WHERE slot_name = $1 AND active", 1, params, active, sizeof(active)))
-				return false;
-			if (strcmp(active, "0") == 0)
-				break;
-			usleep(100 * 1000);
-		}
+		if (!repl_query_copy_value(conn, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active",
+					   1, params, active, sizeof(active)))
+			return false;
+		if (strcmp(active, "0") == 0)
+			break;
+		usleep(100 * 1000);
 	}
-	if (!repl_query(conn, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-			      "WHERE slot_name = $1",
-			1, params, &res))
+	return true;
+}
+
+bool
+objects_drop_slot(ReplConn *conn, const char *slot, bool terminate)
+{
+	static const char sql[] = "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+				  "WHERE slot_name = $1";
+	const char *params[1] = {slot};
+	PGresult *res;
+	int attempt;
+
+	/*
+	 * A follower still running reconnects after its walsender was ended and
+	 * may take the slot again before the drop: then it is ended again, a few
+	 * times, before the drop's error counts.
+	 */
+	for (attempt = 1; terminate && attempt < 5; attempt++) {
+		const char *state;
+
+		if (!end_walsender(conn, slot))
+			return false;
+		res = PQexecParams(conn->conn, sql, 1, NULL, params, NULL, NULL, 0);
+		if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+			if (PQntuples(res) > 0)
+				log_info(conn->subject, "dropped replication slot %s", slot);
+			PQclear(res);
+			return true;
+		}
+		state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+		if (!state || strcmp(state, "55006") != 0) {	/* not object_in_use: no retry helps */
+			PQclear(res);
+			break;
+		}
+		log_debug(conn->subject, "replication slot %s was taken again before the drop: ending its walsender "
+			  "again", slot);
+		PQclear(res);
+	}
+	if (terminate && !end_walsender(conn, slot))
+		return false;
+	if (!repl_query(conn, sql, 1, params, &res))
 		return false;
 	if (PQntuples(res) > 0)
 		log_info(conn->subject, "dropped replication slot %s", slot);
