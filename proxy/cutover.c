@@ -349,13 +349,15 @@ cutover_show(Client *admin, bool json)
 	return cutover_report_send(admin, admin->proxy->last_report, json, "SHOW", NULL);
 }
 
+/*
+ * Looking again happens once per loop iteration, however many events asked
+ * for it: with many clients each look walks them all.
+ */
 void
 cutover_poke(Proxy *proxy)
 {
-	Cutover *c = proxy->cutover;
-
-	if (c && c->phase != CP_DONE)
-		cutover_advance(c);
+	if (proxy->cutover && proxy->cutover->phase != CP_DONE)
+		proxy->cutover_poke_pending = true;
 }
 
 void
@@ -419,6 +421,11 @@ cutover_free(Cutover *c)
 void
 cutover_reap(Proxy *proxy)
 {
+	if (proxy->cutover_poke_pending) {
+		proxy->cutover_poke_pending = false;
+		if (proxy->cutover && proxy->cutover->phase != CP_DONE)
+			cutover_advance(proxy->cutover);
+	}
 	if (proxy->cutover && proxy->cutover->phase == CP_DONE) {
 		cutover_free(proxy->cutover);
 		proxy->cutover = NULL;

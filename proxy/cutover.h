@@ -22,7 +22,7 @@ bool cutover_start(Client *admin, CutoverKind kind) __attribute__((warn_unused_r
 /* SHOW CUTOVER [JSON]: the last report. */
 bool cutover_show(Client *admin, bool json) __attribute__((warn_unused_result));
 
-/* Something the cutover may wait on changed (a client left, a script ended): look again. */
+/* Something the cutover may wait on changed (a client left, a script ended): look again, after this loop iteration. */
 void cutover_poke(Proxy *proxy);
 void cutover_admin_gone(Proxy *proxy, Client *admin);
 /* A standby connection failed; reason says why. */
@@ -34,7 +34,7 @@ bool cutover_running(const Proxy *proxy);
 
 /* At start: the state file says where clients go, and starts the reverse follower if one belongs. */
 bool cutover_load_state(Proxy *proxy) __attribute__((warn_unused_result));
-/* After each loop iteration: frees a finished cutover. */
+/* After each loop iteration: looks again if poked, frees a finished cutover. */
 void cutover_reap(Proxy *proxy);
 /* At exit: stops the reverse follower, waits for a running worker. */
 void cutover_shutdown(Proxy *proxy);

@@ -180,7 +180,7 @@ cutover_carry_sessions(Cutover *c)
 			continue;
 		if (!client->carry) {
 			done = false;
-			if (client_quiet(client) && !session_capture(client))
+			if (client_quiet(client) && !session_capture(client, c->kind == CUTOVER_ROLLBACK || c->proxy->rolled_back))
 				client_disconnect(client, "08006", "its session state could not be read");
 			continue;
 		}
@@ -348,7 +348,7 @@ cutover_dry_run_inspect(Cutover *c)
 		if (!client->carry) {
 			if (!client_quiet(client))
 				continue;
-			if (!session_capture(client))
+			if (!session_capture(client, c->kind == CUTOVER_ROLLBACK || c->proxy->rolled_back))
 				continue;
 			done = false;
 		} else if (!client->carry->captured) {

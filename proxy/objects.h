@@ -242,6 +242,7 @@ struct Proxy {
 	Follower followers[FOLLOWER_KINDS];
 	bool run_replicator;	/* `pghandoff run`: the forward follower is a child of the proxy */
 	bool resume_pending;	/* clients held by a proxy query wait for the next loop iteration */
+	bool cutover_poke_pending;	/* the cutover looks again after this loop iteration */
 	uint64_t cutovers_total;	/* finished, by result, for the metrics */
 	uint64_t cutovers_failed_total;
 	double last_pause_seconds;

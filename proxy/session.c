@@ -4,9 +4,9 @@
  *
  * A session's state is read with one query on the server the client leaves:
  * settings made with SET (source = 'session'), and default_transaction_read_only
- * whatever its source: the other server's database may still be fenced when
- * the session is rebuilt there (a rollback), so the session takes the value
- * it had.  Then SQL prepared statements,
+ * whatever its source when the other server's database may still be fenced
+ * as the session is rebuilt there (a rollback, or a cutover after one): the
+ * session keeps the value it had.  Then SQL prepared statements,
  * LISTEN channels, and what cannot move (temporary tables, advisory locks,
  * WITH HOLD cursors).  It is replayed on the other server with one Query
  * (set_config, PREPARE, LISTEN) followed by the client's remembered Parse
@@ -25,7 +25,7 @@
 
 static const char sql_capture[] =
 	"SELECT 'set', name, pg_catalog.current_setting(name) FROM pg_catalog.pg_settings "
-	"  WHERE source = 'session' OR name = 'default_transaction_read_only' "
+	"  WHERE source = 'session' OR (name = 'default_transaction_read_only' AND %s) "
 	"UNION ALL SELECT 'prepare', name, statement FROM pg_catalog.pg_prepared_statements WHERE from_sql "
 	"UNION ALL SELECT 'listen', c, NULL FROM pg_catalog.pg_listening_channels() AS c "
 	"UNION ALL SELECT 'unmovable', 'temporary tables', count(*)::text FROM pg_catalog.pg_class "
@@ -292,8 +292,9 @@ capture_done(Server *server, Script *script)
 }
 
 bool
-session_capture(Client *client)
+session_capture(Client *client, bool with_read_only)
 {
+	char sql[sizeof(sql_capture) + 8];
 	PktBuf pb;
 
 	session_carry_free(client->carry);
@@ -303,7 +304,8 @@ session_capture(Client *client)
 		return false;
 	}
 	pktbuf_init(&pb);
-	pktbuf_write_query(&pb, sql_capture);
+	snprintf(sql, sizeof(sql), sql_capture, with_read_only ? "true" : "false");
+	pktbuf_write_query(&pb, sql);
 	return script_run(client->server, &pb, 1, capture_done);
 }
 

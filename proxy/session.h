@@ -54,8 +54,12 @@ struct SessionCarry {
 	bool failed;		/* reading or replaying failed: the reason is in unmovable */
 };
 
-/* Reads the session state of client->server; cutover_poke runs when it is known. */
-bool session_capture(Client *client) __attribute__((warn_unused_result));
+/*
+ * Reads the session state of client->server; cutover_poke runs when it is
+ * known.  with_read_only: carry default_transaction_read_only whatever its
+ * source, for a server whose database may still be fenced (a rollback).
+ */
+bool session_capture(Client *client, bool with_read_only) __attribute__((warn_unused_result));
 /* Replays the captured state on client->standby; cutover_poke runs when done. */
 bool session_replay(Client *client) __attribute__((warn_unused_result));
 void session_carry_free(SessionCarry *carry);
