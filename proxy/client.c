@@ -10,6 +10,7 @@
  */
 #include "proxy/objects.h"
 #include "proxy/cutover.h"
+#include "proxy/session.h"
 #include "common/log.h"
 #include "common/md5auth.h"
 #include "common/scram.h"
@@ -698,6 +699,11 @@ relay_client_packet(Client *client, const PktHeader *pkt)
 		client->request_time = ev_now(proxy->loop);
 	}
 	client->held = false;
+	/* A session read before the pause is stale once the client speaks again (not yet replayed). */
+	if (client->carry && client->carry->captured && !client->carry->replay_started) {
+		session_carry_free(client->carry);
+		client->carry = NULL;
+	}
 
 	switch (pkt->type) {
 	case PQMSG_QUERY:

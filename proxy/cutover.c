@@ -75,6 +75,7 @@ cutover_finish(Cutover *c)
 		}
 		session_carry_free(client->carry);
 		client->carry = NULL;
+		client->carry_early = false;
 	}
 	c->t_resume = ev_now(proxy->loop);
 	ev_now_update(proxy->loop);
@@ -152,6 +153,13 @@ cutover_advance(Cutover *c)
 	cutover_send_notices(c);
 	switch (c->phase) {
 	case CP_PRECHECK:
+		/*
+		 * Idle sessions are read already: one that stays idle until the
+		 * pause need not be read in it.  Each is read once here; a client
+		 * that speaks again is read again when the pause holds it.
+		 */
+		if (c->kind != CUTOVER_DRY_RUN)
+			(void) cutover_dry_run_inspect(c);
 		if (!cutover_worker_finished(c))
 			return;
 		if (!c->job_ok) {

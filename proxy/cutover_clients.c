@@ -163,7 +163,8 @@ cutover_cancel_open(Cutover *c)
 
 /*
  * Each client's session moves on its own as soon as it can: read once the
- * client is quiet (it stays so: held), replayed once its standby is in.
+ * client is quiet (or before the pause, and read again if it spoke since),
+ * replayed once it is quiet and held and its standby is in.
  * True when every moving client's session is replayed or known unmovable.
  */
 bool
@@ -196,6 +197,11 @@ cutover_carry_sessions(Cutover *c)
 			continue;
 		}
 		if (client->standby->state != SV_STANDBY) {
+			done = false;
+			continue;
+		}
+		if (!carry->replay_started && !client_quiet(client)) {
+			/* Read before the pause, still in a transaction: its state may change yet. */
 			done = false;
 			continue;
 		}
@@ -346,8 +352,9 @@ cutover_dry_run_inspect(Cutover *c)
 		if (!cutover_is_moving(c, client))
 			continue;
 		if (!client->carry) {
-			if (!client_quiet(client))
+			if (!client_quiet(client) || (c->phase == CP_PRECHECK && client->carry_early))
 				continue;
+			client->carry_early = c->phase == CP_PRECHECK;
 			if (!session_capture(client, c->kind == CUTOVER_ROLLBACK || c->proxy->rolled_back))
 				continue;
 			done = false;

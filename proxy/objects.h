@@ -139,6 +139,7 @@ struct Client {
 	/* A cutover moving this client: its server on the other cluster, and its session state. */
 	Server *standby;
 	SessionCarry *carry;
+	bool carry_early;	/* its session was read before the pause */
 	bool wait_cutover;	/* logged in during a cutover's pause: its server opens once it ends */
 	bool txn_killed;	/* a cutover rolled its open transaction back: its next request hears so */
 	bool killed_other;	/* since then, something other than a ROLLBACK was asked */
