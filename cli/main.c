@@ -53,16 +53,21 @@ static const CliCommand commands[] = {
 	 "configuration and the auth file and reopens the log file.\n",
 	 cmd_proxy},
 	{"replicate", "copy the source into the target and stream every change",
-	 "Usage: pghandoff replicate -c FILE [--drop]\n\n"
+	 "Usage: pghandoff replicate -c FILE [--drop | --reverse [--prepare | --drop]]\n\n"
 	 "For each database in [databases]: checks both clusters, copies the\n"
 	 "schema (schema = copy) and the data from a consistent snapshot, then\n"
 	 "streams every committed change (pgoutput) into the target until\n"
 	 "stopped with SIGTERM or SIGINT.  Progress lives in a replication origin\n"
 	 "on the target, so a restart, even after kill -9, resumes where the\n"
 	 "target stands, with no change lost or applied twice.\n\n"
-	 "  --drop   remove the slot and publication from the source and the\n"
-	 "           origin from the target instead, so an abandoned migration\n"
-	 "           leaves no slot holding WAL\n",
+	 "  --drop     remove the slot and publication from the source and the\n"
+	 "             origin from the target instead, so an abandoned migration\n"
+	 "             leaves no slot holding WAL\n"
+	 "  --reverse  the way back after a cutover: stream from the reverse slot on\n"
+	 "             the target into the source (the proxy runs this itself with\n"
+	 "             rollback = on); each direction skips what the other applied\n"
+	 "  --reverse --prepare  make the reverse slot, publication and origin, exit\n"
+	 "  --reverse --drop     remove them\n",
 	 cmd_replicate},
 	{"status", "where the migration stands: phase, copy progress, lag, clients",
 	 "Usage: pghandoff status -c FILE [--watch] [--json]\n\n"

@@ -411,6 +411,17 @@ steps_catch_up(const CutoverDirection *dir, CutoverLinks *links, char *lsns, siz
 }
 
 bool
+steps_catch_up_other_way(const CutoverDirection *dir, CutoverLinks *links, char *err, size_t errlen)
+{
+	CutoverDirection other = *dir;
+	CutoverLinks flipped = {links->n, links->to, links->from};
+
+	other.reverse = !dir->reverse;
+	return markers_applied(&other, &flipped, (double) dir->config->cutover.catchup_timeout / 1e6, NULL, 0, err,
+			       errlen);
+}
+
+bool
 steps_measure_catch_up(const CutoverDirection *dir, CutoverLinks *links, double *seconds, char *err, size_t errlen)
 {
 	double start = clock_monotonic();

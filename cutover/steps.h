@@ -71,6 +71,15 @@ bool steps_unfence(const CutoverDirection *dir, char *err, size_t errlen) __attr
 bool steps_catch_up(const CutoverDirection *dir, CutoverLinks *links, char *lsns, size_t lsnslen, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 
+/*
+ * A rollback: the forward follower has passed everything on the source, the
+ * reverse follower's writes included (it skips them by their origin, which
+ * must still exist when it reads them: the reverse objects are dropped
+ * after this).
+ */
+bool steps_catch_up_other_way(const CutoverDirection *dir, CutoverLinks *links, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
 /* Phase 5: every sequence's value and is_called, to the side clients go to. */
 bool steps_sequences(const CutoverDirection *dir, CutoverLinks *links, int *count, char *err, size_t errlen)
 	__attribute__((warn_unused_result));

@@ -100,6 +100,8 @@ job_sync(Cutover *c, char *err, size_t errlen)
 	t = clock_monotonic() * 1e3;
 	if (!timed(c, PH_CATCH_UP, steps_catch_up(&c->dir, &c->links, c->lsns, sizeof(c->lsns), err, errlen), t))
 		return false;
+	if (c->kind == CUTOVER_ROLLBACK && !steps_catch_up_other_way(&c->dir, &c->links, err, errlen))
+		return false;
 	t = clock_monotonic() * 1e3;
 	if (!timed(c, PH_SEQUENCES, steps_sequences(&c->dir, &c->links, &c->sequences, err, errlen), t))
 		return false;
