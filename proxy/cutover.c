@@ -170,7 +170,6 @@ cutover_advance(Cutover *c)
 			if (!cutover_dry_run_inspect(c))
 				return;
 			cutover_dry_run_list(c);
-			proxy->resume_pending = true;
 			cutover_finish(c);
 			return;
 		}

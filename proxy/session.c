@@ -161,6 +161,9 @@ script_on_packet(Server *server, const PktHeader *pkt)
 		server->script = NULL;
 		script->done(server, script);
 		script_free(script);
+		/* A message that waited for the script goes on (after this loop iteration), unless a pause holds it. */
+		if (server->client && server->client->held)
+			server->proxy->resume_pending = true;
 		return !server->sbuf.closed;
 	}
 	default:

@@ -429,6 +429,29 @@ check_target_tables(Preflight *pf, PGconn *source_db, Side *target, const Databa
 	PQfinish(conn);
 }
 
+/* The WAL this migration's slot makes the source keep, when it exists already. */
+static void
+check_retained_wal(Preflight *pf, Side *source, const char *slot)
+{
+	const char *params[1] = {slot};
+	long exists, held;
+
+	if (!query_int(pf, source, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", 1, params, &exists) ||
+	    !exists ||
+	    !query_int(pf, source,
+		       "SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint "
+		       "FROM pg_replication_slots WHERE slot_name = $1",
+		       1, params, &held))
+		return;
+	if (held > pf->config->replication.slot_retention_warning)
+		report(pf, CHECK_WARN,
+		       "the follower is behind or stopped: start it (pghandoff run), or drop an abandoned migration's slot "
+		       "with `pghandoff replicate --drop`",
+		       "source: slot %s holds %ld MB of WAL, more than slot_retention_warning", slot, held >> 20);
+	else
+		report(pf, CHECK_PASS, NULL, "source: slot %s holds %ld MB of WAL", slot, held >> 20);
+}
+
 /* The slot and publication this migration will use, taken by something else. */
 static void
 check_names(Preflight *pf, Side *source, const DatabaseMapping *db)
@@ -450,6 +473,8 @@ check_names(Preflight *pf, Side *source, const DatabaseMapping *db)
 	if (foreign_slots)
 		report(pf, CHECK_FAIL, "choose another slot_name in [replication], or drop that slot",
 		       "source: slot %s exists and is not a pgoutput slot of database %s", names.slot, db->name);
+	else
+		check_retained_wal(pf, source, names.slot);
 	if (!connect_db(source->server, db->name, &conn, err, sizeof(err)))
 		return;
 	params[0] = names.publication;

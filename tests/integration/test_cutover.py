@@ -313,6 +313,7 @@ def test_dry_run_changes_nothing(migration):
     assert psql_value(m.target_dsn(), "SELECT count(*) FROM pg_replication_slots") == slots_before
     # `pghandoff check` asks the running proxy the same question.
     check = m.proxy.pghandoff.run(["check", "-c", m.proxy.config_path], timeout=120)
+    assert re.search(rf"^PASS  source: slot {m.replicator.slot} holds \d+ MB of WAL$", check.stdout, re.M), check.stdout
     assert re.search(r"^WARN  proxy: 1 client\(s\) connected, 1 cannot move: C-\d+ .*temporary tables",
                      check.stdout, re.M), check.stdout
     conn.close()
@@ -365,9 +366,13 @@ def test_run_keeps_the_follower_going(migration):
     assert result.returncode == 0, result.stdout + result.stderr
     assert conn.execute("SELECT inet_server_port()").fetchone()[0] == m.pair.target.port
     conn.close()
-    # Stopping the proxy stops its followers: nobody streams from the slot afterwards.
-    m.proxy.stop()
+    # SIGHUP reloads; SIGTERM stops the proxy and its followers: nobody streams from the slot afterwards.
+    m.proxy.signal(signal.SIGHUP)
+    m.proxy.wait_log(r"configuration reloaded")
+    m.proxy.signal(signal.SIGTERM)
+    assert m.proxy.wait_exit(timeout=60) == 0, m.proxy.log_tail()
     assert m.slot_pid() is None
+    assert not re.search(r"follower .*exited with status", m.proxy.log().split("cutover completed")[-1])
 
 
 def status_json(m):
