@@ -677,7 +677,7 @@ relay_client_packet(Client *client, const PktHeader *pkt)
 	if (client->server && client->server->script) {
 		/* A query of the proxy's own runs on its server: this waits for it. */
 		if (!client->held)
-			client->held_since = ev_now(proxy->loop);
+			client->held_since = ev_time();
 		client->held = true;
 		return false;
 	}
@@ -687,7 +687,7 @@ relay_client_packet(Client *client, const PktHeader *pkt)
 		if (proxy_is_paused(proxy, client->db)) {
 			if (!client->held) {
 				log_debug(client->subject, "held by PAUSE");
-				client->held_since = ev_now(proxy->loop);
+				client->held_since = ev_time();
 			}
 			client->held = true;
 			return false;	/* no decision: the message waits in the buffer */

@@ -77,9 +77,7 @@ cutover_finish(Cutover *c)
 		client->carry = NULL;
 		client->carry_early = false;
 	}
-	c->t_resume = ev_now(proxy->loop);
-	ev_now_update(proxy->loop);
-	c->t_resume = ev_now(proxy->loop);
+	c->t_resume = ev_time();
 	report = cutover_report_build(c, ok);
 	cutover_set_paused(c, false);
 	client_resume_held(proxy, NULL);
@@ -182,7 +180,7 @@ cutover_advance(Cutover *c)
 		cutover_notice(c, "%s: precheck done in %.1f ms (lag %lld bytes), %s connections ready; pausing",
 			    cutover_kind_name(c->kind), c->precheck_ms, (long long) c->lag_bytes, c->to->role);
 		c->phase = CP_DRAIN;
-		c->t_pause = ev_now(proxy->loop);
+		c->t_pause = ev_time();
 		cutover_set_paused(c, true);
 		ev_timer_set(&c->drain_timer, (ev_tstamp) proxy->config.cutover.drain_timeout / 1e6, 0.);
 		ev_timer_start(proxy->loop, &c->drain_timer);
@@ -198,7 +196,7 @@ cutover_advance(Cutover *c)
 		if (!cutover_all_drained(c) || !cutover_standbys_ready(c))
 			return;
 		ev_timer_stop(proxy->loop, &c->drain_timer);
-		c->t_drained = ev_now(proxy->loop);
+		c->t_drained = ev_time();
 		cutover_notice(c, "%s: every client between transactions after %.1f ms", cutover_kind_name(c->kind),
 			    (c->t_drained - c->t_pause) * 1e3);
 		c->phase = CP_SYNC;
@@ -214,7 +212,7 @@ cutover_advance(Cutover *c)
 		if (!cutover_carry_sessions(c))
 			return;
 		if (c->t_captured == 0)
-			c->t_captured = ev_now(proxy->loop);
+			c->t_captured = ev_time();
 		if (!cutover_worker_finished(c))
 			return;
 		if (!c->job_ok || c->failure[0]) {
@@ -226,7 +224,7 @@ cutover_advance(Cutover *c)
 			cutover_fail(c, "%d session(s) cannot move (unmovable = abort): %s", c->unmovable, first);
 			return;
 		}
-		c->t_synced = ev_now(proxy->loop);
+		c->t_synced = ev_time();
 		/* Written before anyone runs on the new cluster: a restart never goes back. */
 		if (!cutover_write_state(proxy, c->to)) {
 			cutover_fail(c, "could not write the state file %s", proxy->config.proxy.state_file);
@@ -324,7 +322,7 @@ cutover_start(Client *admin, CutoverKind kind)
 	c->dir.config = &proxy->config;
 	c->dir.reverse = kind == CUTOVER_ROLLBACK;
 	c->dir.subject = "cutover";
-	c->t_start = ev_now(proxy->loop);
+	c->t_start = ev_time();
 	pthread_mutex_init(&c->lock, NULL);
 	strbuf_init(&c->notices);
 	strbuf_init(&c->dry_clients);

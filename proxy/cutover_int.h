@@ -81,7 +81,7 @@ struct Cutover {
 	char lsns[512];
 	double phase_ms[8];	/* fence, catch-up, sequences, verify, rollback readiness */
 
-	/* Timings on the loop's clock. */
+	/* Timings: ev_time(), the moment itself (ev_now() is when the loop iteration began). */
 	ev_tstamp t_start;
 	ev_tstamp t_pause;	/* databases paused */
 	ev_tstamp t_drained;
