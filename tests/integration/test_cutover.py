@@ -431,6 +431,18 @@ def test_status_through_copy_and_streaming(migration, clusters):
     assert db["lag_seconds"] == 0 and st["clients"] == 1 and st["servers"] == {"source": 1, "target": 0}
     text = m.proxy.pghandoff.run(["status", "-c", m.proxy.config_path], timeout=60)
     assert re.search(rf"^{m.dbname}\s+streaming\s+3/3 ", text.stdout, re.M), text.stdout
+    # --watch off a terminal: one plain block per second, until Ctrl-C.
+    watch = subprocess.Popen([str(m.proxy.pghandoff.bin), "status", "-c", str(m.proxy.config_path), "--watch"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    blocks = 0
+    for line in watch.stdout:
+        blocks += line.startswith("clients: ")
+        if blocks == 2:
+            break
+    watch.send_signal(signal.SIGINT)
+    out, err = watch.communicate(timeout=30)
+    assert blocks == 2 and watch.returncode == 0, err
+    assert "\033[" not in out  # no screen control codes when not on a terminal
     assert m.proxy.run_cutover().returncode == 0
     st = status_json(m)
     assert st["databases"][0]["phase"] == "cut over" and st["last_cutover"]["result"] == "completed"
