@@ -300,11 +300,15 @@ show_replication(Client *client)
 		snprintf(f[2], 32, "%.0f", p.bytes_done);
 		snprintf(f[3], 32, "%.0f", p.bytes_total);
 		snprintf(f[4], 32, "%.0f", p.copy_rate);
-		snprintf(f[5], 32, p.eta_seconds >= 0 ? "%.0f" : "", p.eta_seconds);
+		f[5][0] = '\0';	/* unknown */
+		if (p.eta_seconds >= 0)
+			snprintf(f[5], 32, "%.0f", p.eta_seconds);
 		snprintf(f[6], 32, "%.0f", p.lag_bytes);
 		snprintf(f[7], 32, "%.1f", p.lag_seconds);
 		snprintf(f[8], 32, "%.1f", p.apply_rate);
-		snprintf(f[9], 32, p.have ? "%.1f" : "", p.age_seconds);
+		f[9][0] = '\0';
+		if (p.have)
+			snprintf(f[9], 32, "%.1f", p.age_seconds);
 		values[0] = proxy->databases[i].name;
 		values[1] = p.phase;
 		values[2] = p.follower;
