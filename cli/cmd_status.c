@@ -70,6 +70,8 @@ count_connections(PGresult *dbs, PGresult *servers, int *clients, int *source, i
 	for (i = 0; i < PQntuples(dbs); i++)
 		*clients += (int) strtol(field(dbs, i, "clients"), NULL, 10);
 	for (i = 0; i < PQntuples(servers); i++) {
+		if (strcmp(field(servers, i, "state"), "retiring") == 0)
+			continue;	/* left by its client at a cutover, closing */
 		if (strcmp(field(servers, i, "cluster"), "target") == 0)
 			(*target)++;
 		else

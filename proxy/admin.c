@@ -176,7 +176,8 @@ show_servers(Client *client)
 	static const char *const cols[] = {"id", "user", "database", "cluster", "state", "backend_pid", "client",
 					   "connect_time", "tls"};
 	Proxy *proxy = client->proxy;
-	const List *lists[] = {&proxy->login_servers, &proxy->active_servers, &proxy->standby_servers};
+	const List *lists[] = {&proxy->login_servers, &proxy->active_servers, &proxy->standby_servers,
+			       &proxy->retiring_servers};
 	const List *item;
 	Result r;
 	size_t i;
@@ -196,7 +197,10 @@ show_servers(Client *client)
 			values[1] = server->client ? server->client->user : NULL;
 			values[2] = server->cluster == &proxy->target ? server->db->target_name : server->db->name;
 			values[3] = server->cluster->role;
-			values[4] = server->state == SV_ACTIVE ? "active" : server->state == SV_STANDBY ? "standby" : "login";
+			values[4] = server->state == SV_ACTIVE	   ? "active"
+				    : server->state == SV_STANDBY  ? "standby"
+				    : server->state == SV_RETIRING ? "retiring"
+								   : "login";
 			values[5] = pid;
 			values[6] = server->client ? cid : NULL;
 			values[7] = since;

@@ -32,6 +32,7 @@ bool cutover_holds_logins(const Proxy *proxy);
 /* True while a cutover or rollback runs (RELOAD waits for it). */
 bool cutover_running(const Proxy *proxy);
 
+void cutover_init(Proxy *proxy);
 /* At start: the state file says where clients go, and starts the reverse follower if one belongs. */
 bool cutover_load_state(Proxy *proxy) __attribute__((warn_unused_result));
 /* After each loop iteration: looks again if poked, frees a finished cutover. */

@@ -66,6 +66,8 @@ server_list(Proxy *proxy, ServerState state)
 		return &proxy->active_servers;
 	case SV_STANDBY:
 		return &proxy->standby_servers;
+	case SV_RETIRING:
+		return &proxy->retiring_servers;
 	case SV_JUSTFREE:
 		return &proxy->justfree_servers;
 	}
@@ -276,7 +278,8 @@ server_disconnect(Server *server, const char *sqlstate, const char *fmt, ...)
 	va_end(ap);
 	log_info(server->subject, "closing: %s", reason);
 
-	if ((server->state == SV_ACTIVE || server->state == SV_STANDBY) && !server->sbuf.closed && !server->sbuf.ssl) {
+	if ((server->state == SV_ACTIVE || server->state == SV_STANDBY || server->state == SV_RETIRING) &&
+	    !server->sbuf.closed && !server->sbuf.ssl) {
 		/* Say goodbye, so the backend does not log an unexpected EOF. */
 		static const uint8_t terminate[] = {PQMSG_TERMINATE, 0, 0, 0, 4};
 

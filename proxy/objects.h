@@ -154,6 +154,7 @@ typedef enum ServerState {
 	SV_LOGIN,		/* on proxy.login_servers: startup sent, authenticating */
 	SV_ACTIVE,		/* on proxy.active_servers: logged in, linked to its client */
 	SV_STANDBY,		/* on proxy.standby_servers: logged in for its client's cutover, not yet relaying */
+	SV_RETIRING,		/* on proxy.retiring_servers: its client moved on; closed a few at a time after */
 	SV_JUSTFREE,		/* on proxy.justfree_servers: closed, freed after this loop iteration */
 } ServerState;
 
@@ -229,6 +230,7 @@ struct Proxy {
 	List login_servers;
 	List active_servers;
 	List standby_servers;
+	List retiring_servers;
 	List justfree_servers;
 	int nclients;
 
@@ -244,6 +246,7 @@ struct Proxy {
 	bool run_replicator;	/* `pghandoff run`: the forward follower is a child of the proxy */
 	bool resume_pending;	/* clients held by a proxy query wait for the next loop iteration */
 	bool cutover_poke_pending;	/* the cutover looks again after this loop iteration */
+	ev_timer retire_timer;	/* closes retiring_servers a few at a time */
 	uint64_t cutovers_total;	/* finished, by result, for the metrics */
 	uint64_t cutovers_failed_total;
 	double last_pause_seconds;

@@ -443,7 +443,8 @@ on_loop_iteration(struct ev_loop *loop, ev_prepare *w, int revents)
 	cutover_reap(proxy);
 	if (proxy->shutting_down && list_empty(&proxy->active_clients) && list_empty(&proxy->admin_clients) &&
 	    list_empty(&proxy->login_clients) && list_empty(&proxy->login_servers) &&
-	    list_empty(&proxy->active_servers) && list_empty(&proxy->standby_servers))
+	    list_empty(&proxy->active_servers) && list_empty(&proxy->standby_servers) &&
+	    list_empty(&proxy->retiring_servers))
 		ev_break(loop, EVBREAK_ALL);
 }
 
@@ -480,8 +481,10 @@ proxy_main(const char *config_path, bool with_follower)
 	list_init(&proxy->login_servers);
 	list_init(&proxy->active_servers);
 	list_init(&proxy->standby_servers);
+	list_init(&proxy->retiring_servers);
 	list_init(&proxy->justfree_servers);
 	proxy->metrics_fd = -1;
+	cutover_init(proxy);
 	if (!install_databases(proxy, &proxy->config) || !cutover_load_state(proxy) || !open_listeners(proxy) ||
 	    !metrics_start(proxy))
 		goto done;

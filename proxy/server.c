@@ -438,7 +438,7 @@ server_on_event(SBuf *sb, SBufEvent event, const PktHeader *pkt)
 			return script_on_packet(server, pkt);
 		if (server->state == SV_ACTIVE)
 			return relay_server_packet(server, pkt);
-		if (server->state == SV_STANDBY) {
+		if (server->state == SV_STANDBY || server->state == SV_RETIRING) {
 			/* Nothing is asked of it before the switch: notices and the like. */
 			sbuf_consume(sb, pkt->len);
 			return true;
