@@ -225,6 +225,33 @@ check_columns(const CutoverDirection *dir, const DatabaseMapping *db, ReplConn *
 	return ok;
 }
 
+/*
+ * A rollback also waits for the forward follower (it must pass the reverse
+ * follower's writes before their origin goes): its slot must be in use.
+ */
+static bool
+check_forward_streams(const CutoverDirection *dir, const DatabaseMapping *db, ReplConn *source, char *err,
+		      size_t errlen)
+{
+	const char *params[1];
+	char active[8];
+	ReplNames names;
+
+	replicate_names(dir->config, db, &names);
+	params[0] = names.slot;
+	if (!repl_query_copy_value(source, "SELECT coalesce(bool_or(active), false) FROM pg_replication_slots "
+					   "WHERE slot_name = $1",
+				   1, params, active, sizeof(active)))
+		return errbuf_fail(err, errlen, "could not read the slot %s on the source", names.slot);
+	if (strcmp(active, "t") != 0) {
+		errbuf_fail(err, errlen, "%s: the forward follower is not streaming (slot %s on the source is inactive): "
+			    "start `pghandoff run` or `pghandoff replicate`", db->name, names.slot);
+		log_error(dir->subject, "%s", err);
+		return false;
+	}
+	return true;
+}
+
 bool
 steps_precheck(const CutoverDirection *dir, CutoverLinks *links, PrecheckFacts *facts, char *err, size_t errlen)
 {
@@ -235,7 +262,8 @@ steps_precheck(const CutoverDirection *dir, CutoverLinks *links, PrecheckFacts *
 		const DatabaseMapping *db = &dir->config->databases[i];
 
 		if (!check_lag(dir, db, &links->from[i], &links->to[i], facts, err, errlen) ||
-		    !check_columns(dir, db, &links->from[i], &links->to[i], facts, err, errlen))
+		    !check_columns(dir, db, &links->from[i], &links->to[i], facts, err, errlen) ||
+		    (dir->reverse && !check_forward_streams(dir, db, &links->to[i], err, errlen)))
 			return false;
 	}
 	return true;

@@ -482,3 +482,21 @@ def test_verify_online(migration):
     finally:
         bench.terminate()
         bench.communicate(timeout=60)
+
+
+@pytest.mark.parametrize("clusters", [(15, 15)], indirect=True, ids=["15to15"])
+def test_rollback_refused_without_forward_follower(migration, clusters):
+    """A rollback needs the forward follower to pass the reverse one's writes: refused while it is down."""
+    m = migration(prepare=lambda dsn: psql_value(dsn, "CREATE TABLE t (id int PRIMARY KEY)"))
+    conn = m.proxy.connect(m.dbname)
+    assert m.proxy.run_cutover().returncode == 0
+    wait_for(lambda: psql_value(m.target_dsn(), "SELECT count(*) FROM pg_replication_slots "
+                                                "WHERE slot_name LIKE '%rollback' AND active") == "1",
+             timeout=60, what="the reverse follower streaming")
+    m.replicator.stop()
+    wait_for(lambda: m.slot_pid() is None, timeout=60, what="the forward slot released")
+    result = m.proxy.run_rollback()
+    assert result.returncode == 1 and "the forward follower is not streaming" in result.stderr, result.stderr
+    conn.execute("INSERT INTO t VALUES (1)")
+    assert conn.execute("SELECT inet_server_port()").fetchone()[0] == m.pair.target.port
+    conn.close()
