@@ -10,6 +10,7 @@
 #include "proxy/progress.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,6 +71,22 @@ histogram(StrBuf *out, const char *name, const char *db, const uint64_t *hist, u
 	strbuf_appendf(out, "%s_bucket{database=\"%s\",le=\"+Inf\"} %llu\n", name, db, (unsigned long long) cumulative);
 	strbuf_appendf(out, "%s_sum{database=\"%s\"} %.6f\n", name, db, (double) sum_us / 1e6);
 	strbuf_appendf(out, "%s_count{database=\"%s\"} %llu\n", name, db, (unsigned long long) count);
+}
+
+/* One counter family from DbStats: the field at offset, per database. */
+static void
+stats_counter(StrBuf *out, const Proxy *proxy, const char *name, const char *help, size_t offset)
+{
+	int i;
+
+	strbuf_appendf(out, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+	for (i = 0; i < proxy->ndatabases; i++) {
+		uint64_t value;
+
+		memcpy(&value, (const char *) &proxy->databases[i].stats + offset, sizeof(value));
+		strbuf_appendf(out, "%s{database=\"%s\"} %llu\n", name, proxy->databases[i].name,
+			       (unsigned long long) value);
+	}
 }
 
 static void
@@ -170,26 +187,12 @@ render(const Proxy *proxy, StrBuf *out)
 		strbuf_appendf(out, "pghandoff_server_connections{database=\"%s\",cluster=\"source\"} %d\n", db->name, src);
 		strbuf_appendf(out, "pghandoff_server_connections{database=\"%s\",cluster=\"target\"} %d\n", db->name, tgt);
 	}
-	strbuf_append(out, "# HELP pghandoff_queries_total Queries relayed (one per ReadyForQuery).\n"
-			   "# TYPE pghandoff_queries_total counter\n");
-	for (i = 0; i < proxy->ndatabases; i++)
-		strbuf_appendf(out, "pghandoff_queries_total{database=\"%s\"} %llu\n", proxy->databases[i].name,
-			       (unsigned long long) proxy->databases[i].stats.query_count);
-	strbuf_append(out, "# HELP pghandoff_transactions_total Transactions relayed.\n"
-			   "# TYPE pghandoff_transactions_total counter\n");
-	for (i = 0; i < proxy->ndatabases; i++)
-		strbuf_appendf(out, "pghandoff_transactions_total{database=\"%s\"} %llu\n", proxy->databases[i].name,
-			       (unsigned long long) proxy->databases[i].stats.xact_count);
-	strbuf_append(out, "# HELP pghandoff_received_bytes_total Bytes received from clients.\n"
-			   "# TYPE pghandoff_received_bytes_total counter\n");
-	for (i = 0; i < proxy->ndatabases; i++)
-		strbuf_appendf(out, "pghandoff_received_bytes_total{database=\"%s\"} %llu\n", proxy->databases[i].name,
-			       (unsigned long long) proxy->databases[i].stats.bytes_received);
-	strbuf_append(out, "# HELP pghandoff_sent_bytes_total Bytes sent to clients.\n"
-			   "# TYPE pghandoff_sent_bytes_total counter\n");
-	for (i = 0; i < proxy->ndatabases; i++)
-		strbuf_appendf(out, "pghandoff_sent_bytes_total{database=\"%s\"} %llu\n", proxy->databases[i].name,
-			       (unsigned long long) proxy->databases[i].stats.bytes_sent);
+	stats_counter(out, proxy, "pghandoff_queries_total", "Queries relayed (one per ReadyForQuery).",
+		      offsetof(DbStats, query_count));
+	stats_counter(out, proxy, "pghandoff_transactions_total", "Transactions relayed.", offsetof(DbStats, xact_count));
+	stats_counter(out, proxy, "pghandoff_received_bytes_total", "Bytes received from clients.",
+		      offsetof(DbStats, bytes_received));
+	stats_counter(out, proxy, "pghandoff_sent_bytes_total", "Bytes sent to clients.", offsetof(DbStats, bytes_sent));
 	strbuf_append(out, "# HELP pghandoff_query_duration_seconds Query latency through the proxy.\n"
 			   "# TYPE pghandoff_query_duration_seconds histogram\n");
 	for (i = 0; i < proxy->ndatabases; i++) {
