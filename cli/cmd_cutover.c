@@ -30,7 +30,6 @@ print_report(PGresult *res, bool json)
 static int
 run(const CliCommand *cmd, int argc, char **argv, const char *command)
 {
-	Config config;
 	bool json = false, dry_run = false;
 	PGconn *conn;
 	PGresult *res;
@@ -44,13 +43,9 @@ run(const CliCommand *cmd, int argc, char **argv, const char *command)
 		else
 			argv[n++] = argv[i];
 	}
-	rc = cli_load_config(cmd, n, argv, &config);
+	rc = console_open(cmd, n, argv, &conn);
 	if (rc >= 0)
 		return rc;
-	conn = console_connect(&config, true);
-	config_free(&config);
-	if (!conn)
-		return EXIT_PROBLEM;
 	res = PQexec(conn, dry_run ? "CUTOVER DRY RUN" : command);
 	if (PQresultStatus(res) == PGRES_TUPLES_OK) {
 		rc = 0;

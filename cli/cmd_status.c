@@ -186,7 +186,6 @@ show_once(PGconn *conn, bool json, bool tty)
 int
 cmd_status(const CliCommand *cmd, int argc, char **argv)
 {
-	Config config;
 	bool json = false, watch = false, tty = isatty(STDOUT_FILENO);
 	PGconn *conn;
 	int i, n = 0, rc;
@@ -199,13 +198,9 @@ cmd_status(const CliCommand *cmd, int argc, char **argv)
 		else
 			argv[n++] = argv[i];
 	}
-	rc = cli_load_config(cmd, n, argv, &config);
+	rc = console_open(cmd, n, argv, &conn);
 	if (rc >= 0)
 		return rc;
-	conn = console_connect(&config, true);
-	config_free(&config);
-	if (!conn)
-		return EXIT_PROBLEM;
 	signal(SIGINT, on_sigint);
 	rc = 0;
 	do {

@@ -4,6 +4,7 @@
  * ~/.pgpass), else the auth file's plaintext secret.
  */
 #include "cli/console.h"
+#include "cli/cli.h"
 #include "proxy/userlist.h"
 
 #include <stdio.h>
@@ -75,3 +76,17 @@ console_connect(const Config *config, bool verbose)
 	return conn;
 }
 
+
+int
+console_open(const CliCommand *cmd, int argc, char **argv, PGconn **conn)
+{
+	Config config;
+	int rc = cli_load_config(cmd, argc, argv, &config);
+
+	*conn = NULL;
+	if (rc >= 0)
+		return rc;
+	*conn = console_connect(&config, true);
+	config_free(&config);
+	return *conn ? -1 : EXIT_PROBLEM;
+}

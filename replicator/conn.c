@@ -82,6 +82,17 @@ log_result_error(ReplConn *rc, PGresult *res, const char *sql)
 }
 
 bool
+repl_exec_params(ReplConn *rc, const char *sql, int nparams, const char *const *params)
+{
+	PGresult *res;
+
+	if (!repl_query(rc, sql, nparams, params, &res))
+		return false;
+	PQclear(res);
+	return true;
+}
+
+bool
 repl_query(ReplConn *rc, const char *sql, int nparams, const char *const *params, PGresult **result)
 {
 	/* Replication connections take only the simple protocol. */

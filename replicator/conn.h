@@ -24,6 +24,9 @@ void repl_close(ReplConn *rc);
 
 /* Runs a command; the result is discarded. */
 bool repl_exec(ReplConn *rc, const char *sql) __attribute__((warn_unused_result));
+/* Runs a command with text parameters; the result is discarded. */
+bool repl_exec_params(ReplConn *rc, const char *sql, int nparams, const char *const *params)
+	__attribute__((warn_unused_result));
 /* Runs sql with text parameters; *result is a TUPLES_OK or COMMAND_OK result to PQclear. */
 bool repl_query(ReplConn *rc, const char *sql, int nparams, const char *const *params, PGresult **result)
 	__attribute__((warn_unused_result));

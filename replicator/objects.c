@@ -38,12 +38,8 @@ bool
 objects_create_origin(ReplConn *conn, const char *origin)
 {
 	const char *params[1] = {origin};
-	PGresult *res;
 
-	if (!repl_query(conn, "SELECT pg_replication_origin_create($1)", 1, params, &res))
-		return false;
-	PQclear(res);
-	return true;
+	return repl_exec_params(conn, "SELECT pg_replication_origin_create($1)", 1, params);
 }
 
 bool
@@ -51,26 +47,19 @@ objects_advance_origin(ReplConn *conn, const char *origin, uint64_t lsn)
 {
 	char lsnbuf[LSN_FORMAT_LEN];
 	const char *params[2] = {origin, lsnbuf};
-	PGresult *res;
 
 	lsn_format(lsn, lsnbuf, sizeof(lsnbuf));
-	if (!repl_query(conn, "SELECT pg_replication_origin_advance($1, $2::pg_lsn)", 2, params, &res))
-		return false;
-	PQclear(res);
-	return true;
+	return repl_exec_params(conn, "SELECT pg_replication_origin_advance($1, $2::pg_lsn)", 2, params);
 }
 
 bool
 objects_drop_origin(ReplConn *conn, const char *origin)
 {
 	const char *params[1] = {origin};
-	PGresult *res;
 
-	if (!repl_query(conn, "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = $1",
-			1, params, &res))
-		return false;
-	PQclear(res);
-	return true;
+	return repl_exec_params(conn,
+				"SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = $1", 1,
+				params);
 }
 
 bool
