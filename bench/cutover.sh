@@ -25,7 +25,8 @@
 # Environment: SOURCE_VERSION (13 if installed, else 15), TARGET_VERSION (17 if
 # installed, else 15), SCALE (10), DURATION (20), CUTOVER_AT (10), CLIENTS (16),
 # JOBS (2), RATE_CLIENTS (500), RATE (200: what 2 cores sustain at scale 10), TIMEOUT (300 s per wait),
-# PGHANDOFF_BIN (build/pghandoff), KEEP_WORKDIR=1.
+# PGHANDOFF_BIN (build/pghandoff), KEEP_WORKDIR=1, SCENARIOS ("hnd bnc hndr": pghandoff with
+# CLIENTS, PgBouncer with CLIENTS, pghandoff with RATE_CLIENTS; a subset runs only those).
 set -euo pipefail
 export LC_ALL=C   # decimal points in awk and in $EPOCHREALTIME
 
@@ -37,6 +38,7 @@ DURATION=${DURATION:-20}
 CUTOVER_AT=${CUTOVER_AT:-10}
 CLIENTS=${CLIENTS:-16}
 JOBS=${JOBS:-2}
+SCENARIOS=${SCENARIOS:-hnd bnc hndr}
 RATE_CLIENTS=${RATE_CLIENTS:-500}
 RATE=${RATE:-200}
 TIMEOUT=${TIMEOUT:-300}
@@ -821,9 +823,16 @@ say "pgbench:    scale $SCALE, $DURATION s per run, the switch at $CUTOVER_AT s;
 say "load:       $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min) before the runs"
 
 # PgBouncer runs between the two pghandoff runs, next to the one it is compared with.
-run_pghandoff hnd "pghandoff, $CLIENTS clients: pgbench through pghandoff proxy, pghandoff cutover" "$CLIENTS" ""
-run_pgbouncer bnc "PgBouncer, $CLIENTS clients (baseline): native subscription, PAUSE / repoint / RELOAD / RESUME" "$CLIENTS"
-run_pghandoff hndr "pghandoff, $RATE_CLIENTS clients at $RATE transactions/s: pghandoff cutover" "$RATE_CLIENTS" "$RATE"
+wanted() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+if wanted hnd; then
+	run_pghandoff hnd "pghandoff, $CLIENTS clients: pgbench through pghandoff proxy, pghandoff cutover" "$CLIENTS" ""
+fi
+if wanted bnc; then
+	run_pgbouncer bnc "PgBouncer, $CLIENTS clients (baseline): native subscription, PAUSE / repoint / RELOAD / RESUME" "$CLIENTS"
+fi
+if wanted hndr; then
+	run_pghandoff hndr "pghandoff, $RATE_CLIENTS clients at $RATE transactions/s: pghandoff cutover" "$RATE_CLIENTS" "$RATE"
+fi
 
 # ---- results ---------------------------------------------------------------
 

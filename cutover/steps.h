@@ -51,6 +51,14 @@ bool steps_precheck(const CutoverDirection *dir, CutoverLinks *links, PrecheckFa
 	__attribute__((warn_unused_result));
 
 /*
+ * Per database of the side left (hidden[i] for databases[i]): whether it has
+ * triggers, rules, or views, defaults, checks, policies, operators or casts
+ * that run code of its own or change session state; see cutover/hidden.c.
+ */
+bool steps_find_hidden_code(const CutoverDirection *dir, CutoverLinks *links, bool *hidden, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/*
  * Phase 3: every database left becomes read-only for new sessions, and the
  * sessions connected around the proxy are terminated; pids[i] lists the
  * proxy's own backends in database i as an SQL array literal ("{1,2}").

@@ -11,6 +11,7 @@
 #include "proxy/objects.h"
 #include "proxy/cutover.h"
 #include "proxy/session.h"
+#include "proxy/sqlscan.h"
 #include "common/log.h"
 #include "common/md5auth.h"
 #include "common/scram.h"
@@ -506,12 +507,17 @@ remember_statement(Client *client, const PktHeader *pkt)
 		log_debug(client->subject, "Parse of %u bytes not remembered", pkt->len);
 		return;
 	}
-	if (!proto_parse_parse(pkt->body, pkt->body_avail, &parse, err, sizeof(err)) || parse.stmt[0] == '\0')
+	if (!proto_parse_parse(pkt->body, pkt->body_avail, &parse, err, sizeof(err)))
 		return;
+	if (parse.stmt[0] == '\0') {
+		client->unnamed_leaves_session = sql_leaves_session_alone(parse.query, strlen(parse.query));
+		return;
+	}
 	stmt = malloc(sizeof(PreparedStmt) + pkt->len);
 	if (!stmt)
 		return;
 	stmt->len = pkt->len;
+	stmt->leaves_session = sql_leaves_session_alone(parse.query, strlen(parse.query));
 	memcpy(stmt->msg, pkt->data, pkt->len);
 	/* A re-Parse of the same name replaces the old one (after a Close the server allows it). */
 	for (link = &client->stmts; *link; link = &(*link)->next) {
@@ -548,6 +554,53 @@ forget_statement(Client *client, const PktHeader *pkt)
 			client->nstmts--;
 			return;
 		}
+	}
+}
+
+/*
+ * Whether running this message may change the session state a cutover
+ * carries.  Parse and Close do not: the proxy keeps the named statements and
+ * re-Parses them itself.  Bind runs what was parsed: as safe as its text.
+ */
+static bool
+may_touch_session(const Client *client, const PktHeader *pkt)
+{
+	char err[128];
+
+	if (pkt->avail != pkt->len)
+		return pkt->type != PQMSG_COPY_DATA;	/* too long to look at */
+	switch (pkt->type) {
+	case PQMSG_QUERY: {
+		ProtoQuery q;
+
+		return !proto_parse_query(pkt->body, pkt->body_avail, &q, err, sizeof(err)) ||
+		       !sql_leaves_session_alone(q.sql, strlen(q.sql));
+	}
+	case PQMSG_BIND: {
+		ProtoBind bind;
+		const PreparedStmt *stmt;
+
+		if (!proto_parse_bind(pkt->body, pkt->body_avail, &bind, err, sizeof(err)))
+			return true;
+		if (bind.stmt[0] == '\0')
+			return !client->unnamed_leaves_session;
+		for (stmt = client->stmts; stmt; stmt = stmt->next)
+			if (strcmp((const char *) stmt->msg + 5, bind.stmt) == 0)
+				return !stmt->leaves_session;
+		return true;
+	}
+	case PQMSG_PARSE:
+	case PQMSG_CLOSE:
+	case PQMSG_DESCRIBE:
+	case PQMSG_EXECUTE:
+	case PQMSG_SYNC:
+	case PQMSG_FLUSH:
+	case PQMSG_COPY_DATA:
+	case PQMSG_COPY_DONE:
+	case PQMSG_COPY_FAIL:
+		return false;	/* a COPY started with a Query that touched */
+	default:
+		return true;	/* FunctionCall and anything unknown */
 	}
 }
 
@@ -699,10 +752,18 @@ relay_client_packet(Client *client, const PktHeader *pkt)
 		client->request_time = ev_now(proxy->loop);
 	}
 	client->held = false;
-	/* A session read before the pause is stale once the client speaks again (not yet replayed). */
-	if (client->carry && client->carry->captured && !client->carry->replay_started) {
-		session_carry_free(client->carry);
-		client->carry = NULL;
+	/*
+	 * A session read before the pause (not yet replayed) is stale once the
+	 * client says something that may change it.  Looked at only while it
+	 * matters: a touched session without a reading needs no more looks.
+	 */
+	if ((!client->session_touched || (client->carry && client->carry->captured && !client->carry->replay_started)) &&
+	    may_touch_session(client, pkt)) {
+		client->session_touched = true;
+		if (client->carry && client->carry->captured && !client->carry->replay_started) {
+			session_carry_free(client->carry);
+			client->carry = NULL;
+		}
 	}
 
 	switch (pkt->type) {

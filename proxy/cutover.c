@@ -75,7 +75,7 @@ cutover_finish(Cutover *c)
 		}
 		session_carry_free(client->carry);
 		client->carry = NULL;
-		client->carry_early = false;
+		client->carry_round = 0;
 	}
 	c->t_resume = ev_time();
 	report = cutover_report_build(c, ok);
@@ -147,23 +147,21 @@ cutover_advance(Cutover *c)
 {
 	Proxy *proxy = c->proxy;
 	char first[256];
+	bool ready;
 
 	cutover_send_notices(c);
 	switch (c->phase) {
 	case CP_PRECHECK:
-		/*
-		 * Idle sessions are read already: one that stays idle until the
-		 * pause need not be read in it.  Each is read once here; a client
-		 * that speaks again is read again when the pause holds it.
-		 */
+		/* A few logins at a time, while the worker checks. */
 		if (c->kind != CUTOVER_DRY_RUN)
-			(void) cutover_dry_run_inspect(c);
+			(void) cutover_standbys_ready(c);
 		if (!cutover_worker_finished(c))
 			return;
 		if (!c->job_ok) {
 			cutover_fail(c, "%s", c->job_error);
 			return;
 		}
+		c->hidden_known = c->hidden_code != NULL;	/* the worker looked */
 		if (c->kind == CUTOVER_DRY_RUN) {
 			if (!cutover_dry_run_inspect(c))
 				return;
@@ -175,10 +173,15 @@ cutover_advance(Cutover *c)
 			cutover_fail(c, "could not log in to the %s: %s", c->to->role, c->standby_error);
 			return;
 		}
-		if (!cutover_standbys_ready(c))
+		ready = cutover_standbys_ready(c);
+		/* Sessions are read while the last logins go on; settled only once they are in. */
+		if (!cutover_sessions_settled(c, ready) || !ready)
 			return;
-		cutover_notice(c, "%s: precheck done in %.1f ms (lag %lld bytes), %s connections ready; pausing",
-			    cutover_kind_name(c->kind), c->precheck_ms, (long long) c->lag_bytes, c->to->role);
+		cutover_notice(c,
+			    "%s: precheck done in %.1f ms (lag %lld bytes), %s connections ready, "
+			    "%d session(s) left to read; pausing",
+			    cutover_kind_name(c->kind), c->precheck_ms, (long long) c->lag_bytes, c->to->role,
+			    c->settle_unread);
 		c->phase = CP_DRAIN;
 		c->t_pause = ev_time();
 		cutover_set_paused(c, true);
@@ -323,6 +326,8 @@ cutover_start(Client *admin, CutoverKind kind)
 	c->dir.reverse = kind == CUTOVER_ROLLBACK;
 	c->dir.subject = "cutover";
 	c->t_start = ev_time();
+	c->nhidden = proxy->config.ndatabases;
+	c->hidden_code = malloc(sizeof(bool) * (size_t) (c->nhidden > 0 ? c->nhidden : 1));
 	pthread_mutex_init(&c->lock, NULL);
 	strbuf_init(&c->notices);
 	strbuf_init(&c->dry_clients);
@@ -440,6 +445,7 @@ cutover_free(Cutover *c)
 	for (i = 0; c->pids && i < c->proxy->config.ndatabases; i++)
 		free(c->pids[i]);
 	free(c->pids);
+	free(c->hidden_code);
 	steps_disconnect(&c->links);
 	strbuf_free(&c->notices);
 	strbuf_free(&c->dry_clients);

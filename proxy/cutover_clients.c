@@ -1,7 +1,7 @@
 /*
  * The cutover and the clients: standbys opened on the other cluster, the
- * drain to transaction boundaries (with on_drain_timeout = cancel), each
- * session carried as soon as its client is quiet, and the switch.
+ * drain to transaction boundaries (with on_drain_timeout = cancel), and the
+ * switch.
  */
 #include "proxy/cutover_int.h"
 #include "common/log.h"
@@ -23,12 +23,19 @@ cutover_is_moving(const Cutover *c, const Client *client)
 	return client->state == CL_ACTIVE && client->server && client->server->cluster == c->from;
 }
 
-static bool
-client_quiet(const Client *client)
+bool
+cutover_client_quiet(const Client *client)
 {
 	return client->pending_rfq == 0 && !client->unsynced && !client->in_copy && client->txn_status == TXN_IDLE &&
 	       !(client->server && client->server->script);
 }
+
+/*
+ * A few logins at a time: each starts a backend, and hundreds started at
+ * once starve the clients still running on the cluster left, whose open
+ * transactions the pause must then wait for.
+ */
+#define STANDBY_LOGINS_AT_ONCE 16
 
 /* Opens the missing standbys; true when every moving client has one logged in. */
 bool
@@ -37,7 +44,14 @@ cutover_standbys_ready(Cutover *c)
 	Proxy *proxy = c->proxy;
 	List *item, *tmp;
 	bool ready = true;
+	int logging_in = 0;
 
+	list_for_each(item, &proxy->active_clients) {
+		const Client *client = container_of(item, const Client, head);
+
+		if (cutover_is_moving(c, client) && client->standby && client->standby->state != SV_STANDBY)
+			logging_in++;
+	}
 	list_for_each_safe(item, tmp, &proxy->active_clients) {
 		Client *client = container_of(item, Client, head);
 		Server *standby;
@@ -48,6 +62,9 @@ cutover_standbys_ready(Cutover *c)
 			ready &= client->standby->state == SV_STANDBY;
 			continue;
 		}
+		ready = false;
+		if (logging_in >= STANDBY_LOGINS_AT_ONCE)
+			continue;
 		standby = server_new(proxy, client, c->to, client->db);
 		if (!standby) {
 			c->standby_failures++;
@@ -58,7 +75,13 @@ cutover_standbys_ready(Cutover *c)
 		client->standby = standby;
 		if (!server_start(standby))
 			return false;	/* counted by cutover_standby_lost */
-		ready = false;
+		logging_in++;
+		c->standbys_started++;
+	}
+	if (ready && !c->standbys_in) {
+		c->standbys_in = true;
+		log_info("cutover", "%d %s connection(s) logged in after %.1f ms", c->standbys_started, c->to->role,
+			 (ev_time() - c->t_start) * 1e3);
 	}
 	return ready;
 }
@@ -82,7 +105,7 @@ cutover_all_drained(Cutover *c)
 	list_for_each(item, &c->proxy->active_clients) {
 		const Client *client = container_of(item, const Client, head);
 
-		if (cutover_is_moving(c, client) && !client_quiet(client))
+		if (cutover_is_moving(c, client) && !cutover_client_quiet(client))
 			return false;
 	}
 	return true;
@@ -99,7 +122,7 @@ cutover_describe_busy(Cutover *c, char *buf, size_t len)
 	list_for_each(item, &c->proxy->active_clients) {
 		const Client *client = container_of(item, const Client, head);
 
-		if (!cutover_is_moving(c, client) || client_quiet(client))
+		if (!cutover_is_moving(c, client) || cutover_client_quiet(client))
 			continue;
 		if (n++ < 3 && used < len)
 			used += (size_t) snprintf(buf + used, len - used, "%s%s", n > 1 ? ", " : "", client->subject);
@@ -139,7 +162,7 @@ cutover_cancel_open(Cutover *c)
 	list_for_each_safe(item, tmp, &c->proxy->active_clients) {
 		Client *client = container_of(item, Client, head);
 
-		if (!cutover_is_moving(c, client) || client_quiet(client))
+		if (!cutover_is_moving(c, client) || cutover_client_quiet(client))
 			continue;
 		if (client->server->script || client->txn_killed)
 			continue;	/* already being rolled back */
@@ -159,86 +182,6 @@ cutover_cancel_open(Cutover *c)
 				client_disconnect(client, "57P01", "its transaction could not be rolled back for the cutover");
 		}
 	}
-}
-
-/*
- * Each client's session moves on its own as soon as it can: read once the
- * client is quiet (or before the pause, and read again if it spoke since),
- * replayed once it is quiet and held and its standby is in.
- * True when every moving client's session is replayed or known unmovable.
- */
-bool
-cutover_carry_sessions(Cutover *c)
-{
-	List *item, *tmp;
-	bool done = true;
-
-	list_for_each_safe(item, tmp, &c->proxy->active_clients) {
-		Client *client = container_of(item, Client, head);
-		SessionCarry *carry;
-
-		if (!cutover_is_moving(c, client))
-			continue;
-		if (!client->carry) {
-			done = false;
-			if (client_quiet(client) && !session_capture(client, c->kind == CUTOVER_ROLLBACK || c->proxy->rolled_back))
-				client_disconnect(client, "08006", "its session state could not be read");
-			continue;
-		}
-		carry = client->carry;
-		if (!carry->captured) {
-			done = false;
-			continue;
-		}
-		if (carry->unmovable[0] || carry->replayed)
-			continue;
-		if (!client->standby) {
-			snprintf(carry->unmovable, sizeof(carry->unmovable), "its %s connection was lost", c->to->role);
-			continue;
-		}
-		if (client->standby->state != SV_STANDBY) {
-			done = false;
-			continue;
-		}
-		if (!carry->replay_started && !client_quiet(client)) {
-			/* Read before the pause, still in a transaction: its state may change yet. */
-			done = false;
-			continue;
-		}
-		if (!carry->replay_started) {
-			carry->replay_started = true;
-			if (!session_replay(client)) {
-				snprintf(carry->unmovable, sizeof(carry->unmovable), "its session could not be replayed");
-				continue;
-			}
-		}
-		done &= carry->replayed;
-	}
-	return done;
-}
-
-int
-cutover_count_unmovable(Cutover *c, char *first, size_t len)
-{
-	const List *item;
-	int n = 0;
-
-	first[0] = '\0';
-	list_for_each(item, &c->proxy->active_clients) {
-		const Client *client = container_of(item, const Client, head);
-
-		if (cutover_is_moving(c, client) && client->carry && client->carry->unmovable[0]) {
-			if (n++ == 0) {
-				/* A long reason is cut short: it is one line of a report. */
-				size_t used = strlen(client->subject);
-
-				snprintf(first, len, "%s", client->subject);
-				if (used + 7 < len)
-					snprintf(first + used, len - used, " holds %s", client->carry->unmovable);
-			}
-		}
-	}
-	return n;
 }
 
 /* ---- switch and finish ---- */
@@ -314,54 +257,4 @@ cutover_switch_clients(Cutover *c)
 		client->carry = NULL;
 		c->moved++;
 	}
-}
-
-void
-cutover_dry_run_list(Cutover *c)
-{
-	const List *item;
-
-	list_for_each(item, &c->proxy->active_clients) {
-		const Client *client = container_of(item, const Client, head);
-
-		if (!cutover_is_moving(c, client))
-			continue;
-		c->moved++;
-		if (!client->carry) {
-			strbuf_appendf(&c->dry_clients, "%s%s: in a transaction, not inspected", c->dry_clients.len ? "; " : "",
-				       client->subject);
-			continue;
-		}
-		if (client->carry->unmovable[0])
-			c->unmovable++;
-		strbuf_appendf(&c->dry_clients, "%s%s: %s%s", c->dry_clients.len ? "; " : "", client->subject,
-			       client->carry->unmovable[0] ? "cannot move, holds " : "movable",
-			       client->carry->unmovable);
-	}
-}
-
-/* Dry run: the idle clients' sessions are inspected, none is held for long. */
-bool
-cutover_dry_run_inspect(Cutover *c)
-{
-	List *item, *tmp;
-	bool done = true;
-
-	list_for_each_safe(item, tmp, &c->proxy->active_clients) {
-		Client *client = container_of(item, Client, head);
-
-		if (!cutover_is_moving(c, client))
-			continue;
-		if (!client->carry) {
-			if (!client_quiet(client) || (c->phase == CP_PRECHECK && client->carry_early))
-				continue;
-			client->carry_early = c->phase == CP_PRECHECK;
-			if (!session_capture(client, c->kind == CUTOVER_ROLLBACK || c->proxy->rolled_back))
-				continue;
-			done = false;
-		} else if (!client->carry->captured) {
-			done = false;
-		}
-	}
-	return done;
 }

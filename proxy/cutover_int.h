@@ -1,8 +1,10 @@
 /*
  * Inside the cutover: the Cutover object and the functions its files share.
  * cutover.c runs the phases; cutover_worker.c the database work on a thread;
- * cutover_clients.c holds, drains, carries and switches the clients;
- * cutover_report.c tells the admin; cutover_state.c keeps the state file.  Nothing outside proxy/cutover*.c includes this.
+ * cutover_clients.c holds, drains and switches the clients;
+ * cutover_sessions.c reads and replays their sessions; cutover_report.c
+ * tells the admin; cutover_state.c keeps the state file.  Nothing outside
+ * proxy/cutover*.c includes this.
  */
 #ifndef PGHANDOFF_PROXY_CUTOVER_INT_H
 #define PGHANDOFF_PROXY_CUTOVER_INT_H
@@ -83,6 +85,10 @@ struct Cutover {
 
 	/* Timings: ev_time(), the moment itself (ev_now() is when the loop iteration began). */
 	ev_tstamp t_start;
+	ev_tstamp t_settle;	/* since when sessions were read before the pause with every standby in */
+	int settle_round;	/* the round of reads before the pause */
+	int settle_rounds;	/* rounds since every standby was in */
+	int settle_unread;	/* unread when the last round ended; then, left for the pause */
 	ev_tstamp t_pause;	/* databases paused */
 	ev_tstamp t_drained;
 	ev_tstamp t_captured;	/* every session carried */
@@ -90,7 +96,13 @@ struct Cutover {
 	ev_tstamp t_resume;
 	double pause_seconds;	/* first held query to resume */
 	double precheck_ms;
+	bool *hidden_code;	/* per database of the side left: runs code its clients do not name */
+	int nhidden;
+	bool hidden_known;	/* the worker filled hidden_code */
+	int sessions_known;	/* known without reading: untouched (session_know_untouched) */
 	int standby_failures;
+	int standbys_started;
+	bool standbys_in;	/* every moving client's standby logged in, once */
 	char standby_error[256];
 	int moved;
 	int terminated_clients;
@@ -117,15 +129,20 @@ bool cutover_worker_finished(Cutover *c);
 /* cutover_clients.c */
 /* Clients the cutover moves: logged in and served by the cluster left. */
 bool cutover_is_moving(const Cutover *c, const Client *client);
+/* Between transactions, nothing asked and unanswered, no query of the proxy's own running. */
+bool cutover_client_quiet(const Client *client);
 /* Opens the missing standbys; true when every moving client has one logged in. */
 bool cutover_standbys_ready(Cutover *c);
 void cutover_set_paused(Cutover *c, bool paused);
 bool cutover_all_drained(Cutover *c);
 void cutover_describe_busy(Cutover *c, char *buf, size_t len);
 void cutover_cancel_open(Cutover *c);
+void cutover_switch_clients(Cutover *c);
+
+/* cutover_sessions.c */
+bool cutover_sessions_settled(Cutover *c, bool may_settle);
 bool cutover_carry_sessions(Cutover *c);
 int cutover_count_unmovable(Cutover *c, char *first, size_t len);
-void cutover_switch_clients(Cutover *c);
 void cutover_dry_run_list(Cutover *c);
 bool cutover_dry_run_inspect(Cutover *c);
 

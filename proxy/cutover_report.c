@@ -158,6 +158,12 @@ cutover_report_build(Cutover *c, bool ok)
 			report_add(r, "paused_ms", true, "%.1f", (c->t_resume - c->t_pause) * 1e3);
 			report_add(r, "longest_wait_ms", true, "%.1f", longest * 1e3);
 		}
+		if (c->t_settle > 0 && c->t_pause > 0) {
+			report_add(r, "sessions_read_before_pause_ms", true, "%.1f", (c->t_pause - c->t_settle) * 1e3);
+			report_add(r, "sessions_left_to_read", true, "%d", c->settle_unread);
+			report_add(r, "session_read_rounds", true, "%d", c->settle_rounds);
+		}
+		report_add(r, "sessions_known_unread", true, "%d", c->sessions_known);
 		if (c->t_drained > 0)
 			report_add(r, "drain_ms", true, "%.1f", (c->t_drained - c->t_pause) * 1e3);
 		if (c->t_captured > 0)

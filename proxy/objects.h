@@ -82,6 +82,7 @@ typedef enum ClientAuthStep {
 typedef struct PreparedStmt {
 	struct PreparedStmt *next;
 	uint32_t len;		/* of msg */
+	bool leaves_session;	/* running it cannot change the session state (proxy/sqlscan.h) */
 	uint8_t msg[];		/* the whole Parse message, to re-Parse it elsewhere */
 } PreparedStmt;
 
@@ -124,6 +125,12 @@ struct Client {
 	bool held;		/* a message waits for RESUME */
 	int nstmts;
 	PreparedStmt *stmts;
+	/*
+	 * Whether anything it sent since its login may have changed its session
+	 * state: until then a cutover knows that state without reading it.
+	 */
+	bool session_touched;
+	bool unnamed_leaves_session;	/* the unnamed statement's text leaves the session alone */
 
 	/* The key this client's CancelRequest must carry; issued by the proxy. */
 	int32_t cancel_pid;
@@ -139,7 +146,7 @@ struct Client {
 	/* A cutover moving this client: its server on the other cluster, and its session state. */
 	Server *standby;
 	SessionCarry *carry;
-	bool carry_early;	/* its session was read before the pause */
+	int carry_round;	/* the cutover's round of reads before the pause that last read its session */
 	bool wait_cutover;	/* logged in during a cutover's pause: its server opens once it ends */
 	bool txn_killed;	/* a cutover rolled its open transaction back: its next request hears so */
 	bool killed_other;	/* since then, something other than a ROLLBACK was asked */

@@ -214,7 +214,6 @@ static void
 build_replay(Client *client, const Script *script)
 {
 	SessionCarry *carry = client->carry;
-	const PreparedStmt *stmt;
 	StrBuf sql;
 	int i;
 
@@ -255,15 +254,6 @@ build_replay(Client *client, const Script *script)
 		pktbuf_write_query(&carry->replay, strbuf_str(&sql));
 		carry->replay_rfq++;
 	}
-	for (stmt = client->stmts; stmt; stmt = stmt->next) {
-		pktbuf_put_messages(&carry->replay, stmt->msg, stmt->len);
-		carry->nstmts++;
-	}
-	if (carry->nstmts > 0) {
-		pktbuf_start(&carry->replay, PQMSG_SYNC);
-		pktbuf_finish(&carry->replay);
-		carry->replay_rfq++;
-	}
 	if (sql.failed)
 		carry->replay.failed = true;
 	strbuf_free(&sql);
@@ -289,7 +279,7 @@ capture_done(Server *server, Script *script)
 	}
 	client->carry->captured = true;
 	log_debug(client->subject, "session state: %d setting(s), %d SQL prepared, %d LISTEN, %d named statement(s)%s%s",
-		  client->carry->nsettings, client->carry->nprepared, client->carry->nlisten, client->carry->nstmts,
+		  client->carry->nsettings, client->carry->nprepared, client->carry->nlisten, client->nstmts,
 		  client->carry->unmovable[0] ? "; cannot move: " : "", client->carry->unmovable);
 	cutover_poke(server->proxy);
 }
@@ -330,18 +320,51 @@ replay_done(Server *server, Script *script)
 }
 
 bool
+session_know_untouched(Client *client)
+{
+	session_carry_free(client->carry);
+	client->carry = calloc(1, sizeof(SessionCarry));
+	if (!client->carry) {
+		log_error(client->subject, "out of memory");
+		return false;
+	}
+	pktbuf_init(&client->carry->replay);
+	client->carry->captured = true;
+	return true;
+}
+
+/*
+ * The protocol-level statements are added here, not when the session is
+ * read: the client may have parsed more since, and the proxy keeps them.
+ */
+bool
 session_replay(Client *client)
 {
 	SessionCarry *carry = client->carry;
 	PktBuf pb = carry->replay;
+	const PreparedStmt *stmt;
+	int rfq = carry->replay_rfq;
 
 	memset(&carry->replay, 0, sizeof(carry->replay));
-	if (carry->replay_rfq == 0) {
+	for (stmt = client->stmts; stmt; stmt = stmt->next) {
+		pktbuf_put_messages(&pb, stmt->msg, stmt->len);
+		carry->nstmts++;
+	}
+	if (carry->nstmts > 0) {
+		pktbuf_start(&pb, PQMSG_SYNC);
+		pktbuf_finish(&pb);
+		rfq++;
+	}
+	if (pb.failed) {
+		pktbuf_free(&pb);
+		return false;
+	}
+	if (rfq == 0) {
 		pktbuf_free(&pb);
 		carry->replayed = true;
 		return true;
 	}
-	return script_run(client->standby, &pb, carry->replay_rfq, replay_done);
+	return script_run(client->standby, &pb, rfq, replay_done);
 }
 
 void

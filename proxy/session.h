@@ -60,6 +60,13 @@ struct SessionCarry {
  * source, for a server whose database may still be fenced (a rollback).
  */
 bool session_capture(Client *client, bool with_read_only) __attribute__((warn_unused_result));
+/*
+ * A session whose client never said anything that may change it
+ * (client->session_touched false) in a database that runs no code of its
+ * own behind the client's statements: its state is a fresh login's, which
+ * its standby has.  Known at once, nothing is read.
+ */
+bool session_know_untouched(Client *client) __attribute__((warn_unused_result));
 /* Replays the captured state on client->standby; cutover_poke runs when done. */
 bool session_replay(Client *client) __attribute__((warn_unused_result));
 void session_carry_free(SessionCarry *carry);

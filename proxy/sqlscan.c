@@ -1,0 +1,1068 @@
+/*
+ * sql_leaves_session_alone: a lexer that finds the same token boundaries as
+ * PostgreSQL's scan.l, and one pass over the tokens of each statement that
+ * checks the statement's kind, temporary objects, and every name followed
+ * by "(".  Both are byte loops with a fixed amount of state: no allocation,
+ * no recursion, every read checked against the end of the input.
+ *
+ * The bytes are the client's, in its client_encoding.  In the client-only
+ * encodings (SJIS, BIG5, GBK, UHC, GB18030, JOHAB) the second byte of a
+ * character may be an ASCII byte from 0x30 to 0x7e, which the server, after
+ * converting to its own encoding, does not see.  Of those, only a backslash
+ * in an E'' string and a punctuation byte right after an identifier could
+ * move a token boundary here: both are refused.
+ */
+#include "proxy/sqlscan.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Deeper nesting is refused: no client query needs it, and counters stay small. */
+#define SQLSCAN_MAX_DEPTH 1000
+/* PostgreSQL's NAMEDATALEN - 1: no keyword or listed function is longer. */
+#define SQLSCAN_MAX_NAME 63
+/* A name with more parts is never a listed function. */
+#define SQLSCAN_MAX_PARTS 3
+
+typedef enum SqlTokKind {
+	SQLTOK_NONE,				/* no token yet in this statement */
+	SQLTOK_IDENT,				/* unquoted identifier or keyword */
+	SQLTOK_QIDENT,				/* "quoted identifier" */
+	SQLTOK_LITERAL,				/* string, number or $n parameter */
+	SQLTOK_LPAREN,
+	SQLTOK_RPAREN,
+	SQLTOK_LBRACKET,
+	SQLTOK_RBRACKET,
+	SQLTOK_SEMI,
+	SQLTOK_COMMA,
+	SQLTOK_DOT,
+	SQLTOK_CAST,				/* :: */
+	SQLTOK_OP,					/* one operator character, or ':' */
+	SQLTOK_EOF,
+} SqlTokKind;
+
+/* The keywords the statement pass looks at by name. */
+typedef enum SqlKw {
+	KW_OTHER,
+	KW_AS,
+	KW_BIT,
+	KW_BY,
+	KW_CHAR,
+	KW_CHARACTER,
+	KW_CONFLICT,
+	KW_CROSS,
+	KW_CUBE,
+	KW_DO,
+	KW_FULL,
+	KW_GROUP,
+	KW_GROUPING,
+	KW_INNER,
+	KW_INTERVAL,
+	KW_INTO,
+	KW_JOIN,
+	KW_LEFT,
+	KW_MATERIALIZED,
+	KW_NATURAL,
+	KW_NCHAR,
+	KW_NOT,
+	KW_ON,
+	KW_OPERATOR,
+	KW_OUTER,
+	KW_RECURSIVE,
+	KW_RIGHT,
+	KW_ROLLUP,
+	KW_SECOND,
+	KW_SET,
+	KW_SETS,
+	KW_TABLESAMPLE,
+	KW_TIME,
+	KW_UPDATE,
+	KW_VARYING,
+	KW_WITH,
+	KW_ZONE,
+} SqlKw;
+
+/* Reserved or column-name keyword: unqualified, it can never name a function. */
+#define SQLKW_SYNTAX 0x01
+/* May start a statement that leaves the session alone. */
+#define SQLKW_STATEMENT 0x02
+/* Starts the main statement after a WITH list. */
+#define SQLKW_MAIN 0x04
+
+typedef struct SqlKeyword {
+	const char *name;
+	SqlKw id;
+	unsigned flags;
+} SqlKeyword;
+
+/*
+ * Sorted for bsearch.  The SQLKW_SYNTAX ones are PostgreSQL's reserved and
+ * column-name keywords that have been so since PostgreSQL 12 at least (not
+ * NORMALIZE, JSON_*, SYSTEM_USER, MERGE_ACTION: on an older server those
+ * are plain names a user may have given a function).  The others are
+ * listed only for their id or flags.
+ */
+static const SqlKeyword sql_keywords[] = {
+	{"abort", KW_OTHER, SQLKW_STATEMENT},
+	{"all", KW_OTHER, SQLKW_SYNTAX},
+	{"analyse", KW_OTHER, SQLKW_SYNTAX},
+	{"analyze", KW_OTHER, SQLKW_SYNTAX},
+	{"and", KW_OTHER, SQLKW_SYNTAX},
+	{"any", KW_OTHER, SQLKW_SYNTAX},
+	{"array", KW_OTHER, SQLKW_SYNTAX},
+	{"as", KW_AS, SQLKW_SYNTAX},
+	{"asc", KW_OTHER, SQLKW_SYNTAX},
+	{"asymmetric", KW_OTHER, SQLKW_SYNTAX},
+	{"begin", KW_OTHER, SQLKW_STATEMENT},
+	{"between", KW_OTHER, SQLKW_SYNTAX},
+	{"bigint", KW_OTHER, SQLKW_SYNTAX},
+	{"bit", KW_BIT, SQLKW_SYNTAX},
+	{"boolean", KW_OTHER, SQLKW_SYNTAX},
+	{"both", KW_OTHER, SQLKW_SYNTAX},
+	{"by", KW_BY, 0},
+	{"case", KW_OTHER, SQLKW_SYNTAX},
+	{"cast", KW_OTHER, SQLKW_SYNTAX},
+	{"char", KW_CHAR, SQLKW_SYNTAX},
+	{"character", KW_CHARACTER, SQLKW_SYNTAX},
+	{"check", KW_OTHER, SQLKW_SYNTAX},
+	{"coalesce", KW_OTHER, SQLKW_SYNTAX},
+	{"collate", KW_OTHER, SQLKW_SYNTAX},
+	{"column", KW_OTHER, SQLKW_SYNTAX},
+	{"commit", KW_OTHER, SQLKW_STATEMENT},
+	{"conflict", KW_CONFLICT, 0},
+	{"constraint", KW_OTHER, SQLKW_SYNTAX},
+	{"create", KW_OTHER, SQLKW_SYNTAX},
+	{"cross", KW_CROSS, 0},
+	{"cube", KW_CUBE, 0},
+	{"current_catalog", KW_OTHER, SQLKW_SYNTAX},
+	{"current_date", KW_OTHER, SQLKW_SYNTAX},
+	{"current_role", KW_OTHER, SQLKW_SYNTAX},
+	{"current_time", KW_OTHER, SQLKW_SYNTAX},
+	{"current_timestamp", KW_OTHER, SQLKW_SYNTAX},
+	{"current_user", KW_OTHER, SQLKW_SYNTAX},
+	{"dec", KW_OTHER, SQLKW_SYNTAX},
+	{"decimal", KW_OTHER, SQLKW_SYNTAX},
+	{"default", KW_OTHER, SQLKW_SYNTAX},
+	{"deferrable", KW_OTHER, SQLKW_SYNTAX},
+	{"delete", KW_OTHER, SQLKW_STATEMENT | SQLKW_MAIN},
+	{"desc", KW_OTHER, SQLKW_SYNTAX},
+	{"distinct", KW_OTHER, SQLKW_SYNTAX},
+	{"do", KW_DO, SQLKW_SYNTAX},
+	{"else", KW_OTHER, SQLKW_SYNTAX},
+	{"end", KW_OTHER, SQLKW_SYNTAX | SQLKW_STATEMENT},
+	{"except", KW_OTHER, SQLKW_SYNTAX},
+	{"exists", KW_OTHER, SQLKW_SYNTAX},
+	{"extract", KW_OTHER, SQLKW_SYNTAX},
+	{"false", KW_OTHER, SQLKW_SYNTAX},
+	{"fetch", KW_OTHER, SQLKW_SYNTAX},
+	{"float", KW_OTHER, SQLKW_SYNTAX},
+	{"for", KW_OTHER, SQLKW_SYNTAX},
+	{"foreign", KW_OTHER, SQLKW_SYNTAX},
+	{"from", KW_OTHER, SQLKW_SYNTAX},
+	{"full", KW_FULL, 0},
+	{"grant", KW_OTHER, SQLKW_SYNTAX},
+	{"greatest", KW_OTHER, SQLKW_SYNTAX},
+	{"group", KW_GROUP, SQLKW_SYNTAX},
+	{"grouping", KW_GROUPING, SQLKW_SYNTAX},
+	{"having", KW_OTHER, SQLKW_SYNTAX},
+	{"in", KW_OTHER, SQLKW_SYNTAX},
+	{"initially", KW_OTHER, SQLKW_SYNTAX},
+	{"inner", KW_INNER, 0},
+	{"inout", KW_OTHER, SQLKW_SYNTAX},
+	{"insert", KW_OTHER, SQLKW_STATEMENT | SQLKW_MAIN},
+	{"int", KW_OTHER, SQLKW_SYNTAX},
+	{"integer", KW_OTHER, SQLKW_SYNTAX},
+	{"intersect", KW_OTHER, SQLKW_SYNTAX},
+	{"interval", KW_INTERVAL, SQLKW_SYNTAX},
+	{"into", KW_INTO, SQLKW_SYNTAX},
+	{"join", KW_JOIN, 0},
+	{"lateral", KW_OTHER, SQLKW_SYNTAX},
+	{"leading", KW_OTHER, SQLKW_SYNTAX},
+	{"least", KW_OTHER, SQLKW_SYNTAX},
+	{"left", KW_LEFT, 0},
+	{"limit", KW_OTHER, SQLKW_SYNTAX},
+	{"localtime", KW_OTHER, SQLKW_SYNTAX},
+	{"localtimestamp", KW_OTHER, SQLKW_SYNTAX},
+	{"materialized", KW_MATERIALIZED, 0},
+	{"merge", KW_OTHER, SQLKW_MAIN},
+	{"national", KW_OTHER, SQLKW_SYNTAX},
+	{"natural", KW_NATURAL, 0},
+	{"nchar", KW_NCHAR, SQLKW_SYNTAX},
+	{"none", KW_OTHER, SQLKW_SYNTAX},
+	{"not", KW_NOT, SQLKW_SYNTAX},
+	{"null", KW_OTHER, SQLKW_SYNTAX},
+	{"nullif", KW_OTHER, SQLKW_SYNTAX},
+	{"numeric", KW_OTHER, SQLKW_SYNTAX},
+	{"offset", KW_OTHER, SQLKW_SYNTAX},
+	{"on", KW_ON, SQLKW_SYNTAX},
+	{"only", KW_OTHER, SQLKW_SYNTAX},
+	{"operator", KW_OPERATOR, 0},
+	{"or", KW_OTHER, SQLKW_SYNTAX},
+	{"order", KW_OTHER, SQLKW_SYNTAX},
+	{"out", KW_OTHER, SQLKW_SYNTAX},
+	{"outer", KW_OUTER, 0},
+	{"overlay", KW_OTHER, SQLKW_SYNTAX},
+	{"placing", KW_OTHER, SQLKW_SYNTAX},
+	{"position", KW_OTHER, SQLKW_SYNTAX},
+	{"precision", KW_OTHER, SQLKW_SYNTAX},
+	{"primary", KW_OTHER, SQLKW_SYNTAX},
+	{"real", KW_OTHER, SQLKW_SYNTAX},
+	{"recursive", KW_RECURSIVE, 0},
+	{"references", KW_OTHER, SQLKW_SYNTAX},
+	{"release", KW_OTHER, SQLKW_STATEMENT},
+	{"returning", KW_OTHER, SQLKW_SYNTAX},
+	{"right", KW_RIGHT, 0},
+	{"rollback", KW_OTHER, SQLKW_STATEMENT},
+	{"rollup", KW_ROLLUP, 0},
+	{"row", KW_OTHER, SQLKW_SYNTAX},
+	{"savepoint", KW_OTHER, SQLKW_STATEMENT},
+	{"second", KW_SECOND, 0},
+	{"select", KW_OTHER, SQLKW_SYNTAX | SQLKW_STATEMENT | SQLKW_MAIN},
+	{"session_user", KW_OTHER, SQLKW_SYNTAX},
+	{"set", KW_SET, 0},
+	{"setof", KW_OTHER, SQLKW_SYNTAX},
+	{"sets", KW_SETS, 0},
+	{"show", KW_OTHER, SQLKW_STATEMENT},
+	{"smallint", KW_OTHER, SQLKW_SYNTAX},
+	{"some", KW_OTHER, SQLKW_SYNTAX},
+	{"start", KW_OTHER, SQLKW_STATEMENT},
+	{"substring", KW_OTHER, SQLKW_SYNTAX},
+	{"symmetric", KW_OTHER, SQLKW_SYNTAX},
+	{"table", KW_OTHER, SQLKW_SYNTAX | SQLKW_STATEMENT | SQLKW_MAIN},
+	{"tablesample", KW_TABLESAMPLE, 0},
+	{"then", KW_OTHER, SQLKW_SYNTAX},
+	{"time", KW_TIME, SQLKW_SYNTAX},
+	{"timestamp", KW_OTHER, SQLKW_SYNTAX},
+	{"to", KW_OTHER, SQLKW_SYNTAX},
+	{"trailing", KW_OTHER, SQLKW_SYNTAX},
+	{"treat", KW_OTHER, SQLKW_SYNTAX},
+	{"trim", KW_OTHER, SQLKW_SYNTAX},
+	{"true", KW_OTHER, SQLKW_SYNTAX},
+	{"union", KW_OTHER, SQLKW_SYNTAX},
+	{"unique", KW_OTHER, SQLKW_SYNTAX},
+	{"update", KW_UPDATE, SQLKW_STATEMENT | SQLKW_MAIN},
+	{"user", KW_OTHER, SQLKW_SYNTAX},
+	{"using", KW_OTHER, SQLKW_SYNTAX},
+	{"values", KW_OTHER, SQLKW_SYNTAX | SQLKW_STATEMENT | SQLKW_MAIN},
+	{"varchar", KW_OTHER, SQLKW_SYNTAX},
+	{"variadic", KW_OTHER, SQLKW_SYNTAX},
+	{"varying", KW_VARYING, 0},
+	{"when", KW_OTHER, SQLKW_SYNTAX},
+	{"where", KW_OTHER, SQLKW_SYNTAX},
+	{"window", KW_OTHER, SQLKW_SYNTAX},
+	{"with", KW_WITH, SQLKW_SYNTAX | SQLKW_STATEMENT},
+	{"xmlattributes", KW_OTHER, SQLKW_SYNTAX},
+	{"xmlconcat", KW_OTHER, SQLKW_SYNTAX},
+	{"xmlelement", KW_OTHER, SQLKW_SYNTAX},
+	{"xmlexists", KW_OTHER, SQLKW_SYNTAX},
+	{"xmlforest", KW_OTHER, SQLKW_SYNTAX},
+	{"xmlnamespaces", KW_OTHER, SQLKW_SYNTAX},
+	{"xmlparse", KW_OTHER, SQLKW_SYNTAX},
+	{"xmlpi", KW_OTHER, SQLKW_SYNTAX},
+	{"xmlroot", KW_OTHER, SQLKW_SYNTAX},
+	{"xmlserialize", KW_OTHER, SQLKW_SYNTAX},
+	{"xmltable", KW_OTHER, SQLKW_SYNTAX},
+	{"zone", KW_ZONE, 0},
+};
+
+/*
+ * Built-in functions that touch none of the state a cutover carries, sorted
+ * for bsearch.  nextval and setval change a sequence, which is not session
+ * state; currval and lastval only read.  Never here: set_config, the
+ * session advisory lock functions, dblink*, lo_*, setseed.
+ */
+static const char *const sql_functions[] = {
+	"abs", "acos", "age", "array_agg", "array_append", "array_cat",
+	"array_dims", "array_length", "array_lower", "array_ndims",
+	"array_position", "array_positions", "array_prepend", "array_remove",
+	"array_replace", "array_to_json", "array_to_string", "array_upper",
+	"ascii", "asin", "atan", "atan2", "avg", "bit_length", "bool_and",
+	"bool_or", "btrim", "cardinality", "cbrt", "ceil", "ceiling",
+	"char_length", "character_length", "chr", "clock_timestamp", "coalesce",
+	"concat", "concat_ws", "convert_from", "convert_to", "cos", "count",
+	"cume_dist", "current_database", "current_schema", "current_schemas",
+	"current_setting", "current_user", "currval", "date", "date_bin",
+	"date_part", "date_trunc", "decode", "degrees", "dense_rank", "div",
+	"encode", "every", "exists", "exp", "extract", "first_value", "floor",
+	"format", "format_type", "gcd", "gen_random_uuid", "generate_series",
+	"generate_subscripts", "greatest", "has_column_privilege",
+	"has_schema_privilege", "has_table_privilege", "inet_client_addr",
+	"inet_client_port", "inet_server_addr", "inet_server_port", "initcap",
+	"isfinite", "json_agg", "json_array_elements", "json_array_elements_text",
+	"json_array_length", "json_build_array", "json_build_object", "json_each",
+	"json_each_text", "json_extract_path", "json_extract_path_text",
+	"json_object_agg", "json_object_keys", "json_strip_nulls", "json_typeof",
+	"jsonb_agg", "jsonb_array_elements", "jsonb_array_elements_text",
+	"jsonb_array_length", "jsonb_build_array", "jsonb_build_object",
+	"jsonb_each", "jsonb_each_text", "jsonb_extract_path",
+	"jsonb_extract_path_text", "jsonb_insert", "jsonb_object_agg",
+	"jsonb_object_keys", "jsonb_path_exists", "jsonb_path_match",
+	"jsonb_path_query", "jsonb_path_query_array", "jsonb_path_query_first",
+	"jsonb_pretty", "jsonb_set", "jsonb_strip_nulls", "jsonb_typeof",
+	"justify_days", "justify_hours", "justify_interval", "lag", "last_value",
+	"lastval", "lcm", "lead", "least", "left", "length", "ln", "log", "log10",
+	"lower", "lpad", "ltrim", "make_date", "make_interval", "make_time",
+	"make_timestamp", "make_timestamptz", "max", "md5", "min", "mod", "mode",
+	"nextval", "normalize", "now", "nth_value", "ntile", "nullif",
+	"octet_length", "overlay", "percent_rank", "percentile_cont",
+	"percentile_disc", "pg_backend_pid", "pg_current_wal_lsn",
+	"pg_current_xact_id", "pg_current_xact_id_if_assigned",
+	"pg_is_in_recovery", "pg_notify", "pg_sleep", "pg_typeof",
+	"phraseto_tsquery", "pi", "plainto_tsquery", "position", "pow", "power",
+	"quote_ident", "quote_literal", "quote_nullable", "radians", "random",
+	"rank", "regexp_count", "regexp_instr", "regexp_like", "regexp_match",
+	"regexp_matches", "regexp_replace", "regexp_split_to_array",
+	"regexp_split_to_table", "regexp_substr", "repeat", "replace", "reverse",
+	"right", "round", "row_number", "row_to_json", "rpad", "rtrim",
+	"session_user", "setval", "sha224", "sha256", "sha384", "sha512", "sign",
+	"sin", "split_part", "sqrt", "starts_with", "statement_timestamp",
+	"stddev", "stddev_pop", "stddev_samp", "string_agg", "string_to_array",
+	"string_to_table", "strpos", "substr", "substring", "sum", "tan",
+	"timeofday", "timezone", "to_char", "to_date", "to_hex", "to_json",
+	"to_jsonb", "to_number", "to_timestamp", "to_tsquery", "to_tsvector",
+	"transaction_timestamp", "translate", "trunc", "ts_headline", "ts_rank",
+	"ts_rank_cd", "txid_current", "txid_current_if_assigned", "unnest",
+	"upper", "uuid_in", "var_pop", "var_samp", "variance", "version",
+	"websearch_to_tsquery", "width_bucket",
+};
+
+typedef struct SqlTok {
+	SqlTokKind kind;
+	const unsigned char *s;		/* IDENT: the name; QIDENT: between the quotes, "" kept */
+	size_t len;
+	const SqlKeyword *kw;		/* IDENT that is in sql_keywords, else NULL */
+} SqlTok;
+
+typedef struct SqlLexer {
+	const unsigned char *p;
+	const unsigned char *end;
+} SqlLexer;
+
+/* A token as the statement pass remembers it. */
+typedef struct SqlPrev {
+	SqlTokKind kind;
+	SqlKw kw;					/* KW_OTHER unless an unquoted keyword we know */
+} SqlPrev;
+
+typedef struct SqlName {
+	const unsigned char *s;
+	size_t len;
+	bool quoted;
+	const SqlKeyword *kw;
+} SqlName;
+
+typedef struct SqlScan {
+	/* The current statement. */
+	bool started;
+	SqlKw first;				/* its first keyword, KW_OTHER if not one we know */
+	bool with_main;				/* WITH statement: past the WITH list */
+	int set_count;				/* depth-0 SET keywords */
+	int paren_depth;
+	int bracket_depth;
+	/* ON CONFLICT (: open at this depth, then DO must follow its ')'. */
+	bool conflict_open;
+	int conflict_depth;
+	bool need_do;
+	SqlPrev prev;				/* the last two tokens */
+	SqlPrev prev2;
+	/* The dotted name that ends at the last token, or ends with its '.'. */
+	int parts;					/* 0: the last token is not part of a name */
+	bool after_dot;
+	SqlName qualifier;			/* first part, when parts == 2 */
+	SqlName name;				/* last part */
+	SqlPrev before;				/* the two tokens before the first part */
+	SqlPrev before2;
+} SqlScan;
+
+static bool
+is_space(unsigned char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+static bool
+is_digit(unsigned char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+static bool
+is_ident_start(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c >= 0x80;
+}
+
+/* Dollar-quote tags may not contain '$'; identifiers may. */
+static bool
+is_tag_cont(unsigned char c)
+{
+	return is_ident_start(c) || is_digit(c);
+}
+
+static bool
+is_ident_cont(unsigned char c)
+{
+	return is_tag_cont(c) || c == '$';
+}
+
+static bool
+is_hex_digit(unsigned char c)
+{
+	return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* PostgreSQL's op_chars. */
+static bool
+is_op_char(unsigned char c)
+{
+	switch (c) {
+	case '~': case '!': case '@': case '#': case '^': case '&': case '|': case '`':
+	case '?': case '+': case '-': case '*': case '/': case '%': case '<': case '>':
+	case '=':
+		return true;
+	default:
+		return false;
+	}
+}
+
+/*
+ * Bytes that can be the second byte of a character in a client-only
+ * encoding (0x31-0x7e in JOHAB, 0x40-0x7e in the others) but that would
+ * end an identifier here.  Digits and letters would not.
+ */
+static bool
+is_trail_punct(unsigned char c)
+{
+	return c >= ':' && c <= '~' && !is_ident_cont(c);
+}
+
+static unsigned char
+ascii_lower(unsigned char c)
+{
+	return (c >= 'A' && c <= 'Z') ? (unsigned char) (c - 'A' + 'a') : c;
+}
+
+/* s[0..len) equals the lowercase literal lit, ignoring ASCII case. */
+static bool
+name_ieq(const unsigned char *s, size_t len, const char *lit)
+{
+	size_t n = strlen(lit);
+
+	if (len != n)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (ascii_lower(s[i]) != (unsigned char) lit[i])
+			return false;
+	return true;
+}
+
+static bool
+name_iprefix(const unsigned char *s, size_t len, const char *lit)
+{
+	size_t n = strlen(lit);
+
+	return len >= n && name_ieq(s, n, lit);
+}
+
+/*
+ * The name as PostgreSQL would look it up, NUL-terminated in buf: unquoted
+ * names folded to lower case.  False when it cannot be in our tables.
+ */
+static bool
+name_lookup_key(const unsigned char *s, size_t len, bool quoted, char buf[SQLSCAN_MAX_NAME + 1])
+{
+	if (len == 0 || len > SQLSCAN_MAX_NAME)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		/* A doubled quote inside a quoted name: no listed name has one. */
+		if (s[i] == '"')
+			return false;
+		buf[i] = (char) (quoted ? s[i] : ascii_lower(s[i]));
+	}
+	buf[len] = '\0';
+	return true;
+}
+
+static int
+keyword_cmp(const void *key, const void *entry)
+{
+	return strcmp(key, ((const SqlKeyword *) entry)->name);
+}
+
+static int
+function_cmp(const void *key, const void *entry)
+{
+	return strcmp(key, *(const char *const *) entry);
+}
+
+static const SqlKeyword *
+keyword_lookup(const unsigned char *s, size_t len)
+{
+	char buf[SQLSCAN_MAX_NAME + 1];
+
+	if (!name_lookup_key(s, len, false, buf))
+		return NULL;
+	return bsearch(buf, sql_keywords, sizeof(sql_keywords) / sizeof(sql_keywords[0]),
+				   sizeof(sql_keywords[0]), keyword_cmp);
+}
+
+static bool
+function_listed(const SqlName *n)
+{
+	char buf[SQLSCAN_MAX_NAME + 1];
+
+	if (!name_lookup_key(n->s, n->len, n->quoted, buf))
+		return false;
+	return bsearch(buf, sql_functions, sizeof(sql_functions) / sizeof(sql_functions[0]),
+				   sizeof(sql_functions[0]), function_cmp) != NULL;
+}
+
+/*
+ * TEMP, TEMPORARY (SELECT INTO TEMP) or the pg_temp schema.  Quoted names
+ * are compared ignoring case too: a false alarm only costs a session read.
+ */
+static bool
+names_temp(const SqlTok *t)
+{
+	if (t->kind == SQLTOK_IDENT &&
+		(name_ieq(t->s, t->len, "temp") || name_ieq(t->s, t->len, "temporary")))
+		return true;
+	return name_ieq(t->s, t->len, "pg_temp") || name_iprefix(t->s, t->len, "pg_temp_");
+}
+
+/* Whitespace, -- comments and nested block comments.  False if one is unterminated. */
+static bool
+lex_skip_blank(SqlLexer *lx)
+{
+	const unsigned char *p = lx->p;
+	const unsigned char *end = lx->end;
+
+	while (p < end) {
+		if (is_space(*p)) {
+			p++;
+		} else if (*p == '-' && end - p >= 2 && p[1] == '-') {
+			p += 2;
+			while (p < end && *p != '\n' && *p != '\r')
+				p++;
+		} else if (*p == '/' && end - p >= 2 && p[1] == '*') {
+			size_t depth = 1;
+
+			p += 2;
+			while (depth > 0) {
+				if (p >= end)
+					return false;
+				if (*p == '/' && end - p >= 2 && p[1] == '*') {
+					depth++;
+					p += 2;
+				} else if (*p == '*' && end - p >= 2 && p[1] == '/') {
+					depth--;
+					p += 2;
+				} else {
+					p++;
+				}
+			}
+		} else {
+			break;
+		}
+	}
+	lx->p = p;
+	return true;
+}
+
+/*
+ * The rest of a '...' literal, lx->p just past the opening quote.  In a
+ * plain literal a backslash is refused: whether it escapes depends on
+ * standard_conforming_strings, which we do not know.
+ */
+static bool
+lex_string(SqlLexer *lx, bool backslash_escapes)
+{
+	const unsigned char *p = lx->p;
+	const unsigned char *end = lx->end;
+
+	for (;;) {
+		if (p >= end)
+			return false;
+		if (*p == '\'') {
+			if (end - p >= 2 && p[1] == '\'') {
+				p += 2;
+				continue;
+			}
+			lx->p = p + 1;
+			return true;
+		}
+		if (*p == '\\') {
+			/* p[-1] is at worst the opening quote. */
+			if (!backslash_escapes || p[-1] >= 0x80 || end - p < 2)
+				return false;
+			p += 2;
+			continue;
+		}
+		p++;
+	}
+}
+
+/* $n, or a $tag$...$tag$ literal; lx->p at the '$'. */
+static bool
+lex_dollar(SqlLexer *lx)
+{
+	const unsigned char *start = lx->p;
+	const unsigned char *end = lx->end;
+	const unsigned char *q = start + 1;
+	size_t taglen;
+
+	if (q < end && is_digit(*q)) {
+		while (q < end && is_digit(*q))
+			q++;
+		lx->p = q;
+		return true;
+	}
+	while (q < end && is_tag_cont(*q))
+		q++;
+	/* A lone '$' or "$name": PostgreSQL rejects both. */
+	if (q >= end || *q != '$')
+		return false;
+	taglen = (size_t) (q - start) + 1;
+	/*
+	 * Linear: a comparison that gets k bytes into the tag has passed k - 1
+	 * bytes that are not '$', so the next candidate is at least that far on.
+	 */
+	for (const unsigned char *r = q + 1; (size_t) (end - r) >= taglen; r++) {
+		size_t i = 0;
+
+		if (*r != '$')
+			continue;
+		while (i < taglen && r[i] == start[i])
+			i++;
+		if (i == taglen) {
+			lx->p = r + taglen;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* The rest of a "..." identifier, lx->p just past the opening quote. */
+static bool
+lex_quoted_ident(SqlLexer *lx, SqlTok *tok)
+{
+	const unsigned char *p = lx->p;
+	const unsigned char *end = lx->end;
+
+	for (;;) {
+		if (p >= end)
+			return false;
+		if (*p == '"') {
+			if (end - p >= 2 && p[1] == '"') {
+				p += 2;
+				continue;
+			}
+			break;
+		}
+		p++;
+	}
+	tok->s = lx->p;
+	tok->len = (size_t) (p - lx->p);
+	lx->p = p + 1;
+	return true;
+}
+
+static const unsigned char *
+skip_digits(const unsigned char *p, const unsigned char *end, bool (*digit)(unsigned char))
+{
+	while (p < end && (digit(*p) || *p == '_'))
+		p++;
+	return p;
+}
+
+static bool
+is_octal_digit(unsigned char c)
+{
+	return c >= '0' && c <= '7';
+}
+
+static bool
+is_binary_digit(unsigned char c)
+{
+	return c == '0' || c == '1';
+}
+
+/*
+ * A numeric literal, lx->p at a digit or at '.' before a digit.  Letters
+ * that do not belong to it are left for the next token, so a name glued to
+ * a number is still seen as a name.
+ */
+static void
+lex_number(SqlLexer *lx)
+{
+	const unsigned char *p = lx->p;
+	const unsigned char *end = lx->end;
+
+	if (*p == '0' && end - p >= 3) {
+		unsigned char base = ascii_lower(p[1]);
+		bool (*digit)(unsigned char) = base == 'x' ? is_hex_digit :
+			base == 'o' ? is_octal_digit : base == 'b' ? is_binary_digit : NULL;
+
+		if (digit && digit(p[2])) {
+			lx->p = skip_digits(p + 2, end, digit);
+			return;
+		}
+	}
+	p = skip_digits(p, end, is_digit);
+	/* "1..2" is 1 then "..", as in PostgreSQL. */
+	if (p < end && *p == '.' && !(end - p >= 2 && p[1] == '.'))
+		p = skip_digits(p + 1, end, is_digit);
+	if (p < end && (*p == 'e' || *p == 'E')) {
+		const unsigned char *q = p + 1;
+
+		if (q < end && (*q == '+' || *q == '-'))
+			q++;
+		if (q < end && is_digit(*q))
+			p = skip_digits(q, end, is_digit);
+	}
+	lx->p = p;
+}
+
+/* The next token; false on anything unterminated or that PostgreSQL would reject. */
+static bool
+lex_next(SqlLexer *lx, SqlTok *tok)
+{
+	const unsigned char *p;
+	unsigned char c;
+
+	if (!lex_skip_blank(lx))
+		return false;
+	p = lx->p;
+	tok->s = p;
+	tok->len = 0;
+	tok->kw = NULL;
+	if (p >= lx->end) {
+		tok->kind = SQLTOK_EOF;
+		return true;
+	}
+	c = *p;
+	if (c == '\'') {
+		tok->kind = SQLTOK_LITERAL;
+		lx->p = p + 1;
+		return lex_string(lx, false);
+	}
+	/*
+	 * U&"..." may spell any name with escapes (U&"pg\005ftemp"), so the
+	 * names we look for cannot be seen in it.
+	 */
+	if ((c == 'u' || c == 'U') && lx->end - p >= 3 && p[1] == '&' && p[2] == '"')
+		return false;
+	/* E'...' only when the E stands alone: "be'x'" is a name then a plain literal. */
+	if ((c == 'e' || c == 'E') && lx->end - p >= 2 && p[1] == '\'') {
+		tok->kind = SQLTOK_LITERAL;
+		lx->p = p + 2;
+		return lex_string(lx, true);
+	}
+	if (is_ident_start(c)) {
+		while (p < lx->end && is_ident_cont(*p))
+			p++;
+		if (p[-1] >= 0x80 && p < lx->end && is_trail_punct(*p))
+			return false;
+		tok->kind = SQLTOK_IDENT;
+		tok->len = (size_t) (p - tok->s);
+		tok->kw = keyword_lookup(tok->s, tok->len);
+		lx->p = p;
+		return true;
+	}
+	if (c == '"') {
+		tok->kind = SQLTOK_QIDENT;
+		lx->p = p + 1;
+		return lex_quoted_ident(lx, tok);
+	}
+	if (is_digit(c) || (c == '.' && lx->end - p >= 2 && is_digit(p[1]))) {
+		tok->kind = SQLTOK_LITERAL;
+		lex_number(lx);
+		return true;
+	}
+	if (c == '$') {
+		tok->kind = SQLTOK_LITERAL;
+		return lex_dollar(lx);
+	}
+	lx->p = p + 1;
+	switch (c) {
+	case '(':
+		tok->kind = SQLTOK_LPAREN;
+		return true;
+	case ')':
+		tok->kind = SQLTOK_RPAREN;
+		return true;
+	case '[':
+		tok->kind = SQLTOK_LBRACKET;
+		return true;
+	case ']':
+		tok->kind = SQLTOK_RBRACKET;
+		return true;
+	case ';':
+		tok->kind = SQLTOK_SEMI;
+		return true;
+	case ',':
+		tok->kind = SQLTOK_COMMA;
+		return true;
+	case '.':
+		tok->kind = SQLTOK_DOT;
+		return true;
+	case ':':
+		if (lx->end - p >= 2 && p[1] == ':') {
+			tok->kind = SQLTOK_CAST;
+			lx->p = p + 2;
+		} else {
+			tok->kind = SQLTOK_OP;
+		}
+		return true;
+	default:
+		break;
+	}
+	if (is_op_char(c)) {
+		tok->kind = SQLTOK_OP;
+		return true;
+	}
+	/* NUL, backslash, braces, control bytes: PostgreSQL's {other}, a syntax error. */
+	return false;
+}
+
+/* Right after one of these, a name cannot start an expression. */
+static bool
+ends_operand(SqlTokKind kind)
+{
+	return kind == SQLTOK_RPAREN || kind == SQLTOK_RBRACKET ||
+		kind == SQLTOK_LITERAL || kind == SQLTOK_QIDENT;
+}
+
+/*
+ * Non-reserved keywords that take a parenthesis where the tokens before
+ * them leave no room for a function call of the same name.
+ */
+static bool
+keyword_takes_paren(const SqlScan *st, SqlKw kw)
+{
+	SqlKw b = st->before.kw;
+
+	switch (kw) {
+	case KW_CONFLICT:
+		/* Not enough alone, JOIN t ON conflict(x) is a call: see scan_token. */
+		return b == KW_ON;
+	case KW_ZONE:
+		return b == KW_TIME;
+	case KW_VARYING:
+		return b == KW_CHARACTER || b == KW_CHAR || b == KW_NCHAR || b == KW_BIT;
+	case KW_SECOND:
+		return b == KW_INTERVAL;
+	case KW_MATERIALIZED:
+		return b == KW_NOT && st->before2.kw == KW_AS;
+	case KW_JOIN:
+		return b == KW_LEFT || b == KW_RIGHT || b == KW_FULL || b == KW_INNER ||
+			b == KW_OUTER || b == KW_CROSS || b == KW_NATURAL;
+	case KW_ROLLUP:
+	case KW_CUBE:
+		return b == KW_BY && st->before2.kw == KW_GROUP;
+	case KW_SETS:
+		return b == KW_GROUPING;
+	case KW_SET:
+		/* UPDATE t SET (a, b) = ..., ON CONFLICT ... DO UPDATE SET (a) = ... */
+		return b == KW_UPDATE ||
+			(st->first == KW_UPDATE && st->paren_depth == 0 && st->set_count == 1);
+	default:
+		return false;
+	}
+}
+
+/* WITH name (columns) AS (...): a list of names, not a call. */
+static bool
+cte_columns(const SqlScan *st)
+{
+	if (st->before.kw == KW_WITH)
+		return true;
+	if (st->before.kw == KW_RECURSIVE && st->before2.kw == KW_WITH)
+		return true;
+	return st->before.kind == SQLTOK_COMMA && st->first == KW_WITH &&
+		st->paren_depth == 0 && !st->with_main;
+}
+
+static bool
+is_pg_catalog(const SqlName *n)
+{
+	if (n->quoted)
+		return n->len == strlen("pg_catalog") && memcmp(n->s, "pg_catalog", n->len) == 0;
+	return name_ieq(n->s, n->len, "pg_catalog");
+}
+
+/*
+ * The name that ends at the last token is followed by "(": true when that
+ * is no call at all, or a call of a listed built-in.
+ */
+static bool
+paren_after_name_ok(const SqlScan *st)
+{
+	SqlKw kw = st->name.kw ? st->name.kw->id : KW_OTHER;
+
+	/* OPERATOR(schema.op) names an operator, maybe a user's. */
+	if (st->parts == 1 && kw == KW_OPERATOR)
+		return false;
+	/* ::numeric(10,2), CAST(x AS varchar(20)), AS t(a, b), INTO s.t (a, b) */
+	if (st->before.kind == SQLTOK_CAST || st->before.kw == KW_AS || st->before.kw == KW_INTO)
+		return true;
+	/* OVER (...), FILTER (...), an alias's column list: not calls. */
+	if (ends_operand(st->before.kind))
+		return true;
+	/* (expr).name( */
+	if (st->before.kind == SQLTOK_DOT)
+		return false;
+	if (st->parts == 1) {
+		if (st->name.kw && (st->name.kw->flags & SQLKW_SYNTAX))
+			return true;
+		if (st->name.kw && keyword_takes_paren(st, kw))
+			return true;
+		/* TABLESAMPLE method (...): a handler, C code that takes internal. */
+		if (st->before.kw == KW_TABLESAMPLE)
+			return true;
+		if (cte_columns(st))
+			return true;
+		return function_listed(&st->name);
+	}
+	return st->parts == 2 && is_pg_catalog(&st->qualifier) && function_listed(&st->name);
+}
+
+static void
+scan_reset_statement(SqlScan *st)
+{
+	memset(st, 0, sizeof(*st));
+}
+
+/* Extends or restarts the dotted name with tok. */
+static void
+scan_track_name(SqlScan *st, const SqlTok *tok)
+{
+	if (tok->kind == SQLTOK_IDENT || tok->kind == SQLTOK_QIDENT) {
+		SqlName n = {tok->s, tok->len, tok->kind == SQLTOK_QIDENT, tok->kw};
+
+		if (st->after_dot) {
+			if (st->parts < SQLSCAN_MAX_PARTS)
+				st->parts++;
+			st->qualifier = st->name;
+		} else {
+			st->parts = 1;
+			st->before = st->prev;
+			st->before2 = st->prev2;
+		}
+		st->name = n;
+		st->after_dot = false;
+	} else if (tok->kind == SQLTOK_DOT && st->parts > 0 && !st->after_dot) {
+		st->after_dot = true;
+	} else {
+		st->parts = 0;
+		st->after_dot = false;
+	}
+}
+
+/* One token of the current statement; false when the statement fails. */
+static bool
+scan_token(SqlScan *st, const SqlTok *tok)
+{
+	SqlKw kw = tok->kw ? tok->kw->id : KW_OTHER;
+
+	if ((tok->kind == SQLTOK_IDENT || tok->kind == SQLTOK_QIDENT) && names_temp(tok))
+		return false;
+	if (st->need_do) {
+		if (kw != KW_DO)
+			return false;
+		st->need_do = false;
+	}
+	if (tok->kind == SQLTOK_SEMI) {
+		if (st->paren_depth != 0 || st->bracket_depth != 0)
+			return false;
+		scan_reset_statement(st);
+		return true;
+	}
+	if (!st->started) {
+		if (!tok->kw || !(tok->kw->flags & SQLKW_STATEMENT))
+			return false;
+		st->started = true;
+		st->first = kw;
+	}
+	switch (tok->kind) {
+	case SQLTOK_LPAREN:
+		if (st->parts > 0 && !st->after_dot && !paren_after_name_ok(st))
+			return false;
+		/*
+		 * ON CONFLICT (target) DO ...: only the DO after the ')' tells it
+		 * from a join condition ON conflict(x).  A target with WHERE is
+		 * refused with it.
+		 */
+		if (st->parts == 1 && st->name.kw && st->name.kw->id == KW_CONFLICT &&
+			st->before.kw == KW_ON) {
+			if (st->conflict_open)
+				return false;
+			st->conflict_open = true;
+			st->conflict_depth = st->paren_depth;
+		}
+		/* WITH a AS (...) (SELECT ...): the main statement in parentheses. */
+		if (st->first == KW_WITH && st->paren_depth == 0 &&
+			st->prev.kind != SQLTOK_IDENT && st->prev.kind != SQLTOK_QIDENT)
+			st->with_main = true;
+		if (++st->paren_depth > SQLSCAN_MAX_DEPTH)
+			return false;
+		break;
+	case SQLTOK_RPAREN:
+		if (--st->paren_depth < 0)
+			return false;
+		if (st->conflict_open && st->paren_depth == st->conflict_depth) {
+			st->conflict_open = false;
+			st->need_do = true;
+		}
+		break;
+	case SQLTOK_LBRACKET:
+		if (++st->bracket_depth > SQLSCAN_MAX_DEPTH)
+			return false;
+		break;
+	case SQLTOK_RBRACKET:
+		if (--st->bracket_depth < 0)
+			return false;
+		break;
+	case SQLTOK_IDENT:
+		if (st->paren_depth == 0 && kw == KW_SET && st->set_count < 2)
+			st->set_count++;
+		if (st->paren_depth == 0 && tok->kw && (tok->kw->flags & SQLKW_MAIN) &&
+			st->prev.kind != SQLTOK_NONE)
+			st->with_main = true;
+		break;
+	default:
+		break;
+	}
+	scan_track_name(st, tok);
+	st->prev2 = st->prev;
+	st->prev.kind = tok->kind;
+	st->prev.kw = kw;
+	return true;
+}
+
+bool
+sql_leaves_session_alone(const char *sql, size_t len)
+{
+	SqlLexer lx;
+	SqlScan st;
+	SqlTok tok;
+
+	if (len == 0)
+		return true;
+	/* The server reads a query up to its NUL: the bytes after one are not what it runs. */
+	if (memchr(sql, '\0', len) != NULL)
+		return false;
+	lx.p = (const unsigned char *) sql;
+	lx.end = lx.p + len;
+	scan_reset_statement(&st);
+	for (;;) {
+		if (!lex_next(&lx, &tok))
+			return false;
+		if (tok.kind == SQLTOK_EOF)
+			break;
+		if (!scan_token(&st, &tok))
+			return false;
+	}
+	return st.paren_depth == 0 && st.bracket_depth == 0 && !st.need_do;
+}

@@ -1,0 +1,1 @@
+select count(*) from t where x in (1,2) and y::numeric(10,2) > 0 and z::character varying(3) = $1

@@ -1,0 +1,1 @@
+/* c /* nested */ */ SELECT 1 -- x

@@ -1,0 +1,1 @@
+SELECT 'a;b', $$x; SET y$$, E'\'' , "Weird ""name"" (", $t$ $u$ $t$ FROM t

@@ -1,0 +1,1 @@
+SELECT cafÃ©, E'\nƒ' FROM ƒ|now()

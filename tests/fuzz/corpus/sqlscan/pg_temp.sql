@@ -1,0 +1,1 @@
+SELECT * INTO pg_temp.t FROM generate_series(1, 10) g(i)

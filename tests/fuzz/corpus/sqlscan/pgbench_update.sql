@@ -1,0 +1,1 @@
+UPDATE pgbench_accounts SET abalance = abalance + -4360 WHERE aid = 521368;

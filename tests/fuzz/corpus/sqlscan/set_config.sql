@@ -1,0 +1,1 @@
+SELECT pg_catalog.set_config('a', 'b', false); SET work_mem = '64MB'

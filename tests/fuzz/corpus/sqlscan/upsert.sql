@@ -1,0 +1,1 @@
+INSERT INTO s.t AS x (a) VALUES (1) ON CONFLICT (a) DO UPDATE SET (a) = ROW(excluded.a) RETURNING a
