@@ -14,6 +14,7 @@
  */
 #include "common/errbuf.h"
 #include "common/log.h"
+#include "common/strbuf.h"
 #include "cutover/steps.h"
 #include "replicator/conn.h"
 
@@ -60,15 +61,32 @@ static const char sql_hidden_code[] =
 	"                                         WHERE t.oid = p.proargtypes[0] AND t.typtype = 'c')))"
 	"   HAVING count(*) > 0))";
 
+/*
+ * Custom settings (app.tenant) the database's own functions set by a literal
+ * name: pg_settings never shows them, so the proxy reads them by name.  C
+ * and internal functions' prosrc is a symbol, not code.
+ */
+static const char sql_function_settings[] =
+	"SELECT coalesce(string_agg(DISTINCT lower(m[1]), ' '), '') FROM pg_catalog.pg_proc p,"
+	"  pg_catalog.regexp_matches(p.prosrc,"
+	"    '(?:set_config\\s*\\(\\s*''|\\mset\\s+(?:session\\s+|local\\s+)?)"
+	"([a-z_][a-z0-9_$]*(?:\\.[a-z_][a-z0-9_$]*)+)', 'gi') AS m"
+	" WHERE p.oid >= 16384 AND p.prolang NOT IN (12, 13)";	/* internal, c */
+
 bool
-steps_find_hidden_code(const CutoverDirection *dir, CutoverLinks *links, bool *hidden, char *err, size_t errlen)
+steps_find_hidden_code(const CutoverDirection *dir, CutoverLinks *links, bool *hidden, StrBuf *settings, char *err,
+		       size_t errlen)
 {
 	int i;
 
 	for (i = 0; i < links->n; i++) {
 		const DatabaseMapping *db = &dir->config->databases[i];
-		char what[512];
+		char what[512], names[2048];
 
+		if (!repl_query_copy_value(&links->from[i], sql_function_settings, 0, NULL, names, sizeof(names)))
+			return errbuf_fail(err, errlen, "%s: could not look for settings in its functions", db->name);
+		if (names[0])
+			strbuf_appendf(settings, "%s ", names);
 		if (!repl_query_copy_value(&links->from[i], sql_hidden_code, 0, NULL, what, sizeof(what)))
 			return errbuf_fail(err, errlen, "%s: could not look for triggers and rules", db->name);
 		hidden[i] = what[0] != '\0';

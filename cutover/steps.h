@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/strbuf.h"
 #include "config/config.h"
 
 typedef struct CutoverDirection {
@@ -54,9 +55,11 @@ bool steps_precheck(const CutoverDirection *dir, CutoverLinks *links, PrecheckFa
  * Per database of the side left (hidden[i] for databases[i]): whether it has
  * triggers, rules, or views, defaults, checks, policies, operators or casts
  * that run code of its own or change session state; see cutover/hidden.c.
+ * The custom settings its functions set by name are appended to settings,
+ * space-separated.
  */
-bool steps_find_hidden_code(const CutoverDirection *dir, CutoverLinks *links, bool *hidden, char *err, size_t errlen)
-	__attribute__((warn_unused_result));
+bool steps_find_hidden_code(const CutoverDirection *dir, CutoverLinks *links, bool *hidden, StrBuf *settings,
+			    char *err, size_t errlen) __attribute__((warn_unused_result));
 
 /*
  * Phase 3: every database left becomes read-only for new sessions, and the

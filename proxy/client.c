@@ -509,6 +509,7 @@ remember_statement(Client *client, const PktHeader *pkt)
 	}
 	if (!proto_parse_parse(pkt->body, pkt->body_avail, &parse, err, sizeof(err)))
 		return;
+	session_learn_settings(client->proxy, parse.query, strlen(parse.query));
 	if (parse.stmt[0] == '\0') {
 		client->unnamed_leaves_session = sql_leaves_session_alone(parse.query, strlen(parse.query));
 		return;
@@ -602,6 +603,17 @@ may_touch_session(const Client *client, const PktHeader *pkt)
 	default:
 		return true;	/* FunctionCall and anything unknown */
 	}
+}
+
+/* Custom settings a Query may set, for a cutover to read by name (session_learn_settings). */
+static void
+learn_settings(Client *client, const PktHeader *pkt)
+{
+	ProtoQuery q;
+	char err[128];
+
+	if (pkt->avail == pkt->len && proto_parse_query(pkt->body, pkt->body_avail, &q, err, sizeof(err)))
+		session_learn_settings(client->proxy, q.sql, strlen(q.sql));
 }
 
 /* ROLLBACK or ABORT, alone, as drivers send them. */
@@ -768,6 +780,9 @@ relay_client_packet(Client *client, const PktHeader *pkt)
 
 	switch (pkt->type) {
 	case PQMSG_QUERY:
+		learn_settings(client, pkt);
+		client->pending_rfq++;
+		break;
 	case PQMSG_FUNCTION_CALL:
 		client->pending_rfq++;
 		break;

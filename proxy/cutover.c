@@ -27,6 +27,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Seconds between a completed cutover and the reverse follower's start. */
+#define REVERSE_FOLLOWER_DELAY 1.0
+
 static void
 on_drain_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -116,11 +119,13 @@ cutover_finish(Cutover *c)
 	/* After a rollback the way back is not needed: the follower stops, then its slot goes. */
 	if (switched && c->kind == CUTOVER_ROLLBACK)
 		followers_stop(proxy, FOLLOWER_REVERSE, true);
-	if (switched && c->kind == CUTOVER_FORWARD && proxy->config.cutover.rollback) {
-		if (!followers_start(proxy, FOLLOWER_REVERSE)) {
-			/* logged: the switch stands, rollback needs the follower started by hand */
-		}
-	}
+	/*
+	 * Not at once: its start (a process, logins, a walsender decoding from
+	 * the slot) would compete with the clients just resumed.  Its slot keeps
+	 * every write for it meanwhile.
+	 */
+	if (switched && c->kind == CUTOVER_FORWARD && proxy->config.cutover.rollback)
+		followers_start_after(proxy, FOLLOWER_REVERSE, REVERSE_FOLLOWER_DELAY);
 }
 
 /* A failure: what the worker did (fence, reverse slot) is undone first. */
@@ -140,6 +145,17 @@ cutover_fail(Cutover *c, const char *fmt, ...)
 			return;
 	}
 	cutover_finish(c);
+}
+
+/* The custom settings the worker found in the databases' functions join those clients set. */
+static void
+learn_function_settings(Cutover *c)
+{
+	char *names = strdup(strbuf_str(&c->function_settings)), *save = NULL, *name;
+
+	for (name = names ? strtok_r(names, " ", &save) : NULL; name; name = strtok_r(NULL, " ", &save))
+		session_learn_setting(c->proxy, name);
+	free(names);
 }
 
 void
@@ -162,6 +178,7 @@ cutover_advance(Cutover *c)
 			return;
 		}
 		c->hidden_known = c->hidden_code != NULL;	/* the worker looked */
+		learn_function_settings(c);
 		if (c->kind == CUTOVER_DRY_RUN) {
 			if (!cutover_dry_run_inspect(c))
 				return;
@@ -331,6 +348,7 @@ cutover_start(Client *admin, CutoverKind kind)
 	pthread_mutex_init(&c->lock, NULL);
 	strbuf_init(&c->notices);
 	strbuf_init(&c->dry_clients);
+	strbuf_init(&c->function_settings);
 	ev_timer_init(&c->drain_timer, on_drain_timeout, 0., 0.);
 	ev_async_init(&c->wake, on_wake);
 	ev_async_start(proxy->loop, &c->wake);
@@ -407,7 +425,16 @@ cutover_running(const Proxy *proxy)
 	return proxy->cutover && proxy->cutover->phase != CP_DONE;
 }
 
-/* The connections clients left, closed 16 every 5 ms once nobody waits: each ends a backend. */
+/*
+ * The connections clients left, closed once nobody waits, RETIRE_PER_TICK
+ * every RETIRE_INTERVAL: each ends a backend, and hundreds ending at once
+ * (about 2 ms of CPU each) starved the clients just resumed on the other
+ * cluster for a second.  The cluster left is fenced; its idle backends
+ * cost nothing while they wait.
+ */
+#define RETIRE_PER_TICK 1
+#define RETIRE_INTERVAL 0.02
+
 static void
 on_retire(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -417,7 +444,7 @@ on_retire(struct ev_loop *loop, ev_timer *w, int revents)
 
 	(void) revents;
 	list_for_each_safe(item, tmp, &proxy->retiring_servers) {
-		if (closed++ == 16)
+		if (closed++ == RETIRE_PER_TICK)
 			return;
 		server_disconnect(container_of(item, Server, head), NULL, "its client moved to the %s",
 				  proxy->serving->role);
@@ -428,7 +455,7 @@ on_retire(struct ev_loop *loop, ev_timer *w, int revents)
 void
 cutover_init(Proxy *proxy)
 {
-	ev_timer_init(&proxy->retire_timer, on_retire, 0.005, 0.005);
+	ev_timer_init(&proxy->retire_timer, on_retire, RETIRE_INTERVAL, RETIRE_INTERVAL);
 }
 
 static void
@@ -449,6 +476,7 @@ cutover_free(Cutover *c)
 	steps_disconnect(&c->links);
 	strbuf_free(&c->notices);
 	strbuf_free(&c->dry_clients);
+	strbuf_free(&c->function_settings);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
 }

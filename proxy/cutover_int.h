@@ -99,6 +99,7 @@ struct Cutover {
 	bool *hidden_code;	/* per database of the side left: runs code its clients do not name */
 	int nhidden;
 	bool hidden_known;	/* the worker filled hidden_code */
+	StrBuf function_settings;	/* custom settings the databases' functions set: names, space-separated */
 	int sessions_known;	/* known without reading: untouched (session_know_untouched) */
 	int standby_failures;
 	int standbys_started;

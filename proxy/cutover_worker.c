@@ -131,7 +131,8 @@ worker_main(void *arg)
 		ok = steps_connect(&c->dir, &c->links, err, sizeof(err)) &&
 		     steps_precheck(&c->dir, &c->links, &facts, err, sizeof(err));
 		if (ok && c->hidden_code && c->nhidden == c->links.n)
-			ok = steps_find_hidden_code(&c->dir, &c->links, c->hidden_code, err, sizeof(err));
+			ok = steps_find_hidden_code(&c->dir, &c->links, c->hidden_code, &c->function_settings, err,
+						    sizeof(err));
 		else if (c->hidden_code)
 			memset(c->hidden_code, 1, sizeof(bool) * (size_t) c->nhidden);
 		c->lag_bytes = facts.max_lag_bytes;

@@ -122,6 +122,20 @@ follower(Proxy *proxy, FollowerKind kind)
 	return f;
 }
 
+void
+followers_start_after(Proxy *proxy, FollowerKind kind, double seconds)
+{
+	Follower *f = follower(proxy, kind);
+
+	f->wanted = true;
+	f->then_drop = false;
+	if (f->pid > 0)
+		return;
+	ev_timer_stop(proxy->loop, &f->restart);
+	ev_timer_set(&f->restart, seconds, 0.);
+	ev_timer_start(proxy->loop, &f->restart);
+}
+
 bool
 followers_start(Proxy *proxy, FollowerKind kind)
 {

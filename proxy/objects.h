@@ -20,10 +20,12 @@
 #include "config/config.h"
 #include "proxy/cluster.h"
 #include "proxy/sbuf.h"
+#include "proxy/sqlscan.h"
 
 #define PROXY_ADMIN_DATABASE "pghandoff"
 #define CANCEL_KEY_MAX 32	/* the key length we issue to protocol 3.2 clients; 3.0 clients get 4 bytes */
 #define SUBJECT_LEN 224
+#define CUSTOM_SETTINGS_MAX 64
 
 typedef struct Proxy Proxy;
 typedef struct Client Client;
@@ -247,6 +249,14 @@ struct Proxy {
 	int pause_waiters;	/* admin clients waiting for a PAUSE to take hold */
 	const Cluster *serving;	/* where clients are served: the source, or the target after a cutover */
 	bool rolled_back;	/* the last switch was a rollback */
+	/*
+	 * Custom settings (app.tenant) a session may have: pg_settings never
+	 * shows them, so a cutover reads these by name.  Learned from what
+	 * clients send and from the databases' functions; at most
+	 * CUSTOM_SETTINGS_MAX, first come.
+	 */
+	int ncustom_settings;
+	char custom_settings[CUSTOM_SETTINGS_MAX][SQL_SETTING_NAME_MAX + 1];
 	Cutover *cutover;	/* the cutover or rollback running, if any */
 	CutoverReport *last_report;	/* the last cutover's, for SHOW CUTOVER */
 	Follower followers[FOLLOWER_KINDS];
@@ -318,6 +328,8 @@ void admin_check_pause_waiters(Proxy *proxy);
 
 /* followers.c */
 bool followers_start(Proxy *proxy, FollowerKind kind) __attribute__((warn_unused_result));
+/* Started by a timer, seconds from now (the restart timer: a stop or a start cancels it). */
+void followers_start_after(Proxy *proxy, FollowerKind kind, double seconds);
 /* SIGTERM; with then_drop (the reverse follower), its slot is dropped once it has exited. */
 void followers_stop(Proxy *proxy, FollowerKind kind, bool then_drop);
 /* At exit: followers get SIGTERM and are waited for; a drop in progress finishes. */

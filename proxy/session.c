@@ -284,11 +284,40 @@ capture_done(Server *server, Script *script)
 	cutover_poke(server->proxy);
 }
 
+void
+session_learn_setting(Proxy *proxy, const char *name)
+{
+	int i;
+
+	for (i = 0; i < proxy->ncustom_settings; i++)
+		if (strcmp(proxy->custom_settings[i], name) == 0)
+			return;
+	if (proxy->ncustom_settings == CUSTOM_SETTINGS_MAX || strlen(name) > SQL_SETTING_NAME_MAX)
+		return;
+	snprintf(proxy->custom_settings[proxy->ncustom_settings++], SQL_SETTING_NAME_MAX + 1, "%s", name);
+	log_debug("proxy", "custom setting %s will be carried by a cutover", name);
+}
+
+static void
+learn_one(const char *name, void *arg)
+{
+	session_learn_setting(arg, name);
+}
+
+void
+session_learn_settings(Proxy *proxy, const char *sql, size_t len)
+{
+	sql_each_custom_setting(sql, len, learn_one, proxy);
+}
+
 bool
 session_capture(Client *client, bool with_read_only)
 {
+	Proxy *proxy = client->proxy;
 	char sql[sizeof(sql_capture) + 8];
+	StrBuf q;
 	PktBuf pb;
+	int i;
 
 	session_carry_free(client->carry);
 	client->carry = calloc(1, sizeof(SessionCarry));
@@ -296,9 +325,25 @@ session_capture(Client *client, bool with_read_only)
 		log_error(client->subject, "out of memory");
 		return false;
 	}
-	pktbuf_init(&pb);
 	snprintf(sql, sizeof(sql), sql_capture, with_read_only ? "true" : "false");
-	pktbuf_write_query(&pb, sql);
+	strbuf_init(&q);
+	strbuf_append(&q, sql);
+	if (proxy->ncustom_settings > 0) {
+		strbuf_append(&q, " UNION ALL SELECT 'set', n, pg_catalog.current_setting(n, true) FROM pg_catalog.unnest(ARRAY[");
+		for (i = 0; i < proxy->ncustom_settings; i++) {
+			strbuf_append(&q, i ? ", " : "");
+			append_literal(&q, proxy->custom_settings[i]);
+		}
+		strbuf_append(&q, "]::text[]) AS n WHERE pg_catalog.current_setting(n, true) IS NOT NULL");
+	}
+	if (q.failed) {
+		strbuf_free(&q);
+		log_error(client->subject, "out of memory");
+		return false;
+	}
+	pktbuf_init(&pb);
+	pktbuf_write_query(&pb, strbuf_str(&q));
+	strbuf_free(&q);
 	return script_run(client->server, &pb, 1, capture_done);
 }
 

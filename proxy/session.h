@@ -67,6 +67,10 @@ bool session_capture(Client *client, bool with_read_only) __attribute__((warn_un
  * its standby has.  Known at once, nothing is read.
  */
 bool session_know_untouched(Client *client) __attribute__((warn_unused_result));
+/* Custom setting names (app.tenant) the SQL text may set: read by name when a session is read. */
+void session_learn_settings(Proxy *proxy, const char *sql, size_t len);
+/* One name, lower-cased already; ignored past CUSTOM_SETTINGS_MAX. */
+void session_learn_setting(Proxy *proxy, const char *name);
 /* Replays the captured state on client->standby; cutover_poke runs when done. */
 bool session_replay(Client *client) __attribute__((warn_unused_result));
 void session_carry_free(SessionCarry *carry);

@@ -1,16 +1,20 @@
 /*
- * sql_leaves_session_alone: a lexer that finds the same token boundaries as
- * PostgreSQL's scan.l, and one pass over the tokens of each statement that
- * checks the statement's kind, temporary objects, and every name followed
- * by "(".  Both are byte loops with a fixed amount of state: no allocation,
- * no recursion, every read checked against the end of the input.
+ * A lexer that finds the same token boundaries as PostgreSQL's scan.l, and
+ * two passes over its tokens.  sql_leaves_session_alone checks each
+ * statement's kind, temporary objects, and every name followed by "(";
+ * sql_each_custom_setting picks out the names SET, RESET and set_config
+ * give custom settings.  All are byte loops with a fixed amount of state:
+ * no allocation, no recursion, every read checked against the end of the
+ * input.
  *
  * The bytes are the client's, in its client_encoding.  In the client-only
  * encodings (SJIS, BIG5, GBK, UHC, GB18030, JOHAB) the second byte of a
  * character may be an ASCII byte from 0x30 to 0x7e, which the server, after
  * converting to its own encoding, does not see.  Of those, only a backslash
- * in an E'' string and a punctuation byte right after an identifier could
- * move a token boundary here: both are refused.
+ * in an E'' string and a punctuation byte right after an identifier (or a
+ * dollar-quote tag) could move a token boundary here:
+ * sql_leaves_session_alone refuses both, sql_each_custom_setting reads the
+ * text both ways.
  */
 #include "proxy/sqlscan.h"
 
@@ -329,14 +333,35 @@ static const char *const sql_functions[] = {
 
 typedef struct SqlTok {
 	SqlTokKind kind;
-	const unsigned char *s;		/* IDENT: the name; QIDENT: between the quotes, "" kept */
+	/* IDENT: the name; QIDENT: between the quotes, "" kept; '...' LITERAL: all of it */
+	const unsigned char *s;
 	size_t len;
 	const SqlKeyword *kw;		/* IDENT that is in sql_keywords, else NULL */
+	bool unicode;				/* QIDENT written U&"...": escapes not decoded */
 } SqlTok;
+
+/*
+ * How the lexer reads what depends on the server's settings and the
+ * client's encoding.  STRICT refuses all of it (sql_leaves_session_alone);
+ * without it, the lexer follows one reading and notes in seen what another
+ * would lex differently (sql_each_custom_setting).
+ */
+#define SQLLEX_STRICT 0x01
+/* standard_conforming_strings off: a backslash escapes in '...' too. */
+#define SQLLEX_SCS_OFF 0x02
+/* A client-only encoding: a byte >= 0x80 and a trail byte after it are one character. */
+#define SQLLEX_MB_PAIRS 0x04
+
+/* seen: a backslash in '...' (SCS_OFF would differ). */
+#define SQLLEX_SAW_PLAIN_BACKSLASH 0x01
+/* seen: a byte >= 0x80 before a backslash or a punctuation byte (MB_PAIRS would differ). */
+#define SQLLEX_SAW_TRAIL_BYTE 0x02
 
 typedef struct SqlLexer {
 	const unsigned char *p;
 	const unsigned char *end;
+	unsigned mode;				/* SQLLEX_STRICT, SQLLEX_SCS_OFF, SQLLEX_MB_PAIRS */
+	unsigned seen;				/* SQLLEX_SAW_* */
 } SqlLexer;
 
 /* A token as the statement pass remembers it. */
@@ -424,6 +449,16 @@ is_op_char(unsigned char c)
 	default:
 		return false;
 	}
+}
+
+/*
+ * The second byte of a character in a client-only encoding: 0x30-0x39 in
+ * GB18030, 0x31-0x7e in JOHAB, 0x40-0x7e in the others, or a byte >= 0x80.
+ */
+static bool
+is_mb_trail(unsigned char c)
+{
+	return c >= 0x30 && c != 0x7f;
 }
 
 /*
@@ -571,15 +606,20 @@ lex_skip_blank(SqlLexer *lx)
 }
 
 /*
- * The rest of a '...' literal, lx->p just past the opening quote.  In a
- * plain literal a backslash is refused: whether it escapes depends on
- * standard_conforming_strings, which we do not know.
+ * The rest of a '...' literal (E'...' when escape_string), lx->p just past
+ * the opening quote.  In a plain literal a backslash escapes only when
+ * standard_conforming_strings is off, which we do not know: STRICT refuses
+ * it, the other modes read it as SCS_OFF says.  After a byte >= 0x80 the
+ * backslash may be the second byte of a character: STRICT refuses that
+ * too, MB_PAIRS reads it so.
  */
 static bool
-lex_string(SqlLexer *lx, bool backslash_escapes)
+lex_string(SqlLexer *lx, bool escape_string)
 {
 	const unsigned char *p = lx->p;
 	const unsigned char *end = lx->end;
+	bool strict = (lx->mode & SQLLEX_STRICT) != 0;
+	bool escapes = escape_string || (lx->mode & SQLLEX_SCS_OFF);
 
 	for (;;) {
 		if (p >= end)
@@ -592,10 +632,27 @@ lex_string(SqlLexer *lx, bool backslash_escapes)
 			lx->p = p + 1;
 			return true;
 		}
+		if (*p >= 0x80 && (lx->mode & SQLLEX_MB_PAIRS)) {
+			p += (end - p >= 2 && is_mb_trail(p[1])) ? 2 : 1;
+			continue;
+		}
 		if (*p == '\\') {
 			/* p[-1] is at worst the opening quote. */
-			if (!backslash_escapes || p[-1] >= 0x80 || end - p < 2)
-				return false;
+			if (strict) {
+				if (!escape_string || p[-1] >= 0x80 || end - p < 2)
+					return false;
+			} else {
+				if (p[-1] >= 0x80)
+					lx->seen |= SQLLEX_SAW_TRAIL_BYTE;
+				if (!escape_string)
+					lx->seen |= SQLLEX_SAW_PLAIN_BACKSLASH;
+				if (!escapes) {
+					p++;
+					continue;
+				}
+				if (end - p < 2)
+					return false;
+			}
 			p += 2;
 			continue;
 		}
@@ -618,8 +675,17 @@ lex_dollar(SqlLexer *lx)
 		lx->p = q;
 		return true;
 	}
-	while (q < end && is_tag_cont(*q))
+	while (q < end) {
+		if (*q >= 0x80 && (lx->mode & SQLLEX_MB_PAIRS) && end - q >= 2 && is_mb_trail(q[1])) {
+			q += 2;
+			continue;
+		}
+		if (!is_tag_cont(*q))
+			break;
 		q++;
+	}
+	if (q[-1] >= 0x80 && q < end && is_trail_punct(*q))
+		lx->seen |= SQLLEX_SAW_TRAIL_BYTE;
 	/* A lone '$' or "$name": PostgreSQL rejects both. */
 	if (q >= end || *q != '$')
 		return false;
@@ -737,6 +803,7 @@ lex_next(SqlLexer *lx, SqlTok *tok)
 	tok->s = p;
 	tok->len = 0;
 	tok->kw = NULL;
+	tok->unicode = false;
 	if (p >= lx->end) {
 		tok->kind = SQLTOK_EOF;
 		return true;
@@ -745,25 +812,49 @@ lex_next(SqlLexer *lx, SqlTok *tok)
 	if (c == '\'') {
 		tok->kind = SQLTOK_LITERAL;
 		lx->p = p + 1;
-		return lex_string(lx, false);
+		if (!lex_string(lx, false))
+			return false;
+		tok->len = (size_t) (lx->p - tok->s);
+		return true;
 	}
 	/*
 	 * U&"..." may spell any name with escapes (U&"pg\005ftemp"), so the
-	 * names we look for cannot be seen in it.
+	 * names we look for cannot be seen in it.  Outside STRICT it is a
+	 * quoted name marked unicode.
 	 */
-	if ((c == 'u' || c == 'U') && lx->end - p >= 3 && p[1] == '&' && p[2] == '"')
-		return false;
+	if ((c == 'u' || c == 'U') && lx->end - p >= 3 && p[1] == '&' && p[2] == '"') {
+		if (lx->mode & SQLLEX_STRICT)
+			return false;
+		tok->kind = SQLTOK_QIDENT;
+		tok->unicode = true;
+		lx->p = p + 3;
+		return lex_quoted_ident(lx, tok);
+	}
 	/* E'...' only when the E stands alone: "be'x'" is a name then a plain literal. */
 	if ((c == 'e' || c == 'E') && lx->end - p >= 2 && p[1] == '\'') {
 		tok->kind = SQLTOK_LITERAL;
 		lx->p = p + 2;
-		return lex_string(lx, true);
+		if (!lex_string(lx, true))
+			return false;
+		tok->len = (size_t) (lx->p - tok->s);
+		return true;
 	}
 	if (is_ident_start(c)) {
-		while (p < lx->end && is_ident_cont(*p))
+		while (p < lx->end) {
+			if (*p >= 0x80 && (lx->mode & SQLLEX_MB_PAIRS) && lx->end - p >= 2 &&
+				is_mb_trail(p[1])) {
+				p += 2;
+				continue;
+			}
+			if (!is_ident_cont(*p))
+				break;
 			p++;
-		if (p[-1] >= 0x80 && p < lx->end && is_trail_punct(*p))
-			return false;
+		}
+		if (p[-1] >= 0x80 && p < lx->end && is_trail_punct(*p)) {
+			if (lx->mode & SQLLEX_STRICT)
+				return false;
+			lx->seen |= SQLLEX_SAW_TRAIL_BYTE;
+		}
 		tok->kind = SQLTOK_IDENT;
 		tok->len = (size_t) (p - tok->s);
 		tok->kw = keyword_lookup(tok->s, tok->len);
@@ -1055,6 +1146,8 @@ sql_leaves_session_alone(const char *sql, size_t len)
 		return false;
 	lx.p = (const unsigned char *) sql;
 	lx.end = lx.p + len;
+	lx.mode = SQLLEX_STRICT;
+	lx.seen = 0;
 	scan_reset_statement(&st);
 	for (;;) {
 		if (!lex_next(&lx, &tok))
@@ -1065,4 +1158,323 @@ sql_leaves_session_alone(const char *sql, size_t len)
 			return false;
 	}
 	return st.paren_depth == 0 && st.bracket_depth == 0 && !st.need_do;
+}
+
+/*
+ * sql_each_custom_setting: the same lexer, and a second small pass over its
+ * tokens that looks for SET and RESET at the start of a statement and for
+ * set_config( followed by a literal anywhere.  Here the safe side is the
+ * other one: a name reported in vain costs one current_setting() call, a
+ * name missed is a setting lost.  So where the lexer cannot know how the
+ * server splits the text (standard_conforming_strings, a client-only
+ * encoding), the text is read once more in each way that would split it
+ * differently, and the names of every reading are reported.  A reading that
+ * the lexer cannot finish ends there: the server rejects such a text as a
+ * whole, before running any of it.
+ */
+
+/* A custom setting's name as it is read, NUL-terminated in buf. */
+typedef struct SettingName {
+	char buf[SQL_SETTING_NAME_MAX + 1];
+	size_t len;
+	unsigned parts;
+	bool bad;					/* too long, or a part that cannot be in one */
+} SettingName;
+
+/* Where the SET or RESET at the start of a statement is. */
+typedef enum SettingPhase {
+	SETTING_STATEMENT_START,	/* the next token starts a statement */
+	SETTING_AFTER_SET,			/* SET or RESET: SESSION, LOCAL or the name next */
+	SETTING_AFTER_MODIFIER,		/* SET SESSION or SET LOCAL: a '.' makes it the name */
+	SETTING_PART,				/* the name so far ends with '.': a part next */
+	SETTING_AFTER_PART,			/* after a part: '.' or the end of the name */
+	SETTING_OTHER,				/* nothing to look at before the next ';' */
+} SettingPhase;
+
+/* How much of "set_config ( 'name' ," has been seen. */
+typedef enum SetConfigStep {
+	SET_CONFIG_NONE,
+	SET_CONFIG_NAME,			/* set_config */
+	SET_CONFIG_PAREN,			/* set_config ( */
+	SET_CONFIG_LITERAL,			/* set_config ( 'name': a ',' or '::' next */
+} SetConfigStep;
+
+typedef struct SettingScan {
+	SqlSettingFn fn;
+	void *arg;
+	SettingPhase phase;
+	bool reset;					/* the statement is RESET, not SET */
+	SettingName name;			/* after SET or RESET */
+	SetConfigStep set_config;
+	SettingName literal;		/* set_config's first argument */
+} SettingScan;
+
+static void
+setting_name_clear(SettingName *n)
+{
+	n->len = 0;
+	n->parts = 0;
+	n->bad = false;
+	n->buf[0] = '\0';
+}
+
+static void
+setting_name_append(SettingName *n, unsigned char c)
+{
+	if (n->len >= SQL_SETTING_NAME_MAX) {
+		n->bad = true;
+		return;
+	}
+	n->buf[n->len++] = (char) c;
+}
+
+/*
+ * Adds a name token as the next part: an unquoted one folded to lower case,
+ * a quoted one as it is, "" read as one quote.  U&"..." would need its
+ * escapes decoded, and "" names nothing: such a name is skipped.
+ */
+static void
+setting_name_add_part(SettingName *n, const SqlTok *tok)
+{
+	if (n->parts > 0)
+		setting_name_append(n, '.');
+	n->parts++;
+	if (tok->kind == SQLTOK_IDENT) {
+		for (size_t i = 0; i < tok->len; i++)
+			setting_name_append(n, ascii_lower(tok->s[i]));
+		return;
+	}
+	if (tok->unicode || tok->len == 0)
+		n->bad = true;
+	for (size_t i = 0; i < tok->len; i++) {
+		setting_name_append(n, tok->s[i]);
+		/* The lexer only lets a quote through doubled. */
+		if (tok->s[i] == '"')
+			i++;
+	}
+}
+
+/*
+ * The contents of a '...' literal (or an E'...' one), folded to lower case,
+ * when they are a dotted name of unquoted parts.  A doubled quote, a
+ * backslash or anything else that is not in a name makes it no name.
+ */
+static bool
+setting_name_from_literal(SettingName *n, const SqlTok *tok)
+{
+	const unsigned char *s = tok->s;
+	const unsigned char *end = tok->s + tok->len;
+	bool part_start = true;
+
+	setting_name_clear(n);
+	if (s < end && (*s == 'e' || *s == 'E'))
+		s++;
+	/* Numbers and $$ literals; the lexer ends a quoted one with its quote. */
+	if (s >= end || *s != '\'' || end - s < 2)
+		return false;
+	s++;
+	end--;
+	for (; s < end; s++) {
+		unsigned char c = *s;
+
+		if (c == '.') {
+			if (part_start)
+				return false;
+			part_start = true;
+		} else if (part_start ? is_ident_start(c) : is_ident_cont(c)) {
+			if (part_start)
+				n->parts++;
+			part_start = false;
+		} else {
+			return false;
+		}
+		setting_name_append(n, ascii_lower(c));
+	}
+	return !part_start;
+}
+
+/* Calls back with the name when it is a custom setting's. */
+static void
+setting_report(const SettingScan *ss, SettingName *n)
+{
+	if (n->bad || n->parts < 2)
+		return;
+	n->buf[n->len] = '\0';
+	ss->fn(n->buf, ss->arg);
+}
+
+static bool
+tok_is_word(const SqlTok *tok, const char *word)
+{
+	return tok->kind == SQLTOK_IDENT && name_ieq(tok->s, tok->len, word);
+}
+
+/* set_config ( 'name' , ...: the first argument is the name. */
+static void
+setting_scan_set_config(SettingScan *ss, const SqlTok *tok)
+{
+	SetConfigStep next = SET_CONFIG_NONE;
+
+	switch (ss->set_config) {
+	case SET_CONFIG_NAME:
+		if (tok->kind == SQLTOK_LPAREN)
+			next = SET_CONFIG_PAREN;
+		break;
+	case SET_CONFIG_PAREN:
+		if (tok->kind == SQLTOK_LITERAL && setting_name_from_literal(&ss->literal, tok))
+			next = SET_CONFIG_LITERAL;
+		break;
+	case SET_CONFIG_LITERAL:
+		/* Not "'app.' || x": that name is longer than the literal. */
+		if (tok->kind == SQLTOK_COMMA || tok->kind == SQLTOK_CAST)
+			setting_report(ss, &ss->literal);
+		break;
+	case SET_CONFIG_NONE:
+		break;
+	}
+	/*
+	 * Whatever qualifies it: pg_catalog.set_config is the built-in, and
+	 * another schema's set_config most likely wraps it.
+	 */
+	if (next == SET_CONFIG_NONE &&
+		(tok_is_word(tok, "set_config") ||
+		 (tok->kind == SQLTOK_QIDENT && !tok->unicode && tok->len == strlen("set_config") &&
+		  memcmp(tok->s, "set_config", tok->len) == 0)))
+		next = SET_CONFIG_NAME;
+	ss->set_config = next;
+}
+
+/*
+ * SET [SESSION | LOCAL] name {TO | = | FROM CURRENT} ... and RESET name, as
+ * the first token of a statement.  Any ';' ends a statement here, even in
+ * parentheses: at worst a name is reported in vain.
+ */
+static void
+setting_scan_statement(SettingScan *ss, const SqlTok *tok)
+{
+	bool name_tok = tok->kind == SQLTOK_IDENT || tok->kind == SQLTOK_QIDENT;
+
+	switch (ss->phase) {
+	case SETTING_STATEMENT_START:
+		ss->phase = SETTING_OTHER;
+		if (tok_is_word(tok, "set") || tok_is_word(tok, "reset")) {
+			ss->reset = tok_is_word(tok, "reset");
+			setting_name_clear(&ss->name);
+			ss->phase = SETTING_AFTER_SET;
+		}
+		break;
+	case SETTING_AFTER_SET:
+		ss->phase = SETTING_OTHER;
+		if (name_tok) {
+			setting_name_add_part(&ss->name, tok);
+			ss->phase = SETTING_AFTER_PART;
+			/* SET session.x = 1 names session.x: only the '.' tells. */
+			if (!ss->reset && (tok_is_word(tok, "session") || tok_is_word(tok, "local")))
+				ss->phase = SETTING_AFTER_MODIFIER;
+		}
+		break;
+	case SETTING_AFTER_MODIFIER:
+		if (tok->kind == SQLTOK_DOT) {
+			ss->phase = SETTING_PART;
+		} else if (name_tok) {
+			setting_name_clear(&ss->name);
+			setting_name_add_part(&ss->name, tok);
+			ss->phase = SETTING_AFTER_PART;
+		} else {
+			ss->phase = SETTING_OTHER;
+		}
+		break;
+	case SETTING_PART:
+		ss->phase = SETTING_OTHER;
+		if (name_tok) {
+			setting_name_add_part(&ss->name, tok);
+			ss->phase = SETTING_AFTER_PART;
+		}
+		break;
+	case SETTING_AFTER_PART:
+		if (tok->kind == SQLTOK_DOT) {
+			ss->phase = SETTING_PART;
+			break;
+		}
+		ss->phase = SETTING_OTHER;
+		if (ss->reset ? (tok->kind == SQLTOK_SEMI || tok->kind == SQLTOK_EOF) :
+			(tok_is_word(tok, "to") || tok_is_word(tok, "from") ||
+			 (tok->kind == SQLTOK_OP && tok->s[0] == '=')))
+			setting_report(ss, &ss->name);
+		break;
+	case SETTING_OTHER:
+		break;
+	}
+	if (tok->kind == SQLTOK_SEMI)
+		ss->phase = SETTING_STATEMENT_START;
+}
+
+/* One reading of the text in the lexer's mode; returns what its lexer saw. */
+static unsigned
+setting_scan_text(const unsigned char *sql, size_t len, unsigned mode, SqlSettingFn fn, void *arg)
+{
+	SqlLexer lx = {sql, sql + len, mode, 0};
+	SettingScan ss;
+	SqlTok tok;
+
+	memset(&ss, 0, sizeof(ss));
+	ss.fn = fn;
+	ss.arg = arg;
+	ss.phase = SETTING_STATEMENT_START;
+	ss.set_config = SET_CONFIG_NONE;
+	do {
+		if (!lex_next(&lx, &tok))
+			break;
+		setting_scan_set_config(&ss, &tok);
+		setting_scan_statement(&ss, &tok);
+	} while (tok.kind != SQLTOK_EOF);
+	return lx.seen;
+}
+
+/* "set" in any case: SET, RESET and set_config all contain it. */
+static bool
+mentions_set(const unsigned char *s, size_t len)
+{
+	for (size_t i = 0; len >= 3 && i <= len - 3; i++) {
+		if ((s[i] | 0x20) == 's' && (s[i + 1] | 0x20) == 'e' && (s[i + 2] | 0x20) == 't')
+			return true;
+	}
+	return false;
+}
+
+void
+sql_each_custom_setting(const char *sql, size_t len, SqlSettingFn fn, void *arg)
+{
+	/*
+	 * The readings in order, each after those that lack one of its flags.
+	 * A reading lexes the text exactly as the same reading without a flag
+	 * unless that one met a spot the flag reads differently: so a reading
+	 * is needed only when an earlier one saw such a spot for each flag.
+	 */
+	static const unsigned modes[] = {
+		0,
+		SQLLEX_SCS_OFF,
+		SQLLEX_MB_PAIRS,
+		SQLLEX_SCS_OFF | SQLLEX_MB_PAIRS,
+	};
+	const unsigned char *text = (const unsigned char *) sql;
+	const unsigned char *nul;
+	unsigned seen = 0;
+
+	if (!mentions_set(text, len))
+		return;
+	/* The server reads a query up to its NUL. */
+	nul = memchr(text, '\0', len);
+	if (nul)
+		len = (size_t) (nul - text);
+	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+		unsigned need = 0;
+
+		if (modes[i] & SQLLEX_SCS_OFF)
+			need |= SQLLEX_SAW_PLAIN_BACKSLASH;
+		if (modes[i] & SQLLEX_MB_PAIRS)
+			need |= SQLLEX_SAW_TRAIL_BYTE;
+		if ((seen & need) == need)
+			seen |= setting_scan_text(text, len, modes[i], fn, arg);
+	}
 }

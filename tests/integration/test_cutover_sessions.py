@@ -94,3 +94,29 @@ def test_setting_made_in_the_last_transaction_moves(migration):
     assert conn.execute("SHOW work_mem").fetchone()[0] == "5MB"
     assert conn.execute("SELECT inet_server_port()").fetchone()[0] == m.pair.target.port
     conn.close()
+
+
+def test_custom_settings_move(migration):
+    """Custom settings (never in pg_settings) move: set by the client, and by a trigger function by name."""
+    m = migration(prepare=lambda dsn: psql_value(
+        dsn, "CREATE TABLE t (id int PRIMARY KEY, v text); "
+             "CREATE FUNCTION remember() RETURNS trigger LANGUAGE plpgsql AS $$ "
+             "BEGIN PERFORM set_config('app.from_trigger', NEW.v, false); RETURN NEW; END $$; "
+             "CREATE TRIGGER remember BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION remember()"))
+    conn = m.proxy.connect(m.dbname, autocommit=True)
+    conn.execute("SET app.tenant = 'acme'")
+    conn.execute("SELECT set_config('App.User', '7', false)")
+    conn.execute("INSERT INTO t VALUES (1, 'zed')")
+    other = m.proxy.connect(m.dbname, autocommit=True)
+    other.execute("SET myapp.role TO reader")
+
+    result = m.proxy.run_cutover()
+    assert result.returncode == 0, result.stdout + result.stderr + m.proxy.log_tail()
+    assert conn.execute("SELECT inet_server_port()").fetchone()[0] == m.pair.target.port
+    values = conn.execute("SELECT current_setting('app.tenant'), current_setting('app.user'), "
+                          "current_setting('app.from_trigger'), current_setting('myapp.role', true)").fetchone()
+    assert values == ("acme", "7", "zed", None)
+    assert other.execute("SELECT current_setting('myapp.role'), current_setting('app.tenant', true)").fetchone() == \
+        ("reader", None)
+    conn.close()
+    other.close()

@@ -1,7 +1,9 @@
 /*
  * The session-state scanner on SQL text: the statements it must pass (the
  * pgbench and ORM shapes a cutover sees under load), the ones it must
- * refuse, PostgreSQL's lexical corners, and hostile input.  Every input is
+ * refuse, PostgreSQL's lexical corners, and hostile input.  Then the custom
+ * setting names it reports: each form of SET, RESET and set_config, what
+ * hides them, and text the server may split in two ways.  Every input is
  * copied to a heap buffer of exactly its length, so AddressSanitizer sees
  * any read past it.
  */
@@ -483,6 +485,461 @@ test_hostile_sizes(void **state)
 	free(buf);
 }
 
+/* Custom setting names: collected distinct, in the order first reported. */
+#define MAX_NAMES 8
+
+typedef struct Names {
+	size_t n;
+	size_t calls;
+	char name[MAX_NAMES][SQL_SETTING_NAME_MAX + 1];
+} Names;
+
+static void
+collect_name(const char *name, void *arg)
+{
+	Names *names = arg;
+	size_t len = strnlen(name, SQL_SETTING_NAME_MAX + 1);
+
+	assert_true(len > 0 && len <= SQL_SETTING_NAME_MAX);
+	assert_non_null(strchr(name, '.'));
+	names->calls++;
+	for (size_t i = 0; i < names->n; i++) {
+		if (strcmp(names->name[i], name) == 0)
+			return;
+	}
+	assert_true(names->n < MAX_NAMES);
+	memcpy(names->name[names->n++], name, len + 1);
+}
+
+static void
+settings_of_bytes(const char *sql, size_t len, Names *names)
+{
+	char *copy = malloc(len ? len : 1);
+
+	assert_non_null(copy);
+	if (len > 0)
+		memcpy(copy, sql, len);
+	memset(names, 0, sizeof(*names));
+	sql_each_custom_setting(copy, len, collect_name, names);
+	free(copy);
+}
+
+/* The names expected, in the order first reported, then NULL. */
+static void
+expect_settings_bytes(const char *sql, size_t len, ...)
+{
+	Names names;
+	va_list ap;
+	size_t i = 0;
+	const char *want;
+
+	settings_of_bytes(sql, len, &names);
+	va_start(ap, len);
+	while ((want = va_arg(ap, const char *)) != NULL) {
+		if (i >= names.n || strcmp(names.name[i], want) != 0)
+			fail_msg("expected \"%s\" as name %zu of: %.*s", want, i, (int) len, sql);
+		i++;
+	}
+	va_end(ap);
+	if (i != names.n)
+		fail_msg("unexpected \"%s\" from: %.*s", names.name[i], (int) len, sql);
+}
+
+#define EXPECT_SETTINGS(sql, ...) expect_settings_bytes((sql), strlen(sql), __VA_ARGS__, NULL)
+
+static void
+expect_no_settings(const char *const *sqls, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		Names names;
+
+		settings_of_bytes(sqls[i], strlen(sqls[i]), &names);
+		if (names.n != 0)
+			fail_msg("unexpected \"%s\" from: %s", names.name[0], sqls[i]);
+	}
+}
+
+#define EXPECT_NO_SETTINGS(list) expect_no_settings((list), sizeof(list) / sizeof((list)[0]))
+
+static void
+test_settings_set_forms(void **state)
+{
+	(void) state;
+	EXPECT_SETTINGS("SET app.x = 1", "app.x");
+	EXPECT_SETTINGS("SET app.x TO 'y'", "app.x");
+	EXPECT_SETTINGS("SET app.x=1", "app.x");
+	EXPECT_SETTINGS("SET app.x =-1", "app.x");
+	EXPECT_SETTINGS("SET app.x TO DEFAULT", "app.x");
+	EXPECT_SETTINGS("SET app.x FROM CURRENT", "app.x");
+	EXPECT_SETTINGS("SET SESSION app.x = 1", "app.x");
+	EXPECT_SETTINGS("SET LOCAL app.x = 1", "app.x");
+	EXPECT_SETTINGS("set local app.x to 1", "app.x");
+	EXPECT_SETTINGS("SET myapp.user_id = 42", "myapp.user_id");
+	EXPECT_SETTINGS("SET a.b.c = 1", "a.b.c");
+	EXPECT_SETTINGS("SET app . x = 1", "app.x");
+	EXPECT_SETTINGS("SET /* c */ app -- c\n.x = 1", "app.x");
+	EXPECT_SETTINGS("  SET app.x = 1;", "app.x");
+	EXPECT_SETTINGS("SET _a$.b$1 = 1", "_a$.b$1");
+	/* SESSION and LOCAL are names too, when a '.' follows. */
+	EXPECT_SETTINGS("SET session.x = 1", "session.x");
+	EXPECT_SETTINGS("SET LOCAL.x TO 1", "local.x");
+	EXPECT_SETTINGS("SET SESSION session.x = 1", "session.x");
+	EXPECT_SETTINGS("SET LOCAL \"Local\".x = 1", "Local.x");
+	EXPECT_SETTINGS("RESET app.x", "app.x");
+	EXPECT_SETTINGS("RESET app.x;", "app.x");
+	EXPECT_SETTINGS("reset App.X ; ", "app.x");
+	EXPECT_SETTINGS("RESET session.x", "session.x");
+}
+
+static void
+test_settings_case(void **state)
+{
+	(void) state;
+	EXPECT_SETTINGS("SET App.Tenant = 'acme'", "app.tenant");
+	EXPECT_SETTINGS("set \"App\".x = 1", "App.x");
+	EXPECT_SETTINGS("SET APP.\"Mixed Case\" = 1", "app.Mixed Case");
+	EXPECT_SETTINGS("SET \"a\"\"b\".c = 1", "a\"b.c");
+	EXPECT_SETTINGS("SET \"a.b\".C = 1", "a.b.c");
+	EXPECT_SETTINGS("SET Caf\xc3\x89.X = 1", "caf\xc3\x89.x");	/* ASCII only */
+	EXPECT_SETTINGS("SELECT set_config('App.Tenant', 'acme', false)", "app.tenant");
+	EXPECT_SETTINGS("SELECT SET_CONFIG('APP.X', 'Y', false)", "app.x");
+}
+
+static void
+test_settings_not_custom(void **state)
+{
+	static const char *const none[] = {
+		"SET work_mem = '64MB'",
+		"SET search_path TO a, b",
+		"RESET ALL",
+		"RESET work_mem",
+		"RESET SESSION AUTHORIZATION",
+		"SET SESSION AUTHORIZATION u",
+		"SET SESSION AUTHORIZATION DEFAULT",
+		"SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+		"SET TIME ZONE 'UTC'",
+		"SET LOCAL TIME ZONE 'UTC'",
+		"SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+		"SET ROLE app",
+		"SET CONSTRAINTS s.c DEFERRED",
+		"SET SCHEMA 'a.b'",
+		"SHOW app.x",
+		"SELECT current_setting('app.x', true)",
+		/* Not the first token of the statement: not a setting. */
+		"UPDATE t SET a.b = 1",
+		"UPDATE app SET app.x = 1 WHERE y",
+		"INSERT INTO t VALUES (1) ON CONFLICT (a) DO UPDATE SET app.x = 1",
+		"ALTER ROLE r SET app.x = 1",
+		"ALTER DATABASE d SET app.x TO 1",
+		"CREATE FUNCTION f() RETURNS int SET app.x = 1 AS 'SELECT 1' LANGUAGE sql",
+		"SELECT 1 SET app.x = 1",
+		"\"SET\" app.x = 1",
+		"RESET \"RESET\"; \"set\" app.x = 1",
+		/* Malformed or incomplete. */
+		"SET app.x",
+		"SET app.x 1",
+		"SET app. = 1",
+		"SET app..x = 1",
+		"SET .x = 1",
+		"SET app.1x = 1",
+		"SET app.x.= 1",
+		"SET \"\".x = 1",
+		"SET app.\"\" = 1",
+		"SET U&\"app\".x = 1",
+		"SET app.x.'y' = 1",
+		"RESET app.x y",
+		"RESET app.",
+		"RESET app.x TO 1",
+		"SET",
+		"RESET",
+		"SET LOCAL",
+		"SET SESSION = 1",
+	};
+
+	(void) state;
+	EXPECT_NO_SETTINGS(none);
+}
+
+static void
+test_settings_statements(void **state)
+{
+	(void) state;
+	EXPECT_SETTINGS("BEGIN; SET app.x = 1; COMMIT", "app.x");
+	EXPECT_SETTINGS("SELECT 1;SET app.x=1", "app.x");
+	EXPECT_SETTINGS(" ; ;; SET app.x = 1", "app.x");
+	EXPECT_SETTINGS("SELECT 'x'; /* c */ SET app.x = 1 -- t", "app.x");
+	EXPECT_SETTINGS("SET LOCAL app.a = 1; SELECT set_config('app.b', 'v', true); RESET app.c",
+					"app.a", "app.b", "app.c");
+	EXPECT_SETTINGS("RESET app.a;RESET app.b;SET app.a TO 2", "app.a", "app.b");
+	EXPECT_SETTINGS("UPDATE t SET a.b = 1; SET app.x = 2", "app.x");
+	EXPECT_SETTINGS("SET work_mem = 1; SET app.x = 2; SET TIME ZONE 'UTC'", "app.x");
+}
+
+static void
+test_settings_hidden(void **state)
+{
+	static const char *const none[] = {
+		"SELECT 'SET app.x = 1'",
+		"SELECT 'x'; SELECT '; SET app.x = 1'",
+		"SELECT 'set_config(''app.x'', ''1'', false)'",
+		"SELECT \"SET app.x = 1\"",
+		"SELECT \"set_config\"",
+		"SELECT 1 -- SET app.x = 1",
+		"SELECT 1 -- x\n-- SET app.x = 1",
+		"/* SET app.x = 1 */",
+		"SELECT /* /* */ ; SET app.x = 1; set_config('app.y', '', false) */ 1",
+		"DO $$ BEGIN SET app.x = 1; PERFORM set_config('app.y', '1', false); END $$",
+		"DO $body$ BEGIN SET app.x = 1; END $body$",
+		"SELECT $t$; SET app.x = 1; $t$",
+		"SELECT $a$ $b$ ; SET app.x = 1; $b$ $a$",
+		"SELECT E'\\'; SET app.x = 1; --'",
+		"CREATE FUNCTION f() RETURNS void AS 'SELECT set_config(''app.x'', ''1'', false)' LANGUAGE sql",
+		"SELECT offset FROM reset_log",
+		"SELECT 1",
+	};
+
+	(void) state;
+	EXPECT_NO_SETTINGS(none);
+	/* After the string, comment or body, the text is read again. */
+	EXPECT_SETTINGS("SELECT 'SET app.a = 1'; SET app.b = 1", "app.b");
+	EXPECT_SETTINGS("DO $$ SET app.a = 1 $$; SET app.b = 1", "app.b");
+	EXPECT_SETTINGS("/* ; SET app.a = 1; */ SET app.b = 1", "app.b");
+}
+
+static void
+test_settings_set_config(void **state)
+{
+	static const char *const none[] = {
+		"SELECT set_config(x, 'y', false)",
+		"SELECT set_config($1, 'y', false)",
+		"SELECT set_config(('app.x'), 'y', false)",
+		"SELECT set_config('work_mem', '1MB', false)",
+		"SELECT set_config('app.' || 'x', 'y', false)",
+		"SELECT set_config('app.x' || '', 'y', false)",
+		"SELECT set_config('app..x', 'y', false)",
+		"SELECT set_config('.x', 'y', false)",
+		"SELECT set_config('app.', 'y', false)",
+		"SELECT set_config('', 'y', false)",
+		"SELECT set_config('app.x y', 'y', false)",
+		"SELECT set_config(' app.x', 'y', false)",
+		"SELECT set_config('\"App\".x', 'y', false)",
+		"SELECT set_config('app.x''', 'y', false)",
+		"SELECT set_config('1app.x', 'y', false)",
+		"SELECT set_config('app.1x', 'y', false)",
+		"SELECT set_config('app.$x', 'y', false)",
+		"SELECT set_config(E'app.\\x41', 'y', false)",
+		"SELECT set_config(U&'app.x', 'y', false)",
+		"SELECT set_config($$app.x$$, 'y', false)",
+		"SELECT set_config(1.5, 'y', false)",
+		"SELECT set_config",
+		"SELECT set_config(",
+		"SELECT set_config('app.x'",
+		"SELECT set_config('app.x')",
+		"SELECT set_config 'app.x', 'y'",
+		"SELECT \"SET_CONFIG\"('app.x', 'y', false)",
+		"SELECT U&\"set_config\"('app.x', 'y', false)",
+		"SELECT set_configs('app.x', 'y', false)",
+		"SELECT current_setting('app.x', true)",
+	};
+
+	(void) state;
+	EXPECT_SETTINGS("SELECT set_config('app.tenant', 'acme', false)", "app.tenant");
+	EXPECT_SETTINGS("select pg_catalog.set_config('app.x', 'y', true)", "app.x");
+	EXPECT_SETTINGS("SELECT PG_CATALOG . SET_CONFIG('app.x', 'y', true)", "app.x");
+	EXPECT_SETTINGS("SELECT \"pg_catalog\".\"set_config\"('app.x', 'y', true)", "app.x");
+	EXPECT_SETTINGS("SELECT set_config ( 'app.x' , 'y' , false )", "app.x");
+	EXPECT_SETTINGS("SELECT set_config('app.x'::text, 'y', false)", "app.x");
+	EXPECT_SETTINGS("SELECT set_config(E'app.x', 'y', false)", "app.x");
+	EXPECT_SETTINGS("SELECT set_config('a.b.c', 'y', false)", "a.b.c");
+	EXPECT_SETTINGS("SELECT set_config('_a.b$1', 'y', false)", "_a.b$1");
+	EXPECT_SETTINGS("SELECT set_config('app.x', 'SET app.y = 1', false)", "app.x");
+	/* Another schema's set_config most likely wraps the built-in. */
+	EXPECT_SETTINGS("SELECT util.set_config('app.x', 'y', false)", "app.x");
+	/* Anywhere in the statement, and any number of them. */
+	EXPECT_SETTINGS("SELECT 1 FROM set_config('app.x', 'y', false)", "app.x");
+	EXPECT_SETTINGS("SELECT * FROM t WHERE set_config('app.a', '1', true) IS NOT NULL "
+					"AND (SELECT set_config('app.b', '2', true)) = '2'", "app.a", "app.b");
+	EXPECT_SETTINGS("WITH s AS (SELECT set_config('app.x', $1, false)) SELECT * FROM s", "app.x");
+	EXPECT_SETTINGS("SELECT set_config('app.x', set_config('app.y', 'v', false), false)",
+					"app.x", "app.y");
+	EXPECT_SETTINGS("INSERT INTO t VALUES (set_config('app.x', 'v', true))", "app.x");
+	EXPECT_SETTINGS("SELECT set_config(set_config, 'v', false), "
+					"set_config('app.x', 'v', false) FROM t", "app.x");
+	EXPECT_SETTINGS("UPDATE t SET a = set_config('app.x', 'v', true)", "app.x");
+	EXPECT_NO_SETTINGS(none);
+}
+
+static void
+test_settings_too_long(void **state)
+{
+	char sql[256];
+	/* 63 bytes: "a" x 30, ".", "b" x 32; then one more "b". */
+	char name63[SQL_SETTING_NAME_MAX + 1];
+	char name64[SQL_SETTING_NAME_MAX + 2];
+	char want[SQL_SETTING_NAME_MAX + 1];
+	size_t n = 100000;
+	char *big;
+	size_t len;
+
+	(void) state;
+	memset(name63, 'a', 30);
+	name63[30] = '.';
+	memset(name63 + 31, 'b', 32);
+	name63[63] = '\0';
+	memcpy(name64, name63, sizeof(name63));
+	name64[63] = 'b';
+	name64[64] = '\0';
+
+	snprintf(sql, sizeof(sql), "SET %s = 1", name63);
+	EXPECT_SETTINGS(sql, name63);
+	snprintf(sql, sizeof(sql), "SELECT set_config('%s', 'v', false)", name63);
+	EXPECT_SETTINGS(sql, name63);
+	snprintf(sql, sizeof(sql), "RESET %s", name63);
+	EXPECT_SETTINGS(sql, name63);
+
+	snprintf(sql, sizeof(sql), "SET %s = 1; SET app.x = 2", name64);
+	EXPECT_SETTINGS(sql, "app.x");
+	snprintf(sql, sizeof(sql), "SELECT set_config('%s', 'v', false), set_config('app.x', 'v', false)",
+			 name64);
+	EXPECT_SETTINGS(sql, "app.x");
+	snprintf(sql, sizeof(sql), "RESET %s", name64);
+	EXPECT_SETTINGS(sql, NULL);
+
+	/* A doubled quote counts once: 60 + 1 + 2 bytes is the longest kept. */
+	snprintf(sql, sizeof(sql), "SET \"%.61s\"\"\".x = 1", name63);
+	EXPECT_SETTINGS(sql, NULL);
+	snprintf(sql, sizeof(sql), "SET \"%.60s\"\"\".x = 1", name63);
+	snprintf(want, sizeof(want), "%.60s\".x", name63);
+	EXPECT_SETTINGS(sql, want);
+
+	/* Very long names, quoted or not, and very many parts. */
+	big = malloc(n + 32);
+	assert_non_null(big);
+	len = (size_t) snprintf(big, 32, "SET ");
+	for (size_t i = 0; i < n; i += 2)
+		memcpy(big + len + i, "a.", 2);
+	memcpy(big + len + n - 1, "b = 1", 5);
+	expect_settings_bytes(big, len + n + 4, NULL);
+	memcpy(big, "RESET \"", 7);
+	memset(big + 7, 'x', n);
+	memcpy(big + 7 + n, "\".y", 3);
+	expect_settings_bytes(big, n + 10, NULL);
+	len = (size_t) snprintf(big, 32, "SELECT set_config('");
+	memset(big + len, 'a', n);
+	big[len + 1] = '.';
+	memcpy(big + len + n, "', '', false)", 13);
+	expect_settings_bytes(big, len + n + 13, NULL);
+	free(big);
+}
+
+/* Only len bytes count, and the server stops at a NUL. */
+static void
+test_settings_length_bound(void **state)
+{
+	static const char two[] = "SET app.xyz = 1; SET app.b = 2";
+	static const char nul[] = "SET app.a = 1;\0SET app.b = 1";
+	static const char call[] = "SELECT set_config('app.x', 'y')";
+	Names names;
+
+	(void) state;
+	expect_settings_bytes(two, strlen(two), "app.xyz", "app.b", NULL);
+	expect_settings_bytes(two, 16, "app.xyz", NULL);
+	expect_settings_bytes(two, 13, "app.xyz", NULL);	/* "SET app.xyz =" */
+	expect_settings_bytes(two, 11, NULL);				/* "SET app.xyz": no '=' */
+	expect_settings_bytes("RESET app.abc", 12, "app.ab", NULL);
+	expect_settings_bytes(call, 25, NULL);				/* no ',' after the name */
+	expect_settings_bytes(call, 26, "app.x", NULL);
+	expect_settings_bytes("SELECT 'x' ; SET app.x = 1", 8, NULL);
+	expect_settings_bytes(nul, sizeof(nul) - 1, "app.a", NULL);
+	expect_settings_bytes("SET app.a\0 = 1", 14, NULL);
+	expect_settings_bytes("SE", 2, NULL);
+	expect_settings_bytes("SET", 0, NULL);
+	memset(&names, 0, sizeof(names));
+	sql_each_custom_setting(NULL, 0, collect_name, &names);
+	assert_int_equal(names.calls, 0);
+}
+
+/*
+ * Where the server may split the text two ways, the names of both readings
+ * are reported.  A reading the lexer cannot finish is one the server
+ * rejects whole: only what came before it is reported.
+ */
+static void
+test_settings_readings(void **state)
+{
+	static const char *const none[] = {
+		"SELECT 'unterminated; SET app.x = 1",
+		"SELECT $a$ SET app.x = 1",
+		"SELECT \"x; SET app.x = 1",
+		"SELECT /* SET app.x = 1",
+		"SELECT E'\\'; SET app.x = 1",
+		"SELECT \\; SET app.x = 1",
+		"SELECT $a; SET app.x = 1",
+	};
+
+	(void) state;
+	/* standard_conforming_strings on: the backslash is a character. */
+	EXPECT_SETTINGS("INSERT INTO t VALUES ('C:\\dir\\'); SET app.x = 1", "app.x");
+	/* Off: it escapes the quote. */
+	EXPECT_SETTINGS("SELECT 'it\\'s'; SET app.x = 1", "app.x");
+	EXPECT_SETTINGS("SELECT 'a\\'; SET app.on = 1; SELECT '; SET app.off = 1; --'",
+					"app.on", "app.off");
+	EXPECT_SETTINGS("SELECT set_config('app.x', 'C:\\', false)", "app.x");
+	/* In SJIS, BIG5, GBK... 0x83 0x5c is one character, not a backslash. */
+	EXPECT_SETTINGS("SELECT E'\x83\\' ; SET app.sjis = 1; SELECT E'; SET app.utf8 = 1; --'",
+					"app.utf8", "app.sjis");
+	EXPECT_SETTINGS("SELECT x\x83\\ FROM t; SET app.x = 1", "app.x");
+	EXPECT_SETTINGS("SELECT $t\x83\\$ ; $t\x83\\$; SET app.x = 1", "app.x");
+	/* Seen only with standard_conforming_strings off in a client-only encoding. */
+	EXPECT_SETTINGS("SELECT E'\x83\\'; SELECT 'x\\''; SET app.both = 1; --'", "app.both");
+	/* U&"" names are skipped, the text after them is read. */
+	EXPECT_SETTINGS("SELECT U&\"a\\0061\" FROM t; SET app.x = 1", "app.x");
+	EXPECT_SETTINGS("SET app.a = 1; SELECT \\; SET app.b = 1", "app.a");
+	EXPECT_NO_SETTINGS(none);
+}
+
+/* Many names, readings and near-misses: linear, and nothing is kept between calls. */
+static void
+test_settings_hostile(void **state)
+{
+	static const char *const units[] = {
+		"SET a.b=1;", "set_config(", "RESET ", "'\\", "E'\x83\\'", "$a$", "SET \"",
+	};
+	size_t n = 100000;
+	char *big = malloc(n);
+	Names names;
+
+	(void) state;
+	assert_non_null(big);
+	for (size_t u = 0; u < sizeof(units) / sizeof(units[0]); u++) {
+		size_t ulen = strlen(units[u]);
+
+		for (size_t i = 0; i < n; i++)
+			big[i] = units[u][i % ulen];
+		settings_of_bytes(big, n - n % ulen, &names);
+		if (u == 0) {
+			assert_int_equal(names.calls, n / ulen);
+			assert_int_equal(names.n, 1);
+			assert_string_equal(names.name[0], "a.b");
+		} else {
+			assert_int_equal(names.calls, 0);
+		}
+	}
+	/* Every reading at once, over and over. */
+	{
+		static const char mixed[] = "E'\x83\\' 'a\\' x\x83|; SET a.b = 1;";
+		size_t mlen = sizeof(mixed) - 1;
+		size_t len = 0;
+
+		for (; len + mlen <= n; len += mlen)
+			memcpy(big + len, mixed, mlen);
+		settings_of_bytes(big, len, &names);
+		assert_int_equal(names.n, 1);
+		assert_string_equal(names.name[0], "a.b");
+	}
+	free(big);
+}
+
 int
 main(void)
 {
@@ -499,6 +956,16 @@ main(void)
 		cmocka_unit_test(test_length_bound),
 		cmocka_unit_test(test_nul_bytes),
 		cmocka_unit_test(test_hostile_sizes),
+		cmocka_unit_test(test_settings_set_forms),
+		cmocka_unit_test(test_settings_case),
+		cmocka_unit_test(test_settings_not_custom),
+		cmocka_unit_test(test_settings_statements),
+		cmocka_unit_test(test_settings_hidden),
+		cmocka_unit_test(test_settings_set_config),
+		cmocka_unit_test(test_settings_too_long),
+		cmocka_unit_test(test_settings_length_bound),
+		cmocka_unit_test(test_settings_readings),
+		cmocka_unit_test(test_settings_hostile),
 	};
 
 	return cmocka_run_group_tests_name("sqlscan", tests, NULL, NULL);

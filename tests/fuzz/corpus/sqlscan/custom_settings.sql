@@ -1,0 +1,1 @@
+BEGIN; SET LOCAL app.tenant = 'acme'; SET "App".user_id TO 42; SELECT pg_catalog.set_config('app.role', 'admin', true); RESET app.x; SET SESSION AUTHORIZATION DEFAULT; COMMIT

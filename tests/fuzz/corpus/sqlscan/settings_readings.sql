@@ -1,0 +1,1 @@
+SELECT 'C:\dir\'; SET app.on = 1; SELECT 'it\'s; SET app.off = 1; --'; SELECT E'ƒ\'; SET app.sjis = 1; --'
