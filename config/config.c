@@ -90,6 +90,7 @@ static const KeyDef global_keys[] = {
 	{"replication", "roles", KEY_ENUM, C(replication.roles), "none", roles_names, 0, 0},
 	{"replication", "copy_jobs", KEY_INT, C(replication.copy_jobs), "4", NULL, 1, 64},
 	{"replication", "pg_bindir", KEY_PATH, C(replication.pg_bindir), "", NULL, 0, 0},
+	{"replication", "maintenance_work_mem", KEY_SIZE, C(replication.maintenance_work_mem), "512MB", NULL, 0, 0},
 	{"replication", "slot_retention_warning", KEY_SIZE, C(replication.slot_retention_warning), "10GB", NULL, 0, 0},
 	{"replication", "sequence_sync_interval", KEY_DURATION, C(replication.sequence_sync_interval), "30s", NULL, 0, 0},
 	{"cutover", "max_lag", KEY_SIZE, C(cutover.max_lag), "16MB", NULL, 0, 0},

@@ -80,6 +80,7 @@ typedef struct ReplicationConfig {
 	RolesMode roles;
 	int copy_jobs;
 	char *pg_bindir;
+	int64_t maintenance_work_mem;	/* bytes, of each index build on the target after the copy; 0: the target's */
 	int64_t slot_retention_warning;	/* bytes of WAL the slot may hold before warnings */
 	int64_t sequence_sync_interval;	/* microseconds */
 } ReplicationConfig;

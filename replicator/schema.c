@@ -196,13 +196,22 @@ schema_restore(const Config *config, const DatabaseMapping *db, const char *path
 	char pg_restore[PATH_MAX], sect[64], jobsarg[32];
 	char *target_ci = repl_conninfo(&config->target, db->target_name);
 	char *target_pw = password_of(&config->target);
+	StrBuf ci;
 	bool keep_roles = config->replication.roles == ROLES_COPY;
 	char *argv[20];
 	int n = 0;
 	pid_t pid;
 	bool ok = false;
 
+	strbuf_init(&ci);
 	if (!target_ci || !schema_find_tool(config, "pg_restore", 0, pg_restore, sizeof(pg_restore), subject))
+		goto done;
+	strbuf_append(&ci, target_ci);
+	/* Index builds sort in memory rather than in temporary files: the target's default (64MB) spills. */
+	if (strcmp(section, "post-data") == 0 && config->replication.maintenance_work_mem > 0)
+		strbuf_appendf(&ci, " options='-c maintenance_work_mem=%lldkB'",
+			       (long long) (config->replication.maintenance_work_mem / 1024));
+	if (ci.failed)
 		goto done;
 	snprintf(sect, sizeof(sect), "--section=%s", section);
 	snprintf(jobsarg, sizeof(jobsarg), "--jobs=%d", jobs);
@@ -216,7 +225,7 @@ schema_restore(const Config *config, const DatabaseMapping *db, const char *path
 		argv[n++] = "--no-privileges";
 	}
 	argv[n++] = "-d";
-	argv[n++] = target_ci;
+	argv[n++] = (char *) strbuf_str(&ci);
 	argv[n++] = (char *) path;
 	argv[n] = NULL;
 	pid = spawn(argv, -1, -1, target_pw, subject);
@@ -226,6 +235,7 @@ schema_restore(const Config *config, const DatabaseMapping *db, const char *path
 	else
 		log_error(subject, "%s could not be restored on the target", section);
 done:
+	strbuf_free(&ci);
 	free(target_ci);
 	free(target_pw);
 	return ok;
