@@ -504,11 +504,14 @@ remember_statement(Client *client, const PktHeader *pkt)
 
 	if (pkt->avail != pkt->len) {
 		/* A huge Parse: its name is all we could keep, and it is not re-playable. */
+		client->unnamed_leaves_session = false;	/* it may be the unnamed one: unknown text */
 		log_debug(client->subject, "Parse of %u bytes not remembered", pkt->len);
 		return;
 	}
-	if (!proto_parse_parse(pkt->body, pkt->body_avail, &parse, err, sizeof(err)))
+	if (!proto_parse_parse(pkt->body, pkt->body_avail, &parse, err, sizeof(err))) {
+		client->unnamed_leaves_session = false;
 		return;
+	}
 	session_learn_settings(client->proxy, parse.query, strlen(parse.query));
 	if (parse.stmt[0] == '\0') {
 		client->unnamed_leaves_session = sql_leaves_session_alone(parse.query, strlen(parse.query));
