@@ -33,7 +33,6 @@ struct StmtCacheEntry {
  * results are read in batches.  The batch is bounded so that unread results
  * never fill the socket buffers (which would stall both sides).
  */
-#define PIPELINE_BATCH 500
 
 static bool
 pipeline_start(Applier *ap)
@@ -55,6 +54,7 @@ pipeline_drain(Applier *ap)
 {
 	PGconn *conn = ap->target->conn;
 	bool ok = true;
+	int done = 0;	/* statements whose results were read */
 
 	if (!ap->pipelined || ap->queued == 0)
 		return true;
@@ -68,6 +68,7 @@ pipeline_drain(Applier *ap)
 
 		if (!res) {
 			/* The end of one statement's results. */
+			done++;
 			if (PQstatus(conn) != CONNECTION_OK) {
 				log_error(ap->subject, "target connection lost: %s", PQerrorMessage(conn));
 				return false;
@@ -80,7 +81,14 @@ pipeline_drain(Applier *ap)
 			break;
 		}
 		if (st == PGRES_FATAL_ERROR && ok) {
-			log_error(ap->subject, "applying changes failed: %s", PQresultErrorMessage(res));
+			const RelCacheEntry *rel =
+				done < ap->queued ? relcache_lookup(&ap->relcache, ap->queued_relids[done]) : NULL;
+
+			if (rel)
+				log_error(ap->subject, "applying a change to %s.%s failed: %s", rel->nspname, rel->relname,
+					  PQresultErrorMessage(res));
+			else
+				log_error(ap->subject, "applying changes failed: %s", PQresultErrorMessage(res));
 			ok = false;
 		} else if (st == PGRES_FATAL_ERROR || st == PGRES_PIPELINE_ABORTED) {
 			ok = false;
@@ -109,13 +117,14 @@ pipeline_end(Applier *ap)
 
 /* Queues a statement in the pipeline; drains when the batch is full. */
 static bool
-pipeline_queued(Applier *ap, int sent)
+pipeline_queued(Applier *ap, int sent, uint32_t relid)
 {
 	if (sent != 1) {
 		log_error(ap->subject, "could not send to the target: %s", PQerrorMessage(ap->target->conn));
 		return false;
 	}
-	return ++ap->queued < PIPELINE_BATCH || pipeline_drain(ap);
+	ap->queued_relids[ap->queued] = relid;
+	return ++ap->queued < APPLY_PIPELINE_BATCH || pipeline_drain(ap);
 }
 
 bool
@@ -299,7 +308,7 @@ prepare_statement(Applier *ap, uint32_t relid, const char *key, const char *sql)
 	snprintf(e->name, sizeof(e->name), "pgh_%u", ++counter);
 	if (ap->pipelined) {
 		/* Its result is read with the batch; an error shows there. */
-		if (!pipeline_queued(ap, PQsendPrepare(ap->target->conn, e->name, sql, 0, NULL))) {
+		if (!pipeline_queued(ap, PQsendPrepare(ap->target->conn, e->name, sql, 0, NULL), relid)) {
 			free(e->key);
 			free(e);
 			return NULL;
@@ -353,7 +362,8 @@ execute(Applier *ap, const RelCacheEntry *rel, StmtCacheEntry *stmt, int n, cons
 	}
 	if (ap->pipelined) {
 		/* libpq copies the parameters into its output buffer: block may go now. */
-		ok = pipeline_queued(ap, PQsendQueryPrepared(ap->target->conn, stmt->name, n, terminated, NULL, NULL, 0));
+		ok = pipeline_queued(ap, PQsendQueryPrepared(ap->target->conn, stmt->name, n, terminated, NULL, NULL, 0),
+				     rel->relid);
 		free(block);
 		return ok;
 	}

@@ -11,6 +11,9 @@
 #ifndef PGHANDOFF_REPLICATOR_APPLY_H
 #define PGHANDOFF_REPLICATOR_APPLY_H
 
+/* Statements sent in pipeline mode before their results are read. */
+#define APPLY_PIPELINE_BATCH 500
+
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -36,6 +39,7 @@ typedef struct Applier {
 	bool target_open;	/* a target transaction is open */
 	bool pipelined;		/* the target connection is in pipeline mode */
 	int queued;		/* statements sent whose results are unread */
+	uint32_t queued_relids[APPLY_PIPELINE_BATCH];	/* the relation each of them changes, to name it in an error */
 	uint64_t skip_before;	/* origin progress at start: transactions ending before it are done */
 	uint64_t group_end_lsn;	/* end of the last source transaction in the open group */
 	int64_t group_commit_time;

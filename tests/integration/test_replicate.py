@@ -1007,6 +1007,30 @@ def test_commit_failure_on_target(clusters, replicator_factory):
     assert_tables_equal(pair, db)
 
 
+@pytest.mark.parametrize("key", ["PRIMARY KEY", "REPLICA IDENTITY FULL"])
+def test_apply_error_names_the_table(clusters, replicator_factory, key):
+    """A change the target rejects with a message that does not name the table: the log names it."""
+    pair = clusters
+    db = make_database(pair, "applyerr")
+    ddl = ("CREATE TABLE other (id int PRIMARY KEY)",
+           "CREATE TABLE picky (id int PRIMARY KEY, v text)" if key == "PRIMARY KEY" else
+           "CREATE TABLE picky (id int, v text)",
+           *(["ALTER TABLE picky REPLICA IDENTITY FULL"] if key != "PRIMARY KEY" else []))
+    run_sql(pair.source, db, *ddl)
+    r = start_and_sync(replicator_factory, pair, db)
+    run_sql(pair.target, db,
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN IF NEW.v = 'no' THEN RAISE EXCEPTION 'refused row %', NEW.id; END IF; RETURN NEW; END $$",
+            "CREATE TRIGGER refuse BEFORE INSERT ON picky FOR EACH ROW EXECUTE FUNCTION refuse()",
+            "ALTER TABLE picky ENABLE ALWAYS TRIGGER refuse")
+    in_transaction(pair.source, db, "INSERT INTO other VALUES (1)", "INSERT INTO picky VALUES (1, 'yes')",
+                   "INSERT INTO picky VALUES (2, 'no')", "INSERT INTO other VALUES (2)")
+    r.wait_log(r"ERROR .*public\.picky.*refused row 2")
+    run_sql(pair.target, db, "DROP TRIGGER refuse ON picky")
+    wait_caught_up(pair, db, r.origin, r, fail_on_error=False)
+    assert_tables_equal(pair, db)
+
+
 # ---- --drop ----------------------------------------------------------------
 
 @ONLY_15
