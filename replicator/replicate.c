@@ -369,19 +369,26 @@ replicate_database(const Config *config, const DatabaseMapping *db)
 	    !objects_origin_state(&target, names.origin, &origin_exists, &start_lsn))
 		goto fail;
 	if (start_lsn == 0) {
-		char tmpdir[] = "/tmp/pghandoff-schema-XXXXXX";
-		char dump_path[sizeof(tmpdir) + 16];
+		char tmpl[] = "/tmp/pghandoff-schema-XXXXXX";
+		char dump_path[64];
+		int fd;
 		bool ok;
 
-		/* The schema-only archive lives as long as the initial sync. */
-		if (!mkdtemp(tmpdir)) {
-			log_error(subject, "could not create a directory for the schema archive: %s", strerror(errno));
+		/*
+		 * The schema-only archive lives as long as the initial sync, even
+		 * after kill -9: its file is unlinked at once and pg_dump and
+		 * pg_restore (and its workers) reach it through the inherited
+		 * descriptor.
+		 */
+		fd = mkstemp(tmpl);
+		if (fd < 0) {
+			log_error(subject, "could not create a file for the schema archive: %s", strerror(errno));
 			goto fail;
 		}
-		snprintf(dump_path, sizeof(dump_path), "%s/schema.dump", tmpdir);
+		(void) unlink(tmpl);
+		snprintf(dump_path, sizeof(dump_path), "/proc/self/fd/%d", fd);
 		ok = initial_sync(config, db, &names, &source, &target, &repl, &start_lsn, dump_path, &status, subject);
-		(void) unlink(dump_path);
-		(void) rmdir(tmpdir);
+		close(fd);
 		if (!ok)
 			goto fail;
 	}

@@ -10,6 +10,7 @@ Environment: PGHANDOFF_LARGE_TESTS=1 adds a 5-million-row copy;
 PGHANDOFF_TEST_SEED fixes the random moments of the crash tests.
 """
 
+import glob
 import os
 import random
 import re
@@ -729,6 +730,7 @@ def test_kill9_during_copy(clusters, replicator_factory):
             "CREATE TABLE small (id int PRIMARY KEY, v text)",
             "INSERT INTO small SELECT g, 'v' FROM generate_series(1, 1000) g")
     r = replicator_factory(pair, db, start=False)
+    archives_before = set(glob.glob("/tmp/pghandoff-schema-*"))
     kills = 0
     for attempt in range(3):
         r.start()
@@ -741,6 +743,8 @@ def test_kill9_during_copy(clusters, replicator_factory):
         print(f"kill #{attempt + 1} {delay:.2f} s after the copy started")
         r.kill9()
         kills += 1
+        # The schema archive is never left behind: its file is unlinked as soon as it is made.
+        assert set(glob.glob("/tmp/pghandoff-schema-*")) <= archives_before
         run_sql(pair.source, db, f"INSERT INTO small VALUES ({2000 + attempt}, 'between kills')")
     assert kills > 0, "the copy was always over before the kill: make the table bigger"
     if not r.running():
