@@ -108,27 +108,34 @@ cutover_sessions_settled(Cutover *c, bool may_settle)
 
 	if (c->settle_round == 0)
 		c->settle_round = 1;
-	if (!read_round(c, &unread))
-		return false;
-	if (may_settle) {
+	/* A round that starts no read is over at once: nothing would wake this again. */
+	while (read_round(c, &unread)) {
+		if (!may_settle) {
+			c->settle_unread = unread;
+			c->settle_round++;
+			(void) read_round(c, &unread);	/* the next one begins */
+			return false;
+		}
 		if (c->t_settle == 0) {
 			c->t_settle = ev_time();
 			c->settle_rounds = 0;
 		} else {
 			c->settle_rounds++;
+			if (unread <= SETTLED_UNREAD || unread > c->settle_unread * 3 / 4 ||
+			    c->settle_rounds >= SETTLE_MAX_ROUNDS) {
+				c->settle_unread = unread;
+				return true;
+			}
 		}
-		if (unread <= SETTLED_UNREAD || (c->settle_rounds > 0 && unread > c->settle_unread * 3 / 4) ||
-		    c->settle_rounds >= SETTLE_MAX_ROUNDS) {
+		if (unread <= SETTLED_UNREAD) {
 			c->settle_unread = unread;
 			return true;
 		}
-	}
-	if (may_settle)
 		log_debug("cutover", "sessions read before the pause: round %d leaves %d unread", c->settle_rounds,
 			  unread);
-	c->settle_unread = unread;
-	c->settle_round++;
-	(void) read_round(c, &unread);	/* the next one begins */
+		c->settle_unread = unread;
+		c->settle_round++;
+	}
 	return false;
 }
 

@@ -120,3 +120,21 @@ def test_custom_settings_move(migration):
         ("reader", None)
     conn.close()
     other.close()
+
+
+def test_many_open_transactions_reach_the_drain_timeout(migration):
+    """More clients in open transactions than the pause may read: the cutover still pauses, then aborts."""
+    m = migration(prepare=lambda dsn: psql_value(dsn, "CREATE TABLE t (id int PRIMARY KEY)"),
+                  cutover={"drain_timeout": "300ms", "on_drain_timeout": "abort"})
+    busy = []
+    for i in range(20):
+        conn = m.proxy.connect(m.dbname, autocommit=False)
+        conn.execute("INSERT INTO t VALUES (%s)", (i,))  # left open
+        busy.append(conn)
+    result = m.proxy.run_cutover(timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr + m.proxy.log_tail()
+    assert "transactions still open after drain_timeout" in result.stderr
+    for conn in busy:
+        conn.commit()
+        conn.close()
+    assert psql_value(m.source_dsn(), "SELECT count(*) FROM t") == "20"
