@@ -162,6 +162,7 @@ copy_one(ReplConn *source, ReplConn *target, const CopyTask *task, ReplStatus *s
 	char *buf;
 	int n;
 	bool ok = true;
+	bool whole = !task->range[0], in_transaction = false;
 
 	strbuf_init(&out);
 	strbuf_init(&in);
@@ -170,7 +171,16 @@ copy_one(ReplConn *source, ReplConn *target, const CopyTask *task, ReplStatus *s
 			       task->range, fmt);
 	else
 		strbuf_appendf(&out, "COPY %s (%s) TO STDOUT%s", task->table, task->columns, fmt);
-	strbuf_appendf(&in, "COPY %s (%s) FROM STDIN%s", task->table, task->columns, fmt);
+	/*
+	 * A whole table is loaded frozen: emptied in the same transaction, its
+	 * rows need no hint bits set later, so the index builds that read it
+	 * next do not write every page of it again (and neither does VACUUM).
+	 */
+	if (whole)
+		strbuf_appendf(&in, "COPY %s (%s) FROM STDIN (FREEZE%s)", task->table, task->columns,
+			       task->binary ? ", FORMAT binary" : "");
+	else
+		strbuf_appendf(&in, "COPY %s (%s) FROM STDIN%s", task->table, task->columns, fmt);
 
 	res = PQexec(source->conn, strbuf_str(&out));
 	if (PQresultStatus(res) != PGRES_COPY_OUT) {
@@ -180,9 +190,18 @@ copy_one(ReplConn *source, ReplConn *target, const CopyTask *task, ReplStatus *s
 		goto done;
 	}
 	PQclear(res);
-	res = PQexec(target->conn, strbuf_str(&in));
+	if (whole) {
+		StrBuf truncate;
+
+		strbuf_init(&truncate);
+		strbuf_appendf(&truncate, "BEGIN; TRUNCATE ONLY %s", task->table);
+		in_transaction = !truncate.failed && repl_exec(target, strbuf_str(&truncate));
+		strbuf_free(&truncate);
+	}
+	res = whole && !in_transaction ? NULL : PQexec(target->conn, strbuf_str(&in));
 	if (PQresultStatus(res) != PGRES_COPY_IN) {
-		log_error(target->subject, "%s: %s", task->table, PQresultErrorMessage(res));
+		if (res)	/* else BEGIN or TRUNCATE failed, and said so */
+			log_error(target->subject, "%s: %s", task->table, PQresultErrorMessage(res));
 		PQclear(res);
 		/* Drain the source's COPY so the connection stays usable. */
 		while ((n = PQgetCopyData(source->conn, &buf, 0)) > 0)
@@ -228,9 +247,15 @@ copy_one(ReplConn *source, ReplConn *target, const CopyTask *task, ReplStatus *s
 		ok = false;
 	}
 	PQclear(res);
+	if (in_transaction && !repl_exec(target, ok ? "COMMIT" : "ROLLBACK"))
+		ok = false;
+	in_transaction = false;
 	if (task->binary && *rows > 0)
 		(*rows)--;	/* the binary trailer is not a row (the header rides on the first) */
 done:
+	if (in_transaction && !repl_exec(target, "ROLLBACK")) {
+		/* already logged */
+	}
 	strbuf_free(&out);
 	strbuf_free(&in);
 	return ok;

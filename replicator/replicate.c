@@ -17,6 +17,7 @@
 #include "replicator/replicate.h"
 #include "common/log.h"
 #include "replicator/copy.h"
+#include "replicator/indexes.h"
 #include "replicator/objects.h"
 #include "replicator/pgoutput.h"
 #include "replicator/preflight.h"
@@ -261,7 +262,7 @@ initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *n
 		if (config->replication.roles == ROLES_COPY && !schema_copy_roles(config, source->version / 10000, subject))
 			return false;
 		if (!schema_dump(config, db, source->version / 10000, dump_path, subject) ||
-		    !schema_restore(config, db, dump_path, "pre-data", 1, subject))
+		    !schema_restore(config, db, dump_path, "pre-data", NULL, 1, subject))
 			return false;
 	} else if (!schema_verify(source, target, subject)) {
 		return false;
@@ -279,7 +280,7 @@ initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *n
 		 (long long) progress.rows_done);
 	status_phase(status, "indexes");
 	if (config->replication.schema == SCHEMA_COPY &&
-	    !schema_restore(config, db, dump_path, "post-data", config->replication.copy_jobs, subject))
+	    !indexes_restore_post_data(config, db, source, dump_path, subject))
 		return false;
 	/* Only now is the target complete: progress > 0 says so to a restarted replicator. */
 	return objects_advance_origin(target, names->origin, *start_lsn);

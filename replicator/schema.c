@@ -190,8 +190,52 @@ done:
 }
 
 bool
-schema_restore(const Config *config, const DatabaseMapping *db, const char *path, const char *section, int jobs,
-	       const char *subject)
+schema_list(const Config *config, const char *path, const char *section, char **toc, const char *subject)
+{
+	char pg_restore[PATH_MAX], sect[64];
+	char *argv[] = {pg_restore, sect, "--list", (char *) path, NULL};
+	StrBuf out;
+	char buf[8192];
+	ssize_t got;
+	int fds[2];
+	pid_t pid;
+	bool ok;
+
+	*toc = NULL;
+	snprintf(sect, sizeof(sect), "--section=%s", section);
+	if (!schema_find_tool(config, "pg_restore", 0, pg_restore, sizeof(pg_restore), subject))
+		return false;
+	if (pipe2(fds, O_CLOEXEC) < 0) {
+		log_error(subject, "pipe: %s", strerror(errno));
+		return false;
+	}
+	pid = spawn(argv, -1, fds[1], NULL, subject);
+	close(fds[1]);
+	strbuf_init(&out);
+	while ((got = read(fds[0], buf, sizeof(buf))) != 0) {
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0) {
+			log_error(subject, "reading pg_restore --list: %s", strerror(errno));
+			break;
+		}
+		strbuf_append_len(&out, buf, (size_t) got);
+	}
+	close(fds[0]);
+	ok = pid > 0 && wait_child(pid, "pg_restore --list", subject) && got == 0 && !out.failed;
+	if (ok)
+		*toc = strdup(strbuf_str(&out));
+	strbuf_free(&out);
+	if (ok && !*toc) {
+		log_error(subject, "out of memory");
+		ok = false;
+	}
+	return ok;
+}
+
+bool
+schema_restore(const Config *config, const DatabaseMapping *db, const char *path, const char *section,
+	       const char *use_list, int jobs, const char *subject)
 {
 	char pg_restore[PATH_MAX], sect[64], jobsarg[32];
 	char *target_ci = repl_conninfo(&config->target, db->target_name);
@@ -216,7 +260,13 @@ schema_restore(const Config *config, const DatabaseMapping *db, const char *path
 	snprintf(sect, sizeof(sect), "--section=%s", section);
 	snprintf(jobsarg, sizeof(jobsarg), "--jobs=%d", jobs);
 	argv[n++] = pg_restore;
-	argv[n++] = sect;
+	/*
+	 * Not both: with a list, pg_restore gives an entry without a section of
+	 * its own (a COMMENT) the section of the listed entry before it.
+	 */
+	argv[n++] = use_list ? "--use-list" : sect;
+	if (use_list)
+		argv[n++] = (char *) use_list;
 	/* Indexes and constraints of different tables build side by side. */
 	argv[n++] = jobsarg;
 	argv[n++] = "--exit-on-error";

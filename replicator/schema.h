@@ -18,9 +18,16 @@ bool schema_find_tool(const Config *config, const char *tool, int min_major, cha
 /* pg_dump --schema-only of the source database into a custom-format archive at path. */
 bool schema_dump(const Config *config, const DatabaseMapping *db, int source_major, const char *path,
 		 const char *subject) __attribute__((warn_unused_result));
-/* pg_restore of one section ("pre-data", "post-data") of that archive into the target database. */
+/* pg_restore --list of one section of that archive, into a string to free. */
+bool schema_list(const Config *config, const char *path, const char *section, char **toc, const char *subject)
+	__attribute__((warn_unused_result));
+/*
+ * pg_restore of one section ("pre-data", "post-data") of that archive into
+ * the target database; or, with use_list (made by schema_list of the
+ * section), the entries that list keeps.
+ */
 bool schema_restore(const Config *config, const DatabaseMapping *db, const char *path, const char *section,
-		    int jobs, const char *subject) __attribute__((warn_unused_result));
+		    const char *use_list, int jobs, const char *subject) __attribute__((warn_unused_result));
 /* roles = copy: pg_dumpall --roles-only; roles that exist on the target are kept. */
 bool schema_copy_roles(const Config *config, int source_major, const char *subject)
 	__attribute__((warn_unused_result));

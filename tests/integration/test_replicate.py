@@ -1161,3 +1161,90 @@ def test_origins_skipped_and_applied(clusters, replicator_factory):
         for name in (elsewhere, r.reverse_origin):
             pair.source.execute("SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin "
                                 "WHERE roname = %s", params=(name,))
+
+
+# The post-data objects of every kind the index builder takes or leaves to
+# pg_restore; the comments say which.
+POST_DATA_SCHEMA = [
+    # built: a_pkey, a_code_key (constraints), a_v_partial, a_lower, a_id_inc, a_v_idx,
+    # a_code_hash, a_doc_gin
+    "CREATE TABLE a (id int PRIMARY KEY, code text UNIQUE, u2 int UNIQUE DEFERRABLE INITIALLY DEFERRED, "
+    "  v int, r int4range, doc jsonb, EXCLUDE USING gist (r WITH &&))",
+    "CREATE INDEX a_v_partial ON a (v) WHERE v > 0",
+    "CREATE INDEX a_lower ON a (lower(code))",
+    "CREATE INDEX a_lower_stats ON a (lower(code), (v + 1))",      # pg_restore: statistics target
+    "ALTER INDEX a_lower_stats ALTER COLUMN 2 SET STATISTICS 500",
+    "CREATE UNIQUE INDEX a_id_inc ON a (id) INCLUDE (code)",
+    "CREATE INDEX a_v_idx ON a (v DESC NULLS LAST)",
+    "ALTER TABLE a CLUSTER ON a_v_idx",
+    "CREATE INDEX a_code_hash ON a USING hash (code)",
+    "CREATE INDEX a_doc_gin ON a USING gin (doc)",
+    "COMMENT ON INDEX a_lower IS 'lower-case code'",
+    "COMMENT ON CONSTRAINT a_code_key ON a IS 'codes are unique'",
+    # pg_restore: a primary key with INCLUDE columns cannot be attached USING INDEX
+    "CREATE TABLE b (id int, x int, PRIMARY KEY (id) INCLUDE (x))",
+    # built: c_pkey (constraint), c_k (and the replica identity that uses it)
+    "CREATE TABLE c (id int PRIMARY KEY, k int NOT NULL, v text)",
+    "CREATE UNIQUE INDEX c_k ON c (k)",
+    "ALTER TABLE c REPLICA IDENTITY USING INDEX c_k",
+    # built: d_pkey (constraint); pg_restore: the foreign key, which needs a_code_key
+    "CREATE TABLE d (id int PRIMARY KEY, code text REFERENCES a (code))",
+    # pg_restore: partitioned and inherited tables
+    "CREATE TABLE p (id int, ts date, PRIMARY KEY (id, ts)) PARTITION BY RANGE (ts)",
+    "CREATE TABLE p_2024 PARTITION OF p FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')",
+    "CREATE INDEX p_ts ON p (ts)",
+    "CREATE TABLE parent (id int PRIMARY KEY)",
+    "CREATE TABLE child (extra int) INHERITS (parent)",
+    "ALTER TABLE child REPLICA IDENTITY FULL",
+    "CREATE INDEX child_extra ON child (extra)",
+    "INSERT INTO a SELECT g, 'C' || g, g, g % 50, int4range(g * 10, g * 10 + 5), "
+    "  jsonb_build_object('g', g) FROM generate_series(1, 3000) g",
+    "INSERT INTO b SELECT g, g FROM generate_series(1, 100) g",
+    "INSERT INTO c SELECT g, g * 2, 'c' || g FROM generate_series(1, 500) g",
+    "INSERT INTO d SELECT g, 'C' || g FROM generate_series(1, 200) g",
+    "INSERT INTO p SELECT g, date '2024-01-01' + g % 300 FROM generate_series(1, 400) g",
+    "INSERT INTO child SELECT g, g FROM generate_series(1, 50) g",
+]
+# The "built:" entries above, and make_database's _sync table and its primary key.
+POST_DATA_BUILT = 11 + 1
+POST_DATA_BUILT_CONSTRAINTS = 4 + 1
+
+POST_DATA_DESCRIPTION = [
+    # Every index with its definition, validity, CLUSTER ON, replica identity, comment and statistics targets.
+    "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid), i.indisvalid, i.indisclustered, "
+    "  i.indisreplident, obj_description(i.indexrelid, 'pg_class'), "
+    "  (SELECT string_agg(coalesce(a.attstattarget, -1)::text, ',' ORDER BY a.attnum) "
+    "   FROM pg_attribute a WHERE a.attrelid = i.indexrelid) "
+    "FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname = 'public' ORDER BY 1",
+    # Every constraint with its definition, deferrability, backing index and comment.
+    "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid), condeferrable, condeferred, "
+    "  conindid::regclass::text, obj_description(oid, 'pg_constraint') "
+    "FROM pg_constraint WHERE connamespace = 'public'::regnamespace ORDER BY 1, 2",
+    "SELECT relname, relreplident FROM pg_class WHERE relnamespace = 'public'::regnamespace "
+    "AND relkind IN ('r', 'p') ORDER BY 1",
+]
+
+
+def test_post_data_built_side_by_side(clusters, replicator_factory):
+    """Indexes and constraints built by pghandoff or by pg_restore: the target's are the source's."""
+    pair = clusters
+    db = make_database(pair, "postdata")
+    run_sql(pair.source, db, *POST_DATA_SCHEMA)
+    r = start_and_sync(replicator_factory, pair, db)
+    assert re.search(rf"built {POST_DATA_BUILT} index\(es\), {POST_DATA_BUILT_CONSTRAINTS} of them for a "
+                     r"primary key or unique constraint", r.log()), r.log_tail()
+    for sql in POST_DATA_DESCRIPTION:
+        assert query(pair.target, db, sql) == query(pair.source, db, sql), sql
+    assert_tables_equal(pair, db)
+
+    # The constraints work on the target, and updates stream through the replica identity index.
+    run_sql(pair.source, db, "UPDATE c SET v = v || '!' WHERE id % 3 = 0", "DELETE FROM c WHERE id % 7 = 0",
+            "UPDATE a SET v = v + 1 WHERE id % 5 = 0")
+    wait_caught_up(pair, db, r.origin, r)
+    assert_tables_equal(pair, db)
+    with pytest.raises(Exception, match="a_code_key|duplicate key"):
+        run_sql(pair.target, db, "INSERT INTO a (id, code) VALUES (100000, 'C1')")
+    with pytest.raises(Exception, match="d_code_fkey|foreign key"):
+        run_sql(pair.target, db, "INSERT INTO d VALUES (100000, 'no such code')")
+    assert r.errors() == []
