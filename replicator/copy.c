@@ -153,7 +153,8 @@ plan_tasks(CopyRun *run, ReplConn *source)
 
 /* One task: COPY TO STDOUT on the source piped into COPY FROM STDIN on the target. */
 static bool
-copy_one(ReplConn *source, ReplConn *target, const CopyTask *task, ReplStatus *status, int64_t *bytes, int64_t *rows)
+copy_one(ReplConn *source, ReplConn *target, const CopyTask *task, bool may_freeze, ReplStatus *status,
+	 int64_t *bytes, int64_t *rows)
 {
 	int64_t unpublished = 0;
 	StrBuf out, in;
@@ -162,7 +163,7 @@ copy_one(ReplConn *source, ReplConn *target, const CopyTask *task, ReplStatus *s
 	char *buf;
 	int n;
 	bool ok = true;
-	bool whole = !task->range[0], in_transaction = false;
+	bool whole = may_freeze && !task->range[0], in_transaction = false;
 
 	strbuf_init(&out);
 	strbuf_init(&in);
@@ -175,6 +176,8 @@ copy_one(ReplConn *source, ReplConn *target, const CopyTask *task, ReplStatus *s
 	 * A whole table is loaded frozen: emptied in the same transaction, its
 	 * rows need no hint bits set later, so the index builds that read it
 	 * next do not write every page of it again (and neither does VACUUM).
+	 * Only into a schema of our own: the DBA's (schema = none) may have
+	 * foreign keys, which TRUNCATE ONLY refuses.
 	 */
 	if (whole)
 		strbuf_appendf(&in, "COPY %s (%s) FROM STDIN (FREEZE%s)", task->table, task->columns,
@@ -293,7 +296,8 @@ copy_worker(void *arg)
 		if (!task)
 			break;
 		log_debug(subject, "copying %s%s%s", task->table, task->range[0] ? " where " : "", task->range);
-		ok = copy_one(&source, &target, task, run->progress->status, &bytes, &rows);
+		ok = copy_one(&source, &target, task, run->config->replication.schema == SCHEMA_COPY,
+			      run->progress->status, &bytes, &rows);
 		pthread_mutex_lock(&run->lock);
 		if (!ok)
 			run->failed = true;

@@ -695,11 +695,15 @@ def test_schema_none(clusters, replicator_factory):
     run_sql(pair.source, db,
             "CREATE TABLE t (id int PRIMARY KEY, a text, b numeric, c timestamptz)",
             "INSERT INTO t SELECT g, 'a' || g, g / 3.0, '2020-01-01 00:00+00'::timestamptz + g * interval '1 min' "
-            "FROM generate_series(1, 500) g")
+            "FROM generate_series(1, 500) g",
+            "CREATE TABLE u (id int PRIMARY KEY, t_id int REFERENCES t)",
+            "INSERT INTO u SELECT g, g FROM generate_series(1, 100) g WHERE g % 11 <> 0")
     pair.target.execute(f"CREATE DATABASE {db}")
+    # The target's foreign key: the copy may not TRUNCATE ONLY either table.
     run_sql(pair.target, db,
             "CREATE TABLE _sync (id serial PRIMARY KEY, at timestamptz DEFAULT now())",
-            "CREATE TABLE t (c timestamptz, extra text DEFAULT 'target only', b numeric, id int PRIMARY KEY, a text)")
+            "CREATE TABLE t (c timestamptz, extra text DEFAULT 'target only', b numeric, id int PRIMARY KEY, a text)",
+            "CREATE TABLE u (id int PRIMARY KEY, t_id int REFERENCES t)")
     r = start_and_sync(replicator_factory, pair, db, replication={"schema": "none"})
     run_sql(pair.source, db,
             "INSERT INTO t VALUES (1000, 'new', 1.5, now())",
@@ -707,6 +711,7 @@ def test_schema_none(clusters, replicator_factory):
             "DELETE FROM t WHERE id % 11 = 0")
     wait_caught_up(pair, db, r.origin, r)
     assert_columns_equal(pair, db, "t", ["a", "b", "c"])
+    assert_columns_equal(pair, db, "u", ["t_id"])
     assert query(pair.target, db, "SELECT DISTINCT extra FROM t") == [("target only",)]
     assert r.errors() == []
 
