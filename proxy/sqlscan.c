@@ -17,6 +17,7 @@
  * text both ways.
  */
 #include "proxy/sqlscan.h"
+#include "proxy/sqlscan_words.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -45,291 +46,6 @@ typedef enum SqlTokKind {
 	SQLTOK_OP,					/* one operator character, or ':' */
 	SQLTOK_EOF,
 } SqlTokKind;
-
-/* The keywords the statement pass looks at by name. */
-typedef enum SqlKw {
-	KW_OTHER,
-	KW_AS,
-	KW_BIT,
-	KW_BY,
-	KW_CHAR,
-	KW_CHARACTER,
-	KW_CONFLICT,
-	KW_CROSS,
-	KW_CUBE,
-	KW_DO,
-	KW_FULL,
-	KW_GROUP,
-	KW_GROUPING,
-	KW_INNER,
-	KW_INTERVAL,
-	KW_INTO,
-	KW_JOIN,
-	KW_LEFT,
-	KW_MATERIALIZED,
-	KW_NATURAL,
-	KW_NCHAR,
-	KW_NOT,
-	KW_ON,
-	KW_OPERATOR,
-	KW_OUTER,
-	KW_RECURSIVE,
-	KW_RIGHT,
-	KW_ROLLUP,
-	KW_SECOND,
-	KW_SET,
-	KW_SETS,
-	KW_TABLESAMPLE,
-	KW_TIME,
-	KW_UPDATE,
-	KW_VARYING,
-	KW_WITH,
-	KW_ZONE,
-} SqlKw;
-
-/* Reserved or column-name keyword: unqualified, it can never name a function. */
-#define SQLKW_SYNTAX 0x01
-/* May start a statement that leaves the session alone. */
-#define SQLKW_STATEMENT 0x02
-/* Starts the main statement after a WITH list. */
-#define SQLKW_MAIN 0x04
-
-typedef struct SqlKeyword {
-	const char *name;
-	SqlKw id;
-	unsigned flags;
-} SqlKeyword;
-
-/*
- * Sorted for bsearch.  The SQLKW_SYNTAX ones are PostgreSQL's reserved and
- * column-name keywords that have been so since PostgreSQL 12 at least (not
- * NORMALIZE, JSON_*, SYSTEM_USER, MERGE_ACTION: on an older server those
- * are plain names a user may have given a function).  The others are
- * listed only for their id or flags.
- */
-static const SqlKeyword sql_keywords[] = {
-	{"abort", KW_OTHER, SQLKW_STATEMENT},
-	{"all", KW_OTHER, SQLKW_SYNTAX},
-	{"analyse", KW_OTHER, SQLKW_SYNTAX},
-	{"analyze", KW_OTHER, SQLKW_SYNTAX},
-	{"and", KW_OTHER, SQLKW_SYNTAX},
-	{"any", KW_OTHER, SQLKW_SYNTAX},
-	{"array", KW_OTHER, SQLKW_SYNTAX},
-	{"as", KW_AS, SQLKW_SYNTAX},
-	{"asc", KW_OTHER, SQLKW_SYNTAX},
-	{"asymmetric", KW_OTHER, SQLKW_SYNTAX},
-	{"begin", KW_OTHER, SQLKW_STATEMENT},
-	{"between", KW_OTHER, SQLKW_SYNTAX},
-	{"bigint", KW_OTHER, SQLKW_SYNTAX},
-	{"bit", KW_BIT, SQLKW_SYNTAX},
-	{"boolean", KW_OTHER, SQLKW_SYNTAX},
-	{"both", KW_OTHER, SQLKW_SYNTAX},
-	{"by", KW_BY, 0},
-	{"case", KW_OTHER, SQLKW_SYNTAX},
-	{"cast", KW_OTHER, SQLKW_SYNTAX},
-	{"char", KW_CHAR, SQLKW_SYNTAX},
-	{"character", KW_CHARACTER, SQLKW_SYNTAX},
-	{"check", KW_OTHER, SQLKW_SYNTAX},
-	{"coalesce", KW_OTHER, SQLKW_SYNTAX},
-	{"collate", KW_OTHER, SQLKW_SYNTAX},
-	{"column", KW_OTHER, SQLKW_SYNTAX},
-	{"commit", KW_OTHER, SQLKW_STATEMENT},
-	{"conflict", KW_CONFLICT, 0},
-	{"constraint", KW_OTHER, SQLKW_SYNTAX},
-	{"create", KW_OTHER, SQLKW_SYNTAX},
-	{"cross", KW_CROSS, 0},
-	{"cube", KW_CUBE, 0},
-	{"current_catalog", KW_OTHER, SQLKW_SYNTAX},
-	{"current_date", KW_OTHER, SQLKW_SYNTAX},
-	{"current_role", KW_OTHER, SQLKW_SYNTAX},
-	{"current_time", KW_OTHER, SQLKW_SYNTAX},
-	{"current_timestamp", KW_OTHER, SQLKW_SYNTAX},
-	{"current_user", KW_OTHER, SQLKW_SYNTAX},
-	{"dec", KW_OTHER, SQLKW_SYNTAX},
-	{"decimal", KW_OTHER, SQLKW_SYNTAX},
-	{"default", KW_OTHER, SQLKW_SYNTAX},
-	{"deferrable", KW_OTHER, SQLKW_SYNTAX},
-	{"delete", KW_OTHER, SQLKW_STATEMENT | SQLKW_MAIN},
-	{"desc", KW_OTHER, SQLKW_SYNTAX},
-	{"distinct", KW_OTHER, SQLKW_SYNTAX},
-	{"do", KW_DO, SQLKW_SYNTAX},
-	{"else", KW_OTHER, SQLKW_SYNTAX},
-	{"end", KW_OTHER, SQLKW_SYNTAX | SQLKW_STATEMENT},
-	{"except", KW_OTHER, SQLKW_SYNTAX},
-	{"exists", KW_OTHER, SQLKW_SYNTAX},
-	{"extract", KW_OTHER, SQLKW_SYNTAX},
-	{"false", KW_OTHER, SQLKW_SYNTAX},
-	{"fetch", KW_OTHER, SQLKW_SYNTAX},
-	{"float", KW_OTHER, SQLKW_SYNTAX},
-	{"for", KW_OTHER, SQLKW_SYNTAX},
-	{"foreign", KW_OTHER, SQLKW_SYNTAX},
-	{"from", KW_OTHER, SQLKW_SYNTAX},
-	{"full", KW_FULL, 0},
-	{"grant", KW_OTHER, SQLKW_SYNTAX},
-	{"greatest", KW_OTHER, SQLKW_SYNTAX},
-	{"group", KW_GROUP, SQLKW_SYNTAX},
-	{"grouping", KW_GROUPING, SQLKW_SYNTAX},
-	{"having", KW_OTHER, SQLKW_SYNTAX},
-	{"in", KW_OTHER, SQLKW_SYNTAX},
-	{"initially", KW_OTHER, SQLKW_SYNTAX},
-	{"inner", KW_INNER, 0},
-	{"inout", KW_OTHER, SQLKW_SYNTAX},
-	{"insert", KW_OTHER, SQLKW_STATEMENT | SQLKW_MAIN},
-	{"int", KW_OTHER, SQLKW_SYNTAX},
-	{"integer", KW_OTHER, SQLKW_SYNTAX},
-	{"intersect", KW_OTHER, SQLKW_SYNTAX},
-	{"interval", KW_INTERVAL, SQLKW_SYNTAX},
-	{"into", KW_INTO, SQLKW_SYNTAX},
-	{"join", KW_JOIN, 0},
-	{"lateral", KW_OTHER, SQLKW_SYNTAX},
-	{"leading", KW_OTHER, SQLKW_SYNTAX},
-	{"least", KW_OTHER, SQLKW_SYNTAX},
-	{"left", KW_LEFT, 0},
-	{"limit", KW_OTHER, SQLKW_SYNTAX},
-	{"localtime", KW_OTHER, SQLKW_SYNTAX},
-	{"localtimestamp", KW_OTHER, SQLKW_SYNTAX},
-	{"materialized", KW_MATERIALIZED, 0},
-	{"merge", KW_OTHER, SQLKW_MAIN},
-	{"national", KW_OTHER, SQLKW_SYNTAX},
-	{"natural", KW_NATURAL, 0},
-	{"nchar", KW_NCHAR, SQLKW_SYNTAX},
-	{"none", KW_OTHER, SQLKW_SYNTAX},
-	{"not", KW_NOT, SQLKW_SYNTAX},
-	{"null", KW_OTHER, SQLKW_SYNTAX},
-	{"nullif", KW_OTHER, SQLKW_SYNTAX},
-	{"numeric", KW_OTHER, SQLKW_SYNTAX},
-	{"offset", KW_OTHER, SQLKW_SYNTAX},
-	{"on", KW_ON, SQLKW_SYNTAX},
-	{"only", KW_OTHER, SQLKW_SYNTAX},
-	{"operator", KW_OPERATOR, 0},
-	{"or", KW_OTHER, SQLKW_SYNTAX},
-	{"order", KW_OTHER, SQLKW_SYNTAX},
-	{"out", KW_OTHER, SQLKW_SYNTAX},
-	{"outer", KW_OUTER, 0},
-	{"overlay", KW_OTHER, SQLKW_SYNTAX},
-	{"placing", KW_OTHER, SQLKW_SYNTAX},
-	{"position", KW_OTHER, SQLKW_SYNTAX},
-	{"precision", KW_OTHER, SQLKW_SYNTAX},
-	{"primary", KW_OTHER, SQLKW_SYNTAX},
-	{"real", KW_OTHER, SQLKW_SYNTAX},
-	{"recursive", KW_RECURSIVE, 0},
-	{"references", KW_OTHER, SQLKW_SYNTAX},
-	{"release", KW_OTHER, SQLKW_STATEMENT},
-	{"returning", KW_OTHER, SQLKW_SYNTAX},
-	{"right", KW_RIGHT, 0},
-	{"rollback", KW_OTHER, SQLKW_STATEMENT},
-	{"rollup", KW_ROLLUP, 0},
-	{"row", KW_OTHER, SQLKW_SYNTAX},
-	{"savepoint", KW_OTHER, SQLKW_STATEMENT},
-	{"second", KW_SECOND, 0},
-	{"select", KW_OTHER, SQLKW_SYNTAX | SQLKW_STATEMENT | SQLKW_MAIN},
-	{"session_user", KW_OTHER, SQLKW_SYNTAX},
-	{"set", KW_SET, 0},
-	{"setof", KW_OTHER, SQLKW_SYNTAX},
-	{"sets", KW_SETS, 0},
-	{"show", KW_OTHER, SQLKW_STATEMENT},
-	{"smallint", KW_OTHER, SQLKW_SYNTAX},
-	{"some", KW_OTHER, SQLKW_SYNTAX},
-	{"start", KW_OTHER, SQLKW_STATEMENT},
-	{"substring", KW_OTHER, SQLKW_SYNTAX},
-	{"symmetric", KW_OTHER, SQLKW_SYNTAX},
-	{"table", KW_OTHER, SQLKW_SYNTAX | SQLKW_STATEMENT | SQLKW_MAIN},
-	{"tablesample", KW_TABLESAMPLE, 0},
-	{"then", KW_OTHER, SQLKW_SYNTAX},
-	{"time", KW_TIME, SQLKW_SYNTAX},
-	{"timestamp", KW_OTHER, SQLKW_SYNTAX},
-	{"to", KW_OTHER, SQLKW_SYNTAX},
-	{"trailing", KW_OTHER, SQLKW_SYNTAX},
-	{"treat", KW_OTHER, SQLKW_SYNTAX},
-	{"trim", KW_OTHER, SQLKW_SYNTAX},
-	{"true", KW_OTHER, SQLKW_SYNTAX},
-	{"union", KW_OTHER, SQLKW_SYNTAX},
-	{"unique", KW_OTHER, SQLKW_SYNTAX},
-	{"update", KW_UPDATE, SQLKW_STATEMENT | SQLKW_MAIN},
-	{"user", KW_OTHER, SQLKW_SYNTAX},
-	{"using", KW_OTHER, SQLKW_SYNTAX},
-	{"values", KW_OTHER, SQLKW_SYNTAX | SQLKW_STATEMENT | SQLKW_MAIN},
-	{"varchar", KW_OTHER, SQLKW_SYNTAX},
-	{"variadic", KW_OTHER, SQLKW_SYNTAX},
-	{"varying", KW_VARYING, 0},
-	{"when", KW_OTHER, SQLKW_SYNTAX},
-	{"where", KW_OTHER, SQLKW_SYNTAX},
-	{"window", KW_OTHER, SQLKW_SYNTAX},
-	{"with", KW_WITH, SQLKW_SYNTAX | SQLKW_STATEMENT},
-	{"xmlattributes", KW_OTHER, SQLKW_SYNTAX},
-	{"xmlconcat", KW_OTHER, SQLKW_SYNTAX},
-	{"xmlelement", KW_OTHER, SQLKW_SYNTAX},
-	{"xmlexists", KW_OTHER, SQLKW_SYNTAX},
-	{"xmlforest", KW_OTHER, SQLKW_SYNTAX},
-	{"xmlnamespaces", KW_OTHER, SQLKW_SYNTAX},
-	{"xmlparse", KW_OTHER, SQLKW_SYNTAX},
-	{"xmlpi", KW_OTHER, SQLKW_SYNTAX},
-	{"xmlroot", KW_OTHER, SQLKW_SYNTAX},
-	{"xmlserialize", KW_OTHER, SQLKW_SYNTAX},
-	{"xmltable", KW_OTHER, SQLKW_SYNTAX},
-	{"zone", KW_ZONE, 0},
-};
-
-/*
- * Built-in functions that touch none of the state a cutover carries, sorted
- * for bsearch.  nextval and setval change a sequence, which is not session
- * state; currval and lastval only read.  Never here: set_config, the
- * session advisory lock functions, dblink*, lo_*, setseed.
- */
-static const char *const sql_functions[] = {
-	"abs", "acos", "age", "array_agg", "array_append", "array_cat",
-	"array_dims", "array_length", "array_lower", "array_ndims",
-	"array_position", "array_positions", "array_prepend", "array_remove",
-	"array_replace", "array_to_json", "array_to_string", "array_upper",
-	"ascii", "asin", "atan", "atan2", "avg", "bit_length", "bool_and",
-	"bool_or", "btrim", "cardinality", "cbrt", "ceil", "ceiling",
-	"char_length", "character_length", "chr", "clock_timestamp", "coalesce",
-	"concat", "concat_ws", "convert_from", "convert_to", "cos", "count",
-	"cume_dist", "current_database", "current_schema", "current_schemas",
-	"current_setting", "current_user", "currval", "date", "date_bin",
-	"date_part", "date_trunc", "decode", "degrees", "dense_rank", "div",
-	"encode", "every", "exists", "exp", "extract", "first_value", "floor",
-	"format", "format_type", "gcd", "gen_random_uuid", "generate_series",
-	"generate_subscripts", "greatest", "has_column_privilege",
-	"has_schema_privilege", "has_table_privilege", "inet_client_addr",
-	"inet_client_port", "inet_server_addr", "inet_server_port", "initcap",
-	"isfinite", "json_agg", "json_array_elements", "json_array_elements_text",
-	"json_array_length", "json_build_array", "json_build_object", "json_each",
-	"json_each_text", "json_extract_path", "json_extract_path_text",
-	"json_object_agg", "json_object_keys", "json_strip_nulls", "json_typeof",
-	"jsonb_agg", "jsonb_array_elements", "jsonb_array_elements_text",
-	"jsonb_array_length", "jsonb_build_array", "jsonb_build_object",
-	"jsonb_each", "jsonb_each_text", "jsonb_extract_path",
-	"jsonb_extract_path_text", "jsonb_insert", "jsonb_object_agg",
-	"jsonb_object_keys", "jsonb_path_exists", "jsonb_path_match",
-	"jsonb_path_query", "jsonb_path_query_array", "jsonb_path_query_first",
-	"jsonb_pretty", "jsonb_set", "jsonb_strip_nulls", "jsonb_typeof",
-	"justify_days", "justify_hours", "justify_interval", "lag", "last_value",
-	"lastval", "lcm", "lead", "least", "left", "length", "ln", "log", "log10",
-	"lower", "lpad", "ltrim", "make_date", "make_interval", "make_time",
-	"make_timestamp", "make_timestamptz", "max", "md5", "min", "mod", "mode",
-	"nextval", "normalize", "now", "nth_value", "ntile", "nullif",
-	"octet_length", "overlay", "percent_rank", "percentile_cont",
-	"percentile_disc", "pg_backend_pid", "pg_current_wal_lsn",
-	"pg_current_xact_id", "pg_current_xact_id_if_assigned",
-	"pg_is_in_recovery", "pg_notify", "pg_sleep", "pg_typeof",
-	"phraseto_tsquery", "pi", "plainto_tsquery", "position", "pow", "power",
-	"quote_ident", "quote_literal", "quote_nullable", "radians", "random",
-	"rank", "regexp_count", "regexp_instr", "regexp_like", "regexp_match",
-	"regexp_matches", "regexp_replace", "regexp_split_to_array",
-	"regexp_split_to_table", "regexp_substr", "repeat", "replace", "reverse",
-	"right", "round", "row_number", "row_to_json", "rpad", "rtrim",
-	"session_user", "setval", "sha224", "sha256", "sha384", "sha512", "sign",
-	"sin", "split_part", "sqrt", "starts_with", "statement_timestamp",
-	"stddev", "stddev_pop", "stddev_samp", "string_agg", "string_to_array",
-	"string_to_table", "strpos", "substr", "substring", "sum", "tan",
-	"timeofday", "timezone", "to_char", "to_date", "to_hex", "to_json",
-	"to_jsonb", "to_number", "to_timestamp", "to_tsquery", "to_tsvector",
-	"transaction_timestamp", "translate", "trunc", "ts_headline", "ts_rank",
-	"ts_rank_cd", "txid_current", "txid_current_if_assigned", "unnest",
-	"upper", "uuid_in", "var_pop", "var_samp", "variance", "version",
-	"websearch_to_tsquery", "width_bucket",
-};
 
 typedef struct SqlTok {
 	SqlTokKind kind;
@@ -519,18 +235,6 @@ name_lookup_key(const unsigned char *s, size_t len, bool quoted, char buf[SQLSCA
 	return true;
 }
 
-static int
-keyword_cmp(const void *key, const void *entry)
-{
-	return strcmp(key, ((const SqlKeyword *) entry)->name);
-}
-
-static int
-function_cmp(const void *key, const void *entry)
-{
-	return strcmp(key, *(const char *const *) entry);
-}
-
 static const SqlKeyword *
 keyword_lookup(const unsigned char *s, size_t len)
 {
@@ -538,8 +242,7 @@ keyword_lookup(const unsigned char *s, size_t len)
 
 	if (!name_lookup_key(s, len, false, buf))
 		return NULL;
-	return bsearch(buf, sql_keywords, sizeof(sql_keywords) / sizeof(sql_keywords[0]),
-				   sizeof(sql_keywords[0]), keyword_cmp);
+	return sqlscan_keyword(buf);
 }
 
 static bool
@@ -549,8 +252,7 @@ function_listed(const SqlName *n)
 
 	if (!name_lookup_key(n->s, n->len, n->quoted, buf))
 		return false;
-	return bsearch(buf, sql_functions, sizeof(sql_functions) / sizeof(sql_functions[0]),
-				   sizeof(sql_functions[0]), function_cmp) != NULL;
+	return sqlscan_function_listed(buf);
 }
 
 /*
