@@ -495,9 +495,13 @@ copy_native() {
 
 copy_methods=(pghandoff pgcopydb native)
 say
-say "== initial copy into an empty database (seconds; runs interleaved pghandoff, pgcopydb, native)"
+say "== initial copy into an empty database (seconds; runs interleaved, each round led by the next method)"
+# All three copy into the same target cluster.  Whoever goes first there pays
+# for what the others then find done (new WAL segments are written out; later
+# runs recycle them), so the lead rotates.
 for ((round = 1; round <= ROUNDS; round++)); do
-	for m in "${copy_methods[@]}"; do
+	for ((i = 0; i < ${#copy_methods[@]}; i++)); do
+		m=${copy_methods[$(((i + round - 1) % ${#copy_methods[@]}))]}
 		if "copy_$m" "$round"; then
 			copy_runs[$m]+="${copy_runs[$m]:+ }$secs"
 			printf '   round %d %-9s %8.2f s\n' "$round" "$m" "$secs"
