@@ -25,6 +25,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,22 +87,75 @@ static const char sql_indexes[] =
 	"       AND pg_catalog.array_to_string(i.indoption::pg_catalog.int2[], ',') ~ '^[0,]*$' %s)) "
 	"ORDER BY pg_catalog.pg_relation_size(t.oid) DESC, ic.relpages DESC";
 
-/* The OIDs of the archive's INDEX and CONSTRAINT entries: "215; 1259 16422 INDEX public name owner". */
+/* An archive entry's catalog and object OIDs as one sortable key. */
+static uint64_t
+entry_key(unsigned long catalog, unsigned long oid)
+{
+	return ((uint64_t) (uint32_t) catalog << 32) | (uint32_t) oid;
+}
+
+static int
+key_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+
+	return x < y ? -1 : x > y;
+}
+
 static bool
-toc_has(const char *toc, unsigned int catalog, unsigned int oid)
+key_in(const uint64_t *keys, int n, uint64_t key)
+{
+	return n > 0 && bsearch(&key, keys, (size_t) n, sizeof(key), key_cmp) != NULL;
+}
+
+/*
+ * The key of a TOC line that is an INDEX or CONSTRAINT entry, such as
+ * "215; 1259 16422 INDEX public name owner"; false for any other line.
+ */
+static bool
+toc_line_key(const char *line, uint64_t *key)
+{
+	unsigned long id, cat, obj;
+	int used = 0;
+
+	if (sscanf(line, "%lu; %lu %lu %n", &id, &cat, &obj, &used) != 3 || used == 0 ||
+	    (strncmp(line + used, "INDEX ", 6) != 0 && strncmp(line + used, "CONSTRAINT ", 11) != 0))
+		return false;
+	*key = entry_key(cat, obj);
+	return true;
+}
+
+/* The keys of the archive's INDEX and CONSTRAINT entries, sorted. */
+static bool
+toc_keys(const char *toc, uint64_t **keys, int *n, const char *subject)
 {
 	const char *line;
+	int cap = 0;
 
+	*keys = NULL;
+	*n = 0;
 	for (line = toc; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
-		unsigned long id, cat, obj;
-		int used = 0;
+		uint64_t key;
 
-		if (sscanf(line, "%lu; %lu %lu %n", &id, &cat, &obj, &used) == 3 && used > 0 && cat == catalog &&
-		    obj == oid &&
-		    (strncmp(line + used, "INDEX ", 6) == 0 || strncmp(line + used, "CONSTRAINT ", 11) == 0))
-			return true;
+		if (!toc_line_key(line, &key))
+			continue;
+		if (*n == cap) {
+			uint64_t *grown = realloc(*keys, sizeof(uint64_t) * (size_t) (cap ? cap * 2 : 256));
+
+			if (!grown) {
+				log_error(subject, "out of memory");
+				free(*keys);
+				*keys = NULL;
+				return false;
+			}
+			*keys = grown;
+			cap = cap ? cap * 2 : 256;
+		}
+		(*keys)[(*n)++] = key;
 	}
-	return false;
+	if (*n > 0)
+		qsort(*keys, (size_t) *n, sizeof(uint64_t), key_cmp);
+	return true;
 }
 
 /* Writes toc to fd with the built entries commented out, for pg_restore -L. */
@@ -110,26 +164,30 @@ write_use_list(int fd, const char *toc, const IndexRun *run, const char *subject
 {
 	StrBuf out;
 	const char *line, *end;
+	uint64_t *built = malloc(sizeof(uint64_t) * (size_t) (run->ntasks > 0 ? run->ntasks : 1));
 	bool ok;
+	int i;
 
+	if (!built) {
+		log_error(subject, "out of memory");
+		return false;
+	}
+	for (i = 0; i < run->ntasks; i++)
+		built[i] = entry_key(run->tasks[i].constraint ? PG_CONSTRAINT_OID : PG_CLASS_OID, run->tasks[i].oid);
+	qsort(built, (size_t) run->ntasks, sizeof(uint64_t), key_cmp);
 	strbuf_init(&out);
 	for (line = toc; *line; line = *end ? end + 1 : end) {
-		unsigned long id, cat, obj;
-		bool skip = false;
-		int i;
+		uint64_t key;
 
 		end = strchr(line, '\n');
 		if (!end)
 			end = line + strlen(line);
-		if (sscanf(line, "%lu; %lu %lu", &id, &cat, &obj) == 3)
-			for (i = 0; i < run->ntasks && !skip; i++)
-				skip = run->tasks[i].oid == obj &&
-				       cat == (run->tasks[i].constraint ? PG_CONSTRAINT_OID : PG_CLASS_OID);
-		if (skip)
+		if (toc_line_key(line, &key) && key_in(built, run->ntasks, key))
 			strbuf_append(&out, ";");
 		strbuf_append_len(&out, line, (size_t) (end - line));
 		strbuf_append(&out, "\n");
 	}
+	free(built);
 	ok = !out.failed;
 	if (ok && (write(fd, strbuf_str(&out), out.len) != (ssize_t) out.len || lseek(fd, 0, SEEK_SET) != 0)) {
 		log_error(subject, "could not write the pg_restore list: %s", strerror(errno));
@@ -144,17 +202,22 @@ plan(IndexRun *run, ReplConn *source, const char *toc)
 {
 	char sql[sizeof(sql_indexes) + 64];
 	PGresult *res;
-	int i, n;
+	uint64_t *keys;
+	int i, n, nkeys;
 
+	if (!toc_keys(toc, &keys, &nkeys, run->subject))
+		return false;
 	snprintf(sql, sizeof(sql), sql_indexes, source->version >= 150000 ? "AND NOT i.indnullsnotdistinct" : "");
-	if (!repl_exec(source, "SELECT pg_catalog.set_config('search_path', 'pg_catalog', false)"))
+	if (!repl_exec(source, "SELECT pg_catalog.set_config('search_path', 'pg_catalog', false)") ||
+	    !repl_query(source, sql, 0, NULL, &res)) {
+		free(keys);
 		return false;
-	if (!repl_query(source, sql, 0, NULL, &res))
-		return false;
+	}
 	n = PQntuples(res);
 	run->tasks = calloc((size_t) (n > 0 ? n : 1), sizeof(IndexTask));
 	if (!run->tasks) {
 		PQclear(res);
+		free(keys);
 		log_error(run->subject, "out of memory");
 		return false;
 	}
@@ -163,7 +226,7 @@ plan(IndexRun *run, ReplConn *source, const char *toc)
 		unsigned long oid = strtoul(PQgetvalue(res, i, 0), NULL, 10);
 
 		task->constraint = strcmp(PQgetvalue(res, i, 1), "t") == 0;
-		if (!toc_has(toc, task->constraint ? PG_CONSTRAINT_OID : PG_CLASS_OID, (unsigned int) oid))
+		if (!key_in(keys, nkeys, entry_key(task->constraint ? PG_CONSTRAINT_OID : PG_CLASS_OID, oid)))
 			continue;
 		task->oid = (unsigned int) oid;
 		task->create = strdup(PQgetvalue(res, i, 2));
@@ -172,11 +235,13 @@ plan(IndexRun *run, ReplConn *source, const char *toc)
 		run->ntasks++;
 		if (!task->create || !task->after || !task->name) {
 			PQclear(res);
+			free(keys);
 			log_error(run->subject, "out of memory");
 			return false;
 		}
 	}
 	PQclear(res);
+	free(keys);
 	return repl_exec(source, "RESET search_path");
 }
 
