@@ -337,7 +337,6 @@ indexes_restore_post_data(const Config *config, const DatabaseMapping *db, ReplC
 {
 	IndexRun run;
 	char *toc = NULL;
-	char tmpl[] = "/tmp/pghandoff-list-XXXXXX";
 	char list_path[64];
 	int fd = -1, i, constraints = 0;
 	bool ok = false;
@@ -361,15 +360,8 @@ indexes_restore_post_data(const Config *config, const DatabaseMapping *db, ReplC
 		goto done;
 	log_info(subject, "built %d index(es), %d of them for a primary key or unique constraint, in %.1f s",
 		 run.ntasks, constraints, clock_monotonic() - t0);
-	/* Like the archive: unlinked at once, reached by pg_restore through the inherited descriptor. */
-	fd = mkstemp(tmpl);
-	if (fd < 0) {
-		log_error(subject, "could not create a file for the pg_restore list: %s", strerror(errno));
-		goto done;
-	}
-	(void) unlink(tmpl);
-	snprintf(list_path, sizeof(list_path), "/proc/self/fd/%d", fd);
-	ok = write_use_list(fd, toc, &run, subject) &&
+	fd = schema_anonymous_file("list", list_path, sizeof(list_path), subject);
+	ok = fd >= 0 && write_use_list(fd, toc, &run, subject) &&
 	     schema_restore(config, db, archive, "post-data", list_path, config->replication.copy_jobs, subject);
 done:
 	if (fd >= 0)

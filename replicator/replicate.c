@@ -370,24 +370,14 @@ replicate_database(const Config *config, const DatabaseMapping *db)
 	    !objects_origin_state(&target, names.origin, &origin_exists, &start_lsn))
 		goto fail;
 	if (start_lsn == 0) {
-		char tmpl[] = "/tmp/pghandoff-schema-XXXXXX";
 		char dump_path[64];
 		int fd;
 		bool ok;
 
-		/*
-		 * The schema-only archive lives as long as the initial sync, even
-		 * after kill -9: its file is unlinked at once and pg_dump and
-		 * pg_restore (and its workers) reach it through the inherited
-		 * descriptor.
-		 */
-		fd = mkstemp(tmpl);
-		if (fd < 0) {
-			log_error(subject, "could not create a file for the schema archive: %s", strerror(errno));
+		/* The schema-only archive lives as long as the initial sync. */
+		fd = schema_anonymous_file("schema", dump_path, sizeof(dump_path), subject);
+		if (fd < 0)
 			goto fail;
-		}
-		(void) unlink(tmpl);
-		snprintf(dump_path, sizeof(dump_path), "/proc/self/fd/%d", fd);
 		ok = initial_sync(config, db, &names, &source, &target, &repl, &start_lsn, dump_path, &status, subject);
 		close(fd);
 		if (!ok)

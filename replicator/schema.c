@@ -189,6 +189,24 @@ done:
 	return ok;
 }
 
+int
+schema_anonymous_file(const char *kind, char *path, size_t len, const char *subject)
+{
+	char tmpl[64];
+	int fd;
+
+	/* mkstemp replaces the six Xs. */
+	snprintf(tmpl, sizeof(tmpl), "/tmp/pghandoff-%s-XXXXXX", kind);
+	fd = mkstemp(tmpl);
+	if (fd < 0) {
+		log_error(subject, "could not create a %s file in /tmp: %s", kind, strerror(errno));
+		return -1;
+	}
+	(void) unlink(tmpl);
+	snprintf(path, len, "/proc/self/fd/%d", fd);
+	return fd;
+}
+
 bool
 schema_list(const Config *config, const char *path, const char *section, char **toc, const char *subject)
 {

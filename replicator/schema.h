@@ -18,6 +18,15 @@ bool schema_find_tool(const Config *config, const char *tool, int min_major, cha
 /* pg_dump --schema-only of the source database into a custom-format archive at path. */
 bool schema_dump(const Config *config, const DatabaseMapping *db, int source_major, const char *path,
 		 const char *subject) __attribute__((warn_unused_result));
+/*
+ * A file (/tmp/pghandoff-KIND-XXXXXX) that lives only as long as its
+ * descriptor, even after kill -9: it is unlinked at once, and the tools
+ * started here (pg_dump, pg_restore and its workers) reach it at path,
+ * /proc/self/fd/N, through the inherited descriptor.  Returns the
+ * descriptor, or -1 (logged).
+ */
+int schema_anonymous_file(const char *kind, char *path, size_t len, const char *subject)
+	__attribute__((warn_unused_result));
 /* pg_restore --list of one section of that archive, into a string to free. */
 bool schema_list(const Config *config, const char *path, const char *section, char **toc, const char *subject)
 	__attribute__((warn_unused_result));
