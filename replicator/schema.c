@@ -10,6 +10,7 @@
  * the password reaches them through PGPASSWORD, never argv.
  */
 #include "replicator/schema.h"
+#include "common/tmpfile.h"
 #include "common/log.h"
 #include "common/strbuf.h"
 
@@ -192,18 +193,10 @@ done:
 int
 schema_anonymous_file(const char *kind, char *path, size_t len, const char *subject)
 {
-	char tmpl[64];
-	int fd;
+	int fd = tmpfile_anonymous(kind, subject);
 
-	/* mkstemp replaces the six Xs. */
-	snprintf(tmpl, sizeof(tmpl), "/tmp/pghandoff-%s-XXXXXX", kind);
-	fd = mkstemp(tmpl);
-	if (fd < 0) {
-		log_error(subject, "could not create a %s file in /tmp: %s", kind, strerror(errno));
-		return -1;
-	}
-	(void) unlink(tmpl);
-	snprintf(path, len, "/proc/self/fd/%d", fd);
+	if (fd >= 0)
+		snprintf(path, len, "/proc/self/fd/%d", fd);
 	return fd;
 }
 

@@ -14,6 +14,7 @@
 #include "replicator/apply.h"
 #include "replicator/pgoutput.h"
 #include "replicator/sequences.h"
+#include "replicator/spool.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -46,6 +47,9 @@ typedef struct Stream {
 	double last_feedback;
 	double last_housekeeping;
 	int proto_version;
+	Spool spool;		/* streamed transactions not yet committed (protocol 2) */
+	bool in_block;		/* between Stream Start and Stream Stop */
+	uint32_t block_xid;	/* in_block: the transaction being streamed */
 	Hold hold;		/* `pghandoff verify` (forward only) */
 	char *stash;		/* HOLD_HELD: the first message past the hold, read but not applied */
 	int stash_len;
@@ -88,17 +92,22 @@ start_streaming(Stream *s, const char *slot, const char *publication, uint64_t s
 	PGresult *res;
 
 	lsn_format(start_lsn, lsn, sizeof(lsn));
-	/* Protocol 1 works with every source from 10 on; changes arrive per committed transaction. */
-	s->proto_version = 1;
 	/*
+	 * From 14 on, protocol 2 with streaming: a transaction larger than the
+	 * source's logical_decoding_work_mem arrives while it runs instead of
+	 * being spilled to the source's disk and sent at its commit (spool.h).
+	 * Protocol 1 works with every source from 10 on.
+	 *
 	 * Logical messages (pg_logical_emit_message) from 14 on: the cutover's
 	 * marker is one, in a transaction with nothing else, and from 15 pgoutput
 	 * leaves such a transaction out unless its message is sent.  On 13 it
 	 * arrives as an empty Begin/Commit, which moves the origin just as well.
 	 */
+	s->proto_version = s->repl->version >= 140000 ? PGOUTPUT_PROTO_STREAMING : PGOUTPUT_PROTO_MIN;
 	snprintf(sql, sizeof(sql),
 		 "START_REPLICATION SLOT \"%s\" LOGICAL %s (proto_version '%d', publication_names '\"%s\"'%s)", slot,
-		 lsn, s->proto_version, publication, s->repl->version >= 140000 ? ", messages 'true'" : "");
+		 lsn, s->proto_version, publication,
+		 s->proto_version >= PGOUTPUT_PROTO_STREAMING ? ", messages 'true', streaming 'on'" : "");
 	res = PQexec(s->repl->conn, sql);
 	if (PQresultStatus(res) != PGRES_COPY_BOTH) {
 		log_error(s->subject, "could not start streaming: %s", PQresultErrorMessage(res));
@@ -108,6 +117,95 @@ start_streaming(Stream *s, const char *slot, const char *publication, uint64_t s
 	PQclear(res);
 	log_info(s->subject, "streaming from %s", lsn);
 	return true;
+}
+
+/* One spooled message of a streamed transaction, at its Stream Commit. */
+static bool
+replay_one(void *arg, const uint8_t *data, size_t len)
+{
+	Stream *s = arg;
+	char err[256];
+
+	if (!pgoutput_decode(data, len, s->proto_version, true, s->msg, err, sizeof(err))) {
+		log_error(s->subject, "could not decode a spooled pgoutput message: %s", err);
+		return false;
+	}
+	return applier_handle(&s->applier, s->msg);
+}
+
+/*
+ * Stream Commit: the spooled transaction goes through the applier as if it
+ * had arrived whole, framed by the Begin and Commit it would have had.  On
+ * return s->msg holds the Stream Commit again, for the caller's bookkeeping.
+ */
+static bool
+replay_streamed(Stream *s)
+{
+	PgoutputCommit commit = s->msg->commit;
+	int64_t count = spool_count(&s->spool, commit.xid);
+	char lsn[LSN_FORMAT_LEN];
+
+	lsn_format(commit.commit_lsn, lsn, sizeof(lsn));
+	log_debug(s->subject, "streamed transaction %u committed at %s: applying its %lld message(s)", commit.xid,
+		  lsn, (long long) count);
+	s->msg->type = PGOUTPUT_BEGIN;
+	s->msg->stream_xid = 0;
+	s->msg->begin.final_lsn = commit.commit_lsn;
+	s->msg->begin.commit_time = commit.commit_time;
+	s->msg->begin.xid = commit.xid;
+	if (!applier_handle(&s->applier, s->msg) || !spool_replay(&s->spool, commit.xid, replay_one, s))
+		return false;
+	s->msg->type = PGOUTPUT_COMMIT;
+	s->msg->stream_xid = 0;
+	s->msg->commit = commit;
+	if (!applier_handle(&s->applier, s->msg))
+		return false;
+	s->msg->type = PGOUTPUT_STREAM_COMMIT;
+	return true;
+}
+
+/*
+ * A decoded message in s->msg (its bytes at data): streamed blocks go to the
+ * spool, everything else to the applier.
+ */
+static bool
+handle_message(Stream *s, const uint8_t *data, size_t len)
+{
+	const PgoutputMessage *m = s->msg;
+
+	switch (m->type) {
+	case PGOUTPUT_STREAM_START:
+		if (s->in_block) {
+			log_error(s->subject, "Stream Start of transaction %u inside the block of %u", m->stream_start.xid,
+				  s->block_xid);
+			return false;
+		}
+		if (!spool_start(&s->spool, m->stream_start.xid, m->stream_start.first_segment))
+			return false;
+		s->in_block = true;
+		s->block_xid = m->stream_start.xid;
+		return true;
+	case PGOUTPUT_STREAM_STOP:
+		if (!s->in_block) {
+			log_error(s->subject, "Stream Stop outside a streamed block");
+			return false;
+		}
+		s->in_block = false;
+		return spool_stop(&s->spool, s->block_xid);
+	case PGOUTPUT_STREAM_ABORT:
+	case PGOUTPUT_STREAM_COMMIT:
+		if (s->in_block) {
+			log_error(s->subject, "%s inside a streamed block", pgoutput_message_name(m->type));
+			return false;
+		}
+		if (m->type == PGOUTPUT_STREAM_ABORT)
+			return spool_abort(&s->spool, m->stream_abort.xid, m->stream_abort.subxid);
+		return replay_streamed(s);
+	default:
+		if (s->in_block)
+			return spool_append(&s->spool, s->block_xid, m->stream_xid, data, len);
+		return applier_handle(&s->applier, s->msg);
+	}
 }
 
 static bool
@@ -142,16 +240,18 @@ handle_copy_data(Stream *s, const uint8_t *data, size_t len)
 		}
 		if (xd.wal_end > s->wal_end)
 			s->wal_end = xd.wal_end;
-		if (!pgoutput_decode(xd.payload, xd.payload_len, s->proto_version, false, s->msg, err, sizeof(err))) {
+		if (!pgoutput_decode(xd.payload, xd.payload_len, s->proto_version, s->in_block, s->msg, err,
+				     sizeof(err))) {
 			log_error(s->subject, "could not decode a pgoutput message at %llX: %s",
 				  (unsigned long long) xd.data_start, err);
 			return false;
 		}
-		if (!applier_handle(&s->applier, s->msg))
+		if (!handle_message(s, xd.payload, xd.payload_len))
 			return false;
-		if (s->msg->type == PGOUTPUT_COMMIT && s->msg->commit.end_lsn > s->received_lsn)
+		if ((s->msg->type == PGOUTPUT_COMMIT || s->msg->type == PGOUTPUT_STREAM_COMMIT) &&
+		    s->msg->commit.end_lsn > s->received_lsn)
 			s->received_lsn = s->msg->commit.end_lsn;
-		if (s->msg->type == PGOUTPUT_COMMIT)
+		if (s->msg->type == PGOUTPUT_COMMIT || s->msg->type == PGOUTPUT_STREAM_COMMIT)
 			s->last_commit_us = pgtime_to_unix_us(s->msg->commit.commit_time);
 		return true;
 	}
@@ -348,19 +448,28 @@ hold_step(Stream *s, bool *skip_read)
 	return true;
 }
 
-/* HOLD_APPLYING: is this message the Begin of a transaction committed at or after the hold's LSN? */
+/*
+ * HOLD_APPLYING: is this message the Begin, or the Stream Commit, of a
+ * transaction committed at or after the hold's LSN?
+ */
 static bool
 begins_past_hold(const Stream *s, const uint8_t *data, size_t len)
 {
 	XLogData xd;
 	char err[64];
 	uint64_t final_lsn = 0;
-	int i;
+	size_t i, at;
 
-	if (len == 0 || data[0] != PGOUTPUT_XLOGDATA || !pgoutput_parse_xlogdata(data, len, &xd, err, sizeof(err)) ||
-	    xd.payload_len < 9 || xd.payload[0] != PGOUTPUT_BEGIN)
+	if (len == 0 || data[0] != PGOUTPUT_XLOGDATA || !pgoutput_parse_xlogdata(data, len, &xd, err, sizeof(err)))
 		return false;
-	for (i = 1; i <= 8; i++)
+	/* Begin: its final LSN follows the type byte; Stream Commit: after an xid and a flags byte. */
+	if (xd.payload_len >= 9 && xd.payload[0] == PGOUTPUT_BEGIN)
+		at = 1;
+	else if (xd.payload_len >= 14 && xd.payload[0] == PGOUTPUT_STREAM_COMMIT)
+		at = 6;
+	else
+		return false;
+	for (i = at; i < at + 8; i++)
 		final_lsn = (final_lsn << 8) | xd.payload[i];
 	return final_lsn >= s->hold.at;
 }
@@ -394,6 +503,7 @@ stream_run(const Config *config, const ReplDirection *dir, ReplConn *repl, ReplC
 	s.subject = subject;
 	s.received_lsn = start_lsn;
 	s.wal_end = start_lsn;
+	spool_init(&s.spool, subject);
 	s.msg = malloc(sizeof(PgoutputMessage));
 	if (!s.msg) {
 		log_error(subject, "out of memory");
@@ -482,6 +592,7 @@ done:
 	}
 	repl_close(&s.from);
 	hold_free(&s.hold);
+	spool_free(&s.spool);
 	if (s.stash)
 		PQfreemem(s.stash);
 	applier_free(&s.applier);
