@@ -9,6 +9,7 @@
  * so tables with such columns go as text.
  */
 #include "replicator/copy.h"
+#include "replicator/replicate.h"
 #include "replicator/status.h"
 #include "common/log.h"
 #include "common/strbuf.h"
@@ -215,6 +216,10 @@ copy_one(ReplConn *source, ReplConn *target, const CopyTask *task, bool may_free
 	}
 	PQclear(res);
 	while ((n = PQgetCopyData(source->conn, &buf, 0)) > 0) {
+		if (replicate_stop_requested) {
+			PQfreemem(buf);
+			break;
+		}
 		if (ok && PQputCopyData(target->conn, buf, n) != 1) {
 			log_error(target->subject, "%s: %s", task->table, PQerrorMessage(target->conn));
 			ok = false;
@@ -231,6 +236,18 @@ copy_one(ReplConn *source, ReplConn *target, const CopyTask *task, bool may_free
 	}
 	if (status && unpublished > 0)
 		status_copy_bytes(status, unpublished);
+	if (n > 0) {
+		/*
+		 * Stopped by request.  The source's COPY is left unread (closing its
+		 * connection ends it); the target's is ended with an error, so
+		 * nothing of this task stays.  The next run copies again.
+		 */
+		if (PQputCopyEnd(target->conn, "stopped by request") == 1)
+			while ((res = PQgetResult(target->conn)) != NULL)
+				PQclear(res);
+		ok = false;
+		goto done;
+	}
 	if (n == -2) {
 		log_error(source->subject, "%s: %s", task->table, PQerrorMessage(source->conn));
 		ok = false;
@@ -290,7 +307,9 @@ copy_worker(void *arg)
 		bool ok;
 
 		pthread_mutex_lock(&run->lock);
-		if (!run->failed && run->next < run->ntasks)
+		if (replicate_stop_requested)
+			run->failed = true;
+		else if (!run->failed && run->next < run->ntasks)
 			task = &run->tasks[run->next++];
 		pthread_mutex_unlock(&run->lock);
 		if (!task)

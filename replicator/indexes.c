@@ -18,6 +18,7 @@
  * right, only slower.
  */
 #include "replicator/indexes.h"
+#include "replicator/replicate.h"
 #include "replicator/schema.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -273,7 +274,7 @@ build_worker(void *arg)
 		IndexTask *task = NULL;
 
 		pthread_mutex_lock(&run->lock);
-		if (!ok)
+		if (!ok || replicate_stop_requested)
 			run->failed = true;
 		else if (!run->failed && run->next < run->ntasks)
 			task = &run->tasks[run->next++];

@@ -279,6 +279,8 @@ initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *n
 	log_info(subject, "initial copy done: %d table(s), %lld rows", progress.tables_done,
 		 (long long) progress.rows_done);
 	status_phase(status, "indexes");
+	if (replicate_stop_requested)
+		return false;
 	if (config->replication.schema == SCHEMA_COPY &&
 	    !indexes_restore_post_data(config, db, source, dump_path, subject))
 		return false;
@@ -389,12 +391,17 @@ replicate_database(const Config *config, const DatabaseMapping *db)
 	status_destroy(&status);
 	return rc;
 fail:
-	status_phase(&status, "failed");
+	if (replicate_stop_requested) {
+		/* The origin has no progress yet: the next run resets the target and starts over. */
+		log_info(subject, "stopped by request before the initial sync completed; the next run starts it again");
+		rc = 0;
+	}
+	status_phase(&status, rc == 0 ? "stopped" : "failed");
 	status_destroy(&status);
 	repl_close(&source);
 	repl_close(&target);
 	repl_close(&repl);
-	return 1;
+	return rc;
 }
 
 static int

@@ -760,6 +760,26 @@ def test_kill9_during_copy(clusters, replicator_factory):
 
 
 @ONLY_15
+def test_sigterm_during_copy(clusters, replicator_factory):
+    """SIGTERM in the middle of the copy: a prompt, clean exit 0; the next run copies again."""
+    pair = clusters
+    db = make_database(pair, "stopcopy")
+    fill_wide_table(pair.source, db, 1_000_000)
+    r = replicator_factory(pair, db)
+    r.wait_log(r"copying public\.big")
+    r.stop()
+    log = r.log(since_start=True)
+    assert "stopped by request before the initial sync completed" in log, r.log_tail()
+    assert "initial copy done" not in log
+    assert r.errors(since_start=True) == []
+    assert origin_progress(pair.target, r.origin) in (None, 0)
+    r.start()
+    r.wait_streaming(timeout=600)
+    wait_caught_up(pair, db, r.origin, r)
+    assert_tables_equal(pair, db)
+
+
+@ONLY_15
 def test_kill9_during_schema_copy(clusters, replicator_factory):
     """kill -9 while the pre-data schema is being restored on the target, restart: it finishes.
 
