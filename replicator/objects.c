@@ -145,6 +145,36 @@ objects_slot_exists(ReplConn *conn, const char *slot, bool *exists)
 	return true;
 }
 
+bool
+objects_drop_stale_slot(ReplConn *conn, const char *slot)
+{
+	const char *params[1] = {slot};
+	PGresult *res;
+	bool ok = true;
+
+	if (!repl_query(conn,
+			"SELECT active_pid, pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)) "
+			"FROM pg_replication_slots WHERE slot_name = $1",
+			1, params, &res))
+		return false;
+	if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0)) {
+		log_error(conn->subject,
+			  "replication slot %s is in use by process %s: a follower streams from it (another "
+			  "pghandoff replicate for this database, or another migration with the same slot_name); stop "
+			  "it, or give this migration a slot_name of its own",
+			  slot, PQgetvalue(res, 0, 0));
+		ok = false;
+	} else if (PQntuples(res) == 1) {
+		log_warning(conn->subject,
+			    "dropping replication slot %s, left by an initial sync that did not complete; it held %s "
+			    "of WAL",
+			    slot, PQgetisnull(res, 0, 1) ? "no" : PQgetvalue(res, 0, 1));
+		ok = objects_drop_slot(conn, slot, false);
+	}
+	PQclear(res);
+	return ok;
+}
+
 /* Ends the walsender streaming from slot, if any, and waits until it lets go (up to 10 s). */
 static bool
 end_walsender(ReplConn *conn, const char *slot)

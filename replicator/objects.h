@@ -42,5 +42,12 @@ bool objects_create_slot(ReplConn *conn, const char *slot, uint64_t *lsn) __attr
 bool objects_drop_slot(ReplConn *conn, const char *slot, bool terminate) __attribute__((warn_unused_result));
 /* Whether slot exists. */
 bool objects_slot_exists(ReplConn *conn, const char *slot, bool *exists) __attribute__((warn_unused_result));
+/*
+ * Before an initial sync: a slot of that name that nobody streams from was
+ * left by an earlier attempt and only holds WAL, so it is dropped (with a
+ * warning); one in use belongs to a follower still running, perhaps another
+ * migration's, and makes this fail instead.
+ */
+bool objects_drop_stale_slot(ReplConn *conn, const char *slot) __attribute__((warn_unused_result));
 
 #endif

@@ -128,11 +128,11 @@ replicate_connect_apply(const ReplDirection *dir, ReplConn *conn, const char *su
 }
 
 static bool
-target_table_count(ReplConn *target, long *count)
+table_count(ReplConn *conn, long *count)
 {
 	char buf[32];
 
-	if (!repl_query_copy_value(target,
+	if (!repl_query_copy_value(conn,
 				   "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
 				   "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
 				   "AND n.nspname !~ '^pg_(toast|temp)'",
@@ -140,6 +140,29 @@ target_table_count(ReplConn *target, long *count)
 		return false;
 	*count = strtol(buf, NULL, 10);
 	return true;
+}
+
+/*
+ * Origins belong to the target cluster, not to a database.  One with
+ * progress while the source has tables and the target database none was
+ * made by another migration into this cluster under the same name:
+ * streaming on from its progress would skip this database's copy.
+ */
+static bool
+origin_is_ours(ReplConn *source, ReplConn *target, const char *origin, const char *target_db, const char *subject)
+{
+	long on_source, on_target;
+
+	if (!table_count(source, &on_source) || !table_count(target, &on_target))
+		return false;
+	if (on_source == 0 || on_target > 0)
+		return true;
+	log_error(subject,
+		  "replication origin %s has progress, but target database %s has none of the source's %ld table(s): "
+		  "the origin belongs to another migration into the target cluster (origins are per cluster, "
+		  "named after slot_name); give this migration a slot_name of its own",
+		  origin, target_db, on_source);
+	return false;
 }
 
 /* Drops and creates the target database: only for one this tool filled (its origin says so). */
@@ -243,7 +266,7 @@ initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *n
 			return false;
 	}
 	if (config->replication.schema == SCHEMA_COPY) {
-		if (!target_table_count(target, &tables))
+		if (!table_count(target, &tables))
 			return false;
 		if (tables > 0) {
 			log_error(subject, "target database %s already has %ld table(s): schema = copy needs an empty "
@@ -267,7 +290,7 @@ initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *n
 	} else if (!schema_verify(source, target, subject)) {
 		return false;
 	}
-	if (!objects_drop_slot(source, names->slot, false) || !objects_ensure_publication(source, names->publication))
+	if (!objects_drop_stale_slot(source, names->slot) || !objects_ensure_publication(source, names->publication))
 		return false;
 	if (!create_slot(repl, names->slot, start_lsn, snapshot, sizeof(snapshot)))
 		return false;
@@ -370,6 +393,8 @@ replicate_database(const Config *config, const DatabaseMapping *db)
 	    !replicate_connect_apply(&dir, &target, subject) ||
 	    !repl_connect(&repl, &config->source, db->name, true, subject) ||
 	    !objects_origin_state(&target, names.origin, &origin_exists, &start_lsn))
+		goto fail;
+	if (start_lsn != 0 && !origin_is_ours(&source, &target, names.origin, db->target_name, subject))
 		goto fail;
 	if (start_lsn == 0) {
 		char dump_path[64];

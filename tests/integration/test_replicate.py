@@ -687,6 +687,29 @@ def test_two_databases(clusters, replicator_factory):
     r.stop()  # SIGTERM reaches both children; the parent exits 0
 
 
+@ONLY_15
+def test_second_migration_with_the_same_names(clusters, replicator_factory):
+    """Origins are per cluster: a second migration into another target database under the same slot_name
+    fails, naming the origin, rather than streaming on from the first one's progress without a copy."""
+    pair = clusters
+    db = make_database(pair, "clash")
+    run_sql(pair.source, db, "CREATE TABLE t (id int PRIMARY KEY, v text)", "INSERT INTO t VALUES (1, 'a')")
+    r1 = start_and_sync(replicator_factory, pair, db)
+    r1.stop()
+    r2 = replicator_factory(pair, db, target_dbname=db + "_second",
+                            replication={"slot_name": r1.slot, "publication_name": r1.publication})
+    assert r2.wait_exit() != 0
+    assert re.search(rf"replication origin {r1.origin} has progress, but target database {db}_second has none",
+                     r2.log()), r2.log_tail()
+    # The first migration is untouched and goes on.
+    r1.start()
+    r1.wait_streaming()
+    run_sql(pair.source, db, "INSERT INTO t VALUES (2, 'b')")
+    wait_caught_up(pair, db, r1.origin, r1)
+    assert_tables_equal(pair, db)
+    assert r1.errors(since_start=True) == []
+
+
 @ONLY_13_17
 def test_schema_none(clusters, replicator_factory):
     """schema = none: the DBA made the target's tables (columns in another order, one extra)."""
