@@ -35,6 +35,22 @@ static const char sql_trees[] =
 	"LEFT JOIN pg_class p ON p.oid = t.parent LEFT JOIN pg_namespace pn ON pn.oid = p.relnamespace "
 	"GROUP BY 1 ORDER BY 1";
 
+/*
+ * Partitioned tables without a replica identity of their own.  Published
+ * through the root, a change carries the root's key columns: without any,
+ * an update or delete would find no row on the target.
+ */
+static const char sql_roots_without_identity[] =
+	"SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+	"WHERE c.relkind = 'p' AND NOT c.relispartition AND c.relpersistence = 'p' "
+	"  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_' "
+	"  AND (c.relreplident = 'n' "
+	"       OR (c.relreplident = 'd' AND NOT EXISTS "
+	"           (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)) "
+	"       OR (c.relreplident = 'i' AND NOT EXISTS "
+	"           (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident))) "
+	"ORDER BY 1";
+
 /* Bounds print their values: timestamptz ones in the session's time zone, the same on both sides. */
 static bool
 list_trees(ReplConn *conn, PGresult **res)
@@ -50,6 +66,29 @@ list_trees(ReplConn *conn, PGresult **res)
 		ok = false;
 	}
 	return ok;
+}
+
+static bool
+roots_have_identity(ReplConn *source, const char *subject)
+{
+	PGresult *res;
+	StrBuf names;
+	int i, n;
+
+	if (!repl_query(source, sql_roots_without_identity, 0, NULL, &res))
+		return false;
+	n = PQntuples(res);
+	strbuf_init(&names);
+	for (i = 0; i < n; i++)
+		strbuf_appendf(&names, "%s%s", i ? ", " : "", PQgetvalue(res, i, 0));
+	if (n > 0)
+		log_error(subject, "%d partitioned table(s) have no primary key or replica identity of their own (%s): "
+			  "replicated through their root tables, their updates and deletes could not be applied on the "
+			  "target; add a primary key to each, or ALTER TABLE ... REPLICA IDENTITY FULL on the source",
+			  n, strbuf_str(&names));
+	strbuf_free(&names);
+	PQclear(res);
+	return n == 0;
 }
 
 /*
@@ -135,5 +174,5 @@ partitions_publish_mode(const Config *config, ReplConn *source, ReplConn *target
 			    publication);
 	}
 	strbuf_free(&differing);
-	return ok;
+	return ok && (!*via_root || roots_have_identity(source, subject));
 }

@@ -21,8 +21,10 @@
  * some partitioned table of the source has other partitions on the target.
  * Either way with schema = none, the target is checked against the choice:
  * false (logged) when a publication per partition meets a target that
- * partitions differently, or when the source is too old to publish through
- * the roots.  Every table replicated through its root is named in a warning.
+ * partitions differently, when the source is too old to publish through
+ * the roots, or when a partitioned table to publish through its root has
+ * no replica identity of its own.  Every table replicated through its root
+ * because of a difference is named in a warning.
  */
 bool partitions_publish_mode(const Config *config, ReplConn *source, ReplConn *target, const char *publication,
 			     bool *via_root, const char *subject) __attribute__((warn_unused_result));

@@ -232,6 +232,25 @@ def test_restart_after_target_repartitioned(clusters, replicator_factory):
     assert not via_root(pair, r, db)
 
 
+def test_via_root_needs_identity_of_root(clusters, replicator_factory):
+    """Keys on the partitions only: through the root, updates would find no row, so the replicator refuses."""
+    pair = clusters
+    db = make_database(pair, "noident")
+    run_sql(pair.source, db,
+            "CREATE TABLE ev (id int NOT NULL, at date NOT NULL, v text) PARTITION BY RANGE (at)",
+            "CREATE TABLE ev_1 PARTITION OF ev FOR VALUES FROM ('2024-01-01') TO ('2024-07-01')",
+            "CREATE TABLE ev_2 PARTITION OF ev FOR VALUES FROM ('2024-07-01') TO ('2025-01-01')",
+            "ALTER TABLE ev_1 ADD PRIMARY KEY (id)",
+            "ALTER TABLE ev_2 ADD PRIMARY KEY (id)")
+    make_target(pair, db, "CREATE TABLE ev (id int PRIMARY KEY, at date NOT NULL, v text)")
+    r = replicator_factory(pair, db, replication={"schema": "none"})
+    assert r.wait_exit() != 0
+    assert re.search(r"ERROR.*1 partitioned table\(s\) have no primary key or replica identity of their own "
+                     r"\(public\.ev\).*REPLICA IDENTITY FULL", r.log()), r.log_tail()
+    assert query(pair.source, db, "SELECT count(*) FROM pg_publication WHERE pubname = %s",
+                 (r.publication,)) == [(0,)]
+
+
 def test_cutover_and_rollback_via_root(migration):
     """verify = counts counts meas whole on both sides; the way back goes through the root too."""
     def prepare_source(dsn):
