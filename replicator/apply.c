@@ -189,8 +189,43 @@ applier_free(Applier *ap)
 		free(ap->stmts);
 		ap->stmts = next;
 	}
+	free(ap->absent);
 	batch_free(&ap->batch);
 	relcache_free(&ap->relcache);
+}
+
+static int
+absent_index(const Applier *ap, uint32_t relid)
+{
+	for (int i = 0; i < ap->nabsent; i++)
+		if (ap->absent[i] == relid)
+			return i;
+	return -1;
+}
+
+/* Notes whether the target has a table for relid; false only when out of memory. */
+static bool
+set_absent(Applier *ap, uint32_t relid, bool absent)
+{
+	int i = absent_index(ap, relid);
+
+	if (!absent && i >= 0)
+		ap->absent[i] = ap->absent[--ap->nabsent];
+	if (!absent || i >= 0)
+		return true;
+	if (ap->nabsent == ap->absent_cap) {
+		int cap = ap->absent_cap ? ap->absent_cap * 2 : 16;
+		uint32_t *grown = realloc(ap->absent, sizeof(uint32_t) * (size_t) cap);
+
+		if (!grown) {
+			log_error(ap->subject, "out of memory");
+			return false;
+		}
+		ap->absent = grown;
+		ap->absent_cap = cap;
+	}
+	ap->absent[ap->nabsent++] = relid;
+	return true;
 }
 
 /* Applies the pending batch now, inside the open target transaction. */
@@ -382,8 +417,13 @@ relation_for(Applier *ap, uint32_t relid)
 {
 	const RelCacheEntry *rel = relcache_lookup(&ap->relcache, relid);
 
-	if (!rel)
+	if (!rel) {
 		log_error(ap->subject, "change for relation %u before its Relation message", relid);
+	} else if (absent_index(ap, relid) >= 0) {
+		log_error(ap->subject, "table %s.%s does not exist on the target: create it, then restart replication",
+			  rel->nspname, rel->relname);
+		rel = NULL;
+	}
 	return rel;
 }
 
@@ -525,6 +565,29 @@ apply_update_or_delete(Applier *ap, uint32_t relid, bool is_update, uint8_t old_
 	return execute(ap, rel, stmt, n, values, lengths);
 }
 
+/* Whether the target's table of that name is partitioned; false if it has none (the TRUNCATE will say). */
+static bool
+target_partitioned(Applier *ap, const RelCacheEntry *rel, bool *partitioned)
+{
+	const char *params[2] = {rel->nspname, rel->relname};
+	PGresult *res;
+
+	if (!repl_query(ap->target,
+			"SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+			"WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind = 'p'",
+			2, params, &res))
+		return false;
+	*partitioned = PQntuples(res) > 0;
+	PQclear(res);
+	return true;
+}
+
+/*
+ * Each table truncated ONLY, since the source sends every table it emptied
+ * (an inheritance child too) by name; but a partitioned table on the target
+ * (its root, published through the root, or a source's plain table) cannot
+ * be truncated ONLY, and all of it is what the source emptied.
+ */
 static bool
 apply_truncate(Applier *ap, const PgoutputTruncate *t)
 {
@@ -535,15 +598,17 @@ apply_truncate(Applier *ap, const PgoutputTruncate *t)
 	if (!flush_batch(ap) || !pipeline_end(ap))
 		return false;
 	strbuf_init(&sql);
-	strbuf_append(&sql, "TRUNCATE ONLY ");
+	strbuf_append(&sql, "TRUNCATE ");
 	for (i = 0; i < t->nrels; i++) {
 		const RelCacheEntry *rel = relation_for(ap, pgoutput_truncate_relid(t, i));
+		bool partitioned;
 
-		if (!rel) {
+		if (!rel || !target_partitioned(ap, rel, &partitioned)) {
 			strbuf_free(&sql);
 			return false;
 		}
 		strbuf_append(&sql, i ? ", " : "");
+		strbuf_append(&sql, partitioned ? "" : "ONLY ");
 		repl_append_qualified(&sql, ap->target->conn, rel->nspname, rel->relname);
 	}
 	if (t->flags & PGOUTPUT_TRUNCATE_RESTART_IDENTITY)
@@ -588,9 +653,17 @@ apply_relation(Applier *ap, const PgoutputRelation *rel)
 			"WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
 			2, params, &res))
 		return false;
+	/*
+	 * Publishing through the root, pgoutput sends a partition's own Relation
+	 * message after its root's, though every change names the root: only a
+	 * change to a table the target lacks is an error (relation_for).
+	 */
 	if (PQntuples(res) == 0) {
-		log_error(ap->subject, "table %s does not exist on the target: create it, then restart replication",
-			  qualified);
+		log_debug(ap->subject, "table %s does not exist on the target: its changes cannot be applied", qualified);
+		PQclear(res);
+		return set_absent(ap, rel->relid, true) && (!ap->target_open || pipeline_start(ap));
+	}
+	if (!set_absent(ap, rel->relid, false)) {
 		PQclear(res);
 		return false;
 	}

@@ -32,6 +32,9 @@ typedef struct Applier {
 	RelCache relcache;
 	StmtCacheEntry *stmts;	/* a small hash chain list; statements are few */
 	int nstmts;
+	uint32_t *absent;	/* relids named by a Relation message, with no table on the target */
+	int nabsent;
+	int absent_cap;
 
 	bool in_source_xact;	/* between Begin and Commit */
 	bool skipping;		/* this source transaction was applied before a restart */

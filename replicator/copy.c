@@ -7,6 +7,10 @@
  * Binary COPY is used where it is safe: binary array and composite values
  * carry type OIDs, and a user-defined type has another OID on the target,
  * so tables with such columns go as text.
+ *
+ * When partitions are published through their root tables (partitions.h),
+ * each partition of the source is still a task of its own, but its rows go
+ * into the root table on the target, which routes them into its partitions.
  */
 #include "replicator/copy.h"
 #include "replicator/replicate.h"
@@ -24,6 +28,7 @@
 
 typedef struct CopyTask {
 	char *table;		/* quoted, qualified */
+	char *into;		/* the target's table: table, or the root table of a partition */
 	char *columns;		/* quoted, comma-separated */
 	char range[96];		/* a ctid condition, or "" */
 	bool binary;
@@ -36,6 +41,7 @@ typedef struct CopyRun {
 	const DatabaseMapping *db;
 	const char *snapshot;
 	const char *subject;
+	bool via_root;
 	CopyTask *tasks;
 	int ntasks;
 	int next;
@@ -48,7 +54,7 @@ static const char sql_tables[] =
 	"SELECT format('%%I.%%I', n.nspname, c.relname), "
 	"  string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum), "
 	"  bool_and(a.atttypid < 16384 AND coalesce(t.typelem, 0) < 16384), "
-	"  pg_relation_size(c.oid), c.relpages "
+	"  pg_relation_size(c.oid), c.relpages, %s "
 	"FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
 	"JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
 	"JOIN pg_type t ON t.oid = a.atttypid "
@@ -57,7 +63,30 @@ static const char sql_tables[] =
 	"  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
 	"                  AND d.objid = c.oid AND d.deptype = 'e') "
 	"  %s "
-	"GROUP BY 1, c.oid, c.relpages ORDER BY 4 DESC";
+	"GROUP BY 1, c.oid, c.relpages, c.relispartition ORDER BY 4 DESC";
+
+/* The topmost root of a partition (pg_partition_root: PostgreSQL 12, and roots need 13). */
+static const char sql_root[] =
+	"CASE WHEN c.relispartition THEN (SELECT format('%I.%I', rn.nspname, r.relname) FROM pg_class r "
+	"JOIN pg_namespace rn ON rn.oid = r.relnamespace WHERE r.oid = pg_partition_root(c.oid)) END";
+
+/* Duplicates the names of row i of plan_tasks' list into task. */
+static bool
+task_names(CopyTask *task, const PGresult *res, int i)
+{
+	task->table = strdup(PQgetvalue(res, i, 0));
+	task->columns = strdup(PQgetvalue(res, i, 1));
+	task->into = strdup(PQgetisnull(res, i, 5) ? PQgetvalue(res, i, 0) : PQgetvalue(res, i, 5));
+	return task->table && task->columns && task->into;
+}
+
+static void
+free_task(CopyTask *task)
+{
+	free(task->table);
+	free(task->columns);
+	free(task->into);
+}
 
 static int
 compare_tasks(const void *a, const void *b)
@@ -87,7 +116,7 @@ add_task(CopyRun *run, int *cap, const CopyTask *task)
 static bool
 plan_tasks(CopyRun *run, ReplConn *source)
 {
-	char sql[sizeof(sql_tables) + 128];
+	char sql[sizeof(sql_tables) + sizeof(sql_root) + 128];
 	char set[160];
 	PGresult *res;
 	int i, cap = 0;
@@ -95,7 +124,8 @@ plan_tasks(CopyRun *run, ReplConn *source)
 	bool tid_ranges = source->version >= 140000;
 
 	/* Generated columns are computed again on the target; they are not copied. */
-	snprintf(sql, sizeof(sql), sql_tables, source->version >= 120000 ? "AND a.attgenerated = ''" : "");
+	snprintf(sql, sizeof(sql), sql_tables, run->via_root ? sql_root : "NULL",
+		 source->version >= 120000 ? "AND a.attgenerated = ''" : "");
 	snprintf(set, sizeof(set), "SET TRANSACTION SNAPSHOT '%s'", run->snapshot);
 	if (!repl_exec(source, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") || !repl_exec(source, set))
 		return false;
@@ -121,8 +151,6 @@ plan_tasks(CopyRun *run, ReplConn *source)
 			if (chunk < SPLIT_MIN_PAGES / 2)
 				chunk = SPLIT_MIN_PAGES / 2;
 			for (start = 0; start < pages; start += chunk) {
-				task.table = strdup(PQgetvalue(res, i, 0));
-				task.columns = strdup(PQgetvalue(res, i, 1));
 				task.bytes = bytes * chunk / pages;
 				task.last_of_table = start + chunk >= pages;
 				/* The last range is open: pages added since relpages was computed are included. */
@@ -131,17 +159,17 @@ plan_tasks(CopyRun *run, ReplConn *source)
 				else
 					snprintf(task.range, sizeof(task.range), "ctid >= '(%ld,0)' AND ctid < '(%ld,0)'", start,
 						 start + chunk);
-				if (!task.table || !task.columns || !add_task(run, &cap, &task)) {
+				if (!task_names(&task, res, i) || !add_task(run, &cap, &task)) {
+					free_task(&task);
 					PQclear(res);
 					return false;
 				}
 			}
 		} else {
-			task.table = strdup(PQgetvalue(res, i, 0));
-			task.columns = strdup(PQgetvalue(res, i, 1));
 			task.bytes = bytes;
 			task.last_of_table = true;
-			if (!task.table || !task.columns || !add_task(run, &cap, &task)) {
+			if (!task_names(&task, res, i) || !add_task(run, &cap, &task)) {
+				free_task(&task);
 				PQclear(res);
 				return false;
 			}
@@ -164,7 +192,8 @@ copy_one(ReplConn *source, ReplConn *target, const CopyTask *task, bool may_free
 	char *buf;
 	int n;
 	bool ok = true;
-	bool whole = may_freeze && !task->range[0], in_transaction = false;
+	/* Never into a root table, whose other partitions a TRUNCATE would empty too. */
+	bool whole = may_freeze && !task->range[0] && strcmp(task->into, task->table) == 0, in_transaction = false;
 
 	strbuf_init(&out);
 	strbuf_init(&in);
@@ -181,10 +210,10 @@ copy_one(ReplConn *source, ReplConn *target, const CopyTask *task, bool may_free
 	 * foreign keys, which TRUNCATE ONLY refuses.
 	 */
 	if (whole)
-		strbuf_appendf(&in, "COPY %s (%s) FROM STDIN (FREEZE%s)", task->table, task->columns,
+		strbuf_appendf(&in, "COPY %s (%s) FROM STDIN (FREEZE%s)", task->into, task->columns,
 			       task->binary ? ", FORMAT binary" : "");
 	else
-		strbuf_appendf(&in, "COPY %s (%s) FROM STDIN%s", task->table, task->columns, fmt);
+		strbuf_appendf(&in, "COPY %s (%s) FROM STDIN%s", task->into, task->columns, fmt);
 
 	res = PQexec(source->conn, strbuf_str(&out));
 	if (PQresultStatus(res) != PGRES_COPY_OUT) {
@@ -198,14 +227,14 @@ copy_one(ReplConn *source, ReplConn *target, const CopyTask *task, bool may_free
 		StrBuf truncate;
 
 		strbuf_init(&truncate);
-		strbuf_appendf(&truncate, "BEGIN; TRUNCATE ONLY %s", task->table);
+		strbuf_appendf(&truncate, "BEGIN; TRUNCATE ONLY %s", task->into);
 		in_transaction = !truncate.failed && repl_exec(target, strbuf_str(&truncate));
 		strbuf_free(&truncate);
 	}
 	res = whole && !in_transaction ? NULL : PQexec(target->conn, strbuf_str(&in));
 	if (PQresultStatus(res) != PGRES_COPY_IN) {
 		if (res)	/* else BEGIN or TRUNCATE failed, and said so */
-			log_error(target->subject, "%s: %s", task->table, PQresultErrorMessage(res));
+			log_error(target->subject, "%s: %s", task->into, PQresultErrorMessage(res));
 		PQclear(res);
 		/* Drain the source's COPY so the connection stays usable. */
 		while ((n = PQgetCopyData(source->conn, &buf, 0)) > 0)
@@ -221,7 +250,7 @@ copy_one(ReplConn *source, ReplConn *target, const CopyTask *task, bool may_free
 			break;
 		}
 		if (ok && PQputCopyData(target->conn, buf, n) != 1) {
-			log_error(target->subject, "%s: %s", task->table, PQerrorMessage(target->conn));
+			log_error(target->subject, "%s: %s", task->into, PQerrorMessage(target->conn));
 			ok = false;
 		}
 		*bytes += n;
@@ -263,7 +292,7 @@ copy_one(ReplConn *source, ReplConn *target, const CopyTask *task, bool may_free
 	res = PQgetResult(target->conn);
 	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
 		if (ok)
-			log_error(target->subject, "%s: %s", task->table, PQresultErrorMessage(res));
+			log_error(target->subject, "%s: %s", task->into, PQresultErrorMessage(res));
 		ok = false;
 	}
 	PQclear(res);
@@ -327,7 +356,10 @@ copy_worker(void *arg)
 		pthread_mutex_unlock(&run->lock);
 		if (task->last_of_table && run->progress->status)
 			status_copy_table_done(run->progress->status);
-		if (ok)
+		if (ok && strcmp(task->into, task->table) != 0)
+			log_info(subject, "copied %s%s%s into %s: %lld rows", task->table, task->range[0] ? " where " : "",
+				 task->range, task->into, (long long) rows);
+		else if (ok)
 			log_info(subject, "copied %s%s%s: %lld rows", task->table, task->range[0] ? " where " : "",
 				 task->range, (long long) rows);
 	}
@@ -338,7 +370,7 @@ copy_worker(void *arg)
 
 bool
 copy_database(const Config *config, const DatabaseMapping *db, ReplConn *source, const char *snapshot,
-	      const char *subject, CopyProgress *progress)
+	      bool via_root, const char *subject, CopyProgress *progress)
 {
 	CopyRun run;
 	pthread_t threads[64];
@@ -350,6 +382,7 @@ copy_database(const Config *config, const DatabaseMapping *db, ReplConn *source,
 	run.db = db;
 	run.snapshot = snapshot;
 	run.subject = subject;
+	run.via_root = via_root;
 	run.progress = progress;
 	pthread_mutex_init(&run.lock, NULL);
 	if (!plan_tasks(&run, source)) {
@@ -373,10 +406,8 @@ copy_database(const Config *config, const DatabaseMapping *db, ReplConn *source,
 	for (i = 0; i < started; i++)
 		pthread_join(threads[i], NULL);
 done:
-	for (i = 0; i < run.ntasks; i++) {
-		free(run.tasks[i].table);
-		free(run.tasks[i].columns);
-	}
+	for (i = 0; i < run.ntasks; i++)
+		free_task(&run.tasks[i]);
 	free(run.tasks);
 	pthread_mutex_destroy(&run.lock);
 	return !run.failed;

@@ -22,8 +22,11 @@ typedef struct CopyProgress {
 	struct ReplStatus *status;	/* where progress is published, or NULL */
 } CopyProgress;
 
-/* Copies every table; source lists them (inside no snapshot: the list only). */
+/*
+ * Copies every table; source lists them (inside no snapshot: the list only).
+ * via_root: the rows of each partition go into its root table on the target.
+ */
 bool copy_database(const Config *config, const DatabaseMapping *db, ReplConn *source, const char *snapshot,
-		   const char *subject, CopyProgress *progress) __attribute__((warn_unused_result));
+		   bool via_root, const char *subject, CopyProgress *progress) __attribute__((warn_unused_result));
 
 #endif

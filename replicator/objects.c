@@ -63,11 +63,11 @@ objects_drop_origin(ReplConn *conn, const char *origin)
 }
 
 bool
-objects_ensure_publication(ReplConn *conn, const char *publication)
+objects_ensure_publication(ReplConn *conn, const char *publication, bool via_root)
 {
 	const char *params[1] = {publication};
 	char buf[8];
-	char sql[200];
+	char sql[240];
 	char *ident;
 	bool ok;
 
@@ -82,12 +82,33 @@ objects_ensure_publication(ReplConn *conn, const char *publication)
 			  PQerrorMessage(conn->conn));
 		return false;
 	}
-	snprintf(sql, sizeof(sql), "CREATE PUBLICATION %s FOR ALL TABLES", ident);
+	snprintf(sql, sizeof(sql), "CREATE PUBLICATION %s FOR ALL TABLES%s", ident,
+		 via_root ? " WITH (publish_via_partition_root = true)" : "");
 	PQfreemem(ident);
 	ok = repl_exec(conn, sql);
 	if (ok)
-		log_info(conn->subject, "created publication %s for all tables", publication);
+		log_info(conn->subject, "created publication %s for all tables%s", publication,
+			 via_root ? ", partitions published through their root tables" : "");
 	return ok;
+}
+
+bool
+objects_publication_state(ReplConn *conn, const char *publication, bool *exists, bool *via_root)
+{
+	const char *params[1] = {publication};
+	PGresult *res;
+
+	/* pubviaroot came with PostgreSQL 13; older publications always publish partitions themselves. */
+	if (!repl_query(conn,
+			conn->version >= PUBVIAROOT_MIN_VERSION
+				? "SELECT pubviaroot FROM pg_publication WHERE pubname = $1"
+				: "SELECT false FROM pg_publication WHERE pubname = $1",
+			1, params, &res))
+		return false;
+	*exists = PQntuples(res) > 0;
+	*via_root = *exists && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PQclear(res);
+	return true;
 }
 
 bool

@@ -25,8 +25,19 @@ bool objects_advance_origin(ReplConn *conn, const char *origin, uint64_t lsn) __
 /* Drops origin if it exists. */
 bool objects_drop_origin(ReplConn *conn, const char *origin) __attribute__((warn_unused_result));
 
-/* Creates publication FOR ALL TABLES unless one of that name exists. */
-bool objects_ensure_publication(ReplConn *conn, const char *publication) __attribute__((warn_unused_result));
+/* publish_via_partition_root exists from this server_version_num on. */
+#define PUBVIAROOT_MIN_VERSION 130000
+
+/*
+ * Creates publication FOR ALL TABLES unless one of that name exists; with
+ * via_root, changes to partitions are published as changes to their
+ * topmost root table (publish_via_partition_root, PostgreSQL 13).
+ */
+bool objects_ensure_publication(ReplConn *conn, const char *publication, bool via_root)
+	__attribute__((warn_unused_result));
+/* Whether publication exists, and whether it publishes partitions through their roots. */
+bool objects_publication_state(ReplConn *conn, const char *publication, bool *exists, bool *via_root)
+	__attribute__((warn_unused_result));
 /* Drops publication if it exists. */
 bool objects_drop_publication(ReplConn *conn, const char *publication) __attribute__((warn_unused_result));
 

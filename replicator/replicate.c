@@ -19,6 +19,7 @@
 #include "replicator/copy.h"
 #include "replicator/indexes.h"
 #include "replicator/objects.h"
+#include "replicator/partitions.h"
 #include "replicator/pgoutput.h"
 #include "replicator/preflight.h"
 #include "replicator/reverse.h"
@@ -236,9 +237,9 @@ create_slot(ReplConn *repl, const char *slot, uint64_t *consistent_point, char *
 
 /* Everything up to streaming; on return *start_lsn is where streaming begins. */
 static bool
-initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *names, ReplConn *source,
-	     ReplConn *target, ReplConn *repl, uint64_t *start_lsn, const char *dump_path, ReplStatus *status,
-	     const char *subject)
+initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *names, bool via_root,
+	     ReplConn *source, ReplConn *target, ReplConn *repl, uint64_t *start_lsn, const char *dump_path,
+	     ReplStatus *status, const char *subject)
 {
 	CopyProgress progress;
 	char snapshot[128];
@@ -287,17 +288,18 @@ initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *n
 		if (!schema_dump(config, db, source->version / 10000, dump_path, subject) ||
 		    !schema_restore(config, db, dump_path, "pre-data", NULL, 1, subject))
 			return false;
-	} else if (!schema_verify(source, target, subject)) {
+	} else if (!schema_verify(source, target, via_root, subject)) {
 		return false;
 	}
-	if (!objects_drop_stale_slot(source, names->slot) || !objects_ensure_publication(source, names->publication))
+	if (!objects_drop_stale_slot(source, names->slot) ||
+	    !objects_ensure_publication(source, names->publication, via_root))
 		return false;
 	if (!create_slot(repl, names->slot, start_lsn, snapshot, sizeof(snapshot)))
 		return false;
 	memset(&progress, 0, sizeof(progress));
 	progress.status = status;
 	status_phase(status, "copy");
-	if (!copy_database(config, db, source, snapshot, subject, &progress))
+	if (!copy_database(config, db, source, snapshot, via_root, subject, &progress))
 		return false;
 	log_info(subject, "initial copy done: %d table(s), %lld rows", progress.tables_done,
 		 (long long) progress.rows_done);
@@ -380,6 +382,7 @@ replicate_database(const Config *config, const DatabaseMapping *db)
 	char subject[160];
 	bool origin_exists;
 	uint64_t start_lsn = 0;
+	bool via_root;
 	int rc = 1;
 
 	snprintf(subject, sizeof(subject), "replicator %s", db->name);
@@ -392,7 +395,8 @@ replicate_database(const Config *config, const DatabaseMapping *db)
 	    !repl_connect(&source, &config->source, db->name, false, subject) ||
 	    !replicate_connect_apply(&dir, &target, subject) ||
 	    !repl_connect(&repl, &config->source, db->name, true, subject) ||
-	    !objects_origin_state(&target, names.origin, &origin_exists, &start_lsn))
+	    !objects_origin_state(&target, names.origin, &origin_exists, &start_lsn) ||
+	    !partitions_publish_mode(config, &source, &target, names.publication, &via_root, subject))
 		goto fail;
 	if (start_lsn != 0 && !origin_is_ours(&source, &target, names.origin, db->target_name, subject))
 		goto fail;
@@ -405,7 +409,8 @@ replicate_database(const Config *config, const DatabaseMapping *db)
 		fd = schema_anonymous_file("schema", dump_path, sizeof(dump_path), subject);
 		if (fd < 0)
 			goto fail;
-		ok = initial_sync(config, db, &names, &source, &target, &repl, &start_lsn, dump_path, &status, subject);
+		ok = initial_sync(config, db, &names, via_root, &source, &target, &repl, &start_lsn, dump_path, &status,
+				  subject);
 		close(fd);
 		if (!ok)
 			goto fail;

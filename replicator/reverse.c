@@ -24,7 +24,7 @@ reverse_prepare(const Config *config, const DatabaseMapping *db, const char *sub
 	ReplDirection dir;
 	char lsnbuf[LSN_FORMAT_LEN];
 	uint64_t lsn = 0;
-	bool ok;
+	bool ok, forward_exists, via_root;
 
 	replicate_names(config, db, &names);
 	replicate_direction(config, db, &names, true, &dir);
@@ -42,10 +42,15 @@ reverse_prepare(const Config *config, const DatabaseMapping *db, const char *sub
 	 * the slot's consistent point is where the two sides were equal, and
 	 * the origin starts there.
 	 */
-	ok = objects_drop_origin(&source, names.reverse_origin) &&
+	/*
+	 * Partitions go back the way they came: through their roots if the
+	 * target partitions differently, which the forward publication says.
+	 */
+	ok = objects_publication_state(&source, names.publication, &forward_exists, &via_root) &&
+	     objects_drop_origin(&source, names.reverse_origin) &&
 	     objects_drop_slot(&target, names.reverse_slot, true) &&
 	     objects_drop_publication(&target, names.reverse_publication) &&
-	     objects_ensure_publication(&target, names.reverse_publication) &&
+	     objects_ensure_publication(&target, names.reverse_publication, via_root) &&
 	     objects_create_slot(&target, names.reverse_slot, &lsn) &&
 	     objects_create_origin(&source, names.reverse_origin) &&
 	     objects_advance_origin(&source, names.reverse_origin, lsn);

@@ -327,21 +327,27 @@ schema_copy_roles(const Config *config, int source_major, const char *subject)
 	return ok;
 }
 
-static const char sql_columns[] =
-	"SELECT format('%I.%I', n.nspname, c.relname), a.attname, format_type(a.atttypid, a.atttypmod) "
-	"FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-	"JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
-	"WHERE c.relkind IN ('r', 'p') AND c.relpersistence = 'p' "
-	"  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast' "
-	"ORDER BY 1, 2";
+#define SQL_COLUMNS(which) \
+	"SELECT format('%I.%I', n.nspname, c.relname), a.attname, format_type(a.atttypid, a.atttypmod) " \
+	"FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace " \
+	"JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped " \
+	"WHERE " which " AND c.relpersistence = 'p' " \
+	"  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast' " \
+	"ORDER BY 1, 2"
+
+/* Every table, partitions included: rows are published into each by its own name. */
+static const char sql_columns[] = SQL_COLUMNS("c.relkind IN ('r', 'p')");
+/* Tables that are no partition: published through the roots, partitions are the target's own business. */
+static const char sql_root_columns[] = SQL_COLUMNS("c.relkind IN ('r', 'p') AND NOT c.relispartition");
 
 bool
-schema_verify(ReplConn *source, ReplConn *target, const char *subject)
+schema_verify(ReplConn *source, ReplConn *target, bool via_root, const char *subject)
 {
+	const char *sql = via_root ? sql_root_columns : sql_columns;
 	PGresult *s = NULL, *t = NULL;
 	int i = 0, j = 0, ns, nt, problems = 0;
 
-	if (!repl_query(source, sql_columns, 0, NULL, &s) || !repl_query(target, sql_columns, 0, NULL, &t)) {
+	if (!repl_query(source, sql, 0, NULL, &s) || !repl_query(target, sql, 0, NULL, &t)) {
 		PQclear(s);
 		return false;
 	}

@@ -40,7 +40,12 @@ bool schema_restore(const Config *config, const DatabaseMapping *db, const char 
 /* roles = copy: pg_dumpall --roles-only; roles that exist on the target are kept. */
 bool schema_copy_roles(const Config *config, int source_major, const char *subject)
 	__attribute__((warn_unused_result));
-/* schema = none: every source table's columns exist on the target with the same types. */
-bool schema_verify(ReplConn *source, ReplConn *target, const char *subject) __attribute__((warn_unused_result));
+/*
+ * schema = none: every source table's columns exist on the target with the
+ * same types.  via_root (partitions published through their root tables):
+ * root and plain tables only, since the target may partition differently.
+ */
+bool schema_verify(ReplConn *source, ReplConn *target, bool via_root, const char *subject)
+	__attribute__((warn_unused_result));
 
 #endif

@@ -10,7 +10,9 @@
  * copy_jobs at a time: row count and an order-independent hash of the rows
  * (sum of the first 60 bits of each row's md5, columns in name order, text
  * in one dialect on both sides).  For a table that differs, a few differing
- * keys are found by walking both sides in key order.
+ * keys are found by walking both sides in key order.  Partitions are
+ * compared as they are published: one by one, or, through their roots, each
+ * partitioned table whole.
  */
 #include "replicator/verify.h"
 #include "common/clock.h"
@@ -18,7 +20,9 @@
 #include "common/strbuf.h"
 #include "replicator/conn.h"
 #include "replicator/hold.h"
+#include "replicator/objects.h"
 #include "replicator/pgoutput.h"
+#include "replicator/replicate.h"
 #include "replicator/status.h"
 
 #include <pthread.h>
@@ -33,17 +37,28 @@
 #define REPLY_TIMEOUT 60.0
 
 /* Tables with their columns in name order and their primary key's columns, "" without one. */
-static const char sql_tables[] =
-	"SELECT format('%I.%I', n.nspname, c.relname), "
-	"  (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attname) FROM pg_attribute a "
-	"   WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), "
-	"  coalesce((SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY array_position(i.indkey, a.attnum)) "
-	"   FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) "
-	"   WHERE i.indrelid = c.oid AND i.indisprimary), '') "
-	"FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-	"WHERE c.relkind = 'r' AND c.relpersistence = 'p' "
-	"  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_' "
-	"ORDER BY pg_relation_size(c.oid) DESC";
+#define SQL_TABLES(which, size) \
+	"SELECT format('%I.%I', n.nspname, c.relname), " \
+	"  (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attname) FROM pg_attribute a " \
+	"   WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), " \
+	"  coalesce((SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY array_position(i.indkey, a.attnum)) " \
+	"   FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) " \
+	"   WHERE i.indrelid = c.oid AND i.indisprimary), '') " \
+	"FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace " \
+	"WHERE " which " AND c.relpersistence = 'p' " \
+	"  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_' " \
+	"ORDER BY " size " DESC"
+
+/* Partitions one by one, as they are published: the target has the same. */
+static const char sql_tables[] = SQL_TABLES("c.relkind = 'r'", "pg_relation_size(c.oid)");
+/*
+ * Published through their roots: the target may partition differently, so
+ * each partitioned table is compared whole (pg_partition_tree: PostgreSQL
+ * 12, and publishing through the roots needs 13).
+ */
+static const char sql_root_tables[] =
+	SQL_TABLES("c.relkind IN ('r', 'p') AND NOT c.relispartition",
+		   "(SELECT sum(pg_relation_size(p.relid)) FROM pg_partition_tree(c.oid) p)");
 
 typedef struct Table {
 	char *name;
@@ -303,7 +318,8 @@ verify_database(const Config *config, const DatabaseMapping *db, FILE *out, int 
 	Table *tables = NULL;
 	PGresult *list = NULL;
 	char subject[160], lsn[32] = "";
-	bool ok = false;
+	ReplNames names;
+	bool ok = false, published, via_root;
 	int i, n = 0, started = 0;
 
 	snprintf(subject, sizeof(subject), "verify %s", db->name);
@@ -314,7 +330,9 @@ verify_database(const Config *config, const DatabaseMapping *db, FILE *out, int 
 		if (!repl_connect(&jobs[i].source, &config->source, db->name, false, subject) ||
 		    !repl_connect(&jobs[i].target, &config->target, db->target_name, false, subject))
 			goto done;
-	if (!repl_query(&jobs[0].source, sql_tables, 0, NULL, &list))
+	replicate_names(config, db, &names);
+	if (!objects_publication_state(&jobs[0].source, names.publication, &published, &via_root) ||
+	    !repl_query(&jobs[0].source, via_root ? sql_root_tables : sql_tables, 0, NULL, &list))
 		goto done;
 	n = PQntuples(list);
 	tables = calloc((size_t) n + 1, sizeof(Table));

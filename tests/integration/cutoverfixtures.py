@@ -76,12 +76,19 @@ class Migration:
 def migration(pghandoff, tmp_path, request, clusters, replicator_factory):
     proxies = []
 
-    def make(prepare=None, proxy=None, cutover=None, users=None, auth_type="trust", run=False, wait_streaming=True):
-        """run=True: `pghandoff run`, the follower a child of the proxy (the replicator object only names it)."""
+    def make(prepare=None, proxy=None, cutover=None, users=None, auth_type="trust", run=False, wait_streaming=True,
+             replication=None, prepare_target=None):
+        """run=True: `pghandoff run`, the follower a child of the proxy (the replicator object only names it).
+
+        prepare_target(dsn) fills the target database, made empty first (for replication = {"schema": "none"}).
+        """
         dbname = make_database(clusters, prefix="co")
         if prepare:
             prepare(source_dsn(clusters.source, dbname))
-        r = replicator_factory(clusters, dbname, start=not run)
+        if prepare_target:
+            clusters.target.execute(f"CREATE DATABASE {dbname}")
+            prepare_target(source_dsn(clusters.target, dbname))
+        r = replicator_factory(clusters, dbname, start=not run, replication=replication)
         if not run:
             r.wait_streaming()
         p = CutoverProxy(pghandoff, tmp_path / f"proxy{len(proxies)}", r, cutover=cutover,
