@@ -16,6 +16,7 @@
  */
 #include "replicator/replicate.h"
 #include "common/log.h"
+#include "common/clock.h"
 #include "replicator/copy.h"
 #include "replicator/indexes.h"
 #include "replicator/objects.h"
@@ -235,6 +236,22 @@ create_slot(ReplConn *repl, const char *slot, uint64_t *consistent_point, char *
 	return true;
 }
 
+/*
+ * Statistics for the copied tables, as pg_restore users get from vacuumdb
+ * --analyze: without them the planner guesses until autovacuum gets there,
+ * and the clients moved at the cutover would be the first to pay for it.
+ */
+static bool
+analyze_target(ReplConn *target, const char *subject)
+{
+	double t0 = clock_monotonic();
+
+	if (!repl_exec(target, "ANALYZE"))
+		return false;
+	log_info(subject, "analyzed the target's tables in %.1f s", clock_monotonic() - t0);
+	return true;
+}
+
 /* Everything up to streaming; on return *start_lsn is where streaming begins. */
 static bool
 initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *names, bool via_root,
@@ -308,6 +325,8 @@ initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *n
 		return false;
 	if (config->replication.schema == SCHEMA_COPY &&
 	    !indexes_restore_post_data(config, db, source, dump_path, subject))
+		return false;
+	if (replicate_stop_requested || !analyze_target(target, subject))
 		return false;
 	/* Only now is the target complete: progress > 0 says so to a restarted replicator. */
 	return objects_advance_origin(target, names->origin, *start_lsn);

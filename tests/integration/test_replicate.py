@@ -427,6 +427,20 @@ def test_nulls_key_updates_deletes(clusters, replicator_factory):
     assert r.errors() == []
 
 
+def test_target_analyzed_after_copy(clusters, replicator_factory):
+    """The copied tables have planner statistics on the target before streaming begins."""
+    pair = clusters
+    db = make_database(pair, "analyzed")
+    run_sql(pair.source, db, "CREATE TABLE t (id int PRIMARY KEY, k int)",
+            "INSERT INTO t SELECT g, g % 7 FROM generate_series(1, 10000) g")
+    r = start_and_sync(replicator_factory, pair, db)
+    log = r.log()
+    assert log.index("analyzed the target's tables") < log.index("streaming from"), r.log_tail()
+    stats = query(pair.target, db, "SELECT n_distinct FROM pg_stats WHERE schemaname = 'public' "
+                  "AND tablename = 't' AND attname = 'k'")
+    assert stats == [(7.0,)], stats
+
+
 def test_identity_columns(clusters, replicator_factory):
     """GENERATED ALWAYS AS IDENTITY keys take the source's values, on insert and on update."""
     pair = clusters
