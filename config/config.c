@@ -89,6 +89,7 @@ static const KeyDef global_keys[] = {
 	{"replication", "schema", KEY_ENUM, C(replication.schema), "copy", schema_names, 0, 0},
 	{"replication", "roles", KEY_ENUM, C(replication.roles), "none", roles_names, 0, 0},
 	{"replication", "copy_jobs", KEY_INT, C(replication.copy_jobs), "4", NULL, 1, 64},
+	{"replication", "split_tables_larger_than", KEY_SIZE, C(replication.split_tables_larger_than), "0", NULL, 0, 0},
 	{"replication", "pg_bindir", KEY_PATH, C(replication.pg_bindir), "", NULL, 0, 0},
 	{"replication", "maintenance_work_mem", KEY_SIZE, C(replication.maintenance_work_mem), "512MB", NULL, 0, 0},
 	{"replication", "slot_retention_warning", KEY_SIZE, C(replication.slot_retention_warning), "10GB", NULL, 0, 0},

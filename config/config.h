@@ -79,6 +79,7 @@ typedef struct ReplicationConfig {
 	SchemaMode schema;
 	RolesMode roles;
 	int copy_jobs;
+	int64_t split_tables_larger_than;	/* bytes: larger tables are copied in ctid ranges; 0: never */
 	char *pg_bindir;
 	int64_t maintenance_work_mem;	/* bytes, of each index build on the target after the copy; 0: the target's */
 	int64_t slot_retention_warning;	/* bytes of WAL the slot may hold before warnings */

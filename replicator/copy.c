@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SPLIT_MIN_PAGES 16384	/* 128 MB: smaller tables are one task */
+#define SPLIT_MIN_CHUNK_PAGES 8192	/* 64 MB: no range is smaller */
 #define FIRST_NORMAL_OID 16384
 
 typedef struct CopyTask {
@@ -121,6 +121,7 @@ plan_tasks(CopyRun *run, ReplConn *source)
 	PGresult *res;
 	int i, cap = 0;
 	int jobs = run->config->replication.copy_jobs;
+	int64_t split = run->config->replication.split_tables_larger_than;
 	bool tid_ranges = source->version >= 140000;
 
 	/* Generated columns are computed again on the target; they are not copied. */
@@ -144,12 +145,18 @@ plan_tasks(CopyRun *run, ReplConn *source)
 		task.binary = strcmp(PQgetvalue(res, i, 2), "t") == 0;
 		run->progress->tables_total++;
 		run->progress->bytes_total += bytes;
-		if (tid_ranges && pages >= SPLIT_MIN_PAGES && jobs > 1) {
+		/*
+		 * Not by default: a table loaded whole goes in with COPY FREEZE (see
+		 * copy_one), and then neither the index builds nor VACUUM write it
+		 * all again.  On two cores that is faster than ranges side by side;
+		 * servers with cores to spare may copy a huge table sooner in ranges.
+		 */
+		if (tid_ranges && split > 0 && bytes > split && jobs > 1 && pages >= 2 * SPLIT_MIN_CHUNK_PAGES) {
 			long chunk = (pages + jobs - 1) / jobs;
 			long start;
 
-			if (chunk < SPLIT_MIN_PAGES / 2)
-				chunk = SPLIT_MIN_PAGES / 2;
+			if (chunk < SPLIT_MIN_CHUNK_PAGES)
+				chunk = SPLIT_MIN_CHUNK_PAGES;
 			for (start = 0; start < pages; start += chunk) {
 				task.bytes = bytes * chunk / pages;
 				task.last_of_table = start + chunk >= pages;

@@ -566,7 +566,7 @@ def test_replica_identity_full_duplicates(clusters, replicator_factory):
 # ---- volume ----------------------------------------------------------------
 
 def fill_wide_table(cluster, db, rows):
-    """rows rows of about 140 bytes: 1 million is about 145 MB, split into ctid ranges (>= 14)."""
+    """rows rows of about 140 bytes: 1 million is about 145 MB."""
     run_sql(cluster, db,
             "CREATE TABLE big (id bigint PRIMARY KEY, k int, pad text)",
             f"INSERT INTO big SELECT g, g % 1000, md5(g::text) || md5((g + 1)::text) || md5((g + 2)::text) "
@@ -579,7 +579,7 @@ def _large_copy(pair, replicator_factory, rows):
     fill_wide_table(pair.source, db, rows)
     pages = pair.source.execute("SELECT relpages FROM pg_class WHERE relname = 'big'", dbname=db)[0][0]
     # Writes go on during the copy: they must arrive exactly once.
-    r = replicator_factory(pair, db, replication={"copy_jobs": 4})
+    r = replicator_factory(pair, db, replication={"copy_jobs": 4, "split_tables_larger_than": "100MB"})
     r.wait_log(r"copying \d+ table")
     run_sql(pair.source, db,
             f"INSERT INTO big VALUES ({rows + 1}, 1, 'during copy')",
@@ -590,7 +590,7 @@ def _large_copy(pair, replicator_factory, rows):
     assert_tables_equal(pair, db)
     if pair.source.major >= 14 and pages >= 16384:
         assert re.search(r"copied public\.big where ctid", r.log()), \
-            "a table over 128 MB was not split into ctid ranges:\n" + r.log_tail()
+            "a table over split_tables_larger_than was not split into ctid ranges:\n" + r.log_tail()
     m = re.search(r"initial copy done: \d+ table\(s\), (\d+) rows", r.log())
     assert m and int(m.group(1)) >= rows, r.log_tail()
     assert r.errors() == []
@@ -814,6 +814,9 @@ def test_sigterm_during_copy(clusters, replicator_factory):
     r.wait_streaming(timeout=600)
     wait_caught_up(pair, db, r.origin, r)
     assert_tables_equal(pair, db)
+    # By default a table of any size is copied whole (and frozen), not in ctid ranges.
+    log = r.log(since_start=True)
+    assert "copied public.big: 1000000 rows" in log and "where ctid" not in log, r.log_tail()
 
 
 @ONLY_15

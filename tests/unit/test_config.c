@@ -106,6 +106,7 @@ test_minimal_defaults(void **state)
 	assert_int_equal(config.cutover.fence, FENCE_READ_ONLY);
 	assert_int_equal(config.replication.copy_jobs, 4);
 	assert_int_equal(config.replication.maintenance_work_mem, 512LL * 1024 * 1024);
+	assert_int_equal(config.replication.split_tables_larger_than, 0);
 	assert_int_equal(config.source.port, 0);
 	assert_int_equal(config.log.level, LOG_LEVEL_INFO);
 	/* Relative paths are resolved against the file's directory (/tmp). */
