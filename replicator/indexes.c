@@ -41,6 +41,7 @@ typedef struct IndexTask {
 	char *create;		/* CREATE [UNIQUE] INDEX ... */
 	char *after;		/* statements once every index exists: constraints, CLUSTER ON, REPLICA IDENTITY */
 	char *name;		/* for logs */
+	int64_t table_bytes;	/* on the source: what the build reads */
 } IndexTask;
 
 typedef struct IndexRun {
@@ -50,6 +51,8 @@ typedef struct IndexRun {
 	IndexTask *tasks;
 	int ntasks;
 	int next;
+	int64_t waiting_bytes;	/* table_bytes of the tasks not taken yet */
+	int64_t running_bytes;	/* and of those being built */
 	bool failed;
 	pthread_mutex_t lock;
 } IndexRun;
@@ -68,7 +71,7 @@ static const char sql_indexes[] =
 	"t.oid::pg_catalog.regclass, coalesce(con.conname, ic.relname)) ELSE '' END || "
 	"  CASE WHEN i.indisreplident THEN pg_catalog.format('ALTER TABLE ONLY %%s REPLICA IDENTITY USING INDEX %%I;', "
 	"t.oid::pg_catalog.regclass, coalesce(con.conname, ic.relname)) ELSE '' END, "
-	"  ic.oid::pg_catalog.regclass::text "
+	"  ic.oid::pg_catalog.regclass::text, pg_catalog.pg_relation_size(t.oid) "
 	"FROM pg_catalog.pg_index i "
 	"JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid "
 	"JOIN pg_catalog.pg_class t ON t.oid = i.indrelid "
@@ -233,6 +236,8 @@ plan(IndexRun *run, ReplConn *source, const char *toc)
 		task->create = strdup(PQgetvalue(res, i, 2));
 		task->after = strdup(PQgetvalue(res, i, 3));
 		task->name = strdup(PQgetvalue(res, i, 4));
+		task->table_bytes = strtoll(PQgetvalue(res, i, 5), NULL, 10);
+		run->waiting_bytes += task->table_bytes;
 		run->ntasks++;
 		if (!task->create || !task->after || !task->name) {
 			PQclear(res);
@@ -272,19 +277,35 @@ build_worker(void *arg)
 	     session_setup(&target, run->config);
 	for (;;) {
 		IndexTask *task = NULL;
+		bool alongside = false;
 
 		pthread_mutex_lock(&run->lock);
-		if (!ok || replicate_stop_requested)
+		if (!ok || replicate_stop_requested) {
 			run->failed = true;
-		else if (!run->failed && run->next < run->ntasks)
+		} else if (!run->failed && run->next < run->ntasks) {
 			task = &run->tasks[run->next++];
+			run->waiting_bytes -= task->table_bytes;
+			alongside = run->waiting_bytes + run->running_bytes >= task->table_bytes / 2;
+			run->running_bytes += task->table_bytes;
+		}
 		pthread_mutex_unlock(&run->lock);
 		if (!task)
 			break;
-		log_debug(subject, "building %s", task->name);
-		ok = repl_exec(&target, task->create);
+		log_debug(subject, "building %s%s", task->name, alongside ? "" : " with parallel workers");
+		/*
+		 * With builds of a like size beside it, this one is not split among
+		 * parallel workers: the builds already keep every core busy, and the
+		 * workers' own sorts and merge only add work.  Built alone (or beside
+		 * small ones), a large index gets the target's workers.
+		 */
+		ok = repl_exec(&target, alongside ? "SET max_parallel_maintenance_workers = 0"
+						  : "RESET max_parallel_maintenance_workers") &&
+		     repl_exec(&target, task->create);
 		if (!ok)
 			log_error(subject, "index %s could not be built", task->name);
+		pthread_mutex_lock(&run->lock);
+		run->running_bytes -= task->table_bytes;
+		pthread_mutex_unlock(&run->lock);
 	}
 	repl_close(&target);
 	return NULL;
