@@ -8,6 +8,7 @@
 #include "common/log.h"
 #include "common/strbuf.h"
 #include "replicator/objects.h"
+#include "replicator/preflight.h"
 
 #include <string.h>
 
@@ -44,11 +45,7 @@ static const char sql_roots_without_identity[] =
 	"SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
 	"WHERE c.relkind = 'p' AND NOT c.relispartition AND c.relpersistence = 'p' "
 	"  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_' "
-	"  AND (c.relreplident = 'n' "
-	"       OR (c.relreplident = 'd' AND NOT EXISTS "
-	"           (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)) "
-	"       OR (c.relreplident = 'i' AND NOT EXISTS "
-	"           (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident))) "
+	"  AND " PREFLIGHT_SQL_NO_REPLICA_IDENTITY " "
 	"ORDER BY 1";
 
 /* Bounds print their values: timestamptz ones in the session's time zone, the same on both sides. */

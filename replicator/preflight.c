@@ -280,11 +280,7 @@ static const char sql_tables_without_identity[] =
 	"  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast' "
 	"  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
 	"                  AND d.objid = c.oid AND d.deptype = 'e') "
-	"  AND (c.relreplident = 'n' "
-	"       OR (c.relreplident = 'd' AND NOT EXISTS "
-	"           (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)) "
-	"       OR (c.relreplident = 'i' AND NOT EXISTS "
-	"           (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident))) "
+	"  AND " PREFLIGHT_SQL_NO_REPLICA_IDENTITY " "
 	"ORDER BY 1";
 
 const char preflight_sql_table_columns[] =

@@ -40,6 +40,17 @@ typedef struct Preflight {
  */
 extern const char preflight_sql_table_columns[];
 
+/*
+ * A condition on pg_class c: the table has no replica identity, so its
+ * UPDATEs and DELETEs cannot be published (or found again on the target).
+ */
+#define PREFLIGHT_SQL_NO_REPLICA_IDENTITY \
+	"(c.relreplident = 'n' " \
+	" OR (c.relreplident = 'd' AND NOT EXISTS " \
+	"     (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)) " \
+	" OR (c.relreplident = 'i' AND NOT EXISTS " \
+	"     (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident)))"
+
 /* Runs every check; true when none failed. */
 bool preflight_run(Preflight *pf) __attribute__((warn_unused_result));
 
