@@ -5,17 +5,20 @@
 # subscription, all measured in the same run.
 #   1. installs what is missing (Debian packages, as root) and builds
 #      build/pghandoff if it is missing,
-#   2. pghandoff, CLIENTS clients: a fresh source/target pair, pgbench -i on
+#   2. the reference: a fresh source/target pair with `pghandoff replicate`
+#      streaming and pgbench straight to the source, no proxy and no switch,
+#      the longest transaction the machine itself gives under that load,
+#   3. pghandoff, CLIENTS clients: a fresh source/target pair, pgbench -i on
 #      the source, `pghandoff replicate` and `pghandoff proxy` in front, pgbench
 #      through the proxy for DURATION seconds and `pghandoff cutover --json` at
 #      CUTOVER_AT seconds,
-#   3. PgBouncer, CLIENTS clients (the baseline): a fresh pair with a native
+#   4. PgBouncer, CLIENTS clients (the baseline): a fresh pair with a native
 #      subscription, PgBouncer in transaction mode in front, and at CUTOVER_AT
 #      seconds a switch script: PAUSE, wait for the subscription to reach the
 #      source's WAL position, setval the sequences, point [databases] at the
 #      target, RELOAD, RESUME,
-#   4. pghandoff, RATE_CLIENTS clients at RATE transactions per second,
-#   5. a table: the longest transaction (from pgbench's per-transaction logs),
+#   5. pghandoff, RATE_CLIENTS clients at RATE transactions per second,
+#   6. a table: the longest transaction (from pgbench's per-transaction logs),
 #      the pause, failed transactions, aborted clients and lost transactions
 #      (committed by pgbench but missing on the target), each against its
 #      target, and pghandoff's longest transaction over PgBouncer's.
@@ -25,8 +28,8 @@
 # Environment: SOURCE_VERSION (13 if installed, else 15), TARGET_VERSION (17 if
 # installed, else 15), SCALE (10), DURATION (20), CUTOVER_AT (10), CLIENTS (16),
 # JOBS (2), RATE_CLIENTS (500), RATE (200: what 2 cores sustain at scale 10), TIMEOUT (300 s per wait),
-# PGHANDOFF_BIN (build/pghandoff), KEEP_WORKDIR=1, SCENARIOS ("hnd bnc hndr": pghandoff with
-# CLIENTS, PgBouncer with CLIENTS, pghandoff with RATE_CLIENTS; a subset runs only those).
+# PGHANDOFF_BIN (build/pghandoff), KEEP_WORKDIR=1, SCENARIOS ("dir hnd bnc hndr": the reference,
+# pghandoff with CLIENTS, PgBouncer with CLIENTS, pghandoff with RATE_CLIENTS; a subset runs only those).
 set -euo pipefail
 export LC_ALL=C   # decimal points in awk and in $EPOCHREALTIME
 
@@ -38,7 +41,7 @@ DURATION=${DURATION:-20}
 CUTOVER_AT=${CUTOVER_AT:-10}
 CLIENTS=${CLIENTS:-16}
 JOBS=${JOBS:-2}
-SCENARIOS=${SCENARIOS:-hnd bnc hndr}
+SCENARIOS=${SCENARIOS:-dir hnd bnc hndr}
 RATE_CLIENTS=${RATE_CLIENTS:-500}
 RATE=${RATE:-200}
 TIMEOUT=${TIMEOUT:-300}
@@ -483,7 +486,7 @@ run_load() {
 
 # Per scenario: the figures of the table.
 declare -A r_longest=() r_before=() r_after=() r_lag=() r_pause=() r_wait=() r_failed=() r_aborted=()
-declare -A r_lost=() r_committed=() r_tps=() r_note=() r_switched=()
+declare -A r_lost=() r_committed=() r_tps=() r_note=() r_switched=() r_span=()
 
 # collect SCENARIO: pgbench's figures and the rows on the target.
 collect() {
@@ -520,13 +523,15 @@ collect() {
 				if (lat - lg > maxrun) maxrun = lat - lg
 				if (end < tc && lat > before) before = lat
 				if (began > te && lat > after) after = lat
+				if (began < te && end > tc && lat > span) span = lat
 				if (lg > lag) lag = lg
 			}
-			END { printf "%.1f %.2f %.1f %.1f %.1f %.1f %d\n", max, at, before, after, lag, maxrun, n }')
-		read -r "r_longest[$s]" at "r_before[$s]" "r_after[$s]" "r_lag[$s]" maxrun logged <<<"$stats"
+			END { printf "%.1f %.2f %.1f %.1f %.1f %.1f %d %.1f\n", max, at, before, after, lag, maxrun, n, span }')
+		read -r "r_longest[$s]" at "r_before[$s]" "r_after[$s]" "r_lag[$s]" maxrun logged "r_span[$s]" <<<"$stats"
 		say "   pgbench: ${committed:-?} transactions (${tps:-?} tps), ${failed:-0} failed, ${aborted:-0} client(s) aborted; $logged in its logs"
 		say "   longest transaction ${r_longest[$s]} ms, ended at ${at} s relative to the start of the switch (${CUTOVER_AT} s into the run)"
 		say "   longest that ended before the switch began: ${r_before[$s]} ms; that began after it ended: ${r_after[$s]} ms"
+		say "   longest that ran while the switch ran: ${r_span[$s]} ms"
 		if [[ -n ${3:-} ]]; then
 			say "   largest schedule lag (-R; part of the latency): ${r_lag[$s]} ms; longest transaction without its lag: $maxrun ms"
 		fi
@@ -564,7 +569,7 @@ check_route() {
 	fi
 }
 
-# ---- 2 and 4. pghandoff ----------------------------------------------------
+# ---- 2, 3 and 5. pghandoff ----------------------------------------------------
 
 # shellcheck disable=SC2317  # called by run_load
 cutover_pghandoff() {
@@ -574,6 +579,12 @@ cutover_pghandoff() {
 	return "$rc"
 }
 
+# shellcheck disable=SC2317  # called by run_load
+no_switch() { return 0; }
+
+# run_pghandoff SCENARIO LABEL CLIENTS RATE: with SCENARIO dir, the reference:
+# the same pair with pghandoff replicate streaming, pgbench straight to the
+# source, no proxy and no switch.
 run_pghandoff() {
 	local s=$1 label=$2 clients=$3 rate=$4 t0 k v
 	scenario=$s
@@ -652,6 +663,16 @@ EOF
 	q "$src_port" "$DB" "VACUUM pgbench_branches" "VACUUM pgbench_tellers" "CHECKPOINT" >/dev/null
 	history_before=$(q "$tgt_port" "$DB" "SELECT count(*) FROM pgbench_history")
 
+	if [[ $s == dir ]]; then
+		if run_load "$src_port" "$clients" "$rate" no_switch; then
+			collect "$s" "$clients" "$rate"
+		else
+			r_note[$s]+=" pgbench did not run;"
+		fi
+		log_problems "$sdir/replicate.log" "pghandoff replicate"
+		teardown_pair
+		return 0
+	fi
 	if ! run_load "$front_port" "$clients" "$rate" cutover_pghandoff; then
 		r_note[$s]+=" pgbench did not run;"
 		log_problems "$sdir/proxy.log" "pghandoff proxy"
@@ -713,7 +734,7 @@ EOF
 	teardown_pair
 }
 
-# ---- 3. PgBouncer and a native subscription --------------------------------
+# ---- 4. PgBouncer and a native subscription --------------------------------
 
 # shellcheck disable=SC2317  # called by run_load
 switch_pgbouncer() {
@@ -824,6 +845,9 @@ say "load:       $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min) before the runs
 
 # PgBouncer runs between the two pghandoff runs, next to the one it is compared with.
 wanted() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+if wanted dir; then
+	run_pghandoff dir "reference, $CLIENTS clients: pgbench straight to the source while pghandoff replicates; no proxy, no switch" "$CLIENTS" ""
+fi
 if wanted hnd; then
 	run_pghandoff hnd "pghandoff, $CLIENTS clients: pgbench through pghandoff proxy, pghandoff cutover" "$CLIENTS" ""
 fi
@@ -855,32 +879,36 @@ result() {
 
 say
 say "== results: one run each; the switch at ${CUTOVER_AT} s of ${DURATION} s"
-fmt='%-30s %11s %11s %9s %10s %7s %8s %6s %10s %8s  %-20s %s\n'
+fmt='%-30s %11s %11s %11s %9s %10s %7s %8s %6s %10s %8s  %-20s %s\n'
 # shellcheck disable=SC2059
-printf "$fmt" scenario "longest ms" "before ms" "pause ms" "wait ms" failed aborted lost committed tps target result
+printf "$fmt" scenario "longest ms" "before ms" "switch ms" "pause ms" "wait ms" failed aborted lost committed tps target result
 # shellcheck disable=SC2059
-printf "$fmt" ------------------------------ ----------- ----------- --------- ---------- ------- -------- ------ \
+printf "$fmt" ------------------------------ ----------- ----------- ----------- --------- ---------- ------- -------- ------ \
 	---------- -------- -------------------- ------
-declare -A label=([hnd]="pghandoff, $CLIENTS clients" [bnc]="PgBouncer, $CLIENTS clients" \
-	[hndr]="pghandoff, $RATE_CLIENTS clients, $RATE/s")
-for s in hnd hndr bnc; do
+declare -A label=([dir]="direct, $CLIENTS clients, no switch" [hnd]="pghandoff, $CLIENTS clients" \
+	[bnc]="PgBouncer, $CLIENTS clients" [hndr]="pghandoff, $RATE_CLIENTS clients, $RATE/s")
+for s in dir hnd hndr bnc; do
 	case $s in
+	dir) tgt="reference" res=- r_span[dir]=- ;;
 	hnd) tgt="<=$TARGET_LONGEST ms, 0 fail/lost" res=$(result hnd "$TARGET_LONGEST") ;;
 	hndr) tgt="<=$TARGET_LONGEST_RATE ms, 0 fail/lost" res=$(result hndr "$TARGET_LONGEST_RATE") ;;
 	bnc) tgt="baseline" res=- ;;
 	esac
 	# shellcheck disable=SC2059
-	printf "$fmt" "${label[$s]}" "${r_longest[$s]:--}" "${r_before[$s]:--}" "${r_pause[$s]:--}" "${r_wait[$s]:--}" \
+	printf "$fmt" "${label[$s]}" "${r_longest[$s]:--}" "${r_before[$s]:--}" "${r_span[$s]:--}" "${r_pause[$s]:--}" "${r_wait[$s]:--}" \
 		"${r_failed[$s]:--}" "${r_aborted[$s]:--}" "${r_lost[$s]:--}" "${r_committed[$s]:--}" "${r_tps[$s]:--}" \
 		"$tgt" "$res${r_note[$s]:+ --${r_note[$s]%;}}"
 done
 say "longest: the longest transaction pgbench logged (with -R it includes the schedule lag); before: the longest"
-say "  that ended before the switch began, the machine's noise floor; pause: pghandoff's pause_ms, PgBouncer's PAUSE"
+say "  that ended before the switch began; switch: the longest that ran while the switch (the whole cutover command"
+say "  or script) ran; direct: pgbench straight to the source, the machine's own longest under the same load;"
+say "  pause: pghandoff's pause_ms, PgBouncer's PAUSE"
 say "  to RESUME; wait: pghandoff's longest_wait_ms; lost: committed by pgbench but not in the target's pgbench_history"
 say "  (- when the switch did not complete); aborted: pgbench clients that stopped on an error"
 # shellcheck source=bench/stats.sh
 . bench/stats.sh	# the scripts run from the repository root
 say "longest transaction, pghandoff / PgBouncer ($CLIENTS clients): $(ratio "${r_longest[hnd]:--}" "${r_longest[bnc]:--}")   (pghandoff ${r_longest[hnd]:--} ms, PgBouncer ${r_longest[bnc]:--} ms)"
+say "longest transaction, pghandoff / direct    ($CLIENTS clients): $(ratio "${r_longest[hnd]:--}" "${r_longest[dir]:--}")   (pghandoff ${r_longest[hnd]:--} ms, direct ${r_longest[dir]:--} ms)"
 say "pause,               pghandoff / PgBouncer ($CLIENTS clients): $(ratio "${r_pause[hnd]:--}" "${r_pause[bnc]:--}")   (pghandoff ${r_pause[hnd]:--} ms, PgBouncer ${r_pause[bnc]:--} ms)"
 say "load:       $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min) at the end"
 say "== done"

@@ -9,6 +9,7 @@
 #      loopback like the direct runs,
 #   4. throughput: per workload, direct / PgBouncer / pghandoff interleaved
 #      ROUNDS times, median TPS of each and the ratios against the targets,
+#      and the CPU time per transaction of the machine and of each proxy,
 #   5. memory: RSS per idle client with IDLE_CLIENTS clients through each
 #      proxy, each holding its own server connection.
 # It is a benchmark, not a test: it exits 0 when a target is missed, and
@@ -301,16 +302,32 @@ declare -A port_of=([direct]=$pg_port [pgbouncer]=$bouncer_port [pghandoff]=$han
 declare -A tps_runs=()   # "workload target" -> TPS of each successful run
 declare -A failed_runs=()
 
-# One pgbench run; prints the TPS without the initial connection time, or
-# returns 1 with pgbench's output shown.
+declare -A cpu_runs=() proxy_cpu_runs=()   # "workload target" -> CPU us per transaction of each run
+declare -A pid_of=()
+tick_us=$((1000000 / $(getconf CLK_TCK)))
+# The CPU time the machine has spent busy (user, nice, system, irq, softirq),
+# in clock ticks, and that of one process (user and system).
+machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
+process_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+# One pgbench run; prints the TPS without the initial connection time, the
+# machine's CPU time per transaction and the proxy's (us, connections
+# included), or returns 1 with pgbench's output shown.
 run_pgbench() {
-	local wl=$1 target=$2 out="$work/pgbench.out" tps
+	local wl=$1 target=$2 out="$work/pgbench.out" tps n m0 m1 p0=0 p1=0 pid
+	pid=${pid_of[$target]:-}
+	m0=$(machine_ticks)
+	[[ -z $pid ]] || p0=$(process_ticks "$pid")
 	# shellcheck disable=SC2086  # wl_args holds several words on purpose
 	if pgbench -n -p "${port_of[$target]}" -c "$CLIENTS" -j "$JOBS" -T "$SECONDS_PER_RUN" \
 		${wl_args[$wl]} "$DB" >"$out" 2>&1; then
+		m1=$(machine_ticks)
+		[[ -z $pid ]] || p1=$(process_ticks "$pid")
 		tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' "$out")
-		if [[ -n $tps ]]; then
-			printf '%s\n' "$tps"
+		n=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out")
+		if [[ -n $tps && ${n:-0} -gt 0 ]]; then
+			printf '%s %s %s\n' "$tps" $(((m1 - m0) * tick_us / n)).$(((m1 - m0) * tick_us * 10 / n % 10)) \
+				$(((p1 - p0) * tick_us / n)).$(((p1 - p0) * tick_us * 10 / n % 10))
 			return 0
 		fi
 	fi
@@ -335,8 +352,11 @@ for wl in "${workloads[@]}"; do
 				psql -X -q -p "$pg_port" -d "$DB" -c "VACUUM pgbench_branches" \
 					-c "VACUUM pgbench_tellers" -c "TRUNCATE pgbench_history" >/dev/null
 			fi
-			if tps=$(run_pgbench "$wl" "$target" 2>"$work/run.err"); then
+			pid_of=([pgbouncer]=$bouncer_pid [pghandoff]=$handoff_pid)
+			if read -r tps cpu proxy_cpu < <(run_pgbench "$wl" "$target" 2>"$work/run.err") && [[ -n $tps ]]; then
 				tps_runs["$wl $target"]+="$tps "
+				cpu_runs["$wl $target"]+="$cpu "
+				proxy_cpu_runs["$wl $target"]+="$proxy_cpu "
 				line+=$(printf '  %s %10.1f' "$target" "$tps")
 			else
 				failed_runs["$wl $target"]=$((${failed_runs["$wl $target"]:-0} + 1))
@@ -401,6 +421,35 @@ for wl in "${workloads[@]}"; do
 done
 say "hnd = pghandoff, bnc = PgBouncer, dir = direct; target: pghandoff/PgBouncer (hnd/bnc) at least this"
 say "spread: the largest (max - min) / median over the three targets' runs; ratios within it are noise"
+
+say
+say "== CPU per transaction: medians in us, read from /proc (the whole machine busy, and the proxy's own process)"
+fmt='%-40s %10s %10s %10s %10s %10s  %9s %9s\n'
+# shellcheck disable=SC2059
+printf "$fmt" workload direct pgbouncer "(its own)" pghandoff "(its own)" "hnd/bnc" ceiling
+# shellcheck disable=SC2059
+printf "$fmt" "$(printf '%.0s-' {1..40})" ---------- ---------- ---------- ---------- ---------- --------- ---------
+for wl in "${workloads[@]}"; do
+	declare -A cpu=() own=()
+	for target in "${targets[@]}"; do
+		# shellcheck disable=SC2086
+		cpu[$target]=$(median ${cpu_runs["$wl $target"]:-})
+		# shellcheck disable=SC2086
+		own[$target]=$(median ${proxy_cpu_runs["$wl $target"]:-})
+	done
+	# The hnd/bnc ratio a proxy that used no CPU of its own would reach: the
+	# machine's time per transaction with PgBouncer, less PgBouncer's own.
+	ceiling=$(awk -v m="${cpu[pgbouncer]}" -v o="${own[pgbouncer]}" \
+		'BEGIN { if (m == "-" || o == "-" || m - o <= 0) print "-"; else printf "%.2f\n", m / (m - o) }')
+	# shellcheck disable=SC2059
+	printf "$fmt" "${wl_label[$wl]}" "${cpu[direct]}" "${cpu[pgbouncer]}" "${own[pgbouncer]}" "${cpu[pghandoff]}" \
+		"${own[pghandoff]}" "$(ratio "${own[pghandoff]}" "${own[pgbouncer]}")" "$ceiling"
+	unset cpu own
+done
+say "(its own): the proxy process's user + system time, its socket calls included; hnd/bnc: pghandoff's own over"
+say "  PgBouncer's; ceiling: the TPS ratio over PgBouncer that a proxy costing no CPU at all would reach, the machine's"
+say "  time per transaction with PgBouncer over that time less PgBouncer's own (both proxies make the same four socket"
+say "  calls per query, a receive and a send each way, which most of their own time is spent in)"
 
 # ---- 5. memory per idle client ---------------------------------------------
 

@@ -62,6 +62,14 @@ bool steps_find_hidden_code(const CutoverDirection *dir, CutoverLinks *links, bo
 			    char *err, size_t errlen) __attribute__((warn_unused_result));
 
 /*
+ * Per database (sql[i] for databases[i], replaced): the Query a new
+ * connection on the side clients go to runs before the pause, or NULL; see
+ * cutover/warm.c.  A database whose tables could not be listed gets NULL
+ * and a warning.  False only when out of memory.
+ */
+bool steps_warm_sql(const CutoverDirection *dir, CutoverLinks *links, char **sql) __attribute__((warn_unused_result));
+
+/*
  * Phase 3: every database left becomes read-only for new sessions, and the
  * sessions connected around the proxy are terminated; pids[i] lists the
  * proxy's own backends in database i as an SQL array literal ("{1,2}").

@@ -178,6 +178,7 @@ cutover_advance(Cutover *c)
 			return;
 		}
 		c->hidden_known = c->hidden_code != NULL;	/* the worker looked */
+		c->warm_known = true;
 		learn_function_settings(c);
 		if (c->kind == CUTOVER_DRY_RUN) {
 			if (!cutover_dry_run_inspect(c))
@@ -345,6 +346,7 @@ cutover_start(Client *admin, CutoverKind kind)
 	c->t_start = ev_time();
 	c->nhidden = proxy->config.ndatabases;
 	c->hidden_code = malloc(sizeof(bool) * (size_t) (c->nhidden > 0 ? c->nhidden : 1));
+	c->warm_sql = calloc((size_t) (c->nhidden > 0 ? c->nhidden : 1), sizeof(char *));
 	pthread_mutex_init(&c->lock, NULL);
 	strbuf_init(&c->notices);
 	strbuf_init(&c->dry_clients);
@@ -473,6 +475,9 @@ cutover_free(Cutover *c)
 		free(c->pids[i]);
 	free(c->pids);
 	free(c->hidden_code);
+	for (i = 0; c->warm_sql && i < c->nhidden; i++)
+		free(c->warm_sql[i]);
+	free(c->warm_sql);
 	steps_disconnect(&c->links);
 	strbuf_free(&c->notices);
 	strbuf_free(&c->dry_clients);

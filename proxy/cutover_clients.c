@@ -39,7 +39,49 @@ cutover_client_quiet(const Client *client)
  */
 #define STANDBY_LOGINS_AT_ONCE 4
 
-/* Opens the missing standbys; true when every moving client has one logged in. */
+static void
+warm_done(Server *server, Script *script)
+{
+	if (script->failed)
+		log_debug(server->subject, "warm-up stopped early: %s", script->error);
+	server->warmed = true;
+	cutover_poke(server->proxy);
+}
+
+/*
+ * A standby logged in runs its database's warm-up (cutover/warm.c) once the
+ * worker has listed the tables, counted in *busy with the logins (hundreds
+ * at once would starve the clients still running); true when it is done.
+ * Only before the pause: a standby opened later goes without, not to
+ * lengthen the pause.
+ */
+static bool
+standby_warm(Cutover *c, Client *client, int *busy)
+{
+	Server *standby = client->standby;
+	long i = client->db - c->proxy->databases;
+	const char *sql;
+	PktBuf pb;
+
+	if (standby->warmed || standby->script)
+		return standby->warmed;
+	if (c->phase != CP_PRECHECK || (c->warm_known && (i < 0 || i >= c->nhidden || !c->warm_sql[i]))) {
+		standby->warmed = true;
+		return true;
+	}
+	if (!c->warm_known || *busy >= STANDBY_LOGINS_AT_ONCE)
+		return false;
+	sql = c->warm_sql[i];
+	pktbuf_init(&pb);
+	pktbuf_write_query(&pb, sql);
+	if (script_run(standby, &pb, 1, warm_done))
+		(*busy)++;
+	else
+		standby->warmed = true;	/* logged; a standby lost is cutover_standby_lost's */
+	return standby->warmed;
+}
+
+/* Opens the missing standbys; true when every moving client has one logged in and warmed up. */
 bool
 cutover_standbys_ready(Cutover *c)
 {
@@ -51,7 +93,8 @@ cutover_standbys_ready(Cutover *c)
 	list_for_each(item, &proxy->active_clients) {
 		const Client *client = container_of(item, const Client, head);
 
-		if (cutover_is_moving(c, client) && client->standby && client->standby->state != SV_STANDBY)
+		if (cutover_is_moving(c, client) && client->standby &&
+		    (client->standby->state != SV_STANDBY || client->standby->script))
 			logging_in++;
 	}
 	list_for_each_safe(item, tmp, &proxy->active_clients) {
@@ -61,7 +104,7 @@ cutover_standbys_ready(Cutover *c)
 		if (!cutover_is_moving(c, client))
 			continue;
 		if (client->standby) {
-			ready &= client->standby->state == SV_STANDBY;
+			ready &= client->standby->state == SV_STANDBY && standby_warm(c, client, &logging_in);
 			continue;
 		}
 		ready = false;
@@ -82,7 +125,7 @@ cutover_standbys_ready(Cutover *c)
 	}
 	if (ready && !c->standbys_in) {
 		c->standbys_in = true;
-		log_info("cutover", "%d %s connection(s) logged in after %.1f ms", c->standbys_started, c->to->role,
+		log_info("cutover", "%d %s connection(s) logged in and warmed up after %.1f ms", c->standbys_started, c->to->role,
 			 (ev_time() - c->t_start) * 1e3);
 	}
 	return ready;

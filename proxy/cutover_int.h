@@ -99,6 +99,8 @@ struct Cutover {
 	bool *hidden_code;	/* per database of the side left: runs code its clients do not name */
 	int nhidden;
 	bool hidden_known;	/* the worker filled hidden_code */
+	char **warm_sql;	/* per database: what its standbys run before the pause (cutover/warm.c), or NULL */
+	bool warm_known;	/* the worker filled warm_sql */
 	StrBuf function_settings;	/* custom settings the databases' functions set: names, space-separated */
 	int sessions_known;	/* known without reading: untouched (session_know_untouched) */
 	int standby_failures;

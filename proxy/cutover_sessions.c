@@ -174,7 +174,7 @@ cutover_carry_sessions(Cutover *c)
 			snprintf(carry->unmovable, sizeof(carry->unmovable), "its %s connection was lost", c->to->role);
 			continue;
 		}
-		if (client->standby->state != SV_STANDBY) {
+		if (client->standby->state != SV_STANDBY || client->standby->script) {
 			done = false;
 			continue;
 		}

@@ -63,6 +63,34 @@ def test_cutover_under_pgbench(migration):
     assert abs(samples[("pghandoff_cutover_last_pause_seconds", ())] - report["pause_ms"] / 1000) < 0.001
 
 
+def test_target_connections_warm_up_before_the_pause(migration):
+    """Each client's new connection opens the source's most used tables, busiest first, before the pause."""
+    m = migration(prepare=lambda dsn: psql_value(dsn, 'CREATE TABLE quiet (id int PRIMARY KEY); '
+                                                      'CREATE TABLE busy (id int PRIMARY KEY); '
+                                                      'CREATE TABLE "Mixed Case" (id int PRIMARY KEY)'))
+    with m.proxy.connect(m.dbname) as conn:
+        conn.execute("INSERT INTO busy SELECT generate_series(1, 500)")
+        conn.execute('INSERT INTO "Mixed Case" SELECT generate_series(1, 50)')
+    # The statistics the warm-up is chosen by reach the source's views a moment after the writes.
+    wait_for(lambda: psql_value(m.source_dsn(), "SELECT n_tup_ins FROM pg_stat_user_tables "
+                                                "WHERE relname = 'Mixed Case'") == "50",
+             timeout=30, what="the source's table statistics")
+    with m.proxy.connect(m.dbname, dsn_extra={"application_name": "warm_check"}) as idle:
+        assert idle.execute("SELECT 1").fetchone()[0] == 1
+        result = m.proxy.run_cutover()
+        assert result.returncode == 0, result.stdout + result.stderr + m.proxy.log_tail()
+        # The client has sent nothing since: its target backend's last query is the warm-up.
+        warm = psql_value(m.target_dsn(), "SELECT query FROM pg_stat_activity WHERE application_name = 'warm_check'")
+        assert warm.startswith("SET LOCAL lock_timeout = '100ms'; "), warm
+        statements = warm.split("; ")[1:]
+        assert statements[:2] == ['SELECT FROM public.busy LIMIT 0', 'SELECT FROM public."Mixed Case" LIMIT 0'], warm
+        assert 'SELECT FROM public.quiet LIMIT 0' in statements, warm
+        # The warm-up left nothing behind in the session.
+        assert idle.execute("SHOW lock_timeout").fetchone()[0] == "0"
+        assert idle.execute("SELECT inet_server_port()").fetchone()[0] == m.pair.target.port
+        assert idle.execute("SELECT count(*) FROM busy").fetchone()[0] == 500
+
+
 def test_session_state_moves(migration):
     """Settings, SQL and protocol prepared statements, LISTEN and cancel survive the switch."""
     m = migration(prepare=lambda dsn: psql_value(dsn, "CREATE TABLE t (id int PRIMARY KEY, v text); "
