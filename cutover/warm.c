@@ -13,26 +13,19 @@
  * else.
  */
 #include "common/log.h"
-#include "common/strbuf.h"
 #include "cutover/steps.h"
 #include "replicator/conn.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Enough for what a session usually touches first, without much cost per standby. */
-#define WARM_TABLES 16
-
-#define STR_(x) #x
-#define STR(x) STR_(x)
-
+/* 16 tables: enough for what a session usually touches first, without much cost per standby. */
 static const char sql_hot_tables[] =
 	"SELECT coalesce(array_agg(pg_catalog.format('%I.%I', schemaname, relname) ORDER BY uses DESC), '{}') FROM ("
 	"  SELECT s.schemaname, s.relname,"
 	"    coalesce(s.seq_scan, 0) + coalesce(s.idx_scan, 0) + s.n_tup_ins + s.n_tup_upd + s.n_tup_del AS uses"
 	"  FROM pg_catalog.pg_stat_user_tables s JOIN pg_catalog.pg_class c ON c.oid = s.relid"
-	"  WHERE c.relpersistence = 'p' ORDER BY uses DESC LIMIT " STR(WARM_TABLES) ") t WHERE uses > 0";
+	"  WHERE c.relpersistence = 'p' ORDER BY uses DESC LIMIT 16) t WHERE uses > 0";
 
 /* A lock held on the other side (DDL, a TRUNCATE being applied) delays the warm-up by this much at most. */
 static const char sql_warm_statements[] =
