@@ -168,7 +168,12 @@ cutover_advance(Cutover *c)
 	cutover_send_notices(c);
 	switch (c->phase) {
 	case CP_PRECHECK:
-		/* A few logins at a time, while the worker checks. */
+		/* A few logins at a time, while the worker checks; warm-ups once it has listed the tables. */
+		if (!c->warm_known) {
+			pthread_mutex_lock(&c->lock);
+			c->warm_known = c->warm_ready;
+			pthread_mutex_unlock(&c->lock);
+		}
 		if (c->kind != CUTOVER_DRY_RUN)
 			(void) cutover_standbys_ready(c);
 		if (!cutover_worker_finished(c))

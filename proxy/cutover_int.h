@@ -71,6 +71,7 @@ struct Cutover {
 	/* Under lock: */
 	bool job_done;
 	bool job_ok;
+	bool warm_ready;	/* the worker has filled warm_sql; the precheck goes on */
 	char job_error[512];
 	StrBuf notices;		/* phase lines for the admin, newline-separated */
 	/* Written by the worker, read by the loop after the join: */
@@ -100,7 +101,7 @@ struct Cutover {
 	int nhidden;
 	bool hidden_known;	/* the worker filled hidden_code */
 	char **warm_sql;	/* per database: what its standbys run before the pause (cutover/warm.c), or NULL */
-	bool warm_known;	/* the worker filled warm_sql */
+	bool warm_known;	/* the loop saw warm_ready: warm_sql is the loop's to read */
 	StrBuf function_settings;	/* custom settings the databases' functions set: names, space-separated */
 	int sessions_known;	/* known without reading: untouched (session_know_untouched) */
 	int standby_failures;

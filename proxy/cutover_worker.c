@@ -116,6 +116,20 @@ job_sync(Cutover *c, char *err, size_t errlen)
 	return true;
 }
 
+/*
+ * The standbys may warm up while the reverse slot is made: making it waits
+ * for the target's running transactions, which can take longer than all the
+ * warm-ups together.
+ */
+static void
+publish_warm_sql(Cutover *c)
+{
+	pthread_mutex_lock(&c->lock);
+	c->warm_ready = true;
+	pthread_mutex_unlock(&c->lock);
+	ev_async_send(c->proxy->loop, &c->wake);
+}
+
 static void *
 worker_main(void *arg)
 {
@@ -142,6 +156,8 @@ worker_main(void *arg)
 		if (ok && c->job == JOB_PRECHECK && c->warm_sql && c->nhidden == c->links.n &&
 		    !steps_warm_sql(&c->dir, &c->links, c->warm_sql))
 			ok = errbuf_fail(err, sizeof(err), "out of memory");
+		if (ok && c->job == JOB_PRECHECK)
+			publish_warm_sql(c);
 		if (ok && c->job == JOB_PRECHECK)
 			ok = prepare_reverse(c, err, sizeof(err));
 		break;

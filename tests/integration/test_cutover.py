@@ -91,6 +91,41 @@ def test_target_connections_warm_up_before_the_pause(migration):
         assert idle.execute("SELECT count(*) FROM busy").fetchone()[0] == 500
 
 
+def test_target_connections_warm_up_while_the_way_back_is_prepared(migration):
+    """The warm-up does not wait for the rollback slot, whose creation waits for the target's transactions."""
+    m = migration(prepare=lambda dsn: psql_value(dsn, "CREATE TABLE busy (id int PRIMARY KEY)"))
+    with m.proxy.connect(m.dbname) as conn:
+        conn.execute("INSERT INTO busy SELECT generate_series(1, 100)")
+    wait_for(lambda: psql_value(m.source_dsn(), "SELECT n_tup_ins FROM pg_stat_user_tables "
+                                                "WHERE relname = 'busy'") == "100",
+             timeout=30, what="the source's table statistics")
+    # A transaction with an id, open on the target: the rollback slot's snapshot waits for it to end.
+    blocker = psycopg.connect(m.target_dsn())
+    blocker.execute("SELECT txid_current()")
+    results = []
+    cutover = threading.Thread(target=lambda: results.append(m.proxy.run_cutover()))
+    try:
+        with m.proxy.connect(m.dbname, dsn_extra={"application_name": "warm_early"}) as idle:
+            assert idle.execute("SELECT 1").fetchone()[0] == 1
+            cutover.start()
+            wait_for(lambda: psql_value(m.target_dsn(), "SELECT query FROM pg_stat_activity "
+                                                        "WHERE application_name = 'warm_early'")
+                     .startswith("SET LOCAL lock_timeout"),
+                     timeout=60, what="the standby's warm-up")
+            # Still waiting for the slot: the cutover has not paused anybody yet.
+            assert cutover.is_alive() and not results
+            assert "rollback_ready done" not in m.proxy.log_tail(200)
+            blocker.commit()
+            cutover.join(timeout=120)
+            assert results and results[0].returncode == 0, \
+                (results[0].stdout + results[0].stderr if results else "") + m.proxy.log_tail()
+            assert idle.execute("SELECT inet_server_port()").fetchone()[0] == m.pair.target.port
+    finally:
+        blocker.close()
+        if cutover.ident is not None:
+            cutover.join(timeout=120)
+
+
 def test_session_state_moves(migration):
     """Settings, SQL and protocol prepared statements, LISTEN and cancel survive the switch."""
     m = migration(prepare=lambda dsn: psql_value(dsn, "CREATE TABLE t (id int PRIMARY KEY, v text); "
