@@ -31,6 +31,7 @@ spawn(Follower *f)
 	char *argv[7] = {"pghandoff", "replicate", "-c", proxy->config_path, NULL, NULL, NULL};
 	char exe[4096], parent[16];
 	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	posix_spawnattr_t attr;
 	pid_t pid;
 	int rc;
 
@@ -46,7 +47,19 @@ spawn(Follower *f)
 	/* The child ends with us, even if we are killed (see cmd_replicate.c). */
 	snprintf(parent, sizeof(parent), "%d", (int) getpid());
 	(void) setenv("PGHANDOFF_PARENT_PID", parent, 1);
-	rc = posix_spawn(&pid, exe, NULL, NULL, argv, environ);
+	/*
+	 * A session of its own, as a service manager would start it: under the
+	 * kernel's autogroup scheduling, processes sharing a session share one
+	 * CPU share, and a follower busy applying would take the relay's.  The
+	 * terminal's signals reach only the proxy, which stops its followers.
+	 */
+	rc = posix_spawnattr_init(&attr);
+	if (rc == 0) {
+		rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID);
+		if (rc == 0)
+			rc = posix_spawn(&pid, exe, NULL, &attr, argv, environ);
+		posix_spawnattr_destroy(&attr);
+	}
 	if (rc != 0) {
 		log_error("proxy", "could not start the %s: %s", follower_names[f->kind], strerror(rc));
 		return false;

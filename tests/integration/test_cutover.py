@@ -420,6 +420,8 @@ def test_run_keeps_the_follower_going(migration):
              what="rows replicated by the child follower")
     started = re.findall(r"follower started \(pid (\d+)\)", m.proxy.log())
     assert len(started) == 1
+    # A session of its own: the proxy's CPU share and the terminal's signals stay the proxy's.
+    assert os.getsid(int(started[0])) == int(started[0]) != os.getsid(m.proxy.proc.pid)
     os.kill(int(started[0]), signal.SIGKILL)
     m.proxy.wait_log(r"the follower exited with status -1; starting it again")
     conn.execute("INSERT INTO t SELECT generate_series(101, 200)")
