@@ -640,9 +640,15 @@ EOF
 		{ cat "$sdir/config.out"; die "pghandoff rejects its configuration"; }
 	say "   source PostgreSQL $SOURCE_VERSION on port $src_port, target $TARGET_VERSION on $tgt_port, proxy on $front_port"
 	t0=$(now)
-	"$work/pghandoff" replicate -c "$sdir/pghandoff.ini" >>"$sdir/replicate.log" 2>&1 &
+	# Each server process in a session of its own, as a service manager would
+	# start it: under the kernel's autogroup scheduling (on in Debian's kernel)
+	# the processes of one session share one CPU share, and this script's
+	# session has pgbench.  PostgreSQL, and so the native subscription's apply
+	# worker, has its own already (pg_ctl).  setsid runs in place here (a
+	# background job of a script leads no process group): $! stays the pid.
+	setsid "$work/pghandoff" replicate -c "$sdir/pghandoff.ini" >>"$sdir/replicate.log" 2>&1 &
 	repl_pid=$!
-	"$work/pghandoff" proxy -c "$sdir/pghandoff.ini" >>"$sdir/proxy.log" 2>&1 &
+	setsid "$work/pghandoff" proxy -c "$sdir/pghandoff.ini" >>"$sdir/proxy.log" 2>&1 &
 	proxy_pid=$!
 	wait_for_port "$front_port" "$proxy_pid" ||
 		{ tail -n 20 "$sdir/proxy.log"; die "pghandoff proxy did not start ($(proc_status "$proxy_pid"))"; }
@@ -789,7 +795,7 @@ log_disconnections = 0
 ignore_startup_parameters = extra_float_digits
 EOF
 	chown -R --reference="$sdir" "$sdir"/pgbouncer.*
-	pgbouncer "${bouncer_user[@]}" "$sdir/pgbouncer.ini" >>"$sdir/pgbouncer.out" 2>&1 &
+	setsid pgbouncer "${bouncer_user[@]}" "$sdir/pgbouncer.ini" >>"$sdir/pgbouncer.out" 2>&1 &	# a session of its own, as above
 	bouncer_pid=$!
 	wait_for_port "$front_port" "$bouncer_pid" ||
 		{ tail -n 20 "$sdir/pgbouncer.log" "$sdir/pgbouncer.out"; die "PgBouncer did not start"; }

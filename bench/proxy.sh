@@ -231,8 +231,14 @@ level = warning
 EOF
 chown -R --reference="$work" "$work"/pgbouncer.* "$work"/pghandoff.ini
 
+# Each proxy runs in a session of its own, as a service manager would start it:
+# under the kernel's autogroup scheduling (on in Debian's kernel) the processes
+# of one session share one CPU share, and a proxy in this script's session
+# would share pgbench's.  PostgreSQL has its own already (pg_ctl).  setsid
+# runs in place here (a background job of a script leads no process group),
+# so $! stays the proxy's pid.
 start_bouncer() {
-	pgbouncer "${bouncer_user[@]}" "$work/pgbouncer.ini" >>"$work/pgbouncer.out" 2>&1 &
+	setsid pgbouncer "${bouncer_user[@]}" "$work/pgbouncer.ini" >>"$work/pgbouncer.out" 2>&1 &
 	bouncer_pid=$!
 	wait_for_port "$bouncer_port" "$bouncer_pid" ||
 		{ tail -n 20 "$work/pgbouncer.log" "$work/pgbouncer.out"; die "PgBouncer did not start"; }
@@ -242,7 +248,7 @@ start_bouncer() {
 }
 
 start_handoff() {
-	"$work/pghandoff" proxy -c "$work/pghandoff.ini" >>"$work/pghandoff.log" 2>&1 &
+	setsid "$work/pghandoff" proxy -c "$work/pghandoff.ini" >>"$work/pghandoff.log" 2>&1 &
 	handoff_pid=$!
 	wait_for_port "$handoff_port" "$handoff_pid" ||
 		{ tail -n 20 "$work/pghandoff.log"; die "pghandoff did not start"; }
