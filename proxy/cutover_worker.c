@@ -156,10 +156,10 @@ worker_main(void *arg)
 		if (ok && c->job == JOB_PRECHECK && c->warm_sql && c->nhidden == c->links.n &&
 		    !steps_warm_sql(&c->dir, &c->links, c->warm_sql))
 			ok = errbuf_fail(err, sizeof(err), "out of memory");
-		if (ok && c->job == JOB_PRECHECK)
+		if (ok && c->job == JOB_PRECHECK) {
 			publish_warm_sql(c);
-		if (ok && c->job == JOB_PRECHECK)
 			ok = prepare_reverse(c, err, sizeof(err));
+		}
 		break;
 	case JOB_SYNC:
 		ok = job_sync(c, err, sizeof(err));
