@@ -640,12 +640,9 @@ EOF
 		{ cat "$sdir/config.out"; die "pghandoff rejects its configuration"; }
 	say "   source PostgreSQL $SOURCE_VERSION on port $src_port, target $TARGET_VERSION on $tgt_port, proxy on $front_port"
 	t0=$(now)
-	# Each server process in a session of its own, as a service manager would
-	# start it: under the kernel's autogroup scheduling (on in Debian's kernel)
-	# the processes of one session share one CPU share, and this script's
-	# session has pgbench.  PostgreSQL, and so the native subscription's apply
-	# worker, has its own already (pg_ctl).  setsid runs in place here (a
-	# background job of a script leads no process group): $! stays the pid.
+	# Server processes run in sessions of their own (bench/README.md says why).
+	# setsid runs in place here (a background job of a script leads no
+	# process group): $! stays the pid.
 	setsid "$work/pghandoff" replicate -c "$sdir/pghandoff.ini" >>"$sdir/replicate.log" 2>&1 &
 	repl_pid=$!
 	setsid "$work/pghandoff" proxy -c "$sdir/pghandoff.ini" >>"$sdir/proxy.log" 2>&1 &
@@ -795,7 +792,7 @@ log_disconnections = 0
 ignore_startup_parameters = extra_float_digits
 EOF
 	chown -R --reference="$sdir" "$sdir"/pgbouncer.*
-	setsid pgbouncer "${bouncer_user[@]}" "$sdir/pgbouncer.ini" >>"$sdir/pgbouncer.out" 2>&1 &	# a session of its own, as above
+	setsid pgbouncer "${bouncer_user[@]}" "$sdir/pgbouncer.ini" >>"$sdir/pgbouncer.out" 2>&1 &
 	bouncer_pid=$!
 	wait_for_port "$front_port" "$bouncer_pid" ||
 		{ tail -n 20 "$sdir/pgbouncer.log" "$sdir/pgbouncer.out"; die "PgBouncer did not start"; }

@@ -231,10 +231,7 @@ level = warning
 EOF
 chown -R --reference="$work" "$work"/pgbouncer.* "$work"/pghandoff.ini
 
-# Each proxy runs in a session of its own, as a service manager would start it:
-# under the kernel's autogroup scheduling (on in Debian's kernel) the processes
-# of one session share one CPU share, and a proxy in this script's session
-# would share pgbench's.  PostgreSQL has its own already (pg_ctl).  setsid
+# Each proxy runs in a session of its own (bench/README.md says why).  setsid
 # runs in place here (a background job of a script leads no process group),
 # so $! stays the proxy's pid.
 start_bouncer() {

@@ -63,18 +63,23 @@ def test_cutover_under_pgbench(migration):
     assert abs(samples[("pghandoff_cutover_last_pause_seconds", ())] - report["pause_ms"] / 1000) < 0.001
 
 
+def insert_and_wait_for_stats(m, table, rows):
+    """Rows inserted through the proxy, and the source's statistics the warm-up is chosen by showing them."""
+    with m.proxy.connect(m.dbname) as conn:
+        conn.execute(f'INSERT INTO "{table}" SELECT generate_series(1, {rows})')
+    # They reach the source's views a moment after the writes.
+    wait_for(lambda: psql_value(m.source_dsn(), "SELECT n_tup_ins FROM pg_stat_user_tables "
+                                                f"WHERE relname = '{table}'") == str(rows),
+             timeout=30, what="the source's table statistics")
+
+
 def test_target_connections_warm_up_before_the_pause(migration):
     """Each client's new connection opens the source's most used tables, busiest first, before the pause."""
     m = migration(prepare=lambda dsn: psql_value(dsn, 'CREATE TABLE quiet (id int PRIMARY KEY); '
                                                       'CREATE TABLE busy (id int PRIMARY KEY); '
                                                       'CREATE TABLE "Mixed Case" (id int PRIMARY KEY)'))
-    with m.proxy.connect(m.dbname) as conn:
-        conn.execute("INSERT INTO busy SELECT generate_series(1, 500)")
-        conn.execute('INSERT INTO "Mixed Case" SELECT generate_series(1, 50)')
-    # The statistics the warm-up is chosen by reach the source's views a moment after the writes.
-    wait_for(lambda: psql_value(m.source_dsn(), "SELECT n_tup_ins FROM pg_stat_user_tables "
-                                                "WHERE relname = 'Mixed Case'") == "50",
-             timeout=30, what="the source's table statistics")
+    insert_and_wait_for_stats(m, "busy", 500)
+    insert_and_wait_for_stats(m, "Mixed Case", 50)
     with m.proxy.connect(m.dbname, dsn_extra={"application_name": "warm_check"}) as idle:
         assert idle.execute("SELECT 1").fetchone()[0] == 1
         result = m.proxy.run_cutover()
@@ -94,11 +99,7 @@ def test_target_connections_warm_up_before_the_pause(migration):
 def test_target_connections_warm_up_while_the_way_back_is_prepared(migration):
     """The warm-up does not wait for the rollback slot, whose creation waits for the target's transactions."""
     m = migration(prepare=lambda dsn: psql_value(dsn, "CREATE TABLE busy (id int PRIMARY KEY)"))
-    with m.proxy.connect(m.dbname) as conn:
-        conn.execute("INSERT INTO busy SELECT generate_series(1, 100)")
-    wait_for(lambda: psql_value(m.source_dsn(), "SELECT n_tup_ins FROM pg_stat_user_tables "
-                                                "WHERE relname = 'busy'") == "100",
-             timeout=30, what="the source's table statistics")
+    insert_and_wait_for_stats(m, "busy", 100)
     # A transaction with an id, open on the target: the rollback slot's snapshot waits for it to end.
     blocker = psycopg.connect(m.target_dsn())
     blocker.execute("SELECT txid_current()")
