@@ -343,8 +343,7 @@ client_is_quiet(const Client *client)
 {
 	if (client->state == CL_WAIT_SERVER)
 		return true;
-	return client->held || (client->pending_rfq == 0 && !client->unsynced && !client->in_copy &&
-				client->txn_status == TXN_IDLE);
+	return client->held || client_between_transactions(client);
 }
 
 static bool

@@ -476,8 +476,7 @@ client_server_ready(Client *client)
 	server->login_params_len = 0;
 
 	ev_timer_stop(client->proxy->loop, &client->login_timer);
-	client->sbuf.peer = &server->sbuf;
-	server->sbuf.peer = &client->sbuf;
+	client_link_server(client, server);
 	client->sbuf.max_pkt = MAX_MESSAGE_LEN;
 	client->txn_status = TXN_IDLE;
 	client_change_state(client, CL_ACTIVE);
@@ -489,8 +488,8 @@ client_server_ready(Client *client)
 	sbuf_continue(&client->sbuf);
 }
 
-static bool
-at_boundary(const Client *client)
+bool
+client_between_transactions(const Client *client)
 {
 	return client->pending_rfq == 0 && !client->unsynced && !client->in_copy && client->txn_status == TXN_IDLE;
 }
@@ -751,7 +750,7 @@ relay_client_packet(Client *client, const PktHeader *pkt)
 	}
 	if (client->txn_killed)
 		return answer_killed_transaction(client, pkt);
-	if (at_boundary(client)) {
+	if (client_between_transactions(client)) {
 		if (proxy_is_paused(proxy, client->db)) {
 			if (!client->held) {
 				log_debug(client->subject, "held by PAUSE");

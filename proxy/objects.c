@@ -234,6 +234,15 @@ client_free(Client *client)
 	free(client);
 }
 
+void
+client_link_server(Client *client, Server *server)
+{
+	client->server = server;
+	server->client = client;
+	client->sbuf.peer = &server->sbuf;
+	server->sbuf.peer = &client->sbuf;
+}
+
 Server *
 server_new(Proxy *proxy, Client *client, const Cluster *cluster, Database *db)
 {

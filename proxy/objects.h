@@ -298,6 +298,8 @@ void client_set_subject(Client *client);
 /* Servers: objects.c */
 Server *server_new(Proxy *proxy, Client *client, const Cluster *cluster, Database *db);
 void server_change_state(Server *server, ServerState state);
+/* From now on bytes relay between the two: the one place a client and its server are linked. */
+void client_link_server(Client *client, Server *server);
 /* Closes a server connection; its client, if any, gets reason as a FATAL with sqlstate. */
 void server_disconnect(Server *server, const char *sqlstate, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -310,6 +312,12 @@ bool client_on_event(SBuf *sb, SBufEvent event, const PktHeader *pkt);
 void client_server_ready(Client *client);
 /* After a ReadyForQuery, the relay checks pauses; admin.c waits on it. */
 void client_check_pause(Proxy *proxy);
+/*
+ * Between transactions: nothing of the client is in flight (every
+ * ReadyForQuery answered, no unsynced extended query, no COPY) and the server
+ * said idle.  The one definition PAUSE, the relay and the cutover share.
+ */
+bool client_between_transactions(const Client *client);
 void client_resume_held(Proxy *proxy, Database *db);
 /* Best effort: a failure shows as a closed socket at the next read. */
 bool client_send_error(Client *client, const char *severity, const char *sqlstate, const char *message,
