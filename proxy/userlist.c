@@ -218,16 +218,14 @@ userlist_prepare_scram(UserList *list)
 
 		if (e->kind != SECRET_PLAIN)
 			continue;
-		if (e->secret[0] == '\0') {
-			log_warning("auth", "user \"%s\" has an empty password in auth_file: it cannot log in", e->name);
+		/* Without a verifier (an empty password, say) the user gets the mock exchange: no login. */
+		if (!scram_mock_salt(e->name, mock_secret, sizeof(mock_secret), salt))
+			snprintf(err, sizeof(err), "could not derive a salt");
+		else if (scram_verifier_build(&e->verifier, e->secret, salt, sizeof(salt), SCRAM_DEFAULT_ITERATIONS,
+					      err, sizeof(err)))
 			continue;
-		}
-		if (!scram_mock_salt(e->name, mock_secret, sizeof(mock_secret), salt) ||
-		    !scram_verifier_build(&e->verifier, e->secret, salt, sizeof(salt), SCRAM_DEFAULT_ITERATIONS, err,
-					  sizeof(err))) {
-			log_error("auth", "could not build a SCRAM verifier for user \"%s\": %s", e->name, err);
-			return false;
-		}
+		memset(&e->verifier, 0, sizeof(e->verifier));
+		log_warning("auth", "user \"%s\" cannot log in with SCRAM: %s", e->name, err);
 	}
 	return true;
 }

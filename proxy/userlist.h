@@ -43,7 +43,9 @@ void userlist_free(UserList *list);
  * password, salted with scram_mock_salt() of the name, so that a login
  * derives no key on any path and a plaintext user's salt behaves exactly
  * like an unknown user's (the same on every attempt, unguessable).  Costs
- * one PBKDF2 per plaintext password.  Errors are logged.
+ * one PBKDF2 per plaintext password.  A password that makes no verifier
+ * (empty, too long) is logged and leaves its user unable to log in; false
+ * only when no random secret can be drawn (logged).
  */
 bool userlist_prepare_scram(UserList *list) __attribute__((warn_unused_result));
 
