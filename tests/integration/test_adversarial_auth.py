@@ -151,6 +151,11 @@ def test_scram_unknown_user_looks_like_a_known_one(scram_proxy):
         shapes[user] = salt
     # Every name has a salt of its own.
     assert len(set(shapes.values())) == len(shapes), shapes
+    # A reload keeps them: the secret is the process's, drawn once.
+    scram_proxy.reload()
+    scram_proxy.wait_log("configuration reloaded")
+    for user in ("bob", "mallory"):
+        assert scram_shape(scram_proxy.port, user)[0] == shapes[user], user
 
 
 def test_scram_mock_salt_needs_the_proxy_secret(scram_pg, proxy_factory):
