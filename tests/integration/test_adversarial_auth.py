@@ -28,7 +28,7 @@ import psycopg
 import pytest
 
 from proxyfixtures import (  # noqa: F401  (fixtures are used by name)
-    error_fields, login_error, module_pg_factory, pg_login, proxy_factory, read_message, startup_packet)
+    error_fields, module_pg_factory, proxy_factory, read_message, startup_packet)
 
 SUPER_PW = "super-pw"
 READ_DEADLINE = 20  # seconds; a bound on correctness: every answer normally takes milliseconds
