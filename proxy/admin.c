@@ -90,6 +90,78 @@ admin_send_error(Client *client, const char *sqlstate, const char *message, cons
 	return ok;
 }
 
+static bool
+send_ready(Client *client, bool with_error, const char *sqlstate, const char *message, const char *hint)
+{
+	PktBuf pb;
+	bool ok;
+
+	pktbuf_init(&pb);
+	if (with_error)
+		pktbuf_write_error(&pb, "ERROR", sqlstate, message, NULL, hint);
+	pktbuf_write_ready_for_query(&pb, TXN_IDLE);
+	ok = !pb.failed && sbuf_answer(&client->sbuf, pb.buf, pb.len);
+	pktbuf_free(&pb);
+	if (!ok)
+		client_disconnect(client, NULL, "could not send to the admin client");
+	return ok;
+}
+
+/*
+ * Every message but a Query, answered as a server that does not support it
+ * would, so that no client waits for an answer that never comes.  The
+ * extended protocol fails at its first message, with the error sent at once
+ * (a client may Flush and wait), then everything up to Sync is skipped and
+ * the Sync gets its ReadyForQuery.
+ */
+bool
+admin_handle_other(Client *client, const PktHeader *pkt)
+{
+	static const char hint[] = "use psql, or a driver's simple-query mode";
+	PktBuf pb;
+	bool ok;
+
+	if (pkt->type == PQMSG_SYNC) {
+		sbuf_consume(&client->sbuf, pkt->len);
+		client->admin_skip_to_sync = false;
+		return send_ready(client, false, NULL, NULL, NULL);
+	}
+	if (client->admin_skip_to_sync) {
+		sbuf_consume(&client->sbuf, pkt->len);
+		return true;
+	}
+	switch (pkt->type) {
+	case PQMSG_FUNCTION_CALL:
+		sbuf_consume(&client->sbuf, pkt->len);
+		return send_ready(client, true, "0A000", "the admin console does not support function calls", hint);
+	case PQMSG_PARSE:
+	case PQMSG_BIND:
+	case PQMSG_DESCRIBE:
+	case PQMSG_EXECUTE:
+	case PQMSG_CLOSE:
+		sbuf_consume(&client->sbuf, pkt->len);
+		client->admin_skip_to_sync = true;
+		pktbuf_init(&pb);
+		pktbuf_write_error(&pb, "ERROR", "0A000", "the admin console supports only the simple query protocol",
+				   NULL, hint);
+		ok = !pb.failed && sbuf_answer(&client->sbuf, pb.buf, pb.len);
+		pktbuf_free(&pb);
+		if (!ok)
+			client_disconnect(client, NULL, "could not send to the admin client");
+		return ok;
+	case PQMSG_FLUSH:
+	case PQMSG_COPY_DATA:
+	case PQMSG_COPY_DONE:
+	case PQMSG_COPY_FAIL:
+		/* Nothing to flush, no COPY running: a server ignores these too. */
+		sbuf_consume(&client->sbuf, pkt->len);
+		return true;
+	default:
+		client_disconnect(client, "08P01", "invalid frontend message type %d", pkt->type);
+		return false;
+	}
+}
+
 static void
 format_time(ev_tstamp t, char *buf, size_t len)
 {

@@ -147,7 +147,6 @@ static bool
 start_auth(Client *client)
 {
 	Proxy *proxy = client->proxy;
-	const UserEntry *entry = userlist_find(proxy->users, client->user);
 	PktBuf pb;
 	char err[256];
 
@@ -165,27 +164,14 @@ start_auth(Client *client)
 		return client_send(client, &pb);
 	case AUTH_SCRAM_SHA_256: {
 		static const char mechanisms[] = "SCRAM-SHA-256\0";
-		bool ok;
 
 		client->scram = calloc(1, sizeof(ScramServer));
 		if (!client->scram) {
 			client_disconnect(client, "53200", "out of memory");
 			return false;
 		}
-		if (entry && entry->kind == SECRET_SCRAM) {
-			ok = scram_server_init(client->scram, &entry->verifier, err, sizeof(err));
-		} else if (entry && entry->kind == SECRET_PLAIN) {
-			ScramVerifier v;
-
-			ok = scram_verifier_build(&v, entry->secret, NULL, 0, 0, err, sizeof(err)) &&
-			     scram_server_init(client->scram, &v, err, sizeof(err));
-			OPENSSL_cleanse(&v, sizeof(v));
-		} else {
-			/* Unknown user or an md5 secret: an exchange that can only fail, like PostgreSQL's. */
-			ok = scram_server_init_mock(client->scram, client->user, (const uint8_t *) "pghandoff", 9, err,
-						    sizeof(err));
-		}
-		if (!ok) {
+		if (!userlist_scram_start(proxy->users, client->user, client->scram, &client->scram_mock, err,
+					  sizeof(err))) {
 			client_disconnect(client, "XX000", "could not start SCRAM authentication: %s", err);
 			return false;
 		}
@@ -214,21 +200,22 @@ handle_password_message(Client *client, const PktHeader *pkt)
 		client_disconnect(client, "08P01", "authentication message too long");
 		return false;
 	}
+	/*
+	 * An empty password never logs in, whoever asks (PostgreSQL's rule), and
+	 * fails like a wrong one: in md5, and in place of either SCRAM message.
+	 */
+	if ((client->auth_step == CA_WAIT_PASSWORD || client->auth_step == CA_WAIT_SASL_INITIAL ||
+	     client->auth_step == CA_WAIT_SASL_FINAL) &&
+	    (len == 0 || (len == 1 && body[0] == '\0'))) {
+		auth_fail(client, "empty password returned by the client");
+		return false;
+	}
 	switch (client->auth_step) {
 	case CA_WAIT_PASSWORD: {
-		bool ok = false;
-		size_t rlen = len > 0 && body[len - 1] == '\0' ? len - 1 : len;
+		size_t rlen = body[len - 1] == '\0' ? len - 1 : len;	/* len > 0: checked above */
 
-		if (entry && entry->kind == SECRET_MD5)
-			ok = md5auth_verify_stored(entry->secret, client->md5_salt, (const char *) body, rlen, err,
-						   sizeof(err));
-		else if (entry && entry->kind == SECRET_PLAIN)
-			ok = md5auth_verify_password(client->user, entry->secret, client->md5_salt, (const char *) body,
-						     rlen, err, sizeof(err));
-		else
-			snprintf(err, sizeof(err), entry ? "only a SCRAM verifier is known for this user"
-							 : "user not in auth_file");
-		if (!ok) {
+		if (!userlist_md5_verify(proxy->users, client->user, client->md5_salt, (const char *) body, rlen, err,
+					 sizeof(err))) {
 			auth_fail(client, err);
 			return false;
 		}
@@ -264,7 +251,7 @@ handle_password_message(Client *client, const PktHeader *pkt)
 			return false;
 		}
 		if (!scram_server_verify_proof(client->scram, err, sizeof(err))) {
-			auth_fail(client, err);
+			auth_fail(client, client->scram_mock ? "no SCRAM secret for this user in auth_file" : err);
 			return false;
 		}
 		if (!scram_server_build_server_final(client->scram, out, sizeof(out), &outlen, err, sizeof(err))) {
@@ -830,20 +817,8 @@ handle_admin_packet(Client *client, const PktHeader *pkt)
 		client_disconnect(client, NULL, "admin client sent Terminate");
 		return false;
 	}
-	if (pkt->type != PQMSG_QUERY) {
-		sbuf_consume(&client->sbuf, pkt->len);
-		if (pkt->type == PQMSG_SYNC) {
-			PktBuf pb;
-
-			pktbuf_init(&pb);
-			pktbuf_write_error(&pb, "ERROR", "0A000",
-					   "the admin console supports only the simple query protocol", NULL,
-					   "use psql, or a driver's simple-query mode");
-			pktbuf_write_ready_for_query(&pb, TXN_IDLE);
-			return client_send(client, &pb);
-		}
-		return true;
-	}
+	if (pkt->type != PQMSG_QUERY || client->admin_skip_to_sync)
+		return admin_handle_other(client, pkt);
 	if (pkt->avail != pkt->len || !proto_parse_query(pkt->body, pkt->body_avail, &q, err, sizeof(err))) {
 		client_disconnect(client, "08P01", "invalid query message");
 		return false;

@@ -116,6 +116,7 @@ struct Client {
 	ClientAuthStep auth_step;
 	uint8_t md5_salt[4];
 	ScramServer *scram;
+	bool scram_mock;	/* an exchange that can only fail: no verifier for this user */
 	bool have_client_key;	/* recovered from a SCRAM proof, for pass-through */
 	uint8_t client_key[32];
 
@@ -144,6 +145,8 @@ struct Client {
 	char admin_pause_db[64];
 	/* The admin console's CUTOVER or ROLLBACK waits for it to finish. */
 	bool admin_waiting_cutover;
+	/* The admin console refused an extended-protocol message: the rest up to Sync is skipped. */
+	bool admin_skip_to_sync;
 
 	/* A cutover moving this client: its server on the other cluster, and its session state. */
 	Server *standby;
@@ -331,6 +334,8 @@ void server_send_cancel(Proxy *proxy, Server *server);
 
 /* admin.c */
 bool admin_handle_query(Client *client, const char *sql) __attribute__((warn_unused_result));
+/* Any other message from an admin client (consumed, or the client closed). */
+bool admin_handle_other(Client *client, const PktHeader *pkt) __attribute__((warn_unused_result));
 /* An ERROR and ReadyForQuery to an admin client; false (and the client closed) when it cannot be sent. */
 bool admin_send_error(Client *client, const char *sqlstate, const char *message, const char *hint);
 void admin_check_pause_waiters(Proxy *proxy);
