@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#define UNENCRYPTED_DETAIL "This could be either a client-software bug or evidence of an attempted man-in-the-middle attack."
+/* PostgreSQL's words, so that a client's log reads the same whichever it reached. */
+#define UNENCRYPTED_DETAIL \
+	"This could be either a client-software bug or evidence of an attempted man-in-the-middle attack."
 #define RENEGOTIATE_DETAIL "Encryption was already negotiated on this connection."
 
 static NegotiateAction

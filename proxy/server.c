@@ -426,7 +426,7 @@ server_on_event(SBuf *sb, SBufEvent event, const PktHeader *pkt)
 			return false;
 		case NEG_SERVER_UNENCRYPTED:
 			/* Bytes no one asked for yet, maybe a man in the middle's: libpq refuses them too. */
-			server_disconnect(server, "08P01", "received unencrypted data after SSL response from the %s cluster",
+			server_disconnect(server, "08P01", "received unencrypted data after SSL response (%s cluster)",
 					  cluster->role);
 			return false;
 		case NEG_SERVER_ERROR:

@@ -21,6 +21,8 @@
 static const uint8_t ssl_request[] = {0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f};
 static const uint8_t gss_request[] = {0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30};
 
+#define AFTER_SSL "received unencrypted data after SSL request"
+
 /* A buffer of bytes and its length, built up by the tests. */
 typedef struct Bytes {
 	uint8_t data[512];
@@ -182,8 +184,8 @@ test_bytes_with_a_request(void **unused)
 		NegotiateState tainted;
 		const char *message;
 	} cases[] = {
-		{ssl_request, true, NEGOTIATE_ANSWER_SSL, NEG_TAINTED_SSL, "received unencrypted data after SSL request"},
-		{ssl_request, false, NEGOTIATE_ANSWER_NO, NEG_TAINTED_SSL, "received unencrypted data after SSL request"},
+		{ssl_request, true, NEGOTIATE_ANSWER_SSL, NEG_TAINTED_SSL, AFTER_SSL},
+		{ssl_request, false, NEGOTIATE_ANSWER_NO, NEG_TAINTED_SSL, AFTER_SSL},
 		{gss_request, true, NEGOTIATE_ANSWER_NO, NEG_TAINTED_GSS,
 		 "received unencrypted data after GSSAPI encryption request"},
 	};
@@ -207,7 +209,8 @@ test_bytes_with_a_request(void **unused)
 			assert_int_equal(res.len, inputs[k]->len);	/* all of it: nothing is left to read */
 			assert_int_equal(state, cases[i].tainted);
 			/* Asked again after the answer (and the handshake), with or without new bytes. */
-			assert_failure(step(&state, cases[i].tls_offered, NULL, 0, &res), &res, "08P01", cases[i].message);
+			assert_failure(step(&state, cases[i].tls_offered, NULL, 0, &res), &res, "08P01",
+				       cases[i].message);
 			assert_non_null(strstr(res.detail, "man-in-the-middle"));
 			assert_failure(step(&state, cases[i].tls_offered, inputs[k]->data, inputs[k]->len, &res), &res,
 				       "08P01", cases[i].message);
