@@ -19,6 +19,7 @@
 #include "common/list.h"
 #include "config/config.h"
 #include "proxy/cluster.h"
+#include "proxy/negotiate.h"
 #include "proxy/sbuf.h"
 #include "proxy/sqlscan.h"
 
@@ -109,6 +110,7 @@ struct Client {
 	char *params;
 	uint32_t params_len;
 	uint16_t proto_minor;
+	NegotiateState negotiation;	/* SSLRequest and GSSENCRequest, before the startup packet */
 	bool tls;
 	bool is_admin;
 
