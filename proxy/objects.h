@@ -374,6 +374,10 @@ void metrics_stop(Proxy *proxy);
 bool proxy_reload(Proxy *proxy);
 void proxy_shutdown(Proxy *proxy, bool immediate);
 bool proxy_is_paused(Proxy *proxy, Database *db);
+/* Linux hands a queued connection's network error to accept(): that one is gone, the next may be fine. */
+bool proxy_accept_error_is_transient(int err);
+/* accept() failed otherwise (no descriptor left): accepting stops a while, on every listener. */
+void proxy_accept_failed(Proxy *proxy, int err);
 /* Opens client's server connection on the cluster clients are served by now. */
 bool proxy_connect_client(Client *client) __attribute__((warn_unused_result));
 

@@ -46,9 +46,10 @@ on_login_timeout(struct ev_loop *loop, ev_timer *w, int revents)
  * accept() fails with EMFILE or ENFILE (no descriptor left), ENOBUFS or
  * ENOMEM while the connection stays queued, so the listener stays readable:
  * retrying at once spins at full CPU and floods the log.  Accepting stops
- * instead, until ACCEPT_RETRY has passed or a connection has closed and
- * given a descriptor back (PgBouncer also waits before it accepts again);
- * the failures are logged at most once per ACCEPT_LOG_INTERVAL, counted.
+ * instead, on every listener and the metrics endpoint, until ACCEPT_RETRY
+ * has passed or a connection has closed and given a descriptor back
+ * (PgBouncer also waits before it accepts again); the failures are logged
+ * at most once per ACCEPT_LOG_INTERVAL, counted.
  */
 #define ACCEPT_RETRY 1.0
 #define ACCEPT_LOG_INTERVAL 10.0
@@ -60,6 +61,8 @@ accept_stop(Proxy *proxy)
 
 	for (i = 0; i < proxy->nlisteners; i++)
 		ev_io_stop(proxy->loop, &proxy->listeners[i].io);
+	if (proxy->metrics_fd >= 0)
+		ev_io_stop(proxy->loop, &proxy->metrics_io);
 }
 
 static void
@@ -71,6 +74,8 @@ accept_resume(Proxy *proxy)
 	proxy->accept_paused = false;
 	for (i = 0; i < proxy->nlisteners; i++)
 		ev_io_start(proxy->loop, &proxy->listeners[i].io);
+	if (proxy->metrics_fd >= 0)
+		ev_io_start(proxy->loop, &proxy->metrics_io);
 }
 
 static void
@@ -81,8 +86,8 @@ on_accept_retry(struct ev_loop *loop, ev_timer *w, int revents)
 	accept_resume(container_of(w, Proxy, accept_retry));
 }
 
-static void
-accept_failed(Proxy *proxy, int err)
+void
+proxy_accept_failed(Proxy *proxy, int err)
 {
 	ev_tstamp now = ev_now(proxy->loop);
 
@@ -106,9 +111,8 @@ accept_failed(Proxy *proxy, int err)
 	ev_timer_start(proxy->loop, &proxy->accept_retry);
 }
 
-/* Linux hands a queued connection's network error to accept(): that connection is gone, the next may be fine. */
-static bool
-accept_error_is_transient(int err)
+bool
+proxy_accept_error_is_transient(int err)
 {
 	return err == EINTR || err == ECONNABORTED || err == EPROTO || err == ENETDOWN || err == ENOPROTOOPT ||
 	       err == EHOSTDOWN || err == ENONET || err == EHOSTUNREACH || err == EOPNOTSUPP || err == ENETUNREACH;
@@ -132,9 +136,9 @@ on_accept(struct ev_loop *loop, ev_io *w, int revents)
 		if (fd < 0) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
 				return;
-			if (accept_error_is_transient(errno))
+			if (proxy_accept_error_is_transient(errno))
 				continue;
-			accept_failed(proxy, errno);
+			proxy_accept_failed(proxy, errno);
 			return;
 		}
 		if (proxy->accept_failing) {
@@ -310,8 +314,8 @@ close_listeners(Proxy *proxy)
 {
 	int i;
 
-	ev_timer_stop(proxy->loop, &proxy->accept_retry);
-	proxy->accept_paused = false;
+	if (proxy->accept_paused)
+		accept_resume(proxy);	/* the metrics endpoint listens on */
 	for (i = 0; i < proxy->nlisteners; i++) {
 		Listener *l = &proxy->listeners[i];
 

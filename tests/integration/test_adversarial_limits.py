@@ -161,6 +161,52 @@ def test_descriptor_exhaustion_does_not_spin(pg15, proxy_factory, monkeypatch):
     assert p.running()
 
 
+def open_fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_metrics_scrape_without_descriptors_does_not_spin(pg15, proxy_factory, monkeypatch):
+    """Idle connections hold every descriptor the proxy may open, nothing else is queued, and a
+    Prometheus scrape arrives: the metrics endpoint stops accepting for a while too, rather than
+    retrying accept() at once; the scrape is answered once a connection has gone."""
+    limit = 128
+    monkeypatch.setattr(proxyfixtures, "_proxy_preexec", nofile_limits(limit, limit))
+    metrics_port = free_port()
+    p = proxy_factory(pg15, proxy={"max_client_conn": 10, "metrics_listen": f"127.0.0.1:{metrics_port}"})
+    pid = p.proc.pid
+    p.wait_log(r"C-1 .*closing")  # the start's probe connection is gone
+    idle = []
+    try:
+        # One at a time, each seen accepted, up to the last descriptor: the listen queue stays empty.
+        while open_fds(pid) < limit:
+            before = open_fds(pid)
+            idle.append(socket.create_connection(("127.0.0.1", p.port), timeout=20))
+            wait_for(lambda: open_fds(pid) > before, 30, "the proxy to accept a connection")
+        assert open_fds(pid) == limit
+        scrape = socket.create_connection(("127.0.0.1", metrics_port), timeout=20)
+        idle.append(scrape)
+        scrape.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+
+        clk_tck = os.sysconf("SC_CLK_TCK")
+        cpu_before, wall_before = cpu_ticks(pid), time.monotonic()
+        time.sleep(3)
+        cpu_used = cpu_ticks(pid) - cpu_before
+        wall_ticks = (time.monotonic() - wall_before) * clk_tck
+        assert cpu_used * 10 < wall_ticks, \
+            f"the proxy busy-looped: {cpu_used} ticks of CPU in {wall_ticks:.0f} ticks of wall time"
+        assert len(accept_lines(p.log())) == 1, accept_lines(p.log())
+        assert "Too many open files" in accept_lines(p.log())[0]
+        idle.pop(0).close()
+        scrape.settimeout(30)
+        answer = b""
+        while chunk := scrape.recv(65536):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.") and b"pghandoff_" in answer, answer[:200]
+    finally:
+        for s in idle:
+            s.close()
+
+
 # ---- max_client_conn ---------------------------------------------------------
 
 def md5_password(user, password, salt):
