@@ -110,6 +110,23 @@ def test_hard_open_files_limit_too_low_refuses_to_start(pg15, proxy_factory):
     assert not any(marker in out for marker in proxyfixtures.SANITIZER_MARKERS), out
 
 
+def test_reload_beyond_the_hard_open_files_limit_is_refused(pg15, proxy_factory, monkeypatch):
+    """A reload that raises max_client_conn past what the hard limit allows is refused, and the
+    running configuration stays."""
+    monkeypatch.setattr(proxyfixtures, "_proxy_preexec", nofile_limits(256, 256))
+    p = proxy_factory(pg15, proxy={"max_client_conn": 40})
+    p.proxy_options["max_client_conn"] = 100
+    p.write_files()
+    with p.connect("pghandoff") as admin:
+        with pytest.raises(psycopg.Error) as info:
+            admin.execute("RELOAD")
+        assert info.value.sqlstate == "F0000", info.value
+        config = {(r[0], r[1]): r[2] for r in admin.execute("SHOW CONFIG").fetchall()}
+    assert config[("proxy", "max_client_conn")] == "40"
+    assert re.search(r"max_client_conn = 100 needs \d+ open files, but the hard limit on open files "
+                     r"\(RLIMIT_NOFILE\) is 256", p.log()), p.log_tail(5)
+
+
 def accept_lines(text):
     return [line for line in text.splitlines() if "accept" in line.lower()]
 
