@@ -168,8 +168,9 @@ on_accept(struct ev_loop *loop, ev_io *w, int revents)
  * its own socket, its server's, and during a cutover the one it moves to
  * (after it, the server it left, until that is retired).  Then the admin
  * sessions, the listeners, two connections per database for the cutover's
- * worker, and a margin for the log, the metrics endpoint, cancel requests,
- * the followers' pipes and connections still logging in beyond the limit.
+ * worker, and a margin for the log, the state and progress files, the
+ * metrics endpoint and its scrapes, cancel requests, and connections still
+ * logging in beyond the limit.
  */
 #define FDS_PER_CLIENT 3
 #define FDS_PER_DATABASE 2
