@@ -80,6 +80,7 @@ static const KeyDef global_keys[] = {
 	{"proxy", "client_tls_key_file", KEY_PATH, C(proxy.client_tls_key_file), "", NULL, 0, 0},
 	{"proxy", "max_client_conn", KEY_INT, C(proxy.max_client_conn), "1000", NULL, 1, 1000000},
 	{"proxy", "admin_users", KEY_STRING, C(proxy.admin_users), "postgres", NULL, 0, 0},
+	{"proxy", "admin_reserved_conn", KEY_INT, C(proxy.admin_reserved_conn), "10", NULL, 1, 1000},
 	{"proxy", "metrics_listen", KEY_STRING, C(proxy.metrics_listen), "", NULL, 0, 0},
 	{"proxy", "state_file", KEY_PATH, C(proxy.state_file), "pghandoff.state", NULL, 0, 0},
 	{"proxy", "client_login_timeout", KEY_DURATION, C(proxy.client_login_timeout), "15s", NULL, 0, 0},

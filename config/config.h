@@ -67,6 +67,7 @@ typedef struct ProxyConfig {
 	char *client_tls_key_file;
 	int max_client_conn;
 	char *admin_users;	/* comma-separated */
+	int admin_reserved_conn;	/* admin console sessions, let in beyond max_client_conn */
 	char *metrics_listen;
 	char *state_file;
 	int64_t client_login_timeout;	/* microseconds */

@@ -375,9 +375,15 @@ handle_startup_message(Client *client, const PktHeader *pkt, const StartupPacket
 		client_disconnect(client, "57P01", "pghandoff is shutting down");
 		return false;
 	}
-	if (list_count(&proxy->active_clients) + list_count(&proxy->admin_clients) >= proxy->config.proxy.max_client_conn) {
-		client_disconnect(client, "53300", "sorry, too many clients already (max_client_conn = %d)",
-				  proxy->config.proxy.max_client_conn);
+	/* Its place was taken at accept if one was free; an admin gives it back for one of its own. */
+	if (!client_take_place(client, client->is_admin ? PLACE_ADMIN : PLACE_CLIENT)) {
+		if (client->is_admin)
+			client_disconnect(client, "53300",
+					  "sorry, too many admin console sessions already (admin_reserved_conn = %d)",
+					  proxy->config.proxy.admin_reserved_conn);
+		else
+			client_disconnect(client, "53300", "sorry, too many clients already (max_client_conn = %d)",
+					  proxy->config.proxy.max_client_conn);
 		return false;
 	}
 	if (!keep_params(client, sp)) {

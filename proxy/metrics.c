@@ -319,8 +319,12 @@ metrics_on_accept(struct ev_loop *loop, ev_io *w, int revents)
 
 	(void) revents;
 	fd = accept4(proxy->metrics_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-	if (fd < 0)
+	if (fd < 0) {
+		/* Out of descriptors, the scrape stays queued: retrying at once would spin. */
+		if (errno != EAGAIN && errno != EWOULDBLOCK && !proxy_accept_error_is_transient(errno))
+			proxy_accept_failed(proxy, errno);
 		return;
+	}
 	s = calloc(1, sizeof(Scrape));
 	if (!s) {
 		close(fd);

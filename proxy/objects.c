@@ -125,6 +125,9 @@ client_new(Proxy *proxy, int fd, const struct sockaddr *addr, socklen_t addrlen)
 	list_append(&proxy->login_clients, &client->head);
 	proxy->nclients++;
 	client_set_subject(client);
+	/* Counted from accept on: a client still logging in holds a place too. */
+	if (!client_take_place(client, PLACE_CLIENT))
+		log_debug(client->subject, "accepted beyond max_client_conn: only a cancel or admin login will do");
 	sbuf_init(&client->sbuf, proxy->loop, client_on_event);
 	client->sbuf.startup = true;
 	client->sbuf.max_pkt = PROTO_MAX_STARTUP_LENGTH;
@@ -142,6 +145,36 @@ client_new(Proxy *proxy, int fd, const struct sockaddr *addr, socklen_t addrlen)
 	}
 	client->cancel_pid &= 0x7fffffff;
 	return client;
+}
+
+static void
+release_place(Client *client)
+{
+	if (client->place == PLACE_CLIENT)
+		client->proxy->nclient_places--;
+	else if (client->place == PLACE_ADMIN)
+		client->proxy->nadmin_places--;
+	client->place = PLACE_NONE;
+}
+
+bool
+client_take_place(Client *client, ClientPlace place)
+{
+	Proxy *proxy = client->proxy;
+
+	if (client->place == place)
+		return true;
+	if (place == PLACE_CLIENT && proxy->nclient_places >= proxy->config.proxy.max_client_conn)
+		return false;
+	if (place == PLACE_ADMIN && proxy->nadmin_places >= proxy->config.proxy.admin_reserved_conn)
+		return false;
+	release_place(client);
+	client->place = place;
+	if (place == PLACE_CLIENT)
+		proxy->nclient_places++;
+	else if (place == PLACE_ADMIN)
+		proxy->nadmin_places++;
+	return true;
 }
 
 void
@@ -212,6 +245,7 @@ client_disconnect(Client *client, const char *sqlstate, const char *fmt, ...)
 	if (client->db)
 		client->db->nclients--;
 	client->db = NULL;
+	release_place(client);
 	client_change_state(client, CL_JUSTFREE);
 	/* A PAUSE or a cutover may have been waiting for this client only. */
 	admin_check_pause_waiters(proxy);
@@ -325,15 +359,21 @@ server_free(Server *server)
 	free(server);
 }
 
-void
+int
 proxy_free_justfree(Proxy *proxy)
 {
 	List *item, *tmp;
+	int freed = 0;
 
-	list_for_each_safe(item, tmp, &proxy->justfree_clients)
+	list_for_each_safe(item, tmp, &proxy->justfree_clients) {
 		client_free(container_of(item, Client, head));
-	list_for_each_safe(item, tmp, &proxy->justfree_servers)
+		freed++;
+	}
+	list_for_each_safe(item, tmp, &proxy->justfree_servers) {
 		server_free(container_of(item, Server, head));
+		freed++;
+	}
+	return freed;
 }
 
 Database *

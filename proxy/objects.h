@@ -73,6 +73,19 @@ typedef enum ClientState {
 	CL_JUSTFREE,		/* on proxy.justfree_clients: closed, freed after this loop iteration */
 } ClientState;
 
+/*
+ * Which limit a client counts against.  max_client_conn counts clients from
+ * accept on, logged in or still logging in; admin console sessions count
+ * against admin_reserved_conn instead, so a full proxy still answers its
+ * console.  A connection accepted while every place is taken gets none: its
+ * startup packet may still be a CancelRequest or an admin login.
+ */
+typedef enum ClientPlace {
+	PLACE_NONE,		/* none held: refused at its startup packet unless one frees up */
+	PLACE_CLIENT,		/* one of max_client_conn's */
+	PLACE_ADMIN,		/* one of admin_reserved_conn's */
+} ClientPlace;
+
 typedef enum ClientAuthStep {
 	CA_NONE,
 	CA_WAIT_PASSWORD,	/* md5 request sent */
@@ -113,6 +126,7 @@ struct Client {
 	NegotiateState negotiation;	/* SSLRequest and GSSENCRequest, before the startup packet */
 	bool tls;
 	bool is_admin;
+	ClientPlace place;	/* client_take_place changes it, client_disconnect gives it back */
 
 	/* Authentication, while logging in. */
 	ClientAuthStep auth_step;
@@ -248,6 +262,18 @@ struct Proxy {
 	List retiring_servers;
 	List justfree_servers;
 	int nclients;
+	int nclient_places;	/* clients holding a place of max_client_conn */
+	int nadmin_places;	/* of admin_reserved_conn */
+
+	/*
+	 * Accepting stops a while when accept() fails for want of descriptors or
+	 * memory (proxy.c); a line about it is logged at most once per interval.
+	 */
+	ev_timer accept_retry;
+	bool accept_paused;
+	bool accept_failing;	/* a failure was logged, its recovery not yet */
+	uint64_t accept_failures;	/* failed accept() calls not yet logged */
+	ev_tstamp accept_logged;	/* when the last line about them was */
 
 	uint32_t next_client_id;
 	uint32_t next_server_id;
@@ -299,6 +325,8 @@ void client_change_state(Client *client, ClientState state);
 void client_disconnect(Client *client, const char *sqlstate, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void client_set_subject(Client *client);
+/* Moves client to a place of that kind, giving back the one it held; false (nothing changed) when none is free. */
+bool client_take_place(Client *client, ClientPlace place) __attribute__((warn_unused_result));
 
 /* Servers: objects.c */
 Server *server_new(Proxy *proxy, Client *client, const Cluster *cluster, Database *db);
@@ -309,7 +337,8 @@ void client_link_server(Client *client, Server *server);
 void server_disconnect(Server *server, const char *sqlstate, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
-void proxy_free_justfree(Proxy *proxy);
+/* Frees the objects closed during this loop iteration; returns how many. */
+int proxy_free_justfree(Proxy *proxy);
 
 /* client.c */
 bool client_on_event(SBuf *sb, SBufEvent event, const PktHeader *pkt);
@@ -360,6 +389,10 @@ void metrics_stop(Proxy *proxy);
 bool proxy_reload(Proxy *proxy);
 void proxy_shutdown(Proxy *proxy, bool immediate);
 bool proxy_is_paused(Proxy *proxy, Database *db);
+/* Linux hands a queued connection's network error to accept(): that one is gone, the next may be fine. */
+bool proxy_accept_error_is_transient(int err);
+/* accept() failed otherwise (no descriptor left): accepting stops a while, on every listener. */
+void proxy_accept_failed(Proxy *proxy, int err);
 /* Opens client's server connection on the cluster clients are served by now. */
 bool proxy_connect_client(Client *client) __attribute__((warn_unused_result));
 

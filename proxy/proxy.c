@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -41,6 +42,82 @@ on_login_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 	client_disconnect(client, "08P01", "client did not log in within client_login_timeout");
 }
 
+/*
+ * accept() fails with EMFILE or ENFILE (no descriptor left), ENOBUFS or
+ * ENOMEM while the connection stays queued, so the listener stays readable:
+ * retrying at once spins at full CPU and floods the log.  Accepting stops
+ * instead, on every listener and the metrics endpoint, until ACCEPT_RETRY
+ * has passed or a connection has closed and given a descriptor back
+ * (PgBouncer also waits before it accepts again); the failures are logged
+ * at most once per ACCEPT_LOG_INTERVAL, counted.
+ */
+#define ACCEPT_RETRY 1.0
+#define ACCEPT_LOG_INTERVAL 10.0
+
+static void
+accept_stop(Proxy *proxy)
+{
+	int i;
+
+	for (i = 0; i < proxy->nlisteners; i++)
+		ev_io_stop(proxy->loop, &proxy->listeners[i].io);
+	if (proxy->metrics_fd >= 0)
+		ev_io_stop(proxy->loop, &proxy->metrics_io);
+}
+
+static void
+accept_resume(Proxy *proxy)
+{
+	int i;
+
+	ev_timer_stop(proxy->loop, &proxy->accept_retry);
+	proxy->accept_paused = false;
+	for (i = 0; i < proxy->nlisteners; i++)
+		ev_io_start(proxy->loop, &proxy->listeners[i].io);
+	if (proxy->metrics_fd >= 0)
+		ev_io_start(proxy->loop, &proxy->metrics_io);
+}
+
+static void
+on_accept_retry(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void) loop;
+	(void) revents;
+	accept_resume(container_of(w, Proxy, accept_retry));
+}
+
+void
+proxy_accept_failed(Proxy *proxy, int err)
+{
+	ev_tstamp now = ev_now(proxy->loop);
+
+	proxy->accept_failures++;
+	if (!proxy->accept_failing || now - proxy->accept_logged >= ACCEPT_LOG_INTERVAL) {
+		struct rlimit rl;
+		unsigned long long limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (unsigned long long) rl.rlim_cur : 0;
+
+		log_warning("proxy",
+			    "could not accept connections: %s (open files limit %llu; accept attempts failed since "
+			    "the last message: %llu); new connections wait in the listen queue, accepting again "
+			    "when a connection closes or after %.0f s",
+			    strerror(err), limit, (unsigned long long) proxy->accept_failures, ACCEPT_RETRY);
+		proxy->accept_failures = 0;
+		proxy->accept_logged = now;
+		proxy->accept_failing = true;
+	}
+	accept_stop(proxy);
+	proxy->accept_paused = true;
+	ev_timer_set(&proxy->accept_retry, ACCEPT_RETRY, 0.);
+	ev_timer_start(proxy->loop, &proxy->accept_retry);
+}
+
+bool
+proxy_accept_error_is_transient(int err)
+{
+	return err == EINTR || err == ECONNABORTED || err == EPROTO || err == ENETDOWN || err == ENOPROTOOPT ||
+	       err == EHOSTDOWN || err == ENONET || err == EHOSTUNREACH || err == EOPNOTSUPP || err == ENETUNREACH;
+}
+
 static void
 on_accept(struct ev_loop *loop, ev_io *w, int revents)
 {
@@ -57,19 +134,92 @@ on_accept(struct ev_loop *loop, ev_io *w, int revents)
 		Client *client;
 
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-				log_warning("proxy", "accept failed: %s", strerror(errno));
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return;
+			if (proxy_accept_error_is_transient(errno))
+				continue;
+			proxy_accept_failed(proxy, errno);
 			return;
+		}
+		if (proxy->accept_failing) {
+			log_info("proxy",
+				 "accepting connections again (accept attempts failed since the last message: %llu)",
+				 (unsigned long long) proxy->accept_failures);
+			proxy->accept_failures = 0;
+			proxy->accept_failing = false;
 		}
 		client = client_new(proxy, fd, (struct sockaddr *) &addr, addrlen);
 		if (!client)
 			continue;
-		/* max_client_conn is checked on the startup packet: a CancelRequest must get through. */
+		/*
+		 * max_client_conn counts it from now on (client_new); one accepted
+		 * beyond it is still read: a CancelRequest or an admin login must
+		 * get through.
+		 */
 		ev_timer_init(&client->login_timer, on_login_timeout,
 			      (ev_tstamp) proxy->config.proxy.client_login_timeout / 1e6, 0.);
 		ev_timer_start(loop, &client->login_timer);
 		log_debug(client->subject, "connection accepted");
 	}
+}
+
+/*
+ * The descriptors max_client_conn may need.  A client holds up to three:
+ * its own socket, its server's, and during a cutover the one it moves to
+ * (after it, the server it left, until that is retired).  Then the admin
+ * sessions, the listeners, two connections per database for the cutover's
+ * worker, and a margin for the log, the state and progress files, the
+ * metrics endpoint and its scrapes, cancel requests, and connections still
+ * logging in beyond the limit.
+ */
+#define FDS_PER_CLIENT 3
+#define FDS_PER_DATABASE 2
+#define FDS_MARGIN 64
+
+static unsigned long long
+open_files_needed(const Config *config)
+{
+	return (unsigned long long) FDS_PER_CLIENT * (unsigned long long) config->proxy.max_client_conn +
+	       (unsigned long long) config->proxy.admin_reserved_conn + PROXY_MAX_LISTENERS +
+	       (unsigned long long) FDS_PER_DATABASE * (unsigned long long) config->ndatabases + FDS_MARGIN;
+}
+
+/*
+ * Raises the soft limit on open files to what config needs, up to the hard
+ * limit; false (logged) when the hard limit is below it, so the proxy does
+ * not find out under load.
+ */
+static bool
+fit_open_files(const Config *config)
+{
+	unsigned long long needed = open_files_needed(config);
+	struct rlimit rl;
+	rlim_t was;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+		log_error("proxy", "could not read the open files limit (RLIMIT_NOFILE): %s", strerror(errno));
+		return false;
+	}
+	if (rl.rlim_cur == RLIM_INFINITY || (unsigned long long) rl.rlim_cur >= needed)
+		return true;
+	if (rl.rlim_max != RLIM_INFINITY && (unsigned long long) rl.rlim_max < needed) {
+		log_error("proxy",
+			  "max_client_conn = %d needs %llu open files, but the hard limit on open files "
+			  "(RLIMIT_NOFILE) is %llu: raise it (ulimit -Hn, LimitNOFILE= in a systemd unit) or "
+			  "lower max_client_conn",
+			  config->proxy.max_client_conn, needed, (unsigned long long) rl.rlim_max);
+		return false;
+	}
+	was = rl.rlim_cur;
+	rl.rlim_cur = (rlim_t) needed;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+		log_error("proxy", "could not raise the open files limit (RLIMIT_NOFILE) from %llu to %llu: %s",
+			  (unsigned long long) was, needed, strerror(errno));
+		return false;
+	}
+	log_info("proxy", "open files limit raised from %llu to %llu for max_client_conn = %d",
+		 (unsigned long long) was, needed, config->proxy.max_client_conn);
+	return true;
 }
 
 static bool
@@ -165,6 +315,8 @@ close_listeners(Proxy *proxy)
 {
 	int i;
 
+	if (proxy->accept_paused)
+		accept_resume(proxy);	/* the metrics endpoint listens on */
 	for (i = 0; i < proxy->nlisteners; i++) {
 		Listener *l = &proxy->listeners[i];
 
@@ -296,6 +448,10 @@ proxy_reload(Proxy *proxy)
 	if (!load_settings(proxy->config_path, &s)) {
 		log_error("proxy", "reload failed: the previous configuration stays in force");
 		return false;
+	}
+	if (!fit_open_files(&s.config)) {
+		log_error("proxy", "reload refused: the previous configuration stays in force");
+		goto refuse;
 	}
 	/* A database that still has clients cannot go away under them. */
 	list_for_each(item, &proxy->active_clients) {
@@ -442,7 +598,9 @@ on_loop_iteration(struct ev_loop *loop, ev_prepare *w, int revents)
 	Proxy *proxy = container_of(w, Proxy, reaper);
 
 	(void) revents;
-	proxy_free_justfree(proxy);
+	/* What closed gave descriptors back: worth trying to accept again. */
+	if (proxy_free_justfree(proxy) > 0 && proxy->accept_paused && !proxy->shutting_down)
+		accept_resume(proxy);
 	cutover_reap(proxy);
 	if (proxy->shutting_down && list_empty(&proxy->active_clients) && list_empty(&proxy->admin_clients) &&
 	    list_empty(&proxy->login_clients) && list_empty(&proxy->login_servers) &&
@@ -487,9 +645,10 @@ proxy_main(const char *config_path, bool with_follower)
 	list_init(&proxy->retiring_servers);
 	list_init(&proxy->justfree_servers);
 	proxy->metrics_fd = -1;
+	ev_init(&proxy->accept_retry, on_accept_retry);
 	cutover_init(proxy);
-	if (!install_databases(proxy, &proxy->config) || !cutover_load_state(proxy) || !open_listeners(proxy) ||
-	    !metrics_start(proxy))
+	if (!fit_open_files(&proxy->config) || !install_databases(proxy, &proxy->config) ||
+	    !cutover_load_state(proxy) || !open_listeners(proxy) || !metrics_start(proxy))
 		goto done;
 	proxy->run_replicator = with_follower;
 	if (with_follower && !followers_start(proxy, FOLLOWER_FORWARD))
@@ -515,7 +674,7 @@ done:
 	metrics_stop(proxy);
 	cutover_shutdown(proxy);
 	followers_shutdown(proxy);
-	proxy_free_justfree(proxy);
+	(void) proxy_free_justfree(proxy);
 	ev_signal_stop(proxy->loop, &proxy->sig_term);
 	ev_signal_stop(proxy->loop, &proxy->sig_int);
 	ev_signal_stop(proxy->loop, &proxy->sig_hup);
