@@ -114,7 +114,8 @@ send_ready(Client *client, bool with_error, const char *sqlstate, const char *me
  * (a client may Flush and wait), then everything up to Sync is skipped and
  * the Sync gets its ReadyForQuery.
  */
-bool
+/* Any other message from an admin client (consumed, or the client closed). */
+static bool
 admin_handle_other(Client *client, const PktHeader *pkt)
 {
 	static const char hint[] = "use psql, or a driver's simple-query mode";
@@ -530,24 +531,34 @@ show_cutover_json(Client *client, const char *arg)
 }
 
 static bool
+start_cutover(Client *client, CutoverKind kind)
+{
+	const char *refusal = cutover_refusal(client->proxy, kind);
+
+	if (refusal)
+		return admin_send_error(client, "55000", refusal, NULL);
+	return cutover_start(client, kind);
+}
+
+static bool
 run_cutover(Client *client, const char *arg)
 {
 	(void) arg;
-	return cutover_start(client, CUTOVER_FORWARD);
+	return start_cutover(client, CUTOVER_FORWARD);
 }
 
 static bool
 run_cutover_dry(Client *client, const char *arg)
 {
 	(void) arg;
-	return cutover_start(client, CUTOVER_DRY_RUN);
+	return start_cutover(client, CUTOVER_DRY_RUN);
 }
 
 static bool
 run_rollback(Client *client, const char *arg)
 {
 	(void) arg;
-	return cutover_start(client, CUTOVER_ROLLBACK);
+	return start_cutover(client, CUTOVER_ROLLBACK);
 }
 
 static bool
@@ -675,7 +686,7 @@ command_matches(const AdminCommand *cmd, char w[MAX_WORDS][64], int n, const cha
 	return false;
 }
 
-bool
+static bool
 admin_handle_query(Client *client, const char *sql)
 {
 	char w[MAX_WORDS][64];
@@ -704,4 +715,27 @@ admin_handle_query(Client *client, const char *sql)
 	ok = admin_send_error(client, "42601", "unknown admin command", strbuf_str(&hint));
 	strbuf_free(&hint);
 	return ok;
+}
+
+bool
+admin_on_packet(Client *client, const PktHeader *pkt)
+{
+	ProtoQuery q;
+	char err[128];
+
+	if (client->admin_waiting_pause || client->admin_waiting_cutover)
+		return false;	/* held until the PAUSE or CUTOVER it asked for is done */
+	if (pkt->type == PQMSG_TERMINATE) {
+		sbuf_consume(&client->sbuf, pkt->len);
+		client_disconnect(client, NULL, "admin client sent Terminate");
+		return false;
+	}
+	if (pkt->type != PQMSG_QUERY || client->admin_skip_to_sync)
+		return admin_handle_other(client, pkt);
+	if (pkt->avail != pkt->len || !proto_parse_query(pkt->body, pkt->body_avail, &q, err, sizeof(err))) {
+		client_disconnect(client, "08P01", "invalid query message");
+		return false;
+	}
+	sbuf_consume(&client->sbuf, pkt->len);
+	return admin_handle_query(client, q.sql);
 }

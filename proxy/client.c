@@ -27,34 +27,6 @@
 #include <string.h>
 #include <strings.h>
 
-#define MAX_MESSAGE_LEN 0x3fffffff	/* PostgreSQL's MaxAllocSize */
-
-static bool
-client_send(Client *client, PktBuf *pb)
-{
-	bool ok;
-
-	if (pb->failed) {
-		log_error(client->subject, "could not build a message: out of memory");
-		pktbuf_free(pb);
-		return false;
-	}
-	ok = sbuf_answer(&client->sbuf, pb->buf, pb->len);
-	pktbuf_free(pb);
-	return ok;
-}
-
-bool
-client_send_error(Client *client, const char *severity, const char *sqlstate, const char *message,
-		  const char *detail, const char *hint)
-{
-	PktBuf pb;
-
-	pktbuf_init(&pb);
-	pktbuf_write_error(&pb, severity, sqlstate, message, detail, hint);
-	return client_send(client, &pb);
-}
-
 static void
 auth_fail(Client *client, const char *why)
 {
@@ -116,7 +88,7 @@ auth_done(Client *client)
 		return client_send(client, &pb);
 	}
 
-	if (cutover_holds_logins(proxy)) {
+	if (proxy->logins_held) {
 		/* Its server opens on whichever cluster the cutover leaves it on. */
 		client->wait_cutover = true;
 		client_change_state(client, CL_WAIT_SERVER);
@@ -485,35 +457,6 @@ handle_startup(Client *client, const PktHeader *pkt)
 	return handle_startup_message(client, pkt, sp);
 }
 
-void
-client_server_ready(Client *client)
-{
-	Server *server = client->server;
-	PktBuf pb;
-
-	pktbuf_init(&pb);
-	pktbuf_write_auth(&pb, AUTH_REQ_OK, NULL, 0);
-	/* The server's ParameterStatus messages, as they were. */
-	pktbuf_put_messages(&pb, server->login_params, server->login_params_len);
-	pktbuf_write_backend_key_data(&pb, client->cancel_pid, client->cancel_key, client->cancel_key_len);
-	pktbuf_write_ready_for_query(&pb, TXN_IDLE);
-	free(server->login_params);
-	server->login_params = NULL;
-	server->login_params_len = 0;
-
-	ev_timer_stop(client->proxy->loop, &client->login_timer);
-	client_link_server(client, server);
-	client->sbuf.max_pkt = MAX_MESSAGE_LEN;
-	client->txn_status = TXN_IDLE;
-	client_change_state(client, CL_ACTIVE);
-	log_info(client->subject, "login complete, served by %s", server->subject);
-	if (!client_send(client, &pb)) {
-		client_disconnect(client, NULL, "could not send to the client");
-		return;
-	}
-	sbuf_continue(&client->sbuf);
-}
-
 bool
 client_between_transactions(const Client *client)
 {
@@ -843,29 +786,6 @@ relay_client_packet(Client *client, const PktHeader *pkt)
 	return true;
 }
 
-static bool
-handle_admin_packet(Client *client, const PktHeader *pkt)
-{
-	ProtoQuery q;
-	char err[128];
-
-	if (client->admin_waiting_pause || client->admin_waiting_cutover)
-		return false;	/* held until the PAUSE or CUTOVER it asked for is done */
-	if (pkt->type == PQMSG_TERMINATE) {
-		sbuf_consume(&client->sbuf, pkt->len);
-		client_disconnect(client, NULL, "admin client sent Terminate");
-		return false;
-	}
-	if (pkt->type != PQMSG_QUERY || client->admin_skip_to_sync)
-		return admin_handle_other(client, pkt);
-	if (pkt->avail != pkt->len || !proto_parse_query(pkt->body, pkt->body_avail, &q, err, sizeof(err))) {
-		client_disconnect(client, "08P01", "invalid query message");
-		return false;
-	}
-	sbuf_consume(&client->sbuf, pkt->len);
-	return admin_handle_query(client, q.sql);
-}
-
 bool
 client_on_event(SBuf *sb, SBufEvent event, const PktHeader *pkt)
 {
@@ -893,7 +813,7 @@ client_on_event(SBuf *sb, SBufEvent event, const PktHeader *pkt)
 		case CL_ACTIVE:
 			return relay_client_packet(client, pkt);
 		case CL_ADMIN:
-			return handle_admin_packet(client, pkt);
+			return client->proxy->admin_on_packet(client, pkt);
 		case CL_JUSTFREE:
 			return false;
 		}
@@ -925,15 +845,6 @@ client_on_event(SBuf *sb, SBufEvent event, const PktHeader *pkt)
 		return true;
 	}
 	return true;
-}
-
-/* After a ReadyForQuery the server side calls this: a PAUSE or a cutover may be waiting for it. */
-void
-client_check_pause(Proxy *proxy)
-{
-	if (proxy->pause_waiters > 0)
-		admin_check_pause_waiters(proxy);
-	cutover_poke(proxy);
 }
 
 void

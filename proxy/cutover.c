@@ -30,6 +30,14 @@
 /* Seconds between a completed cutover and the reverse follower's start. */
 #define REVERSE_FOLLOWER_DELAY 1.0
 
+/* The one place the phase changes; what the relay must know of it is copied to the Proxy. */
+static void
+set_phase(Cutover *c, CutoverPhase phase)
+{
+	c->phase = phase;
+	c->proxy->logins_held = c->kind != CUTOVER_DRY_RUN && phase != CP_PRECHECK && phase != CP_DONE;
+}
+
 static void
 on_drain_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -64,7 +72,7 @@ cutover_finish(Cutover *c)
 	CutoverReport *report;
 	char error[600];
 
-	c->phase = CP_DONE;
+	set_phase(c, CP_DONE);
 	ev_timer_stop(proxy->loop, &c->drain_timer);
 	list_for_each_safe(item, tmp, &proxy->active_clients) {
 		Client *client = container_of(item, Client, head);
@@ -101,7 +109,7 @@ cutover_finish(Cutover *c)
 		log_info("cutover", "%s %s%s%s", cutover_kind_name(c->kind), ok ? "finished" : "aborted: ",
 			 ok ? "" : c->failure, ok ? "" : "; clients stay where they were");
 	cutover_send_notices(c);
-	if (c->admin) {
+	if (cutover_admin(c)) {
 		snprintf(error, sizeof(error), "%s aborted: %s", cutover_kind_name(c->kind), c->failure);
 		c->admin->admin_waiting_cutover = false;
 		if (cutover_report_send(c->admin, report, false, c->kind == CUTOVER_ROLLBACK ? "ROLLBACK" : "CUTOVER",
@@ -140,7 +148,7 @@ cutover_fail(Cutover *c, const char *fmt, ...)
 		va_end(ap);
 	}
 	if ((c->fenced || c->reverse_prepared) && c->phase != CP_UNDO) {
-		c->phase = CP_UNDO;
+		set_phase(c, CP_UNDO);
 		if (cutover_worker_start(c, JOB_UNDO))
 			return;
 	}
@@ -192,8 +200,8 @@ cutover_advance(Cutover *c)
 			cutover_finish(c);
 			return;
 		}
-		if (c->standby_failures > 0) {
-			cutover_fail(c, "could not log in to the %s: %s", c->to->role, c->standby_error);
+		if (c->proxy->standbys_lost > 0) {
+			cutover_fail(c, "could not log in to the %s: %.400s", c->to->role, c->proxy->standby_lost_error);
 			return;
 		}
 		ready = cutover_standbys_ready(c);
@@ -205,15 +213,15 @@ cutover_advance(Cutover *c)
 			    "%d session(s) left to read; pausing",
 			    cutover_kind_name(c->kind), c->precheck_ms, (long long) c->lag_bytes, c->to->role,
 			    c->settle_unread);
-		c->phase = CP_DRAIN;
+		set_phase(c, CP_DRAIN);
 		c->t_pause = ev_time();
 		cutover_set_paused(c, true);
 		ev_timer_set(&c->drain_timer, (ev_tstamp) proxy->config.cutover.drain_timeout / 1e6, 0.);
 		ev_timer_start(proxy->loop, &c->drain_timer);
 		/* fall through */
 	case CP_DRAIN:
-		if (c->standby_failures > 0) {
-			cutover_fail(c, "could not log in to the %s: %s", c->to->role, c->standby_error);
+		if (c->proxy->standbys_lost > 0) {
+			cutover_fail(c, "could not log in to the %s: %.400s", c->to->role, c->proxy->standby_lost_error);
 			return;
 		}
 		if (c->cancel_round)
@@ -225,16 +233,16 @@ cutover_advance(Cutover *c)
 		c->t_drained = ev_time();
 		cutover_notice(c, "%s: every client between transactions after %.1f ms", cutover_kind_name(c->kind),
 			    (c->t_drained - c->t_pause) * 1e3);
-		c->phase = CP_SYNC;
+		set_phase(c, CP_SYNC);
 		if (!cutover_worker_start(c, JOB_SYNC)) {
 			cutover_fail(c, "%s", c->failure);
 			return;
 		}
 		/* fall through */
 	case CP_SYNC:
-		if (c->standby_failures > 0 && !c->failure[0])
-			snprintf(c->failure, sizeof(c->failure), "could not log in to the %s: %s", c->to->role,
-				 c->standby_error);
+		if (c->proxy->standbys_lost > 0 && !c->failure[0])
+			snprintf(c->failure, sizeof(c->failure), "could not log in to the %s: %.400s", c->to->role,
+				 c->proxy->standby_lost_error);
 		if (!cutover_carry_sessions(c))
 			return;
 		if (c->t_captured == 0)
@@ -317,23 +325,26 @@ collect_pids(Cutover *c)
 	return true;
 }
 
+const char *
+cutover_refusal(const Proxy *proxy, CutoverKind kind)
+{
+	if (cutover_running(proxy))
+		return "a cutover or rollback is already running";
+	if (kind == CUTOVER_ROLLBACK && proxy->serving != &proxy->target)
+		return "nothing to roll back: clients are served by the source";
+	if (kind != CUTOVER_ROLLBACK && proxy->serving != &proxy->source)
+		return "clients are already served by the target; ROLLBACK goes back";
+	if (kind == CUTOVER_ROLLBACK && !proxy->config.cutover.rollback)
+		return "rollback = off: no reverse follower kept the source up to date";
+	return NULL;
+}
+
 bool
 cutover_start(Client *admin, CutoverKind kind)
 {
 	Proxy *proxy = admin->proxy;
 	Cutover *c;
-	const char *refusal = NULL;
 
-	if (cutover_running(proxy))
-		refusal = "a cutover or rollback is already running";
-	else if (kind == CUTOVER_ROLLBACK && proxy->serving != &proxy->target)
-		refusal = "nothing to roll back: clients are served by the source";
-	else if (kind != CUTOVER_ROLLBACK && proxy->serving != &proxy->source)
-		refusal = "clients are already served by the target; ROLLBACK goes back";
-	else if (kind == CUTOVER_ROLLBACK && !proxy->config.cutover.rollback)
-		refusal = "rollback = off: no reverse follower kept the source up to date";
-	if (refusal)
-		return admin_send_error(admin, "55000", refusal, NULL);
 	c = calloc(1, sizeof(Cutover));
 	if (!c) {
 		client_disconnect(admin, "53200", "out of memory");
@@ -341,8 +352,10 @@ cutover_start(Client *admin, CutoverKind kind)
 	}
 	c->proxy = proxy;
 	c->kind = kind;
-	c->phase = CP_PRECHECK;
+	set_phase(c, CP_PRECHECK);
 	c->admin = admin;
+	proxy->standbys_lost = 0;
+	proxy->standby_lost_error[0] = '\0';
 	c->from = kind == CUTOVER_ROLLBACK ? &proxy->target : &proxy->source;
 	c->to = kind == CUTOVER_ROLLBACK ? &proxy->source : &proxy->target;
 	c->dir.config = &proxy->config;
@@ -382,48 +395,6 @@ bool
 cutover_show(Client *admin, bool json)
 {
 	return cutover_report_send(admin, admin->proxy->last_report, json, "SHOW", NULL);
-}
-
-/*
- * Looking again happens once per loop iteration, however many events asked
- * for it: with many clients each look walks them all.
- */
-void
-cutover_poke(Proxy *proxy)
-{
-	if (proxy->cutover && proxy->cutover->phase != CP_DONE)
-		proxy->cutover_poke_pending = true;
-}
-
-void
-cutover_admin_gone(Proxy *proxy, Client *admin)
-{
-	if (proxy->cutover && proxy->cutover->admin == admin) {
-		/* It runs on: stopping half-way would do more harm than finishing. */
-		log_info(admin->subject, "left during the cutover, which goes on");
-		proxy->cutover->admin = NULL;
-	}
-	admin->admin_waiting_cutover = false;
-}
-
-void
-cutover_standby_lost(Proxy *proxy, Client *client, const char *reason)
-{
-	Cutover *c = proxy->cutover;
-
-	if (!c || c->phase == CP_DONE)
-		return;
-	c->standby_failures++;
-	snprintf(c->standby_error, sizeof(c->standby_error), "%s: %s", client->subject, reason);
-	cutover_poke(proxy);
-}
-
-bool
-cutover_holds_logins(const Proxy *proxy)
-{
-	const Cutover *c = proxy->cutover;
-
-	return c && c->kind != CUTOVER_DRY_RUN && c->phase != CP_PRECHECK && c->phase != CP_DONE;
 }
 
 bool
@@ -491,16 +462,24 @@ cutover_free(Cutover *c)
 	free(c);
 }
 
+/*
+ * Looking again happens once per loop iteration, however many events asked
+ * for it (recheck): with many clients each look walks them all.
+ */
 void
-cutover_reap(Proxy *proxy)
+cutover_reap(Proxy *proxy, bool recheck)
 {
+	Cutover *c = proxy->cutover;
+
+	/* Before closed clients are freed: let go of an admin that left.  The cutover runs on, stopping half-way would do more harm than finishing. */
+	if (c && c->admin && c->admin->state == CL_JUSTFREE) {
+		log_info(c->admin->subject, "left during the cutover, which goes on");
+		c->admin = NULL;
+	}
 	if (!cutover_running(proxy) && !list_empty(&proxy->retiring_servers) && !ev_is_active(&proxy->retire_timer))
 		ev_timer_start(proxy->loop, &proxy->retire_timer);
-	if (proxy->cutover_poke_pending) {
-		proxy->cutover_poke_pending = false;
-		if (proxy->cutover && proxy->cutover->phase != CP_DONE)
-			cutover_advance(proxy->cutover);
-	}
+	if (recheck && proxy->cutover && proxy->cutover->phase != CP_DONE)
+		cutover_advance(proxy->cutover);
 	if (proxy->cutover && proxy->cutover->phase == CP_DONE) {
 		cutover_free(proxy->cutover);
 		proxy->cutover = NULL;

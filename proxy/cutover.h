@@ -17,18 +17,14 @@ typedef enum CutoverKind {
 	CUTOVER_ROLLBACK,	/* target -> source */
 } CutoverKind;
 
-/* The admin console's command: admin waits until the report is sent. */
+/* Why a cutover of that kind cannot start now (SQLSTATE 55000), or NULL. */
+const char *cutover_refusal(const Proxy *proxy, CutoverKind kind);
+/* The admin console's command, once cutover_refusal found nothing: admin waits until the report is sent. */
 bool cutover_start(Client *admin, CutoverKind kind) __attribute__((warn_unused_result));
 /* SHOW CUTOVER [JSON]: the last report. */
 bool cutover_show(Client *admin, bool json) __attribute__((warn_unused_result));
 
-/* Something the cutover may wait on changed (a client left, a script ended): look again, after this loop iteration. */
-void cutover_poke(Proxy *proxy);
-void cutover_admin_gone(Proxy *proxy, Client *admin);
-/* A standby connection failed; reason says why. */
-void cutover_standby_lost(Proxy *proxy, Client *client, const char *reason);
 /* A client that logs in now waits for the cutover before its server opens. */
-bool cutover_holds_logins(const Proxy *proxy);
 /* True while a cutover or rollback runs (RELOAD waits for it). */
 bool cutover_running(const Proxy *proxy);
 
@@ -36,7 +32,7 @@ void cutover_init(Proxy *proxy);
 /* At start: the state file says where clients go, and starts the reverse follower if one belongs. */
 bool cutover_load_state(Proxy *proxy) __attribute__((warn_unused_result));
 /* After each loop iteration: looks again if poked, frees a finished cutover. */
-void cutover_reap(Proxy *proxy);
+void cutover_reap(Proxy *proxy, bool recheck);
 /* At exit: stops the reverse follower, waits for a running worker. */
 void cutover_shutdown(Proxy *proxy);
 

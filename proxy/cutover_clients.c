@@ -45,7 +45,7 @@ warm_done(Server *server, Script *script)
 	if (script->failed)
 		log_debug(server->subject, "warm-up stopped early: %s", script->error);
 	server->warmed = true;
-	cutover_poke(server->proxy);
+	proxy_recheck(server->proxy);
 }
 
 /*
@@ -77,7 +77,7 @@ standby_warm(Cutover *c, Client *client, int *busy)
 	if (script_run(standby, &pb, 1, warm_done))
 		(*busy)++;
 	else
-		standby->warmed = true;	/* logged; a standby lost is cutover_standby_lost's */
+		standby->warmed = true;	/* logged; a standby lost is counted in Proxy.standbys_lost */
 	return standby->warmed;
 }
 
@@ -112,14 +112,14 @@ cutover_standbys_ready(Cutover *c)
 			continue;
 		standby = server_new(proxy, client, c->to, client->db);
 		if (!standby) {
-			c->standby_failures++;
-			snprintf(c->standby_error, sizeof(c->standby_error), "out of memory");
+			c->proxy->standbys_lost++;
+			snprintf(c->proxy->standby_lost_error, sizeof(c->proxy->standby_lost_error), "out of memory");
 			return false;
 		}
 		standby->is_standby = true;
 		client->standby = standby;
 		if (!server_start(standby))
-			return false;	/* counted by cutover_standby_lost */
+			return false;	/* counted in Proxy.standbys_lost */
 		logging_in++;
 		c->standbys_started++;
 	}
@@ -191,7 +191,7 @@ rollback_done(Server *server, Script *script)
 	/* The client still believes it is in a transaction: its next request hears it is gone. */
 	client->txn_status = TXN_IDLE;
 	client->txn_killed = true;
-	cutover_poke(server->proxy);
+	proxy_recheck(server->proxy);
 }
 
 /*

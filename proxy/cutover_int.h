@@ -108,15 +108,20 @@ struct Cutover {
 	bool warm_known;	/* the loop saw warm_ready: warm_sql is the loop's to read */
 	StrBuf function_settings;	/* custom settings the databases' functions set: names, space-separated */
 	int sessions_known;	/* known without reading: untouched (session_know_untouched) */
-	int standby_failures;
 	int standbys_started;
 	bool standbys_in;	/* every moving client's standby logged in, once */
-	char standby_error[256];
 	int moved;
 	int terminated_clients;
 	int unmovable;
 	StrBuf dry_clients;	/* dry run: one line per client */
 };
+
+/* The admin client waiting for c, or NULL once it has closed (it may not be freed yet). */
+static inline Client *
+cutover_admin(const Cutover *c)
+{
+	return c->admin && c->admin->state != CL_JUSTFREE ? c->admin : NULL;
+}
 
 /* cutover.c */
 void cutover_advance(Cutover *c);

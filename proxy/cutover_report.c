@@ -40,7 +40,7 @@ cutover_send_notices(Cutover *c)
 	lines = c->notices;
 	strbuf_init(&c->notices);
 	pthread_mutex_unlock(&c->lock);
-	if (!c->admin || lines.len == 0) {
+	if (!cutover_admin(c) || lines.len == 0) {
 		strbuf_free(&lines);
 		return;
 	}

@@ -201,6 +201,90 @@ free_stmts(Client *client)
 	client->nstmts = 0;
 }
 
+bool
+client_send(Client *client, PktBuf *pb)
+{
+	bool ok;
+
+	if (pb->failed) {
+		log_error(client->subject, "could not build a message: out of memory");
+		pktbuf_free(pb);
+		return false;
+	}
+	ok = sbuf_answer(&client->sbuf, pb->buf, pb->len);
+	pktbuf_free(pb);
+	return ok;
+}
+
+bool
+client_send_error(Client *client, const char *severity, const char *sqlstate, const char *message,
+		  const char *detail, const char *hint)
+{
+	PktBuf pb;
+
+	pktbuf_init(&pb);
+	pktbuf_write_error(&pb, severity, sqlstate, message, detail, hint);
+	return client_send(client, &pb);
+}
+
+void
+client_server_ready(Client *client)
+{
+	Server *server = client->server;
+	PktBuf pb;
+
+	pktbuf_init(&pb);
+	pktbuf_write_auth(&pb, AUTH_REQ_OK, NULL, 0);
+	/* The server's ParameterStatus messages, as they were. */
+	pktbuf_put_messages(&pb, server->login_params, server->login_params_len);
+	pktbuf_write_backend_key_data(&pb, client->cancel_pid, client->cancel_key, client->cancel_key_len);
+	pktbuf_write_ready_for_query(&pb, TXN_IDLE);
+	free(server->login_params);
+	server->login_params = NULL;
+	server->login_params_len = 0;
+
+	ev_timer_stop(client->proxy->loop, &client->login_timer);
+	client_link_server(client, server);
+	client->sbuf.max_pkt = MAX_MESSAGE_LEN;
+	client->txn_status = TXN_IDLE;
+	client_change_state(client, CL_ACTIVE);
+	log_info(client->subject, "login complete, served by %s", server->subject);
+	if (!client_send(client, &pb)) {
+		client_disconnect(client, NULL, "could not send to the client");
+		return;
+	}
+	sbuf_continue(&client->sbuf);
+}
+
+bool
+proxy_is_paused(Proxy *proxy, Database *db)
+{
+	(void) proxy;
+	return db && db->paused;
+}
+
+void
+script_free(Script *script)
+{
+	int i;
+
+	if (!script)
+		return;
+	for (i = 0; i < script->nrows * SCRIPT_COLUMNS; i++)
+		free(script->cells[i]);
+	free(script->cells);
+	free(script);
+}
+
+void
+session_carry_free(SessionCarry *carry)
+{
+	if (!carry)
+		return;
+	pktbuf_free(&carry->replay);
+	free(carry);
+}
+
 void
 client_disconnect(Client *client, const char *sqlstate, const char *fmt, ...)
 {
@@ -234,8 +318,8 @@ client_disconnect(Client *client, const char *sqlstate, const char *fmt, ...)
 		standby->client = NULL;
 		server_disconnect(standby, NULL, "client closed");
 	}
-	if (client->admin_waiting_cutover)
-		cutover_admin_gone(proxy, client);
+	/* A cutover it waits for lets go of it before it is freed (cutover_reap). */
+	client->admin_waiting_cutover = false;
 	if (client->admin_waiting_pause) {
 		client->admin_waiting_pause = false;
 		proxy->pause_waiters--;
@@ -248,8 +332,7 @@ client_disconnect(Client *client, const char *sqlstate, const char *fmt, ...)
 	release_place(client);
 	client_change_state(client, CL_JUSTFREE);
 	/* A PAUSE or a cutover may have been waiting for this client only. */
-	admin_check_pause_waiters(proxy);
-	cutover_poke(proxy);
+	proxy_recheck(proxy);
 }
 
 static void
@@ -340,7 +423,10 @@ server_disconnect(Server *server, const char *sqlstate, const char *fmt, ...)
 	if (client && server->is_standby && client->standby == server) {
 		/* A standby lost is the cutover's problem, not its client's. */
 		client->standby = NULL;
-		cutover_standby_lost(server->proxy, client, reason);
+		server->proxy->standbys_lost++;
+		snprintf(server->proxy->standby_lost_error, sizeof(server->proxy->standby_lost_error), "%.250s: %.250s",
+			 client->subject, reason);
+		proxy_recheck(server->proxy);
 	} else if (client) {
 		client->server = NULL;
 		client_disconnect(client, sqlstate ? sqlstate : "08006", "server connection lost: %s", reason);

@@ -34,7 +34,11 @@ typedef struct Server Server;
 typedef struct UserList UserList;
 typedef struct ScramServer ScramServer;
 typedef struct ScramClient ScramClient;
+/* The longest message a logged-in client may send: PostgreSQL's MaxAllocSize. */
+#define MAX_MESSAGE_LEN 0x3fffffff
+
 typedef struct Script Script;
+typedef struct PktBuf PktBuf;
 typedef struct Cutover Cutover;
 typedef struct SessionCarry SessionCarry;
 typedef struct CutoverReport CutoverReport;
@@ -294,7 +298,23 @@ struct Proxy {
 	Follower followers[FOLLOWER_KINDS];
 	bool run_replicator;	/* `pghandoff run`: the forward follower is a child of the proxy */
 	bool resume_pending;	/* clients held by a proxy query wait for the next loop iteration */
-	bool cutover_poke_pending;	/* the cutover looks again after this loop iteration */
+	/*
+	 * Something a PAUSE or the cutover waits for may have happened (a client
+	 * left, a transaction ended, a script finished): set by proxy_recheck
+	 * anywhere below, acted on by the loop's prepare hook (proxy.c), so the
+	 * relay and teardown never call up into the console or the cutover.
+	 */
+	bool recheck;
+	bool logins_held;	/* new logins wait for the cutover's switch (set by cutover.c) */
+	/*
+	 * admin_on_packet, set at start: the console sits above the client relay
+	 * (it starts cutovers, which move clients), so the relay reaches it
+	 * through this pointer rather than by name.
+	 */
+	bool (*admin_on_packet)(Client *client, const PktHeader *pkt);
+	/* Standby server connections lost during the cutover that opened them (reset when one starts). */
+	int standbys_lost;
+	char standby_lost_error[512];
 	ev_timer retire_timer;	/* closes retiring_servers a few at a time */
 	uint64_t cutovers_total;	/* finished, by result, for the metrics */
 	uint64_t cutovers_failed_total;
@@ -315,6 +335,13 @@ Database *proxy_find_database(Proxy *proxy, const char *name);
 Client *proxy_find_client_by_cancel_key(Proxy *proxy, int32_t pid, const uint8_t *key, size_t keylen);
 
 /* Clients: objects.c */
+/* See Proxy.recheck: PAUSE waiters and the cutover look again before the loop blocks. */
+static inline void
+proxy_recheck(Proxy *proxy)
+{
+	proxy->recheck = true;
+}
+
 Client *client_new(Proxy *proxy, int fd, const struct sockaddr *addr, socklen_t addrlen);
 void client_change_state(Client *client, ClientState state);
 /*
@@ -327,6 +354,17 @@ void client_disconnect(Client *client, const char *sqlstate, const char *fmt, ..
 void client_set_subject(Client *client);
 /* Moves client to a place of that kind, giving back the one it held; false (nothing changed) when none is free. */
 bool client_take_place(Client *client, ClientPlace place) __attribute__((warn_unused_result));
+/* Writes pb (freed here) to the client; best effort: a failure shows as a closed socket at the next read. */
+bool client_send(Client *client, PktBuf *pb);
+bool client_send_error(Client *client, const char *severity, const char *sqlstate, const char *message,
+		       const char *detail, const char *hint);
+/* The server finished logging in: the client is told it may start, and the two relay from now on. */
+void client_server_ready(Client *client);
+/* New queries of db's clients wait (PAUSE). */
+bool proxy_is_paused(Proxy *proxy, Database *db);
+/* What hangs off a server (a script of the proxy's own) or a client (a session being carried), freed with it. */
+void script_free(Script *script);
+void session_carry_free(SessionCarry *carry);
 
 /* Servers: objects.c */
 Server *server_new(Proxy *proxy, Client *client, const Cluster *cluster, Database *db);
@@ -342,10 +380,6 @@ int proxy_free_justfree(Proxy *proxy);
 
 /* client.c */
 bool client_on_event(SBuf *sb, SBufEvent event, const PktHeader *pkt);
-/* The server finished logging in: tell the client it may start. */
-void client_server_ready(Client *client);
-/* After a ReadyForQuery, the relay checks pauses; admin.c waits on it. */
-void client_check_pause(Proxy *proxy);
 /*
  * Between transactions: nothing of the client is in flight (every
  * ReadyForQuery answered, no unsynced extended query, no COPY) and the server
@@ -353,9 +387,6 @@ void client_check_pause(Proxy *proxy);
  */
 bool client_between_transactions(const Client *client);
 void client_resume_held(Proxy *proxy, Database *db);
-/* Best effort: a failure shows as a closed socket at the next read. */
-bool client_send_error(Client *client, const char *severity, const char *sqlstate, const char *message,
-		       const char *detail, const char *hint);
 
 /* server.c */
 bool server_start(Server *server) __attribute__((warn_unused_result));
@@ -364,9 +395,8 @@ bool server_on_event(SBuf *sb, SBufEvent event, const PktHeader *pkt);
 void server_send_cancel(Proxy *proxy, Server *server);
 
 /* admin.c */
-bool admin_handle_query(Client *client, const char *sql) __attribute__((warn_unused_result));
-/* Any other message from an admin client (consumed, or the client closed). */
-bool admin_handle_other(Client *client, const PktHeader *pkt) __attribute__((warn_unused_result));
+/* A message from a logged-in admin client; same contract as an SBuf callback. */
+bool admin_on_packet(Client *client, const PktHeader *pkt) __attribute__((warn_unused_result));
 /* An ERROR and ReadyForQuery to an admin client; false (and the client closed) when it cannot be sent. */
 bool admin_send_error(Client *client, const char *sqlstate, const char *message, const char *hint);
 void admin_check_pause_waiters(Proxy *proxy);
@@ -384,15 +414,34 @@ void followers_shutdown(Proxy *proxy);
 bool metrics_start(Proxy *proxy) __attribute__((warn_unused_result));
 void metrics_stop(Proxy *proxy);
 
-/* proxy.c */
-/* Errors are logged; on failure the previous configuration stays in force. */
-bool proxy_reload(Proxy *proxy);
-void proxy_shutdown(Proxy *proxy, bool immediate);
-bool proxy_is_paused(Proxy *proxy, Database *db);
+/* listen.c */
+/* Opens the listening sockets and starts accepting; errors are logged. */
+bool proxy_listen(Proxy *proxy) __attribute__((warn_unused_result));
+void proxy_close_listeners(Proxy *proxy);
 /* Linux hands a queued connection's network error to accept(): that one is gone, the next may be fine. */
 bool proxy_accept_error_is_transient(int err);
 /* accept() failed otherwise (no descriptor left): accepting stops a while, on every listener. */
 void proxy_accept_failed(Proxy *proxy, int err);
+/* A descriptor came back: accepting stopped by proxy_accept_failed starts again. */
+void proxy_accept_resume(Proxy *proxy);
+/* Raises the open-files limit to what config's max_client_conn needs; false (logged) when the hard limit is lower. */
+bool proxy_fit_open_files(const Config *config) __attribute__((warn_unused_result));
+/* No new clients; immediate closes every client now, else after shutdown_timeout. */
+void proxy_shutdown(Proxy *proxy, bool immediate);
+
+/* settings.c */
+/* Everything that a reload may replace, made aside first so a bad file changes nothing. */
+typedef struct Settings {
+	Config config;
+	UserList *users;
+	SSL_CTX *client_tls;
+	Cluster source;
+	Cluster target;
+} Settings;
+bool settings_load(const char *path, Settings *s) __attribute__((warn_unused_result));
+bool proxy_install_databases(Proxy *proxy, const Config *config) __attribute__((warn_unused_result));
+/* Errors are logged; on failure the previous configuration stays in force. */
+bool proxy_reload(Proxy *proxy);
 /* Opens client's server connection on the cluster clients are served by now. */
 bool proxy_connect_client(Client *client) __attribute__((warn_unused_result));
 

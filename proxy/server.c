@@ -294,7 +294,7 @@ handle_login_packet(Server *server, const PktHeader *pkt)
 			/* It waits for its client's switch; the cutover is told. */
 			server_change_state(server, SV_STANDBY);
 			log_debug(server->subject, "standby logged in, backend pid %d", server->backend_pid);
-			cutover_poke(server->proxy);
+			proxy_recheck(server->proxy);
 			return !server->sbuf.closed;
 		}
 		server_change_state(server, SV_ACTIVE);
@@ -346,8 +346,8 @@ relay_server_packet(Server *server, const PktHeader *pkt)
 		}
 		stats->bytes_sent += pkt->len;
 		sbuf_forward(&server->sbuf, pkt->len);
-		if ((proxy->pause_waiters > 0 || proxy->cutover) && client->pending_rfq == 0)
-			client_check_pause(proxy);
+		if (client->pending_rfq == 0)
+			proxy_recheck(proxy);
 		return !server->sbuf.closed;
 	}
 	case PQMSG_COPY_IN_RESPONSE:

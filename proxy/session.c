@@ -35,19 +35,6 @@ static const char sql_capture[] =
 	"UNION ALL SELECT 'unmovable', 'WITH HOLD cursors', count(*)::text FROM pg_catalog.pg_cursors "
 	"  WHERE is_holdable HAVING count(*) > 0";
 
-void
-script_free(Script *script)
-{
-	int i;
-
-	if (!script)
-		return;
-	for (i = 0; i < script->nrows * SCRIPT_COLUMNS; i++)
-		free(script->cells[i]);
-	free(script->cells);
-	free(script);
-}
-
 bool
 script_run(Server *server, PktBuf *pb, int expected_rfq, ScriptDoneFn done)
 {
@@ -281,7 +268,7 @@ capture_done(Server *server, Script *script)
 	log_debug(client->subject, "session state: %d setting(s), %d SQL prepared, %d LISTEN, %d named statement(s)%s%s",
 		  client->carry->nsettings, client->carry->nprepared, client->carry->nlisten, client->nstmts,
 		  client->carry->unmovable[0] ? "; cannot move: " : "", client->carry->unmovable);
-	cutover_poke(server->proxy);
+	proxy_recheck(server->proxy);
 }
 
 void
@@ -361,7 +348,7 @@ replay_done(Server *server, Script *script)
 		log_warning(client->subject, "%s", client->carry->unmovable);
 	}
 	client->carry->replayed = true;
-	cutover_poke(server->proxy);
+	proxy_recheck(server->proxy);
 }
 
 bool
@@ -412,11 +399,3 @@ session_replay(Client *client)
 	return script_run(client->standby, &pb, rfq, replay_done);
 }
 
-void
-session_carry_free(SessionCarry *carry)
-{
-	if (!carry)
-		return;
-	pktbuf_free(&carry->replay);
-	free(carry);
-}

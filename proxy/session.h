@@ -37,7 +37,6 @@ struct Script {
 bool script_run(Server *server, PktBuf *pb, int expected_rfq, ScriptDoneFn done) __attribute__((warn_unused_result));
 /* The server's packet while a script runs; same contract as an SBuf callback. */
 bool script_on_packet(Server *server, const PktHeader *pkt);
-void script_free(Script *script);
 
 /* A client's session state on its way from one server to another. */
 struct SessionCarry {
@@ -55,7 +54,7 @@ struct SessionCarry {
 };
 
 /*
- * Reads the session state of client->server; cutover_poke runs when it is
+ * Reads the session state of client->server; proxy_recheck runs when it is
  * known.  with_read_only: carry default_transaction_read_only whatever its
  * source, for a server whose database may still be fenced (a rollback).
  */
@@ -71,8 +70,7 @@ bool session_know_untouched(Client *client) __attribute__((warn_unused_result));
 void session_learn_settings(Proxy *proxy, const char *sql, size_t len);
 /* One name, lower-cased already; ignored past CUSTOM_SETTINGS_MAX. */
 void session_learn_setting(Proxy *proxy, const char *name);
-/* Replays the captured state on client->standby; cutover_poke runs when done. */
+/* Replays the captured state on client->standby; proxy_recheck runs when done. */
 bool session_replay(Client *client) __attribute__((warn_unused_result));
-void session_carry_free(SessionCarry *carry);
 
 #endif
