@@ -467,6 +467,8 @@ admin_handle_query(Client *client, const char *sql)
 		return cutover_show(client, true);
 	if (n == 2 && strcasecmp(w[0], "SHOW") == 0 && strcasecmp(w[1], "CUTOVER") == 0)
 		return cutover_show(client, false);
+	if (n == 2 && strcasecmp(w[0], "SHOW") == 0 && strcasecmp(w[1], "FENCE") == 0)
+		return cutover_show_fence(client);
 	if (n == 1 && strcasecmp(w[0], "CUTOVER") == 0)
 		return cutover_start(client, CUTOVER_FORWARD);
 	if (n == 3 && strcasecmp(w[0], "CUTOVER") == 0 && strcasecmp(w[1], "DRY") == 0 && strcasecmp(w[2], "RUN") == 0)
@@ -494,6 +496,6 @@ admin_handle_query(Client *client, const char *sql)
 		return true;
 	}
 	return admin_send_error(client, "42601", "unknown admin command",
-			  "commands: SHOW CLIENTS|SERVERS|STATS|CONFIG|DATABASES|REPLICATION|VERSION|CUTOVER [JSON], PAUSE [db], "
+			  "commands: SHOW CLIENTS|SERVERS|STATS|CONFIG|DATABASES|REPLICATION|VERSION|CUTOVER [JSON]|FENCE, PAUSE [db], "
 			  "RESUME [db], CUTOVER [DRY RUN], ROLLBACK, RELOAD, SHUTDOWN");
 }

@@ -62,10 +62,13 @@ cutover_finish(Cutover *c)
 	bool ok = c->failure[0] == '\0';
 	bool switched = ok && c->kind != CUTOVER_DRY_RUN;
 	CutoverReport *report;
-	char error[600];
+	char error[700];
 
 	c->phase = CP_DONE;
 	ev_timer_stop(proxy->loop, &c->drain_timer);
+	/* Before the report: it says what is still owed. */
+	if (!ok && c->kind != CUTOVER_DRY_RUN && (c->fenced || c->reverse_prepared))
+		cutover_cleanup_start(c);
 	list_for_each_safe(item, tmp, &proxy->active_clients) {
 		Client *client = container_of(item, Client, head);
 
@@ -102,7 +105,9 @@ cutover_finish(Cutover *c)
 			 ok ? "" : c->failure, ok ? "" : "; clients stay where they were");
 	cutover_send_notices(c);
 	if (c->admin) {
-		snprintf(error, sizeof(error), "%s aborted: %s", cutover_kind_name(c->kind), c->failure);
+		snprintf(error, sizeof(error), "%s aborted: %s%s%s%s", cutover_kind_name(c->kind), c->failure,
+			 c->fenced ? "; the " : "", c->fenced ? c->from->role : "",
+			 c->fenced ? " is still fenced, unfencing is retried (SHOW FENCE)" : "");
 		c->admin->admin_waiting_cutover = false;
 		if (cutover_report_send(c->admin, report, false, c->kind == CUTOVER_ROLLBACK ? "ROLLBACK" : "CUTOVER",
 				ok ? NULL : error))
@@ -265,8 +270,7 @@ cutover_advance(Cutover *c)
 	case CP_UNDO:
 		if (!cutover_worker_finished(c))
 			return;
-		if (!c->job_ok)
-			log_error("cutover", "the %s is still read-only: %s", c->from->role, c->job_error);
+		/* What the undo could not do, cutover_finish hands to cutover_cleanup.c. */
 		cutover_finish(c);
 		return;
 	case CP_DONE:
@@ -323,8 +327,14 @@ cutover_start(Client *admin, CutoverKind kind)
 	Proxy *proxy = admin->proxy;
 	Cutover *c;
 	const char *refusal = NULL;
+	char what[2048], pending[2200];
 
-	if (cutover_running(proxy))
+	if (cutover_cleanup_pending(proxy)) {
+		cutover_cleanup_describe(proxy, what, sizeof(what));
+		snprintf(pending, sizeof(pending), "the last aborted cutover or rollback is not undone yet: %s; it is "
+			 "retried in the background (SHOW FENCE)", what);
+		refusal = pending;
+	} else if (cutover_running(proxy))
 		refusal = "a cutover or rollback is already running";
 	else if (kind == CUTOVER_ROLLBACK && proxy->serving != &proxy->target)
 		refusal = "nothing to roll back: clients are served by the source";
@@ -429,7 +439,7 @@ cutover_holds_logins(const Proxy *proxy)
 bool
 cutover_running(const Proxy *proxy)
 {
-	return proxy->cutover && proxy->cutover->phase != CP_DONE;
+	return (proxy->cutover && proxy->cutover->phase != CP_DONE) || cutover_cleanup_pending(proxy);
 }
 
 /*
@@ -505,6 +515,7 @@ cutover_reap(Proxy *proxy)
 		cutover_free(proxy->cutover);
 		proxy->cutover = NULL;
 	}
+	cutover_cleanup_reap(proxy);
 	if (proxy->resume_pending) {
 		proxy->resume_pending = false;
 		client_resume_held(proxy, NULL);
@@ -520,6 +531,11 @@ cutover_shutdown(Proxy *proxy)
 	list_for_each_safe(item, tmp, &proxy->retiring_servers)
 		server_disconnect(container_of(item, Server, head), NULL, "pghandoff is stopping");
 	if (proxy->cutover) {
+		/* The worker's results are read once it is done: an undo running finishes first. */
+		if (proxy->cutover->thread_running) {
+			pthread_join(proxy->cutover->thread, NULL);
+			proxy->cutover->thread_running = false;
+		}
 		if (proxy->cutover->phase != CP_DONE) {
 			snprintf(proxy->cutover->failure, sizeof(proxy->cutover->failure), "pghandoff is shutting down");
 			proxy->cutover->admin = NULL;
@@ -528,6 +544,7 @@ cutover_shutdown(Proxy *proxy)
 		cutover_free(proxy->cutover);
 		proxy->cutover = NULL;
 	}
+	cutover_cleanup_shutdown(proxy);
 	cutover_report_free(proxy->last_report);
 	proxy->last_report = NULL;
 }

@@ -157,6 +157,16 @@ void cutover_notice(Cutover *c, const char *fmt, ...) __attribute__((format(prin
 CutoverReport *cutover_report_build(Cutover *c, bool ok);
 bool cutover_report_send(Client *admin, const CutoverReport *r, bool json, const char *tag, const char *error);
 void cutover_report_free(CutoverReport *r);
+/* Replaces key's value (or adds the item) in a finished report, its JSON too. */
+void cutover_report_set(CutoverReport *r, const char *key, bool number, const char *value);
+
+/* cutover_cleanup.c */
+/* What c could not undo (c->fenced, c->reverse_prepared) is retried in the background until done. */
+void cutover_cleanup_start(Cutover *c);
+/* After each loop iteration: frees a cleanup that is done. */
+void cutover_cleanup_reap(Proxy *proxy);
+/* At exit: waits for an attempt running, says what is left. */
+void cutover_cleanup_shutdown(Proxy *proxy);
 
 /* cutover_state.c */
 bool cutover_write_state(Proxy *proxy, const Cluster *serving);

@@ -49,18 +49,18 @@ def test_unfence_is_retried_until_the_source_is_back(migration):
     with m.proxy.connect(m.dbname) as conn:
         conn.execute("INSERT INTO t VALUES (1)")
     wait_for(lambda: psql_value(m.target_dsn(), "SELECT count(*) FROM t") == "1", timeout=60, what="row 1 replicated")
-    # The follower's next write waits for this lock: the cutover's catch-up waits with it, fenced.
+    # A transaction open through the proxy holds the cutover in its pause, after the way back is made.
+    busy = m.proxy.connect(m.dbname, autocommit=False)
     blocker = psycopg.connect(m.target_dsn())
     results = []
     cutover = threading.Thread(target=lambda: results.append(m.proxy.run_cutover(timeout=300)))
     try:
-        blocker.execute("LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
-        with m.proxy.connect(m.dbname) as conn:
-            conn.execute("INSERT INTO t VALUES (2)")
-        wait_for(lambda: psql_value(m.target_dsn(), "SELECT count(*) FROM pg_locks "
-                                                    "WHERE NOT granted AND relation = 't'::regclass") != "0",
-                 timeout=60, what="the follower waiting for the lock")
+        busy.execute("INSERT INTO t VALUES (2)")
         cutover.start()
+        m.proxy.wait_log(r"cutover: precheck done .*; pausing", timeout=120)
+        # The follower's write of row 2 will wait for this lock, and the catch-up with it, fenced.
+        blocker.execute("LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
+        busy.commit()
         m.proxy.wait_log(r"cutover: fence done", timeout=120)
         assert database_fenced(m)
         m.pair.source.stop(mode="immediate")
@@ -92,6 +92,7 @@ def test_unfence_is_retried_until_the_source_is_back(migration):
         assert again.returncode == 1 and "still fenced" in again.stderr, again.stderr
     finally:
         blocker.close()
+        busy.close()
         if not m.pair.source.is_running():
             m.pair.source.start()
         if cutover.ident is not None:
