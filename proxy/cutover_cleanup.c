@@ -39,6 +39,7 @@ struct CutoverCleanup {
 	bool done;		/* nothing left: freed after this loop iteration */
 
 	bool fenced;		/* from is still read-only */
+	bool was_fenced;
 	bool reverse_left;	/* the way back's slot, publication, origin are still there */
 	char error[512];	/* the last attempt's */
 
@@ -165,11 +166,18 @@ on_wake(struct ev_loop *loop, ev_async *w, int revents)
 	snprintf(cl->error, sizeof(cl->error), "%s", cl->attempt_error);
 	update_report(cl);
 	if (!cl->fenced && !cl->reverse_left) {
-		log_info("cutover", "the %s's cleanup is done: the %s takes writes again after %d attempt(s)",
-			 cutover_kind_name(cl->kind), cl->from->role, cl->attempts);
+		if (cl->was_fenced)
+			log_info("cutover", "the %s's cleanup is done: the %s takes writes again after %d attempt(s)",
+				 cutover_kind_name(cl->kind), cl->from->role, cl->attempts);
+		else
+			log_info("cutover", "the %s's cleanup is done after %d attempt(s)", cutover_kind_name(cl->kind),
+				 cl->attempts);
 		cl->done = true;	/* freed by cutover_reap, after this callback */
+		(void) cutover_save_state(cl->proxy);	/* error already logged */
 		return;
 	}
+	if (cl->unfenced || cl->dropped)
+		(void) cutover_save_state(cl->proxy);	/* error already logged */
 	log_warning("cutover", "the %s's cleanup failed (attempt %d)%s: %s; trying again in %.1f s",
 		    cutover_kind_name(cl->kind), cl->attempts, cl->fenced ? ", the cluster left is still fenced" : "",
 		    cl->error, cl->delay);
@@ -178,32 +186,33 @@ on_wake(struct ev_loop *loop, ev_async *w, int revents)
 	cl->delay = cl->delay * 2 > CLEANUP_DELAY_MAX ? CLEANUP_DELAY_MAX : cl->delay * 2;
 }
 
-void
-cutover_cleanup_start(Cutover *c)
+static CutoverCleanup *
+cleanup_new(Proxy *proxy, CutoverKind kind, const Cluster *from, bool fenced, bool reverse_left, const char *error)
 {
-	Proxy *proxy = c->proxy;
 	CutoverCleanup *cl;
 
 	if (proxy->cleanup) {
 		/* cutover_start refuses while one is pending: this cannot happen. */
-		log_error("cutover", "a cleanup is pending already; the %s's is not retried", cutover_kind_name(c->kind));
-		return;
+		log_error("cutover", "a cleanup is pending already; the %s's is not retried", cutover_kind_name(kind));
+		return NULL;
 	}
 	cl = calloc(1, sizeof(CutoverCleanup));
 	if (!cl) {
-		log_error("cutover", "out of memory: the %s left the %s %s and is not retried", cutover_kind_name(c->kind),
-			  c->from->role, c->fenced ? "fenced" : "with the way back's objects");
-		return;
+		log_error("cutover", "out of memory: what the %s left on the %s is not retried", cutover_kind_name(kind),
+			  from->role);
+		return NULL;
 	}
 	cl->proxy = proxy;
-	cl->kind = c->kind;
-	cl->dir = c->dir;
-	cl->from = c->from;
-	cl->fenced = c->fenced;
-	cl->reverse_left = c->reverse_prepared;
+	cl->kind = kind;
+	cl->dir.config = &proxy->config;
+	cl->dir.reverse = kind == CUTOVER_ROLLBACK;
+	cl->dir.subject = "cutover";
+	cl->from = from;
+	cl->fenced = fenced;
+	cl->was_fenced = fenced;
+	cl->reverse_left = reverse_left;
 	cl->delay = CLEANUP_DELAY_FIRST;
-	cl->attempts = 1;	/* the undo's own */
-	snprintf(cl->error, sizeof(cl->error), "%s", c->job_error);
+	snprintf(cl->error, sizeof(cl->error), "%s", error);
 	pthread_mutex_init(&cl->lock, NULL);
 	ev_timer_init(&cl->retry, on_retry, cl->delay, 0.);
 	ev_async_init(&cl->wake, on_wake);
@@ -211,12 +220,45 @@ cutover_cleanup_start(Cutover *c)
 	ev_timer_start(proxy->loop, &cl->retry);
 	cl->delay *= 2;
 	proxy->cleanup = cl;
+	return cl;
+}
+
+void
+cutover_cleanup_start(Cutover *c)
+{
+	CutoverCleanup *cl = cleanup_new(c->proxy, c->kind, c->from, c->fenced, c->reverse_prepared, c->job_error);
+
+	if (!cl)
+		return;
+	cl->attempts = 1;	/* the undo's own */
 	if (cl->fenced)
 		cutover_notice(c, "%s: the %s is still fenced (read-only); unfencing is retried in the background",
 			       cutover_kind_name(c->kind), c->from->role);
 	if (cl->reverse_left)
 		cutover_notice(c, "%s: the way back's slot, publication and origin are still there; dropping them is "
 			       "retried in the background", cutover_kind_name(c->kind));
+	/* A restarted proxy goes on retrying. */
+	(void) cutover_save_state(c->proxy);	/* error already logged */
+}
+
+void
+cutover_cleanup_resume(Proxy *proxy, const Cluster *fenced, bool way_back_left)
+{
+	CutoverKind kind = fenced == &proxy->target ? CUTOVER_ROLLBACK : CUTOVER_FORWARD;
+
+	log_warning("proxy", "state file %s: an aborted %s left %s%s%s; retrying", proxy->config.proxy.state_file,
+		    cutover_kind_name(kind), fenced ? "the " : "", fenced ? fenced->role : "",
+		    fenced ? (way_back_left ? " fenced and the way back's objects" : " fenced") : "the way back's objects");
+	(void) cleanup_new(proxy, kind, fenced ? fenced : &proxy->source, fenced != NULL, way_back_left, "");
+}
+
+void
+cutover_cleanup_owed(const Proxy *proxy, const Cluster **fenced, bool *way_back_left)
+{
+	bool pending = cutover_cleanup_pending(proxy);
+
+	*fenced = pending && proxy->cleanup->fenced ? proxy->cleanup->from : NULL;
+	*way_back_left = pending && proxy->cleanup->reverse_left;
 }
 
 bool

@@ -167,8 +167,14 @@ void cutover_cleanup_start(Cutover *c);
 void cutover_cleanup_reap(Proxy *proxy);
 /* At exit: waits for an attempt running, says what is left. */
 void cutover_cleanup_shutdown(Proxy *proxy);
+/* What is owed, for the state file: the cluster still fenced (or NULL), the way back's objects. */
+void cutover_cleanup_owed(const Proxy *proxy, const Cluster **fenced, bool *way_back_left);
+/* At start: the state file says an undo was owed when the proxy stopped; it is retried again. */
+void cutover_cleanup_resume(Proxy *proxy, const Cluster *fenced, bool way_back_left);
 
 /* cutover_state.c */
 bool cutover_write_state(Proxy *proxy, const Cluster *serving);
+/* The state file written again as things stand (an undo owed, or no longer). */
+bool cutover_save_state(Proxy *proxy);
 
 #endif

@@ -10,12 +10,14 @@
   nothing is lost.
 """
 
+import contextlib
 import json
 import re
 import subprocess
 import threading
 
 import psycopg
+import pytest
 
 from cutoverfixtures import migration, psql_value, wait_for  # noqa: F401
 from pgcluster import free_port
@@ -40,16 +42,17 @@ def database_fenced(m):
     return psql_value(m.source_dsn(), "SHOW default_transaction_read_only") == "on"
 
 
-def test_unfence_is_retried_until_the_source_is_back(migration):
-    """The source stops while fenced: the cutover aborts, the fence and the way back's objects go once it is back."""
-    metrics_port = free_port()
-    m = migration(prepare=lambda dsn: psql_value(dsn, "CREATE TABLE t (id int PRIMARY KEY)"),
-                  proxy={"metrics_listen": f"127.0.0.1:{metrics_port}"},
-                  cutover={"catchup_timeout": "10min"})
-    with m.proxy.connect(m.dbname) as conn:
-        conn.execute("INSERT INTO t VALUES (1)")
-    wait_for(lambda: psql_value(m.target_dsn(), "SELECT count(*) FROM t") == "1", timeout=60, what="row 1 replicated")
-    # A transaction open through the proxy holds the cutover in its pause, after the way back is made.
+@contextlib.contextmanager
+def aborted_with_the_source_down(m):
+    """A cutover that aborts fenced while the source is stopped: yields its CompletedProcess, the source still down.
+
+    A transaction open through the proxy holds the cutover in its pause, after
+    the way back is made; a lock on the target then holds the follower's write
+    of that transaction, and the catch-up with it, fenced.  The source stops
+    (immediate: a fast shutdown would wait for the walsender whose follower is
+    stuck), and ending the catch-up's connection to the target aborts the
+    cutover.  The source starts again on the way out.
+    """
     busy = m.proxy.connect(m.dbname, autocommit=False)
     blocker = psycopg.connect(m.target_dsn())
     results = []
@@ -58,13 +61,11 @@ def test_unfence_is_retried_until_the_source_is_back(migration):
         busy.execute("INSERT INTO t VALUES (2)")
         cutover.start()
         m.proxy.wait_log(r"cutover: precheck done .*; pausing", timeout=120)
-        # The follower's write of row 2 will wait for this lock, and the catch-up with it, fenced.
         blocker.execute("LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
         busy.commit()
         m.proxy.wait_log(r"cutover: fence done", timeout=120)
         assert database_fenced(m)
         m.pair.source.stop(mode="immediate")
-        # The catch-up would wait for catchup_timeout: end it by ending its connection to the target.
         psql_value(m.target_dsn(), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
                                    "AND query LIKE '%pg_replication_origin_progress%' AND wait_event_type "
@@ -72,24 +73,7 @@ def test_unfence_is_retried_until_the_source_is_back(migration):
         cutover.join(timeout=300)
         assert results and results[0].returncode == 1, \
             (results[0].stdout + results[0].stderr if results else "") + m.proxy.log_tail()
-
-        # The source is down: still fenced, and everything says so.
-        report = m.proxy.report()
-        assert report["result"] == "aborted" and report["still_fenced"] is True, report
-        assert "source" in report["cleanup_pending"] and m.replicator.reverse_origin in report["cleanup_pending"]
-        assert "still fenced" in results[0].stderr, results[0].stderr
-        _, rows = m.proxy.admin("SHOW FENCE")
-        fence = {row[0]: row for row in rows}
-        assert fence["source"][1] in ("t", True) and fence["source"][2] in ("t", True), rows
-        assert fence["target"][1] in ("f", False), rows
-        st = json.loads(status(m, "--json"))
-        assert st["fenced"] == {"source": True, "target": False} and st["cleanup_pending"], st
-        assert st["last_cutover"]["still_fenced"] is True
-        assert re.search(r"^WARNING: the source is still fenced", status(m), re.M)
-        assert fenced_metric(metrics_port, "source") == (1, 1)
-        # A new cutover waits for the cleanup.
-        again = m.proxy.run_cutover()
-        assert again.returncode == 1 and "still fenced" in again.stderr, again.stderr
+        yield results[0]
     finally:
         blocker.close()
         busy.close()
@@ -98,6 +82,49 @@ def test_unfence_is_retried_until_the_source_is_back(migration):
         if cutover.ident is not None:
             cutover.join(timeout=300)
 
+
+def fence_rows(m):
+    _, rows = m.proxy.admin("SHOW FENCE")
+    return {row[0]: (row[1] in ("t", True), row[2] in ("t", True), row[3]) for row in rows}
+
+
+def assert_no_way_back_left(m):
+    assert psql_value(m.source_dsn(), "SELECT count(*) FROM pg_replication_origin "
+                                      f"WHERE roname = '{m.replicator.reverse_origin}'") == "0"
+    assert psql_value(m.target_dsn(), "SELECT count(*) FROM pg_replication_slots "
+                                      f"WHERE slot_name = '{m.replicator.reverse_slot}'") == "0"
+    assert psql_value(m.target_dsn(), "SELECT count(*) FROM pg_publication "
+                                      f"WHERE pubname = '{m.replicator.reverse_publication}'") == "0"
+
+
+def prepare_t(dsn):
+    psql_value(dsn, "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+
+
+def test_unfence_is_retried_until_the_source_is_back(migration):
+    """The source stops while fenced: the cutover aborts, the fence and the way back's objects go once it is back."""
+    metrics_port = free_port()
+    m = migration(prepare=prepare_t, proxy={"metrics_listen": f"127.0.0.1:{metrics_port}"},
+                  cutover={"catchup_timeout": "10min"})
+    with aborted_with_the_source_down(m) as result:
+        # The source is down: still fenced, and everything says so.
+        report = m.proxy.report()
+        assert report["result"] == "aborted" and report["still_fenced"] is True, report
+        assert "the source is still fenced" in report["cleanup_pending"], report
+        assert m.replicator.reverse_origin in report["cleanup_pending"], report
+        assert "the source is still fenced" in result.stderr, result.stderr
+        fence = fence_rows(m)
+        assert fence["source"][:2] == (True, True) and "still fenced" in fence["source"][2], fence
+        assert fence["target"][0] is False, fence
+        st = json.loads(status(m, "--json"))
+        assert st["fenced"] == {"source": True, "target": False} and "still fenced" in st["cleanup_pending"], st
+        assert st["last_cutover"]["still_fenced"] is True
+        assert re.search(r"^WARNING: the source is still fenced", status(m), re.M)
+        assert fenced_metric(metrics_port, "source") == (1, 1)
+        # No other cutover meanwhile: it would meet the fence.
+        again = m.proxy.run_cutover()
+        assert again.returncode == 1 and "the source is still fenced" in again.stderr, again.stderr
+
     # Back: the retry lifts the fence and drops the way back's objects.
     wait_for(lambda: not database_fenced(m), timeout=120, what="the source unfenced by the retry")
     wait_for(lambda: m.proxy.report()["still_fenced"] is False and m.proxy.report()["cleanup_pending"] == "",
@@ -105,21 +132,41 @@ def test_unfence_is_retried_until_the_source_is_back(migration):
     with m.proxy.connect(m.dbname) as conn:
         conn.execute("INSERT INTO t VALUES (3)")
         assert conn.execute("SELECT inet_server_port()").fetchone()[0] == m.pair.source.port
-    assert psql_value(m.source_dsn(), "SELECT count(*) FROM pg_replication_origin "
-                                      f"WHERE roname = '{m.replicator.reverse_origin}'") == "0"
-    assert psql_value(m.target_dsn(), "SELECT count(*) FROM pg_replication_slots "
-                                      f"WHERE slot_name = '{m.replicator.reverse_slot}'") == "0"
-    assert psql_value(m.target_dsn(), "SELECT count(*) FROM pg_publication "
-                                      f"WHERE pubname = '{m.replicator.reverse_publication}'") == "0"
+    assert_no_way_back_left(m)
     assert fenced_metric(metrics_port, "source") == (0, 0)
+    assert fence_rows(m) == {"source": (False, False, ""), "target": (False, False, "")}
     st = json.loads(status(m, "--json"))
-    assert st["fenced"] == {"source": False, "target": False} and not st["cleanup_pending"], st
+    assert st["fenced"] == {"source": False, "target": False} and st["cleanup_pending"] is None, st
     assert "still fenced" not in status(m)
     assert re.search(r"the source takes writes again after \d+ attempt", m.proxy.log())
-    # And the next cutover works.
+    # And the next cutover works, once the follower streams from the restarted source again.
+    wait_for(lambda: m.slot_pid() is not None, timeout=120, what="the follower streaming again")
     result = m.proxy.run_cutover()
     assert result.returncode == 0, result.stdout + result.stderr + m.proxy.log_tail()
     assert fenced_metric(metrics_port, "source") == (1, 0)
+
+
+@pytest.mark.parametrize("clusters", [(15, 15)], indirect=True, ids=["15to15"])
+def test_unfence_owed_survives_a_proxy_restart(migration, clusters):
+    """The proxy restarted while the undo is owed: the state file says so, the new proxy retries it."""
+    m = migration(prepare=prepare_t, cutover={"catchup_timeout": "10min"})
+    with aborted_with_the_source_down(m):
+        m.proxy.stop()
+        m.proxy.start()
+        m.proxy.wait_log(r"state file .*: an aborted cutover left the source fenced and the way back's objects; "
+                         r"retrying")
+        fence = fence_rows(m)
+        assert fence["source"][:2] == (True, True) and "still fenced" in fence["source"][2], fence
+    wait_for(lambda: not database_fenced(m), timeout=120, what="the source unfenced by the restarted proxy")
+    wait_for(lambda: fence_rows(m)["source"] == (False, False, ""), timeout=120, what="SHOW FENCE saying done")
+    assert_no_way_back_left(m)
+    with m.proxy.connect(m.dbname) as conn:
+        conn.execute("INSERT INTO t VALUES (3)")
+    # Done is recorded too: a second restart owes nothing.
+    m.proxy.stop()
+    m.proxy.start()
+    assert fence_rows(m)["source"] == (False, False, "")
+    assert "an aborted cutover left" not in m.proxy.log().split("proxy started")[-1]
 
 
 def pgbench_init(dsn):
