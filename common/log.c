@@ -2,6 +2,12 @@
  * Log lines are built whole in memory and written with one write(2), so lines
  * from one process never interleave, and a log file opened O_APPEND stays
  * readable even when several processes share it.
+ *
+ * One event is one line.  Subjects and messages carry names a client chose
+ * (user, database, application) and server error texts, so in the text
+ * format every control character in them is escaped here, in the one place
+ * all lines pass: a user named "x\nLOG: ..." cannot forge a line.  JSON
+ * escapes them by its own rules.
  */
 #include "common/log.h"
 #include "common/strbuf.h"
@@ -129,6 +135,9 @@ log_write(LogLevel level, const char *subject, const char *fmt, ...)
 	va_start(ap, fmt);
 	strbuf_vappendf(&msg, fmt, ap);
 	va_end(ap);
+	/* libpq's messages end with a newline: the line has its own. */
+	while (msg.len > 0 && (msg.data[msg.len - 1] == '\n' || msg.data[msg.len - 1] == '\r'))
+		msg.data[--msg.len] = '\0';
 
 	strbuf_init(&line);
 	if (log_format == LOG_FORMAT_JSON) {
@@ -145,9 +154,11 @@ log_write(LogLevel level, const char *subject, const char *fmt, ...)
 	} else {
 		log_format_time(ts, sizeof(ts), false);
 		strbuf_appendf(&line, "%s [%d] %s ", ts, (int) getpid(), log_level_name(level));
-		if (subject && subject[0])
-			strbuf_appendf(&line, "%s: ", subject);
-		strbuf_append(&line, strbuf_str(&msg));
+		if (subject && subject[0]) {
+			strbuf_append_escaped(&line, subject, strlen(subject));
+			strbuf_append(&line, ": ");
+		}
+		strbuf_append_escaped(&line, strbuf_str(&msg), msg.len);
 		strbuf_append_char(&line, '\n');
 	}
 

@@ -25,6 +25,7 @@
 #include "common/scram.h"
 
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -74,6 +75,15 @@ hmac_sha256(const uint8_t *key, size_t keylen, const void *data, size_t len,
 	return outlen == SCRAM_KEY_LEN;
 }
 
+/* PBKDF2 runs so far, for scram_key_derivations(); threads may derive too. */
+static atomic_uint_fast64_t key_derivations;
+
+uint64_t
+scram_key_derivations(void)
+{
+	return (uint64_t) atomic_load_explicit(&key_derivations, memory_order_relaxed);
+}
+
 /* Derive the three keys from a password; see the formulas at the top. */
 static bool
 derive_keys(const char *password, size_t password_len,
@@ -85,6 +95,7 @@ derive_keys(const char *password, size_t password_len,
 	uint8_t		salted[SCRAM_KEY_LEN];
 	bool		ok;
 
+	atomic_fetch_add_explicit(&key_derivations, 1, memory_order_relaxed);
 	/* Callers bound both lengths far below INT_MAX. */
 	ok = PKCS5_PBKDF2_HMAC(password, (int) password_len, salt, (int) salt_len,
 						   iterations, EVP_sha256(), SCRAM_KEY_LEN, salted) == 1 &&
@@ -701,15 +712,29 @@ scram_server_init(ScramServer *s, const ScramVerifier *v,
 }
 
 bool
+scram_mock_salt(const char *username, const uint8_t *secret, size_t secret_len,
+				uint8_t out[SCRAM_DEFAULT_SALT_LEN])
+{
+	uint8_t		digest[SCRAM_KEY_LEN];
+	bool		ok;
+
+	if (secret == NULL || secret_len == 0)
+		return false;
+	if (username == NULL)
+		username = "";
+	/* A keyed hash: same salt for the same name, unguessable without the secret. */
+	ok = hmac_sha256(secret, secret_len, username, strlen(username), digest);
+	if (ok)
+		memcpy(out, digest, SCRAM_DEFAULT_SALT_LEN);
+	OPENSSL_cleanse(digest, sizeof(digest));
+	return ok;
+}
+
+bool
 scram_server_init_mock(ScramServer *s, const char *username,
 					   const uint8_t *secret, size_t secret_len,
 					   char *err, size_t errlen)
 {
-	EVP_MD_CTX *ctx;
-	uint8_t		digest[SCRAM_KEY_LEN];
-	unsigned int n = 0;
-	bool		ok;
-
 	memset(s, 0, sizeof(*s));
 	s->state = SCRAM_SERVER_FAILED;
 	if (secret == NULL || secret_len == 0)
@@ -717,25 +742,17 @@ scram_server_init_mock(ScramServer *s, const char *username,
 		(void) errbuf_fail(err, errlen, "mock SCRAM authentication needs a secret");
 		return false;
 	}
-	if (username == NULL)
-		username = "";
-
-	/* Same salt for the same user every time, unguessable without secret. */
-	ctx = EVP_MD_CTX_new();
-	ok = ctx != NULL &&
-		EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
-		EVP_DigestUpdate(ctx, username, strlen(username)) == 1 &&
-		EVP_DigestUpdate(ctx, secret, secret_len) == 1 &&
-		EVP_DigestFinal_ex(ctx, digest, &n) == 1 && n == SCRAM_KEY_LEN;
-	EVP_MD_CTX_free(ctx);
-	if (!ok ||
+	/*
+	 * Random keys: the proof check runs as for a real verifier and fails.
+	 * The iteration count is the one verifiers get by default.
+	 */
+	if (!scram_mock_salt(username, secret, secret_len, s->verifier.salt) ||
 		RAND_bytes(s->verifier.stored_key, SCRAM_KEY_LEN) != 1 ||
 		RAND_bytes(s->verifier.server_key, SCRAM_KEY_LEN) != 1)
 	{
 		(void) errbuf_fail(err, errlen, "could not set up mock SCRAM authentication");
 		return false;
 	}
-	memcpy(s->verifier.salt, digest, SCRAM_DEFAULT_SALT_LEN);
 	s->verifier.salt_len = SCRAM_DEFAULT_SALT_LEN;
 	s->verifier.iterations = SCRAM_DEFAULT_ITERATIONS;
 	s->doomed = true;

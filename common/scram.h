@@ -227,15 +227,38 @@ bool		scram_server_init(ScramServer *s, const ScramVerifier *v,
 	__attribute__((warn_unused_result));
 
 /*
+ * The salt shown for a user without a SCRAM verifier: a keyed hash of the
+ * name with secret (random, made at the proxy's start), so that repeated
+ * attempts see the same salt, as they would for a real user, and no one
+ * without the secret can compute it and so tell the name is unknown (like
+ * PostgreSQL's scram_mock_salt).  Verifiers built from plaintext passwords
+ * take their salt from here too.  False only if secret is missing or the
+ * hash fails.
+ */
+bool		scram_mock_salt(const char *username, const uint8_t *secret,
+							size_t secret_len,
+							uint8_t out[SCRAM_DEFAULT_SALT_LEN])
+	__attribute__((warn_unused_result));
+
+/*
  * Start an exchange that will fail at the proof check, for a user that does
- * not exist or has no SCRAM verifier, so the client cannot tell.  The salt is
- * derived from username and a per-installation secret so repeated attempts
- * see the same salt, as they would for a real user.
+ * not exist or has no SCRAM verifier, so the client cannot tell: the salt
+ * from scram_mock_salt(), SCRAM_DEFAULT_ITERATIONS, and the same work as a
+ * real exchange (no key derivation on either: the server side only hashes).
  */
 bool		scram_server_init_mock(ScramServer *s, const char *username,
 								   const uint8_t *secret, size_t secret_len,
 								   char *err, size_t errlen)
 	__attribute__((warn_unused_result));
+
+/*
+ * How many PBKDF2 derivations this process has run (both roles, all
+ * threads).  Only scram_verifier_build, scram_verifier_check_password and
+ * the password client derive; the server-side exchange never does, which is
+ * what keeps a login of a listed user and of an unknown one equally cheap.
+ * The unit tests count with it.
+ */
+uint64_t	scram_key_derivations(void);
 
 /*
  * Call before reading client-first when the connection uses TLS or the

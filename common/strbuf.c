@@ -142,6 +142,34 @@ strbuf_append_json(StrBuf *sb, const char *s)
 	strbuf_append_char(sb, '"');
 }
 
+void
+strbuf_append_escaped(StrBuf *sb, const char *s, size_t len)
+{
+	const unsigned char *p = (const unsigned char *) s;
+	size_t i, run = 0;
+
+	for (i = 0; i < len; i++) {
+		unsigned char c = p[i];
+
+		if (c >= 0x20 && c != 0x7f) {
+			run++;
+			continue;
+		}
+		/* Plain bytes go in runs; only the control character is spelled out. */
+		strbuf_append_len(sb, s + i - run, run);
+		run = 0;
+		if (c == '\n')
+			strbuf_append(sb, "\\n");
+		else if (c == '\r')
+			strbuf_append(sb, "\\r");
+		else if (c == '\t')
+			strbuf_append(sb, "\\t");
+		else
+			strbuf_appendf(sb, "\\x%02x", c);
+	}
+	strbuf_append_len(sb, s + len - run, run);
+}
+
 const char *
 strbuf_str(const StrBuf *sb)
 {

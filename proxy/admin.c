@@ -90,6 +90,78 @@ admin_send_error(Client *client, const char *sqlstate, const char *message, cons
 	return ok;
 }
 
+static bool
+send_ready(Client *client, bool with_error, const char *sqlstate, const char *message, const char *hint)
+{
+	PktBuf pb;
+	bool ok;
+
+	pktbuf_init(&pb);
+	if (with_error)
+		pktbuf_write_error(&pb, "ERROR", sqlstate, message, NULL, hint);
+	pktbuf_write_ready_for_query(&pb, TXN_IDLE);
+	ok = !pb.failed && sbuf_answer(&client->sbuf, pb.buf, pb.len);
+	pktbuf_free(&pb);
+	if (!ok)
+		client_disconnect(client, NULL, "could not send to the admin client");
+	return ok;
+}
+
+/*
+ * Every message but a Query, answered as a server that does not support it
+ * would, so that no client waits for an answer that never comes.  The
+ * extended protocol fails at its first message, with the error sent at once
+ * (a client may Flush and wait), then everything up to Sync is skipped and
+ * the Sync gets its ReadyForQuery.
+ */
+bool
+admin_handle_other(Client *client, const PktHeader *pkt)
+{
+	static const char hint[] = "use psql, or a driver's simple-query mode";
+	PktBuf pb;
+	bool ok;
+
+	if (pkt->type == PQMSG_SYNC) {
+		sbuf_consume(&client->sbuf, pkt->len);
+		client->admin_skip_to_sync = false;
+		return send_ready(client, false, NULL, NULL, NULL);
+	}
+	if (client->admin_skip_to_sync) {
+		sbuf_consume(&client->sbuf, pkt->len);
+		return true;
+	}
+	switch (pkt->type) {
+	case PQMSG_FUNCTION_CALL:
+		sbuf_consume(&client->sbuf, pkt->len);
+		return send_ready(client, true, "0A000", "the admin console does not support function calls", hint);
+	case PQMSG_PARSE:
+	case PQMSG_BIND:
+	case PQMSG_DESCRIBE:
+	case PQMSG_EXECUTE:
+	case PQMSG_CLOSE:
+		sbuf_consume(&client->sbuf, pkt->len);
+		client->admin_skip_to_sync = true;
+		pktbuf_init(&pb);
+		pktbuf_write_error(&pb, "ERROR", "0A000", "the admin console supports only the simple query protocol",
+				   NULL, hint);
+		ok = !pb.failed && sbuf_answer(&client->sbuf, pb.buf, pb.len);
+		pktbuf_free(&pb);
+		if (!ok)
+			client_disconnect(client, NULL, "could not send to the admin client");
+		return ok;
+	case PQMSG_FLUSH:
+	case PQMSG_COPY_DATA:
+	case PQMSG_COPY_DONE:
+	case PQMSG_COPY_FAIL:
+		/* Nothing to flush, no COPY running: a server ignores these too. */
+		sbuf_consume(&client->sbuf, pkt->len);
+		return true;
+	default:
+		client_disconnect(client, "08P01", "invalid frontend message type %d", pkt->type);
+		return false;
+	}
+}
+
 static void
 format_time(ev_tstamp t, char *buf, size_t len)
 {
@@ -153,7 +225,7 @@ client_row(Result *r, const Client *client)
 }
 
 static bool
-show_clients(Client *client)
+show_clients(Client *client, const char *arg)
 {
 	static const char *const cols[] = {"id", "user", "database", "state", "addr", "connect_time",
 					   "tx", "pending", "prepared", "server"};
@@ -163,6 +235,7 @@ show_clients(Client *client)
 	Result r;
 	size_t i;
 
+	(void) arg;
 	result_begin(&r, 10, cols);
 	for (i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
 		list_for_each(item, lists[i])
@@ -171,7 +244,7 @@ show_clients(Client *client)
 }
 
 static bool
-show_servers(Client *client)
+show_servers(Client *client, const char *arg)
 {
 	static const char *const cols[] = {"id", "user", "database", "cluster", "state", "backend_pid", "client",
 					   "connect_time", "tls"};
@@ -182,6 +255,7 @@ show_servers(Client *client)
 	Result r;
 	size_t i;
 
+	(void) arg;
 	result_begin(&r, 9, cols);
 	for (i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
 		list_for_each(item, lists[i]) {
@@ -212,7 +286,7 @@ show_servers(Client *client)
 }
 
 static bool
-show_stats(Client *client)
+show_stats(Client *client, const char *arg)
 {
 	static const char *const cols[] = {"database", "total_xact_count", "total_query_count", "total_received",
 					   "total_sent", "avg_xact_time_us", "avg_query_time_us"};
@@ -220,6 +294,7 @@ show_stats(Client *client)
 	Result r;
 	int i;
 
+	(void) arg;
 	result_begin(&r, 7, cols);
 	for (i = 0; i < proxy->ndatabases; i++) {
 		const DbStats *s = &proxy->databases[i].stats;
@@ -251,24 +326,26 @@ config_row(void *arg, const char *section, const char *key, const char *value)
 }
 
 static bool
-show_config(Client *client)
+show_config(Client *client, const char *arg)
 {
 	static const char *const cols[] = {"section", "key", "value"};
 	Result r;
 
+	(void) arg;
 	result_begin(&r, 3, cols);
 	config_each(&client->proxy->config, config_row, &r);
 	return result_send(client, &r, "SHOW");
 }
 
 static bool
-show_databases(Client *client)
+show_databases(Client *client, const char *arg)
 {
 	static const char *const cols[] = {"name", "target_name", "paused", "clients"};
 	Proxy *proxy = client->proxy;
 	Result r;
 	int i;
 
+	(void) arg;
 	result_begin(&r, 4, cols);
 	for (i = 0; i < proxy->ndatabases; i++) {
 		const Database *db = &proxy->databases[i];
@@ -283,7 +360,7 @@ show_databases(Client *client)
 
 /* SHOW REPLICATION: per database, where the migration stands (progress.c). */
 static bool
-show_replication(Client *client)
+show_replication(Client *client, const char *arg)
 {
 	static const char *const cols[] = {"database", "phase", "follower", "tables_done", "tables_total",
 					   "copied_bytes", "total_bytes", "copy_rate_bytes", "eta_seconds", "lag_bytes",
@@ -292,6 +369,7 @@ show_replication(Client *client)
 	Result r;
 	int i, k;
 
+	(void) arg;
 	result_begin(&r, 14, cols);
 	for (i = 0; i < proxy->ndatabases; i++) {
 		ReplProgress p;
@@ -326,12 +404,13 @@ show_replication(Client *client)
 }
 
 static bool
-show_version(Client *client)
+show_version(Client *client, const char *arg)
 {
 	static const char *const cols[] = {"version"};
 	const char *values[] = {"pghandoff " PGHANDOFF_VERSION};
 	Result r;
 
+	(void) arg;
 	result_begin(&r, 1, cols);
 	result_row(&r, values);
 	return result_send(client, &r, "SHOW");
@@ -343,8 +422,7 @@ client_is_quiet(const Client *client)
 {
 	if (client->state == CL_WAIT_SERVER)
 		return true;
-	return client->held || (client->pending_rfq == 0 && !client->unsynced && !client->in_copy &&
-				client->txn_status == TXN_IDLE);
+	return client->held || client_between_transactions(client);
 }
 
 static bool
@@ -437,65 +515,201 @@ split_words(const char *sql, char words[MAX_WORDS][64])
 	return n;
 }
 
+static bool
+show_cutover(Client *client, const char *arg)
+{
+	(void) arg;
+	return cutover_show(client, false);
+}
+
+static bool
+show_cutover_json(Client *client, const char *arg)
+{
+	(void) arg;
+	return cutover_show(client, true);
+}
+
+static bool
+show_fence(Client *client, const char *arg)
+{
+	(void) arg;
+	return cutover_show_fence(client);
+}
+
+static bool
+run_cutover(Client *client, const char *arg)
+{
+	(void) arg;
+	return cutover_start(client, CUTOVER_FORWARD);
+}
+
+static bool
+run_cutover_dry(Client *client, const char *arg)
+{
+	(void) arg;
+	return cutover_start(client, CUTOVER_DRY_RUN);
+}
+
+static bool
+run_rollback(Client *client, const char *arg)
+{
+	(void) arg;
+	return cutover_start(client, CUTOVER_ROLLBACK);
+}
+
+static bool
+run_pause(Client *client, const char *arg)
+{
+	return set_paused(client, arg, true);
+}
+
+static bool
+run_resume(Client *client, const char *arg)
+{
+	return set_paused(client, arg, false);
+}
+
+static bool
+run_reload(Client *client, const char *arg)
+{
+	(void) arg;
+	if (cutover_running(client->proxy))
+		return admin_send_error(client, "55000", "configuration not reloaded: a cutover is running",
+					"RELOAD again once it has finished");
+	if (!proxy_reload(client->proxy))
+		return admin_send_error(client, "F0000", "configuration not reloaded: see the log for the errors",
+					"fix the file and RELOAD again; the previous configuration stays in force");
+	return send_command_ok(client, "RELOAD");
+}
+
+static bool
+run_shutdown(Client *client, const char *arg)
+{
+	(void) arg;
+	log_info(client->subject, "SHUTDOWN requested");
+	if (!send_command_ok(client, "SHUTDOWN"))
+		return false;
+	proxy_shutdown(client->proxy, false);
+	return true;
+}
+
+static bool show_help(Client *client, const char *arg);
+
+/*
+ * The console's commands: dispatch, SHOW HELP and the hint for an unknown
+ * command all read this table.  arg names an optional last word; run gets it,
+ * or "" when it was not given.
+ */
+typedef struct AdminCommand {
+	const char *words;	/* upper case, one space between words */
+	const char *arg;
+	bool (*run)(Client *client, const char *arg);
+	const char *help;
+} AdminCommand;
+
+static const AdminCommand commands[] = {
+	{"SHOW CLIENTS", NULL, show_clients, "client connections: state, transaction status, server"},
+	{"SHOW SERVERS", NULL, show_servers, "server connections: cluster, state, client"},
+	{"SHOW STATS", NULL, show_stats, "totals per database since start"},
+	{"SHOW CONFIG", NULL, show_config, "the effective settings, secrets redacted"},
+	{"SHOW DATABASES", NULL, show_databases, "the databases served, their cluster and pause state"},
+	{"SHOW REPLICATION", NULL, show_replication, "the follower's phase, copy progress and lag per database"},
+	{"SHOW VERSION", NULL, show_version, "pghandoff's version"},
+	{"SHOW CUTOVER", NULL, show_cutover, "the running or last cutover or rollback"},
+	{"SHOW CUTOVER JSON", NULL, show_cutover_json, "the same, as one JSON document"},
+	{"SHOW FENCE", NULL, show_fence, "per cluster: fenced or not, and what an aborted cutover still has to undo"},
+	{"SHOW HELP", NULL, show_help, "these commands"},
+	{"PAUSE", "db", run_pause, "hold new queries; returns once every client is between transactions"},
+	{"RESUME", "db", run_resume, "release what PAUSE holds"},
+	{"CUTOVER", NULL, run_cutover, "move every client to the target"},
+	{"CUTOVER DRY RUN", NULL, run_cutover_dry, "every check of a cutover, nothing switched"},
+	{"ROLLBACK", NULL, run_rollback, "move every client back to the source"},
+	{"RELOAD", NULL, run_reload, "read the configuration file again"},
+	{"SHUTDOWN", NULL, run_shutdown, "stop the proxy"},
+};
+
+#define NCOMMANDS ((int) (sizeof(commands) / sizeof(commands[0])))
+
+/* The command as a user types it: "PAUSE [db]". */
+static void
+command_usage(const AdminCommand *cmd, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s%s%s%s", cmd->words, cmd->arg ? " [" : "", cmd->arg ? cmd->arg : "", cmd->arg ? "]" : "");
+}
+
+static bool
+show_help(Client *client, const char *arg)
+{
+	static const char *const cols[] = {"command", "description"};
+	Result r;
+	int i;
+
+	(void) arg;
+	result_begin(&r, 2, cols);
+	for (i = 0; i < NCOMMANDS; i++) {
+		char usage[64];
+		const char *values[2] = {usage, commands[i].help};
+
+		command_usage(&commands[i], usage, sizeof(usage));
+		result_row(&r, values);
+	}
+	return result_send(client, &r, "SHOW");
+}
+
+/* Does w[0..n) say cmd?  *arg is its optional last word, or "". */
+static bool
+command_matches(const AdminCommand *cmd, char w[MAX_WORDS][64], int n, const char **arg)
+{
+	const char *p = cmd->words;
+	int i = 0;
+
+	while (*p) {
+		size_t len = strcspn(p, " ");
+
+		if (i == n || strlen(w[i]) != len || strncasecmp(w[i], p, len) != 0)
+			return false;
+		i++;
+		p += len;
+		p += *p == ' ';
+	}
+	if (i == n) {
+		*arg = "";
+		return true;
+	}
+	if (cmd->arg && i + 1 == n) {
+		*arg = w[i];
+		return true;
+	}
+	return false;
+}
+
 bool
 admin_handle_query(Client *client, const char *sql)
 {
-	Proxy *proxy = client->proxy;
 	char w[MAX_WORDS][64];
 	int n = split_words(sql, w);
+	StrBuf hint;
+	bool ok;
+	int i;
 
 	log_debug(client->subject, "admin command: %s", sql);
 	if (n == 0)
 		return send_command_ok(client, "EMPTY");
-	if (n == 2 && strcasecmp(w[0], "SHOW") == 0) {
-		if (strcasecmp(w[1], "CLIENTS") == 0)
-			return show_clients(client);
-		if (strcasecmp(w[1], "SERVERS") == 0)
-			return show_servers(client);
-		if (strcasecmp(w[1], "STATS") == 0)
-			return show_stats(client);
-		if (strcasecmp(w[1], "CONFIG") == 0)
-			return show_config(client);
-		if (strcasecmp(w[1], "VERSION") == 0)
-			return show_version(client);
-		if (strcasecmp(w[1], "DATABASES") == 0)
-			return show_databases(client);
-		if (strcasecmp(w[1], "REPLICATION") == 0)
-			return show_replication(client);
+	for (i = 0; n > 0 && i < NCOMMANDS; i++) {
+		const char *arg;
+
+		if (command_matches(&commands[i], w, n, &arg))
+			return commands[i].run(client, arg);
 	}
-	if (n == 3 && strcasecmp(w[0], "SHOW") == 0 && strcasecmp(w[1], "CUTOVER") == 0 && strcasecmp(w[2], "JSON") == 0)
-		return cutover_show(client, true);
-	if (n == 2 && strcasecmp(w[0], "SHOW") == 0 && strcasecmp(w[1], "CUTOVER") == 0)
-		return cutover_show(client, false);
-	if (n == 2 && strcasecmp(w[0], "SHOW") == 0 && strcasecmp(w[1], "FENCE") == 0)
-		return cutover_show_fence(client);
-	if (n == 1 && strcasecmp(w[0], "CUTOVER") == 0)
-		return cutover_start(client, CUTOVER_FORWARD);
-	if (n == 3 && strcasecmp(w[0], "CUTOVER") == 0 && strcasecmp(w[1], "DRY") == 0 && strcasecmp(w[2], "RUN") == 0)
-		return cutover_start(client, CUTOVER_DRY_RUN);
-	if (n == 1 && strcasecmp(w[0], "ROLLBACK") == 0)
-		return cutover_start(client, CUTOVER_ROLLBACK);
-	if ((n == 1 || n == 2) && strcasecmp(w[0], "PAUSE") == 0)
-		return set_paused(client, n == 2 ? w[1] : "", true);
-	if ((n == 1 || n == 2) && strcasecmp(w[0], "RESUME") == 0)
-		return set_paused(client, n == 2 ? w[1] : "", false);
-	if (n == 1 && strcasecmp(w[0], "RELOAD") == 0) {
-		if (cutover_running(proxy))
-			return admin_send_error(client, "55000", "configuration not reloaded: a cutover is running",
-					  "RELOAD again once it has finished");
-		if (!proxy_reload(proxy))
-			return admin_send_error(client, "F0000", "configuration not reloaded: see the log for the errors",
-					  "fix the file and RELOAD again; the previous configuration stays in force");
-		return send_command_ok(client, "RELOAD");
+	strbuf_init(&hint);
+	strbuf_append(&hint, "commands: ");
+	for (i = 0; i < NCOMMANDS; i++) {
+		char usage[64];
+
+		command_usage(&commands[i], usage, sizeof(usage));
+		strbuf_appendf(&hint, "%s%s", i ? ", " : "", usage);
 	}
-	if (n == 1 && strcasecmp(w[0], "SHUTDOWN") == 0) {
-		log_info(client->subject, "SHUTDOWN requested");
-		if (!send_command_ok(client, "SHUTDOWN"))
-			return false;
-		proxy_shutdown(proxy, false);
-		return true;
-	}
-	return admin_send_error(client, "42601", "unknown admin command",
-			  "commands: SHOW CLIENTS|SERVERS|STATS|CONFIG|DATABASES|REPLICATION|VERSION|CUTOVER [JSON]|FENCE, PAUSE [db], "
-			  "RESUME [db], CUTOVER [DRY RUN], ROLLBACK, RELOAD, SHUTDOWN");
+	ok = admin_send_error(client, "42601", "unknown admin command", strbuf_str(&hint));
+	strbuf_free(&hint);
+	return ok;
 }

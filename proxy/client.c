@@ -10,6 +10,7 @@
  */
 #include "proxy/objects.h"
 #include "proxy/cutover.h"
+#include "proxy/negotiate.h"
 #include "proxy/session.h"
 #include "proxy/sqlscan.h"
 #include "common/log.h"
@@ -147,7 +148,6 @@ static bool
 start_auth(Client *client)
 {
 	Proxy *proxy = client->proxy;
-	const UserEntry *entry = userlist_find(proxy->users, client->user);
 	PktBuf pb;
 	char err[256];
 
@@ -165,27 +165,14 @@ start_auth(Client *client)
 		return client_send(client, &pb);
 	case AUTH_SCRAM_SHA_256: {
 		static const char mechanisms[] = "SCRAM-SHA-256\0";
-		bool ok;
 
 		client->scram = calloc(1, sizeof(ScramServer));
 		if (!client->scram) {
 			client_disconnect(client, "53200", "out of memory");
 			return false;
 		}
-		if (entry && entry->kind == SECRET_SCRAM) {
-			ok = scram_server_init(client->scram, &entry->verifier, err, sizeof(err));
-		} else if (entry && entry->kind == SECRET_PLAIN) {
-			ScramVerifier v;
-
-			ok = scram_verifier_build(&v, entry->secret, NULL, 0, 0, err, sizeof(err)) &&
-			     scram_server_init(client->scram, &v, err, sizeof(err));
-			OPENSSL_cleanse(&v, sizeof(v));
-		} else {
-			/* Unknown user or an md5 secret: an exchange that can only fail, like PostgreSQL's. */
-			ok = scram_server_init_mock(client->scram, client->user, (const uint8_t *) "pghandoff", 9, err,
-						    sizeof(err));
-		}
-		if (!ok) {
+		if (!userlist_scram_start(proxy->users, client->user, client->scram, &client->scram_mock, err,
+					  sizeof(err))) {
 			client_disconnect(client, "XX000", "could not start SCRAM authentication: %s", err);
 			return false;
 		}
@@ -214,21 +201,22 @@ handle_password_message(Client *client, const PktHeader *pkt)
 		client_disconnect(client, "08P01", "authentication message too long");
 		return false;
 	}
+	/*
+	 * An empty password never logs in, whoever asks (PostgreSQL's rule), and
+	 * fails like a wrong one: in md5, and in place of either SCRAM message.
+	 */
+	if ((client->auth_step == CA_WAIT_PASSWORD || client->auth_step == CA_WAIT_SASL_INITIAL ||
+	     client->auth_step == CA_WAIT_SASL_FINAL) &&
+	    (len == 0 || (len == 1 && body[0] == '\0'))) {
+		auth_fail(client, "empty password returned by the client");
+		return false;
+	}
 	switch (client->auth_step) {
 	case CA_WAIT_PASSWORD: {
-		bool ok = false;
-		size_t rlen = len > 0 && body[len - 1] == '\0' ? len - 1 : len;
+		size_t rlen = body[len - 1] == '\0' ? len - 1 : len;	/* len > 0: checked above */
 
-		if (entry && entry->kind == SECRET_MD5)
-			ok = md5auth_verify_stored(entry->secret, client->md5_salt, (const char *) body, rlen, err,
-						   sizeof(err));
-		else if (entry && entry->kind == SECRET_PLAIN)
-			ok = md5auth_verify_password(client->user, entry->secret, client->md5_salt, (const char *) body,
-						     rlen, err, sizeof(err));
-		else
-			snprintf(err, sizeof(err), entry ? "only a SCRAM verifier is known for this user"
-							 : "user not in auth_file");
-		if (!ok) {
+		if (!userlist_md5_verify(proxy->users, client->user, client->md5_salt, (const char *) body, rlen, err,
+					 sizeof(err))) {
 			auth_fail(client, err);
 			return false;
 		}
@@ -264,7 +252,7 @@ handle_password_message(Client *client, const PktHeader *pkt)
 			return false;
 		}
 		if (!scram_server_verify_proof(client->scram, err, sizeof(err))) {
-			auth_fail(client, err);
+			auth_fail(client, client->scram_mock ? "no SCRAM secret for this user in auth_file" : err);
 			return false;
 		}
 		if (!scram_server_build_server_final(client->scram, out, sizeof(out), &outlen, err, sizeof(err))) {
@@ -351,86 +339,34 @@ negotiate_version(Client *client, const StartupPacket *sp)
 	return client_send(client, &pb);
 }
 
+/* The StartupMessage: who logs in, to what, and whether that may go on. */
 static bool
-handle_startup(Client *client, const PktHeader *pkt)
+handle_startup_message(Client *client, const PktHeader *pkt, const StartupPacket *sp)
 {
 	Proxy *proxy = client->proxy;
-	StartupPacket sp;
-	char err[256];
-	char msg[256];
 
-	if (!proto_parse_startup(pkt->body, pkt->body_avail, &sp, err, sizeof(err))) {
-		client_disconnect(client, "08P01", "invalid startup packet: %s", err);
-		return false;
-	}
-	switch (sp.kind) {
-	case PROTO_STARTUP_SSL: {
-		bool offer = proxy->client_tls && !client->tls;
-
-		sbuf_consume(&client->sbuf, pkt->len);
-		if (!sbuf_answer(&client->sbuf, offer ? "S" : "N", 1)) {
-			client_disconnect(client, NULL, "could not answer the SSL request");
-			return false;
-		}
-		if (offer && !sbuf_tls_accept(&client->sbuf, proxy->client_tls)) {
-			client_disconnect(client, NULL, "could not start TLS");
-			return false;
-		}
-		return !offer;
-	}
-	case PROTO_STARTUP_GSSENC:
-		sbuf_consume(&client->sbuf, pkt->len);
-		if (!sbuf_answer(&client->sbuf, "N", 1)) {
-			client_disconnect(client, NULL, "could not answer the GSSENC request");
-			return false;
-		}
-		return true;
-	case PROTO_STARTUP_CANCEL: {
-		Client *target = proxy_find_client_by_cancel_key(proxy, sp.cancel_pid, sp.cancel_key, sp.cancel_keylen);
-
-		if (target && target->server && target->server->state == SV_ACTIVE) {
-			log_info(client->subject, "cancel request for %s", target->subject);
-			server_send_cancel(proxy, target->server);
-		} else {
-			log_debug(client->subject, "cancel request with an unknown key ignored");
-		}
-		client_disconnect(client, NULL, "cancel request handled");
-		return false;
-	}
-	case PROTO_STARTUP_UNSUPPORTED:
-		if (PG_PROTOCOL_MAJOR(sp.code) < 3 || PG_PROTOCOL_MAJOR(sp.code) > 3)
-			snprintf(msg, sizeof(msg), "unsupported frontend protocol %d.%d: server supports 3.0 to 3.2",
-				 PG_PROTOCOL_MAJOR(sp.code), PG_PROTOCOL_MINOR(sp.code));
-		else
-			snprintf(msg, sizeof(msg), "unsupported startup request code %d", sp.code);
-		client_disconnect(client, "0A000", "%s", msg);
-		return false;
-	case PROTO_STARTUP_V3:
-		break;
-	}
-
-	snprintf(client->user, sizeof(client->user), "%s", sp.user);
-	snprintf(client->dbname, sizeof(client->dbname), "%s", sp.database);
+	snprintf(client->user, sizeof(client->user), "%s", sp->user);
+	snprintf(client->dbname, sizeof(client->dbname), "%s", sp->database);
 	client_set_subject(client);
 	if (proxy->config.proxy.client_tls_mode == CLIENT_TLS_REQUIRE && !client->tls) {
 		client_disconnect(client, "28000", "TLS is required: connect with sslmode=require");
 		return false;
 	}
-	if (sp.replication && strcmp(sp.replication, "false") != 0 && strcmp(sp.replication, "0") != 0) {
+	if (sp->replication && strcmp(sp->replication, "false") != 0 && strcmp(sp->replication, "0") != 0) {
 		client_disconnect(client, "08P01", "replication connections are not supported through pghandoff");
 		return false;
 	}
-	if (strcmp(sp.database, PROXY_ADMIN_DATABASE) == 0) {
-		if (!is_admin_user(proxy, sp.user)) {
+	if (strcmp(sp->database, PROXY_ADMIN_DATABASE) == 0) {
+		if (!is_admin_user(proxy, sp->user)) {
 			client_disconnect(client, "28000", "user \"%s\" is not allowed in the admin console (admin_users)",
-					  sp.user);
+					  sp->user);
 			return false;
 		}
 		client->is_admin = true;
 	} else {
-		client->db = proxy_find_database(proxy, sp.database);
+		client->db = proxy_find_database(proxy, sp->database);
 		if (!client->db) {
-			client_disconnect(client, "3D000", "database \"%s\" does not exist", sp.database);
+			client_disconnect(client, "3D000", "database \"%s\" does not exist", sp->database);
 			return false;
 		}
 		client->db->nclients++;
@@ -444,19 +380,103 @@ handle_startup(Client *client, const PktHeader *pkt)
 				  proxy->config.proxy.max_client_conn);
 		return false;
 	}
-	if (!keep_params(client, &sp)) {
+	if (!keep_params(client, sp)) {
 		client_disconnect(client, "53200", "out of memory");
 		return false;
 	}
 	sbuf_consume(&client->sbuf, pkt->len);
 	client->sbuf.startup = false;
 	client->sbuf.max_pkt = SBUF_INSPECT_MAX;	/* authentication messages are short */
-	log_debug(client->subject, "startup packet: protocol 3.%d", sp.minor);
-	if (!negotiate_version(client, &sp)) {
+	log_debug(client->subject, "startup packet: protocol 3.%d", sp->minor);
+	if (!negotiate_version(client, sp)) {
 		client_disconnect(client, NULL, "could not send to the client");
 		return false;
 	}
 	return start_auth(client);
+}
+
+/* A failed negotiation: the FATAL carries PostgreSQL's detail when there is one. */
+static void
+negotiation_failed(Client *client, const NegotiateResult *res)
+{
+	if (res->detail) {
+		(void) client_send_error(client, "FATAL", res->sqlstate, res->message, res->detail, NULL);
+		client_disconnect(client, NULL, "%s (%s)", res->message, res->sqlstate);
+		return;
+	}
+	client_disconnect(client, res->sqlstate, "%s", res->message);
+}
+
+/*
+ * After an answer was sent (and after an 'S', the handshake done): nothing
+ * is buffered then, and only a tainted negotiation has anything to say.
+ */
+static bool
+negotiation_continue(Client *client)
+{
+	NegotiateResult res;
+
+	if (negotiate_client(&client->negotiation, client->proxy->client_tls != NULL, NULL, 0, &res) == NEG_FAIL) {
+		negotiation_failed(client, &res);
+		return false;
+	}
+	return true;
+}
+
+static bool
+answer_request(Client *client, const NegotiateResult *res)
+{
+	/* The request, and whatever came with it unencrypted, which nothing may read. */
+	sbuf_consume(&client->sbuf, (uint32_t) res->len);
+	if (!sbuf_answer(&client->sbuf, &res->answer, 1)) {
+		client_disconnect(client, NULL, "could not answer the %s request",
+				  res->packet.kind == PROTO_STARTUP_GSSENC ? "GSSENC" : "SSL");
+		return false;
+	}
+	if (res->answer == NEGOTIATE_ANSWER_SSL) {
+		if (!sbuf_tls_accept(&client->sbuf, client->proxy->client_tls)) {
+			client_disconnect(client, NULL, "could not start TLS");
+			return false;
+		}
+		return false;	/* the handshake has the socket until SBUF_EV_TLS_READY */
+	}
+	return negotiation_continue(client);
+}
+
+static bool
+handle_startup(Client *client, const PktHeader *pkt)
+{
+	Proxy *proxy = client->proxy;
+	NegotiateResult res;
+	const StartupPacket *sp = &res.packet;
+
+	switch (negotiate_client(&client->negotiation, proxy->client_tls != NULL, pkt->data, pkt->buffered, &res)) {
+	case NEG_NEED_MORE:
+		/* Not reached: the packet is whole (client_on_event checked), and its length passed sbuf. */
+		client_disconnect(client, "08P01", "invalid length of startup packet");
+		return false;
+	case NEG_FAIL:
+		negotiation_failed(client, &res);
+		return false;
+	case NEG_ANSWER:
+		return answer_request(client, &res);
+	case NEG_CANCEL: {
+		Client *target =
+			proxy_find_client_by_cancel_key(proxy, sp->cancel_pid, sp->cancel_key, sp->cancel_keylen);
+
+		if (target && target->server && target->server->state == SV_ACTIVE) {
+			log_info(client->subject, "cancel request for %s", target->subject);
+			server_send_cancel(proxy, target->server);
+		} else {
+			log_debug(client->subject, "cancel request with an unknown key ignored");
+		}
+		client_disconnect(client, NULL, "cancel request handled");
+		return false;
+	}
+	case NEG_STARTUP:
+		break;
+	}
+	return handle_startup_message(client, pkt, sp);
 }
 
 void
@@ -476,8 +496,7 @@ client_server_ready(Client *client)
 	server->login_params_len = 0;
 
 	ev_timer_stop(client->proxy->loop, &client->login_timer);
-	client->sbuf.peer = &server->sbuf;
-	server->sbuf.peer = &client->sbuf;
+	client_link_server(client, server);
 	client->sbuf.max_pkt = MAX_MESSAGE_LEN;
 	client->txn_status = TXN_IDLE;
 	client_change_state(client, CL_ACTIVE);
@@ -489,8 +508,8 @@ client_server_ready(Client *client)
 	sbuf_continue(&client->sbuf);
 }
 
-static bool
-at_boundary(const Client *client)
+bool
+client_between_transactions(const Client *client)
 {
 	return client->pending_rfq == 0 && !client->unsynced && !client->in_copy && client->txn_status == TXN_IDLE;
 }
@@ -751,7 +770,7 @@ relay_client_packet(Client *client, const PktHeader *pkt)
 	}
 	if (client->txn_killed)
 		return answer_killed_transaction(client, pkt);
-	if (at_boundary(client)) {
+	if (client_between_transactions(client)) {
 		if (proxy_is_paused(proxy, client->db)) {
 			if (!client->held) {
 				log_debug(client->subject, "held by PAUSE");
@@ -831,20 +850,8 @@ handle_admin_packet(Client *client, const PktHeader *pkt)
 		client_disconnect(client, NULL, "admin client sent Terminate");
 		return false;
 	}
-	if (pkt->type != PQMSG_QUERY) {
-		sbuf_consume(&client->sbuf, pkt->len);
-		if (pkt->type == PQMSG_SYNC) {
-			PktBuf pb;
-
-			pktbuf_init(&pb);
-			pktbuf_write_error(&pb, "ERROR", "0A000",
-					   "the admin console supports only the simple query protocol", NULL,
-					   "use psql, or a driver's simple-query mode");
-			pktbuf_write_ready_for_query(&pb, TXN_IDLE);
-			return client_send(client, &pb);
-		}
-		return true;
-	}
+	if (pkt->type != PQMSG_QUERY || client->admin_skip_to_sync)
+		return admin_handle_other(client, pkt);
 	if (pkt->avail != pkt->len || !proto_parse_query(pkt->body, pkt->body_avail, &q, err, sizeof(err))) {
 		client_disconnect(client, "08P01", "invalid query message");
 		return false;
@@ -901,7 +908,7 @@ client_on_event(SBuf *sb, SBufEvent event, const PktHeader *pkt)
 		client->tls = true;
 		client->sbuf.startup = true;
 		log_debug(client->subject, "TLS established: %s", SSL_get_version(sb->ssl));
-		return true;
+		return negotiation_continue(client);
 	case SBUF_EV_TLS_FAILED:
 		client_disconnect(client, NULL, "TLS handshake failed");
 		return false;

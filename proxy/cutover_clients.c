@@ -26,8 +26,8 @@ cutover_is_moving(const Cutover *c, const Client *client)
 bool
 cutover_client_quiet(const Client *client)
 {
-	return client->pending_rfq == 0 && !client->unsynced && !client->in_copy && client->txn_status == TXN_IDLE &&
-	       !(client->server && client->server->script);
+	/* A server running a script of the proxy's own (a replay) is busy too. */
+	return client_between_transactions(client) && !(client->server && client->server->script);
 }
 
 /*
@@ -288,13 +288,11 @@ cutover_switch_clients(Cutover *c)
 		old = client->server;
 		standby = client->standby;
 		client->standby = NULL;
-		client->server = standby;
 		standby->is_standby = false;
 		server_change_state(standby, SV_ACTIVE);
-		client->sbuf.peer = &standby->sbuf;
-		standby->sbuf.peer = &client->sbuf;
 		old->client = NULL;
 		old->sbuf.peer = NULL;
+		client_link_server(client, standby);
 		/* Closing it ends a backend, which costs the machine more than the pause can spare: after it. */
 		server_change_state(old, SV_RETIRING);
 		send_server_version(client, standby);

@@ -47,6 +47,10 @@ struct CutoverReport {
 	char *json;
 };
 
+/* The worker's phases, timed for the report. */
+enum { PH_FENCE, PH_CATCH_UP, PH_SEQUENCES, PH_VERIFY, PH_ROLLBACK_READY, PH_COUNT };
+extern const char *const cutover_phase_names[PH_COUNT];
+
 struct Cutover {
 	Proxy *proxy;
 	CutoverKind kind;
@@ -82,7 +86,7 @@ struct Cutover {
 	int64_t lag_bytes;
 	double catch_up_estimate;
 	char lsns[512];
-	double phase_ms[8];	/* fence, catch-up, sequences, verify, rollback readiness */
+	double phase_ms[PH_COUNT];
 
 	/* Timings: ev_time(), the moment itself (ev_now() is when the loop iteration began). */
 	ev_tstamp t_start;
@@ -113,10 +117,6 @@ struct Cutover {
 	int unmovable;
 	StrBuf dry_clients;	/* dry run: one line per client */
 };
-
-/* The worker's phases, timed for the report. */
-enum { PH_FENCE, PH_CATCH_UP, PH_SEQUENCES, PH_VERIFY, PH_ROLLBACK_READY, PH_COUNT };
-extern const char *const cutover_phase_names[PH_COUNT];
 
 /* cutover.c */
 void cutover_advance(Cutover *c);

@@ -234,6 +234,15 @@ client_free(Client *client)
 	free(client);
 }
 
+void
+client_link_server(Client *client, Server *server)
+{
+	client->server = server;
+	server->client = client;
+	client->sbuf.peer = &server->sbuf;
+	server->sbuf.peer = &client->sbuf;
+}
+
 Server *
 server_new(Proxy *proxy, Client *client, const Cluster *cluster, Database *db)
 {
@@ -280,10 +289,14 @@ server_disconnect(Server *server, const char *sqlstate, const char *fmt, ...)
 
 	if ((server->state == SV_ACTIVE || server->state == SV_STANDBY || server->state == SV_RETIRING) &&
 	    !server->sbuf.closed && !server->sbuf.ssl) {
-		/* Say goodbye, so the backend does not log an unexpected EOF. */
-		static const uint8_t terminate[] = {PQMSG_TERMINATE, 0, 0, 0, 4};
+		/* Say goodbye, so the backend does not log an unexpected EOF; a full socket gets none. */
+		PktBuf pb;
 
-		(void) write(server->sbuf.fd, terminate, sizeof(terminate));
+		pktbuf_init(&pb);
+		pktbuf_write_terminate(&pb);
+		if (!pb.failed)
+			(void) write(server->sbuf.fd, pb.buf, pb.len);
+		pktbuf_free(&pb);
 	}
 	sbuf_close(&server->sbuf);
 	server->client = NULL;

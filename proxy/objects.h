@@ -19,6 +19,7 @@
 #include "common/list.h"
 #include "config/config.h"
 #include "proxy/cluster.h"
+#include "proxy/negotiate.h"
 #include "proxy/sbuf.h"
 #include "proxy/sqlscan.h"
 
@@ -110,6 +111,7 @@ struct Client {
 	char *params;
 	uint32_t params_len;
 	uint16_t proto_minor;
+	NegotiateState negotiation;	/* SSLRequest and GSSENCRequest, before the startup packet */
 	bool tls;
 	bool is_admin;
 
@@ -117,6 +119,7 @@ struct Client {
 	ClientAuthStep auth_step;
 	uint8_t md5_salt[4];
 	ScramServer *scram;
+	bool scram_mock;	/* an exchange that can only fail: no verifier for this user */
 	bool have_client_key;	/* recovered from a SCRAM proof, for pass-through */
 	uint8_t client_key[32];
 
@@ -145,6 +148,8 @@ struct Client {
 	char admin_pause_db[64];
 	/* The admin console's CUTOVER or ROLLBACK waits for it to finish. */
 	bool admin_waiting_cutover;
+	/* The admin console refused an extended-protocol message: the rest up to Sync is skipped. */
+	bool admin_skip_to_sync;
 
 	/* A cutover moving this client: its server on the other cluster, and its session state. */
 	Server *standby;
@@ -300,6 +305,8 @@ void client_set_subject(Client *client);
 /* Servers: objects.c */
 Server *server_new(Proxy *proxy, Client *client, const Cluster *cluster, Database *db);
 void server_change_state(Server *server, ServerState state);
+/* From now on bytes relay between the two: the one place a client and its server are linked. */
+void client_link_server(Client *client, Server *server);
 /* Closes a server connection; its client, if any, gets reason as a FATAL with sqlstate. */
 void server_disconnect(Server *server, const char *sqlstate, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -312,6 +319,12 @@ bool client_on_event(SBuf *sb, SBufEvent event, const PktHeader *pkt);
 void client_server_ready(Client *client);
 /* After a ReadyForQuery, the relay checks pauses; admin.c waits on it. */
 void client_check_pause(Proxy *proxy);
+/*
+ * Between transactions: nothing of the client is in flight (every
+ * ReadyForQuery answered, no unsynced extended query, no COPY) and the server
+ * said idle.  The one definition PAUSE, the relay and the cutover share.
+ */
+bool client_between_transactions(const Client *client);
 void client_resume_held(Proxy *proxy, Database *db);
 /* Best effort: a failure shows as a closed socket at the next read. */
 bool client_send_error(Client *client, const char *severity, const char *sqlstate, const char *message,
@@ -325,6 +338,8 @@ void server_send_cancel(Proxy *proxy, Server *server);
 
 /* admin.c */
 bool admin_handle_query(Client *client, const char *sql) __attribute__((warn_unused_result));
+/* Any other message from an admin client (consumed, or the client closed). */
+bool admin_handle_other(Client *client, const PktHeader *pkt) __attribute__((warn_unused_result));
 /* An ERROR and ReadyForQuery to an admin client; false (and the client closed) when it cannot be sent. */
 bool admin_send_error(Client *client, const char *sqlstate, const char *message, const char *hint);
 void admin_check_pause_waiters(Proxy *proxy);

@@ -75,6 +75,10 @@
 #define CANCEL_REQUEST_CODE PG_PROTOCOL(1234, 5678)		/* 80877102 */
 #define NEGOTIATE_SSL_CODE PG_PROTOCOL(1234, 5679)		/* 80877103 */
 #define NEGOTIATE_GSS_CODE PG_PROTOCOL(1234, 5680)		/* 80877104 */
+/* The one-byte answers to an SSLRequest or a GSSENCRequest; the proxy never answers 'G'. */
+#define NEGOTIATE_ANSWER_SSL 'S'
+#define NEGOTIATE_ANSWER_GSS 'G'
+#define NEGOTIATE_ANSWER_NO 'N'
 
 /*
  * PostgreSQL's cap on a startup packet, counted after its length word

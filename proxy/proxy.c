@@ -220,6 +220,9 @@ load_settings(const char *path, Settings *s)
 		s->users = userlist_load(s->config.proxy.auth_file);
 		if (!s->users)
 			goto fail;
+		/* Logins derive no SCRAM keys: plaintext passwords get their verifiers now. */
+		if (s->config.proxy.auth_type == AUTH_SCRAM_SHA_256 && !userlist_prepare_scram(s->users))
+			goto fail;
 	}
 	if (s->config.proxy.client_tls_mode != CLIENT_TLS_DISABLE && !(s->client_tls = make_client_tls(&s->config.proxy)))
 		goto fail;

@@ -307,6 +307,7 @@ process(SBuf *sb)
 		h.avail = need;
 		h.body = p + hdr;
 		h.body_avail = need - hdr;
+		h.buffered = avail;
 		sb->held = true;	/* cleared by a decision */
 		go_on = sb->cb(sb, SBUF_EV_PACKET, &h);
 		if (sb->closed)
@@ -411,17 +412,24 @@ on_read(struct ev_loop *loop, ev_io *w, int revents)
 	if (sb->handshaking) {
 		drive_handshake(sb);
 	} else if (sb->expect_byte) {
-		uint8_t byte;
+		uint8_t answer[SBUF_ANSWER_READ];
 		size_t n = 0;
 		PktHeader h;
 
-		/* One byte only: whatever follows it belongs to TLS. */
-		switch (raw_read(sb, &byte, 1, &n)) {
+		/*
+		 * More than the byte is read, to see whether anything came with it:
+		 * what follows a good answer belongs to TLS or to the server's
+		 * reply to a startup packet not yet sent, so the owner fails the
+		 * connection when there is more.
+		 */
+		switch (raw_read(sb, answer, sizeof(answer), &n)) {
 		case IO_OK:
 			sb->expect_byte = false;
 			memset(&h, 0, sizeof(h));
-			h.type = byte;
+			h.type = answer[0];
 			h.len = 1;
+			h.data = answer;
+			h.avail = h.buffered = (uint32_t) n;
 			(void) sb->cb(sb, SBUF_EV_BYTE, &h);
 			break;
 		case IO_AGAIN:

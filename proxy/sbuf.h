@@ -22,6 +22,7 @@
 
 #define SBUF_BUF_SIZE (32 * 1024)
 #define SBUF_INSPECT_MAX (16 * 1024)
+#define SBUF_ANSWER_READ 16
 
 typedef struct SBuf SBuf;
 
@@ -32,6 +33,12 @@ typedef struct PktHeader {
 	uint32_t avail;		/* bytes at data: min(len, SBUF_INSPECT_MAX) */
 	const uint8_t *body;	/* after the header */
 	uint32_t body_avail;	/* bytes of the body at body */
+	/*
+	 * Bytes at data received so far: this message and whatever came after
+	 * it (>= avail).  The startup negotiation needs to know whether a
+	 * request came alone.
+	 */
+	uint32_t buffered;
 } PktHeader;
 
 typedef enum SBufEvent {
@@ -49,7 +56,11 @@ typedef enum SBufEvent {
 	SBUF_EV_TLS_FAILED,
 	/* Everything queued for this socket has been written. */
 	SBUF_EV_FLUSHED,
-	/* The single byte asked for with expect_byte (the answer to SSLRequest) is in pkt->type. */
+	/*
+	 * The answer to an SSLRequest, asked for with expect_byte: its byte is in
+	 * pkt->type, and pkt->data holds the pkt->buffered bytes read with it (up
+	 * to SBUF_ANSWER_READ; more than one means something came after it).
+	 */
 	SBUF_EV_BYTE,
 } SBufEvent;
 
@@ -74,7 +85,7 @@ struct SBuf {
 	uint32_t max_pkt;	/* longest message accepted from this socket */
 	bool pkt_forward;	/* the remaining bytes are forwarded (else dropped) */
 	bool startup;		/* the next packet has no type byte */
-	bool expect_byte;	/* the next read is one bare byte, not a message */
+	bool expect_byte;	/* the next read is a one-byte answer, not a message */
 	bool held;		/* the owner holds the current message */
 	bool connecting;
 	bool handshaking;	/* a TLS handshake is in progress */
@@ -101,7 +112,11 @@ void sbuf_close(SBuf *sb);
 bool sbuf_tls_accept(SBuf *sb, SSL_CTX *ctx) __attribute__((warn_unused_result));
 bool sbuf_tls_connect(SBuf *sb, SSL_CTX *ctx, const char *hostname) __attribute__((warn_unused_result));
 
-/* Decisions on the message just shown to the callback. */
+/*
+ * Decisions on the message just shown to the callback.  sbuf_consume may
+ * take more than the message, up to pkt->buffered: what came after it is
+ * dropped unread.
+ */
 void sbuf_forward(SBuf *sb, uint32_t len);
 void sbuf_consume(SBuf *sb, uint32_t len);
 

@@ -6,6 +6,7 @@
  */
 #include "proxy/objects.h"
 #include "proxy/cutover.h"
+#include "proxy/negotiate.h"
 #include "proxy/session.h"
 #include "common/log.h"
 #include "common/md5auth.h"
@@ -410,17 +411,33 @@ server_on_event(SBuf *sb, SBufEvent event, const PktHeader *pkt)
 				  cluster->host, cluster->port, strerror(sb->error));
 		return false;
 	case SBUF_EV_BYTE:
-		if (pkt->type == 'S') {
+		switch (negotiate_server_answer(pkt->data, pkt->buffered)) {
+		case NEG_SERVER_TLS:
 			if (!sbuf_tls_connect(sb, cluster->tls, cluster->host)) {
 				server_disconnect(server, "08006", "could not start TLS");
 				return false;
 			}
 			return true;
+		case NEG_SERVER_PLAIN:
+			if (cluster->sslmode == SSLMODE_PREFER)
+				return send_startup(server);
+			server_disconnect(server, "08006", "the %s cluster refused TLS (sslmode = require or stricter)",
+					  cluster->role);
+			return false;
+		case NEG_SERVER_UNENCRYPTED:
+			/* Bytes no one asked for yet, maybe a man in the middle's: libpq refuses them too. */
+			server_disconnect(server, "08P01", "received unencrypted data after SSL response (%s cluster)",
+					  cluster->role);
+			return false;
+		case NEG_SERVER_ERROR:
+			server_disconnect(server, "08006", "the %s cluster answered the SSL request with an error",
+					  cluster->role);
+			return false;
+		case NEG_SERVER_INVALID:
+			break;
 		}
-		if (pkt->type == 'N' && cluster->sslmode == SSLMODE_PREFER)
-			return send_startup(server);
-		server_disconnect(server, "08006", "the %s cluster refused TLS (sslmode = %s)", cluster->role,
-				  cluster->sslmode == SSLMODE_PREFER ? "prefer" : "require or stricter");
+		server_disconnect(server, "08P01", "the %s cluster sent an invalid answer to the SSL request",
+				  cluster->role);
 		return false;
 	case SBUF_EV_TLS_READY:
 		log_debug(server->subject, "TLS established: %s", SSL_get_version(sb->ssl));

@@ -1,6 +1,11 @@
 /*
  * Loading the auth file.  Parsed strictly: a line that is not two quoted
  * strings is an error naming FILE:LINE, and nothing of a bad file is used.
+ *
+ * Also where a login's secret is chosen, so that a user the file does not
+ * list is checked the same way as one it does: against a mock secret made
+ * from a random key the process draws once (at its first need, the proxy's
+ * start or first login), never shown and never stored.
  */
 #include "proxy/userlist.h"
 #include "common/log.h"
@@ -8,11 +13,34 @@
 
 #include <errno.h>
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define MAX_LINE 4096
+#define MOCK_SECRET_LEN 32
+
+static uint8_t mock_secret[MOCK_SECRET_LEN];
+static char mock_password[2 * MOCK_SECRET_LEN + 1];	/* its hex form: a password no client knows */
+static bool have_mock_secret;
+
+static bool
+ensure_mock_secret(char *err, size_t errlen)
+{
+	int i;
+
+	if (have_mock_secret)
+		return true;
+	if (RAND_bytes(mock_secret, sizeof(mock_secret)) != 1) {
+		snprintf(err, errlen, "could not generate a random secret");
+		return false;
+	}
+	for (i = 0; i < MOCK_SECRET_LEN; i++)
+		snprintf(mock_password + 2 * i, 3, "%02x", mock_secret[i]);
+	have_mock_secret = true;
+	return true;
+}
 
 /* Reads one "quoted" token at *p into out (unescaping ""), advancing *p. */
 static bool
@@ -162,6 +190,7 @@ userlist_free(UserList *list)
 		return;
 	for (i = 0; i < list->n; i++) {
 		free(list->users[i].name);
+		OPENSSL_cleanse(&list->users[i].verifier, sizeof(list->users[i].verifier));
 		if (list->users[i].secret) {
 			OPENSSL_cleanse(list->users[i].secret, strlen(list->users[i].secret));
 			free(list->users[i].secret);
@@ -169,4 +198,68 @@ userlist_free(UserList *list)
 	}
 	free(list->users);
 	free(list);
+}
+
+bool
+userlist_prepare_scram(UserList *list)
+{
+	uint8_t salt[SCRAM_DEFAULT_SALT_LEN];
+	char err[256];
+	int i;
+
+	if (!list)
+		return true;
+	if (!ensure_mock_secret(err, sizeof(err))) {
+		log_error("auth", "%s", err);
+		return false;
+	}
+	for (i = 0; i < list->n; i++) {
+		UserEntry *e = &list->users[i];
+
+		if (e->kind != SECRET_PLAIN)
+			continue;
+		/* Without a verifier (an empty password, say) the user gets the mock exchange: no login. */
+		if (!scram_mock_salt(e->name, mock_secret, sizeof(mock_secret), salt))
+			snprintf(err, sizeof(err), "could not derive a salt");
+		else if (scram_verifier_build(&e->verifier, e->secret, salt, sizeof(salt), SCRAM_DEFAULT_ITERATIONS,
+					      err, sizeof(err)))
+			continue;
+		memset(&e->verifier, 0, sizeof(e->verifier));
+		log_warning("auth", "user \"%s\" cannot log in with SCRAM: %s", e->name, err);
+	}
+	return true;
+}
+
+bool
+userlist_scram_start(const UserList *list, const char *user, ScramServer *s, bool *mock, char *err, size_t errlen)
+{
+	const UserEntry *e = userlist_find(list, user);
+
+	*mock = !e || (e->kind != SECRET_SCRAM && e->verifier.iterations == 0);
+	if (!*mock)
+		return scram_server_init(s, &e->verifier, err, errlen);
+	/* Like PostgreSQL: an exchange that can only fail, shown like a real one. */
+	return ensure_mock_secret(err, errlen) &&
+	       scram_server_init_mock(s, user, mock_secret, sizeof(mock_secret), err, errlen);
+}
+
+bool
+userlist_md5_verify(const UserList *list, const char *user, const uint8_t salt[4], const char *response,
+		    size_t response_len, char *err, size_t errlen)
+{
+	const UserEntry *e = userlist_find(list, user);
+	char ignored[64];
+	bool matched = false;
+
+	if (e && e->kind == SECRET_MD5)
+		return md5auth_verify_stored(e->secret, salt, response, response_len, err, errlen);
+	if (e && e->kind == SECRET_PLAIN)
+		return md5auth_verify_password(user, e->secret, salt, response, response_len, err, errlen);
+	/* The hashing a plaintext password costs, then the failure whatever it found. */
+	if (ensure_mock_secret(err, errlen))
+		matched = md5auth_verify_password(user, mock_password, salt, response, response_len, ignored,
+						  sizeof(ignored));
+	(void) matched;	/* no: the secret is never shown */
+	snprintf(err, errlen, e ? "only a SCRAM verifier is known for this user" : "user not in auth_file");
+	return false;
 }

@@ -20,7 +20,12 @@ typedef struct UserEntry {
 	char *name;
 	char *secret;
 	SecretKind kind;
-	ScramVerifier verifier;	/* SECRET_SCRAM */
+	/*
+	 * SECRET_SCRAM: the one in the file.  SECRET_PLAIN: built by
+	 * userlist_prepare_scram(); iterations is 0 before that, and for an
+	 * empty password, which never logs in.
+	 */
+	ScramVerifier verifier;
 } UserEntry;
 
 typedef struct UserList {
@@ -32,5 +37,34 @@ typedef struct UserList {
 UserList *userlist_load(const char *path) __attribute__((warn_unused_result));
 const UserEntry *userlist_find(const UserList *list, const char *name);
 void userlist_free(UserList *list);
+
+/*
+ * For auth_type = scram-sha-256, at load: a verifier for every plaintext
+ * password, salted with scram_mock_salt() of the name, so that a login
+ * derives no key on any path and a plaintext user's salt behaves exactly
+ * like an unknown user's (the same on every attempt, unguessable).  Costs
+ * one PBKDF2 per plaintext password.  A password that makes no verifier
+ * (empty, too long) is logged and leaves its user unable to log in; false
+ * only when no random secret can be drawn (logged).
+ */
+bool userlist_prepare_scram(UserList *list) __attribute__((warn_unused_result));
+
+/*
+ * Starts the server side of a SCRAM exchange for user: with its verifier,
+ * or, for a user not listed or without one (md5 hash, empty password), a
+ * mock exchange that fails at the proof check, indistinguishable from
+ * the outside.  *mock tells which, for the log.
+ */
+bool userlist_scram_start(const UserList *list, const char *user, ScramServer *s, bool *mock, char *err,
+			  size_t errlen) __attribute__((warn_unused_result));
+
+/*
+ * Checks an md5 response to salt.  A user not listed, or listed with a SCRAM
+ * verifier only, is checked against a secret no client knows, so that every
+ * failure does the same hashing and fails the same way; err says why, for
+ * the log only.
+ */
+bool userlist_md5_verify(const UserList *list, const char *user, const uint8_t salt[4], const char *response,
+			 size_t response_len, char *err, size_t errlen) __attribute__((warn_unused_result));
 
 #endif

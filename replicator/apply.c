@@ -48,6 +48,19 @@ pipeline_start(Applier *ap)
 	return true;
 }
 
+/* Logs a failed change with what names it on the source; result is the target's error. */
+static void
+log_change_failed(const Applier *ap, const ApplyChange *change, const char *error)
+{
+	const RelCacheEntry *rel = relcache_lookup(&ap->relcache, change->relid);
+
+	log_error(ap->subject,
+		  "applying %s to %s%s%s (relation %u) of source transaction %u, committed at %X/%X, failed: %s",
+		  pgoutput_message_name(change->type), rel ? rel->nspname : "", rel ? "." : "",
+		  rel ? rel->relname : "an unknown table", change->relid, change->xid,
+		  (unsigned) (change->final_lsn >> 32), (unsigned) change->final_lsn, error);
+}
+
 /* Syncs and reads every pending result; false (logged) if any statement failed. */
 static bool
 pipeline_drain(Applier *ap)
@@ -81,12 +94,8 @@ pipeline_drain(Applier *ap)
 			break;
 		}
 		if (st == PGRES_FATAL_ERROR && ok) {
-			const RelCacheEntry *rel =
-				done < ap->queued ? relcache_lookup(&ap->relcache, ap->queued_relids[done]) : NULL;
-
-			if (rel)
-				log_error(ap->subject, "applying a change to %s.%s failed: %s", rel->nspname, rel->relname,
-					  PQresultErrorMessage(res));
+			if (done < ap->queued)
+				log_change_failed(ap, &ap->queued_changes[done], PQresultErrorMessage(res));
 			else
 				log_error(ap->subject, "applying changes failed: %s", PQresultErrorMessage(res));
 			ok = false;
@@ -115,15 +124,15 @@ pipeline_end(Applier *ap)
 	return ok;
 }
 
-/* Queues a statement in the pipeline; drains when the batch is full. */
+/* Queues the current change's statement in the pipeline; drains when the batch is full. */
 static bool
-pipeline_queued(Applier *ap, int sent, uint32_t relid)
+pipeline_queued(Applier *ap, int sent)
 {
 	if (sent != 1) {
 		log_error(ap->subject, "could not send to the target: %s", PQerrorMessage(ap->target->conn));
 		return false;
 	}
-	ap->queued_relids[ap->queued] = relid;
+	ap->queued_changes[ap->queued] = ap->change;
 	return ++ap->queued < APPLY_PIPELINE_BATCH || pipeline_drain(ap);
 }
 
@@ -343,7 +352,7 @@ prepare_statement(Applier *ap, uint32_t relid, const char *key, const char *sql)
 	snprintf(e->name, sizeof(e->name), "pgh_%u", ++counter);
 	if (ap->pipelined) {
 		/* Its result is read with the batch; an error shows there. */
-		if (!pipeline_queued(ap, PQsendPrepare(ap->target->conn, e->name, sql, 0, NULL), relid)) {
+		if (!pipeline_queued(ap, PQsendPrepare(ap->target->conn, e->name, sql, 0, NULL))) {
 			free(e->key);
 			free(e);
 			return NULL;
@@ -367,8 +376,7 @@ prepare_statement(Applier *ap, uint32_t relid, const char *key, const char *sql)
 
 /* The text of each parameter is not NUL-terminated in the message: copy into one block. */
 static bool
-execute(Applier *ap, const RelCacheEntry *rel, StmtCacheEntry *stmt, int n, const char **values,
-	const int *lengths)
+execute(Applier *ap, StmtCacheEntry *stmt, int n, const char **values, const int *lengths)
 {
 	const char *terminated[PGOUTPUT_MAX_COLUMNS * 2];
 	size_t total = 0;
@@ -397,16 +405,14 @@ execute(Applier *ap, const RelCacheEntry *rel, StmtCacheEntry *stmt, int n, cons
 	}
 	if (ap->pipelined) {
 		/* libpq copies the parameters into its output buffer: block may go now. */
-		ok = pipeline_queued(ap, PQsendQueryPrepared(ap->target->conn, stmt->name, n, terminated, NULL, NULL, 0),
-				     rel->relid);
+		ok = pipeline_queued(ap, PQsendQueryPrepared(ap->target->conn, stmt->name, n, terminated, NULL, NULL, 0));
 		free(block);
 		return ok;
 	}
 	res = PQexecPrepared(ap->target->conn, stmt->name, n, terminated, NULL, NULL, 0);
 	ok = PQresultStatus(res) == PGRES_COMMAND_OK;
 	if (!ok)
-		log_error(ap->subject, "applying a change to %s.%s failed: %s", rel->nspname, rel->relname,
-			  PQresultErrorMessage(res));
+		log_change_failed(ap, &ap->change, PQresultErrorMessage(res));
 	PQclear(res);
 	free(block);
 	return ok;
@@ -475,7 +481,7 @@ apply_insert(Applier *ap, const PgoutputInsert *ins)
 		return false;
 	}
 	n = collect_params(rel, &ins->newtuple, PARAMS_SET, values, lengths, 0);
-	return execute(ap, rel, stmt, n, values, lengths);
+	return execute(ap, stmt, n, values, lengths);
 }
 
 static bool
@@ -562,7 +568,7 @@ apply_update_or_delete(Applier *ap, uint32_t relid, bool is_update, uint8_t old_
 	if (is_update)
 		n = collect_params(rel, newtup, old_kind == 0 ? PARAMS_SET_NO_KEYS : PARAMS_SET, values, lengths, 0);
 	n = collect_params(rel, where_tup, full ? PARAMS_WHERE_FULL : PARAMS_WHERE_KEY, values, lengths, n);
-	return execute(ap, rel, stmt, n, values, lengths);
+	return execute(ap, stmt, n, values, lengths);
 }
 
 /* Whether the target's table of that name is partitioned; false if it has none (the TRUNCATE will say). */
@@ -776,6 +782,13 @@ applier_update_flushed(Applier *ap)
 }
 
 /* Changes of a transaction from skip_origin, or applied before a restart, are not applied. */
+static void
+set_change(Applier *ap, uint8_t type, uint32_t relid)
+{
+	ap->change.type = type;
+	ap->change.relid = relid;
+}
+
 static bool
 skip_change(const Applier *ap)
 {
@@ -788,6 +801,8 @@ applier_handle(Applier *ap, const PgoutputMessage *msg)
 	switch (msg->type) {
 	case PGOUTPUT_BEGIN:
 		ap->in_source_xact = true;
+		ap->change.xid = msg->begin.xid;
+		ap->change.final_lsn = msg->begin.final_lsn;
 		/* Applied before a restart: the origin says so. */
 		ap->skipping = msg->begin.final_lsn < ap->skip_before;
 		ap->origin_skipped = false;
@@ -823,12 +838,14 @@ applier_handle(Applier *ap, const PgoutputMessage *msg)
 			return true;
 		ap->group_changes++;
 		ap->changes_applied++;
+		set_change(ap, msg->type, msg->insert.relid);
 		return apply_insert(ap, &msg->insert);
 	case PGOUTPUT_UPDATE:
 		if (skip_change(ap))
 			return true;
 		ap->group_changes++;
 		ap->changes_applied++;
+		set_change(ap, msg->type, msg->update.relid);
 		return apply_update_or_delete(ap, msg->update.relid, true, msg->update.old_kind, &msg->update.oldtuple,
 					      &msg->update.newtuple);
 	case PGOUTPUT_DELETE:
@@ -836,6 +853,7 @@ applier_handle(Applier *ap, const PgoutputMessage *msg)
 			return true;
 		ap->group_changes++;
 		ap->changes_applied++;
+		set_change(ap, msg->type, msg->delete.relid);
 		return apply_update_or_delete(ap, msg->delete.relid, false, msg->delete.old_kind,
 					      &msg->delete.oldtuple, NULL);
 	case PGOUTPUT_TRUNCATE:

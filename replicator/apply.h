@@ -24,6 +24,17 @@
 
 typedef struct StmtCacheEntry StmtCacheEntry;
 
+/*
+ * The change being applied, as PostgreSQL's apply_error_callback names it:
+ * enough for an operator to find it on the source.
+ */
+typedef struct ApplyChange {
+	uint8_t type;		/* PGOUTPUT_INSERT, _UPDATE, _DELETE or _TRUNCATE */
+	uint32_t relid;		/* the source's relation */
+	uint32_t xid;		/* the source transaction */
+	uint64_t final_lsn;	/* where that transaction commits on the source */
+} ApplyChange;
+
 typedef struct Applier {
 	ReplConn *target;	/* the database changes are applied to (the source, in reverse) */
 	const char *subject;
@@ -42,7 +53,8 @@ typedef struct Applier {
 	bool target_open;	/* a target transaction is open */
 	bool pipelined;		/* the target connection is in pipeline mode */
 	int queued;		/* statements sent whose results are unread */
-	uint32_t queued_relids[APPLY_PIPELINE_BATCH];	/* the relation each of them changes, to name it in an error */
+	ApplyChange queued_changes[APPLY_PIPELINE_BATCH];	/* what each of them applies, to name it in an error */
+	ApplyChange change;	/* the change being applied now */
 	uint64_t skip_before;	/* origin progress at start: transactions ending before it are done */
 	uint64_t group_end_lsn;	/* end of the last source transaction in the open group */
 	int64_t group_commit_time;

@@ -348,6 +348,7 @@ replicate_follow(const Config *config, const ReplDirection *dir, ReplConn *repl,
 {
 	bool origin_exists;
 	int backoff = 1;
+	uint64_t exact_before = 0;	/* see stream_run */
 
 	/*
 	 * Streaming until told to stop.  Whatever ends a stream (a lost
@@ -362,7 +363,7 @@ replicate_follow(const Config *config, const ReplDirection *dir, ReplConn *repl,
 		time_t started = time(NULL);
 
 		log_info(subject, "streaming resumes from the %s's replication origin at %s", dir->to->role, lsnbuf);
-		if (stream_run(config, dir, repl, apply, start_lsn, subject) || replicate_stop_requested)
+		if (stream_run(config, dir, repl, apply, start_lsn, &exact_before, subject) || replicate_stop_requested)
 			break;
 		/* A stream that ran a while failed afresh; one that fails at once keeps backing off. */
 		if (time(NULL) - started > 60)

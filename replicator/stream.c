@@ -25,13 +25,6 @@
 
 #define FEEDBACK_INTERVAL_S 10.0
 
-/*
- * After a batched group failed to apply, the transactions up to this LSN are
- * applied again one change at a time, in their exact order, by the next
- * stream of this process.
- */
-static uint64_t exact_before;
-
 typedef struct Stream {
 	const Config *config;
 	const ReplDirection *dir;
@@ -491,7 +484,7 @@ publish(Stream *s)
 
 bool
 stream_run(const Config *config, const ReplDirection *dir, ReplConn *repl, ReplConn *apply, uint64_t start_lsn,
-	   const char *subject)
+	   uint64_t *exact_before, const char *subject)
 {
 	Stream s;
 	bool ok = false;
@@ -511,7 +504,7 @@ stream_run(const Config *config, const ReplDirection *dir, ReplConn *repl, ReplC
 	}
 	if (dir->status)
 		hold_init(&s.hold, config, dir->from_db);
-	if (!applier_init(&s.applier, apply, dir->origin, dir->skip_origin, start_lsn, exact_before, subject) ||
+	if (!applier_init(&s.applier, apply, dir->origin, dir->skip_origin, start_lsn, *exact_before, subject) ||
 	    !start_streaming(&s, dir->slot, dir->publication, start_lsn))
 		goto done;
 	s.last_feedback = clock_monotonic();
@@ -586,7 +579,7 @@ stream_run(const Config *config, const ReplDirection *dir, ReplConn *repl, ReplC
 	}
 done:
 	if (s.applier.batch_failed) {
-		exact_before = s.wal_end > s.received_lsn ? s.wal_end : s.received_lsn;
+		*exact_before = s.wal_end > s.received_lsn ? s.wal_end : s.received_lsn;
 		log_warning(subject, "a batch could not be applied; its transactions are applied again one change at a "
 			    "time");
 	}

@@ -399,3 +399,22 @@ def test_sighup_reloads_auth_file(pg, proxy_factory):
     del p.users["newbie"]
     p.reload()
     wait_for(lambda: newbie_logs_in() is None, 20, "the user to be removed")
+
+
+def test_admin_show_help_lists_what_works(proxy):
+    """SHOW HELP and an unknown command's hint come from one table; every SHOW listed answers."""
+    help_rows = proxy.admin_dicts("SHOW HELP")
+    usages = [row["command"] for row in help_rows]
+    assert "PAUSE [db]" in usages and "SHOW HELP" in usages and "CUTOVER DRY RUN" in usages
+    assert all(row["description"] for row in help_rows)
+    with proxy.connect("pghandoff") as admin:
+        for usage in usages:
+            if usage.startswith("SHOW "):
+                assert admin.execute(usage.lower()).description is not None, usage
+        with pytest.raises(psycopg.errors.SyntaxError) as info:
+            admin.execute("SHOW NOTHING")
+        assert info.value.diag.message_hint == "commands: " + ", ".join(usages)
+        # A database named as PAUSE's argument keeps its case; one not served is refused by name.
+        with pytest.raises(psycopg.errors.InvalidCatalogName) as info:
+            admin.execute("PAUSE NoSuchDb")
+        assert '"NoSuchDb"' in info.value.diag.message_primary

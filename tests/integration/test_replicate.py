@@ -1314,3 +1314,27 @@ def test_post_data_built_side_by_side(clusters, replicator_factory):
     with pytest.raises(Exception, match="d_code_fkey|foreign key"):
         run_sql(pair.target, db, "INSERT INTO d VALUES (100000, 'no such code')")
     assert r.errors() == []
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["exact", "batched"])
+def test_apply_error_names_the_change(clusters, replicator_factory, batched):
+    """A change the target refuses: the error names its message type, table, transaction and commit LSN."""
+    db = make_database(clusters)
+    run_sql(clusters.source, db, "CREATE TABLE t (id int PRIMARY KEY, v int)")
+    r = start_and_sync(replicator_factory, clusters, db)
+    # The target refuses what the source allows.
+    run_sql(clusters.target, db, "ALTER TABLE t ADD CONSTRAINT small CHECK (v < 100) NOT VALID")
+    before = lsn_int(query(clusters.source, db, "SELECT pg_current_wal_lsn()::text")[0][0])
+    with connect(clusters.source, db) as conn:
+        with conn.transaction():
+            xid = conn.execute("SELECT txid_current()").fetchone()[0] & 0xFFFFFFFF
+            # Many rows make the group a batch; one row goes the exact way.
+            conn.execute("INSERT INTO t SELECT g, 1 FROM generate_series(1, %s) g" % (500 if batched else 1))
+            conn.execute("UPDATE t SET v = 500 WHERE id = 1")
+    after = lsn_int(query(clusters.source, db, "SELECT pg_current_wal_lsn()::text")[0][0])
+    m = r.wait_log(r"applying (\w+) to public\.t \(relation \d+\) of source transaction (\d+), "
+                   r"committed at ([0-9A-F]+/[0-9A-F]+), failed: .*small", since_start=False)
+    # A batch that fails is applied again change by change: the error names the one change.
+    assert m.group(1) == "Update", m.group(0)
+    assert int(m.group(2)) == xid, (m.group(0), xid)
+    assert before <= lsn_int(m.group(3)) <= after, (m.group(0), before, after)

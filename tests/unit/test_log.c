@@ -81,6 +81,38 @@ test_json(void **state)
 	unlink(path);
 }
 
+/* A name a client chose must not end the line or start one of its own. */
+static void
+test_text_escapes_control_characters(void **state)
+{
+	char path[] = "/tmp/pghandoff-log-XXXXXX";
+	int fd = mkstemp(path);
+	char *text, *line;
+	int nlines = 0;
+
+	(void) state;
+	close(fd);
+	assert_true(log_open(LOG_LEVEL_INFO, LOG_FORMAT_TEXT, path));
+	log_info("C-1 x\nLOG: forged@app 127.0.0.1:5", "closing: database \"%s\" does not exist", "d\r\nLOG: db");
+	log_info("C-2 y\x01\x1b[2J\x7f@app", "tab\there, backslash \\n stays, \xc3\xa9 stays");
+	log_error("replicator", "libpq says: %s", "connection lost\nserver closed the connection\n");
+	log_close();
+	text = slurp(path);
+	for (line = text; (line = strchr(line, '\n')) != NULL; line++)
+		nlines++;
+	assert_int_equal(nlines, 3);
+	assert_non_null(strstr(text, " LOG C-1 x\\nLOG: forged@app 127.0.0.1:5: "
+				     "closing: database \"d\\r\\nLOG: db\" does not exist\n"));
+	assert_non_null(strstr(text, " LOG C-2 y\\x01\\x1b[2J\\x7f@app: tab\\there, backslash \\n stays, \xc3\xa9 stays\n"));
+	/* The trailing newline of a libpq message is dropped, the inner one escaped. */
+	assert_non_null(strstr(text, " ERROR replicator: libpq says: connection lost\\nserver closed the connection\n"));
+	assert_null(strstr(text, "\nLOG: "));
+	assert_null(strchr(text, '\r'));
+	assert_null(strchr(text, '\x01'));
+	free(text);
+	unlink(path);
+}
+
 static void
 test_reopen(void **state)
 {
@@ -133,6 +165,12 @@ test_strbuf(void **state)
 	strbuf_reset(&sb);
 	strbuf_append_json(&sb, "a\"b");
 	assert_string_equal(strbuf_str(&sb), "\"a\\\"b\"");
+	strbuf_reset(&sb);
+	strbuf_append_escaped(&sb, "a\nb\0c\x1f", 6);	/* a length, not a NUL, ends it */
+	assert_string_equal(strbuf_str(&sb), "a\\nb\\x00c\\x1f");
+	strbuf_reset(&sb);
+	strbuf_append_escaped(&sb, "plain", 5);
+	assert_string_equal(strbuf_str(&sb), "plain");
 	strbuf_free(&sb);
 }
 
@@ -142,6 +180,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_text_and_levels),
 		cmocka_unit_test(test_json),
+		cmocka_unit_test(test_text_escapes_control_characters),
 		cmocka_unit_test(test_reopen),
 		cmocka_unit_test(test_open_failure),
 		cmocka_unit_test(test_strbuf),

@@ -462,6 +462,89 @@ test_mock_server(void **state)
 	assert_false(scram_server_init_mock(&s, "ghost", NULL, 0, err, sizeof(err)));
 }
 
+/* server-first for user, real (v) or mock (v NULL), with fixed nonces. */
+static void
+server_first_for(const ScramVerifier *v, const char *user, const uint8_t *secret,
+				 size_t secret_len, char *out)
+{
+	ScramServer s;
+	char		err[ERRLEN] = "";
+	size_t		len;
+
+	if (v)
+		assert_true(scram_server_init(&s, v, err, sizeof(err)));
+	else
+		assert_true(scram_server_init_mock(&s, user, secret, secret_len, err, sizeof(err)));
+	assert_true(scram_server_set_nonce(&s, "S", err, sizeof(err)));
+	assert_true(scram_server_read_client_first(&s, MSG("n,,n=,r=C"), err, sizeof(err)));
+	assert_true(scram_server_build_server_first(&s, out, SCRAM_MESSAGE_BUF_SIZE, &len,
+												err, sizeof(err)));
+	scram_server_clear(&s);
+}
+
+/*
+ * What a client sees of a user with a verifier built from a plaintext
+ * password (salted with scram_mock_salt, as the auth file's are) and of an
+ * unknown user: the same message shape, the same salt for the same name,
+ * and no key derivation on the server side of either exchange.
+ */
+static void
+test_mock_indistinguishable(void **state)
+{
+	static const uint8_t secret[] = "drawn at start";
+	static const uint8_t other_secret[] = "drawn at another start";
+	uint8_t		salt[SCRAM_DEFAULT_SALT_LEN];
+	uint8_t		salt2[SCRAM_DEFAULT_SALT_LEN];
+	ScramVerifier v;
+	ScramServer s;
+	ScramClient c;
+	char		err[ERRLEN] = "";
+	char		real[SCRAM_MESSAGE_BUF_SIZE];
+	char		mock[SCRAM_MESSAGE_BUF_SIZE];
+	uint64_t	before;
+
+	(void) state;
+	/* the salt: stable per name, another for another name or secret */
+	assert_true(scram_mock_salt("casper", secret, sizeof(secret), salt));
+	assert_true(scram_mock_salt("casper", secret, sizeof(secret), salt2));
+	assert_memory_equal(salt, salt2, sizeof(salt));
+	assert_true(scram_mock_salt("caspar", secret, sizeof(secret), salt2));
+	assert_memory_not_equal(salt, salt2, sizeof(salt));
+	assert_true(scram_mock_salt("casper", other_secret, sizeof(other_secret), salt2));
+	assert_memory_not_equal(salt, salt2, sizeof(salt));
+	assert_false(scram_mock_salt("casper", NULL, 0, salt2));
+
+	/* casper exists (plaintext password), ghost does not */
+	assert_true(scram_verifier_build(&v, "boo", salt, sizeof(salt), 0, err, sizeof(err)));
+	assert_int_equal(v.iterations, SCRAM_DEFAULT_ITERATIONS);
+	server_first_for(&v, "casper", NULL, 0, real);
+	server_first_for(NULL, "ghost", secret, sizeof(secret), mock);
+	assert_int_equal(strlen(real), strlen(mock));
+	assert_non_null(strstr(real, ",i=4096"));
+	assert_non_null(strstr(mock, ",i=4096"));
+	assert_string_not_equal(real, mock);
+	/* had casper not been listed, the client would have seen just the same */
+	server_first_for(NULL, "casper", secret, sizeof(secret), mock);
+	assert_string_equal(real, mock);
+
+	/* one PBKDF2 per exchange, the client's: the server derives on neither path */
+	before = scram_key_derivations();
+	assert_true(scram_server_init(&s, &v, err, sizeof(err)));
+	assert_true(scram_client_init_password(&c, "boo", err, sizeof(err)));
+	if (!run_exchange(&c, &s, err, sizeof(err)))
+		fail_msg("exchange failed: %s", err);
+	assert_int_equal(scram_key_derivations() - before, 1);
+
+	before = scram_key_derivations();
+	assert_true(scram_server_init_mock(&s, "ghost", secret, sizeof(secret), err, sizeof(err)));
+	assert_true(scram_client_init_password(&c, "boo", err, sizeof(err)));
+	assert_false(run_exchange(&c, &s, err, sizeof(err)));
+	assert_string_equal(err, "invalid SCRAM proof (password does not match)");
+	assert_int_equal(scram_key_derivations() - before, 1);
+	scram_server_clear(&s);
+	scram_client_clear(&c);
+}
+
 static void
 test_out_of_order(void **state)
 {
@@ -966,6 +1049,7 @@ main(void)
 		cmocka_unit_test(test_exchange_wrong_password),
 		cmocka_unit_test(test_passthrough),
 		cmocka_unit_test(test_mock_server),
+		cmocka_unit_test(test_mock_indistinguishable),
 		cmocka_unit_test(test_out_of_order),
 		cmocka_unit_test(test_username_escaping),
 		cmocka_unit_test(test_server_rejects_bad_client_first),
