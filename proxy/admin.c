@@ -574,7 +574,7 @@ run_reload(Client *client, const char *arg)
 {
 	(void) arg;
 	if (cutover_running(client->proxy))
-		return admin_send_error(client, "55000", "configuration not reloaded: a cutover is running",
+		return admin_send_error(client, "55000", "configuration not reloaded: a cutover is running or being undone",
 					"RELOAD again once it has finished");
 	if (!proxy_reload(client->proxy))
 		return admin_send_error(client, "F0000", "configuration not reloaded: see the log for the errors",
