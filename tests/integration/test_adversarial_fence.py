@@ -37,13 +37,13 @@ def fenced_metric(port, cluster):
     return samples[("pghandoff_fenced", (("cluster", cluster),))], samples[("pghandoff_cleanup_pending", ())]
 
 
-def database_fenced(m):
-    """Whether the source database carries the fence (read as a fresh session would start)."""
-    return psql_value(m.source_dsn(), "SHOW default_transaction_read_only") == "on"
+def database_fenced(m, dsn=None):
+    """Whether the source database (or dsn's) carries the fence, as a fresh session starts."""
+    return psql_value(dsn or m.source_dsn(), "SHOW default_transaction_read_only") == "on"
 
 
 @contextlib.contextmanager
-def aborted_with_the_source_down(m):
+def aborted_with_the_cluster_left_down(m, rollback=False):
     """A cutover that aborts fenced while the source is stopped: yields its CompletedProcess, the source still down.
 
     A transaction open through the proxy holds the cutover in its pause, after
@@ -51,36 +51,42 @@ def aborted_with_the_source_down(m):
     of that transaction, and the catch-up with it, fenced.  The source stops
     (immediate: a fast shutdown would wait for the walsender whose follower is
     stuck), and ending the catch-up's connection to the target aborts the
-    cutover.  The source starts again on the way out.
+    cutover.  The source starts again on the way out.  rollback=True: the
+    same for a rollback, the target and the source swapped.
     """
+    if rollback:
+        kind, left, left_dsn, arrival = "rollback", m.pair.target, m.target_dsn(), m.source_dsn()
+    else:
+        kind, left, left_dsn, arrival = "cutover", m.pair.source, m.source_dsn(), m.target_dsn()
     busy = m.proxy.connect(m.dbname, autocommit=False)
-    blocker = psycopg.connect(m.target_dsn())
+    blocker = psycopg.connect(arrival)
     results = []
-    cutover = threading.Thread(target=lambda: results.append(m.proxy.run_cutover(timeout=300)))
+    run = m.proxy.run_rollback if rollback else m.proxy.run_cutover
+    switch = threading.Thread(target=lambda: results.append(run(timeout=300)))
     try:
         busy.execute("INSERT INTO t VALUES (2)")
-        cutover.start()
-        m.proxy.wait_log(r"cutover: precheck done .*; pausing", timeout=120)
+        switch.start()
+        m.proxy.wait_log(rf"cutover: {kind}: precheck done .*; pausing", timeout=120)
         blocker.execute("LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
         busy.commit()
-        m.proxy.wait_log(r"cutover: fence done", timeout=120)
-        assert database_fenced(m)
-        m.pair.source.stop(mode="immediate")
-        psql_value(m.target_dsn(), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                   "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                                   "AND query LIKE '%pg_replication_origin_progress%' AND wait_event_type "
-                                   "IS DISTINCT FROM 'Lock'")
-        cutover.join(timeout=300)
+        m.proxy.wait_log(rf"cutover: {kind}: fence done", timeout=120)
+        assert database_fenced(m, left_dsn)
+        left.stop(mode="immediate")
+        psql_value(arrival, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                            "AND query LIKE '%pg_replication_origin_progress%' AND wait_event_type "
+                            "IS DISTINCT FROM 'Lock'")
+        switch.join(timeout=300)
         assert results and results[0].returncode == 1, \
             (results[0].stdout + results[0].stderr if results else "") + m.proxy.log_tail()
         yield results[0]
     finally:
         blocker.close()
         busy.close()
-        if not m.pair.source.is_running():
-            m.pair.source.start()
-        if cutover.ident is not None:
-            cutover.join(timeout=300)
+        if not left.is_running():
+            left.start()
+        if switch.ident is not None:
+            switch.join(timeout=300)
 
 
 def fence_rows(m):
@@ -106,7 +112,7 @@ def test_unfence_is_retried_until_the_source_is_back(migration):
     metrics_port = free_port()
     m = migration(prepare=prepare_t, proxy={"metrics_listen": f"127.0.0.1:{metrics_port}"},
                   cutover={"catchup_timeout": "10min"})
-    with aborted_with_the_source_down(m) as result:
+    with aborted_with_the_cluster_left_down(m) as result:
         # The source is down: still fenced, and everything says so.
         report = m.proxy.report()
         assert report["result"] == "aborted" and report["still_fenced"] is True, report
@@ -150,7 +156,7 @@ def test_unfence_is_retried_until_the_source_is_back(migration):
 def test_unfence_owed_survives_a_proxy_restart(migration, clusters):
     """The proxy restarted while the undo is owed: the state file says so, the new proxy retries it."""
     m = migration(prepare=prepare_t, cutover={"catchup_timeout": "10min"})
-    with aborted_with_the_source_down(m):
+    with aborted_with_the_cluster_left_down(m):
         m.proxy.stop()
         m.proxy.start()
         m.proxy.wait_log(r"state file .*: an aborted cutover left the source fenced and the way back's objects; "
@@ -167,6 +173,36 @@ def test_unfence_owed_survives_a_proxy_restart(migration, clusters):
     m.proxy.start()
     assert fence_rows(m)["source"] == (False, False, "")
     assert "an aborted cutover left" not in m.proxy.log().split("proxy started")[-1]
+
+
+@pytest.mark.parametrize("clusters", [(15, 15)], indirect=True, ids=["15to15"])
+def test_unfence_of_the_target_is_retried_after_an_aborted_rollback(migration, clusters):
+    """A rollback aborted fenced while the target is down: clients stay on the target, which takes writes again."""
+    metrics_port = free_port()
+    m = migration(prepare=prepare_t, proxy={"metrics_listen": f"127.0.0.1:{metrics_port}"},
+                  cutover={"catchup_timeout": "10min"})
+    result = m.proxy.run_cutover()
+    assert result.returncode == 0, result.stdout + result.stderr + m.proxy.log_tail()
+    wait_for(lambda: psql_value(m.target_dsn(), "SELECT count(*) FROM pg_replication_slots "
+                                                "WHERE slot_name LIKE '%rollback' AND active") == "1",
+             timeout=60, what="the reverse follower streaming")
+    with aborted_with_the_cluster_left_down(m, rollback=True) as result:
+        assert "the target is still fenced" in result.stderr, result.stderr
+        report = m.proxy.report()
+        assert report["kind"] == "rollback" and report["still_fenced"] is True, report
+        fence = fence_rows(m)
+        assert fence["target"][:2] == (True, True) and "the target is still fenced" in fence["target"][2], fence
+        # The source is fenced as a cutover leaves it, nothing owed there.
+        assert fence["source"][:2] == (True, False), fence
+        assert fenced_metric(metrics_port, "target") == (1, 1)
+    wait_for(lambda: not database_fenced(m, m.target_dsn()), timeout=120, what="the target unfenced by the retry")
+    wait_for(lambda: fence_rows(m)["target"] == (False, False, ""), timeout=120, what="SHOW FENCE saying done")
+    assert m.proxy.report()["still_fenced"] is False
+    with m.proxy.connect(m.dbname) as conn:
+        conn.execute("INSERT INTO t VALUES (3)")
+        assert conn.execute("SELECT inet_server_port()").fetchone()[0] == m.pair.target.port
+    assert database_fenced(m)
+    assert fenced_metric(metrics_port, "target") == (0, 0)
 
 
 def pgbench_init(dsn):
