@@ -76,8 +76,10 @@ static const CliCommand commands[] = {
 	 "catch-up, streaming, retrying, cut over, rolled back), the copy's\n"
 	 "progress (tables, bytes, rate, time left), the replication lag in bytes\n"
 	 "and seconds and the apply rate; then the clients, the server\n"
-	 "connections per cluster and the last cutover's report.  The follower's\n"
-	 "progress comes from the files it writes next to state_file.\n\n"
+	 "connections per cluster, which cluster is fenced (with a warning while an\n"
+	 "aborted cutover's unfence is retried) and the last cutover's report.\n"
+	 "The follower's progress comes from the files it writes next to\n"
+	 "state_file.\n\n"
 	 "  --watch  refresh every second (a progress bar on a terminal); Ctrl-C stops\n"
 	 "  --json   one JSON object per refresh\n",
 	 cmd_status},

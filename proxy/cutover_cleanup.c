@@ -31,7 +31,7 @@ struct CutoverCleanup {
 	Proxy *proxy;
 	CutoverKind kind;	/* of the cutover that left this */
 	CutoverDirection dir;
-	const Cluster *from;	/* the cluster the cutover fenced */
+	const Cluster *from;	/* the cluster the cutover left, and fenced */
 	ev_timer retry;
 	ev_async wake;
 	double delay;		/* before the next attempt */
@@ -39,7 +39,7 @@ struct CutoverCleanup {
 	bool done;		/* nothing left: freed after this loop iteration */
 
 	bool fenced;		/* from is still read-only */
-	bool was_fenced;
+	bool was_fenced;	/* when this began: once done, the log says from takes writes again */
 	bool reverse_left;	/* the way back's slot, publication, origin are still there */
 	char error[512];	/* the last attempt's */
 
