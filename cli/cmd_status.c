@@ -1,7 +1,7 @@
 /*
  * `pghandoff status [--watch] [--json]`: where the migration stands, read
  * from the running proxy's admin console (SHOW REPLICATION, SHOW DATABASES,
- * SHOW SERVERS, SHOW CUTOVER JSON).  With --watch it refreshes every second:
+ * SHOW SERVERS, SHOW FENCE, SHOW CUTOVER JSON).  With --watch it refreshes every second:
  * on a terminal the screen is redrawn with a progress bar per copy, anywhere
  * else one block of plain lines follows another.
  */
@@ -79,8 +79,50 @@ count_connections(PGresult *dbs, PGresult *servers, int *clients, int *source, i
 	}
 }
 
+/* SHOW FENCE: one row per cluster (cluster, fenced, cleanup_pending, detail). */
+static bool
+fence_row(PGresult *fence, const char *cluster, bool *fenced, bool *pending, const char **detail)
+{
+	int i;
+
+	for (i = 0; i < PQntuples(fence); i++) {
+		if (strcmp(field(fence, i, "cluster"), cluster) != 0)
+			continue;
+		*fenced = strcmp(field(fence, i, "fenced"), "t") == 0;
+		*pending = strcmp(field(fence, i, "cleanup_pending"), "t") == 0;
+		*detail = field(fence, i, "detail");
+		return true;
+	}
+	*fenced = *pending = false;
+	*detail = "";
+	return false;
+}
+
 static void
-print_text(FILE *out, PGresult *repl, PGresult *dbs, PGresult *servers, PGresult *cutover, bool tty)
+print_fence(FILE *out, PGresult *fence)
+{
+	static const char *const clusters[] = {"source", "target"};
+	const char *detail, *pending_detail = NULL;
+	bool fenced, pending;
+	size_t i;
+
+	for (i = 0; i < 2; i++) {
+		(void) fence_row(fence, clusters[i], &fenced, &pending, &detail);
+		if (pending && fenced)
+			fprintf(out, "WARNING: the %s is still fenced (read-only) after an aborted cutover or rollback; "
+				"unfencing is retried: %s\n", clusters[i], detail);
+		else if (fenced)
+			fprintf(out, "fenced: the %s (read-only: clients are served by the other cluster)\n", clusters[i]);
+		if (pending && !pending_detail)
+			pending_detail = detail;
+	}
+	if (pending_detail && !strstr(pending_detail, "still fenced"))
+		fprintf(out, "WARNING: an aborted cutover or rollback left objects behind; dropping them is retried: %s\n",
+			pending_detail);
+}
+
+static void
+print_text(FILE *out, PGresult *repl, PGresult *dbs, PGresult *servers, PGresult *fence, PGresult *cutover, bool tty)
 {
 	int i, source, target, clients;
 
@@ -116,13 +158,16 @@ print_text(FILE *out, PGresult *repl, PGresult *dbs, PGresult *servers, PGresult
 	}
 	count_connections(dbs, servers, &clients, &source, &target);
 	fprintf(out, "clients: %d   server connections: source %d, target %d\n", clients, source, target);
+	print_fence(out, fence);
 	if (cutover && PQntuples(cutover) == 1 && strcmp(PQgetvalue(cutover, 0, 0), "{}") != 0)
 		fprintf(out, "last cutover: %s\n", PQgetvalue(cutover, 0, 0));
 }
 
 static void
-print_json(FILE *out, PGresult *repl, PGresult *dbs, PGresult *servers, PGresult *cutover)
+print_json(FILE *out, PGresult *repl, PGresult *dbs, PGresult *servers, PGresult *fence, PGresult *cutover)
 {
+	bool source_fenced, target_fenced, source_pending, target_pending;
+	const char *source_detail, *target_detail;
 	static const char *const numeric[] = {"tables_done", "tables_total", "copied_bytes", "total_bytes",
 					      "copy_rate_bytes", "eta_seconds", "lag_bytes", "lag_seconds",
 					      "apply_rate", "updated_seconds_ago"};
@@ -153,7 +198,15 @@ print_json(FILE *out, PGresult *repl, PGresult *dbs, PGresult *servers, PGresult
 		strbuf_append_char(&sb, '}');
 	}
 	count_connections(dbs, servers, &clients, &source, &target);
-	strbuf_appendf(&sb, "], \"clients\": %d, \"servers\": {\"source\": %d, \"target\": %d}, \"last_cutover\": %s}",
+	(void) fence_row(fence, "source", &source_fenced, &source_pending, &source_detail);
+	(void) fence_row(fence, "target", &target_fenced, &target_pending, &target_detail);
+	strbuf_appendf(&sb, "], \"fenced\": {\"source\": %s, \"target\": %s}, \"cleanup_pending\": ",
+		       source_fenced ? "true" : "false", target_fenced ? "true" : "false");
+	if (source_pending || target_pending)
+		strbuf_append_json(&sb, source_pending ? source_detail : target_detail);
+	else
+		strbuf_append(&sb, "null");
+	strbuf_appendf(&sb, ", \"clients\": %d, \"servers\": {\"source\": %d, \"target\": %d}, \"last_cutover\": %s}",
 		       clients, source, target,
 		       cutover && PQntuples(cutover) == 1 && strcmp(PQgetvalue(cutover, 0, 0), "{}") != 0
 			       ? PQgetvalue(cutover, 0, 0)
@@ -168,17 +221,19 @@ show_once(PGconn *conn, bool json, bool tty)
 	PGresult *repl = console_query(conn, "SHOW REPLICATION");
 	PGresult *dbs = repl ? console_query(conn, "SHOW DATABASES") : NULL;
 	PGresult *servers = dbs ? console_query(conn, "SHOW SERVERS") : NULL;
-	PGresult *cutover = servers ? console_query(conn, "SHOW CUTOVER JSON") : NULL;
+	PGresult *fence = servers ? console_query(conn, "SHOW FENCE") : NULL;
+	PGresult *cutover = fence ? console_query(conn, "SHOW CUTOVER JSON") : NULL;
 	bool ok = cutover != NULL;
 
 	if (ok && json)
-		print_json(stdout, repl, dbs, servers, cutover);
+		print_json(stdout, repl, dbs, servers, fence, cutover);
 	else if (ok)
-		print_text(stdout, repl, dbs, servers, cutover, tty);
+		print_text(stdout, repl, dbs, servers, fence, cutover, tty);
 	fflush(stdout);
 	PQclear(repl);
 	PQclear(dbs);
 	PQclear(servers);
+	PQclear(fence);
 	PQclear(cutover);
 	return ok;
 }

@@ -47,7 +47,7 @@ static const CliCommand commands[] = {
 	 "auth_file.  Admin users reach a console in the virtual database\n"
 	 "\"pghandoff\": SHOW CLIENTS|SERVERS|STATS|CONFIG|DATABASES|VERSION,\n"
 	 "PAUSE [db], RESUME [db], RELOAD, SHUTDOWN, CUTOVER [DRY RUN], ROLLBACK,\n"
-	 "SHOW CUTOVER [JSON].\n\n"
+	 "SHOW CUTOVER [JSON], SHOW FENCE.\n\n"
 	 "Signals: SIGTERM stops accepting and waits up to shutdown_timeout for\n"
 	 "clients; SIGINT closes everything at once; SIGHUP reloads the\n"
 	 "configuration and the auth file and reopens the log file.\n",
@@ -76,8 +76,10 @@ static const CliCommand commands[] = {
 	 "catch-up, streaming, retrying, cut over, rolled back), the copy's\n"
 	 "progress (tables, bytes, rate, time left), the replication lag in bytes\n"
 	 "and seconds and the apply rate; then the clients, the server\n"
-	 "connections per cluster and the last cutover's report.  The follower's\n"
-	 "progress comes from the files it writes next to state_file.\n\n"
+	 "connections per cluster, which cluster is fenced (with a warning while an\n"
+	 "aborted cutover's unfence is retried) and the last cutover's report.\n"
+	 "The follower's progress comes from the files it writes next to\n"
+	 "state_file.\n\n"
 	 "  --watch  refresh every second (a progress bar on a terminal); Ctrl-C stops\n"
 	 "  --json   one JSON object per refresh\n",
 	 cmd_status},
@@ -105,7 +107,8 @@ static const CliCommand commands[] = {
 	 "target connection; record the switch in state_file; resume.  Sessions\n"
 	 "that cannot move (temporary tables, advisory locks, WITH HOLD cursors)\n"
 	 "are terminated or make the cutover abort (unmovable).  Any failure before\n"
-	 "the switch resumes every client on the source.\n\n"
+	 "the switch resumes every client on the source; an unfence that fails\n"
+	 "then is retried in the background, and SHOW FENCE and status say so.\n\n"
 	 "Each phase is printed as it ends, then the report (--json: as JSON).\n"
 	 "  --dry-run  run the checks only and report the clients, which of them\n"
 	 "             could not move, the lag and the catch-up time to expect\n\n"

@@ -533,11 +533,18 @@ show_cutover_json(Client *client, const char *arg)
 static bool
 start_cutover(Client *client, CutoverKind kind)
 {
-	const char *refusal = cutover_refusal(client->proxy, kind);
+	char why[2300];
 
-	if (refusal)
-		return admin_send_error(client, "55000", refusal, NULL);
+	if (cutover_refusal(client->proxy, kind, why, sizeof(why)))
+		return admin_send_error(client, "55000", why, NULL);
 	return cutover_start(client, kind);
+}
+
+static bool
+show_fence(Client *client, const char *arg)
+{
+	(void) arg;
+	return cutover_show_fence(client);
 }
 
 static bool
@@ -578,7 +585,7 @@ run_reload(Client *client, const char *arg)
 {
 	(void) arg;
 	if (cutover_running(client->proxy))
-		return admin_send_error(client, "55000", "configuration not reloaded: a cutover is running",
+		return admin_send_error(client, "55000", "configuration not reloaded: a cutover is running or being undone",
 					"RELOAD again once it has finished");
 	if (!proxy_reload(client->proxy))
 		return admin_send_error(client, "F0000", "configuration not reloaded: see the log for the errors",
@@ -621,6 +628,7 @@ static const AdminCommand commands[] = {
 	{"SHOW VERSION", NULL, show_version, "pghandoff's version"},
 	{"SHOW CUTOVER", NULL, show_cutover, "the running or last cutover or rollback"},
 	{"SHOW CUTOVER JSON", NULL, show_cutover_json, "the same, as one JSON document"},
+	{"SHOW FENCE", NULL, show_fence, "per cluster: fenced or not, and what an aborted cutover still has to undo"},
 	{"SHOW HELP", NULL, show_help, "these commands"},
 	{"PAUSE", "db", run_pause, "hold new queries; returns once every client is between transactions"},
 	{"RESUME", "db", run_resume, "release what PAUSE holds"},

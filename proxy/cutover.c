@@ -70,10 +70,13 @@ cutover_finish(Cutover *c)
 	bool ok = c->failure[0] == '\0';
 	bool switched = ok && c->kind != CUTOVER_DRY_RUN;
 	CutoverReport *report;
-	char error[600];
+	char error[700];
 
 	set_phase(c, CP_DONE);
 	ev_timer_stop(proxy->loop, &c->drain_timer);
+	/* Before the report: it says what is still owed. */
+	if (!ok && c->kind != CUTOVER_DRY_RUN && (c->fenced || c->reverse_prepared))
+		cutover_cleanup_start(c);
 	list_for_each_safe(item, tmp, &proxy->active_clients) {
 		Client *client = container_of(item, Client, head);
 
@@ -110,7 +113,9 @@ cutover_finish(Cutover *c)
 			 ok ? "" : c->failure, ok ? "" : "; clients stay where they were");
 	cutover_send_notices(c);
 	if (cutover_admin(c)) {
-		snprintf(error, sizeof(error), "%s aborted: %s", cutover_kind_name(c->kind), c->failure);
+		snprintf(error, sizeof(error), "%s aborted: %s%s%s%s", cutover_kind_name(c->kind), c->failure,
+			 c->fenced ? "; the " : "", c->fenced ? c->from->role : "",
+			 c->fenced ? " is still fenced, unfencing is retried (SHOW FENCE)" : "");
 		c->admin->admin_waiting_cutover = false;
 		if (cutover_report_send(c->admin, report, false, c->kind == CUTOVER_ROLLBACK ? "ROLLBACK" : "CUTOVER",
 				ok ? NULL : error))
@@ -273,8 +278,7 @@ cutover_advance(Cutover *c)
 	case CP_UNDO:
 		if (!cutover_worker_finished(c))
 			return;
-		if (!c->job_ok)
-			log_error("cutover", "the %s is still read-only: %s", c->from->role, c->job_error);
+		/* What the undo could not do, cutover_finish hands to cutover_cleanup.c. */
 		cutover_finish(c);
 		return;
 	case CP_DONE:
@@ -325,18 +329,26 @@ collect_pids(Cutover *c)
 	return true;
 }
 
-const char *
-cutover_refusal(const Proxy *proxy, CutoverKind kind)
+bool
+cutover_refusal(const Proxy *proxy, CutoverKind kind, char *why, size_t len)
 {
-	if (cutover_running(proxy))
-		return "a cutover or rollback is already running";
-	if (kind == CUTOVER_ROLLBACK && proxy->serving != &proxy->target)
-		return "nothing to roll back: clients are served by the source";
-	if (kind != CUTOVER_ROLLBACK && proxy->serving != &proxy->source)
-		return "clients are already served by the target; ROLLBACK goes back";
-	if (kind == CUTOVER_ROLLBACK && !proxy->config.cutover.rollback)
-		return "rollback = off: no reverse follower kept the source up to date";
-	return NULL;
+	char what[2048];
+
+	if (cutover_cleanup_pending(proxy)) {
+		cutover_cleanup_describe(proxy, what, sizeof(what));
+		snprintf(why, len, "the last aborted cutover or rollback is not undone yet: %s; it is retried in the "
+			 "background (SHOW FENCE)", what);
+	} else if (cutover_running(proxy))
+		snprintf(why, len, "a cutover or rollback is already running");
+	else if (kind == CUTOVER_ROLLBACK && proxy->serving != &proxy->target)
+		snprintf(why, len, "nothing to roll back: clients are served by the source");
+	else if (kind != CUTOVER_ROLLBACK && proxy->serving != &proxy->source)
+		snprintf(why, len, "clients are already served by the target; ROLLBACK goes back");
+	else if (kind == CUTOVER_ROLLBACK && !proxy->config.cutover.rollback)
+		snprintf(why, len, "rollback = off: no reverse follower kept the source up to date");
+	else
+		return false;
+	return true;
 }
 
 bool
@@ -400,7 +412,7 @@ cutover_show(Client *admin, bool json)
 bool
 cutover_running(const Proxy *proxy)
 {
-	return proxy->cutover && proxy->cutover->phase != CP_DONE;
+	return (proxy->cutover && proxy->cutover->phase != CP_DONE) || cutover_cleanup_pending(proxy);
 }
 
 /*
@@ -484,6 +496,7 @@ cutover_reap(Proxy *proxy, bool recheck)
 		cutover_free(proxy->cutover);
 		proxy->cutover = NULL;
 	}
+	cutover_cleanup_reap(proxy);
 	if (proxy->resume_pending) {
 		proxy->resume_pending = false;
 		client_resume_held(proxy, NULL);
@@ -499,6 +512,11 @@ cutover_shutdown(Proxy *proxy)
 	list_for_each_safe(item, tmp, &proxy->retiring_servers)
 		server_disconnect(container_of(item, Server, head), NULL, "pghandoff is stopping");
 	if (proxy->cutover) {
+		/* The worker's results are read once it is done: an undo running finishes first. */
+		if (proxy->cutover->thread_running) {
+			pthread_join(proxy->cutover->thread, NULL);
+			proxy->cutover->thread_running = false;
+		}
 		if (proxy->cutover->phase != CP_DONE) {
 			snprintf(proxy->cutover->failure, sizeof(proxy->cutover->failure), "pghandoff is shutting down");
 			proxy->cutover->admin = NULL;
@@ -507,6 +525,7 @@ cutover_shutdown(Proxy *proxy)
 		cutover_free(proxy->cutover);
 		proxy->cutover = NULL;
 	}
+	cutover_cleanup_shutdown(proxy);
 	cutover_report_free(proxy->last_report);
 	proxy->last_report = NULL;
 }

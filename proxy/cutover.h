@@ -8,6 +8,7 @@
 #define PGHANDOFF_PROXY_CUTOVER_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "proxy/objects.h"
 
@@ -17,16 +18,24 @@ typedef enum CutoverKind {
 	CUTOVER_ROLLBACK,	/* target -> source */
 } CutoverKind;
 
-/* Why a cutover of that kind cannot start now (SQLSTATE 55000), or NULL. */
-const char *cutover_refusal(const Proxy *proxy, CutoverKind kind);
+/* True, with why, when a cutover of that kind cannot start now (SQLSTATE 55000). */
+bool cutover_refusal(const Proxy *proxy, CutoverKind kind, char *why, size_t len);
 /* The admin console's command, once cutover_refusal found nothing: admin waits until the report is sent. */
 bool cutover_start(Client *admin, CutoverKind kind) __attribute__((warn_unused_result));
 /* SHOW CUTOVER [JSON]: the last report. */
 bool cutover_show(Client *admin, bool json) __attribute__((warn_unused_result));
 
-/* A client that logs in now waits for the cutover before its server opens. */
-/* True while a cutover or rollback runs (RELOAD waits for it). */
+/* True while a cutover or rollback runs, or an aborted one's cleanup is retried (RELOAD waits for it). */
 bool cutover_running(const Proxy *proxy);
+
+/* An aborted cutover or rollback left a fence or the way back's objects: undoing them is retried. */
+bool cutover_cleanup_pending(const Proxy *proxy);
+/* What is left to undo, "" when nothing. */
+void cutover_cleanup_describe(const Proxy *proxy, char *buf, size_t len);
+/* Whether pghandoff keeps cluster read-only: left by a switch, or an aborted switch's unfence still owed. */
+bool cutover_cluster_fenced(const Proxy *proxy, const Cluster *cluster);
+/* SHOW FENCE: both clusters' fence and what is still owed. */
+bool cutover_show_fence(Client *admin) __attribute__((warn_unused_result));
 
 void cutover_init(Proxy *proxy);
 /* At start: the state file says where clients go, and starts the reverse follower if one belongs. */

@@ -162,8 +162,24 @@ void cutover_notice(Cutover *c, const char *fmt, ...) __attribute__((format(prin
 CutoverReport *cutover_report_build(Cutover *c, bool ok);
 bool cutover_report_send(Client *admin, const CutoverReport *r, bool json, const char *tag, const char *error);
 void cutover_report_free(CutoverReport *r);
+/* Replaces key's value (or adds the item) in a finished report, its JSON too. */
+void cutover_report_set(CutoverReport *r, const char *key, bool number, const char *value);
+
+/* cutover_cleanup.c */
+/* What c could not undo (c->fenced, c->reverse_prepared) is retried in the background until done. */
+void cutover_cleanup_start(Cutover *c);
+/* After each loop iteration: frees a cleanup that is done. */
+void cutover_cleanup_reap(Proxy *proxy);
+/* At exit: waits for an attempt running, says what is left. */
+void cutover_cleanup_shutdown(Proxy *proxy);
+/* What is owed, for the state file: the cluster still fenced (or NULL), the way back's objects. */
+void cutover_cleanup_owed(const Proxy *proxy, const Cluster **fenced, bool *way_back_left);
+/* At start: the state file says an undo was owed when the proxy stopped; it is retried again. */
+void cutover_cleanup_resume(Proxy *proxy, const Cluster *fenced, bool way_back_left);
 
 /* cutover_state.c */
 bool cutover_write_state(Proxy *proxy, const Cluster *serving);
+/* The state file written again as things stand (an undo owed, or no longer). */
+bool cutover_save_state(Proxy *proxy);
 
 #endif

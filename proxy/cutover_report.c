@@ -111,13 +111,36 @@ cutover_report_free(CutoverReport *r)
 	free(r);
 }
 
+/* The JSON form, made again from the items whenever they change. */
+static void
+report_render_json(CutoverReport *r)
+{
+	StrBuf json;
+	int i;
+
+	strbuf_init(&json);
+	strbuf_append_char(&json, '{');
+	for (i = 0; i < r->nitems; i++) {
+		strbuf_append(&json, i ? ", " : "");
+		strbuf_append_json(&json, r->items[i].key);
+		strbuf_append(&json, ": ");
+		if (r->items[i].number)
+			strbuf_append(&json, r->items[i].value);
+		else
+			strbuf_append_json(&json, r->items[i].value);
+	}
+	strbuf_append_char(&json, '}');
+	free(r->json);
+	r->json = json.failed ? NULL : strdup(strbuf_str(&json));
+	strbuf_free(&json);
+}
+
 CutoverReport *
 cutover_report_build(Cutover *c, bool ok)
 {
 	CutoverReport *r = calloc(1, sizeof(CutoverReport));
 	ev_tstamp first_hold = 0, longest = 0;
 	const List *item;
-	StrBuf json;
 	char when[64];
 	time_t now = time(NULL);
 	int i;
@@ -185,21 +208,36 @@ cutover_report_build(Cutover *c, bool ok)
 		report_add(r, "tables_verified", true, "%d", c->tables_verified);
 		report_add(r, "marker_lsns", false, "%s", c->lsns);
 	}
-	strbuf_init(&json);
-	strbuf_append_char(&json, '{');
-	for (i = 0; i < r->nitems; i++) {
-		strbuf_append(&json, i ? ", " : "");
-		strbuf_append_json(&json, r->items[i].key);
-		strbuf_append(&json, ": ");
-		if (r->items[i].number)
-			strbuf_append(&json, r->items[i].value);
-		else
-			strbuf_append_json(&json, r->items[i].value);
+	if (c->kind != CUTOVER_DRY_RUN && !ok) {
+		char pending[2048];
+
+		/* An abort's undo may be owed still: cutover_cleanup.c retries it and updates these. */
+		cutover_cleanup_describe(c->proxy, pending, sizeof(pending));
+		report_add(r, "still_fenced", true, "%s", c->fenced ? "true" : "false");
+		report_add(r, "cleanup_pending", false, "%s", pending);
 	}
-	strbuf_append_char(&json, '}');
-	r->json = json.failed ? NULL : strdup(strbuf_str(&json));
-	strbuf_free(&json);
+	report_render_json(r);
 	return r;
+}
+
+void
+cutover_report_set(CutoverReport *r, const char *key, bool number, const char *value)
+{
+	int i;
+	char *copy;
+
+	if (!r)
+		return;
+	for (i = 0; i < r->nitems && strcmp(r->items[i].key, key) != 0; i++)
+		;
+	if (i == r->nitems) {
+		report_add(r, key, number, "%s", value);
+	} else if ((copy = strdup(value)) != NULL) {
+		free(r->items[i].value);
+		r->items[i].value = copy;
+		r->items[i].number = number;
+	}
+	report_render_json(r);
 }
 
 bool

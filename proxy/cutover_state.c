@@ -1,6 +1,8 @@
 /*
  * What outlives a cutover: the state file, written before clients move so a
- * restarted proxy never routes back (and starts the reverse follower again).
+ * restarted proxy never routes back (and starts the reverse follower again),
+ * and while an aborted cutover's undo is owed (cutover_cleanup.c), so a
+ * restarted proxy goes on retrying it.
  */
 #include "proxy/cutover_int.h"
 #include "common/log.h"
@@ -18,19 +20,25 @@
 
 /* ---- the state file ---- */
 
-bool
-cutover_write_state(Proxy *proxy, const Cluster *serving)
+static bool
+write_state(Proxy *proxy, const Cluster *serving, const char *last)
 {
 	const char *path = proxy->config.proxy.state_file;
-	char tmp[4096], line[256];
+	const Cluster *fenced = NULL;
+	bool way_back_left = false;
+	char tmp[4096], line[512];
 	int fd, len;
 	time_t now = time(NULL);
 	bool ok;
 
+	cutover_cleanup_owed(proxy, &fenced, &way_back_left);
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	len = snprintf(line, sizeof(line), "serving = %s\nchanged_at = %lld\nlast = %s\nreverse_follower = %s\n",
-		       serving->role, (long long) now, serving == &proxy->target ? "cutover" : "rollback",
-		       serving == &proxy->target && proxy->config.cutover.rollback ? "on" : "off");
+	len = snprintf(line, sizeof(line),
+		       "serving = %s\nchanged_at = %lld\nlast = %s\nreverse_follower = %s\nunfence = %s\n"
+		       "way_back_left = %s\n",
+		       serving->role, (long long) now, last,
+		       serving == &proxy->target && proxy->config.cutover.rollback ? "on" : "off",
+		       fenced ? fenced->role : "none", way_back_left ? "on" : "off");
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		log_error("cutover", "could not write the state file %s: %s", tmp, strerror(errno));
@@ -45,11 +53,25 @@ cutover_write_state(Proxy *proxy, const Cluster *serving)
 }
 
 bool
+cutover_write_state(Proxy *proxy, const Cluster *serving)
+{
+	return write_state(proxy, serving, serving == &proxy->target ? "cutover" : "rollback");
+}
+
+bool
+cutover_save_state(Proxy *proxy)
+{
+	return write_state(proxy, proxy->serving,
+			   proxy->serving == &proxy->target ? "cutover" : proxy->rolled_back ? "rollback" : "none");
+}
+
+bool
 cutover_load_state(Proxy *proxy)
 {
 	FILE *f = fopen(proxy->config.proxy.state_file, "r");
 	char line[256];
-	bool reverse = false;
+	bool reverse = false, way_back_left = false;
+	const Cluster *fenced = NULL;
 
 	proxy->serving = &proxy->source;
 	if (!f) {
@@ -66,11 +88,19 @@ cutover_load_state(Proxy *proxy)
 			reverse = true;
 		else if (strcmp(line, "last = rollback\n") == 0)
 			proxy->rolled_back = true;
+		else if (strcmp(line, "unfence = source\n") == 0)
+			fenced = &proxy->source;
+		else if (strcmp(line, "unfence = target\n") == 0)
+			fenced = &proxy->target;
+		else if (strcmp(line, "way_back_left = on\n") == 0)
+			way_back_left = true;
 	}
 	fclose(f);
 	log_info("proxy", "state file %s: clients are served by the %s", proxy->config.proxy.state_file,
 		 proxy->serving->role);
 	if (proxy->serving == &proxy->target && reverse && !followers_start(proxy, FOLLOWER_REVERSE))
 		return false;
+	if (fenced || way_back_left)
+		cutover_cleanup_resume(proxy, fenced, way_back_left);
 	return true;
 }

@@ -79,7 +79,8 @@ drop_reverse(Cutover *c, char *err, size_t errlen)
 
 	for (i = 0; i < c->dir.config->ndatabases; i++)
 		ok = reverse_drop(c->dir.config, &c->dir.config->databases[i], c->dir.subject) && ok;
-	c->reverse_prepared = false;
+	if (ok)
+		c->reverse_prepared = false;
 	if (!ok)
 		return errbuf_fail(err, errlen, "could not drop the reverse follower's slot on the target");
 	return true;
@@ -93,9 +94,10 @@ job_sync(Cutover *c, char *err, size_t errlen)
 
 	if (config->cutover.fence == FENCE_READ_ONLY) {
 		t = clock_monotonic() * 1e3;
+		/* Before: a fence that fails half-way (the ALTER done, the terminations not) is undone too. */
+		c->fenced = true;
 		if (!timed(c, PH_FENCE, steps_fence(&c->dir, &c->links, c->pids, &c->terminated, err, errlen), t))
 			return false;
-		c->fenced = true;
 	}
 	t = clock_monotonic() * 1e3;
 	if (!timed(c, PH_CATCH_UP, steps_catch_up(&c->dir, &c->links, c->lsns, sizeof(c->lsns), err, errlen), t))
@@ -165,12 +167,18 @@ worker_main(void *arg)
 		ok = job_sync(c, err, sizeof(err));
 		break;
 	case JOB_UNDO:
-		ok = !c->fenced || steps_unfence(&c->dir, err, sizeof(err));
-		if (ok && c->fenced)
+		/* What is left (fenced, reverse_prepared still true) is retried by cutover_cleanup.c. */
+		if (c->fenced && steps_unfence(&c->dir, err, sizeof(err))) {
 			worker_notice(c, "%s: the %s takes writes again", cutover_kind_name(c->kind), c->from->role);
-		c->fenced = false;
-		if (c->reverse_prepared)
-			ok = drop_reverse(c, err, sizeof(err)) && ok;
+			c->fenced = false;
+		}
+		if (c->reverse_prepared) {
+			char drop_err[512];
+
+			if (!drop_reverse(c, drop_err, sizeof(drop_err)) && !err[0])
+				snprintf(err, sizeof(err), "%s", drop_err);
+		}
+		ok = !c->fenced && !c->reverse_prepared;
 		break;
 	}
 	pthread_mutex_lock(&c->lock);

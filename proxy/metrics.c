@@ -7,6 +7,7 @@
 #include "proxy/objects.h"
 #include "common/log.h"
 #include "common/strbuf.h"
+#include "proxy/cutover.h"
 #include "proxy/progress.h"
 
 #include <errno.h>
@@ -226,6 +227,17 @@ render(const Proxy *proxy, StrBuf *out)
 		       proxy->serving == &proxy->target, proxy->cutover != NULL,
 		       (unsigned long long) (proxy->cutovers_total - proxy->cutovers_failed_total),
 		       (unsigned long long) proxy->cutovers_failed_total, proxy->last_pause_seconds);
+	strbuf_appendf(out,
+		       "# HELP pghandoff_fenced 1 while pghandoff keeps the cluster's databases read-only.\n"
+		       "# TYPE pghandoff_fenced gauge\n"
+		       "pghandoff_fenced{cluster=\"source\"} %d\n"
+		       "pghandoff_fenced{cluster=\"target\"} %d\n"
+		       "# HELP pghandoff_cleanup_pending 1 while an aborted cutover's unfence or way back's objects are "
+		       "still being retried.\n"
+		       "# TYPE pghandoff_cleanup_pending gauge\n"
+		       "pghandoff_cleanup_pending %d\n",
+		       cutover_cluster_fenced(proxy, &proxy->source), cutover_cluster_fenced(proxy, &proxy->target),
+		       cutover_cleanup_pending(proxy));
 	render_replication(proxy, out);
 }
 

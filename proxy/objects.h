@@ -42,6 +42,7 @@ typedef struct PktBuf PktBuf;
 typedef struct Cutover Cutover;
 typedef struct SessionCarry SessionCarry;
 typedef struct CutoverReport CutoverReport;
+typedef struct CutoverCleanup CutoverCleanup;
 
 /* Upper bounds of the latency histograms' buckets, in seconds; the last bucket is +Inf. */
 #define STATS_BUCKETS 12
@@ -295,6 +296,7 @@ struct Proxy {
 	char custom_settings[CUSTOM_SETTINGS_MAX][SQL_SETTING_NAME_MAX + 1];
 	Cutover *cutover;	/* the cutover or rollback running, if any */
 	CutoverReport *last_report;	/* the last cutover's, for SHOW CUTOVER */
+	CutoverCleanup *cleanup;	/* what an aborted cutover still has to undo, retried (cutover_cleanup.c) */
 	Follower followers[FOLLOWER_KINDS];
 	bool run_replicator;	/* `pghandoff run`: the forward follower is a child of the proxy */
 	bool resume_pending;	/* clients held by a proxy query wait for the next loop iteration */

@@ -31,7 +31,13 @@ reverse_prepare(const Config *config, const DatabaseMapping *db, const char *sub
 	/* Both connections first: a fenced source that refuses us leaves nothing made on the target. */
 	if (!replicate_connect_apply(&dir, &source, subject))
 		return false;
-	if (!repl_connect(&target, &config->target, db->target_name, false, subject)) {
+	/*
+	 * A rollback left the target fenced, and a cutover after it makes the
+	 * way back before the target takes writes again: this session is exempt.
+	 */
+	if (!repl_connect(&target, &config->target, db->target_name, false, subject) ||
+	    !repl_exec(&target, "SET default_transaction_read_only = off")) {
+		repl_close(&target);
 		repl_close(&source);
 		return false;
 	}
