@@ -53,19 +53,71 @@ on_drain_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 	cutover_fail(c, "transactions still open after drain_timeout: %s", busy);
 }
 
-/* Resume, clean up, report.  The Cutover itself is freed after this loop iteration. */
-void
-cutover_finish(Cutover *c)
+/* Standbys logged in and warmed up: what shows the cluster they log in to answering. */
+static int
+standbys_in(const Cutover *c)
+{
+	const List *item;
+	int n = 0;
+
+	list_for_each(item, &c->proxy->active_clients) {
+		const Client *client = container_of(item, const Client, head);
+
+		n += client->standby && client->standby->state == SV_STANDBY && client->standby->warmed;
+	}
+	return n;
+}
+
+/*
+ * The loop's own waits on a cluster are bounded by answer_timeout like the
+ * worker's: before the pause, without a standby logged in (or a session
+ * read) meanwhile; in the sync phase, for the last sessions to be carried.
+ */
+static void
+on_answer_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	Cutover *c = container_of(w, Cutover, answer_timer);
+	double timeout = (double) c->proxy->config.cutover.answer_timeout / 1e6;
+	int in = standbys_in(c);
+
+	(void) loop;
+	(void) revents;
+	if (c->phase == CP_PRECHECK) {
+		if (in != c->answer_progress) {
+			c->answer_progress = in;
+			ev_timer_again(c->proxy->loop, &c->answer_timer);
+			return;
+		}
+		cutover_fail(c, "precheck: the %s did not answer within %.1f s (answer_timeout); %s",
+			     cutover_standbys_ready(c) ? c->from->role : c->to->role, timeout,
+			     cutover_standbys_ready(c) ? "the sessions could not be read"
+						       : "the connections for the clients could not log in");
+		return;
+	}
+	if (c->phase == CP_SYNC && c->t_captured == 0 && !c->failure[0]) {
+		snprintf(c->failure, sizeof(c->failure),
+			 "sync: the %s did not answer within %.1f s (answer_timeout); the sessions could not be carried",
+			 c->to->role, timeout);
+		log_error("cutover", "%s", c->failure);
+		cutover_advance(c);	/* fails once the worker, bounded too, has reported */
+	}
+}
+
+/*
+ * Clients run again, on the cluster they were on unless switched: standbys
+ * closed, databases unpaused, held queries and logins go on.  Once.
+ */
+static void
+resume_clients(Cutover *c)
 {
 	Proxy *proxy = c->proxy;
 	List *item, *tmp;
-	bool ok = c->failure[0] == '\0';
-	bool switched = ok && c->kind != CUTOVER_DRY_RUN;
-	CutoverReport *report;
-	char error[600];
 
-	c->phase = CP_DONE;
+	if (c->resumed)
+		return;
+	c->resumed = true;
 	ev_timer_stop(proxy->loop, &c->drain_timer);
+	ev_timer_stop(proxy->loop, &c->answer_timer);
 	list_for_each_safe(item, tmp, &proxy->active_clients) {
 		Client *client = container_of(item, Client, head);
 
@@ -81,7 +133,16 @@ cutover_finish(Cutover *c)
 		client->carry_round = 0;
 	}
 	c->t_resume = ev_time();
-	report = cutover_report_build(c, ok);
+	list_for_each(item, &proxy->active_clients) {
+		const Client *client = container_of(item, const Client, head);
+
+		if (client->held && client->held_since > 0) {
+			if (c->first_hold == 0 || client->held_since < c->first_hold)
+				c->first_hold = client->held_since;
+			if (c->t_resume - client->held_since > c->longest_hold)
+				c->longest_hold = c->t_resume - client->held_since;
+		}
+	}
 	cutover_set_paused(c, false);
 	client_resume_held(proxy, NULL);
 	list_for_each_safe(item, tmp, &proxy->active_clients) {
@@ -94,6 +155,21 @@ cutover_finish(Cutover *c)
 			}
 		}
 	}
+}
+
+/* Resume, clean up, report.  The Cutover itself is freed after this loop iteration. */
+void
+cutover_finish(Cutover *c)
+{
+	Proxy *proxy = c->proxy;
+	bool ok = c->failure[0] == '\0';
+	bool switched = ok && c->kind != CUTOVER_DRY_RUN;
+	CutoverReport *report;
+	char error[600];
+
+	c->phase = CP_DONE;
+	resume_clients(c);
+	report = cutover_report_build(c, ok);
 	if (switched)
 		log_info("cutover", "%s completed: %d client(s) moved to the %s, %d terminated", cutover_kind_name(c->kind), c->moved,
 			 c->to->role, c->terminated_clients);
@@ -163,7 +239,7 @@ cutover_advance(Cutover *c)
 {
 	Proxy *proxy = c->proxy;
 	char first[256];
-	bool ready;
+	bool ready, carried, undone;
 
 	cutover_send_notices(c);
 	switch (c->phase) {
@@ -181,6 +257,11 @@ cutover_advance(Cutover *c)
 		if (!c->job_ok) {
 			cutover_fail(c, "%s", c->job_error);
 			return;
+		}
+		if (!ev_is_active(&c->answer_timer) && c->kind != CUTOVER_DRY_RUN) {
+			c->answer_progress = standbys_in(c);
+			ev_timer_set(&c->answer_timer, 0., (ev_tstamp) proxy->config.cutover.answer_timeout / 1e6);
+			ev_timer_again(proxy->loop, &c->answer_timer);
 		}
 		c->hidden_known = c->hidden_code != NULL;	/* the worker looked */
 		c->warm_known = true;
@@ -205,6 +286,7 @@ cutover_advance(Cutover *c)
 			    "%d session(s) left to read; pausing",
 			    cutover_kind_name(c->kind), c->precheck_ms, (long long) c->lag_bytes, c->to->role,
 			    c->settle_unread);
+		ev_timer_stop(proxy->loop, &c->answer_timer);
 		c->phase = CP_DRAIN;
 		c->t_pause = ev_time();
 		cutover_set_paused(c, true);
@@ -226,6 +308,8 @@ cutover_advance(Cutover *c)
 		cutover_notice(c, "%s: every client between transactions after %.1f ms", cutover_kind_name(c->kind),
 			    (c->t_drained - c->t_pause) * 1e3);
 		c->phase = CP_SYNC;
+		ev_timer_set(&c->answer_timer, (ev_tstamp) proxy->config.cutover.answer_timeout / 1e6, 0.);
+		ev_timer_start(proxy->loop, &c->answer_timer);
 		if (!cutover_worker_start(c, JOB_SYNC)) {
 			cutover_fail(c, "%s", c->failure);
 			return;
@@ -235,9 +319,9 @@ cutover_advance(Cutover *c)
 		if (c->standby_failures > 0 && !c->failure[0])
 			snprintf(c->failure, sizeof(c->failure), "could not log in to the %s: %s", c->to->role,
 				 c->standby_error);
-		if (!cutover_carry_sessions(c))
-			return;
-		if (c->t_captured == 0)
+		/* A worker that failed ends the cutover whether or not the sessions are carried. */
+		carried = cutover_carry_sessions(c);
+		if (carried && c->t_captured == 0)
 			c->t_captured = ev_time();
 		if (!cutover_worker_finished(c))
 			return;
@@ -245,6 +329,8 @@ cutover_advance(Cutover *c)
 			cutover_fail(c, "%s", c->failure[0] ? c->failure : c->job_error);
 			return;
 		}
+		if (!carried)
+			return;	/* answer_timer bounds this */
 		c->unmovable = cutover_count_unmovable(c, first, sizeof(first));
 		if (c->unmovable > 0 && proxy->config.cutover.unmovable == UNMOVABLE_ABORT) {
 			cutover_fail(c, "%d session(s) cannot move (unmovable = abort): %s", c->unmovable, first);
@@ -263,6 +349,15 @@ cutover_advance(Cutover *c)
 		cutover_finish(c);
 		return;
 	case CP_UNDO:
+		/* The cluster left takes writes again: its clients go on while the other one is dealt with. */
+		pthread_mutex_lock(&c->lock);
+		undone = c->from_undone;
+		pthread_mutex_unlock(&c->lock);
+		if (undone && !c->resumed) {
+			resume_clients(c);
+			cutover_notice(c, "%s: clients resumed on the %s", cutover_kind_name(c->kind), c->from->role);
+			cutover_send_notices(c);
+		}
 		if (!cutover_worker_finished(c))
 			return;
 		if (!c->job_ok)
@@ -357,6 +452,7 @@ cutover_start(Client *admin, CutoverKind kind)
 	strbuf_init(&c->dry_clients);
 	strbuf_init(&c->function_settings);
 	ev_timer_init(&c->drain_timer, on_drain_timeout, 0., 0.);
+	ev_timer_init(&c->answer_timer, on_answer_timeout, 0., 0.);
 	ev_async_init(&c->wake, on_wake);
 	ev_async_start(proxy->loop, &c->wake);
 	proxy->cutover = c;
@@ -423,7 +519,7 @@ cutover_holds_logins(const Proxy *proxy)
 {
 	const Cutover *c = proxy->cutover;
 
-	return c && c->kind != CUTOVER_DRY_RUN && c->phase != CP_PRECHECK && c->phase != CP_DONE;
+	return c && c->kind != CUTOVER_DRY_RUN && c->phase != CP_PRECHECK && c->phase != CP_DONE && !c->resumed;
 }
 
 bool
@@ -476,6 +572,7 @@ cutover_free(Cutover *c)
 	}
 	ev_async_stop(c->proxy->loop, &c->wake);
 	ev_timer_stop(c->proxy->loop, &c->drain_timer);
+	ev_timer_stop(c->proxy->loop, &c->answer_timer);
 	for (i = 0; c->pids && i < c->proxy->config.ndatabases; i++)
 		free(c->pids[i]);
 	free(c->pids);
