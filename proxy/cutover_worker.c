@@ -96,9 +96,10 @@ job_sync(Cutover *c, char *err, size_t errlen)
 
 	if (config->cutover.fence == FENCE_READ_ONLY) {
 		t = clock_monotonic() * 1e3;
+		/* Before it is asked for: a fence given up on (the cluster did not answer) may still land. */
+		c->fenced = true;
 		if (!timed(c, PH_FENCE, steps_fence(&c->dir, &c->links, c->pids, &c->terminated, err, errlen), t))
 			return false;
-		c->fenced = true;
 	}
 	t = clock_monotonic() * 1e3;
 	if (!timed(c, PH_CATCH_UP, steps_catch_up(&c->dir, &c->links, c->lsns, sizeof(c->lsns), err, errlen), t))
