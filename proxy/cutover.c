@@ -360,8 +360,11 @@ cutover_advance(Cutover *c)
 		}
 		if (!cutover_worker_finished(c))
 			return;
-		if (!c->job_ok)
-			log_error("cutover", "the %s is still read-only: %s", c->from->role, c->job_error);
+		if (!c->job_ok) {
+			/* The job names what it left: a fence, or a reverse slot on a cluster that stopped answering. */
+			log_error("cutover", "the abort could not undo everything: %s", c->job_error);
+			snprintf(c->undo_error, sizeof(c->undo_error), "%s", c->job_error);
+		}
 		cutover_finish(c);
 		return;
 	case CP_DONE:

@@ -61,6 +61,7 @@ struct Cutover {
 	bool cancel_round;	/* on_drain_timeout = cancel: the open transactions were cancelled */
 	ev_async wake;
 	char failure[512];	/* why it stopped; "" while all goes well */
+	char undo_error[512];	/* what the abort could not undo, for the report; "" if nothing */
 
 	/* The worker: one thread per job, joined by the loop when it reports. */
 	pthread_t thread;

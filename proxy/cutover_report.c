@@ -132,6 +132,8 @@ cutover_report_build(Cutover *c, bool ok)
 		   c->kind == CUTOVER_DRY_RUN ? (ok ? "ready" : "not ready") : (ok ? "completed" : "aborted"));
 	if (c->failure[0])
 		report_add(r, "reason", false, "%s", c->failure);
+	if (c->undo_error[0])
+		report_add(r, "undo_error", false, "%s", c->undo_error);
 	report_add(r, "finished_at", false, "%s", when);
 	report_add(r, "from", false, "%s %s:%d", c->from->role, c->from->host, c->from->port);
 	report_add(r, "to", false, "%s %s:%d", c->to->role, c->to->host, c->to->port);

@@ -139,6 +139,9 @@ def test_target_stopped_during_catch_up_aborts_within_the_deadline(migration):
             assert report["result"] == "aborted"
             assert report["reason"].startswith("catch_up: the target did not answer within"), report["reason"]
             assert "(catchup_timeout)" in report["reason"], report["reason"]
+            # Dealt with last, and bounded too: the reverse slot on the stopped target is reported left.
+            assert report["undo_error"].startswith("undo: the target did not answer within"), report
+            assert "reverse follower's slot on the target" in report["undo_error"], report
     client.close()
 
 
