@@ -437,8 +437,8 @@ bool
 steps_catch_up(const CutoverDirection *dir, CutoverLinks *links, char *lsns, size_t lsnslen, char *err,
 	       size_t errlen)
 {
-	return markers_applied(dir, links, (double) dir->config->cutover.catchup_timeout / 1e6, "catchup_timeout", lsns, lsnslen, err,
-			       errlen);
+	return markers_applied(dir, links, (double) dir->config->cutover.catchup_timeout / 1e6, "catchup_timeout", lsns,
+			       lsnslen, err, errlen);
 }
 
 bool
@@ -448,8 +448,8 @@ steps_catch_up_other_way(const CutoverDirection *dir, CutoverLinks *links, char 
 	CutoverLinks flipped = {links->n, links->to, links->from};
 
 	other.reverse = !dir->reverse;
-	return markers_applied(&other, &flipped, (double) dir->config->cutover.catchup_timeout / 1e6, "catchup_timeout", NULL, 0, err,
-			       errlen);
+	return markers_applied(&other, &flipped, (double) dir->config->cutover.catchup_timeout / 1e6, "catchup_timeout",
+			       NULL, 0, err, errlen);
 }
 
 bool
@@ -457,7 +457,8 @@ steps_measure_catch_up(const CutoverDirection *dir, CutoverLinks *links, double 
 {
 	double start = clock_monotonic();
 
-	if (!markers_applied(dir, links, (double) dir->config->cutover.catchup_timeout / 1e6, "catchup_timeout", NULL, 0, err, errlen))
+	if (!markers_applied(dir, links, (double) dir->config->cutover.catchup_timeout / 1e6, "catchup_timeout", NULL, 0,
+			     err, errlen))
 		return false;
 	*seconds = clock_monotonic() - start;
 	return true;

@@ -53,32 +53,52 @@ on_drain_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 	cutover_fail(c, "transactions still open after drain_timeout: %s", busy);
 }
 
-/* Standbys logged in and warmed up: what shows the cluster they log in to answering. */
+/* Standbys logged in and warmed up, of *moving clients: what shows the cluster they log in to answering. */
 static int
-standbys_in(const Cutover *c)
+standbys_in(const Cutover *c, int *moving)
 {
 	const List *item;
 	int n = 0;
 
+	*moving = 0;
 	list_for_each(item, &c->proxy->active_clients) {
 		const Client *client = container_of(item, const Client, head);
 
+		if (!cutover_is_moving(c, client))
+			continue;
+		(*moving)++;
 		n += client->standby && client->standby->state == SV_STANDBY && client->standby->warmed;
 	}
 	return n;
 }
 
+/* The cluster the sessions not yet carried wait on: the one left while one is unread, else the other. */
+static const Cluster *
+carry_waits_on(const Cutover *c)
+{
+	const List *item;
+
+	list_for_each(item, &c->proxy->active_clients) {
+		const Client *client = container_of(item, const Client, head);
+
+		if (cutover_is_moving(c, client) && (!client->carry || !client->carry->captured))
+			return c->from;
+	}
+	return c->to;
+}
+
 /*
  * The loop's own waits on a cluster are bounded by answer_timeout like the
- * worker's: before the pause, without a standby logged in (or a session
- * read) meanwhile; in the sync phase, for the last sessions to be carried.
+ * worker's: before the pause, without a standby logged in meanwhile; in the
+ * sync phase, for the last sessions to be carried (cutover_advance fails
+ * the cutover once the timer has run out and the worker, bounded too, has
+ * reported).
  */
 static void
 on_answer_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	Cutover *c = container_of(w, Cutover, answer_timer);
-	double timeout = (double) c->proxy->config.cutover.answer_timeout / 1e6;
-	int in = standbys_in(c);
+	int moving, in = standbys_in(c, &moving);
 
 	(void) loop;
 	(void) revents;
@@ -89,18 +109,13 @@ on_answer_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 			return;
 		}
 		cutover_fail(c, "precheck: the %s did not answer within %.1f s (answer_timeout); %s",
-			     cutover_standbys_ready(c) ? c->from->role : c->to->role, timeout,
-			     cutover_standbys_ready(c) ? "the sessions could not be read"
-						       : "the connections for the clients could not log in");
+			     in < moving ? c->to->role : c->from->role,
+			     (double) c->proxy->config.cutover.answer_timeout / 1e6,
+			     in < moving ? "the connections for the clients could not log in" : "the sessions could not be read");
 		return;
 	}
-	if (c->phase == CP_SYNC && c->t_captured == 0 && !c->failure[0]) {
-		snprintf(c->failure, sizeof(c->failure),
-			 "sync: the %s did not answer within %.1f s (answer_timeout); the sessions could not be carried",
-			 c->to->role, timeout);
-		log_error("cutover", "%s", c->failure);
-		cutover_advance(c);	/* fails once the worker, bounded too, has reported */
-	}
+	if (c->phase == CP_SYNC)
+		cutover_advance(c);
 }
 
 /*
@@ -259,7 +274,9 @@ cutover_advance(Cutover *c)
 			return;
 		}
 		if (!ev_is_active(&c->answer_timer) && c->kind != CUTOVER_DRY_RUN) {
-			c->answer_progress = standbys_in(c);
+			int moving;
+
+			c->answer_progress = standbys_in(c, &moving);
 			ev_timer_set(&c->answer_timer, 0., (ev_tstamp) proxy->config.cutover.answer_timeout / 1e6);
 			ev_timer_again(proxy->loop, &c->answer_timer);
 		}
@@ -329,8 +346,13 @@ cutover_advance(Cutover *c)
 			cutover_fail(c, "%s", c->failure[0] ? c->failure : c->job_error);
 			return;
 		}
-		if (!carried)
+		if (!carried) {
+			if (!ev_is_active(&c->answer_timer))
+				cutover_fail(c, "sync: the %s did not answer within %.1f s (answer_timeout); "
+					     "the sessions could not be carried", carry_waits_on(c)->role,
+					     (double) proxy->config.cutover.answer_timeout / 1e6);
 			return;	/* answer_timer bounds this */
+		}
 		c->unmovable = cutover_count_unmovable(c, first, sizeof(first));
 		if (c->unmovable > 0 && proxy->config.cutover.unmovable == UNMOVABLE_ABORT) {
 			cutover_fail(c, "%d session(s) cannot move (unmovable = abort): %s", c->unmovable, first);
