@@ -190,3 +190,21 @@ def test_source_not_answering_the_fence_aborts_and_leaves_it_unfenced(migration)
     assert source_read_only(m) == "off"
     client.execute("INSERT INTO t VALUES (2)")
     client.close()
+
+
+@ONE_PAIR
+def test_source_stopped_before_a_rollback_is_named(migration):
+    """After a cutover, `pghandoff rollback` against a stopped source returns naming it; clients stay on the target."""
+    answer = 2
+    m = migration(prepare=lambda dsn: psql_value(dsn, "CREATE TABLE t (id int PRIMARY KEY)"),
+                  cutover={"answer_timeout": f"{answer}s"})
+    client = m.proxy.connect(m.dbname)
+    r = m.proxy.run_cutover()
+    assert r.returncode == 0, r.stdout + r.stderr + m.proxy.log_tail()
+    with stopped_cluster(m.pair.source):
+        r = m.proxy.run_rollback(timeout=answer + HANG_MARGIN)
+        assert r.returncode != 0, r.stdout + r.stderr
+        assert "precheck: the source did not answer within" in r.stderr, r.stderr + m.proxy.log_tail()
+        assert in_thread(lambda: client.execute("INSERT INTO t VALUES (1) RETURNING inet_server_port()")
+                         .fetchone()[0], 30) == m.pair.target.port
+    client.close()
