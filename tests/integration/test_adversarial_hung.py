@@ -208,3 +208,49 @@ def test_source_stopped_before_a_rollback_is_named(migration):
         assert in_thread(lambda: client.execute("INSERT INTO t VALUES (1) RETURNING inet_server_port()")
                          .fetchone()[0], 30) == m.pair.target.port
     client.close()
+
+
+@ONE_PAIR
+def test_source_stopped_during_the_fence_aborts_within_the_deadline(migration):
+    """The source stops while the fence runs: the abort returns naming it, and the fence never lands."""
+    answer = 2
+    m = migration(prepare=lambda dsn: psql_value(dsn, "CREATE TABLE t (id int PRIMARY KEY)"),
+                  cutover={"answer_timeout": f"{answer}s"})
+    client = m.proxy.connect(m.dbname)
+    # The fence waits on this lock, so the source is surely stopped while it runs.
+    blocker = m.pair.source.connect(m.dbname, autocommit=False)
+    blocker.execute("LOCK TABLE pg_db_role_setting IN SHARE MODE")
+    try:
+        result = {}
+
+        def cutover():
+            try:
+                result["r"] = m.proxy.run_cutover(timeout=3 * answer + HANG_MARGIN)
+            except subprocess.TimeoutExpired:
+                result["r"] = None
+
+        runner = threading.Thread(target=cutover, daemon=True)
+        runner.start()
+        wait_for(lambda: psql_value(m.source_dsn(), "SELECT count(*) FROM pg_stat_activity "
+                                                    "WHERE query LIKE 'ALTER DATABASE%' AND wait_event_type = 'Lock'")
+                 == "1", timeout=60, what="the fence waiting on the lock")
+        with stopped_cluster(m.pair.source):
+            runner.join(3 * answer + HANG_MARGIN + 5)
+            r = result["r"]
+            assert r is not None, "pghandoff cutover did not return:\n" + m.proxy.log_tail()
+            assert r.returncode != 0, r.stdout + r.stderr
+            assert "fence: the source did not answer within" in r.stderr, r.stderr + m.proxy.log_tail()
+            report = in_thread(m.proxy.report, 30)
+            assert report["result"] == "aborted"
+            assert report["reason"].startswith("fence: the source did not answer"), report["reason"]
+        # Running again, the source gets the cancel of the fence given up on, before the lock goes.
+        wait_for(lambda: psql_value(m.source_dsn(), "SELECT count(*) FROM pg_stat_activity "
+                                                    "WHERE query LIKE 'ALTER DATABASE%' AND state = 'active'") == "0",
+                 timeout=30, what="the fence's statement cancelled")
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert source_read_only(m) == "off"
+    assert in_thread(lambda: client.execute("INSERT INTO t VALUES (1) RETURNING inet_server_port()").fetchone()[0],
+                     30) == m.pair.source.port
+    client.close()
