@@ -1,6 +1,9 @@
 /*
- * Blocking libpq for the replicator.  Errors are logged here, once, with the
- * connection's subject and the server's SQLSTATE.
+ * Blocking libpq for the replicator and the cutover's worker.  Errors are
+ * logged here, once, with the connection's subject and the server's SQLSTATE.
+ * Under a deadline (repl_deadline_begin) logins and queries run on libpq's
+ * asynchronous calls, polled until the deadline, since a stopped server never
+ * times itself out.
  */
 #include "replicator/conn.h"
 #include "common/clock.h"
