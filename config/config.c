@@ -98,6 +98,7 @@ static const KeyDef global_keys[] = {
 	{"cutover", "max_lag", KEY_SIZE, C(cutover.max_lag), "16MB", NULL, 0, 0},
 	{"cutover", "drain_timeout", KEY_DURATION, C(cutover.drain_timeout), "5s", NULL, 0, 0},
 	{"cutover", "catchup_timeout", KEY_DURATION, C(cutover.catchup_timeout), "30s", NULL, 0, 0},
+	{"cutover", "answer_timeout", KEY_DURATION, C(cutover.answer_timeout), "10s", NULL, 0, 0},
 	{"cutover", "on_drain_timeout", KEY_ENUM, C(cutover.on_drain_timeout), "abort", drain_names, 0, 0},
 	{"cutover", "unmovable", KEY_ENUM, C(cutover.unmovable), "terminate", unmovable_names, 0, 0},
 	{"cutover", "fence", KEY_ENUM, C(cutover.fence), "read_only", fence_names, 0, 0},
@@ -932,8 +933,27 @@ config_conn_params(const ServerConfig *server, const char *dbname, const char *a
 	int k;
 
 	/*
+	 * A cluster that stops answering must not hold a login forever, nor a
+	 * connection whose peer went away: bounds a conninfo may override, so
+	 * they come before it.  (A stopped server's kernel still acknowledges
+	 * TCP, so queries need deadlines of their own: replicator/conn.c.)
+	 */
+	keywords[n] = "connect_timeout";
+	values[n++] = "10";
+	keywords[n] = "keepalives";
+	values[n++] = "1";
+	keywords[n] = "keepalives_idle";
+	values[n++] = "10";
+	keywords[n] = "keepalives_interval";
+	values[n++] = "5";
+	keywords[n] = "keepalives_count";
+	values[n++] = "3";
+	keywords[n] = "tcp_user_timeout";
+	values[n++] = "30000";
+	/*
 	 * PQconnectdbParams(..., expand_dbname = 1) expands only the first
-	 * "dbname", so conninfo goes first; later keys override what it says.
+	 * "dbname", and what it says overrides the keys before it; later keys
+	 * override what it says.
 	 */
 	if (server->conninfo && server->conninfo[0]) {
 		keywords[n] = "dbname";

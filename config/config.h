@@ -91,6 +91,7 @@ typedef struct CutoverConfig {
 	int64_t max_lag;	/* bytes */
 	int64_t drain_timeout;	/* microseconds */
 	int64_t catchup_timeout;	/* microseconds: fenced source to target caught up */
+	int64_t answer_timeout;	/* microseconds: a cluster's answer to one login or query of the cutover */
 	DrainPolicy on_drain_timeout;
 	UnmovablePolicy unmovable;
 	FenceMode fence;
@@ -138,7 +139,7 @@ const DatabaseMapping *config_find_database(const Config *config, const char *na
 
 /* Fills the libpq keyword/value arrays for a connection to dbname (NULL-terminated; at most
  * CONFIG_MAX_CONN_PARAMS entries).  The arrays point into config and dbname. */
-#define CONFIG_MAX_CONN_PARAMS (CONFIG_MAX_SSL_KEYS + 10)
+#define CONFIG_MAX_CONN_PARAMS (CONFIG_MAX_SSL_KEYS + 16)
 void config_conn_params(const ServerConfig *server, const char *dbname, const char *application_name,
 			const char **keywords, const char **values);
 

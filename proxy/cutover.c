@@ -35,7 +35,7 @@ static void
 set_phase(Cutover *c, CutoverPhase phase)
 {
 	c->phase = phase;
-	c->proxy->logins_held = c->kind != CUTOVER_DRY_RUN && phase != CP_PRECHECK && phase != CP_DONE;
+	c->proxy->logins_held = c->kind != CUTOVER_DRY_RUN && phase != CP_PRECHECK && phase != CP_DONE && !c->resumed;
 }
 
 static void
@@ -61,22 +61,87 @@ on_drain_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 	cutover_fail(c, "transactions still open after drain_timeout: %s", busy);
 }
 
-/* Resume, clean up, report.  The Cutover itself is freed after this loop iteration. */
-void
-cutover_finish(Cutover *c)
+/* Standbys logged in and warmed up, of *moving clients: what shows the cluster they log in to answering. */
+static int
+standbys_in(const Cutover *c, int *moving)
+{
+	const List *item;
+	int n = 0;
+
+	*moving = 0;
+	list_for_each(item, &c->proxy->active_clients) {
+		const Client *client = container_of(item, const Client, head);
+
+		if (!cutover_is_moving(c, client))
+			continue;
+		(*moving)++;
+		n += client->standby && client->standby->state == SV_STANDBY && client->standby->warmed;
+	}
+	return n;
+}
+
+/* The cluster the sessions not yet carried wait on: the one left while one is unread, else the other. */
+static const Cluster *
+carry_waits_on(const Cutover *c)
+{
+	const List *item;
+
+	list_for_each(item, &c->proxy->active_clients) {
+		const Client *client = container_of(item, const Client, head);
+
+		if (cutover_is_moving(c, client) && (!client->carry || !client->carry->captured))
+			return c->from;
+	}
+	return c->to;
+}
+
+/*
+ * The loop's own waits on a cluster are bounded by answer_timeout like the
+ * worker's: before the pause, without a standby logged in meanwhile; in the
+ * sync phase, for the last sessions to be carried (cutover_advance fails
+ * the cutover once the timer has run out and the worker, bounded too, has
+ * reported).
+ */
+static void
+on_answer_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	Cutover *c = container_of(w, Cutover, answer_timer);
+	int moving, in = standbys_in(c, &moving);
+
+	(void) loop;
+	(void) revents;
+	if (c->phase == CP_PRECHECK) {
+		if (in != c->answer_progress) {
+			c->answer_progress = in;
+			ev_timer_again(c->proxy->loop, &c->answer_timer);
+			return;
+		}
+		cutover_fail(c, "precheck: the %s did not answer within %.1f s (answer_timeout); %s",
+			     in < moving ? c->to->role : c->from->role,
+			     (double) c->proxy->config.cutover.answer_timeout / 1e6,
+			     in < moving ? "the connections for the clients could not log in" : "the sessions could not be read");
+		return;
+	}
+	if (c->phase == CP_SYNC)
+		cutover_advance(c);
+}
+
+/*
+ * Clients run again, on the cluster they were on unless switched: standbys
+ * closed, databases unpaused, held queries and logins go on.  Once.
+ */
+static void
+resume_clients(Cutover *c)
 {
 	Proxy *proxy = c->proxy;
 	List *item, *tmp;
-	bool ok = c->failure[0] == '\0';
-	bool switched = ok && c->kind != CUTOVER_DRY_RUN;
-	CutoverReport *report;
-	char error[700];
 
-	set_phase(c, CP_DONE);
+	if (c->resumed)
+		return;
+	c->resumed = true;
+	proxy->logins_held = false;
 	ev_timer_stop(proxy->loop, &c->drain_timer);
-	/* Before the report: it says what is still owed. */
-	if (!ok && c->kind != CUTOVER_DRY_RUN && (c->fenced || c->reverse_prepared))
-		cutover_cleanup_start(c);
+	ev_timer_stop(proxy->loop, &c->answer_timer);
 	list_for_each_safe(item, tmp, &proxy->active_clients) {
 		Client *client = container_of(item, Client, head);
 
@@ -92,7 +157,16 @@ cutover_finish(Cutover *c)
 		client->carry_round = 0;
 	}
 	c->t_resume = ev_time();
-	report = cutover_report_build(c, ok);
+	list_for_each(item, &proxy->active_clients) {
+		const Client *client = container_of(item, const Client, head);
+
+		if (client->held && client->held_since > 0) {
+			if (c->first_hold == 0 || client->held_since < c->first_hold)
+				c->first_hold = client->held_since;
+			if (c->t_resume - client->held_since > c->longest_hold)
+				c->longest_hold = c->t_resume - client->held_since;
+		}
+	}
 	cutover_set_paused(c, false);
 	client_resume_held(proxy, NULL);
 	list_for_each_safe(item, tmp, &proxy->active_clients) {
@@ -105,6 +179,24 @@ cutover_finish(Cutover *c)
 			}
 		}
 	}
+}
+
+/* Resume, clean up, report.  The Cutover itself is freed after this loop iteration. */
+void
+cutover_finish(Cutover *c)
+{
+	Proxy *proxy = c->proxy;
+	bool ok = c->failure[0] == '\0';
+	bool switched = ok && c->kind != CUTOVER_DRY_RUN;
+	CutoverReport *report;
+	char error[700];
+
+	set_phase(c, CP_DONE);
+	resume_clients(c);
+	/* Before the report: it says what is still owed. */
+	if (!ok && c->kind != CUTOVER_DRY_RUN && (c->fenced || c->reverse_prepared))
+		cutover_cleanup_start(c);
+	report = cutover_report_build(c, ok);
 	if (switched)
 		log_info("cutover", "%s completed: %d client(s) moved to the %s, %d terminated", cutover_kind_name(c->kind), c->moved,
 			 c->to->role, c->terminated_clients);
@@ -176,7 +268,7 @@ cutover_advance(Cutover *c)
 {
 	Proxy *proxy = c->proxy;
 	char first[256];
-	bool ready;
+	bool ready, carried, undone;
 
 	cutover_send_notices(c);
 	switch (c->phase) {
@@ -194,6 +286,13 @@ cutover_advance(Cutover *c)
 		if (!c->job_ok) {
 			cutover_fail(c, "%s", c->job_error);
 			return;
+		}
+		if (!ev_is_active(&c->answer_timer) && c->kind != CUTOVER_DRY_RUN) {
+			int moving;
+
+			c->answer_progress = standbys_in(c, &moving);
+			ev_timer_set(&c->answer_timer, 0., (ev_tstamp) proxy->config.cutover.answer_timeout / 1e6);
+			ev_timer_again(proxy->loop, &c->answer_timer);
 		}
 		c->hidden_known = c->hidden_code != NULL;	/* the worker looked */
 		c->warm_known = true;
@@ -218,6 +317,7 @@ cutover_advance(Cutover *c)
 			    "%d session(s) left to read; pausing",
 			    cutover_kind_name(c->kind), c->precheck_ms, (long long) c->lag_bytes, c->to->role,
 			    c->settle_unread);
+		ev_timer_stop(proxy->loop, &c->answer_timer);
 		set_phase(c, CP_DRAIN);
 		c->t_pause = ev_time();
 		cutover_set_paused(c, true);
@@ -239,6 +339,8 @@ cutover_advance(Cutover *c)
 		cutover_notice(c, "%s: every client between transactions after %.1f ms", cutover_kind_name(c->kind),
 			    (c->t_drained - c->t_pause) * 1e3);
 		set_phase(c, CP_SYNC);
+		ev_timer_set(&c->answer_timer, (ev_tstamp) proxy->config.cutover.answer_timeout / 1e6, 0.);
+		ev_timer_start(proxy->loop, &c->answer_timer);
 		if (!cutover_worker_start(c, JOB_SYNC)) {
 			cutover_fail(c, "%s", c->failure);
 			return;
@@ -248,15 +350,22 @@ cutover_advance(Cutover *c)
 		if (c->proxy->standbys_lost > 0 && !c->failure[0])
 			snprintf(c->failure, sizeof(c->failure), "could not log in to the %s: %.400s", c->to->role,
 				 c->proxy->standby_lost_error);
-		if (!cutover_carry_sessions(c))
-			return;
-		if (c->t_captured == 0)
+		/* A worker that failed ends the cutover whether or not the sessions are carried. */
+		carried = cutover_carry_sessions(c);
+		if (carried && c->t_captured == 0)
 			c->t_captured = ev_time();
 		if (!cutover_worker_finished(c))
 			return;
 		if (!c->job_ok || c->failure[0]) {
 			cutover_fail(c, "%s", c->failure[0] ? c->failure : c->job_error);
 			return;
+		}
+		if (!carried) {
+			if (!ev_is_active(&c->answer_timer))
+				cutover_fail(c, "sync: the %s did not answer within %.1f s (answer_timeout); "
+					     "the sessions could not be carried", carry_waits_on(c)->role,
+					     (double) proxy->config.cutover.answer_timeout / 1e6);
+			return;	/* answer_timer bounds this */
 		}
 		c->unmovable = cutover_count_unmovable(c, first, sizeof(first));
 		if (c->unmovable > 0 && proxy->config.cutover.unmovable == UNMOVABLE_ABORT) {
@@ -276,8 +385,22 @@ cutover_advance(Cutover *c)
 		cutover_finish(c);
 		return;
 	case CP_UNDO:
+		/* The cluster left takes writes again: its clients go on while the other one is dealt with. */
+		pthread_mutex_lock(&c->lock);
+		undone = c->from_undone;
+		pthread_mutex_unlock(&c->lock);
+		if (undone && !c->resumed) {
+			resume_clients(c);
+			cutover_notice(c, "%s: clients resumed on the %s", cutover_kind_name(c->kind), c->from->role);
+			cutover_send_notices(c);
+		}
 		if (!cutover_worker_finished(c))
 			return;
+		if (!c->job_ok) {
+			/* The job names what it left: a fence, or a reverse slot on a cluster that stopped answering. */
+			log_error("cutover", "the abort could not undo everything: %s", c->job_error);
+			snprintf(c->undo_error, sizeof(c->undo_error), "%s", c->job_error);
+		}
 		/* What the undo could not do, cutover_finish hands to cutover_cleanup.c. */
 		cutover_finish(c);
 		return;
@@ -382,6 +505,7 @@ cutover_start(Client *admin, CutoverKind kind)
 	strbuf_init(&c->dry_clients);
 	strbuf_init(&c->function_settings);
 	ev_timer_init(&c->drain_timer, on_drain_timeout, 0., 0.);
+	ev_timer_init(&c->answer_timer, on_answer_timeout, 0., 0.);
 	ev_async_init(&c->wake, on_wake);
 	ev_async_start(proxy->loop, &c->wake);
 	proxy->cutover = c;
@@ -459,6 +583,7 @@ cutover_free(Cutover *c)
 	}
 	ev_async_stop(c->proxy->loop, &c->wake);
 	ev_timer_stop(c->proxy->loop, &c->drain_timer);
+	ev_timer_stop(c->proxy->loop, &c->answer_timer);
 	for (i = 0; c->pids && i < c->proxy->config.ndatabases; i++)
 		free(c->pids[i]);
 	free(c->pids);

@@ -59,9 +59,13 @@ struct Cutover {
 	const Cluster *to;
 	Client *admin;
 	ev_timer drain_timer;
+	ev_timer answer_timer;	/* the loop's wait for a cluster: standby logins, sessions read and carried */
+	int answer_progress;	/* standbys in when answer_timer last looked */
+	bool resumed;		/* clients run again (on an abort, before the other cluster is dealt with) */
 	bool cancel_round;	/* on_drain_timeout = cancel: the open transactions were cancelled */
 	ev_async wake;
 	char failure[512];	/* why it stopped; "" while all goes well */
+	char undo_error[512];	/* what the abort could not undo, for the report; "" if nothing */
 
 	/* The worker: one thread per job, joined by the loop when it reports. */
 	pthread_t thread;
@@ -76,6 +80,7 @@ struct Cutover {
 	bool job_done;
 	bool job_ok;
 	bool warm_ready;	/* the worker has filled warm_sql; the precheck goes on */
+	bool from_undone;	/* undo: the cluster left takes writes again; its clients may resume */
 	char job_error[512];
 	StrBuf notices;		/* phase lines for the admin, newline-separated */
 	/* Written by the worker, read by the loop after the join: */
@@ -86,6 +91,7 @@ struct Cutover {
 	int64_t lag_bytes;
 	double catch_up_estimate;
 	char lsns[512];
+	const char *failed_phase;	/* the phase a job failed in, for its error; NULL: the job's own name */
 	double phase_ms[PH_COUNT];
 
 	/* Timings: ev_time(), the moment itself (ev_now() is when the loop iteration began). */
@@ -99,6 +105,8 @@ struct Cutover {
 	ev_tstamp t_captured;	/* every session carried */
 	ev_tstamp t_synced;
 	ev_tstamp t_resume;
+	ev_tstamp first_hold;	/* of the clients held when they resumed: the earliest hold, 0 if none */
+	double longest_hold;	/* and the longest, in seconds */
 	double pause_seconds;	/* first held query to resume */
 	double precheck_ms;
 	bool *hidden_code;	/* per database of the side left: runs code its clients do not name */

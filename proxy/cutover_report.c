@@ -139,8 +139,7 @@ CutoverReport *
 cutover_report_build(Cutover *c, bool ok)
 {
 	CutoverReport *r = calloc(1, sizeof(CutoverReport));
-	ev_tstamp first_hold = 0, longest = 0;
-	const List *item;
+	ev_tstamp first_hold, longest;
 	char when[64];
 	time_t now = time(NULL);
 	int i;
@@ -148,22 +147,16 @@ cutover_report_build(Cutover *c, bool ok)
 	if (!r)
 		return NULL;
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-	/* The longest wait: clients still holding a message when it resumed. */
-	list_for_each(item, &c->proxy->active_clients) {
-		const Client *client = container_of(item, const Client, head);
-
-		if (client->held && client->held_since > 0) {
-			if (first_hold == 0 || client->held_since < first_hold)
-				first_hold = client->held_since;
-			if (c->t_resume - client->held_since > longest)
-				longest = c->t_resume - client->held_since;
-		}
-	}
+	/* The longest wait: measured when the clients resumed (on an abort, before the report). */
+	first_hold = c->first_hold;
+	longest = c->longest_hold;
 	report_add(r, "kind", false, "%s", cutover_kind_name(c->kind));
 	report_add(r, "result", false, "%s",
 		   c->kind == CUTOVER_DRY_RUN ? (ok ? "ready" : "not ready") : (ok ? "completed" : "aborted"));
 	if (c->failure[0])
 		report_add(r, "reason", false, "%s", c->failure);
+	if (c->undo_error[0])
+		report_add(r, "undo_error", false, "%s", c->undo_error);
 	report_add(r, "finished_at", false, "%s", when);
 	report_add(r, "from", false, "%s %s:%d", c->from->role, c->from->host, c->from->port);
 	report_add(r, "to", false, "%s %s:%d", c->to->role, c->to->host, c->to->port);

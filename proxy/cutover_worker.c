@@ -7,6 +7,7 @@
 #include "common/clock.h"
 #include "common/errbuf.h"
 #include "common/log.h"
+#include "replicator/conn.h"
 #include "replicator/reverse.h"
 
 #include <stdarg.h>
@@ -43,6 +44,8 @@ static bool
 timed(Cutover *c, int phase, bool ok, double start)
 {
 	c->phase_ms[phase] = clock_monotonic() * 1e3 - start;
+	if (!ok)
+		c->failed_phase = cutover_phase_names[phase];
 	if (ok)
 		worker_notice(c, "%s: %s done in %.1f ms", cutover_kind_name(c->kind), cutover_phase_names[phase], c->phase_ms[phase]);
 	return ok;
@@ -94,7 +97,10 @@ job_sync(Cutover *c, char *err, size_t errlen)
 
 	if (config->cutover.fence == FENCE_READ_ONLY) {
 		t = clock_monotonic() * 1e3;
-		/* Before: a fence that fails half-way (the ALTER done, the terminations not) is undone too. */
+		/*
+		 * Before it is asked for: a fence that fails half-way (the ALTER done, the
+		 * terminations not), or one given up on (the cluster did not answer), may still land.
+		 */
 		c->fenced = true;
 		if (!timed(c, PH_FENCE, steps_fence(&c->dir, &c->links, c->pids, &c->terminated, err, errlen), t))
 			return false;
@@ -132,6 +138,43 @@ publish_warm_sql(Cutover *c)
 	ev_async_send(c->proxy->loop, &c->wake);
 }
 
+/*
+ * The cluster left takes writes again, and the loop may resume the clients
+ * on it: before the other cluster is dealt with, which may be the one that
+ * stopped answering.
+ */
+static void
+publish_from_undone(Cutover *c)
+{
+	pthread_mutex_lock(&c->lock);
+	c->from_undone = true;
+	pthread_mutex_unlock(&c->lock);
+	ev_async_send(c->proxy->loop, &c->wake);
+}
+
+/* A cluster that did not answer in time is named in the report, with the phase it stopped. */
+static void
+name_missed_deadline(Cutover *c, char *err, size_t errlen)
+{
+	static const char *const job_names[] = {"precheck", "precheck", "sync", "undo"};
+	const char *missed = repl_deadline_missed();
+	StrBuf sb;
+
+	if (!missed)
+		return;
+	strbuf_init(&sb);
+	strbuf_appendf(&sb, "%s: %s%s%s", c->failed_phase ? c->failed_phase : job_names[c->job], missed, err[0] ? "; " : "",
+		       err);
+	if (!sb.failed) {
+		/* Cut short if need be: the phase and the cluster come first. */
+		size_t n = sb.len < errlen ? sb.len : errlen - 1;
+
+		memcpy(err, sb.data, n);
+		err[n] = '\0';
+	}
+	strbuf_free(&sb);
+}
+
 static void *
 worker_main(void *arg)
 {
@@ -141,6 +184,9 @@ worker_main(void *arg)
 	bool ok = false;
 	double t = clock_monotonic() * 1e3;
 
+	/* Every login and query of the job is bounded: a cluster that stops answering ends it. */
+	c->failed_phase = NULL;
+	repl_deadline_begin((double) c->dir.config->cutover.answer_timeout / 1e6, "answer_timeout");
 	switch (c->job) {
 	case JOB_PRECHECK:
 	case JOB_DRY_RUN:
@@ -172,6 +218,8 @@ worker_main(void *arg)
 			worker_notice(c, "%s: the %s takes writes again", cutover_kind_name(c->kind), c->from->role);
 			c->fenced = false;
 		}
+		/* The side left is dealt with: its clients resume before the other side's bounded waits. */
+		publish_from_undone(c);
 		if (c->reverse_prepared) {
 			char drop_err[512];
 
@@ -181,6 +229,9 @@ worker_main(void *arg)
 		ok = !c->fenced && !c->reverse_prepared;
 		break;
 	}
+	if (!ok)
+		name_missed_deadline(c, err, sizeof(err));
+	repl_deadline_end();
 	pthread_mutex_lock(&c->lock);
 	c->job_ok = ok;
 	snprintf(c->job_error, sizeof(c->job_error), "%s", err);

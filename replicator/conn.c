@@ -1,9 +1,14 @@
 /*
- * Blocking libpq for the replicator.  Errors are logged here, once, with the
- * connection's subject and the server's SQLSTATE.
+ * Blocking libpq for the replicator and the cutover's worker.  Errors are
+ * logged here, once, with the connection's subject and the server's SQLSTATE.
+ * Under a deadline (repl_deadline_begin) logins and queries run on libpq's
+ * asynchronous calls, polled until the deadline, since a stopped server never
+ * times itself out.
  */
 #include "replicator/conn.h"
+#include "common/clock.h"
 #include "common/log.h"
+#include "common/pgsql.h"
 #include "common/strbuf.h"
 
 #include <stdio.h>
@@ -16,6 +21,80 @@ notice_to_log(void *arg, const char *message)
 {
 	(void) arg;
 	log_debug("server", "%.*s", (int) strcspn(message, "\n"), message);
+}
+
+/*
+ * The calling thread's deadlines: per thread, because the cutover's worker
+ * and the replicator's threads share this file but not their bounds.
+ */
+static __thread struct {
+	double timeout;		/* seconds per call; 0: unbounded */
+	const char *timeout_what;
+	double cap;		/* clock_monotonic(); 0: none */
+	const char *cap_what;
+	char missed[160];
+} deadline;
+
+void
+repl_deadline_begin(double timeout, const char *what)
+{
+	deadline.timeout = timeout;
+	deadline.timeout_what = what;
+	deadline.cap = 0;
+	deadline.cap_what = NULL;
+	deadline.missed[0] = '\0';
+}
+
+void
+repl_deadline_cap(double until, const char *what)
+{
+	deadline.cap = until;
+	deadline.cap_what = what;
+}
+
+void
+repl_deadline_end(void)
+{
+	deadline.timeout = 0;
+	deadline.cap = 0;
+}
+
+const char *
+repl_deadline_missed(void)
+{
+	return deadline.missed[0] ? deadline.missed : NULL;
+}
+
+static bool
+deadline_active(void)
+{
+	return deadline.timeout > 0 || deadline.cap > 0;
+}
+
+/* When the call starting now gives up: the earlier of its timeout and the cap. */
+static double
+deadline_for_call(const char **what, double *waited)
+{
+	double now = clock_monotonic(), at = deadline.timeout > 0 ? now + deadline.timeout : 0;
+
+	*what = deadline.timeout_what;
+	if (deadline.cap > 0 && (at == 0 || deadline.cap < at)) {
+		at = deadline.cap;
+		*what = deadline.cap_what;
+	}
+	*waited = at - now;
+	return at;
+}
+
+/* The server did not answer in time: said once, remembered for the caller's report. */
+static void
+deadline_missed(ReplConn *rc, const char *what, double waited, const char *doing)
+{
+	if (!deadline.missed[0])
+		snprintf(deadline.missed, sizeof(deadline.missed), "the %s did not answer within %.1f s (%s)",
+			 rc->role ? rc->role : "server", waited > 0 ? waited : 0.0, what ? what : "deadline");
+	log_error(rc->subject, "the %s did not answer within %.1f s (%s), giving up on it (%.200s)",
+		  rc->role ? rc->role : "server", waited > 0 ? waited : 0.0, what ? what : "deadline", doing);
 }
 
 bool
@@ -45,7 +124,20 @@ repl_connect(ReplConn *rc, const ServerConfig *server, const char *dbname, bool 
 	values[n++] = "UTF8";
 	keywords[n] = NULL;
 	values[n] = NULL;
-	rc->conn = PQconnectdbParams(keywords, values, 1);
+	rc->role = server->role;
+	if (deadline_active()) {
+		const char *what;
+		double waited, at = deadline_for_call(&what, &waited);
+		bool expired;
+
+		rc->conn = pgsql_connect_until(keywords, values, at, &expired);
+		if (expired) {
+			deadline_missed(rc, what, waited, "login");
+			return false;
+		}
+	} else {
+		rc->conn = PQconnectdbParams(keywords, values, 1);
+	}
 	if (!rc->conn || PQstatus(rc->conn) != CONNECTION_OK) {
 		const char *msg = rc->conn ? PQerrorMessage(rc->conn) : "out of memory";
 
@@ -81,6 +173,50 @@ log_result_error(ReplConn *rc, PGresult *res, const char *sql)
 		  detail ? "; " : "", detail ? detail : "", sql);
 }
 
+/* Waits for what was sent; on expiry the connection is closed, mid-query as it is. */
+static bool
+wait_result(ReplConn *rc, const char *sql, PGresult **result)
+{
+	const char *what;
+	double waited, at = deadline_for_call(&what, &waited);
+
+	if (pgsql_get_result_until(rc->conn, at, result))
+		return true;
+	deadline_missed(rc, what, waited, sql);
+	pgsql_cancel_detached(rc->conn);
+	repl_close(rc);
+	return false;
+}
+
+/* Runs sql as PQexec (or PQexecParams) would, within the thread's deadline; errors logged. */
+static bool
+run(ReplConn *rc, const char *sql, int nparams, const char *const *params, PGresult **result)
+{
+	PGresult *res = NULL;
+	ExecStatusType st;
+
+	*result = NULL;
+	if (!rc->conn) {
+		log_error(rc->subject, "08003: no connection to the %s (query: %.200s)", rc->role ? rc->role : "server", sql);
+		return false;
+	}
+	/* Replication connections take only the simple protocol. */
+	if (!deadline_active())
+		res = nparams == 0 ? PQexec(rc->conn, sql) : PQexecParams(rc->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+	else if ((nparams == 0 ? PQsendQuery(rc->conn, sql)
+			       : PQsendQueryParams(rc->conn, sql, nparams, NULL, params, NULL, NULL, 0)) == 1 &&
+		 !wait_result(rc, sql, &res))
+		return false;	/* error already logged */
+	st = PQresultStatus(res);
+	if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
+		*result = res;
+		return true;
+	}
+	log_result_error(rc, res, sql);
+	PQclear(res);
+	return false;
+}
+
 bool
 repl_exec_params(ReplConn *rc, const char *sql, int nparams, const char *const *params)
 {
@@ -95,30 +231,53 @@ repl_exec_params(ReplConn *rc, const char *sql, int nparams, const char *const *
 bool
 repl_query(ReplConn *rc, const char *sql, int nparams, const char *const *params, PGresult **result)
 {
-	/* Replication connections take only the simple protocol. */
-	PGresult *res = nparams == 0 ? PQexec(rc->conn, sql) : PQexecParams(rc->conn, sql, nparams, NULL, params, NULL, NULL, 0);
-	ExecStatusType st = PQresultStatus(res);
-
-	if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
-		*result = res;
-		return true;
-	}
-	log_result_error(rc, res, sql);
-	PQclear(res);
-	return false;
+	return run(rc, sql, nparams, params, result);
 }
 
 bool
 repl_exec(ReplConn *rc, const char *sql)
 {
-	PGresult *res = PQexec(rc->conn, sql);
-	ExecStatusType st = PQresultStatus(res);
-	bool ok = st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK;
+	PGresult *res;
 
-	if (!ok)
-		log_result_error(rc, res, sql);
+	if (!run(rc, sql, 0, NULL, &res))
+		return false;
 	PQclear(res);
-	return ok;
+	return true;
+}
+
+bool
+repl_get_result(ReplConn *rc, PGresult **result)
+{
+	PGresult *res = NULL;
+	ExecStatusType st;
+
+	*result = NULL;
+	if (!rc->conn)
+		return false;
+	if (deadline_active()) {
+		if (!wait_result(rc, "the query sent", &res))
+			return false;	/* error already logged */
+	} else {
+		PGresult *next;
+
+		/* As PQexec: the first error, else the last result. */
+		while ((next = PQgetResult(rc->conn)) != NULL) {
+			if (res && PQresultStatus(res) == PGRES_FATAL_ERROR) {
+				PQclear(next);
+			} else {
+				PQclear(res);
+				res = next;
+			}
+		}
+	}
+	st = PQresultStatus(res);
+	if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
+		*result = res;
+		return true;
+	}
+	log_result_error(rc, res, "the query sent");
+	PQclear(res);
+	return false;
 }
 
 bool

@@ -13,10 +13,26 @@
 #include "config/config.h"
 
 typedef struct ReplConn {
-	PGconn *conn;
+	PGconn *conn;		/* NULL once closed, by repl_close or after a deadline passed */
 	char subject[160];	/* "replicator app source", for logs */
+	const char *role;	/* "source" or "target" */
 	int version;		/* server_version_num */
 } ReplConn;
+
+/*
+ * Deadlines for the calling thread's connections (the cutover's worker sets
+ * them; the replicator runs without).  Between begin and end, each login and
+ * each query waits at most timeout seconds for the server, and none past a
+ * cap: a server that has not answered by then is given up on, its connection
+ * closed, and the query fails.  what names the setting ("answer_timeout"),
+ * for the message.
+ */
+void repl_deadline_begin(double timeout, const char *what);
+/* No call waits past until (clock_monotonic() seconds), what names it; 0: the cap goes. */
+void repl_deadline_cap(double until, const char *what);
+void repl_deadline_end(void);
+/* "the target did not answer within 2.0 s (catchup_timeout)" since the last begin, or NULL. */
+const char *repl_deadline_missed(void);
 
 bool repl_connect(ReplConn *rc, const ServerConfig *server, const char *dbname, bool replication,
 		  const char *subject) __attribute__((warn_unused_result));
@@ -33,6 +49,12 @@ bool repl_query(ReplConn *rc, const char *sql, int nparams, const char *const *p
 /* The first column of the first row, copied into buf; "" for NULL; false (logged) on no row. */
 bool repl_query_copy_value(ReplConn *rc, const char *sql, int nparams, const char *const *params, char *buf,
 			   size_t len) __attribute__((warn_unused_result));
+
+/*
+ * The result of a query sent with PQsendQuery on rc, within the deadline:
+ * false (logged; the connection closed on expiry) on an error or none.
+ */
+bool repl_get_result(ReplConn *rc, PGresult **result) __attribute__((warn_unused_result));
 
 /* Appends name quoted as an SQL identifier; a relation's qualified name. */
 struct StrBuf;

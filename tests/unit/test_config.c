@@ -221,15 +221,17 @@ test_conn_params(void **state)
 			      "[target]\nhost = db2\n[databases]\napp =\n",
 			      &config, &errors, NULL));
 	config_conn_params(&config.source, "app", "pghandoff", k, v);
-	/* conninfo first, for expand_dbname; the real database name last, so it wins. */
-	assert_string_equal(k[0], "dbname");
-	assert_string_equal(v[0], "host=db1");
-	assert_string_equal(k[2], "port");
-	assert_string_equal(v[2], "5999");
-	assert_string_equal(k[5], "sslmode");
-	assert_string_equal(k[7], "dbname");
-	assert_string_equal(v[7], "app");
-	assert_null(k[8]);
+	/* Bounds first, so conninfo may override them; the real database name last, so it wins. */
+	assert_string_equal(k[0], "connect_timeout");
+	assert_string_equal(k[5], "tcp_user_timeout");
+	assert_string_equal(k[6], "dbname");
+	assert_string_equal(v[6], "host=db1");
+	assert_string_equal(k[8], "port");
+	assert_string_equal(v[8], "5999");
+	assert_string_equal(k[11], "sslmode");
+	assert_string_equal(k[13], "dbname");
+	assert_string_equal(v[13], "app");
+	assert_null(k[14]);
 	config_free(&config);
 	free(errors);
 }
