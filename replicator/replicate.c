@@ -28,7 +28,6 @@
 #include "replicator/status.h"
 #include "replicator/stream.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -45,40 +44,6 @@ on_stop_signal(int signo)
 {
 	(void) signo;
 	replicate_stop_requested = 1;
-}
-
-void
-replicate_names(const Config *config, const DatabaseMapping *db, ReplNames *names)
-{
-	char suffix[64];
-	size_t i, n = 0;
-
-	snprintf(names->publication, sizeof(names->publication), "%s", config->replication.publication_name);
-	if (config->ndatabases == 1) {
-		snprintf(names->slot, sizeof(names->slot), "%s", config->replication.slot_name);
-	} else {
-		/* Slots are per cluster, so each database's needs its own name. */
-		for (i = 0; db->name[i] && n < sizeof(suffix) - 1; i++)
-			suffix[n++] = isalnum((unsigned char) db->name[i]) ? (char) tolower((unsigned char) db->name[i]) : '_';
-		suffix[n] = '\0';
-		snprintf(names->slot, sizeof(names->slot), "%.30s_%.32s", config->replication.slot_name, suffix);
-	}
-	/* Origins are per cluster too; the slot's name is unique already. */
-	snprintf(names->origin, sizeof(names->origin), "%s", names->slot);
-
-	/*
-	 * The way back: the same names with a suffix, the base cut short so the
-	 * suffix and the database part always fit in 63 bytes.
-	 */
-	snprintf(names->reverse_publication, sizeof(names->reverse_publication), "%.54s_rollback",
-		 config->replication.publication_name);
-	if (config->ndatabases == 1)
-		snprintf(names->reverse_slot, sizeof(names->reverse_slot), "%.54s_rollback",
-			 config->replication.slot_name);
-	else
-		snprintf(names->reverse_slot, sizeof(names->reverse_slot), "%.21s_%.32s_rollback",
-			 config->replication.slot_name, suffix);
-	snprintf(names->reverse_origin, sizeof(names->reverse_origin), "%s", names->reverse_slot);
 }
 
 void
@@ -561,8 +526,15 @@ int
 replicate_main(const Config *config, ReplMode mode)
 {
 	struct sigaction sa;
+	char why[512];
 	int i, rc = 0;
 
+	/* Two databases sharing a slot or an origin would take each other's changes: never start so. */
+	if (replicate_names_collision(config, why, sizeof(why))) {
+		log_error("replicator", "%s: rename one of the databases, or migrate them with separate configurations",
+			  why);
+		return 1;
+	}
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_stop_signal;
 	sigaction(SIGTERM, &sa, NULL);
