@@ -1,0 +1,199 @@
+"""The follower with several databases, attacked: its supervisor and workers
+killed or stopped, and databases whose names differ only in case.
+
+- kill -9 of `pghandoff replicate` takes its database workers with it, and
+  a new `replicate` streams again at once;
+- a database worker killed with -9 is started again by its supervisor;
+- a worker stopped (SIGSTOP) while the source takes writes shows as behind
+  in `pghandoff status --json`, and catches up after SIGCONT;
+- databases "Cs…" and "cs…" get slots and origins of their own and are both
+  replicated, each into its own target database; `check` fails on names
+  that would still collide.
+"""
+
+import os
+import re
+import signal
+
+import pytest
+
+from replfixtures import (  # noqa: F401  (fixtures are used by name)
+    cluster_pool,
+    clusters,
+    connect,
+    db_name_part,
+    make_database,
+    quote_ident,
+    replicator_factory,
+    wait_caught_up,
+    wait_for,
+)
+
+ONLY_15 = pytest.mark.parametrize("clusters", [(15, 15)], indirect=True, ids=["15to15"])
+
+# Bounds on correctness, not performance: an idle machine ends each wait in a fraction.
+PROCESS_TIMEOUT = 60
+STREAM_TIMEOUT = 180
+
+
+def run_sql(cluster, dbname, *statements):
+    with connect(cluster, dbname) as conn:
+        for sql in statements:
+            conn.execute(sql)
+
+
+def children_of(pid):
+    """The pids whose parent is pid and that are not zombies, from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] != "Z" and int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def alive(pid):
+    """True while pid exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2:].split()[0] != "Z"
+
+
+def worker_pids(r, count):
+    """The supervisor's worker processes, once there are count of them."""
+    return wait_for(lambda: (lambda pids: pids if len(pids) == count else None)(children_of(r.proc.pid)),
+                    PROCESS_TIMEOUT, what=f"{count} database workers", on_timeout=r.log_tail)
+
+
+def three_databases(pair, prefix):
+    dbs = [make_database(pair, prefix) for _ in range(3)]
+    for db in dbs:
+        run_sql(pair.source, db, "CREATE TABLE t (id serial PRIMARY KEY, v text)",
+                f"INSERT INTO t (v) SELECT '{db}' FROM generate_series(1, 50)")
+    return dbs
+
+
+def wait_all_streaming(r, count, since_start=True):
+    def streaming():
+        if r.proc.poll() is not None:
+            pytest.fail(f"replicate exited with status {r.proc.returncode}:\n{r.log_tail()}", pytrace=False)
+        return r.log(since_start).count("streaming from") >= count
+    wait_for(streaming, STREAM_TIMEOUT, what=f"{count} databases streaming", on_timeout=r.log_tail)
+
+
+def names_for(suffix):
+    """Slot and publication names of a test's own (config names are lower-case)."""
+    return {"slot_name": f"s_{suffix}", "publication_name": f"p_{suffix}"}
+
+
+@ONLY_15
+def test_supervisor_killed_takes_its_workers(clusters, replicator_factory):
+    """kill -9 of the supervisor: every worker exits, and a new replicate streams each database."""
+    pair = clusters
+    dbs = three_databases(pair, "sup")
+    r = replicator_factory(pair, dbs[0], more_databases={db: db for db in dbs[1:]})
+    wait_all_streaming(r, 3)
+    workers = worker_pids(r, 3)
+    r.kill9()
+    wait_for(lambda: not any(alive(pid) for pid in workers), PROCESS_TIMEOUT,
+             what=f"the workers {workers} of the killed supervisor to exit",
+             on_timeout=lambda: f"still running: {[p for p in workers if alive(p)]}\n{r.log_tail()}")
+    r.start()
+    wait_all_streaming(r, 3)
+    for db in dbs:
+        wait_caught_up(pair, db, r.slot_of(db), r)
+
+
+@ONLY_15
+def test_killed_worker_is_started_again(clusters, replicator_factory):
+    """kill -9 of one database's worker: the supervisor starts it again, and rows written afterwards arrive."""
+    pair = clusters
+    dbs = three_databases(pair, "wrk")
+    r = replicator_factory(pair, dbs[0], more_databases={db: db for db in dbs[1:]})
+    wait_all_streaming(r, 3)
+    victim = worker_pids(r, 3)[0]
+    os.kill(victim, signal.SIGKILL)
+    killed = r.wait_log(r"database (\S+): worker was killed by signal 9 .*starting it again").group(1)
+    assert killed in dbs
+    run_sql(pair.source, killed, "INSERT INTO t (v) VALUES ('after the kill')")
+    wait_caught_up(pair, killed, r.slot_of(killed), r, fail_on_error=False)
+    assert pair.target.execute("SELECT count(*) FROM t WHERE v = 'after the kill'", dbname=killed) == [(1,)]
+    # The others streamed on undisturbed.
+    for db in dbs:
+        wait_caught_up(pair, db, r.slot_of(db), r, fail_on_error=False)
+    assert victim not in children_of(r.proc.pid)
+    assert len(children_of(r.proc.pid)) == 3
+
+
+# ---- names -----------------------------------------------------------------
+
+def make_named_database(pair, name):
+    pair.source.execute(f"CREATE DATABASE {quote_ident(name)}")
+    run_sql(pair.source, name, "CREATE TABLE _sync (id serial PRIMARY KEY, at timestamptz DEFAULT now())",
+            "CREATE TABLE t (id serial PRIMARY KEY, v text)")
+    return name
+
+
+@ONLY_15
+def test_databases_differing_in_case(clusters, replicator_factory):
+    """Databases "Cs<n>" and "cs<n>": a slot and an origin each, both replicated into the right database."""
+    pair = clusters
+    upper = make_named_database(pair, f"Cs{os.getpid()}")
+    lower = make_named_database(pair, upper.lower())
+    run_sql(pair.source, upper, "INSERT INTO t (v) SELECT 'upper' FROM generate_series(1, 20)")
+    run_sql(pair.source, lower, "INSERT INTO t (v) SELECT 'lower' FROM generate_series(1, 30)")
+    r = replicator_factory(pair, upper, more_databases={lower: lower}, replication=names_for(f"case{os.getpid()}"))
+    assert r.slot_of(upper) != r.slot_of(lower)
+    wait_all_streaming(r, 2)
+    slots = sorted(row[0] for row in pair.source.execute(
+        "SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE %s", params=(r.slot + "%",)))
+    assert slots == sorted([r.slot_of(upper), r.slot_of(lower)])
+    origins = sorted(row[0] for row in pair.target.execute(
+        "SELECT roname FROM pg_replication_origin WHERE roname LIKE %s", params=(r.slot + "%",)))
+    assert origins == slots
+    run_sql(pair.source, upper, "INSERT INTO t (v) VALUES ('upper, streamed')")
+    run_sql(pair.source, lower, "INSERT INTO t (v) VALUES ('lower, streamed')")
+    wait_caught_up(pair, upper, r.slot_of(upper), r)
+    wait_caught_up(pair, lower, r.slot_of(lower), r)
+    assert pair.target.execute("SELECT v, count(*) FROM t GROUP BY v ORDER BY v", dbname=upper) == \
+        [("upper", 20), ("upper, streamed", 1)]
+    assert pair.target.execute("SELECT v, count(*) FROM t GROUP BY v ORDER BY v", dbname=lower) == \
+        [("lower", 30), ("lower, streamed", 1)]
+
+
+@ONLY_15
+def test_check_fails_on_colliding_names(clusters, replicator_factory, pghandoff):
+    """check: PASS for names the naming keeps apart, FAIL naming both databases for names that still collide."""
+    pair = clusters
+    upper = f"Ab{os.getpid()}"
+    # A plain name spelled exactly like upper's hashed part: the one collision the naming lets through.
+    spelled = db_name_part(upper)
+    assert spelled != upper.lower()
+    r = replicator_factory(pair, upper, start=False, more_databases={upper.lower(): upper.lower()},
+                           replication=names_for(f"chk{os.getpid()}"))
+    result = pghandoff.run(["check", "-c", r.config_path])
+    assert re.search(r"^PASS  the slot and origin names of the 2 databases are all different$", result.stdout,
+                     re.M), result.stdout
+    r2 = replicator_factory(pair, upper, start=False, more_databases={spelled: spelled},
+                            replication=names_for(f"chk{os.getpid()}"))
+    result = pghandoff.run(["check", "-c", r2.config_path])
+    assert result.returncode != 0
+    assert re.search(rf"^FAIL  databases {upper} and {spelled}: the slot of one and the slot of the other are both "
+                     rf"named {r2.slot}_{spelled}$", result.stdout, re.M), result.stdout
+    # replicate refuses too, before it makes anything.
+    r2.start()
+    assert r2.wait_exit() != 0
+    assert "are both named" in r2.log(), r2.log_tail()
+    assert pair.source.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE %s",
+                               params=(r2.slot + "%",)) == [(0,)]
