@@ -261,6 +261,7 @@ struct Proxy {
 	Cutover *cutover;	/* the cutover or rollback running, if any */
 	CutoverReport *last_report;	/* the last cutover's, for SHOW CUTOVER */
 	Follower followers[FOLLOWER_KINDS];
+	struct ReplProbe *probe;	/* each database's slot and origin as the clusters see them (replprobe.h) */
 	bool run_replicator;	/* `pghandoff run`: the forward follower is a child of the proxy */
 	bool resume_pending;	/* clients held by a proxy query wait for the next loop iteration */
 	bool cutover_poke_pending;	/* the cutover looks again after this loop iteration */

@@ -5,6 +5,7 @@
 #include "proxy/proxy.h"
 #include "proxy/objects.h"
 #include "proxy/cutover.h"
+#include "proxy/replprobe.h"
 #include "common/log.h"
 #include "proxy/userlist.h"
 
@@ -486,7 +487,7 @@ proxy_main(const char *config_path, bool with_follower)
 	proxy->metrics_fd = -1;
 	cutover_init(proxy);
 	if (!install_databases(proxy, &proxy->config) || !cutover_load_state(proxy) || !open_listeners(proxy) ||
-	    !metrics_start(proxy))
+	    !metrics_start(proxy) || !replprobe_start(proxy))
 		goto done;
 	proxy->run_replicator = with_follower;
 	if (with_follower && !followers_start(proxy, FOLLOWER_FORWARD))
@@ -512,6 +513,7 @@ done:
 	metrics_stop(proxy);
 	cutover_shutdown(proxy);
 	followers_shutdown(proxy);
+	replprobe_stop(proxy);
 	proxy_free_justfree(proxy);
 	ev_signal_stop(proxy->loop, &proxy->sig_term);
 	ev_signal_stop(proxy->loop, &proxy->sig_int);

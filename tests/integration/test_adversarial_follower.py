@@ -11,12 +11,14 @@ killed or stopped, and databases whose names differ only in case.
   that would still collide.
 """
 
+import json
 import os
 import re
 import signal
 
 import pytest
 
+from proxyfixtures import ProxyProcess
 from replfixtures import (  # noqa: F401  (fixtures are used by name)
     cluster_pool,
     clusters,
@@ -197,3 +199,110 @@ def test_check_fails_on_colliding_names(clusters, replicator_factory, pghandoff)
     assert "are both named" in r2.log(), r2.log_tail()
     assert pair.source.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE %s",
                                params=(r2.slot + "%",)) == [(0,)]
+
+
+# ---- status while a worker is stopped --------------------------------------
+
+class RunProcess(ProxyProcess):
+    """`pghandoff run`: the proxy with its follower as a child, migrating databases from pair.source to pair.target."""
+
+    command = "run"
+
+    def __init__(self, pghandoff, workdir, pair, databases, replication):
+        super().__init__(pghandoff, workdir, pair.source, databases=databases)
+        self.pair = pair
+        self.replication = replication
+
+    def config_sections(self):
+        sections = super().config_sections()
+        sections["target"] = {"host": "127.0.0.1", "port": self.pair.target.port, "user": self.pair.target.superuser}
+        sections["replication"] = dict(self.replication)
+        sections["log"] = {"level": "debug"}
+        return sections
+
+    def status_json(self):
+        out = self.pghandoff.run(["status", "-c", self.config_path, "--json"], timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return {db["database"]: db for db in json.loads(out.stdout)["databases"]}
+
+    def worker_pid(self, dbname):
+        """The pid the database's progress file names: its worker's."""
+        text = (self.workdir / f"pghandoff.state-replication-{dbname}").read_text()
+        return int(re.search(r"^pid (\d+)$", text, re.M).group(1))
+
+
+@ONLY_15
+def test_stopped_worker_shows_behind(clusters, pghandoff, tmp_path):
+    """SIGSTOP of one database's worker while the source takes writes: status --json shows that database behind
+    (its slot's lag, not the stale progress file's), the other not; after SIGCONT it catches up."""
+    pair = clusters
+    dbs = [make_database(pair, "lag") for _ in range(2)]
+    for db in dbs:
+        run_sql(pair.source, db, "CREATE TABLE t (id serial PRIMARY KEY, v text)")
+    p = RunProcess(pghandoff, tmp_path / "run", pair, dbs, names_for(f"lag{os.getpid()}"))
+    stopped = []
+    try:
+        p.start()
+        wait_for(lambda: all(d["phase"] == "streaming" for d in p.status_json().values()), STREAM_TIMEOUT,
+                 what="both databases streaming", on_timeout=p.log_tail)
+        victim, other = dbs
+        pid = p.worker_pid(victim)
+        assert alive(pid) and pid != p.worker_pid(other)
+        os.kill(pid, signal.SIGSTOP)
+        stopped.append(pid)
+        run_sql(pair.source, victim, "INSERT INTO t (v) SELECT 'while stopped' FROM generate_series(1, 1000)")
+        status = wait_for(lambda: (lambda s: s if s[victim]["lag_bytes"] > 0 else None)(p.status_json()),
+                          PROCESS_TIMEOUT, what=f"status showing {victim} behind", on_timeout=p.log_tail)
+        assert status[victim]["slot"] == "active" and status[victim]["slot_lag_bytes"] > 0, status
+        assert pair.target.execute("SELECT count(*) FROM t", dbname=victim) == [(0,)]
+        # The other database streams on, and says so.
+        run_sql(pair.source, other, "INSERT INTO t (v) VALUES ('other')")
+        wait_for(lambda: pair.target.execute("SELECT count(*) FROM t", dbname=other) == [(1,)], STREAM_TIMEOUT,
+                 what=f"{other} streaming on", on_timeout=p.log_tail)
+        os.kill(pid, signal.SIGCONT)
+        stopped.remove(pid)
+        wait_for(lambda: pair.target.execute("SELECT count(*) FROM t", dbname=victim) == [(1000,)], STREAM_TIMEOUT,
+                 what=f"{victim} catching up", on_timeout=p.log_tail)
+        wait_for(lambda: (lambda s: s[victim]["lag_bytes"] == 0 and s[victim]["phase"] == "streaming")(
+                 p.status_json()), STREAM_TIMEOUT, what=f"status showing {victim} caught up", on_timeout=p.log_tail)
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+        p.stop()
+        pghandoff.run(["replicate", "-c", p.config_path, "--drop"], timeout=120)
+        for db in dbs:
+            for cluster in (pair.source, pair.target):
+                cluster.execute(f"DROP DATABASE IF EXISTS {quote_ident(db)} WITH (FORCE)")
+
+
+@ONLY_15
+def test_killed_worker_shows_down(clusters, pghandoff, tmp_path):
+    """A worker killed along with its supervisor, the progress file saying streaming: status says down."""
+    pair = clusters
+    dbs = [make_database(pair, "down") for _ in range(2)]
+    p = RunProcess(pghandoff, tmp_path / "run", pair, dbs, names_for(f"down{os.getpid()}"))
+    try:
+        p.start()
+        wait_for(lambda: all(d["phase"] == "streaming" for d in p.status_json().values()), STREAM_TIMEOUT,
+                 what="both databases streaming", on_timeout=p.log_tail)
+        # The proxy's follower (a supervisor) stopped, so that nothing starts the worker again; then the worker.
+        supervisor = [c for c in children_of(p.proc.pid)]
+        assert len(supervisor) == 1, supervisor
+        pid = p.worker_pid(dbs[0])
+        os.kill(supervisor[0], signal.SIGSTOP)
+        try:
+            os.kill(pid, signal.SIGKILL)
+            status = wait_for(lambda: (lambda s: s if s[dbs[0]]["phase"] == "down" else None)(p.status_json()),
+                              PROCESS_TIMEOUT, what=f"status showing {dbs[0]} down", on_timeout=p.log_tail)
+            assert status[dbs[1]]["phase"] == "streaming", status
+        finally:
+            os.kill(supervisor[0], signal.SIGCONT)
+        # Started again by its supervisor, it streams again.
+        wait_for(lambda: p.status_json()[dbs[0]]["phase"] == "streaming", STREAM_TIMEOUT,
+                 what=f"{dbs[0]} streaming again", on_timeout=p.log_tail)
+    finally:
+        p.stop()
+        pghandoff.run(["replicate", "-c", p.config_path, "--drop"], timeout=120)
+        for db in dbs:
+            for cluster in (pair.source, pair.target):
+                cluster.execute(f"DROP DATABASE IF EXISTS {quote_ident(db)} WITH (FORCE)")
