@@ -15,9 +15,11 @@ import json
 import os
 import re
 import signal
+import urllib.request
 
 import pytest
 
+from pgcluster import free_port
 from proxyfixtures import ProxyProcess
 from replfixtures import (  # noqa: F401  (fixtures are used by name)
     cluster_pool,
@@ -209,7 +211,9 @@ class RunProcess(ProxyProcess):
     command = "run"
 
     def __init__(self, pghandoff, workdir, pair, databases, replication):
-        super().__init__(pghandoff, workdir, pair.source, databases=databases)
+        self.metrics_port = free_port()
+        super().__init__(pghandoff, workdir, pair.source, databases=databases,
+                         proxy={"metrics_listen": f"127.0.0.1:{self.metrics_port}"})
         self.pair = pair
         self.replication = replication
 
@@ -224,6 +228,12 @@ class RunProcess(ProxyProcess):
         out = self.pghandoff.run(["status", "-c", self.config_path, "--json"], timeout=60)
         assert out.returncode == 0, out.stdout + out.stderr
         return {db["database"]: db for db in json.loads(out.stdout)["databases"]}
+
+    def metric(self, name, dbname):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=30) as response:
+            text = response.read().decode()
+        m = re.search(rf'^{name}{{database="{re.escape(dbname)}"}} (\S+)$', text, re.M)
+        return float(m.group(1)) if m else None
 
     def worker_pid(self, dbname):
         """The pid the database's progress file names: its worker's."""
@@ -254,6 +264,8 @@ def test_stopped_worker_shows_behind(clusters, pghandoff, tmp_path):
         status = wait_for(lambda: (lambda s: s if s[victim]["lag_bytes"] > 0 else None)(p.status_json()),
                           PROCESS_TIMEOUT, what=f"status showing {victim} behind", on_timeout=p.log_tail)
         assert status[victim]["slot"] == "active" and status[victim]["slot_lag_bytes"] > 0, status
+        assert p.metric("pghandoff_replication_lag_bytes", victim) > 0
+        assert p.metric("pghandoff_replication_slot_lag_bytes", victim) > 0
         assert pair.target.execute("SELECT count(*) FROM t", dbname=victim) == [(0,)]
         # The other database streams on, and says so.
         run_sql(pair.source, other, "INSERT INTO t (v) VALUES ('other')")
@@ -295,6 +307,8 @@ def test_killed_worker_shows_down(clusters, pghandoff, tmp_path):
             status = wait_for(lambda: (lambda s: s if s[dbs[0]]["phase"] == "down" else None)(p.status_json()),
                               PROCESS_TIMEOUT, what=f"status showing {dbs[0]} down", on_timeout=p.log_tail)
             assert status[dbs[1]]["phase"] == "streaming", status
+            assert p.metric("pghandoff_replication_follower_up", dbs[0]) == 0
+            assert p.metric("pghandoff_replication_follower_up", dbs[1]) == 1
         finally:
             os.kill(supervisor[0], signal.SIGCONT)
         # Started again by its supervisor, it streams again.
@@ -302,6 +316,41 @@ def test_killed_worker_shows_down(clusters, pghandoff, tmp_path):
                  what=f"{dbs[0]} streaming again", on_timeout=p.log_tail)
     finally:
         p.stop()
+        pghandoff.run(["replicate", "-c", p.config_path, "--drop"], timeout=120)
+        for db in dbs:
+            for cluster in (pair.source, pair.target):
+                cluster.execute(f"DROP DATABASE IF EXISTS {quote_ident(db)} WITH (FORCE)")
+
+
+@ONLY_15
+def test_run_killed_takes_its_follower_and_workers(clusters, pghandoff, tmp_path):
+    """kill -9 of `pghandoff run`: its follower and the follower's database workers all exit."""
+    pair = clusters
+    dbs = [make_database(pair, "runk") for _ in range(2)]
+    p = RunProcess(pghandoff, tmp_path / "run", pair, dbs, names_for(f"runk{os.getpid()}"))
+    try:
+        p.start()
+        wait_for(lambda: all(d["phase"] == "streaming" for d in p.status_json().values()), STREAM_TIMEOUT,
+                 what="both databases streaming", on_timeout=p.log_tail)
+        followers = children_of(p.proc.pid)
+        assert len(followers) == 1, followers
+        processes = followers + children_of(followers[0])
+        assert len(processes) == 3, processes
+        p.proc.kill()
+        p.proc.wait()
+        wait_for(lambda: not any(alive(pid) for pid in processes), PROCESS_TIMEOUT,
+                 what=f"the follower and workers {processes} of the killed proxy to exit",
+                 on_timeout=lambda: f"still running: {[q for q in processes if alive(q)]}\n{p.log_tail()}")
+        for db in dbs:
+            wait_for(lambda: pair.source.execute("SELECT NOT active FROM pg_replication_slots WHERE slot_name = %s",
+                                                 params=(f"s_runk{os.getpid()}_{db}",)) == [(True,)],
+                     PROCESS_TIMEOUT, what=f"the slot of {db} let go")
+    finally:
+        if p.proc is not None and p.proc.poll() is None:
+            p.stop()
+        elif p._log_file is not None:
+            p._log_file.close()
+            p._log_file = None
         pghandoff.run(["replicate", "-c", p.config_path, "--drop"], timeout=120)
         for db in dbs:
             for cluster in (pair.source, pair.target):
