@@ -2,10 +2,13 @@
 killed or stopped, and databases whose names differ only in case.
 
 - kill -9 of `pghandoff replicate` takes its database workers with it, and
-  a new `replicate` streams again at once;
+  a new `replicate` streams again at once; one whose predecessor still holds
+  the origin and slot waits for them; kill -9 of `pghandoff run` takes its
+  follower and the follower's workers;
 - a database worker killed with -9 is started again by its supervisor;
 - a worker stopped (SIGSTOP) while the source takes writes shows as behind
-  in `pghandoff status --json`, and catches up after SIGCONT;
+  in `pghandoff status --json` and the metrics, and catches up after
+  SIGCONT; one killed while nothing restarts it shows as down;
 - databases "Cs…" and "cs…" get slots and origins of their own and are both
   replicated, each into its own target database; `check` fails on names
   that would still collide.
@@ -355,3 +358,30 @@ def test_run_killed_takes_its_follower_and_workers(clusters, pghandoff, tmp_path
         for db in dbs:
             for cluster in (pair.source, pair.target):
                 cluster.execute(f"DROP DATABASE IF EXISTS {quote_ident(db)} WITH (FORCE)")
+
+
+@ONLY_15
+def test_new_worker_waits_for_its_predecessor(clusters, replicator_factory):
+    """A worker stopped (SIGSTOP) still holds its origin and slot when its supervisor is killed: the new
+    replicate's worker waits for them, with a warning and no error, and streams once the old one has let go."""
+    pair = clusters
+    dbs = [make_database(pair, "pred") for _ in range(2)]
+    r = replicator_factory(pair, dbs[0], more_databases={dbs[1]: dbs[1]})
+    wait_all_streaming(r, 2)
+    workers = worker_pids(r, 2)
+    for pid in workers:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        r.kill9()
+        r.start()
+        r.wait_log(r"held by a previous follower's session that has not ended yet; trying again")
+    finally:
+        # Continued, the old workers find the SIGTERM their dead supervisor left them, and stop.
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
+    wait_for(lambda: not any(alive(pid) for pid in workers), PROCESS_TIMEOUT, what="the old workers to exit",
+             on_timeout=r.log_tail)
+    wait_all_streaming(r, 2)
+    for db in dbs:
+        wait_caught_up(pair, db, r.slot_of(db), r)
+    assert r.errors(since_start=True) == [], r.log_tail()
