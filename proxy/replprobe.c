@@ -65,13 +65,13 @@ probe_connect(const ServerConfig *server, const char *dbname)
 
 /* Runs sql on *conn; a broken connection is closed, to be opened again next round. */
 static PGresult *
-probe_query(PGconn **conn, const char *sql, int nparams, const char *const *params)
+probe_query(PGconn **conn, const char *role, const char *sql, int nparams, const char *const *params)
 {
 	PGresult *res = PQexecParams(*conn, sql, nparams, NULL, params, NULL, NULL, 0);
 
 	if (PQresultStatus(res) == PGRES_TUPLES_OK)
 		return res;
-	log_debug("probe", "%.*s", (int) strcspn(PQerrorMessage(*conn), "\n"), PQerrorMessage(*conn));
+	log_debug("probe", "%s: %.*s", role, (int) strcspn(PQerrorMessage(*conn), "\n"), PQerrorMessage(*conn));
 	PQclear(res);
 	if (PQstatus(*conn) != CONNECTION_OK) {
 		PQfinish(*conn);
@@ -111,7 +111,7 @@ probe_round(ReplProbe *p)
 		memset(&v, 0, sizeof(v));
 		replicate_names(config, &config->databases[i], &names);
 		params[0] = names.slot;
-		res = probe_query(&p->source,
+		res = probe_query(&p->source, config->source.role,
 				  "SELECT active, greatest(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 0) "
 				  "FROM pg_replication_slots WHERE slot_name = $1",
 				  1, params);
@@ -126,7 +126,7 @@ probe_round(ReplProbe *p)
 		}
 		PQclear(res);
 		params[0] = names.origin;
-		res = p->target ? probe_query(&p->target,
+		res = p->target ? probe_query(&p->target, config->target.role,
 					      "SELECT coalesce(remote_lsn::text, '') FROM pg_replication_origin_status "
 					      "WHERE external_id = $1",
 					      1, params)
