@@ -259,6 +259,9 @@ def test_stopped_worker_shows_behind(clusters, pghandoff, tmp_path):
         wait_for(lambda: all(d["phase"] == "streaming" for d in p.status_json().values()), STREAM_TIMEOUT,
                  what="both databases streaming", on_timeout=p.log_tail)
         victim, other = dbs
+        # Caught up first, as the slot sees it: the lag seen later comes from the writes below.
+        wait_for(lambda: (lambda d: d["lag_bytes"] == 0 and d["slot"] == "active")(p.status_json()[victim]),
+                 STREAM_TIMEOUT, what=f"status showing {victim} caught up", on_timeout=p.log_tail)
         pid = p.worker_pid(victim)
         assert alive(pid) and pid != p.worker_pid(other)
         os.kill(pid, signal.SIGSTOP)
