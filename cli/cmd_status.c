@@ -170,7 +170,7 @@ print_json(FILE *out, PGresult *repl, PGresult *dbs, PGresult *servers, PGresult
 	const char *source_detail, *target_detail;
 	static const char *const numeric[] = {"tables_done", "tables_total", "copied_bytes", "total_bytes",
 					      "copy_rate_bytes", "eta_seconds", "lag_bytes", "lag_seconds",
-					      "apply_rate", "updated_seconds_ago"};
+					      "apply_rate", "updated_seconds_ago", "pid", "slot_lag_bytes"};
 	StrBuf sb;
 	int i, c, clients, source, target;
 

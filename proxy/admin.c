@@ -359,23 +359,29 @@ show_databases(Client *client, const char *arg)
 	return result_send(client, &r, "SHOW");
 }
 
-/* SHOW REPLICATION: per database, where the migration stands (progress.c). */
+/*
+ * SHOW REPLICATION: per database, where the migration stands (progress.c):
+ * the follower's progress, then the slot and origin as the clusters see
+ * them (empty when the probe has no fresh answer).
+ */
 static bool
 show_replication(Client *client, const char *arg)
 {
 	static const char *const cols[] = {"database", "phase", "follower", "tables_done", "tables_total",
 					   "copied_bytes", "total_bytes", "copy_rate_bytes", "eta_seconds", "lag_bytes",
-					   "lag_seconds", "apply_rate", "applied_lsn", "updated_seconds_ago"};
+					   "lag_seconds", "apply_rate", "applied_lsn", "updated_seconds_ago", "pid",
+					   "slot", "slot_lag_bytes", "origin_lsn"};
+	enum { NCOLS = sizeof(cols) / sizeof(cols[0]) };
 	Proxy *proxy = client->proxy;
 	Result r;
 	int i, k;
 
 	(void) arg;
-	result_begin(&r, 14, cols);
+	result_begin(&r, NCOLS, cols);
 	for (i = 0; i < proxy->ndatabases; i++) {
 		ReplProgress p;
-		char f[10][32];
-		const char *values[14];
+		char f[12][32];
+		const char *values[NCOLS];
 
 		progress_read(proxy, &proxy->databases[i], &p);
 		snprintf(f[0], 32, "%.0f", p.tables_done);
@@ -389,9 +395,13 @@ show_replication(Client *client, const char *arg)
 		snprintf(f[6], 32, "%.0f", p.lag_bytes);
 		snprintf(f[7], 32, "%.1f", p.lag_seconds);
 		snprintf(f[8], 32, "%.1f", p.apply_rate);
-		f[9][0] = '\0';
+		f[9][0] = f[10][0] = f[11][0] = '\0';
 		if (p.have)
 			snprintf(f[9], 32, "%.1f", p.age_seconds);
+		if (p.pid > 0)
+			snprintf(f[10], 32, "%d", p.pid);
+		if (p.probed && strcmp(p.slot, "missing") != 0)
+			snprintf(f[11], 32, "%.0f", p.slot_lag_bytes);
 		values[0] = proxy->databases[i].name;
 		values[1] = p.phase;
 		values[2] = p.follower;
@@ -399,6 +409,10 @@ show_replication(Client *client, const char *arg)
 			values[3 + k] = f[k];
 		values[12] = p.applied_lsn;
 		values[13] = f[9];
+		values[14] = f[10];
+		values[15] = p.slot;
+		values[16] = f[11];
+		values[17] = p.origin_lsn;
 		result_row(&r, values);
 	}
 	return result_send(client, &r, "SHOW");

@@ -123,14 +123,19 @@ count_connections(const Proxy *proxy, const Database *db, int *active, int *wait
 	}
 }
 
-/* The follower's progress, per database (progress.c); nothing for a database without a progress file. */
+/*
+ * The follower's progress, per database (progress.c); nothing for a database
+ * without a progress file.  Then what the clusters say whatever the file
+ * does: whether the follower runs, and the slot's lag.
+ */
 static void
 render_replication(const Proxy *proxy, StrBuf *out)
 {
 	static const struct {
 		const char *name, *type, *help;
 	} families[] = {
-		{"pghandoff_replication_lag_bytes", "gauge", "WAL the follower has still to apply."},
+		{"pghandoff_replication_lag_bytes", "gauge",
+		 "WAL the follower has still to apply: its own figure or its slot's, the larger."},
 		{"pghandoff_replication_lag_seconds", "gauge", "Age of the last source commit applied, while behind."},
 		{"pghandoff_replication_applied_changes_total", "counter", "Changes applied since the follower started."},
 		{"pghandoff_copy_done_bytes", "gauge", "Bytes of the initial copy streamed."},
@@ -159,6 +164,27 @@ render_replication(const Proxy *proxy, StrBuf *out)
 					       values[f]);
 		}
 	}
+	strbuf_append(out, "# HELP pghandoff_replication_follower_up 1 while the database's follower runs, 0 once its "
+			   "process is gone without having stopped.\n"
+			   "# TYPE pghandoff_replication_follower_up gauge\n");
+	for (i = 0; i < proxy->ndatabases; i++)
+		if (progress[i].have)
+			strbuf_appendf(out, "pghandoff_replication_follower_up{database=\"%s\"} %d\n",
+				       proxy->databases[i].name, !progress[i].down);
+	strbuf_append(out, "# HELP pghandoff_replication_slot_lag_bytes The source's end of WAL less the slot's "
+			   "confirmed position, as the source reports it.\n"
+			   "# TYPE pghandoff_replication_slot_lag_bytes gauge\n");
+	for (i = 0; i < proxy->ndatabases; i++)
+		if (progress[i].probed && strcmp(progress[i].slot, "missing") != 0)
+			strbuf_appendf(out, "pghandoff_replication_slot_lag_bytes{database=\"%s\"} %.0f\n",
+				       proxy->databases[i].name, progress[i].slot_lag_bytes);
+	strbuf_append(out, "# HELP pghandoff_replication_slot_active 1 while a walsender streams from the database's "
+			   "slot.\n"
+			   "# TYPE pghandoff_replication_slot_active gauge\n");
+	for (i = 0; i < proxy->ndatabases; i++)
+		if (progress[i].probed && strcmp(progress[i].slot, "missing") != 0)
+			strbuf_appendf(out, "pghandoff_replication_slot_active{database=\"%s\"} %d\n",
+				       proxy->databases[i].name, strcmp(progress[i].slot, "active") == 0);
 	free(progress);
 }
 

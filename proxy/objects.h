@@ -298,6 +298,7 @@ struct Proxy {
 	CutoverReport *last_report;	/* the last cutover's, for SHOW CUTOVER */
 	CutoverCleanup *cleanup;	/* what an aborted cutover still has to undo, retried (cutover_cleanup.c) */
 	Follower followers[FOLLOWER_KINDS];
+	struct ReplProbe *probe;	/* each database's slot and origin as the clusters see them (replprobe.h) */
 	bool run_replicator;	/* `pghandoff run`: the forward follower is a child of the proxy */
 	bool resume_pending;	/* clients held by a proxy query wait for the next loop iteration */
 	/*

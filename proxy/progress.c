@@ -4,8 +4,11 @@
  * follower is behind; 0 once everything received is applied.
  */
 #include "proxy/progress.h"
+#include "proxy/replprobe.h"
 #include "replicator/status.h"
 
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +19,66 @@ number(const StatusValues *v, const char *key)
 	char buf[64];
 
 	return status_copy_value(v, key, buf, sizeof(buf)) ? strtod(buf, NULL) : 0.0;
+}
+
+/* A probe older than this is not shown: the source stopped answering. */
+#define PROBE_FRESH_S 10.0
+/* A streaming follower writes its file at least every 10 s (its feedback interval): three times that is stalled. */
+#define STREAMING_STALLED_S 30.0
+
+/* The file's own end states: a follower that wrote them went away on purpose. */
+static bool
+phase_is_final(const char *phase)
+{
+	return strcmp(phase, "stopped") == 0 || strcmp(phase, "failed") == 0;
+}
+
+/*
+ * The process is gone, or dead and not yet reaped by a parent that is
+ * itself stopped or hung (a zombie).  The proxy shares the follower's pid
+ * namespace, as `pghandoff run` starts it; elsewhere a pid that does not
+ * exist here is no evidence, and one that does is left alone.
+ */
+static bool
+process_gone(int pid)
+{
+	char path[64], stat[512];
+	const char *close_paren;
+	FILE *f;
+	size_t n;
+
+	if (pid <= 0)
+		return false;
+	if (kill(pid, 0) != 0)
+		return errno == ESRCH;
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	f = fopen(path, "r");
+	if (!f)
+		return false;
+	n = fread(stat, 1, sizeof(stat) - 1, f);
+	fclose(f);
+	stat[n] = '\0';
+	/* "pid (comm) state ...": comm may hold anything, so the state follows the last ')'. */
+	close_paren = strrchr(stat, ')');
+	return close_paren && close_paren[1] == ' ' && close_paren[2] == 'Z';
+}
+
+static void
+merge_probe(const Proxy *proxy, const Database *db, ReplProgress *p, double now)
+{
+	ReplProbeValues v;
+
+	replprobe_get(proxy, (int) (db - proxy->databases), &v);
+	if (!v.have || now - v.at > PROBE_FRESH_S)
+		return;
+	p->probed = true;
+	snprintf(p->slot, sizeof(p->slot), "%s", !v.slot_exists ? "missing" : v.slot_active ? "active" : "inactive");
+	snprintf(p->origin_lsn, sizeof(p->origin_lsn), "%s", v.origin_lsn);
+	if (v.slot_exists) {
+		p->slot_lag_bytes = v.slot_lag_bytes;
+		if (v.slot_lag_bytes > p->lag_bytes)
+			p->lag_bytes = v.slot_lag_bytes;
+	}
 }
 
 void
@@ -50,13 +113,20 @@ progress_read(const Proxy *proxy, const Database *db, ReplProgress *p)
 		}
 		if (!number(&v, "caught_up") && number(&v, "last_commit") > 0)
 			p->lag_seconds = now - number(&v, "last_commit");
+		p->pid = (int) number(&v, "pid");
+		p->down = !phase_is_final(p->follower) && process_gone(p->pid);
 	}
-	if (proxy->serving == &proxy->target)
+	merge_probe(proxy, db, p, now);
+	if (p->down)
+		snprintf(p->phase, sizeof(p->phase), "down");
+	else if (proxy->serving == &proxy->target)
 		snprintf(p->phase, sizeof(p->phase), "cut over");
 	else if (!p->have)
 		snprintf(p->phase, sizeof(p->phase), "unknown");
 	else if (strcmp(p->follower, "streaming") == 0 && proxy->rolled_back)
 		snprintf(p->phase, sizeof(p->phase), "rolled back");
+	else if (strcmp(p->follower, "streaming") == 0 && p->age_seconds > STREAMING_STALLED_S)
+		snprintf(p->phase, sizeof(p->phase), "stalled");
 	else if (strcmp(p->follower, "streaming") == 0 && p->lag_bytes > (double) proxy->config.cutover.max_lag)
 		snprintf(p->phase, sizeof(p->phase), "catch-up");
 	else

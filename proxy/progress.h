@@ -1,8 +1,11 @@
 /*
  * Where each database's migration stands, as the proxy sees it: the
  * follower's progress file (replicator/status.h) read and combined with the
- * proxy's own state (a cutover or a rollback happened).  SHOW REPLICATION and
- * the metrics both show it.
+ * slot and origin as the clusters report them (replprobe.h) and the proxy's
+ * own state (a cutover or a rollback happened).  SHOW REPLICATION and the
+ * metrics both show it.  lag_bytes is the larger of the follower's own
+ * figure and the slot's: a follower that is stopped or dead reports nothing,
+ * but its slot falls behind.
  */
 #ifndef PGHANDOFF_PROXY_PROGRESS_H
 #define PGHANDOFF_PROXY_PROGRESS_H
@@ -14,7 +17,7 @@
 typedef struct ReplProgress {
 	bool have;		/* a progress file was there */
 	char phase[32];		/* starting, schema, copy, indexes, catch-up, streaming, retrying, stopped,
-				 * failed, cut over, rolled back, unknown */
+				 * failed, down, stalled, cut over, rolled back, unknown */
 	char follower[32];	/* the follower's own phase, "" without a file */
 	char applied_lsn[32];
 	double tables_done;
@@ -28,6 +31,13 @@ typedef struct ReplProgress {
 	double apply_rate;	/* changes per second */
 	double changes;		/* applied since the follower started */
 	double age_seconds;	/* since the file was written */
+	int pid;		/* the follower's process, 0 when unknown */
+	bool down;		/* the file names a process that is gone without saying it stopped */
+	/* From the clusters (replprobe.h), whatever the file says; probed false when not known lately. */
+	bool probed;
+	char slot[16];		/* active, inactive, missing; "" when not probed */
+	double slot_lag_bytes;	/* the source's end of WAL less the slot's confirmed position */
+	char origin_lsn[32];	/* the target's origin remote_lsn, "" when unknown */
 } ReplProgress;
 
 void progress_read(const Proxy *proxy, const Database *db, ReplProgress *p);

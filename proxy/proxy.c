@@ -6,6 +6,7 @@
 #include "proxy/proxy.h"
 #include "proxy/objects.h"
 #include "proxy/cutover.h"
+#include "proxy/replprobe.h"
 #include "common/log.h"
 #include "proxy/userlist.h"
 
@@ -107,7 +108,7 @@ proxy_main(const char *config_path, bool with_follower)
 	proxy->admin_on_packet = admin_on_packet;
 	cutover_init(proxy);
 	if (!proxy_fit_open_files(&proxy->config) || !proxy_install_databases(proxy, &proxy->config) ||
-	    !cutover_load_state(proxy) || !proxy_listen(proxy) || !metrics_start(proxy))
+	    !cutover_load_state(proxy) || !proxy_listen(proxy) || !metrics_start(proxy) || !replprobe_start(proxy))
 		goto done;
 	proxy->run_replicator = with_follower;
 	if (with_follower && !followers_start(proxy, FOLLOWER_FORWARD))
@@ -132,6 +133,7 @@ done:
 	metrics_stop(proxy);
 	cutover_shutdown(proxy);
 	followers_shutdown(proxy);
+	replprobe_stop(proxy);
 	(void) proxy_free_justfree(proxy);
 	ev_signal_stop(proxy->loop, &proxy->sig_term);
 	ev_signal_stop(proxy->loop, &proxy->sig_int);

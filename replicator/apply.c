@@ -157,7 +157,8 @@ applier_init(Applier *ap, ReplConn *target, const char *origin, const char *skip
 	/* Triggers and foreign keys stay quiet, as for a native subscription. */
 	if (!repl_exec(target, "SET session_replication_role = replica") ||
 	    !repl_exec(target, "SET synchronous_commit = off") ||
-	    !repl_query(target, "SELECT pg_replication_origin_session_setup($1)", 1, params, &res))
+	    !repl_query_while_in_use(target, "SELECT pg_replication_origin_session_setup($1)", 1, params,
+				     PGRES_TUPLES_OK, REPL_IN_USE_WAIT_S, &res))
 		return false;
 	PQclear(res);
 	return true;

@@ -8,12 +8,15 @@
 #include "replicator/conn.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/clock.h"
 #include "common/pgsql.h"
 #include "common/strbuf.h"
+#include "replicator/replicate.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Notices ("table ... does not exist, skipping") are the servers' chatter: the debug log takes them. */
 static void
@@ -232,6 +235,41 @@ bool
 repl_query(ReplConn *rc, const char *sql, int nparams, const char *const *params, PGresult **result)
 {
 	return run(rc, sql, nparams, params, result);
+}
+
+bool
+repl_query_while_in_use(ReplConn *rc, const char *sql, int nparams, const char *const *params, ExecStatusType ok,
+			double wait_s, PGresult **result)
+{
+	double give_up_at = clock_monotonic() + wait_s;
+	bool warned = false;
+
+	for (;;) {
+		PGresult *res = nparams == 0 ? PQexec(rc->conn, sql)
+					     : PQexecParams(rc->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+		if (PQresultStatus(res) == ok) {
+			if (warned)
+				log_info(rc->subject, "the previous session let go; going on");
+			*result = res;
+			return true;
+		}
+		if (!state || strcmp(state, "55006") != 0 || clock_monotonic() >= give_up_at || replicate_stop_requested) {
+			log_result_error(rc, res, sql);
+			PQclear(res);
+			return false;
+		}
+		if (!warned) {
+			const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+
+			log_warning(rc->subject, "%s: held by a previous follower's session that has not ended yet; "
+				    "trying again for up to %.0f s", msg ? msg : "object in use", wait_s);
+			warned = true;
+		}
+		PQclear(res);
+		usleep(250 * 1000);
+	}
 }
 
 bool

@@ -46,6 +46,22 @@ bool repl_exec_params(ReplConn *rc, const char *sql, int nparams, const char *co
 /* Runs sql with text parameters; *result is a TUPLES_OK or COMMAND_OK result to PQclear. */
 bool repl_query(ReplConn *rc, const char *sql, int nparams, const char *const *params, PGresult **result)
 	__attribute__((warn_unused_result));
+/*
+ * How long a follower waits for a slot or origin still held by its
+ * predecessor's session (a follower killed with its walsender and target
+ * backend not yet gone) before it counts as an error and is retried.
+ */
+#define REPL_IN_USE_WAIT_S 60.0
+
+/*
+ * Like repl_query, with ok the result status that counts as success
+ * (PGRES_COPY_BOTH for START_REPLICATION), but an answer of 55006
+ * (object_in_use) is tried again every quarter second for up to wait_s
+ * seconds, said once as a warning: a slot or origin is still held by the
+ * session of a follower that was stopped or killed and has not ended yet.
+ */
+bool repl_query_while_in_use(ReplConn *rc, const char *sql, int nparams, const char *const *params,
+			     ExecStatusType ok, double wait_s, PGresult **result) __attribute__((warn_unused_result));
 /* The first column of the first row, copied into buf; "" for NULL; false (logged) on no row. */
 bool repl_query_copy_value(ReplConn *rc, const char *sql, int nparams, const char *const *params, char *buf,
 			   size_t len) __attribute__((warn_unused_result));

@@ -491,6 +491,24 @@ check_names(Preflight *pf, Side *source, const DatabaseMapping *db)
 		       db->name, names.slot, names.publication);
 }
 
+/*
+ * Slots and origins are per cluster: two databases whose names collide
+ * would share one, and one of them would silently never be replicated.
+ * The naming keeps them apart; this is the check that it did.
+ */
+static void
+check_name_collisions(Preflight *pf)
+{
+	char why[512];
+
+	if (replicate_names_collision(pf->config, why, sizeof(why)))
+		report(pf, CHECK_FAIL, "rename one of the databases, or migrate them with separate configurations",
+		       "%s", why);
+	else if (pf->config->ndatabases > 1)
+		report(pf, CHECK_PASS, NULL, "the slot and origin names of the %d databases are all different",
+		       pf->config->ndatabases);
+}
+
 /* Cluster-wide: WAL a stopped follower could make the source keep, and transactions that block a cutover. */
 static void
 check_wal_retention(Preflight *pf, Side *source)
@@ -597,6 +615,7 @@ preflight_run(Preflight *pf)
 	int i;
 
 	pf->npass = pf->nwarn = pf->nfail = 0;
+	check_name_collisions(pf);
 	(void) side_connect(pf, &source);
 	(void) side_connect(pf, &target);
 

@@ -28,12 +28,12 @@
 #include "replicator/status.h"
 #include "replicator/stream.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -45,40 +45,6 @@ on_stop_signal(int signo)
 {
 	(void) signo;
 	replicate_stop_requested = 1;
-}
-
-void
-replicate_names(const Config *config, const DatabaseMapping *db, ReplNames *names)
-{
-	char suffix[64];
-	size_t i, n = 0;
-
-	snprintf(names->publication, sizeof(names->publication), "%s", config->replication.publication_name);
-	if (config->ndatabases == 1) {
-		snprintf(names->slot, sizeof(names->slot), "%s", config->replication.slot_name);
-	} else {
-		/* Slots are per cluster, so each database's needs its own name. */
-		for (i = 0; db->name[i] && n < sizeof(suffix) - 1; i++)
-			suffix[n++] = isalnum((unsigned char) db->name[i]) ? (char) tolower((unsigned char) db->name[i]) : '_';
-		suffix[n] = '\0';
-		snprintf(names->slot, sizeof(names->slot), "%.30s_%.32s", config->replication.slot_name, suffix);
-	}
-	/* Origins are per cluster too; the slot's name is unique already. */
-	snprintf(names->origin, sizeof(names->origin), "%s", names->slot);
-
-	/*
-	 * The way back: the same names with a suffix, the base cut short so the
-	 * suffix and the database part always fit in 63 bytes.
-	 */
-	snprintf(names->reverse_publication, sizeof(names->reverse_publication), "%.54s_rollback",
-		 config->replication.publication_name);
-	if (config->ndatabases == 1)
-		snprintf(names->reverse_slot, sizeof(names->reverse_slot), "%.54s_rollback",
-			 config->replication.slot_name);
-	else
-		snprintf(names->reverse_slot, sizeof(names->reverse_slot), "%.21s_%.32s_rollback",
-			 config->replication.slot_name, suffix);
-	snprintf(names->reverse_origin, sizeof(names->reverse_origin), "%s", names->reverse_slot);
 }
 
 void
@@ -497,64 +463,194 @@ print_check(void *arg, CheckStatus status, const char *message, const char *hint
 		log_debug("preflight", "%s", message);
 }
 
+/* A database's worker process, as its supervisor sees it. */
+typedef struct Worker {
+	const DatabaseMapping *db;
+	pid_t pid;		/* 0 while not running */
+	bool done;		/* stopped for good: not started again */
+	double started;		/* monotonic seconds */
+	double restart_at;	/* when a worker that died is started again; 0: not pending */
+	int backoff;		/* seconds before the next restart */
+} Worker;
+
+#define WORKER_BACKOFF_MAX 60
+/* A worker that ran this long died afresh: its next restart waits the least again. */
+#define WORKER_STABLE_S 60.0
+
+static void
+on_child_signal(int signo)
+{
+	/* Only there so that the supervisor's sleep ends when a worker exits. */
+	(void) signo;
+}
+
+static bool
+worker_start(Worker *w, const Config *config, int (*fn)(const Config *, const DatabaseMapping *))
+{
+	pid_t parent = getpid();
+	pid_t pid = fork();
+
+	if (pid < 0) {
+		log_error("replicator", "database %s: could not start its worker: fork: %s", w->db->name,
+			  strerror(errno));
+		return false;
+	}
+	if (pid == 0) {
+		/*
+		 * A worker streams only while supervised: when the supervisor dies,
+		 * however it dies, the kernel sends SIGTERM and the worker stops as
+		 * on request, letting go of its slot and origin for the next
+		 * supervisor's workers.  The supervisor may have died before
+		 * prctl, which the parent pid tells.
+		 */
+		struct sigaction dfl;
+
+		(void) prctl(PR_SET_PDEATHSIG, SIGTERM);
+		if (getppid() != parent)
+			_exit(0);
+		/* The supervisor's SIGCHLD handler would interrupt the worker's waits for pg_dump and pg_restore. */
+		memset(&dfl, 0, sizeof(dfl));
+		dfl.sa_handler = SIG_DFL;
+		sigaction(SIGCHLD, &dfl, NULL);
+		_exit(fn(config, w->db));
+	}
+	w->pid = pid;
+	w->started = clock_monotonic();
+	w->restart_at = 0;
+	return true;
+}
+
+/* Describes how a worker ended, for the log. */
+static void
+describe_exit(int status, char *buf, size_t len)
+{
+	if (WIFSIGNALED(status))
+		snprintf(buf, len, "was killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+	else if (WIFEXITED(status))
+		snprintf(buf, len, "exited with status %d", WEXITSTATUS(status));
+	else
+		snprintf(buf, len, "ended with wait status %d", status);
+}
+
 /*
- * Runs fn for every database: in this process for one, in a child process
- * each for several, stopping them all on SIGTERM/SIGINT.
+ * A worker ended.  Stopped on request (exit 0) it stays stopped; killed or
+ * failed while no stop was asked for, it is started again after a backoff
+ * that doubles up to WORKER_BACKOFF_MAX: it resumes from its origin, so a
+ * restart loses nothing.
+ */
+static void
+worker_exited(Worker *w, int status)
+{
+	char how[96];
+	double ran = clock_monotonic() - w->started;
+
+	w->pid = 0;
+	describe_exit(status, how, sizeof(how));
+	if (replicate_stop_requested) {
+		w->done = true;
+		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+			log_error("replicator", "database %s: worker %s while stopping", w->db->name, how);
+		return;
+	}
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+		w->done = true;
+		log_warning("replicator", "database %s: worker stopped (it %s) although replication was not asked to "
+			    "stop; it stays stopped until pghandoff replicate is started again", w->db->name, how);
+		return;
+	}
+	if (ran > WORKER_STABLE_S)
+		w->backoff = 1;
+	log_error("replicator", "database %s: worker %s after %.0f s; starting it again in %d s", w->db->name, how, ran,
+		  w->backoff);
+	w->restart_at = clock_monotonic() + w->backoff;
+	w->backoff = w->backoff * 2 < WORKER_BACKOFF_MAX ? w->backoff * 2 : WORKER_BACKOFF_MAX;
+}
+
+/*
+ * Runs fn for every database: in this process for one; for several, in a
+ * worker process each under this one, which restarts a worker that dies
+ * and stops them all on SIGTERM/SIGINT.  The exit status is 1 when a worker
+ * failed while stopping, or could not be started at all.
  */
 static int
 for_each_database_in_parallel(const Config *config, int (*fn)(const Config *, const DatabaseMapping *))
 {
-	pid_t *children;
-	int i, rc = 0, running = 0;
+	struct sigaction sa;
+	Worker *workers;
+	bool stopping = false;
+	int i, rc = 0, running;
 
 	if (config->ndatabases == 1)
 		return fn(config, &config->databases[0]);
 
-	children = calloc((size_t) config->ndatabases, sizeof(pid_t));
-	if (!children) {
+	workers = calloc((size_t) config->ndatabases, sizeof(Worker));
+	if (!workers) {
 		log_error("replicator", "out of memory");
 		return 1;
 	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_child_signal;
+	sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+	sigaction(SIGCHLD, &sa, NULL);
 	for (i = 0; i < config->ndatabases; i++) {
-		pid_t pid = fork();
-
-		if (pid == 0)
-			_exit(fn(config, &config->databases[i]));
-		if (pid < 0) {
-			log_error("replicator", "fork: %s", strerror(errno));
+		workers[i].db = &config->databases[i];
+		workers[i].backoff = 1;
+		if (!worker_start(&workers[i], config, fn)) {
+			workers[i].done = true;
 			rc = 1;
-			break;
 		}
-		children[i] = pid;
-		running++;
 	}
-	while (running > 0) {
+	for (;;) {
+		double now = clock_monotonic(), next = now + 1.0;
 		int status;
-		pid_t pid = waitpid(-1, &status, 0);
+		pid_t pid;
 
-		if (pid < 0) {
-			if (errno == EINTR) {
-				if (replicate_stop_requested)
-					for (i = 0; i < config->ndatabases; i++)
-						if (children[i] > 0)
-							kill(children[i], SIGTERM);
-				continue;
-			}
-			break;
+		if (replicate_stop_requested && !stopping) {
+			stopping = true;
+			for (i = 0; i < config->ndatabases; i++)
+				if (workers[i].pid > 0)
+					(void) kill(workers[i].pid, SIGTERM);
 		}
-		running--;
-		for (i = 0; i < config->ndatabases; i++) {
-			if (children[i] == pid) {
-				children[i] = 0;
-				if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-					log_error("replicator", "database %s: replication stopped with an error",
-						  config->databases[i].name);
-					rc = 1;
+		while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+			for (i = 0; i < config->ndatabases; i++) {
+				if (workers[i].pid == pid) {
+					worker_exited(&workers[i], status);
+					if (stopping && (!WIFEXITED(status) || WEXITSTATUS(status) != 0))
+						rc = 1;
 				}
 			}
 		}
+		running = 0;
+		for (i = 0; i < config->ndatabases; i++) {
+			Worker *w = &workers[i];
+
+			if (w->pid == 0 && !w->done && w->restart_at > 0 && !stopping) {
+				if (now >= w->restart_at) {
+					log_info("replicator", "database %s: starting its worker again", w->db->name);
+					if (!worker_start(w, config, fn))
+						w->restart_at = now + w->backoff;	/* logged; tried again */
+				}
+				if (w->restart_at > 0 && w->restart_at < next)
+					next = w->restart_at;
+			}
+			if (w->pid > 0 || (!w->done && w->restart_at > 0 && !stopping))
+				running++;
+		}
+		if (running == 0)
+			break;
+		/* SIGCHLD, SIGTERM and SIGINT end the sleep early. */
+		{
+			double left = next - clock_monotonic();
+			struct timespec ts = {0, 0};
+
+			if (left > 0) {
+				ts.tv_sec = (time_t) left;
+				ts.tv_nsec = (long) ((left - (double) ts.tv_sec) * 1e9);
+				(void) nanosleep(&ts, NULL);
+			}
+		}
 	}
-	free(children);
+	free(workers);
 	return rc;
 }
 
@@ -562,8 +658,15 @@ int
 replicate_main(const Config *config, ReplMode mode)
 {
 	struct sigaction sa;
+	char why[512];
 	int i, rc = 0;
 
+	/* Two databases sharing a slot or an origin would take each other's changes: never start so. */
+	if (replicate_names_collision(config, why, sizeof(why))) {
+		log_error("replicator", "%s: rename one of the databases, or migrate them with separate configurations",
+			  why);
+		return 1;
+	}
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_stop_signal;
 	sigaction(SIGTERM, &sa, NULL);

@@ -1,8 +1,6 @@
 /*
- * The replicator's entry point and the names it gives the objects it makes:
- * a publication and a slot on the source, a replication origin on the target;
- * for the way back after a cutover, a publication and a slot on the target
- * and an origin on the source.
+ * The replicator's entry point, and which way a follower streams between
+ * the objects named in names.h.
  */
 #ifndef PGHANDOFF_REPLICATOR_REPLICATE_H
 #define PGHANDOFF_REPLICATOR_REPLICATE_H
@@ -13,16 +11,7 @@
 
 #include "config/config.h"
 #include "replicator/conn.h"
-
-/* Each fits PostgreSQL's NAMEDATALEN (63 bytes and a NUL). */
-typedef struct ReplNames {
-	char publication[64];		/* on the source database */
-	char slot[64];			/* on the source cluster */
-	char origin[64];		/* on the target cluster */
-	char reverse_publication[64];	/* on the target database */
-	char reverse_slot[64];		/* on the target cluster */
-	char reverse_origin[64];	/* on the source cluster */
-} ReplNames;
+#include "replicator/names.h"
 
 /*
  * Which way a follower streams.  Forward: from the slot on the source into
@@ -56,8 +45,6 @@ typedef enum ReplMode {
 
 /* Set by SIGTERM/SIGINT: loops finish what they hold and return. */
 extern volatile sig_atomic_t replicate_stop_requested;
-
-void replicate_names(const Config *config, const DatabaseMapping *db, ReplNames *names);
 
 /* Fills dir for one database; it points into config, db and names. */
 void replicate_direction(const Config *config, const DatabaseMapping *db, const ReplNames *names, bool reverse,

@@ -101,12 +101,8 @@ start_streaming(Stream *s, const char *slot, const char *publication, uint64_t s
 		 "START_REPLICATION SLOT \"%s\" LOGICAL %s (proto_version '%d', publication_names '\"%s\"'%s)", slot,
 		 lsn, s->proto_version, publication,
 		 s->proto_version >= PGOUTPUT_PROTO_STREAMING ? ", messages 'true', streaming 'on'" : "");
-	res = PQexec(s->repl->conn, sql);
-	if (PQresultStatus(res) != PGRES_COPY_BOTH) {
-		log_error(s->subject, "could not start streaming: %s", PQresultErrorMessage(res));
-		PQclear(res);
-		return false;
-	}
+	if (!repl_query_while_in_use(s->repl, sql, 0, NULL, PGRES_COPY_BOTH, REPL_IN_USE_WAIT_S, &res))
+		return false;	/* error already logged */
 	PQclear(res);
 	log_info(s->subject, "streaming from %s", lsn);
 	return true;

@@ -183,6 +183,26 @@ def make_database(pair, prefix="db"):
 
 # ---- the replicator process ------------------------------------------------
 
+def db_name_part(dbname):
+    """The database's part of its slot and origin names, as replicate_names_db_part() makes it.
+
+    A plain name (1 to 32 of [a-z0-9_], not ending in _rollback) as it is;
+    any other: up to 23 characters lower-cased, the rest '_', then '_' and
+    the 32-bit FNV-1a hash of the exact name in 8 hex digits.
+    """
+    if re.fullmatch(r"[a-z0-9_]{1,32}", dbname) and not dbname.endswith("_rollback"):
+        return dbname
+    h = 2166136261
+    for byte in dbname.encode():
+        h = ((h ^ byte) * 16777619) & 0xFFFFFFFF
+    prefix = "".join(ch.lower() if ch.isascii() and ch.isalnum() else "_" for ch in dbname.encode().decode("latin-1"))
+    return f"{prefix[:23]}_{h:08x}"
+
+
+def quote_ident(name):
+    return '"' + name.replace('"', '""') + '"'
+
+
 class ReplicatorProcess:
     """One `pghandoff replicate` subprocess (restartable) and its config and log."""
 
@@ -236,8 +256,7 @@ class ReplicatorProcess:
     def reverse_slot_of(self, dbname):
         if not self.more_databases:
             return f"{self.slot[:54]}_rollback"
-        suffix = "".join(ch.lower() if ch.isalnum() else "_" for ch in dbname)
-        return f"{self.slot[:21]}_{suffix[:32]}_rollback"
+        return f"{self.slot[:21]}_{db_name_part(dbname)}_rollback"
 
     @property
     def reverse_slot(self):
@@ -255,8 +274,7 @@ class ReplicatorProcess:
         """The slot (and origin) of one database, named as replicate_names() does."""
         if not self.more_databases:
             return self.slot
-        suffix = "".join(ch.lower() if ch.isalnum() else "_" for ch in dbname)
-        return f"{self.slot[:30]}_{suffix[:32]}"
+        return f"{self.slot[:30]}_{db_name_part(dbname)}"
 
     def write_config(self):
         def server(cluster):
@@ -442,8 +460,8 @@ def cleanup(r):
             drop_slot(slot_cluster, slot)
             origin_cluster.execute("SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin "
                                    "WHERE roname = %s", params=(slot,))
-        source.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
-        target.execute(f"DROP DATABASE IF EXISTS {target_dbname} WITH (FORCE)")
+        source.execute(f"DROP DATABASE IF EXISTS {quote_ident(dbname)} WITH (FORCE)")
+        target.execute(f"DROP DATABASE IF EXISTS {quote_ident(target_dbname)} WITH (FORCE)")
 
 
 def drop_slot(cluster, slot):
