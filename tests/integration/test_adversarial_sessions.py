@@ -1,0 +1,141 @@
+"""Sessions and the fence against clients that do what a pool or a careless
+application does: reset their session, or ask the fenced side for a
+read-write transaction (13 -> 17, 15 -> 15)."""
+
+import asyncio
+
+import psycopg
+import pytest
+
+from cutoverfixtures import migration, psql_value, wait_for  # noqa: F401
+from replfixtures import clusters, cluster_pool, replicator_factory  # noqa: F401
+
+asyncpg = pytest.importorskip("asyncpg", reason="asyncpg (Debian python3-asyncpg) is not installed")
+
+APP = "ah_app"          # an application role
+READER = "ah_reader"    # an application role with ALTER ROLE ... SET default_transaction_read_only = on
+
+
+def make_roles(cluster):
+    cluster.execute(f"""DO $$ BEGIN
+        CREATE ROLE {APP} LOGIN;
+        EXCEPTION WHEN duplicate_object THEN NULL; END $$""")
+    cluster.execute(f"""DO $$ BEGIN
+        CREATE ROLE {READER} LOGIN;
+        EXCEPTION WHEN duplicate_object THEN NULL; END $$""")
+    cluster.execute(f"ALTER ROLE {READER} SET default_transaction_read_only = on")
+
+
+def grant(dsn):
+    psql_value(dsn, f"GRANT ALL ON t, t_id_seq TO {APP}, {READER}")
+
+
+def prepare(dsn):
+    psql_value(dsn, "CREATE TABLE t (id serial PRIMARY KEY, who text)")
+    grant(dsn)
+
+
+def fresh_login_read_only(cluster, dbname, user):
+    """default_transaction_read_only of a fresh direct login on cluster."""
+    with psycopg.connect(host="127.0.0.1", port=cluster.port, dbname=dbname, user=user) as conn:
+        return conn.execute("SHOW default_transaction_read_only").fetchone()[0]
+
+
+def application(migration, clusters):
+    make_roles(clusters.source)
+    make_roles(clusters.target)
+    m = migration(prepare=prepare)
+    grant(m.target_dsn())
+    return m
+
+
+class Sessions:
+    """Sessions through the proxy, opened before a cutover and moved by it."""
+
+    def __init__(self, m):
+        self.m = m
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        self.pool = self.loop.run_until_complete(asyncpg.create_pool(
+            host="127.0.0.1", port=m.proxy.port, user=APP, database=m.dbname, ssl=False, min_size=4, max_size=4))
+        self.app = m.proxy.connect(m.dbname, user=APP, autocommit=True)
+        self.reader = m.proxy.connect(m.dbname, user=READER, autocommit=True)
+        self.writes = 0
+
+    def pool_write(self, who, count=16):
+        async def one(i):
+            async with self.pool.acquire() as conn:
+                await conn.execute("INSERT INTO t (who) VALUES ($1)", f"{who} {i}")
+
+        async def all_of_them():
+            await asyncio.gather(*(one(i) for i in range(count)))
+
+        self.loop.run_until_complete(all_of_them())
+        self.writes += count
+
+    def pool_after_reset(self):
+        """What each pooled connection shows after RESET ALL (the pool runs it at every release too)."""
+        async def show():
+            conns = [await self.pool.acquire() for _ in range(4)]
+            try:
+                values = []
+                for conn in conns:
+                    await conn.execute("RESET ALL")
+                    values.append(await conn.fetchval("SHOW default_transaction_read_only"))
+                return values
+            finally:
+                for conn in conns:
+                    await self.pool.release(conn)
+
+        return self.loop.run_until_complete(show())
+
+    def check(self, cluster, who):
+        """Every session behaves as a fresh login on cluster would, resets included."""
+        m = self.m
+        assert self.app.execute("SELECT inet_server_port()").fetchone()[0] == cluster.port
+        fresh_app = fresh_login_read_only(cluster, m.dbname, APP)
+        fresh_reader = fresh_login_read_only(cluster, m.dbname, READER)
+        assert (fresh_app, fresh_reader) == ("off", "on")
+        self.pool_write(who)
+        assert self.pool_after_reset() == [fresh_app] * 4
+        self.pool_write(who + " after RESET ALL")
+        self.app.execute("DISCARD ALL")
+        assert self.app.execute("SHOW default_transaction_read_only").fetchone()[0] == fresh_app
+        self.app.execute("INSERT INTO t (who) VALUES (%s)", (who + " after DISCARD ALL",))
+        self.writes += 1
+        self.reader.execute("RESET ALL")
+        assert self.reader.execute("SHOW default_transaction_read_only").fetchone()[0] == fresh_reader
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            self.reader.execute("INSERT INTO t (who) VALUES ('reader')")
+        self.reader.execute("DISCARD ALL")
+        assert self.reader.execute("SHOW default_transaction_read_only").fetchone()[0] == fresh_reader
+        assert self.app.execute("SELECT count(*) FROM t").fetchone()[0] == self.writes
+
+    def close(self):
+        self.loop.run_until_complete(self.pool.close())
+        self.loop.close()
+        asyncio.set_event_loop(None)
+        self.app.close()
+        self.reader.close()
+
+
+def test_reset_sessions_stay_as_fresh_logins_across_cutover_and_rollback(migration, clusters):
+    """RESET ALL (an asyncpg pool's release) and DISCARD ALL after a cutover and after a rollback:
+    writes go on, and the read-only default is a fresh login's on the cluster the session landed on."""
+    m = application(migration, clusters)
+    sessions = Sessions(m)
+    try:
+        sessions.check(clusters.source, "source")
+        result = m.proxy.run_cutover()
+        assert result.returncode == 0, result.stdout + result.stderr + m.proxy.log_tail()
+        sessions.check(clusters.target, "target")
+        wait_for(lambda: psql_value(m.target_dsn(), "SELECT count(*) FROM pg_replication_slots "
+                                                    "WHERE slot_name LIKE '%rollback' AND active") == "1",
+                 timeout=60, what="the reverse follower streaming")
+        # The source is fenced: a fresh login there is read-only until the rollback is done.
+        assert fresh_login_read_only(clusters.source, m.dbname, APP) == "on"
+        result = m.proxy.run_rollback()
+        assert result.returncode == 0, result.stdout + result.stderr + m.proxy.log_tail()
+        sessions.check(clusters.source, "source after the rollback")
+    finally:
+        sessions.close()
