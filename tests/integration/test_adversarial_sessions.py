@@ -8,6 +8,8 @@ import psycopg
 import pytest
 
 from cutoverfixtures import migration, psql_value, wait_for  # noqa: F401
+from pgcluster import free_port
+from test_metrics import parse as parse_metrics, scrape as scrape_metrics
 from replfixtures import clusters, cluster_pool, replicator_factory  # noqa: F401
 
 asyncpg = pytest.importorskip("asyncpg", reason="asyncpg (Debian python3-asyncpg) is not installed")
@@ -139,3 +141,51 @@ def test_reset_sessions_stay_as_fresh_logins_across_cutover_and_rollback(migrati
         sessions.check(clusters.source, "source after the rollback")
     finally:
         sessions.close()
+
+
+def replication_row(m):
+    cols, rows = m.proxy.admin("SHOW REPLICATION")
+    return dict(zip(cols, rows[0]))
+
+
+def test_write_on_the_fenced_source_never_reaches_the_target(migration, clusters):
+    """After a cutover, an application role asks the fenced source for BEGIN READ WRITE and commits:
+    the follower refuses to carry that transaction to the target, stops, and says so."""
+    metrics_port = free_port()
+    make_roles(clusters.source)
+    make_roles(clusters.target)
+    m = migration(prepare=prepare, run=True, proxy={"metrics_listen": f"127.0.0.1:{metrics_port}"})
+    grant(m.target_dsn())
+    conn = m.proxy.connect(m.dbname, user=APP)
+    conn.execute("INSERT INTO t (who) VALUES ('before the cutover')")
+    result = m.proxy.run_cutover()
+    assert result.returncode == 0, result.stdout + result.stderr + m.proxy.log_tail()
+    conn.execute("INSERT INTO t (who) VALUES ('on the target')")
+    with psycopg.connect(host="127.0.0.1", port=clusters.source.port, dbname=m.dbname, user=APP,
+                         autocommit=True) as rogue:
+        assert rogue.execute("SHOW default_transaction_read_only").fetchone()[0] == "on"
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            rogue.execute("INSERT INTO t (who) VALUES ('refused by the database')")
+        rogue.execute("BEGIN READ WRITE")
+        xid = rogue.execute("SELECT txid_current() % 4294967296").fetchone()[0]
+        rogue.execute("INSERT INTO t (who) VALUES ('rogue')")
+        rogue.execute("COMMIT")
+        written = rogue.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+    # The follower reaches that transaction, and refuses it.
+    wait_for(lambda: replication_row(m)["phase"] == "source written after fence", timeout=60,
+             what="the follower reporting the write after the fence")
+    found = m.proxy.wait_log(rf"source written after fence: transaction {xid} committed at ([0-9A-F]+/[0-9A-F]+), "
+                             r"fenced at ([0-9A-F]+/[0-9A-F]+)")
+
+    def lsn(text):
+        hi, lo = text.split("/")
+        return (int(hi, 16) << 32) | int(lo, 16)
+
+    assert lsn(found.group(2)) < lsn(found.group(1)) < lsn(str(written))
+    samples, _ = parse_metrics(scrape_metrics(metrics_port))
+    assert samples[("pghandoff_replication_fence_violation", (("database", m.dbname),))] == 1
+    # Never applied: the target has the clients' rows only, and they go on writing there.
+    assert [r[0] for r in conn.execute("SELECT who FROM t ORDER BY id")] == ["before the cutover", "on the target"]
+    conn.execute("INSERT INTO t (who) VALUES ('still on the target')")
+    assert psql_value(m.target_dsn(), "SELECT count(*) FROM t WHERE who = 'rogue'") == "0"
+    conn.close()
