@@ -158,6 +158,8 @@ def test_write_on_the_fenced_source_never_reaches_the_target(migration, clusters
     grant(m.target_dsn())
     conn = m.proxy.connect(m.dbname, user=APP)
     conn.execute("INSERT INTO t (who) VALUES ('before the cutover')")
+    wait_for(lambda: psql_value(m.target_dsn(), "SELECT count(*) FROM t") == "1", timeout=120,
+             what="the follower streaming")
     result = m.proxy.run_cutover()
     assert result.returncode == 0, result.stdout + result.stderr + m.proxy.log_tail()
     conn.execute("INSERT INTO t (who) VALUES ('on the target')")
