@@ -62,6 +62,8 @@ class Sessions:
             host="127.0.0.1", port=m.proxy.port, user=APP, database=m.dbname, ssl=False, min_size=4, max_size=4))
         self.app = m.proxy.connect(m.dbname, user=APP, autocommit=True)
         self.reader = m.proxy.connect(m.dbname, user=READER, autocommit=True)
+        # The client's own startup options still win over what the proxy adds.
+        self.opted = m.proxy.connect(m.dbname, user=APP, dsn_extra={"options": "-c default_transaction_read_only=on"})
         self.writes = 0
 
     def pool_write(self, who, count=16):
@@ -111,6 +113,8 @@ class Sessions:
             self.reader.execute("INSERT INTO t (who) VALUES ('reader')")
         self.reader.execute("DISCARD ALL")
         assert self.reader.execute("SHOW default_transaction_read_only").fetchone()[0] == fresh_reader
+        self.opted.execute("RESET ALL")
+        assert self.opted.execute("SHOW default_transaction_read_only").fetchone()[0] == "on"
         assert self.app.execute("SELECT count(*) FROM t").fetchone()[0] == self.writes
 
     def close(self):
@@ -119,6 +123,7 @@ class Sessions:
         asyncio.set_event_loop(None)
         self.app.close()
         self.reader.close()
+        self.opted.close()
 
 
 def test_reset_sessions_stay_as_fresh_logins_across_cutover_and_rollback(migration, clusters):
