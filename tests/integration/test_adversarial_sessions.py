@@ -12,7 +12,10 @@ from pgcluster import free_port
 from test_metrics import parse as parse_metrics, scrape as scrape_metrics
 from replfixtures import clusters, cluster_pool, replicator_factory  # noqa: F401
 
-asyncpg = pytest.importorskip("asyncpg", reason="asyncpg (Debian python3-asyncpg) is not installed")
+try:
+    import asyncpg
+except ImportError:
+    asyncpg = None
 
 APP = "ah_app"          # an application role
 READER = "ah_reader"    # an application role with ALTER ROLE ... SET default_transaction_read_only = on
@@ -126,9 +129,11 @@ class Sessions:
         self.opted.close()
 
 
-def test_reset_sessions_stay_as_fresh_logins_across_cutover_and_rollback(migration, clusters):
+def test_reset_sessions_stay_as_fresh_logins_across_cutover_and_rollback(migration, clusters, prerequisites):
     """RESET ALL (an asyncpg pool's release) and DISCARD ALL after a cutover and after a rollback:
     writes go on, and the read-only default is a fresh login's on the cluster the session landed on."""
+    if asyncpg is None:
+        prerequisites.missing("asyncpg (Debian python3-asyncpg) is not installed")
     m = application(migration, clusters)
     sessions = Sessions(m)
     try:
