@@ -46,6 +46,14 @@ def fresh_login_read_only(cluster, dbname, user):
         return conn.execute("SHOW default_transaction_read_only").fetchone()[0]
 
 
+def fence_settings(dsn):
+    """The database-level settings a fence leaves on the database of dsn."""
+    return psql_value(dsn, "SELECT coalesce(string_agg(split_part(c, '=', 1), ',' ORDER BY c), '') "
+                           "FROM pg_db_role_setting s, unnest(s.setconfig) AS c "
+                           "WHERE s.setrole = 0 AND s.setdatabase = "
+                           "  (SELECT oid FROM pg_database WHERE datname = current_database())")
+
+
 def application(migration, clusters):
     make_roles(clusters.source)
     make_roles(clusters.target)
@@ -146,9 +154,13 @@ def test_reset_sessions_stay_as_fresh_logins_across_cutover_and_rollback(migrati
                  timeout=60, what="the reverse follower streaming")
         # The source is fenced: a fresh login there is read-only until the rollback is done.
         assert fresh_login_read_only(clusters.source, m.dbname, APP) == "on"
+        assert fence_settings(m.source_dsn()) == "default_transaction_read_only,pghandoff.fenced_at"
         result = m.proxy.run_rollback()
         assert result.returncode == 0, result.stdout + result.stderr + m.proxy.log_tail()
         sessions.check(clusters.source, "source after the rollback")
+        # The rollback lifted the source's fence, all of it, and fenced the target.
+        assert fence_settings(m.source_dsn()) == ""
+        assert fence_settings(m.target_dsn()) == "default_transaction_read_only,pghandoff.fenced_at"
     finally:
         sessions.close()
 
