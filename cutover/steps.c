@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "common/strbuf.h"
 #include "replicator/conn.h"
+#include "replicator/fence.h"
 #include "replicator/pgoutput.h"
 #include "replicator/preflight.h"
 #include "replicator/replicate.h"
@@ -269,7 +270,7 @@ steps_precheck(const CutoverDirection *dir, CutoverLinks *links, PrecheckFacts *
 	return true;
 }
 
-/* conn is a connection to dbname, on the cluster role names. */
+/* conn is a connection to dbname, on the cluster role names.  Off also removes the fence's LSN (record_fence). */
 static bool
 set_read_only(ReplConn *conn, const char *role, const char *dbname, bool on, char *err, size_t errlen)
 {
@@ -280,6 +281,11 @@ set_read_only(ReplConn *conn, const char *role, const char *dbname, bool on, cha
 	strbuf_append(&sql, "ALTER DATABASE ");
 	repl_append_ident(&sql, conn->conn, dbname);
 	strbuf_append(&sql, on ? " SET default_transaction_read_only = on" : " RESET default_transaction_read_only");
+	if (!on) {
+		strbuf_append(&sql, "; ALTER DATABASE ");
+		repl_append_ident(&sql, conn->conn, dbname);
+		strbuf_append(&sql, " RESET " FENCE_SETTING);
+	}
 	ok = !sql.failed && repl_exec(conn, strbuf_str(&sql));
 	strbuf_free(&sql);
 	if (!ok)
@@ -299,6 +305,43 @@ steps_unfence_arrival(const CutoverDirection *dir, CutoverLinks *links, char *er
 	return true;
 }
 
+/*
+ * Once the sessions the fence ended are gone (none of them can commit any
+ * more), the WAL position is the fence's: recorded in the database's
+ * settings, where the follower reads it (replicator/fence.h) and refuses
+ * any transaction committed after it, until set_read_only(off) removes it.
+ */
+static bool
+record_fence(const CutoverDirection *dir, ReplConn *conn, const char *dbname, const char *ended, char *err,
+	     size_t errlen)
+{
+	const char *params[1] = {ended};
+	double start = clock_monotonic(), pause = 0.0002;
+	char left[32];
+
+	for (;;) {
+		if (!repl_query_copy_value(conn, "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE pid = ANY ($1::int[])",
+					   1, params, left, sizeof(left)))
+			return errbuf_fail(err, errlen, "could not read the sessions of %s", dbname);
+		if (strcmp(left, "0") == 0)
+			break;
+		if (clock_monotonic() - start > (double) dir->config->cutover.catchup_timeout / 1e6) {
+			errbuf_fail(err, errlen, "%s: %s session(s) ended by the fence still there after %.1f s (catchup_timeout)",
+				    dbname, left, (double) dir->config->cutover.catchup_timeout / 1e6);
+			log_error(dir->subject, "%s", err);
+			return false;
+		}
+		sleep_seconds(pause);
+		if (pause < 0.005)
+			pause *= 2;
+	}
+	if (!repl_exec(conn, "DO $$BEGIN EXECUTE pg_catalog.format('ALTER DATABASE %I SET " FENCE_SETTING " = %L', "
+			     "pg_catalog.current_database(), pg_catalog.pg_current_wal_lsn()); END$$"))
+		return errbuf_fail(err, errlen, "could not record the fence of the %s database %s", from_server(dir)->role,
+				   dbname);
+	return true;
+}
+
 bool
 steps_fence(const CutoverDirection *dir, CutoverLinks *links, char *const *pids, int *terminated, char *err,
 	    size_t errlen)
@@ -309,7 +352,8 @@ steps_fence(const CutoverDirection *dir, CutoverLinks *links, char *const *pids,
 	for (i = 0; i < links->n; i++) {
 		const DatabaseMapping *db = &dir->config->databases[i];
 		const char *params[2] = {from_db(dir, db), pids[i]};
-		char count[32];
+		PGresult *res;
+		bool ok;
 
 		/*
 		 * New sessions start read-only; those already there (other than
@@ -318,13 +362,25 @@ steps_fence(const CutoverDirection *dir, CutoverLinks *links, char *const *pids,
 		 */
 		if (!set_read_only(&links->from[i], from_server(dir)->role, from_db(dir, db), true, err, errlen))
 			return false;
-		if (!repl_query_copy_value(&links->from[i],
-					   "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-					   "WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
-					   "  AND coalesce(application_name, '') <> 'pghandoff' AND NOT (pid = ANY ($2::int[]))",
-					   2, params, count, sizeof(count)))
+		/* OFFSET 0: pg_terminate_backend runs on the sessions chosen, and on nothing else. */
+		if (!repl_query(&links->from[i],
+				"SELECT count(*), coalesce(array_agg(pid)::text, '{}') FROM ("
+				"  SELECT pid FROM pg_stat_activity "
+				"  WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
+				"    AND coalesce(application_name, '') <> 'pghandoff' AND NOT (pid = ANY ($2::int[])) OFFSET 0) a "
+				"WHERE pg_terminate_backend(pid)",
+				2, params, &res))
 			return errbuf_fail(err, errlen, "could not end the sessions around the proxy on %s", from_db(dir, db));
-		*terminated += (int) strtol(count, NULL, 10);
+		ok = PQntuples(res) == 1;
+		if (ok) {
+			*terminated += (int) strtol(PQgetvalue(res, 0, 0), NULL, 10);
+			ok = record_fence(dir, &links->from[i], from_db(dir, db), PQgetvalue(res, 0, 1), err, errlen);
+		} else {
+			errbuf_fail(err, errlen, "could not end the sessions around the proxy on %s", from_db(dir, db));
+		}
+		PQclear(res);
+		if (!ok)
+			return false;
 	}
 	return true;
 }

@@ -70,6 +70,25 @@ bool steps_find_hidden_code(const CutoverDirection *dir, CutoverLinks *links, bo
 bool steps_warm_sql(const CutoverDirection *dir, CutoverLinks *links, char **sql) __attribute__((warn_unused_result));
 
 /*
+ * What default_transaction_read_only a fresh login to a database of the
+ * side clients go to starts with once the switch is done (cutover/login.c):
+ * all for roles without a setting of their own, values[i] for roles[i].
+ */
+typedef struct ReadOnlyDefaults {
+	bool all;
+	int nroles;
+	char **roles;
+	bool *values;
+} ReadOnlyDefaults;
+
+/* defaults[i] for databases[i], zeroed by the caller; read on the side clients go to. */
+bool steps_read_only_defaults(const CutoverDirection *dir, CutoverLinks *links, ReadOnlyDefaults *defaults, char *err,
+			      size_t errlen) __attribute__((warn_unused_result));
+/* The value for a login as role. */
+bool steps_read_only_default(const ReadOnlyDefaults *defaults, const char *role);
+void steps_read_only_defaults_free(ReadOnlyDefaults *defaults, int n);
+
+/*
  * Phase 3: every database left becomes read-only for new sessions, and the
  * sessions connected around the proxy are terminated; pids[i] lists the
  * proxy's own backends in database i as an SQL array literal ("{1,2}").

@@ -274,9 +274,10 @@ cutover_advance(Cutover *c)
 	switch (c->phase) {
 	case CP_PRECHECK:
 		/* A few logins at a time, while the worker checks; warm-ups once it has listed the tables. */
-		if (!c->warm_known) {
+		if (!c->warm_known || !c->logins_known) {
 			pthread_mutex_lock(&c->lock);
 			c->warm_known = c->warm_ready;
+			c->logins_known = c->logins_ready;
 			pthread_mutex_unlock(&c->lock);
 		}
 		if (c->kind != CUTOVER_DRY_RUN)
@@ -500,6 +501,7 @@ cutover_start(Client *admin, CutoverKind kind)
 	c->nhidden = proxy->config.ndatabases;
 	c->hidden_code = malloc(sizeof(bool) * (size_t) (c->nhidden > 0 ? c->nhidden : 1));
 	c->warm_sql = calloc((size_t) (c->nhidden > 0 ? c->nhidden : 1), sizeof(char *));
+	c->read_only = calloc((size_t) (c->nhidden > 0 ? c->nhidden : 1), sizeof(ReadOnlyDefaults));
 	pthread_mutex_init(&c->lock, NULL);
 	strbuf_init(&c->notices);
 	strbuf_init(&c->dry_clients);
@@ -591,6 +593,7 @@ cutover_free(Cutover *c)
 	for (i = 0; c->warm_sql && i < c->nhidden; i++)
 		free(c->warm_sql[i]);
 	free(c->warm_sql);
+	steps_read_only_defaults_free(c->read_only, c->nhidden);
 	steps_disconnect(&c->links);
 	strbuf_free(&c->notices);
 	strbuf_free(&c->dry_clients);

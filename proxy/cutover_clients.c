@@ -90,6 +90,8 @@ cutover_standbys_ready(Cutover *c)
 	bool ready = true;
 	int logging_in = 0;
 
+	if (!c->logins_known)
+		return false;	/* the worker has yet to say what standbys log in with */
 	list_for_each(item, &proxy->active_clients) {
 		const Client *client = container_of(item, const Client, head);
 
@@ -100,6 +102,7 @@ cutover_standbys_ready(Cutover *c)
 	list_for_each_safe(item, tmp, &proxy->active_clients) {
 		Client *client = container_of(item, Client, head);
 		Server *standby;
+		long db;
 
 		if (!cutover_is_moving(c, client))
 			continue;
@@ -117,6 +120,11 @@ cutover_standbys_ready(Cutover *c)
 			return false;
 		}
 		standby->is_standby = true;
+		db = client->db - proxy->databases;
+		/* As a fresh login there gets it once the switch is done, whatever fence it carries now. */
+		standby->login_read_only = db >= 0 && db < c->nhidden && steps_read_only_default(&c->read_only[db], client->user)
+						   ? "on"
+						   : "off";
 		client->standby = standby;
 		if (!server_start(standby))
 			return false;	/* counted in Proxy.standbys_lost */

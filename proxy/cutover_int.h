@@ -81,6 +81,7 @@ struct Cutover {
 	bool job_ok;
 	bool warm_ready;	/* the worker has filled warm_sql; the precheck goes on */
 	bool from_undone;	/* undo: the cluster left takes writes again; its clients may resume */
+	bool logins_ready;	/* the worker has filled read_only: standbys may log in */
 	char job_error[512];
 	StrBuf notices;		/* phase lines for the admin, newline-separated */
 	/* Written by the worker, read by the loop after the join: */
@@ -114,6 +115,8 @@ struct Cutover {
 	bool hidden_known;	/* the worker filled hidden_code */
 	char **warm_sql;	/* per database: what its standbys run before the pause (cutover/warm.c), or NULL */
 	bool warm_known;	/* the loop saw warm_ready: warm_sql is the loop's to read */
+	ReadOnlyDefaults *read_only;	/* per database: what a standby logs in with (cutover/login.c) */
+	bool logins_known;	/* the loop saw logins_ready: read_only is the loop's to read */
 	StrBuf function_settings;	/* custom settings the databases' functions set: names, space-separated */
 	int sessions_known;	/* known without reading: untouched (session_know_untouched) */
 	int standbys_started;

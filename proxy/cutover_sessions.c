@@ -28,17 +28,16 @@
 #define SETTLE_MAX_ROUNDS 8
 
 /*
- * Known without reading: its client never touched it, its database runs no
- * code behind the client's statements, and its read-only default need not
- * be carried (a rollback's).
+ * Known without reading: its client never touched it, and its database runs
+ * no code behind the client's statements.  What it did not set is what a
+ * fresh login gets on the standby too (cutover/login.c).
  */
 static bool
 knowable(const Cutover *c, const Client *client)
 {
 	long i = client->db - c->proxy->databases;
 
-	return !client->session_touched && c->kind != CUTOVER_ROLLBACK && !c->proxy->rolled_back && c->hidden_known &&
-	       i >= 0 && i < c->nhidden && !c->hidden_code[i];
+	return !client->session_touched && c->hidden_known && i >= 0 && i < c->nhidden && !c->hidden_code[i];
 }
 
 /* Reads the session of a quiet client, or knows it at once; false: the client is gone. */
@@ -50,7 +49,7 @@ read_session(Cutover *c, Client *client)
 			c->sessions_known++;
 			return true;
 		}
-	} else if (session_capture(client, c->kind == CUTOVER_ROLLBACK || c->proxy->rolled_back)) {
+	} else if (session_capture(client)) {
 		return true;
 	}
 	client_disconnect(client, "08006", "its session state could not be read");

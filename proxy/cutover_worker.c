@@ -175,6 +175,26 @@ name_missed_deadline(Cutover *c, char *err, size_t errlen)
 	strbuf_free(&sb);
 }
 
+/*
+ * Before any standby logs in: a database the clients go to may carry a
+ * fence, which a standby must not take as its reset value.
+ */
+static bool
+publish_read_only(Cutover *c, char *err, size_t errlen)
+{
+	if (c->job != JOB_PRECHECK)
+		return true;
+	if (!c->read_only)
+		return errbuf_fail(err, errlen, "out of memory");
+	if (!steps_read_only_defaults(&c->dir, &c->links, c->read_only, err, errlen))
+		return false;
+	pthread_mutex_lock(&c->lock);
+	c->logins_ready = true;
+	pthread_mutex_unlock(&c->lock);
+	ev_async_send(c->proxy->loop, &c->wake);
+	return true;
+}
+
 static void *
 worker_main(void *arg)
 {
@@ -190,7 +210,7 @@ worker_main(void *arg)
 	switch (c->job) {
 	case JOB_PRECHECK:
 	case JOB_DRY_RUN:
-		ok = steps_connect(&c->dir, &c->links, err, sizeof(err)) &&
+		ok = steps_connect(&c->dir, &c->links, err, sizeof(err)) && publish_read_only(c, err, sizeof(err)) &&
 		     steps_precheck(&c->dir, &c->links, &facts, err, sizeof(err));
 		if (ok && c->hidden_code && c->nhidden == c->links.n)
 			ok = steps_find_hidden_code(&c->dir, &c->links, c->hidden_code, &c->function_settings, err,

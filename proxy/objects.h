@@ -211,6 +211,7 @@ struct Server {
 	uint8_t backend_key_len;
 	uint8_t backend_key[32];	/* 4 bytes in protocol 3.0, which the proxy speaks to servers */
 	bool is_standby;	/* opened by a cutover as its client's standby */
+	const char *login_read_only;	/* "on", "off": default_transaction_read_only at login (a standby), else NULL */
 	bool warmed;		/* a standby: done with its warm-up, or has none to do */
 	Script *script;		/* a query of the proxy's own runs: the server's messages go to it */
 };

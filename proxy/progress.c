@@ -95,6 +95,7 @@ progress_read(const Proxy *proxy, const Database *db, ReplProgress *p)
 	if (p->have) {
 		(void) status_copy_value(&v, "phase", p->follower, sizeof(p->follower));
 		(void) status_copy_value(&v, "applied_lsn", p->applied_lsn, sizeof(p->applied_lsn));
+		(void) status_copy_value(&v, "fence_violation", p->fence_violation, sizeof(p->fence_violation));
 		p->age_seconds = now - number(&v, "updated_at");
 		p->tables_done = number(&v, "tables_done");
 		p->tables_total = number(&v, "tables_total");
@@ -117,7 +118,10 @@ progress_read(const Proxy *proxy, const Database *db, ReplProgress *p)
 		p->down = !phase_is_final(p->follower) && process_gone(p->pid);
 	}
 	merge_probe(proxy, db, p, now);
-	if (p->down)
+	/* Above all else: the follower refuses to go on. */
+	if (p->fence_violation[0])
+		snprintf(p->phase, sizeof(p->phase), "%.*s", (int) strcspn(p->fence_violation, ":"), p->fence_violation);
+	else if (p->down)
 		snprintf(p->phase, sizeof(p->phase), "down");
 	else if (proxy->serving == &proxy->target)
 		snprintf(p->phase, sizeof(p->phase), "cut over");

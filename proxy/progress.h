@@ -17,9 +17,10 @@
 typedef struct ReplProgress {
 	bool have;		/* a progress file was there */
 	char phase[32];		/* starting, schema, copy, indexes, catch-up, streaming, retrying, stopped,
-				 * failed, down, stalled, cut over, rolled back, unknown */
+				 * failed, down, stalled, cut over, rolled back, unknown, source (target) written after fence */
 	char follower[32];	/* the follower's own phase, "" without a file */
 	char applied_lsn[32];
+	char fence_violation[200];	/* "source written after fence: transaction ..." (replicator/fence.h), or "" */
 	double tables_done;
 	double tables_total;
 	double bytes_done;

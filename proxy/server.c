@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "common/md5auth.h"
 #include "common/scram.h"
+#include "common/strbuf.h"
 #include "proxy/pktbuf.h"
 #include "proxy/proto.h"
 #include "proxy/protocol.h"
@@ -34,6 +35,13 @@ server_send(Server *server, PktBuf *pb)
 	return ok;
 }
 
+/*
+ * A standby may log in while its database still carries a cutover's fence;
+ * the read-only default it is given goes first in options, so the client's
+ * own options still win, as they would on a direct login.  What options
+ * set is the session's reset value, which RESET ALL and DISCARD ALL go
+ * back to.
+ */
 static bool
 send_startup(Server *server)
 {
@@ -42,21 +50,40 @@ send_startup(Server *server)
 	const char *values[3 + PROTO_MAX_STARTUP_PARAMS + 2];
 	const char *p = client->params;
 	const char *end = client->params + client->params_len;
-	int n = 0;
+	int n = 0, options = -1;
+	StrBuf opts;
 	PktBuf pb;
 
+	strbuf_init(&opts);
 	keys[n] = "user";
 	values[n++] = client->user;
 	keys[n] = "database";
 	values[n++] = server->cluster == &server->proxy->target ? server->db->target_name : server->db->name;
 	while (p < end && n < (int) (sizeof(keys) / sizeof(keys[0]))) {
+		if (strcmp(p, "options") == 0)
+			options = n;
 		keys[n] = p;
 		p += strlen(p) + 1;
 		values[n++] = p;
 		p += strlen(p) + 1;
 	}
+	if (server->login_read_only) {
+		strbuf_appendf(&opts, "-c default_transaction_read_only=%s", server->login_read_only);
+		if (options >= 0) {
+			strbuf_append_char(&opts, ' ');
+			strbuf_append(&opts, values[options]);
+		} else if (n < (int) (sizeof(keys) / sizeof(keys[0]))) {
+			options = n++;
+			keys[options] = "options";
+		}
+		if (options >= 0)
+			values[options] = strbuf_str(&opts);
+	}
 	pktbuf_init(&pb);
 	pktbuf_write_startup(&pb, PG_PROTOCOL_3_0, keys, values, n);
+	if (opts.failed)
+		pb.failed = true;
+	strbuf_free(&opts);
 	server_change_state(server, SV_LOGIN);
 	return server_send(server, &pb);
 }

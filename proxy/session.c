@@ -3,10 +3,9 @@
  * carry of a cutover.
  *
  * A session's state is read with one query on the server the client leaves:
- * settings made with SET (source = 'session'), and default_transaction_read_only
- * whatever its source when the other server's database may still be fenced
- * as the session is rebuilt there (a rollback, or a cutover after one): the
- * session keeps the value it had.  Then SQL prepared statements,
+ * settings made with SET (source = 'session'); the rest is what a fresh
+ * login on the other server starts with, its standby's too, even when that
+ * database still carries a fence (cutover/login.c).  Then SQL prepared statements,
  * LISTEN channels, and what cannot move (temporary tables, advisory locks,
  * WITH HOLD cursors).  It is replayed on the other server with one Query
  * (set_config, PREPARE, LISTEN) followed by the client's remembered Parse
@@ -25,7 +24,7 @@
 
 static const char sql_capture[] =
 	"SELECT 'set', name, pg_catalog.current_setting(name) FROM pg_catalog.pg_settings "
-	"  WHERE source = 'session' OR (name = 'default_transaction_read_only' AND %s) "
+	"  WHERE source = 'session' "
 	"UNION ALL SELECT 'prepare', name, statement FROM pg_catalog.pg_prepared_statements WHERE from_sql "
 	"UNION ALL SELECT 'listen', c, NULL FROM pg_catalog.pg_listening_channels() AS c "
 	"UNION ALL SELECT 'unmovable', 'temporary tables', count(*)::text FROM pg_catalog.pg_class "
@@ -298,10 +297,9 @@ session_learn_settings(Proxy *proxy, const char *sql, size_t len)
 }
 
 bool
-session_capture(Client *client, bool with_read_only)
+session_capture(Client *client)
 {
 	Proxy *proxy = client->proxy;
-	char sql[sizeof(sql_capture) + 8];
 	StrBuf q;
 	PktBuf pb;
 	int i;
@@ -312,9 +310,8 @@ session_capture(Client *client, bool with_read_only)
 		log_error(client->subject, "out of memory");
 		return false;
 	}
-	snprintf(sql, sizeof(sql), sql_capture, with_read_only ? "true" : "false");
 	strbuf_init(&q);
-	strbuf_append(&q, sql);
+	strbuf_append(&q, sql_capture);
 	if (proxy->ncustom_settings > 0) {
 		strbuf_append(&q, " UNION ALL SELECT 'set', n, pg_catalog.current_setting(n, true) FROM pg_catalog.unnest(ARRAY[");
 		for (i = 0; i < proxy->ncustom_settings; i++) {

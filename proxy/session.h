@@ -54,11 +54,10 @@ struct SessionCarry {
 };
 
 /*
- * Reads the session state of client->server; proxy_recheck runs when it is
- * known.  with_read_only: carry default_transaction_read_only whatever its
- * source, for a server whose database may still be fenced (a rollback).
+ * Reads the session state of client->server (what the session set itself);
+ * proxy_recheck runs when it is known.
  */
-bool session_capture(Client *client, bool with_read_only) __attribute__((warn_unused_result));
+bool session_capture(Client *client) __attribute__((warn_unused_result));
 /*
  * A session whose client never said anything that may change it
  * (client->session_touched false) in a database that runs no code of its

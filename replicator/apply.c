@@ -797,6 +797,12 @@ skip_change(const Applier *ap)
 }
 
 bool
+applier_applies(const Applier *ap)
+{
+	return ap->in_source_xact && !skip_change(ap);
+}
+
+bool
 applier_handle(Applier *ap, const PgoutputMessage *msg)
 {
 	switch (msg->type) {
@@ -804,6 +810,8 @@ applier_handle(Applier *ap, const PgoutputMessage *msg)
 		ap->in_source_xact = true;
 		ap->change.xid = msg->begin.xid;
 		ap->change.final_lsn = msg->begin.final_lsn;
+		ap->xact_final_lsn = msg->begin.final_lsn;
+		ap->xact_xid = msg->begin.xid;
 		/* Applied before a restart: the origin says so. */
 		ap->skipping = msg->begin.final_lsn < ap->skip_before;
 		ap->origin_skipped = false;

@@ -48,6 +48,8 @@ typedef struct Applier {
 	int absent_cap;
 
 	bool in_source_xact;	/* between Begin and Commit */
+	uint64_t xact_final_lsn;	/* that source transaction's commit LSN */
+	uint32_t xact_xid;
 	bool skipping;		/* this source transaction was applied before a restart */
 	bool origin_skipped;	/* this source transaction came from skip_origin: not applied */
 	bool target_open;	/* a target transaction is open */
@@ -87,6 +89,9 @@ typedef struct Applier {
 bool applier_init(Applier *ap, ReplConn *target, const char *origin, const char *skip_origin, uint64_t start_lsn,
 		  uint64_t exact_before, const char *subject) __attribute__((warn_unused_result));
 void applier_free(Applier *ap);
+
+/* Whether the changes of the source transaction in progress are applied (not skipped). */
+bool applier_applies(const Applier *ap);
 
 /* Applies one decoded message; false (logged) on an error that stops this database. */
 bool applier_handle(Applier *ap, const PgoutputMessage *msg) __attribute__((warn_unused_result));

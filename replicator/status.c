@@ -71,6 +71,10 @@ write_file(ReplStatus *st, double now)
 		       (long long) (st->wal_end > st->applied_lsn ? st->wal_end - st->applied_lsn : 0),
 		       (double) st->last_commit_us / 1e6, st->applied_lsn >= st->received_lsn && st->received_lsn >= st->wal_end,
 		       (long long) st->xacts, (long long) st->changes, st->apply_rate);
+	if (st->fence_violation[0] && len > 0 && len < (int) sizeof(text))
+		len += snprintf(text + len, sizeof(text) - (size_t) len, "fence_violation %s\n", st->fence_violation);
+	if (len < 0 || len >= (int) sizeof(text))
+		len = (int) strlen(text);
 	snprintf(tmp, sizeof(tmp), "%s.tmp", st->path);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0 || write(fd, text, (size_t) len) != len || close(fd) != 0 || rename(tmp, st->path) != 0) {
@@ -96,6 +100,17 @@ status_phase(ReplStatus *st, const char *phase)
 	if (strcmp(phase, "indexes") == 0 && st->tables_done == st->tables_total)
 		st->bytes_done = st->bytes_total;
 	write_file(st, clock_unix());
+	pthread_mutex_unlock(&st->lock);
+}
+
+void
+status_fence_violation(ReplStatus *st, const char *what)
+{
+	pthread_mutex_lock(&st->lock);
+	if (strcmp(st->fence_violation, what) != 0) {
+		snprintf(st->fence_violation, sizeof(st->fence_violation), "%s", what);
+		write_file(st, clock_unix());
+	}
 	pthread_mutex_unlock(&st->lock);
 }
 

@@ -38,6 +38,7 @@ typedef struct ReplStatus {
 	int64_t rate_changes;	/* changes at the last rate sample */
 	double rate_at;
 	double apply_rate;	/* changes per second */
+	char fence_violation[200];	/* the transaction refused as written after the fence, "" for none */
 } ReplStatus;
 
 /* The file for db under config; "" when state_file is empty. */
@@ -54,6 +55,9 @@ void status_copy_table_done(ReplStatus *st);
 /* Streaming progress, from the stream loop; written at most once a second. */
 void status_stream(ReplStatus *st, uint64_t received, uint64_t applied, uint64_t wal_end, int64_t last_commit_us,
 		   int64_t xacts, int64_t changes);
+
+/* A transaction refused as written after the fence (replicator/fence.h); "" once one is applied again. Written at once. */
+void status_fence_violation(ReplStatus *st, const char *what);
 
 /* Reading (the proxy): the file's contents, then one value by key, copied; false when missing. */
 typedef struct StatusValues {

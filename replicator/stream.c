@@ -12,6 +12,7 @@
 #include "replicator/status.h"
 #include "common/log.h"
 #include "replicator/apply.h"
+#include "replicator/fence.h"
 #include "replicator/pgoutput.h"
 #include "replicator/sequences.h"
 #include "replicator/spool.h"
@@ -47,6 +48,8 @@ typedef struct Stream {
 	char *stash;		/* HOLD_HELD: the first message past the hold, read but not applied */
 	int stash_len;
 	double last_hold_ping;
+	FenceWatch fence;
+	uint64_t fence_passed;	/* the commit LSN of the last transaction the fence let through */
 } Stream;
 
 
@@ -108,6 +111,60 @@ start_streaming(Stream *s, const char *slot, const char *publication, uint64_t s
 	return true;
 }
 
+/* The plain connection to the slot's side, opened again when it was lost. */
+static bool
+from_connected(Stream *s)
+{
+	if (s->from.conn && PQstatus(s->from.conn) == CONNECTION_OK)
+		return true;
+	repl_close(&s->from);
+	return repl_connect(&s->from, s->dir->from, s->dir->from_db, false, s->subject);
+}
+
+static bool
+is_change(const PgoutputMessage *m)
+{
+	return m->type == PGOUTPUT_INSERT || m->type == PGOUTPUT_UPDATE || m->type == PGOUTPUT_DELETE ||
+	       m->type == PGOUTPUT_TRUNCATE;
+}
+
+/*
+ * Before the first change of a transaction that would be applied: a
+ * transaction committed after the fence of the side it comes from is
+ * refused, and the stream stops (fence.h).  Restarted, the follower meets
+ * it again: nothing after it is applied until the fence is lifted, or the
+ * origin is moved past it by hand.
+ */
+static bool
+fence_lets_through(Stream *s)
+{
+	const Applier *ap = &s->applier;
+	char lsn[LSN_FORMAT_LEN], fenced[LSN_FORMAT_LEN], what[200];
+	bool allowed;
+
+	if (!is_change(s->msg) || !applier_applies(ap) || ap->xact_final_lsn == s->fence_passed)
+		return true;
+	if (!from_connected(s) || !fence_allows(&s->fence, &s->from, ap->xact_final_lsn, &allowed))
+		return false;	/* error already logged; retried with the stream */
+	if (allowed) {
+		s->fence_passed = ap->xact_final_lsn;
+		if (s->dir->status && s->dir->status->fence_violation[0])
+			status_fence_violation(s->dir->status, "");
+		return true;
+	}
+	lsn_format(ap->xact_final_lsn, lsn, sizeof(lsn));
+	lsn_format(s->fence.fenced_at, fenced, sizeof(fenced));
+	snprintf(what, sizeof(what), "%s written after fence: transaction %u committed at %s, fenced at %s",
+		 s->dir->from->role, ap->xact_xid, lsn, fenced);
+	log_error(s->subject, "%s; not applied, and nothing after it until the fence is lifted. A session asked the "
+		  "fenced %s for a read-write transaction: what it wrote is on the %s only. To go on without it, "
+		  "advance the origin past it on the %s: SELECT pg_replication_origin_advance('%s', '%s')",
+		  what, s->dir->from->role, s->dir->from->role, s->dir->to->role, s->dir->origin, lsn);
+	if (s->dir->status)
+		status_fence_violation(s->dir->status, what);
+	return false;
+}
+
 /* One spooled message of a streamed transaction, at its Stream Commit. */
 static bool
 replay_one(void *arg, const uint8_t *data, size_t len)
@@ -119,7 +176,7 @@ replay_one(void *arg, const uint8_t *data, size_t len)
 		log_error(s->subject, "could not decode a spooled pgoutput message: %s", err);
 		return false;
 	}
-	return applier_handle(&s->applier, s->msg);
+	return fence_lets_through(s) && applier_handle(&s->applier, s->msg);
 }
 
 /*
@@ -193,7 +250,7 @@ handle_message(Stream *s, const uint8_t *data, size_t len)
 	default:
 		if (s->in_block)
 			return spool_append(&s->spool, s->block_xid, m->stream_xid, data, len);
-		return applier_handle(&s->applier, s->msg);
+		return fence_lets_through(s) && applier_handle(&s->applier, s->msg);
 	}
 }
 
@@ -319,11 +376,8 @@ housekeeping(Stream *s)
 	int count;
 
 	s->last_housekeeping = clock_monotonic();
-	if (!s->from.conn || PQstatus(s->from.conn) != CONNECTION_OK) {
-		repl_close(&s->from);
-		if (!repl_connect(&s->from, s->dir->from, s->dir->from_db, false, s->subject))
-			return;
-	}
+	if (!from_connected(s))
+		return;
 	if (!s->dir->reverse && !s->applier.target_open && !sequences_handed_over(s) &&
 	    sequences_sync(&s->from, s->applier.target, &count))
 		log_debug(s->subject, "%d sequence(s) copied to the target", count);
