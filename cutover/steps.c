@@ -17,6 +17,7 @@
 #include "replicator/fence.h"
 #include "replicator/pgoutput.h"
 #include "replicator/preflight.h"
+#include "replicator/names.h"
 #include "replicator/replicate.h"
 #include "replicator/sequences.h"
 

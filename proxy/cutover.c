@@ -38,6 +38,18 @@ set_phase(Cutover *c, CutoverPhase phase)
 	c->proxy->logins_held = c->kind != CUTOVER_DRY_RUN && phase != CP_PRECHECK && phase != CP_DONE && !c->resumed;
 }
 
+/* Before clients move: a restarted proxy must never route back, and goes on with what an undo owes. */
+static bool
+write_switch(Proxy *proxy, const Cutover *c)
+{
+	const Cluster *fenced;
+	bool way_back_left;
+
+	cutover_cleanup_owed(proxy, &fenced, &way_back_left);
+	return cutover_state_write(proxy, c->to, c->to == &proxy->target ? "cutover" : "rollback", fenced,
+				   way_back_left);
+}
+
 static void
 on_drain_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -197,6 +209,14 @@ cutover_finish(Cutover *c)
 	if (!ok && c->kind != CUTOVER_DRY_RUN && (c->fenced || c->reverse_prepared))
 		cutover_cleanup_start(c);
 	report = cutover_report_build(c, ok);
+	if (c->kind != CUTOVER_DRY_RUN && !ok) {
+		char pending[2048];
+
+		/* An abort's undo may be owed still: cutover_cleanup.c retries it and updates these. */
+		cutover_cleanup_describe(proxy, pending, sizeof(pending));
+		cutover_report_set(report, "still_fenced", true, c->fenced ? "true" : "false");
+		cutover_report_set(report, "cleanup_pending", false, pending);
+	}
 	if (switched)
 		log_info("cutover", "%s completed: %d client(s) moved to the %s, %d terminated", cutover_kind_name(c->kind), c->moved,
 			 c->to->role, c->terminated_clients);
@@ -375,7 +395,7 @@ cutover_advance(Cutover *c)
 		}
 		c->t_synced = ev_time();
 		/* Written before anyone runs on the new cluster: a restart never goes back. */
-		if (!cutover_write_state(proxy, c->to)) {
+		if (!write_switch(proxy, c)) {
 			cutover_fail(c, "could not write the state file %s", proxy->config.proxy.state_file);
 			return;
 		}
@@ -656,4 +676,19 @@ cutover_shutdown(Proxy *proxy)
 	cutover_cleanup_shutdown(proxy);
 	cutover_report_free(proxy->last_report);
 	proxy->last_report = NULL;
+}
+
+bool
+cutover_load_state(Proxy *proxy)
+{
+	bool reverse, way_back_left;
+	const Cluster *fenced;
+
+	if (!cutover_state_read(proxy, &reverse, &fenced, &way_back_left))
+		return false;
+	if (proxy->serving == &proxy->target && reverse && !followers_start(proxy, FOLLOWER_REVERSE))
+		return false;
+	if (fenced || way_back_left)
+		cutover_cleanup_resume(proxy, fenced, way_back_left);
+	return true;
 }

@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "proxy/pktbuf.h"
 #include "proxy/proto.h"
+#include "replicator/names.h"
 #include "replicator/replicate.h"
 #include "replicator/reverse.h"
 
@@ -259,6 +260,18 @@ cutover_cleanup_owed(const Proxy *proxy, const Cluster **fenced, bool *way_back_
 
 	*fenced = pending && proxy->cleanup->fenced ? proxy->cleanup->from : NULL;
 	*way_back_left = pending && proxy->cleanup->reverse_left;
+}
+
+bool
+cutover_save_state(Proxy *proxy)
+{
+	const Cluster *fenced;
+	bool way_back_left;
+
+	cutover_cleanup_owed(proxy, &fenced, &way_back_left);
+	return cutover_state_write(proxy, proxy->serving,
+				   proxy->serving == &proxy->target ? "cutover" : proxy->rolled_back ? "rollback" : "none",
+				   fenced, way_back_left);
 }
 
 bool

@@ -189,8 +189,18 @@ void cutover_cleanup_owed(const Proxy *proxy, const Cluster **fenced, bool *way_
 void cutover_cleanup_resume(Proxy *proxy, const Cluster *fenced, bool way_back_left);
 
 /* cutover_state.c */
-bool cutover_write_state(Proxy *proxy, const Cluster *serving);
-/* The state file written again as things stand (an undo owed, or no longer). */
+/*
+ * Where clients go (serving), the last switch ("cutover", "rollback" or
+ * "none") and what an aborted one still owes: the cluster to unfence, the
+ * way back's objects.
+ */
+bool cutover_state_write(Proxy *proxy, const Cluster *serving, const char *last, const Cluster *fenced,
+			 bool way_back_left)
+	__attribute__((warn_unused_result));
+/* Sets proxy->serving and rolled_back from the state file (none: the source); says what was owed. */
+bool cutover_state_read(Proxy *proxy, bool *reverse, const Cluster **fenced, bool *way_back_left)
+	__attribute__((warn_unused_result));
+/* cutover_cleanup.c: the state file written again as things stand (an undo owed, or no longer). */
 bool cutover_save_state(Proxy *proxy);
 
 #endif

@@ -201,14 +201,6 @@ cutover_report_build(Cutover *c, bool ok)
 		report_add(r, "tables_verified", true, "%d", c->tables_verified);
 		report_add(r, "marker_lsns", false, "%s", c->lsns);
 	}
-	if (c->kind != CUTOVER_DRY_RUN && !ok) {
-		char pending[2048];
-
-		/* An abort's undo may be owed still: cutover_cleanup.c retries it and updates these. */
-		cutover_cleanup_describe(c->proxy, pending, sizeof(pending));
-		report_add(r, "still_fenced", true, "%s", c->fenced ? "true" : "false");
-		report_add(r, "cleanup_pending", false, "%s", pending);
-	}
 	report_render_json(r);
 	return r;
 }

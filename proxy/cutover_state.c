@@ -20,18 +20,15 @@
 
 /* ---- the state file ---- */
 
-static bool
-write_state(Proxy *proxy, const Cluster *serving, const char *last)
+bool
+cutover_state_write(Proxy *proxy, const Cluster *serving, const char *last, const Cluster *fenced, bool way_back_left)
 {
 	const char *path = proxy->config.proxy.state_file;
-	const Cluster *fenced = NULL;
-	bool way_back_left = false;
 	char tmp[4096], line[512];
 	int fd, len;
 	time_t now = time(NULL);
 	bool ok;
 
-	cutover_cleanup_owed(proxy, &fenced, &way_back_left);
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	len = snprintf(line, sizeof(line),
 		       "serving = %s\nchanged_at = %lld\nlast = %s\nreverse_follower = %s\nunfence = %s\n"
@@ -53,26 +50,14 @@ write_state(Proxy *proxy, const Cluster *serving, const char *last)
 }
 
 bool
-cutover_write_state(Proxy *proxy, const Cluster *serving)
-{
-	return write_state(proxy, serving, serving == &proxy->target ? "cutover" : "rollback");
-}
-
-bool
-cutover_save_state(Proxy *proxy)
-{
-	return write_state(proxy, proxy->serving,
-			   proxy->serving == &proxy->target ? "cutover" : proxy->rolled_back ? "rollback" : "none");
-}
-
-bool
-cutover_load_state(Proxy *proxy)
+cutover_state_read(Proxy *proxy, bool *reverse, const Cluster **fenced, bool *way_back_left)
 {
 	FILE *f = fopen(proxy->config.proxy.state_file, "r");
 	char line[256];
-	bool reverse = false, way_back_left = false;
-	const Cluster *fenced = NULL;
 
+	*reverse = false;
+	*fenced = NULL;
+	*way_back_left = false;
 	proxy->serving = &proxy->source;
 	if (!f) {
 		if (errno == ENOENT)
@@ -85,22 +70,18 @@ cutover_load_state(Proxy *proxy)
 		if (strcmp(line, "serving = target\n") == 0)
 			proxy->serving = &proxy->target;
 		else if (strcmp(line, "reverse_follower = on\n") == 0)
-			reverse = true;
+			*reverse = true;
 		else if (strcmp(line, "last = rollback\n") == 0)
 			proxy->rolled_back = true;
 		else if (strcmp(line, "unfence = source\n") == 0)
-			fenced = &proxy->source;
+			*fenced = &proxy->source;
 		else if (strcmp(line, "unfence = target\n") == 0)
-			fenced = &proxy->target;
+			*fenced = &proxy->target;
 		else if (strcmp(line, "way_back_left = on\n") == 0)
-			way_back_left = true;
+			*way_back_left = true;
 	}
 	fclose(f);
 	log_info("proxy", "state file %s: clients are served by the %s", proxy->config.proxy.state_file,
 		 proxy->serving->role);
-	if (proxy->serving == &proxy->target && reverse && !followers_start(proxy, FOLLOWER_REVERSE))
-		return false;
-	if (fenced || way_back_left)
-		cutover_cleanup_resume(proxy, fenced, way_back_left);
 	return true;
 }

@@ -9,6 +9,7 @@
 #include "replicator/preflight.h"
 #include "common/pgsql.h"
 #include "common/strbuf.h"
+#include "replicator/names.h"
 #include "replicator/replicate.h"
 
 #include <stdarg.h>

@@ -11,10 +11,11 @@
  * without progress means an interrupted copy, whose target is reset.
  * Several databases run in child processes, one each.
  *
- * The streaming loop (replicate_follow) serves both directions: forward
- * here, and back from the target after a cutover (reverse.c).
+ * The streaming loop (follow.c) serves both directions: forward here, and
+ * back from the target after a cutover (reverse.c).
  */
 #include "replicator/replicate.h"
+#include "replicator/follow.h"
 #include "common/log.h"
 #include "common/clock.h"
 #include "replicator/copy.h"
@@ -45,54 +46,6 @@ on_stop_signal(int signo)
 {
 	(void) signo;
 	replicate_stop_requested = 1;
-}
-
-void
-replicate_direction(const Config *config, const DatabaseMapping *db, const ReplNames *names, bool reverse,
-		    ReplDirection *dir)
-{
-	memset(dir, 0, sizeof(*dir));
-	dir->reverse = reverse;
-	if (!reverse) {
-		dir->from = &config->source;
-		dir->from_db = db->name;
-		dir->to = &config->target;
-		dir->to_db = db->target_name;
-		dir->slot = names->slot;
-		dir->publication = names->publication;
-		dir->origin = names->origin;
-		/* Changes the reverse follower brought back to the source carry its origin there. */
-		dir->skip_origin = names->reverse_origin;
-		dir->drop_command = "`pghandoff replicate --drop`";
-	} else {
-		dir->from = &config->target;
-		dir->from_db = db->target_name;
-		dir->to = &config->source;
-		dir->to_db = db->name;
-		dir->slot = names->reverse_slot;
-		dir->publication = names->reverse_publication;
-		dir->origin = names->reverse_origin;
-		/* What the forward follower applied on the target carries its origin there. */
-		dir->skip_origin = names->origin;
-		dir->drop_command = "`pghandoff replicate --reverse --drop`";
-	}
-}
-
-bool
-replicate_connect_apply(const ReplDirection *dir, ReplConn *conn, const char *subject)
-{
-	if (!repl_connect(conn, dir->to, dir->to_db, false, subject))
-		return false;
-	/*
-	 * A cutover fences the side clients leave with ALTER DATABASE ... SET
-	 * default_transaction_read_only = on (the source; the target after a
-	 * rollback); the followers are the writers it must still let in.
-	 */
-	if (!repl_exec(conn, "SET default_transaction_read_only = off")) {
-		repl_close(conn);
-		return false;
-	}
-	return true;
 }
 
 static bool
@@ -296,66 +249,6 @@ initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *n
 		return false;
 	/* Only now is the target complete: progress > 0 says so to a restarted replicator. */
 	return objects_advance_origin(target, names->origin, *start_lsn);
-}
-
-/* Sleeps up to seconds, waking early for a stop request. */
-static void
-backoff_sleep(int seconds)
-{
-	int i;
-
-	for (i = 0; i < seconds * 10 && !replicate_stop_requested; i++)
-		usleep(100 * 1000);
-}
-
-int
-replicate_follow(const Config *config, const ReplDirection *dir, ReplConn *repl, ReplConn *apply,
-		 uint64_t start_lsn, const char *subject)
-{
-	bool origin_exists;
-	int backoff = 1;
-	uint64_t exact_before = 0;	/* see stream_run */
-
-	/*
-	 * Streaming until told to stop.  Whatever ends a stream (a lost
-	 * connection, a restarted server, a table that no longer fits) is
-	 * retried with backoff from the origin's progress: nothing is lost, and
-	 * a fixed database resumes by itself.
-	 */
-	for (;;) {
-		char lsnbuf[LSN_FORMAT_LEN];
-
-		lsn_format(start_lsn, lsnbuf, sizeof(lsnbuf));
-		time_t started = time(NULL);
-
-		log_info(subject, "streaming resumes from the %s's replication origin at %s", dir->to->role, lsnbuf);
-		if (stream_run(config, dir, repl, apply, start_lsn, &exact_before, subject) || replicate_stop_requested)
-			break;
-		/* A stream that ran a while failed afresh; one that fails at once keeps backing off. */
-		if (time(NULL) - started > 60)
-			backoff = 1;
-		repl_close(repl);
-		repl_close(apply);
-		if (dir->status)
-			status_phase(dir->status, "retrying");
-		for (;;) {
-			log_warning(subject, "retrying in %d s", backoff);
-			backoff_sleep(backoff);
-			backoff = backoff < 30 ? backoff * 2 : 30;
-			if (replicate_stop_requested)
-				goto stopped;
-			if (replicate_connect_apply(dir, apply, subject) &&
-			    repl_connect(repl, dir->from, dir->from_db, true, subject) &&
-			    objects_origin_state(apply, dir->origin, &origin_exists, &start_lsn))
-				break;
-			repl_close(repl);
-			repl_close(apply);
-		}
-	}
-stopped:
-	repl_close(apply);
-	repl_close(repl);
-	return 0;
 }
 
 static int

@@ -1,6 +1,5 @@
 /*
- * The replicator's entry point, and which way a follower streams between
- * the objects named in names.h.
+ * The replicator's entry point: `pghandoff replicate` in each of its modes.
  */
 #ifndef PGHANDOFF_REPLICATOR_REPLICATE_H
 #define PGHANDOFF_REPLICATOR_REPLICATE_H
@@ -11,29 +10,6 @@
 
 #include "config/config.h"
 #include "replicator/conn.h"
-#include "replicator/names.h"
-
-/*
- * Which way a follower streams.  Forward: from the slot on the source into
- * the target, before the cutover and after it.  Reverse: after a cutover,
- * from the reverse slot on the target back into the source, so that a
- * rollback finds the source up to date.  Both run at once, so each skips
- * the transactions the other applied (skip_origin), or they would bounce
- * between the clusters forever.
- */
-typedef struct ReplDirection {
-	bool reverse;
-	const ServerConfig *from;	/* the cluster with the slot and the publication */
-	const char *from_db;
-	const ServerConfig *to;		/* the cluster changes are applied to, with the origin */
-	const char *to_db;
-	const char *slot;
-	const char *publication;
-	const char *origin;
-	const char *skip_origin;	/* the other direction's origin, on the from cluster */
-	const char *drop_command;	/* what removes this direction's slot, for warnings */
-	struct ReplStatus *status;	/* where progress is published (forward only), or NULL */
-} ReplDirection;
 
 typedef enum ReplMode {
 	REPL_FORWARD = 0,	/* copy, then stream source -> target */
@@ -45,27 +21,6 @@ typedef enum ReplMode {
 
 /* Set by SIGTERM/SIGINT: loops finish what they hold and return. */
 extern volatile sig_atomic_t replicate_stop_requested;
-
-/* Fills dir for one database; it points into config, db and names. */
-void replicate_direction(const Config *config, const DatabaseMapping *db, const ReplNames *names, bool reverse,
-			 ReplDirection *dir);
-
-/*
- * A plain connection to the database changes are applied to.  In reverse
- * that is the source, which the cutover fenced read-only: this session
- * alone writes again.
- */
-bool replicate_connect_apply(const ReplDirection *dir, ReplConn *conn, const char *subject)
-	__attribute__((warn_unused_result));
-
-/*
- * Streams dir from start_lsn until stopped, retrying whatever ends a stream
- * with backoff from the origin's progress.  repl (a replication connection
- * to the from side) and apply (from replicate_connect_apply) are connected
- * on entry and closed on return.  Exit status.
- */
-int replicate_follow(const Config *config, const ReplDirection *dir, ReplConn *repl, ReplConn *apply,
-		     uint64_t start_lsn, const char *subject);
 
 /* Runs mode for every database of [databases].  Exit status. */
 int replicate_main(const Config *config, ReplMode mode);

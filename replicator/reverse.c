@@ -11,7 +11,7 @@
 #include "common/log.h"
 #include "replicator/objects.h"
 #include "replicator/pgoutput.h"
-#include "replicator/replicate.h"
+#include "replicator/follow.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -12,7 +12,7 @@
 
 #include "config/config.h"
 #include "replicator/conn.h"
-#include "replicator/replicate.h"
+#include "replicator/follow.h"
 
 /*
  * Streams dir's slot from start_lsn over repl and applies to apply, until

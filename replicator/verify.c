@@ -22,6 +22,7 @@
 #include "replicator/hold.h"
 #include "replicator/objects.h"
 #include "replicator/pgoutput.h"
+#include "replicator/names.h"
 #include "replicator/replicate.h"
 #include "replicator/status.h"
 
