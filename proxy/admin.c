@@ -4,7 +4,7 @@
  * Every answer is built whole and sent with one write.
  */
 #include "proxy/objects.h"
-#include "proxy/cutover.h"
+#include "cutover/loop/cutover.h"
 #include "common/log.h"
 #include "common/strbuf.h"
 #include "proxy/pktbuf.h"

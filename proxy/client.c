@@ -9,7 +9,7 @@
  * transaction boundary.
  */
 #include "proxy/objects.h"
-#include "proxy/cutover.h"
+#include "cutover/loop/cutover.h"
 #include "proxy/negotiate.h"
 #include "proxy/session.h"
 #include "proxy/sqlscan.h"

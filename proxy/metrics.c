@@ -7,7 +7,7 @@
 #include "proxy/objects.h"
 #include "common/log.h"
 #include "common/strbuf.h"
-#include "proxy/cutover.h"
+#include "cutover/loop/cutover.h"
 #include "proxy/progress.h"
 
 #include <errno.h>

@@ -4,7 +4,7 @@
  * server_disconnect, which log the reason once and tell the peer.
  */
 #include "proxy/objects.h"
-#include "proxy/cutover.h"
+#include "cutover/loop/cutover.h"
 #include "proxy/session.h"
 #include "common/log.h"
 #include "common/scram.h"

@@ -297,7 +297,7 @@ struct Proxy {
 	char custom_settings[CUSTOM_SETTINGS_MAX][SQL_SETTING_NAME_MAX + 1];
 	Cutover *cutover;	/* the cutover or rollback running, if any */
 	CutoverReport *last_report;	/* the last cutover's, for SHOW CUTOVER */
-	CutoverCleanup *cleanup;	/* what an aborted cutover still has to undo, retried (cutover_cleanup.c) */
+	CutoverCleanup *cleanup;	/* what an aborted cutover still has to undo, retried (cutover/loop/cleanup.c) */
 	Follower followers[FOLLOWER_KINDS];
 	struct ReplProbe *probe;	/* each database's slot and origin as the clusters see them (replprobe.h) */
 	bool run_replicator;	/* `pghandoff run`: the forward follower is a child of the proxy */

@@ -5,7 +5,7 @@
  */
 #include "proxy/proxy.h"
 #include "proxy/objects.h"
-#include "proxy/cutover.h"
+#include "cutover/loop/cutover.h"
 #include "proxy/replprobe.h"
 #include "common/log.h"
 #include "proxy/userlist.h"

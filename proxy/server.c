@@ -5,7 +5,7 @@
  * server's messages to the client while tracking ReadyForQuery and COPY.
  */
 #include "proxy/objects.h"
-#include "proxy/cutover.h"
+#include "cutover/loop/cutover.h"
 #include "proxy/negotiate.h"
 #include "proxy/session.h"
 #include "common/log.h"

@@ -14,7 +14,7 @@
 #include "proxy/session.h"
 #include "common/log.h"
 #include "common/strbuf.h"
-#include "proxy/cutover.h"
+#include "cutover/loop/cutover.h"
 #include "proxy/proto.h"
 #include "proxy/protocol.h"
 

@@ -3,7 +3,7 @@
  * clients leave: new sessions there start read-only, the sessions around
  * the proxy are ended, and once they are gone the WAL position of that
  * moment is recorded in the database's own settings (FENCE_SETTING, with
- * ALTER DATABASE; cutover/steps.c).  A session that asks for a read-write
+ * ALTER DATABASE; cutover/db/steps.c).  A session that asks for a read-write
  * transaction can still commit there; the follower refuses to carry such a
  * transaction to the live side: before applying the first change of a
  * transaction it asks whether the side it reads was fenced before that

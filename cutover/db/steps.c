@@ -8,7 +8,7 @@
  * follower's replication origin has passed it.  Its commit is the last one on
  * that side, so every write before it has been applied.
  */
-#include "cutover/steps.h"
+#include "cutover/db/steps.h"
 #include "common/clock.h"
 #include "common/errbuf.h"
 #include "common/log.h"

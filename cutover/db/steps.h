@@ -6,8 +6,8 @@
  * rollback.  Each function logs what failed once and writes a one-line
  * reason for the report into err.
  */
-#ifndef PGHANDOFF_CUTOVER_STEPS_H
-#define PGHANDOFF_CUTOVER_STEPS_H
+#ifndef PGHANDOFF_CUTOVER_DB_STEPS_H
+#define PGHANDOFF_CUTOVER_DB_STEPS_H
 
 #include <stdbool.h>
 #include <stddef.h>

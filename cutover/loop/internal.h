@@ -1,13 +1,13 @@
 /*
  * Inside the cutover: the Cutover object and the functions its files share.
- * cutover.c runs the phases; cutover_worker.c the database work on a thread;
- * cutover_clients.c holds, drains and switches the clients;
- * cutover_sessions.c reads and replays their sessions; cutover_report.c
- * tells the admin; cutover_state.c keeps the state file.  Nothing outside
- * proxy/cutover*.c includes this.
+ * cutover.c runs the phases; worker.c the database work on a thread;
+ * clients.c holds, drains and switches the clients;
+ * sessions.c reads and replays their sessions; report.c
+ * tells the admin; state.c keeps the state file.  Nothing outside
+ * every file of cutover/loop/ includes this.
  */
-#ifndef PGHANDOFF_PROXY_CUTOVER_INT_H
-#define PGHANDOFF_PROXY_CUTOVER_INT_H
+#ifndef PGHANDOFF_CUTOVER_LOOP_INTERNAL_H
+#define PGHANDOFF_CUTOVER_LOOP_INTERNAL_H
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -15,8 +15,8 @@
 #include <stdint.h>
 
 #include "common/strbuf.h"
-#include "cutover/steps.h"
-#include "proxy/cutover.h"
+#include "cutover/db/steps.h"
+#include "cutover/loop/cutover.h"
 
 #define REPORT_MAX_ITEMS 48
 
@@ -141,12 +141,12 @@ void cutover_finish(Cutover *c);
 /* A failure: what the worker did (fence, reverse slot) is undone first. */
 void cutover_fail(Cutover *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* cutover_worker.c */
+/* worker.c */
 bool cutover_worker_start(Cutover *c, WorkerJob job);
 /* True once the running job has reported; the thread is joined then. */
 bool cutover_worker_finished(Cutover *c);
 
-/* cutover_clients.c */
+/* clients.c */
 /* Clients the cutover moves: logged in and served by the cluster left. */
 bool cutover_is_moving(const Cutover *c, const Client *client);
 /* Between transactions, nothing asked and unanswered, no query of the proxy's own running. */
@@ -159,14 +159,14 @@ void cutover_describe_busy(Cutover *c, char *buf, size_t len);
 void cutover_cancel_open(Cutover *c);
 void cutover_switch_clients(Cutover *c);
 
-/* cutover_sessions.c */
+/* sessions.c */
 bool cutover_sessions_settled(Cutover *c, bool may_settle);
 bool cutover_carry_sessions(Cutover *c);
 int cutover_count_unmovable(Cutover *c, char *first, size_t len);
 void cutover_dry_run_list(Cutover *c);
 bool cutover_dry_run_inspect(Cutover *c);
 
-/* cutover_report.c */
+/* report.c */
 const char *cutover_kind_name(CutoverKind kind);
 void cutover_send_notices(Cutover *c);
 void cutover_notice(Cutover *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -176,7 +176,7 @@ void cutover_report_free(CutoverReport *r);
 /* Replaces key's value (or adds the item) in a finished report, its JSON too. */
 void cutover_report_set(CutoverReport *r, const char *key, bool number, const char *value);
 
-/* cutover_cleanup.c */
+/* cleanup.c */
 /* What c could not undo (c->fenced, c->reverse_prepared) is retried in the background until done. */
 void cutover_cleanup_start(Cutover *c);
 /* After each loop iteration: frees a cleanup that is done. */
@@ -188,7 +188,7 @@ void cutover_cleanup_owed(const Proxy *proxy, const Cluster **fenced, bool *way_
 /* At start: the state file says an undo was owed when the proxy stopped; it is retried again. */
 void cutover_cleanup_resume(Proxy *proxy, const Cluster *fenced, bool way_back_left);
 
-/* cutover_state.c */
+/* state.c */
 /*
  * Where clients go (serving), the last switch ("cutover", "rollback" or
  * "none") and what an aborted one still owes: the cluster to unfence, the
@@ -200,7 +200,7 @@ bool cutover_state_write(Proxy *proxy, const Cluster *serving, const char *last,
 /* Sets proxy->serving and rolled_back from the state file (none: the source); says what was owed. */
 bool cutover_state_read(Proxy *proxy, bool *reverse, const Cluster **fenced, bool *way_back_left)
 	__attribute__((warn_unused_result));
-/* cutover_cleanup.c: the state file written again as things stand (an undo owed, or no longer). */
+/* cleanup.c: the state file written again as things stand (an undo owed, or no longer). */
 bool cutover_save_state(Proxy *proxy);
 
 #endif

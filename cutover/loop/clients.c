@@ -3,7 +3,7 @@
  * drain to transaction boundaries (with on_drain_timeout = cancel), and the
  * switch.
  */
-#include "proxy/cutover_int.h"
+#include "cutover/loop/internal.h"
 #include "common/log.h"
 #include "proxy/pktbuf.h"
 #include "proxy/proto.h"

@@ -19,7 +19,7 @@
  */
 #include "common/errbuf.h"
 #include "common/log.h"
-#include "cutover/steps.h"
+#include "cutover/db/steps.h"
 #include "replicator/conn.h"
 
 #include <stdlib.h>

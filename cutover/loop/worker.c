@@ -1,9 +1,9 @@
 /*
  * The cutover's worker: one thread per job, doing the blocking database work
- * of cutover/steps.h while the event loop goes on.  It reports through
+ * of cutover/db/steps.h while the event loop goes on.  It reports through
  * Cutover.lock and the loop's ev_async; the loop joins it.
  */
-#include "proxy/cutover_int.h"
+#include "cutover/loop/internal.h"
 #include "common/clock.h"
 #include "common/errbuf.h"
 #include "common/log.h"
@@ -233,7 +233,7 @@ worker_main(void *arg)
 		ok = job_sync(c, err, sizeof(err));
 		break;
 	case JOB_UNDO:
-		/* What is left (fenced, reverse_prepared still true) is retried by cutover_cleanup.c. */
+		/* What is left (fenced, reverse_prepared still true) is retried by cleanup.c. */
 		if (c->fenced && steps_unfence(&c->dir, err, sizeof(err))) {
 			worker_notice(c, "%s: the %s takes writes again", cutover_kind_name(c->kind), c->from->role);
 			c->fenced = false;

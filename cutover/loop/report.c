@@ -2,7 +2,7 @@
  * What the cutover tells: a notice per phase to the admin who asked, and the
  * report (rows for psql, JSON for scripts) kept for SHOW CUTOVER.
  */
-#include "proxy/cutover_int.h"
+#include "cutover/loop/internal.h"
 #include "common/log.h"
 #include "proxy/pktbuf.h"
 #include "proxy/proto.h"

@@ -15,7 +15,7 @@
 #include "common/errbuf.h"
 #include "common/log.h"
 #include "common/strbuf.h"
-#include "cutover/steps.h"
+#include "cutover/db/steps.h"
 #include "replicator/conn.h"
 
 #include <stdio.h>

@@ -17,7 +17,7 @@
  * Whatever fails before the switch leaves clients on the cluster they were
  * on, each one's next query simply waits a little.
  */
-#include "proxy/cutover_int.h"
+#include "cutover/loop/internal.h"
 #include "common/log.h"
 #include "proxy/pktbuf.h"
 #include "proxy/proto.h"
@@ -212,7 +212,7 @@ cutover_finish(Cutover *c)
 	if (c->kind != CUTOVER_DRY_RUN && !ok) {
 		char pending[2048];
 
-		/* An abort's undo may be owed still: cutover_cleanup.c retries it and updates these. */
+		/* An abort's undo may be owed still: cleanup.c retries it and updates these. */
 		cutover_cleanup_describe(proxy, pending, sizeof(pending));
 		cutover_report_set(report, "still_fenced", true, c->fenced ? "true" : "false");
 		cutover_report_set(report, "cleanup_pending", false, pending);
@@ -422,7 +422,7 @@ cutover_advance(Cutover *c)
 			log_error("cutover", "the abort could not undo everything: %s", c->job_error);
 			snprintf(c->undo_error, sizeof(c->undo_error), "%s", c->job_error);
 		}
-		/* What the undo could not do, cutover_finish hands to cutover_cleanup.c. */
+		/* What the undo could not do, cutover_finish hands to cleanup.c. */
 		cutover_finish(c);
 		return;
 	case CP_DONE:

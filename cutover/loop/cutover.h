@@ -2,10 +2,10 @@
  * The cutover as the proxy runs it: the admin console's CUTOVER, CUTOVER DRY
  * RUN and ROLLBACK.  The event loop holds the clients, carries their
  * sessions and switches their server connections; a worker thread does the
- * blocking database work of cutover/steps.h meanwhile.
+ * blocking database work of cutover/db/steps.h meanwhile.
  */
-#ifndef PGHANDOFF_PROXY_CUTOVER_H
-#define PGHANDOFF_PROXY_CUTOVER_H
+#ifndef PGHANDOFF_CUTOVER_LOOP_CUTOVER_H
+#define PGHANDOFF_CUTOVER_LOOP_CUTOVER_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -12,7 +12,7 @@
  * other cutover, rollback or reload starts: they would meet the fence, and
  * the thread reads the configuration.
  */
-#include "proxy/cutover_int.h"
+#include "cutover/loop/internal.h"
 #include "common/errbuf.h"
 #include "common/log.h"
 #include "proxy/pktbuf.h"

@@ -1,10 +1,10 @@
 /*
  * What outlives a cutover: the state file, written before clients move so a
  * restarted proxy never routes back (and starts the reverse follower again),
- * and while an aborted cutover's undo is owed (cutover_cleanup.c), so a
+ * and while an aborted cutover's undo is owed (cleanup.c), so a
  * restarted proxy goes on retrying it.
  */
-#include "proxy/cutover_int.h"
+#include "cutover/loop/internal.h"
 #include "common/log.h"
 
 #include <errno.h>

@@ -4,7 +4,7 @@
  * clients run and in it as they go quiet, then replayed on its standby.
  * Also the dry run's look at every session.
  */
-#include "proxy/cutover_int.h"
+#include "cutover/loop/internal.h"
 #include "common/log.h"
 #include "proxy/session.h"
 

@@ -13,7 +13,7 @@
  * else.
  */
 #include "common/log.h"
-#include "cutover/steps.h"
+#include "cutover/db/steps.h"
 #include "replicator/conn.h"
 
 #include <stdlib.h>
