@@ -120,7 +120,7 @@ workload_alive() {
 start_workload() {
 	workload_name=$1
 	local seconds=$2 script
-	export PGHOST=127.0.0.1 PGPORT=$PROXY_PORT PGUSER=postgres PGDATABASE=$DB WORKLOAD_SECONDS=$seconds
+	export PGHOST=127.0.0.1 PGPORT=$PROXY_PORT PGUSER=postgres PGDATABASE=$DB
 	export SOURCE_HOST SOURCE_PORT TARGET_HOST TARGET_PORT CLIENTS
 	if [[ $WORKLOAD == pgbench ]]; then
 		set -- pgbench -n -c "$CLIENTS" -j 2 -T "$seconds"
@@ -129,7 +129,7 @@ start_workload() {
 	else
 		set -- bash -c "$WORKLOAD"
 	fi
-	(cd "$input" && exec setsid "$@") >"$work/$workload_name.out" 2>"$work/$workload_name.err" &
+	(cd "$input" && WORKLOAD_SECONDS=$seconds exec setsid "$@") >"$work/$workload_name.out" 2>"$work/$workload_name.err" &
 	workload_pid=$!
 }
 
@@ -139,8 +139,10 @@ committed_count() {
 		-e 's/^committed: \([0-9]*\)$/\1/p' "$1" | tail -n 1
 }
 
-phase() { psql_proxy pghandoff "SHOW REPLICATION" | awk -F'|' -v db="$DB" '$1 == db { print $2 }'; }
-streaming() { [[ $(phase) == streaming ]]; }
+# The follower's state (SHOW REPLICATION's third column): the phase (second)
+# says "rolled back" after a rollback while the follower streams again.
+follower() { psql_proxy pghandoff "SHOW REPLICATION" | awk -F'|' -v db="$DB" '$1 == db { print $3 }'; }
+streaming() { [[ $(follower) == streaming ]]; }
 serving_port() { psql_proxy "$DB" "SELECT inet_server_port()"; }
 reverse_slot() { # active|gone
 	local n

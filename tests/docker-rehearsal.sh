@@ -75,6 +75,18 @@ iptables-save >"$host/iptables.save" 2>/dev/null || true
 ip6tables-save >"$host/ip6tables.save" 2>/dev/null || true
 
 dockerd_pid=
+pids=()
+# Long steps run in the background and are waited for: a signal then reaches
+# the traps at once instead of after the step.
+child=
+step() {
+	local rc=0
+	"$@" &
+	child=$!
+	wait "$child" || rc=$?
+	child=
+	return "$rc"
+}
 restore_host() {
 	set +e
 	local f link
@@ -119,6 +131,8 @@ stop_dockerd() {
 cleanup() {
 	local rc=$? restored=0
 	set +e
+	[[ -z $child ]] || kill -TERM "$child" 2>/dev/null
+	for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; done
 	if [[ -n $dockerd_pid ]]; then
 		timeout 120 "${compose[@]}" --profile proxy down -v --remove-orphans -t 5 >/dev/null 2>&1
 		stop_dockerd
@@ -163,31 +177,57 @@ base_image() { # SUITE: pghandoff-base:SUITE, from the cache or made now
 	mkdir -p "$cache"
 	if [[ ! -s $tar ]]; then
 		say "making the $suite base image from $mirror (mmdebstrap)"
-		mmdebstrap --quiet --variant=minbase "$suite" "$tar.tmp" "$mirror" || die "mmdebstrap $suite failed"
+		# Without manuals, documentation and translations, as Debian's slim
+		# images; the setting stays in the image for what is installed later.
+		# shellcheck disable=SC2016 # the hook's $1 is mmdebstrap's
+		mmdebstrap --quiet --variant=minbase \
+			--dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
+			--dpkgopt='path-include=/usr/share/doc/*/copyright' --dpkgopt='path-exclude=/usr/share/locale/*' \
+			--dpkgopt='path-exclude=/usr/share/info/*' \
+			--customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
+			"$suite" "$tar.tmp" "$mirror" >"$out/mmdebstrap-$suite.log" 2>&1 ||
+			{ tail -n 20 "$out/mmdebstrap-$suite.log" >&2; return 1; }
 		mv "$tar.tmp" "$tar"
 	fi
 	"$DOCKER" import "$tar" "pghandoff-base:$suite" >/dev/null
 }
 say "base images"
-base_image bookworm
-base_image bullseye
-base_image trixie
+# In parallel: mostly downloads.
+pids=()
+for suite in bookworm bullseye trixie; do
+	base_image "$suite" &
+	pids+=($!)
+done
+for pid in "${pids[@]}"; do
+	wait "$pid" || die "a base image could not be made (see $out/mmdebstrap-*.log)"
+done
+pids=()
 
 build() { # LOG ARGS...
 	local log=$out/$1
 	shift
 	"$@" >"$log" 2>&1 || { tail -n 40 "$log" >&2; die "failed: $* (see $log)"; }
 }
-say "PostgreSQL images: 13 (bullseye), 17 (trixie)"
-build build-postgres-13.log "$DOCKER" build --network host -f docker/postgres/Dockerfile \
-	--build-arg BASE_IMAGE=pghandoff-base:bullseye --build-arg PG_MAJOR=13 -t pghandoff-postgres:13 docker/postgres
-build build-postgres-17.log "$DOCKER" build --network host -f docker/postgres/Dockerfile \
-	--build-arg BASE_IMAGE=pghandoff-base:trixie --build-arg PG_MAJOR=17 -t pghandoff-postgres:17 docker/postgres
-say "the pghandoff and rehearsal images"
+say "images: PostgreSQL 13 (bullseye) and 17 (trixie), pghandoff, the rehearsal"
 export BASE_IMAGE=pghandoff-base:bookworm
+# The PostgreSQL images (downloads) while pghandoff compiles.
+build build-postgres-13.log "$DOCKER" build --network host -f docker/postgres/Dockerfile \
+	--build-arg BASE_IMAGE=pghandoff-base:bullseye --build-arg PG_MAJOR=13 -t pghandoff-postgres:13 docker/postgres &
+pids=($!)
+build build-postgres-17.log "$DOCKER" build --network host -f docker/postgres/Dockerfile \
+	--build-arg BASE_IMAGE=pghandoff-base:trixie --build-arg PG_MAJOR=17 -t pghandoff-postgres:17 docker/postgres &
+pids+=($!)
 build build-pghandoff.log "$DOCKER" build --network host -f docker/Dockerfile --target runtime \
-	--build-arg BASE_IMAGE="$BASE_IMAGE" -t pghandoff:latest .
-build build-rehearsal.log "${compose[@]}" build rehearsal
+	--build-arg BASE_IMAGE="$BASE_IMAGE" -t pghandoff:latest . &
+pids+=($!)
+for pid in "${pids[@]}"; do
+	wait "$pid" || die "an image did not build"
+done
+pids=()
+# docker build rather than docker-compose build: compose v1 sends its own
+# context archive, which misses the build stage's cache.
+build build-rehearsal.log "$DOCKER" build --network host -f docker/Dockerfile --target rehearsal \
+	--build-arg BASE_IMAGE="$BASE_IMAGE" -t pghandoff-rehearsal:latest .
 "$DOCKER" image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^pghandoff' | sort | tee "$out/image-sizes.txt"
 
 # ---- the rehearsals --------------------------------------------------------------------
@@ -206,7 +246,7 @@ rehearse() {
 	shift
 	rm -rf "${out:?}/$name"
 	mkdir -p "$out/$name"
-	env "$@" REHEARSAL_OUT_DIR="$out/$name" timeout 900 "${compose[@]}" run -T --rm rehearsal \
+	step env "$@" REHEARSAL_OUT_DIR="$out/$name" timeout 900 "${compose[@]}" run -T --rm rehearsal \
 		>"$out/$name/rehearsal.txt" 2>&1 || rc=$?
 	"${compose[@]}" logs --no-color >"$out/$name/containers.log" 2>&1
 	timeout 120 "${compose[@]}" down -v -t 5 >/dev/null 2>&1
