@@ -31,7 +31,10 @@ reverse_prepare(const Config *config, const DatabaseMapping *db, const char *sub
 	/* Both connections first: a fenced source that refuses us leaves nothing made on the target. */
 	if (!replicate_connect_apply(&dir, &source, subject))
 		return false;
-	if (!repl_connect(&target, &config->target, db->target_name, false, subject)) {
+	/* After a rollback the target is fenced, and a cutover again prepares the way back there: exempt. */
+	if (!repl_connect(&target, &config->target, db->target_name, false, subject) ||
+	    !repl_exec(&target, "SET default_transaction_read_only = off")) {
+		repl_close(&target);
 		repl_close(&source);
 		return false;
 	}
