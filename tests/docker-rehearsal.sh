@@ -52,9 +52,19 @@ for p in docker.io docker-compose mmdebstrap iptables; do
 done
 if ((${#missing[@]})); then
 	say "installing ${missing[*]}"
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
-		cannot "apt-get could not install ${missing[*]}"
+	# docker.io would start Debian's docker service, whose dockerd adds a
+	# bridge and firewall rules to the host: a policy-rc.d keeps it stopped.
+	policy=
+	if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+		chmod +x /usr/sbin/policy-rc.d
+		policy=/usr/sbin/policy-rc.d
+	fi
+	rc=0
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		"${missing[@]}" >/dev/null || rc=$?
+	[[ -z $policy ]] || rm -f "$policy"
+	((rc == 0)) || cannot "apt-get could not install ${missing[*]}"
 fi
 
 # ---- the host's state, before ---------------------------------------------------
@@ -180,7 +190,7 @@ base_image() { # SUITE: pghandoff-base:SUITE, from the cache or made now
 		# Without manuals, documentation and translations, as Debian's slim
 		# images; the setting stays in the image for what is installed later.
 		# shellcheck disable=SC2016 # the hook's $1 is mmdebstrap's
-		mmdebstrap --quiet --variant=minbase \
+		mmdebstrap --quiet --variant=minbase --format=tar \
 			--dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
 			--dpkgopt='path-include=/usr/share/doc/*/copyright' --dpkgopt='path-exclude=/usr/share/locale/*' \
 			--dpkgopt='path-exclude=/usr/share/info/*' \

@@ -6,7 +6,9 @@
 #      tests against that build, then builds once more without sanitizers,
 #   4. builds the libFuzzer targets with clang and runs each for a short while.
 #   5. runs the demo (./demo.sh), the README's first command, end to end.
-#   6. runs the migration rehearsal in Docker (tests/docker-rehearsal.sh).
+#   6. runs the migration rehearsal in Docker (tests/docker-rehearsal.sh, which
+#      installs docker.io, docker-compose and mmdebstrap itself, without letting
+#      the package start Debian's docker service).
 # Environment: FUZZ_SECONDS (default 30), SKIP_FUZZ=1, SKIP_DEMO=1, SKIP_DOCKER=1, PG_VERSIONS.
 set -euo pipefail
 
@@ -20,7 +22,6 @@ packages=(
 	python3 python3-pytest python3-psycopg
 	postgresql-15 postgresql-client-15
 	nodejs npm openssl
-	docker.io docker-compose mmdebstrap
 )
 
 missing=()
