@@ -19,8 +19,8 @@
 #   SEED                 pgbench: pgbench -i -s SCALE; NAME.sql: psql -f; NAME.sh: run
 #                        (files are looked up in /rehearsal/input)
 #   WORKLOAD             pgbench: pgbench's TPC-B-like script, CLIENTS clients;
-#                        NAME.sql: a pgbench script; anything else: a command run
-#                        by bash in /rehearsal/input, pointed at the proxy by
+#                        NAME.sql: a pgbench script; NAME (a script) or anything
+#                        else (a command): run by bash in /rehearsal/input, pointed at the proxy by
 #                        PGHOST/PGPORT/PGUSER/PGDATABASE, WORKLOAD_SECONDS long,
 #                        that prints "committed: N" (or pgbench's summary)
 #   ARRIVED_SQL          counts on the target what the workload adds, one row
@@ -126,6 +126,8 @@ start_workload() {
 		set -- pgbench -n -c "$CLIENTS" -j 2 -T "$seconds"
 	elif script=$(input_file "$WORKLOAD") && [[ $WORKLOAD == *.sql ]]; then
 		set -- pgbench -n -c "$CLIENTS" -j 2 -T "$seconds" -f "$script"
+	elif script=$(input_file "$WORKLOAD"); then
+		set -- bash "$script"
 	else
 		set -- bash -c "$WORKLOAD"
 	fi

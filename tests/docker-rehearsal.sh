@@ -264,7 +264,7 @@ rehearse() {
 }
 
 say "rehearsal 13 -> 17: shop.sql, its workload through check, run, verify, dry run, cutover, rollback, cutover"
-rehearse shop SEED=shop.sql WORKLOAD=shop-workload.sql ARRIVED_SQL="SELECT count(*) FROM orders" ||
+rehearse shop SEED=shop.sql WORKLOAD=shop-workload.sql WORKLOAD_SECONDS=30 ARRIVED_SQL="SELECT count(*) FROM orders" ||
 	{ cat "$out/shop/rehearsal.txt"; die "the rehearsal failed (output, report and container logs in $out/shop)"; }
 cat "$out/shop/rehearsal.txt"
 grep -q '^rehearsal: PASSED' "$out/shop/rehearsal.txt" || die "the rehearsal did not say PASSED"
