@@ -79,6 +79,9 @@ record() { # DIR
 	cat /proc/sys/net/ipv4/ip_forward >"$1/ip_forward"
 	cat /proc/sys/net/ipv6/conf/all/forwarding >"$1/ip6_forward" 2>/dev/null || true
 	ip -o link show | awk -F': ' '{ sub(/@.*/, "", $2); print $2 }' | sort >"$1/links"
+	# dockerd's mounts (the host's network namespace, overlays) under its own directories.
+	awk -v a="$data_root/" -v b="$exec_root/" 'index($2, a) == 1 || index($2, b) == 1 { print $2 }' /proc/mounts |
+		sort >"$1/mounts"
 }
 record "$host/before"
 iptables-save >"$host/iptables.save" 2>/dev/null || true
@@ -99,7 +102,7 @@ step() {
 }
 restore_host() {
 	set +e
-	local f link
+	local f link mount
 	record "$host/after"
 	if ! cmp -s "$host/before/iptables" "$host/after/iptables"; then
 		echo "docker-rehearsal: iptables changed; restoring the rules saved before:"
@@ -114,12 +117,17 @@ restore_host() {
 		cat "$host/before/ip_forward" >/proc/sys/net/ipv4/ip_forward
 	[[ ! -f $host/before/ip6_forward ]] || cmp -s "$host/before/ip6_forward" "$host/after/ip6_forward" ||
 		cat "$host/before/ip6_forward" >/proc/sys/net/ipv6/conf/all/forwarding
+	comm -13 "$host/before/mounts" "$host/after/mounts" | sort -r | while read -r mount; do
+		umount "$mount" && echo "docker-rehearsal: unmounted $mount"
+	done
+	# Its state directory goes too, once nothing is mounted there.
+	grep -q " $exec_root/" /proc/mounts || rm -rf --one-file-system "$exec_root"
 	# Only the links Docker makes, and only those that were not there before.
 	comm -13 "$host/before/links" "$host/after/links" | while read -r link; do
 		case "$link" in docker0 | br-* | veth*) ip link delete "$link" && echo "docker-rehearsal: deleted link $link" ;; esac
 	done
 	record "$host/restored"
-	for f in iptables ip6tables ip_forward ip6_forward links; do
+	for f in iptables ip6tables ip_forward ip6_forward links mounts; do
 		[[ ! -f $host/before/$f ]] && continue
 		if ! cmp -s "$host/before/$f" "$host/restored/$f"; then
 			echo "docker-rehearsal: the host's $f is not as it was:" >&2
@@ -127,7 +135,7 @@ restore_host() {
 			return 1
 		fi
 	done
-	echo "docker-rehearsal: host state as before (iptables, ip6tables, ip_forward, links)"
+	echo "docker-rehearsal: host state as before (iptables, ip6tables, ip_forward, links, mounts)"
 }
 
 stop_dockerd() {
