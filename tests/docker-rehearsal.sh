@@ -149,6 +149,9 @@ stop_dockerd() {
 cleanup() {
 	local rc=$? restored=0
 	set +e
+	# A signal may arrive inside a step whose output goes to a file: what
+	# follows goes where the script's own output goes.
+	exec 1>&3 2>&4
 	[[ -z $child ]] || kill -TERM "$child" 2>/dev/null
 	for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; done
 	if [[ -n $dockerd_pid ]]; then
@@ -160,6 +163,7 @@ cleanup() {
 	((rc != 0 || restored == 0)) || rc=1
 	exit "$rc"
 }
+exec 3>&1 4>&2
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
