@@ -6,7 +6,10 @@
 #      tests against that build, then builds once more without sanitizers,
 #   4. builds the libFuzzer targets with clang and runs each for a short while.
 #   5. runs the demo (./demo.sh), the README's first command, end to end.
-# Environment: FUZZ_SECONDS (default 30), SKIP_FUZZ=1, SKIP_DEMO=1, PG_VERSIONS.
+#   6. runs the migration rehearsal in Docker (tests/docker-rehearsal.sh, which
+#      installs docker.io, docker-compose and mmdebstrap itself, without letting
+#      the package start Debian's docker service).
+# Environment: FUZZ_SECONDS (default 30), SKIP_FUZZ=1, SKIP_DEMO=1, SKIP_DOCKER=1, PG_VERSIONS.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -93,6 +96,11 @@ if [[ -z "${SKIP_DEMO:-}" ]]; then
 	# status, verify, a cutover under load, the report.
 	echo "== the demo (./demo.sh)"
 	./demo.sh
+fi
+
+if [[ -z "${SKIP_DOCKER:-}" ]]; then
+	echo "== the migration rehearsal in Docker (tests/docker-rehearsal.sh)"
+	tests/docker-rehearsal.sh
 fi
 
 echo "== all tests passed"
