@@ -405,7 +405,7 @@ server_disconnect(Server *server, const char *sqlstate, const char *fmt, ...)
 	log_info(server->subject, "closing: %s", reason);
 
 	if ((server->state == SV_ACTIVE || server->state == SV_STANDBY || server->state == SV_RETIRING) &&
-	    !server->sbuf.closed && !server->sbuf.ssl) {
+	    !sbuf_closed(&server->sbuf) && !server->sbuf.ssl) {
 		/* Say goodbye, so the backend does not log an unexpected EOF; a full socket gets none. */
 		PktBuf pb;
 

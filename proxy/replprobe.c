@@ -10,6 +10,7 @@
 #include "common/log.h"
 #include "proxy/objects.h"
 #include "replicator/names.h"
+#include "replicator/status.h"
 
 #include <errno.h>
 #include <libpq-fe.h>
@@ -18,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define PROBE_INTERVAL_S 1
 #define PROBE_CONNECT_TIMEOUT "5"
@@ -86,6 +88,21 @@ probe_round(ReplProbe *p)
 {
 	const Config *config = p->config;
 	int i;
+
+	/*
+	 * Only once a follower has run (its progress file exists): a proxy in
+	 * front of a database nothing replicates yet opens no connection of
+	 * its own to the clusters.
+	 */
+	for (i = 0; i < config->ndatabases; i++) {
+		char path[1024];
+
+		status_path(config, config->databases[i].name, path, sizeof(path));
+		if (access(path, F_OK) == 0)
+			break;
+	}
+	if (i == config->ndatabases)
+		return true;
 
 	/*
 	 * Slots and origins are per cluster: any database reaches them.  The

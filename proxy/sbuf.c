@@ -176,7 +176,7 @@ raw_write(SBuf *sb, const void *data, size_t len, size_t *n)
 static void
 start_reading(SBuf *sb)
 {
-	if (!sb->closed && !ev_is_active(&sb->io_read))
+	if (!sbuf_closed(sb) && !ev_is_active(&sb->io_read))
 		ev_io_start(sb->loop, &sb->io_read);
 }
 
@@ -190,7 +190,7 @@ stop_reading(SBuf *sb)
 static void
 want_write(SBuf *sb)
 {
-	if (!sb->closed && !ev_is_active(&sb->io_write))
+	if (!sbuf_closed(sb) && !ev_is_active(&sb->io_write))
 		ev_io_start(sb->loop, &sb->io_write);
 }
 
@@ -214,7 +214,7 @@ flush_forward(SBuf *sb)
 
 	if (!b || b->pos == b->scan)
 		return true;
-	if (!dst || dst->closed) {
+	if (!dst || sbuf_closed(dst)) {
 		/* Nowhere to go: the owner is tearing the pair down. */
 		b->pos = b->scan;
 		return true;
@@ -253,7 +253,7 @@ process(SBuf *sb)
 {
 	IoBuf *b;
 
-	while (!sb->held && !sb->closed && (b = sb->buf) != NULL) {
+	while (!sb->held && !sbuf_closed(sb) && (b = sb->buf) != NULL) {
 		uint32_t avail = b->end - b->scan;
 		uint32_t hdr = sb->startup ? 4 : 5;
 		uint32_t len, need;
@@ -310,7 +310,7 @@ process(SBuf *sb)
 		h.buffered = avail;
 		sb->held = true;	/* cleared by a decision */
 		go_on = sb->cb(sb, SBUF_EV_PACKET, &h);
-		if (sb->closed)
+		if (sbuf_closed(sb))
 			return false;
 		if (sb->held) {
 			/* Held: what was decided before it still goes out. */
@@ -323,7 +323,7 @@ process(SBuf *sb)
 			return false;
 		}
 	}
-	if (sb->closed)
+	if (sbuf_closed(sb))
 		return false;
 	return flush_forward(sb);
 }
@@ -363,7 +363,7 @@ read_and_process(SBuf *sb)
 		case IO_EOF:
 		case IO_ERROR:
 			(void) flush_forward(sb);
-			if (!sb->closed)
+			if (!sbuf_closed(sb))
 				(void) sb->cb(sb, SBUF_EV_RECV_FAILED, NULL);
 			return;
 		}
@@ -382,7 +382,7 @@ drive_handshake(SBuf *sb)
 	int r = SSL_do_handshake(sb->ssl);
 
 	if (r == 1) {
-		sb->handshaking = false;
+		sb->wait = SBUF_WAIT_MESSAGE;
 		if (ev_is_active(&sb->io_write))
 			ev_io_stop(sb->loop, &sb->io_write);
 		start_reading(sb);
@@ -409,9 +409,9 @@ on_read(struct ev_loop *loop, ev_io *w, int revents)
 
 	(void) loop;
 	(void) revents;
-	if (sb->handshaking) {
+	if (sb->wait == SBUF_WAIT_TLS) {
 		drive_handshake(sb);
-	} else if (sb->expect_byte) {
+	} else if (sb->wait == SBUF_WAIT_ANSWER) {
 		uint8_t answer[SBUF_ANSWER_READ];
 		size_t n = 0;
 		PktHeader h;
@@ -424,7 +424,7 @@ on_read(struct ev_loop *loop, ev_io *w, int revents)
 		 */
 		switch (raw_read(sb, answer, sizeof(answer), &n)) {
 		case IO_OK:
-			sb->expect_byte = false;
+			sb->wait = SBUF_WAIT_MESSAGE;
 			memset(&h, 0, sizeof(h));
 			h.type = answer[0];
 			h.len = 1;
@@ -480,12 +480,12 @@ on_write(struct ev_loop *loop, ev_io *w, int revents)
 
 	(void) loop;
 	(void) revents;
-	if (sb->connecting) {
+	if (sb->wait == SBUF_WAIT_CONNECT) {
 		int err = 0;
 		socklen_t len = sizeof(err);
 
 		ev_io_stop(sb->loop, &sb->io_write);
-		sb->connecting = false;
+		sb->wait = SBUF_WAIT_MESSAGE;
 		if (getsockopt(sb->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
 			err = errno;
 		sb->error = err;
@@ -494,7 +494,7 @@ on_write(struct ev_loop *loop, ev_io *w, int revents)
 		(void) sb->cb(sb, err ? SBUF_EV_CONNECT_FAILED : SBUF_EV_CONNECT_OK, NULL);
 		return;
 	}
-	if (sb->handshaking) {
+	if (sb->wait == SBUF_WAIT_TLS) {
 		drive_handshake(sb);
 		return;
 	}
@@ -502,23 +502,23 @@ on_write(struct ev_loop *loop, ev_io *w, int revents)
 
 	/* Bytes forwarded into this socket went first; they are older than our own. */
 	src = sb->peer;
-	if (src && !src->closed && src->buf && src->buf->pos != src->buf->scan) {
+	if (src && !sbuf_closed(src) && src->buf && src->buf->pos != src->buf->scan) {
 		if (!flush_forward(src))
 			return;
 	}
-	if (sb->closed || !flush_out(sb))
+	if (sbuf_closed(sb) || !flush_out(sb))
 		return;
 	if (sb->want_flush_event) {
 		sb->want_flush_event = false;
-		if (!sb->cb(sb, SBUF_EV_FLUSHED, NULL) || sb->closed)
+		if (!sb->cb(sb, SBUF_EV_FLUSHED, NULL) || sbuf_closed(sb))
 			return;
 	}
-	if (src && !src->closed && !src->held && src->peer == sb) {
+	if (src && !sbuf_closed(src) && !src->held && src->peer == sb) {
 		start_reading(src);
 		if (src->buf && process(src))
 			release_if_empty(src);
 		/* TLS may hold decrypted bytes that no readiness event will announce. */
-		if (!src->closed && src->ssl && SSL_pending(src->ssl) > 0)
+		if (!sbuf_closed(src) && src->ssl && SSL_pending(src->ssl) > 0)
 			read_and_process(src);
 	}
 }
@@ -580,7 +580,7 @@ sbuf_connect(SBuf *sb, const struct sockaddr *addr, socklen_t addrlen)
 		return false;
 	}
 	/* Even an immediate success is reported from the loop, never from inside this call. */
-	sb->connecting = true;
+	sb->wait = SBUF_WAIT_CONNECT;
 	want_write(sb);
 	return true;
 }
@@ -588,14 +588,16 @@ sbuf_connect(SBuf *sb, const struct sockaddr *addr, socklen_t addrlen)
 void
 sbuf_close(SBuf *sb)
 {
-	if (sb->closed)
+	bool handshaking = sb->wait == SBUF_WAIT_TLS;
+
+	if (sb->wait == SBUF_CLOSED)
 		return;
-	sb->closed = true;
+	sb->wait = SBUF_CLOSED;
 	stop_reading(sb);
 	if (ev_is_active(&sb->io_write))
 		ev_io_stop(sb->loop, &sb->io_write);
 	if (sb->ssl) {
-		if (!sb->handshaking)
+		if (!handshaking)
 			(void) SSL_shutdown(sb->ssl);
 		SSL_free(sb->ssl);
 		sb->ssl = NULL;
@@ -634,7 +636,7 @@ tls_start(SBuf *sb, SSL_CTX *ctx, bool server, const char *hostname)
 		}
 	}
 	sb->tls_server = server;
-	sb->handshaking = true;
+	sb->wait = SBUF_WAIT_TLS;
 	drive_handshake(sb);
 	return true;
 }
@@ -676,13 +678,13 @@ sbuf_pause(SBuf *sb)
 void
 sbuf_continue(SBuf *sb)
 {
-	if (sb->closed)
+	if (sbuf_closed(sb))
 		return;
 	sb->held = false;
 	start_reading(sb);
 	if (sb->buf && process(sb))
 		release_if_empty(sb);
-	if (!sb->closed && !sb->held && sb->ssl && SSL_pending(sb->ssl) > 0)
+	if (!sbuf_closed(sb) && !sb->held && sb->ssl && SSL_pending(sb->ssl) > 0)
 		read_and_process(sb);
 }
 
@@ -692,10 +694,10 @@ sbuf_answer(SBuf *sb, const void *data, size_t len)
 	SBuf *src = sb->peer;
 	uint8_t *grown;
 
-	if (sb->closed)
+	if (sbuf_closed(sb))
 		return false;
 	/* Answers are ordered after what the peer already forwarded here. */
-	if (src && !src->closed && src->buf && src->buf->pos != src->buf->scan)
+	if (src && !sbuf_closed(src) && src->buf && src->buf->pos != src->buf->scan)
 		(void) flush_forward(src);
 	if (sb->out_len == sb->out_sent && !(src && src->buf && src->buf->pos != src->buf->scan)) {
 		const uint8_t *p = data;

@@ -57,7 +57,7 @@ typedef enum SBufEvent {
 	/* Everything queued for this socket has been written. */
 	SBUF_EV_FLUSHED,
 	/*
-	 * The answer to an SSLRequest, asked for with expect_byte: its byte is in
+	 * The answer to an SSLRequest, asked for with sbuf_expect_answer: its byte is in
 	 * pkt->type, and pkt->data holds the pkt->buffered bytes read with it (up
 	 * to SBUF_ANSWER_READ; more than one means something came after it).
 	 */
@@ -69,6 +69,15 @@ typedef enum SBufEvent {
  * tore the connection down.  Never frees the owner.
  */
 typedef bool (*SBufCallback)(SBuf *sb, SBufEvent event, const PktHeader *pkt);
+
+/* What a socket waits for: one thing at a time. */
+typedef enum SBufWait {
+	SBUF_WAIT_MESSAGE,	/* messages (a startup packet first, with startup set) */
+	SBUF_WAIT_CONNECT,	/* an outgoing connect to finish (sbuf_connect) */
+	SBUF_WAIT_TLS,		/* a TLS handshake to finish */
+	SBUF_WAIT_ANSWER,	/* the one-byte answer to an SSLRequest (sbuf_expect_answer) */
+	SBUF_CLOSED,		/* nothing: closed */
+} SBufWait;
 
 typedef struct IoBuf IoBuf;
 
@@ -83,14 +92,11 @@ struct SBuf {
 	IoBuf *buf;
 	uint32_t pkt_remaining;	/* bytes of the current message not yet passed on */
 	uint32_t max_pkt;	/* longest message accepted from this socket */
+	SBufWait wait;
 	bool pkt_forward;	/* the remaining bytes are forwarded (else dropped) */
 	bool startup;		/* the next packet has no type byte */
-	bool expect_byte;	/* the next read is a one-byte answer, not a message */
 	bool held;		/* the owner holds the current message */
-	bool connecting;
-	bool handshaking;	/* a TLS handshake is in progress */
 	bool tls_server;	/* our side of the handshake accepts */
-	bool closed;
 	bool want_flush_event;
 	/* Bytes the proxy itself wrote to this socket that could not go out yet. */
 	uint8_t *out;
@@ -111,6 +117,19 @@ void sbuf_close(SBuf *sb);
 /* Starts TLS on the socket; the callback gets TLS_READY or TLS_FAILED. */
 bool sbuf_tls_accept(SBuf *sb, SSL_CTX *ctx) __attribute__((warn_unused_result));
 bool sbuf_tls_connect(SBuf *sb, SSL_CTX *ctx, const char *hostname) __attribute__((warn_unused_result));
+
+static inline bool
+sbuf_closed(const SBuf *sb)
+{
+	return sb->wait == SBUF_CLOSED;
+}
+
+/* The next read is the one-byte answer to an SSLRequest the owner sends, not a message. */
+static inline void
+sbuf_expect_answer(SBuf *sb)
+{
+	sb->wait = SBUF_WAIT_ANSWER;
+}
 
 /*
  * Decisions on the message just shown to the callback.  sbuf_consume may

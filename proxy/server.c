@@ -322,12 +322,12 @@ handle_login_packet(Server *server, const PktHeader *pkt)
 			server_change_state(server, SV_STANDBY);
 			log_debug(server->subject, "standby logged in, backend pid %d", server->backend_pid);
 			proxy_recheck(server->proxy);
-			return !server->sbuf.closed;
+			return !sbuf_closed(&server->sbuf);
 		}
 		server_change_state(server, SV_ACTIVE);
 		log_debug(server->subject, "logged in, backend pid %d", server->backend_pid);
 		client_server_ready(client);
-		return !server->sbuf.closed;
+		return !sbuf_closed(&server->sbuf);
 	default:
 		server_disconnect(server, "08P01", "unexpected message type %d during login", pkt->type);
 		return false;
@@ -375,7 +375,7 @@ relay_server_packet(Server *server, const PktHeader *pkt)
 		sbuf_forward(&server->sbuf, pkt->len);
 		if (client->pending_rfq == 0)
 			proxy_recheck(proxy);
-		return !server->sbuf.closed;
+		return !sbuf_closed(&server->sbuf);
 	}
 	case PQMSG_COPY_IN_RESPONSE:
 	case PQMSG_COPY_BOTH_RESPONSE:
@@ -414,7 +414,7 @@ start_tls_or_login(Server *server)
 		static const uint8_t ssl_request[] = {0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f};
 
 		server->tls_requested = true;
-		server->sbuf.expect_byte = true;
+		sbuf_expect_answer(&server->sbuf);
 		if (!sbuf_answer(&server->sbuf, ssl_request, sizeof(ssl_request))) {
 			server_disconnect(server, "08006", "could not send SSLRequest");
 			return false;

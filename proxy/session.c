@@ -150,7 +150,7 @@ script_on_packet(Server *server, const PktHeader *pkt)
 		/* A message that waited for the script goes on (after this loop iteration), unless a pause holds it. */
 		if (server->client && server->client->held)
 			server->proxy->resume_pending = true;
-		return !server->sbuf.closed;
+		return !sbuf_closed(&server->sbuf);
 	}
 	default:
 		/* RowDescription, CommandComplete, ParseComplete, ParameterStatus, notices. */
