@@ -90,7 +90,7 @@ auth_done(Client *client)
 
 	if (proxy->logins_held) {
 		/* Its server opens on whichever cluster the cutover leaves it on. */
-		client->wait_cutover = true;
+		client->cutover.wait_login = true;
 		client_change_state(client, CL_WAIT_SERVER);
 		log_debug(client->subject, "login waits for the cutover");
 		return true;
@@ -610,10 +610,10 @@ is_rollback(const char *sql)
 static void
 killed_expect(Client *client, uint8_t reply)
 {
-	if (client->killed_nreplies < sizeof(client->killed_replies))
-		client->killed_replies[client->killed_nreplies++] = reply;
+	if (client->cutover.killed_nreplies < sizeof(client->cutover.killed_replies))
+		client->cutover.killed_replies[client->cutover.killed_nreplies++] = reply;
 	else
-		client->killed_other = true;
+		client->cutover.killed_other = true;
 }
 
 /*
@@ -638,7 +638,7 @@ answer_killed_transaction(Client *client, const PktHeader *pkt)
 	case PQMSG_PARSE:
 		if (pkt->avail != pkt->len || !proto_parse_parse(pkt->body, pkt->body_avail, &parse, err, sizeof(err)) ||
 		    !is_rollback(parse.query))
-			client->killed_other = true;
+			client->cutover.killed_other = true;
 		killed_expect(client, PQMSG_PARSE_COMPLETE);
 		return true;
 	case PQMSG_BIND:
@@ -657,24 +657,24 @@ answer_killed_transaction(Client *client, const PktHeader *pkt)
 		killed_expect(client, PQMSG_CLOSE_COMPLETE);
 		return true;
 	case PQMSG_QUERY:
-		client->killed_other |= pkt->avail != pkt->len ||
+		client->cutover.killed_other |= pkt->avail != pkt->len ||
 					!proto_parse_query(pkt->body, pkt->body_avail, &q, err, sizeof(err)) ||
 					!is_rollback(q.sql);
-		client->killed_nreplies = 0;
+		client->cutover.killed_nreplies = 0;
 		killed_expect(client, PQMSG_COMMAND_COMPLETE);
 		break;
 	case PQMSG_SYNC:
 	case PQMSG_FUNCTION_CALL:
-		client->killed_other |= pkt->type == PQMSG_FUNCTION_CALL || client->killed_nreplies == 0;
+		client->cutover.killed_other |= pkt->type == PQMSG_FUNCTION_CALL || client->cutover.killed_nreplies == 0;
 		break;
 	default:
 		return true;
 	}
 	pktbuf_init(&pb);
-	if (!client->killed_other) {
+	if (!client->cutover.killed_other) {
 		/* What the client wanted anyway: the transaction is gone. */
-		for (i = 0; i < client->killed_nreplies; i++) {
-			uint8_t reply = client->killed_replies[i];
+		for (i = 0; i < client->cutover.killed_nreplies; i++) {
+			uint8_t reply = client->cutover.killed_replies[i];
 
 			if (reply == PQMSG_COMMAND_COMPLETE) {
 				pktbuf_write_command_complete(&pb, "ROLLBACK");
@@ -693,9 +693,9 @@ answer_killed_transaction(Client *client, const PktHeader *pkt)
 				   "It was open longer than drain_timeout.", "Roll back and retry the transaction.");
 		pktbuf_write_ready_for_query(&pb, TXN_FAILED);
 	}
-	client->txn_killed = false;
-	client->killed_other = false;
-	client->killed_nreplies = 0;
+	client->cutover.txn_killed = false;
+	client->cutover.killed_other = false;
+	client->cutover.killed_nreplies = 0;
 	return client_send(client, &pb);
 }
 
@@ -717,7 +717,7 @@ relay_client_packet(Client *client, const PktHeader *pkt)
 		client->held = true;
 		return false;
 	}
-	if (client->txn_killed)
+	if (client->cutover.txn_killed)
 		return answer_killed_transaction(client, pkt);
 	if (client_between_transactions(client)) {
 		if (proxy_is_paused(proxy, client->db)) {
@@ -740,12 +740,12 @@ relay_client_packet(Client *client, const PktHeader *pkt)
 	 * client says something that may change it.  Looked at only while it
 	 * matters: a touched session without a reading needs no more looks.
 	 */
-	if ((!client->session_touched || (client->carry && client->carry->captured && !client->carry->replay_started)) &&
+	if ((!client->session_touched || (client->cutover.carry && client->cutover.carry->captured && !client->cutover.carry->replay_started)) &&
 	    may_touch_session(client, pkt)) {
 		client->session_touched = true;
-		if (client->carry && client->carry->captured && !client->carry->replay_started) {
-			session_carry_free(client->carry);
-			client->carry = NULL;
+		if (client->cutover.carry && client->cutover.carry->captured && !client->cutover.carry->replay_started) {
+			session_carry_free(client->cutover.carry);
+			client->cutover.carry = NULL;
 		}
 	}
 

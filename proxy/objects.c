@@ -311,10 +311,10 @@ client_disconnect(Client *client, const char *sqlstate, const char *fmt, ...)
 		server->client = NULL;
 		server_disconnect(server, NULL, "client closed");
 	}
-	if (client->standby) {
-		Server *standby = client->standby;
+	if (client->cutover.standby) {
+		Server *standby = client->cutover.standby;
 
-		client->standby = NULL;
+		client->cutover.standby = NULL;
 		standby->client = NULL;
 		server_disconnect(standby, NULL, "client closed");
 	}
@@ -346,7 +346,7 @@ client_free(Client *client)
 		free(client->scram);
 	}
 	free_stmts(client);
-	session_carry_free(client->carry);
+	session_carry_free(client->cutover.carry);
 	OPENSSL_cleanse(client->client_key, sizeof(client->client_key));
 	free(client);
 }
@@ -420,9 +420,9 @@ server_disconnect(Server *server, const char *sqlstate, const char *fmt, ...)
 	server_change_state(server, SV_JUSTFREE);
 	script_free(server->script);
 	server->script = NULL;
-	if (client && server->is_standby && client->standby == server) {
+	if (client && server->is_standby && client->cutover.standby == server) {
 		/* A standby lost is the cutover's problem, not its client's. */
-		client->standby = NULL;
+		client->cutover.standby = NULL;
 		server->proxy->standbys_lost++;
 		snprintf(server->proxy->standby_lost_error, sizeof(server->proxy->standby_lost_error), "%.250s: %.250s",
 			 client->subject, reason);

@@ -107,6 +107,19 @@ typedef struct PreparedStmt {
 	uint8_t msg[];		/* the whole Parse message, to re-Parse it elsewhere */
 } PreparedStmt;
 
+/* What a cutover keeps of a client it moves (cutover/loop/ writes it; teardown frees it). */
+typedef struct ClientCutover {
+	Server *standby;	/* its server on the other cluster, logged in before the pause */
+	SessionCarry *carry;	/* its session state, read and replayed on the standby */
+	int carry_round;	/* the round of reads before the pause that last read its session */
+	bool wait_login;	/* logged in during the pause: its server opens once the cutover ends */
+	bool txn_killed;	/* its open transaction was rolled back: its next request hears so */
+	bool killed_other;	/* since then, something other than a ROLLBACK was asked */
+	uint8_t killed_nreplies;
+	uint8_t killed_replies[16];	/* the answers an extended-protocol ROLLBACK expects, by type */
+	bool cancel_sent;	/* its running statement was cancelled */
+} ClientCutover;
+
 struct Client {
 	List head;
 	ClientState state;
@@ -169,17 +182,8 @@ struct Client {
 	/* The admin console refused an extended-protocol message: the rest up to Sync is skipped. */
 	bool admin_skip_to_sync;
 
-	/* A cutover moving this client: its server on the other cluster, and its session state. */
-	Server *standby;
-	SessionCarry *carry;
-	int carry_round;	/* the cutover's round of reads before the pause that last read its session */
-	bool wait_cutover;	/* logged in during a cutover's pause: its server opens once it ends */
-	bool txn_killed;	/* a cutover rolled its open transaction back: its next request hears so */
-	bool killed_other;	/* since then, something other than a ROLLBACK was asked */
-	uint8_t killed_nreplies;
-	uint8_t killed_replies[16];	/* the answers an extended-protocol ROLLBACK expects, by type */
-	bool cancel_sent;	/* a cutover cancelled its running statement */
 	ev_tstamp held_since;	/* when its next message started waiting for a pause to end */
+	ClientCutover cutover;
 };
 
 typedef enum ServerState {

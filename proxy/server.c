@@ -382,10 +382,10 @@ relay_server_packet(Server *server, const PktHeader *pkt)
 		client->in_copy = true;
 		break;
 	case PQMSG_ERROR_RESPONSE:
-		if (client->cancel_sent && pkt->avail == pkt->len) {
+		if (client->cutover.cancel_sent && pkt->avail == pkt->len) {
 			ProtoErrorResponse e;
 
-			client->cancel_sent = false;
+			client->cutover.cancel_sent = false;
 			if (proto_parse_error_response(pkt->body, pkt->body_avail, &e, err, sizeof(err)) && e.sqlstate &&
 			    strcmp(e.sqlstate, "57014") == 0) {
 				/* The cancel was the cutover's: say so, and that a retry will work. */

@@ -199,7 +199,7 @@ seen_before(const Script *script, int row)
 static void
 build_replay(Client *client, const Script *script)
 {
-	SessionCarry *carry = client->carry;
+	SessionCarry *carry = client->cutover.carry;
 	StrBuf sql;
 	int i;
 
@@ -250,23 +250,23 @@ capture_done(Server *server, Script *script)
 {
 	Client *client = server->client;
 
-	if (!client || !client->carry)
+	if (!client || !client->cutover.carry)
 		return;
 	if (script->failed) {
-		snprintf(client->carry->unmovable, sizeof(client->carry->unmovable), "its session state could not be read: %.100s",
+		snprintf(client->cutover.carry->unmovable, sizeof(client->cutover.carry->unmovable), "its session state could not be read: %.100s",
 			 script->error);
-		client->carry->failed = true;
+		client->cutover.carry->failed = true;
 	} else {
 		build_replay(client, script);
-		if (client->carry->replay.failed) {
-			snprintf(client->carry->unmovable, sizeof(client->carry->unmovable), "out of memory");
-			client->carry->failed = true;
+		if (client->cutover.carry->replay.failed) {
+			snprintf(client->cutover.carry->unmovable, sizeof(client->cutover.carry->unmovable), "out of memory");
+			client->cutover.carry->failed = true;
 		}
 	}
-	client->carry->captured = true;
+	client->cutover.carry->captured = true;
 	log_debug(client->subject, "session state: %d setting(s), %d SQL prepared, %d LISTEN, %d named statement(s)%s%s",
-		  client->carry->nsettings, client->carry->nprepared, client->carry->nlisten, client->nstmts,
-		  client->carry->unmovable[0] ? "; cannot move: " : "", client->carry->unmovable);
+		  client->cutover.carry->nsettings, client->cutover.carry->nprepared, client->cutover.carry->nlisten, client->nstmts,
+		  client->cutover.carry->unmovable[0] ? "; cannot move: " : "", client->cutover.carry->unmovable);
 	proxy_recheck(server->proxy);
 }
 
@@ -304,9 +304,9 @@ session_capture(Client *client)
 	PktBuf pb;
 	int i;
 
-	session_carry_free(client->carry);
-	client->carry = calloc(1, sizeof(SessionCarry));
-	if (!client->carry) {
+	session_carry_free(client->cutover.carry);
+	client->cutover.carry = calloc(1, sizeof(SessionCarry));
+	if (!client->cutover.carry) {
 		log_error(client->subject, "out of memory");
 		return false;
 	}
@@ -336,29 +336,29 @@ replay_done(Server *server, Script *script)
 {
 	Client *client = server->client;
 
-	if (!client || !client->carry)
+	if (!client || !client->cutover.carry)
 		return;
 	if (script->failed) {
-		snprintf(client->carry->unmovable, sizeof(client->carry->unmovable),
+		snprintf(client->cutover.carry->unmovable, sizeof(client->cutover.carry->unmovable),
 			 "its session state could not be rebuilt on the %s: %.100s", server->cluster->role, script->error);
-		client->carry->failed = true;
-		log_warning(client->subject, "%s", client->carry->unmovable);
+		client->cutover.carry->failed = true;
+		log_warning(client->subject, "%s", client->cutover.carry->unmovable);
 	}
-	client->carry->replayed = true;
+	client->cutover.carry->replayed = true;
 	proxy_recheck(server->proxy);
 }
 
 bool
 session_know_untouched(Client *client)
 {
-	session_carry_free(client->carry);
-	client->carry = calloc(1, sizeof(SessionCarry));
-	if (!client->carry) {
+	session_carry_free(client->cutover.carry);
+	client->cutover.carry = calloc(1, sizeof(SessionCarry));
+	if (!client->cutover.carry) {
 		log_error(client->subject, "out of memory");
 		return false;
 	}
-	pktbuf_init(&client->carry->replay);
-	client->carry->captured = true;
+	pktbuf_init(&client->cutover.carry->replay);
+	client->cutover.carry->captured = true;
 	return true;
 }
 
@@ -369,7 +369,7 @@ session_know_untouched(Client *client)
 bool
 session_replay(Client *client)
 {
-	SessionCarry *carry = client->carry;
+	SessionCarry *carry = client->cutover.carry;
 	PktBuf pb = carry->replay;
 	const PreparedStmt *stmt;
 	int rfq = carry->replay_rfq;
@@ -393,6 +393,6 @@ session_replay(Client *client)
 		carry->replayed = true;
 		return true;
 	}
-	return script_run(client->standby, &pb, rfq, replay_done);
+	return script_run(client->cutover.standby, &pb, rfq, replay_done);
 }
 

@@ -69,7 +69,7 @@ bool session_know_untouched(Client *client) __attribute__((warn_unused_result));
 void session_learn_settings(Proxy *proxy, const char *sql, size_t len);
 /* One name, lower-cased already; ignored past CUSTOM_SETTINGS_MAX. */
 void session_learn_setting(Proxy *proxy, const char *name);
-/* Replays the captured state on client->standby; proxy_recheck runs when done. */
+/* Replays the captured state on client->cutover.standby; proxy_recheck runs when done. */
 bool session_replay(Client *client) __attribute__((warn_unused_result));
 
 #endif

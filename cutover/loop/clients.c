@@ -58,7 +58,7 @@ warm_done(Server *server, Script *script)
 static bool
 standby_warm(Cutover *c, Client *client, int *busy)
 {
-	Server *standby = client->standby;
+	Server *standby = client->cutover.standby;
 	long i = client->db - c->proxy->databases;
 	const char *sql;
 	PktBuf pb;
@@ -95,8 +95,8 @@ cutover_standbys_ready(Cutover *c)
 	list_for_each(item, &proxy->active_clients) {
 		const Client *client = container_of(item, const Client, head);
 
-		if (cutover_is_moving(c, client) && client->standby &&
-		    (client->standby->state != SV_STANDBY || client->standby->script))
+		if (cutover_is_moving(c, client) && client->cutover.standby &&
+		    (client->cutover.standby->state != SV_STANDBY || client->cutover.standby->script))
 			logging_in++;
 	}
 	list_for_each_safe(item, tmp, &proxy->active_clients) {
@@ -106,8 +106,8 @@ cutover_standbys_ready(Cutover *c)
 
 		if (!cutover_is_moving(c, client))
 			continue;
-		if (client->standby) {
-			ready &= client->standby->state == SV_STANDBY && standby_warm(c, client, &logging_in);
+		if (client->cutover.standby) {
+			ready &= client->cutover.standby->state == SV_STANDBY && standby_warm(c, client, &logging_in);
 			continue;
 		}
 		ready = false;
@@ -125,7 +125,7 @@ cutover_standbys_ready(Cutover *c)
 		standby->login_read_only = db >= 0 && db < c->nhidden && steps_read_only_default(&c->read_only[db], client->user)
 						   ? "on"
 						   : "off";
-		client->standby = standby;
+		client->cutover.standby = standby;
 		if (!server_start(standby))
 			return false;	/* counted in Proxy.standbys_lost */
 		logging_in++;
@@ -198,7 +198,7 @@ rollback_done(Server *server, Script *script)
 	}
 	/* The client still believes it is in a transaction: its next request hears it is gone. */
 	client->txn_status = TXN_IDLE;
-	client->txn_killed = true;
+	client->cutover.txn_killed = true;
 	proxy_recheck(server->proxy);
 }
 
@@ -217,13 +217,13 @@ cutover_cancel_open(Cutover *c)
 
 		if (!cutover_is_moving(c, client) || cutover_client_quiet(client))
 			continue;
-		if (client->server->script || client->txn_killed)
+		if (client->server->script || client->cutover.txn_killed)
 			continue;	/* already being rolled back */
 		if (client->pending_rfq > 0 || client->in_copy) {
-			if (client->cancel_sent)
+			if (client->cutover.cancel_sent)
 				continue;
 			log_info(client->subject, "cancelling its running statement for the cutover");
-			client->cancel_sent = true;
+			client->cutover.cancel_sent = true;
 			server_send_cancel(c->proxy, client->server);
 		} else if (!client->unsynced) {
 			PktBuf pb;
@@ -276,7 +276,7 @@ cutover_switch_clients(Cutover *c)
 
 		if (!cutover_is_moving(c, client))
 			continue;
-		if (!client->carry || !client->standby) {
+		if (!client->cutover.carry || !client->cutover.standby) {
 			/* Its login to the old cluster ended during the pause: it has no session to carry. */
 			c->terminated_clients++;
 			client_disconnect(client, "57P01",
@@ -285,17 +285,17 @@ cutover_switch_clients(Cutover *c)
 					  client->db->name);
 			continue;
 		}
-		if (client->carry->unmovable[0]) {
+		if (client->cutover.carry->unmovable[0]) {
 			c->terminated_clients++;
 			client_disconnect(client, "57P01",
 					  "pghandoff moved database \"%s\" to another server, and this session could not "
 					  "follow: it holds %s; reconnect",
-					  client->db->name, client->carry->unmovable);
+					  client->db->name, client->cutover.carry->unmovable);
 			continue;
 		}
 		old = client->server;
-		standby = client->standby;
-		client->standby = NULL;
+		standby = client->cutover.standby;
+		client->cutover.standby = NULL;
 		standby->is_standby = false;
 		server_change_state(standby, SV_ACTIVE);
 		old->client = NULL;
@@ -304,8 +304,8 @@ cutover_switch_clients(Cutover *c)
 		/* Closing it ends a backend, which costs the machine more than the pause can spare: after it. */
 		server_change_state(old, SV_RETIRING);
 		send_server_version(client, standby);
-		session_carry_free(client->carry);
-		client->carry = NULL;
+		session_carry_free(client->cutover.carry);
+		client->cutover.carry = NULL;
 		c->moved++;
 	}
 }

@@ -87,7 +87,7 @@ standbys_in(const Cutover *c, int *moving)
 		if (!cutover_is_moving(c, client))
 			continue;
 		(*moving)++;
-		n += client->standby && client->standby->state == SV_STANDBY && client->standby->warmed;
+		n += client->cutover.standby && client->cutover.standby->state == SV_STANDBY && client->cutover.standby->warmed;
 	}
 	return n;
 }
@@ -101,7 +101,7 @@ carry_waits_on(const Cutover *c)
 	list_for_each(item, &c->proxy->active_clients) {
 		const Client *client = container_of(item, const Client, head);
 
-		if (cutover_is_moving(c, client) && (!client->carry || !client->carry->captured))
+		if (cutover_is_moving(c, client) && (!client->cutover.carry || !client->cutover.carry->captured))
 			return c->from;
 	}
 	return c->to;
@@ -157,16 +157,16 @@ resume_clients(Cutover *c)
 	list_for_each_safe(item, tmp, &proxy->active_clients) {
 		Client *client = container_of(item, Client, head);
 
-		if (client->standby) {
-			Server *standby = client->standby;
+		if (client->cutover.standby) {
+			Server *standby = client->cutover.standby;
 
-			client->standby = NULL;
+			client->cutover.standby = NULL;
 			standby->client = NULL;
 			server_disconnect(standby, NULL, "the %s ended", cutover_kind_name(c->kind));
 		}
-		session_carry_free(client->carry);
-		client->carry = NULL;
-		client->carry_round = 0;
+		session_carry_free(client->cutover.carry);
+		client->cutover.carry = NULL;
+		client->cutover.carry_round = 0;
 	}
 	c->t_resume = ev_time();
 	list_for_each(item, &proxy->active_clients) {
@@ -184,8 +184,8 @@ resume_clients(Cutover *c)
 	list_for_each_safe(item, tmp, &proxy->active_clients) {
 		Client *client = container_of(item, Client, head);
 
-		if (client->wait_cutover) {
-			client->wait_cutover = false;
+		if (client->cutover.wait_login) {
+			client->cutover.wait_login = false;
 			if (!proxy_connect_client(client)) {
 				/* proxy_connect_client closed it */
 			}

@@ -65,7 +65,7 @@ count_reading(const Cutover *c)
 	list_for_each(item, &c->proxy->active_clients) {
 		const Client *client = container_of(item, const Client, head);
 
-		n += cutover_is_moving(c, client) && client->carry && !client->carry->captured;
+		n += cutover_is_moving(c, client) && client->cutover.carry && !client->cutover.carry->captured;
 	}
 	return n;
 }
@@ -82,18 +82,18 @@ read_round(Cutover *c, int *unread)
 	list_for_each_safe(item, tmp, &c->proxy->active_clients) {
 		Client *client = container_of(item, Client, head);
 
-		if (!cutover_is_moving(c, client) || (client->carry && client->carry->captured))
+		if (!cutover_is_moving(c, client) || (client->cutover.carry && client->cutover.carry->captured))
 			continue;
-		if (!client->carry && cutover_client_quiet(client) && knowable(c, client)) {
+		if (!client->cutover.carry && cutover_client_quiet(client) && knowable(c, client)) {
 			(void) read_session(c, client);	/* at once, nothing to throttle */
 			continue;
 		}
 		(*unread)++;
-		if (client->carry || client->carry_round == c->settle_round || !cutover_client_quiet(client))
+		if (client->cutover.carry || client->cutover.carry_round == c->settle_round || !cutover_client_quiet(client))
 			continue;
 		over = false;
 		if (reading < SESSION_READS_AT_ONCE && read_session(c, client)) {
-			client->carry_round = c->settle_round;
+			client->cutover.carry_round = c->settle_round;
 			reading++;
 		}
 	}
@@ -156,24 +156,24 @@ cutover_carry_sessions(Cutover *c)
 
 		if (!cutover_is_moving(c, client))
 			continue;
-		if (!client->carry) {
-			if (!cutover_client_quiet(client) || !read_session(c, client) || !client->carry->captured) {
+		if (!client->cutover.carry) {
+			if (!cutover_client_quiet(client) || !read_session(c, client) || !client->cutover.carry->captured) {
 				done = false;
 				continue;
 			}
 		}
-		carry = client->carry;
+		carry = client->cutover.carry;
 		if (!carry->captured) {
 			done = false;
 			continue;
 		}
 		if (carry->unmovable[0] || carry->replayed)
 			continue;
-		if (!client->standby) {
+		if (!client->cutover.standby) {
 			snprintf(carry->unmovable, sizeof(carry->unmovable), "its %s connection was lost", c->to->role);
 			continue;
 		}
-		if (client->standby->state != SV_STANDBY || client->standby->script) {
+		if (client->cutover.standby->state != SV_STANDBY || client->cutover.standby->script) {
 			done = false;
 			continue;
 		}
@@ -204,14 +204,14 @@ cutover_count_unmovable(Cutover *c, char *first, size_t len)
 	list_for_each(item, &c->proxy->active_clients) {
 		const Client *client = container_of(item, const Client, head);
 
-		if (cutover_is_moving(c, client) && client->carry && client->carry->unmovable[0]) {
+		if (cutover_is_moving(c, client) && client->cutover.carry && client->cutover.carry->unmovable[0]) {
 			if (n++ == 0) {
 				/* A long reason is cut short: it is one line of a report. */
 				size_t used = strlen(client->subject);
 
 				snprintf(first, len, "%s", client->subject);
 				if (used + 7 < len)
-					snprintf(first + used, len - used, " holds %s", client->carry->unmovable);
+					snprintf(first + used, len - used, " holds %s", client->cutover.carry->unmovable);
 			}
 		}
 	}
@@ -229,16 +229,16 @@ cutover_dry_run_list(Cutover *c)
 		if (!cutover_is_moving(c, client))
 			continue;
 		c->moved++;
-		if (!client->carry) {
+		if (!client->cutover.carry) {
 			strbuf_appendf(&c->dry_clients, "%s%s: in a transaction, not inspected", c->dry_clients.len ? "; " : "",
 				       client->subject);
 			continue;
 		}
-		if (client->carry->unmovable[0])
+		if (client->cutover.carry->unmovable[0])
 			c->unmovable++;
 		strbuf_appendf(&c->dry_clients, "%s%s: %s%s", c->dry_clients.len ? "; " : "", client->subject,
-			       client->carry->unmovable[0] ? "cannot move, holds " : "movable",
-			       client->carry->unmovable);
+			       client->cutover.carry->unmovable[0] ? "cannot move, holds " : "movable",
+			       client->cutover.carry->unmovable);
 	}
 }
 
@@ -255,9 +255,9 @@ cutover_dry_run_inspect(Cutover *c)
 
 		if (!cutover_is_moving(c, client))
 			continue;
-		if (!client->carry) {
+		if (!client->cutover.carry) {
 			/* Busy, or read once and changed since: listed as not inspected. */
-			if (!cutover_client_quiet(client) || client->carry_round > 0)
+			if (!cutover_client_quiet(client) || client->cutover.carry_round > 0)
 				continue;
 			if (knowable(c, client)) {
 				(void) read_session(c, client);
@@ -266,9 +266,9 @@ cutover_dry_run_inspect(Cutover *c)
 			done = false;
 			if (reading >= SESSION_READS_AT_ONCE || !read_session(c, client))
 				continue;
-			client->carry_round = 1;
+			client->cutover.carry_round = 1;
 			reading++;
-		} else if (!client->carry->captured) {
+		} else if (!client->cutover.carry->captured) {
 			done = false;
 		}
 	}
