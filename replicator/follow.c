@@ -6,7 +6,7 @@
  */
 #include "replicator/follow.h"
 #include "common/log.h"
-#include "replicator/objects.h"
+#include "replicator/slots.h"
 #include "replicator/pgoutput.h"
 #include "replicator/status.h"
 #include "replicator/stream.h"
@@ -111,7 +111,7 @@ replicate_follow(const Config *config, const ReplDirection *dir, ReplConn *repl,
 				goto stopped;
 			if (replicate_connect_apply(dir, apply, subject) &&
 			    repl_connect(repl, dir->from, dir->from_db, true, subject) &&
-			    objects_origin_state(apply, dir->origin, &origin_exists, &start_lsn))
+			    slots_origin_state(apply, dir->origin, &origin_exists, &start_lsn))
 				break;
 			repl_close(repl);
 			repl_close(apply);

@@ -7,7 +7,7 @@
 #include "replicator/partitions.h"
 #include "common/log.h"
 #include "common/strbuf.h"
-#include "replicator/objects.h"
+#include "replicator/slots.h"
 #include "replicator/preflight.h"
 
 #include <string.h>
@@ -135,7 +135,7 @@ partitions_publish_mode(const Config *config, ReplConn *source, ReplConn *target
 	bool exists, ok = true;
 	int ndiffer;
 
-	if (!objects_publication_state(source, publication, &exists, via_root))
+	if (!slots_publication_state(source, publication, &exists, via_root))
 		return false;
 	/* A target restored from the source partitions like it: nothing to check. */
 	if (config->replication.schema == SCHEMA_COPY)

@@ -20,7 +20,7 @@
 #include "common/clock.h"
 #include "replicator/copy.h"
 #include "replicator/indexes.h"
-#include "replicator/objects.h"
+#include "replicator/slots.h"
 #include "replicator/partitions.h"
 #include "replicator/pgoutput.h"
 #include "replicator/preflight.h"
@@ -183,7 +183,7 @@ initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *n
 	uint64_t progress_lsn;
 	long tables;
 
-	if (!objects_origin_state(target, names->origin, &origin_exists, &progress_lsn))
+	if (!slots_origin_state(target, names->origin, &origin_exists, &progress_lsn))
 		return false;
 	if (origin_exists) {
 		repl_close(target);
@@ -199,7 +199,7 @@ initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *n
 				       "n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname !~ '^pg_' LOOP "
 				       "EXECUTE format('TRUNCATE %s CASCADE', r.t); END LOOP; END $$"))
 			return false;
-		if (!objects_origin_state(target, names->origin, &origin_exists, &progress_lsn))
+		if (!slots_origin_state(target, names->origin, &origin_exists, &progress_lsn))
 			return false;
 	}
 	if (config->replication.schema == SCHEMA_COPY) {
@@ -215,7 +215,7 @@ initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *n
 	 * The origin comes first: from here on, a crash leaves an origin without
 	 * progress, which tells the next run that the target is ours to reset.
 	 */
-	if (!origin_exists && !objects_create_origin(target, names->origin))
+	if (!origin_exists && !slots_create_origin(target, names->origin))
 		return false;
 	status_phase(status, "schema");
 	if (config->replication.schema == SCHEMA_COPY) {
@@ -227,8 +227,8 @@ initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *n
 	} else if (!schema_verify(source, target, via_root, subject)) {
 		return false;
 	}
-	if (!objects_drop_stale_slot(source, names->slot) ||
-	    !objects_ensure_publication(source, names->publication, via_root))
+	if (!slots_drop_stale_slot(source, names->slot) ||
+	    !slots_ensure_publication(source, names->publication, via_root))
 		return false;
 	if (!create_slot(repl, names->slot, start_lsn, snapshot, sizeof(snapshot)))
 		return false;
@@ -248,7 +248,7 @@ initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *n
 	if (replicate_stop_requested || !analyze_target(target, subject))
 		return false;
 	/* Only now is the target complete: progress > 0 says so to a restarted replicator. */
-	return objects_advance_origin(target, names->origin, *start_lsn);
+	return slots_advance_origin(target, names->origin, *start_lsn);
 }
 
 static int
@@ -274,7 +274,7 @@ replicate_database(const Config *config, const DatabaseMapping *db)
 	    !repl_connect(&source, &config->source, db->name, false, subject) ||
 	    !replicate_connect_apply(&dir, &target, subject) ||
 	    !repl_connect(&repl, &config->source, db->name, true, subject) ||
-	    !objects_origin_state(&target, names.origin, &origin_exists, &start_lsn) ||
+	    !slots_origin_state(&target, names.origin, &origin_exists, &start_lsn) ||
 	    !partitions_publish_mode(config, &source, &target, names.publication, &via_root, subject))
 		goto fail;
 	if (start_lsn != 0 && !origin_is_ours(&source, &target, names.origin, db->target_name, subject))
@@ -326,13 +326,13 @@ drop_database_objects(const Config *config, const DatabaseMapping *db)
 	if (repl_connect(&source, &config->source, db->name, false, subject)) {
 		/* After a cutover the source is fenced read-only; removing our own objects is still allowed. */
 		ok = repl_exec(&source, "SET default_transaction_read_only = off") &&
-		     objects_drop_slot(&source, names.slot, true) && objects_drop_publication(&source, names.publication);
+		     slots_drop_slot(&source, names.slot, true) && slots_drop_publication(&source, names.publication);
 		repl_close(&source);
 	} else {
 		ok = false;
 	}
 	if (repl_connect(&target, &config->target, db->target_name, false, subject)) {
-		if (!objects_drop_origin(&target, names.origin))
+		if (!slots_drop_origin(&target, names.origin))
 			ok = false;
 		repl_close(&target);
 	} else {

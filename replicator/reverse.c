@@ -9,7 +9,7 @@
  */
 #include "replicator/reverse.h"
 #include "common/log.h"
-#include "replicator/objects.h"
+#include "replicator/slots.h"
 #include "replicator/pgoutput.h"
 #include "replicator/follow.h"
 
@@ -52,14 +52,14 @@ reverse_prepare(const Config *config, const DatabaseMapping *db, const char *sub
 	 * Partitions go back the way they came: through their roots if the
 	 * target partitions differently, which the forward publication says.
 	 */
-	ok = objects_publication_state(&source, names.publication, &forward_exists, &via_root) &&
-	     objects_drop_origin(&source, names.reverse_origin) &&
-	     objects_drop_slot(&target, names.reverse_slot, true) &&
-	     objects_drop_publication(&target, names.reverse_publication) &&
-	     objects_ensure_publication(&target, names.reverse_publication, via_root) &&
-	     objects_create_slot(&target, names.reverse_slot, &lsn) &&
-	     objects_create_origin(&source, names.reverse_origin) &&
-	     objects_advance_origin(&source, names.reverse_origin, lsn);
+	ok = slots_publication_state(&source, names.publication, &forward_exists, &via_root) &&
+	     slots_drop_origin(&source, names.reverse_origin) &&
+	     slots_drop_slot(&target, names.reverse_slot, true) &&
+	     slots_drop_publication(&target, names.reverse_publication) &&
+	     slots_ensure_publication(&target, names.reverse_publication, via_root) &&
+	     slots_create_slot(&target, names.reverse_slot, &lsn) &&
+	     slots_create_origin(&source, names.reverse_origin) &&
+	     slots_advance_origin(&source, names.reverse_origin, lsn);
 	repl_close(&target);
 	repl_close(&source);
 	if (ok) {
@@ -83,15 +83,15 @@ reverse_drop(const Config *config, const DatabaseMapping *db, const char *subjec
 	/* After a rollback the target is fenced: this session is exempt. */
 	if (repl_connect(&target, &config->target, db->target_name, false, subject) &&
 	    repl_exec(&target, "SET default_transaction_read_only = off")) {
-		ok = objects_drop_slot(&target, names.reverse_slot, true) &&
-		     objects_drop_publication(&target, names.reverse_publication);
+		ok = slots_drop_slot(&target, names.reverse_slot, true) &&
+		     slots_drop_publication(&target, names.reverse_publication);
 		repl_close(&target);
 	} else {
 		repl_close(&target);	/* connected, perhaps, but could not lift the fence */
 		ok = false;
 	}
 	if (replicate_connect_apply(&dir, &source, subject)) {
-		if (!objects_drop_origin(&source, names.reverse_origin))
+		if (!slots_drop_origin(&source, names.reverse_origin))
 			ok = false;
 		repl_close(&source);
 	} else {
@@ -118,13 +118,13 @@ reverse_run(const Config *config, const DatabaseMapping *db)
 	replicate_direction(config, db, &names, true, &dir);
 	if (!replicate_connect_apply(&dir, &apply, subject))
 		return 1;
-	if (!objects_origin_state(&apply, dir.origin, &origin_exists, &start_lsn)) {
+	if (!slots_origin_state(&apply, dir.origin, &origin_exists, &start_lsn)) {
 		repl_close(&apply);
 		return 1;
 	}
 	/* Both checks name the fix: a missing object is no error to retry. */
 	ok = repl_connect(&check, dir.from, dir.from_db, false, subject) &&
-	     objects_slot_exists(&check, dir.slot, &slot_exists);
+	     slots_slot_exists(&check, dir.slot, &slot_exists);
 	repl_close(&check);
 	if (!ok) {
 		repl_close(&apply);

@@ -20,7 +20,7 @@
 #include "common/strbuf.h"
 #include "replicator/conn.h"
 #include "replicator/hold.h"
-#include "replicator/objects.h"
+#include "replicator/slots.h"
 #include "replicator/pgoutput.h"
 #include "replicator/names.h"
 #include "replicator/replicate.h"
@@ -332,7 +332,7 @@ verify_database(const Config *config, const DatabaseMapping *db, FILE *out, int 
 		    !repl_connect(&jobs[i].target, &config->target, db->target_name, false, subject))
 			goto done;
 	replicate_names(config, db, &names);
-	if (!objects_publication_state(&jobs[0].source, names.publication, &published, &via_root) ||
+	if (!slots_publication_state(&jobs[0].source, names.publication, &published, &via_root) ||
 	    !repl_query(&jobs[0].source, via_root ? sql_root_tables : sql_tables, 0, NULL, &list))
 		goto done;
 	n = PQntuples(list);

@@ -3,7 +3,7 @@
  * both directions of the follower (replicate.c, reverse.c).  Names go in as
  * parameters or quoted identifiers, never spliced in raw.
  */
-#include "replicator/objects.h"
+#include "replicator/slots.h"
 #include "common/log.h"
 #include "replicator/pgoutput.h"
 
@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 bool
-objects_origin_state(ReplConn *conn, const char *origin, bool *exists, uint64_t *progress)
+slots_origin_state(ReplConn *conn, const char *origin, bool *exists, uint64_t *progress)
 {
 	const char *params[1] = {origin};
 	PGresult *res;
@@ -35,7 +35,7 @@ objects_origin_state(ReplConn *conn, const char *origin, bool *exists, uint64_t 
 }
 
 bool
-objects_create_origin(ReplConn *conn, const char *origin)
+slots_create_origin(ReplConn *conn, const char *origin)
 {
 	const char *params[1] = {origin};
 
@@ -43,7 +43,7 @@ objects_create_origin(ReplConn *conn, const char *origin)
 }
 
 bool
-objects_advance_origin(ReplConn *conn, const char *origin, uint64_t lsn)
+slots_advance_origin(ReplConn *conn, const char *origin, uint64_t lsn)
 {
 	char lsnbuf[LSN_FORMAT_LEN];
 	const char *params[2] = {origin, lsnbuf};
@@ -53,7 +53,7 @@ objects_advance_origin(ReplConn *conn, const char *origin, uint64_t lsn)
 }
 
 bool
-objects_drop_origin(ReplConn *conn, const char *origin)
+slots_drop_origin(ReplConn *conn, const char *origin)
 {
 	const char *params[1] = {origin};
 
@@ -63,7 +63,7 @@ objects_drop_origin(ReplConn *conn, const char *origin)
 }
 
 bool
-objects_ensure_publication(ReplConn *conn, const char *publication, bool via_root)
+slots_ensure_publication(ReplConn *conn, const char *publication, bool via_root)
 {
 	const char *params[1] = {publication};
 	char buf[8];
@@ -93,7 +93,7 @@ objects_ensure_publication(ReplConn *conn, const char *publication, bool via_roo
 }
 
 bool
-objects_publication_state(ReplConn *conn, const char *publication, bool *exists, bool *via_root)
+slots_publication_state(ReplConn *conn, const char *publication, bool *exists, bool *via_root)
 {
 	const char *params[1] = {publication};
 	PGresult *res;
@@ -112,7 +112,7 @@ objects_publication_state(ReplConn *conn, const char *publication, bool *exists,
 }
 
 bool
-objects_drop_publication(ReplConn *conn, const char *publication)
+slots_drop_publication(ReplConn *conn, const char *publication)
 {
 	const char *params[1] = {publication};
 	char buf[8];
@@ -136,7 +136,7 @@ objects_drop_publication(ReplConn *conn, const char *publication)
 }
 
 bool
-objects_create_slot(ReplConn *conn, const char *slot, uint64_t *lsn)
+slots_create_slot(ReplConn *conn, const char *slot, uint64_t *lsn)
 {
 	const char *params[1] = {slot};
 	char buf[LSN_FORMAT_LEN + 8];
@@ -154,7 +154,7 @@ objects_create_slot(ReplConn *conn, const char *slot, uint64_t *lsn)
 }
 
 bool
-objects_slot_exists(ReplConn *conn, const char *slot, bool *exists)
+slots_slot_exists(ReplConn *conn, const char *slot, bool *exists)
 {
 	const char *params[1] = {slot};
 	char buf[8];
@@ -167,7 +167,7 @@ objects_slot_exists(ReplConn *conn, const char *slot, bool *exists)
 }
 
 bool
-objects_drop_stale_slot(ReplConn *conn, const char *slot)
+slots_drop_stale_slot(ReplConn *conn, const char *slot)
 {
 	const char *params[1] = {slot};
 	PGresult *res;
@@ -190,7 +190,7 @@ objects_drop_stale_slot(ReplConn *conn, const char *slot)
 			    "dropping replication slot %s, left by an initial sync that did not complete; it held %s "
 			    "of WAL",
 			    slot, PQgetisnull(res, 0, 1) ? "no" : PQgetvalue(res, 0, 1));
-		ok = objects_drop_slot(conn, slot, false);
+		ok = slots_drop_slot(conn, slot, false);
 	}
 	PQclear(res);
 	return ok;
@@ -222,7 +222,7 @@ end_walsender(ReplConn *conn, const char *slot)
 }
 
 bool
-objects_drop_slot(ReplConn *conn, const char *slot, bool terminate)
+slots_drop_slot(ReplConn *conn, const char *slot, bool terminate)
 {
 	static const char sql[] = "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
 				  "WHERE slot_name = $1";
