@@ -7,6 +7,7 @@
  * writes to either cluster.
  */
 #include "replicator/preflight.h"
+#include "replicator/ddl.h"
 #include "common/pgsql.h"
 #include "common/strbuf.h"
 #include "replicator/replicate.h"
@@ -277,7 +278,7 @@ static const char sql_tables_without_identity[] =
 	"SELECT format('%I.%I', n.nspname, c.relname) "
 	"FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
 	"WHERE c.relkind = 'r' AND c.relpersistence = 'p' "
-	"  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast' "
+	"  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast' " DDL_EXCLUDE_SCHEMA
 	"  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
 	"                  AND d.objid = c.oid AND d.deptype = 'e') "
 	"  AND " PREFLIGHT_SQL_NO_REPLICA_IDENTITY " "
@@ -289,7 +290,7 @@ const char preflight_sql_table_columns[] =
 	"FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
 	"JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
 	"WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p' "
-	"  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' "
+	"  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' " DDL_EXCLUDE_SCHEMA
 	"GROUP BY 1 ORDER BY 1";
 
 static const char sql_unlogged_tables[] =

@@ -507,6 +507,7 @@ stream_run(const Config *config, const ReplDirection *dir, ReplConn *repl, ReplC
 	if (!applier_init(&s.applier, apply, dir->origin, dir->skip_origin, start_lsn, *exact_before, subject) ||
 	    !start_streaming(&s, dir->slot, dir->publication, start_lsn))
 		goto done;
+	s.applier.ddl.mode = config->replication.ddl;
 	s.last_feedback = clock_monotonic();
 	if (dir->status)
 		status_phase(dir->status, "streaming");
