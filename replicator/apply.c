@@ -200,6 +200,7 @@ applier_free(Applier *ap)
 		ap->stmts = next;
 	}
 	free(ap->absent);
+	ddl_free(&ap->ddl);
 	batch_free(&ap->batch);
 	relcache_free(&ap->relcache);
 }
@@ -686,6 +687,8 @@ apply_relation(Applier *ap, const PgoutputRelation *rel)
 		}
 	}
 	PQclear(res);
+	if (missing > 0)
+		ddl_name_last_change(&ap->ddl, ap->subject);
 	return missing == 0 && (!ap->target_open || pipeline_start(ap));
 }
 

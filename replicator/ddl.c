@@ -28,6 +28,7 @@
  */
 static const char *const install_sql =
 	"SET LOCAL session_replication_role = replica; "
+	"SET LOCAL client_min_messages = warning; "
 	"CREATE SCHEMA IF NOT EXISTS pghandoff; "
 	"REVOKE ALL ON SCHEMA pghandoff FROM PUBLIC; "
 	"GRANT USAGE ON SCHEMA pghandoff TO PUBLIC; "
@@ -141,7 +142,7 @@ ddl_install(ReplConn *conn, const char *side)
 bool
 ddl_uninstall(ReplConn *conn)
 {
-	return repl_exec(conn, "BEGIN; SET LOCAL session_replication_role = replica; "
+	return repl_exec(conn, "BEGIN; SET LOCAL session_replication_role = replica; SET LOCAL client_min_messages = warning; "
 			       "DROP EVENT TRIGGER IF EXISTS pghandoff_ddl_start; "
 			       "DROP EVENT TRIGGER IF EXISTS pghandoff_ddl_end; "
 			       "DROP EVENT TRIGGER IF EXISTS pghandoff_ddl_drop; "
@@ -166,6 +167,21 @@ ddl_init(DdlReplay *d, DdlMode mode)
 {
 	memset(d, 0, sizeof(*d));
 	d->mode = mode;
+}
+
+void
+ddl_free(DdlReplay *d)
+{
+	free(d->last_skipped);
+	d->last_skipped = NULL;
+}
+
+void
+ddl_name_last_change(const DdlReplay *d, const char *subject)
+{
+	if (d->mode == DDL_STOP && d->last_skipped)
+		log_error(subject, "the schema changed on the sending side at %s, not replayed as ddl = stop "
+			  "(hint: make the change on the receiving side by hand, or set ddl = replay)", d->last_skipped);
 }
 
 bool
@@ -307,11 +323,17 @@ ddl_replay(DdlReplay *d, ReplConn *target, const PgoutputTuple *tup, const char 
 		goto done;
 	}
 	if (d->mode == DDL_STOP) {
-		log_error(subject,
-			  "the schema changed on the sending side at %s: \"%s\"; with ddl = stop the follower stops here "
-			  "(hint: make the change on the receiving side by hand, then run `pghandoff replicate --skip-ddl "
-			  "%s`, or set ddl = replay)",
-			  lsn_text, strbuf_str(&stmt), lsn_text);
+		StrBuf last;
+
+		log_warning(subject, "schema change at %s not replayed (ddl = stop): %s", lsn_text, strbuf_str(&stmt));
+		strbuf_init(&last);
+		strbuf_appendf(&last, "%s: \"%s\"", lsn_text, strbuf_str(&stmt));
+		if (!last.failed) {
+			free(d->last_skipped);
+			d->last_skipped = strdup(strbuf_str(&last));
+		}
+		strbuf_free(&last);
+		ok = true;
 		goto done;
 	}
 	if (!run_statement(target, search_path, role, strbuf_str(&stmt), err, sizeof(err))) {

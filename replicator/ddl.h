@@ -14,6 +14,10 @@
  * fire event triggers, search_path, the role and the objects' identities,
  * and the source's WAL insert position, which names the change (--skip-ddl).
  *
+ * With ddl = stop nothing is replayed: the follower goes on until a change
+ * no longer fits the target's table, as without the capture, and the error
+ * then names the schema change that made it so.
+ *
  * Replay: the applier hands Inserts into that table here instead of
  * applying them as rows; the statement is cut out of the query string and
  * rewritten (ddlsql.h), and runs in the open apply transaction, under the
@@ -44,6 +48,7 @@ typedef struct DdlReplay {
 	int col_lsn, col_tag, col_ordinal, col_search_path, col_role, col_objects, col_query;
 	bool replayed_in_xact;	/* the source transaction replayed a change: commit the apply group at its end */
 	int64_t replayed;
+	char *last_skipped;	/* ddl = stop: the last change not replayed, "LSN: statement", to name it */
 } DdlReplay;
 
 /* Creates (or replaces) the capture on conn's database; false if it could not (logged as a warning). */
@@ -59,6 +64,10 @@ bool ddl_leave_out(ReplConn *conn) __attribute__((warn_unused_result));
 void ddl_skip_once(uint64_t lsn);
 
 void ddl_init(DdlReplay *d, DdlMode mode);
+void ddl_free(DdlReplay *d);
+
+/* With ddl = stop, after a table stopped fitting: logs the last schema change seen, if any. */
+void ddl_name_last_change(const DdlReplay *d, const char *subject);
 
 /* A Relation message for the capture table: notes its relid and columns, returns true.  Others: false. */
 bool ddl_relation(DdlReplay *d, const PgoutputRelation *rel);
