@@ -415,7 +415,8 @@ rewrite_plain(const char *s, const Stmt *st, StrBuf *out)
 	for (i = 0; i < st->ntoks; i++) {
 		if (concurrent_ok && st->toks[i].depth == 0 && word_is(s, &st->toks[i], "CONCURRENTLY")) {
 			append_range(out, s, from, st->toks[i].start);
-			from = st->toks[i].end;
+			/* The space after it goes too: the statement is logged, and reads as written. */
+			from = i + 1 < st->ntoks ? st->toks[i + 1].start : st->toks[i].end;
 		}
 	}
 	append_range(out, s, from, st->toks[st->ntoks - 1].end);

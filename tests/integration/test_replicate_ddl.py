@@ -63,8 +63,8 @@ SCHEMA_QUERIES = {
                    "WHERE connamespace = 'public'::regnamespace ORDER BY 1, 2",
     "enums": "SELECT t.typname, e.enumlabel FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid "
              "ORDER BY 1, e.enumsortorder",
-    "views": "SELECT viewname, regexp_replace(definition, '\\s+', ' ', 'g') FROM pg_views "
-             "WHERE schemaname = 'public' ORDER BY 1",
+    # Names only: the deparsed definition reads differently from 16 on; the columns are compared above.
+    "views": "SELECT viewname FROM pg_views WHERE schemaname = 'public' ORDER BY 1",
     "triggers": "SELECT tgrelid::regclass::text, tgname FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1, 2",
     "functions": "SELECT proname, pg_get_function_identity_arguments(oid) FROM pg_proc "
                  "WHERE pronamespace = 'public'::regnamespace ORDER BY 1, 2",
@@ -229,24 +229,26 @@ def test_kill9_at_the_ddl(clusters, replicator_factory):
     """kill -9 while the follower replays a change (held up by a lock on the target): replayed once after the restart."""
     pair = clusters
     db = make_database(pair, "ddlkill")
-    run_sql(pair.source, db, "CREATE TABLE t (id int PRIMARY KEY, v text)", "INSERT INTO t VALUES (1, 'a')")
+    run_sql(pair.source, db, "CREATE TABLE t (id int PRIMARY KEY, v text)", "INSERT INTO t VALUES (1, 'a')",
+            "CREATE TABLE other (id int PRIMARY KEY)")
     r = start_and_sync(replicator_factory, pair, db)
     with connect(pair.target, db) as blocker:
         blocker.execute("BEGIN")
         blocker.execute("LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
-        in_transaction(pair.source, db, "INSERT INTO t VALUES (2, 'b')", "ALTER TABLE t ADD COLUMN k int DEFAULT 1",
-                       "INSERT INTO t VALUES (3, 'c', 3)")
+        in_transaction(pair.source, db, "INSERT INTO other VALUES (1)", "ALTER TABLE t ADD COLUMN k int DEFAULT 1",
+                       "INSERT INTO t VALUES (2, 'b', 2)")
         wait_for(lambda: apply_backend_waiting_on_lock(pair.target, db), timeout=60,
                  what="the replay waiting for the lock", on_timeout=r.log_tail)
         r.kill9()
         blocker.execute("ROLLBACK")
     wait_for(lambda: not apply_backend_waiting_on_lock(pair.target, db), timeout=60,
              what="the killed follower's session to end")
-    assert query(pair.target, db, "SELECT count(*) FROM t") == [(1,)]
+    assert query(pair.target, db, "SELECT count(*) FROM other") == [(0,)]
     r.start()
     r.wait_streaming()
     assert_in_sync(pair, db, r)
-    assert query(pair.target, db, "SELECT id, k FROM t ORDER BY id") == [(1, 1), (2, 1), (3, 3)]
+    assert query(pair.target, db, "SELECT id, k FROM t ORDER BY id") == [(1, 1), (2, 2)]
+    assert query(pair.target, db, "SELECT count(*) FROM other") == [(1,)]
     assert not [l for l in r.errors(since_start=True)], r.log_tail()
 
 
