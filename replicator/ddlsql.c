@@ -395,7 +395,7 @@ rewrite_select_into(const char *s, const Stmt *st, StrBuf *out)
 	strbuf_append(out, unlogged ? "CREATE UNLOGGED TABLE " : "CREATE TABLE ");
 	append_range(out, s, st->toks[name_start].start, st->toks[name_end].end);
 	strbuf_append(out, " AS ");
-	append_range(out, s, st->toks[0].start, st->toks[into].start);
+	append_range(out, s, st->toks[0].start, st->toks[into - 1].end);	/* into > 0: SELECT or WITH came first */
 	if (i < st->ntoks) {
 		strbuf_append_char(out, ' ');
 		append_range(out, s, st->toks[i].start, st->toks[st->ntoks - 1].end);
