@@ -300,3 +300,48 @@ def test_function_made_ddl_is_refused_clearly(clusters, replicator_factory):
     r = start_and_sync(replicator_factory, pair, db)
     run_sql(pair.source, db, "DO $$ BEGIN EXECUTE 'CREATE TABLE from_do (id int)'; END $$")
     r.wait_log(r"ERROR .*cannot be replayed: .*DO block.*--skip-ddl [0-9A-F]+/[0-9A-F]+")
+
+
+def capture_objects(cluster, db):
+    return query(cluster, db, "SELECT (SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'pghandoff%'), "
+                              "(SELECT count(*) FROM pg_namespace WHERE nspname = 'pghandoff')")[0]
+
+
+@ONLY_15
+def test_drop_removes_the_capture(clusters, replicator_factory):
+    """`replicate --drop` removes the event triggers, their functions and the schema pghandoff from the source."""
+    pair = clusters
+    db = make_database(pair, "ddldrop")
+    r = start_and_sync(replicator_factory, pair, db)
+    assert capture_objects(pair.source, db) == (3, 1)
+    r.stop()
+    result = r.drop()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert capture_objects(pair.source, db) == (0, 0)
+    # DDL on the source works as before, with nothing left to fire.
+    run_sql(pair.source, db, "CREATE TABLE after_drop (id int)")
+
+
+@ONLY_15
+def test_check_says_whether_event_triggers_may_be_created(clusters, pghandoff, tmp_path):
+    pair = clusters
+    db = make_database(pair, "ddlcheck")
+    pair.source.execute("DROP ROLE IF EXISTS ddl_plain")
+    pair.source.execute("CREATE ROLE ddl_plain LOGIN REPLICATION")
+
+    def check(user):
+        (tmp_path / user).mkdir()
+        path = pghandoff.write_config(tmp_path / user, {
+            "source": {"host": "127.0.0.1", "port": pair.source.port, "user": user},
+            "target": {"host": "127.0.0.1", "port": pair.target.port, "user": pair.target.superuser},
+            "databases": {db: ""},
+        })
+        return pghandoff.run(["check", "-c", path]).stdout
+
+    out = check(pair.source.superuser)
+    assert re.search(r"^PASS  source: user \S+ may create event triggers", out, re.M), out
+    out = check("ddl_plain")
+    assert re.search(r"^WARN  source: user ddl_plain is not a superuser and may not create event triggers", out,
+                     re.M), out
+    assert re.search(r"hint: .*set ddl = stop", out), out
+    pair.source.execute("DROP ROLE ddl_plain")
