@@ -345,3 +345,61 @@ def test_check_says_whether_event_triggers_may_be_created(clusters, pghandoff, t
                      re.M), out
     assert re.search(r"hint: .*set ddl = stop", out), out
     pair.source.execute("DROP ROLE ddl_plain")
+
+
+# ---- the way back ----------------------------------------------------------
+
+def emit_marker(cluster, db):
+    """A transactional logical message, as the cutover's marker; its LSN.  Works on a fenced database."""
+    with connect(cluster, db) as conn:
+        conn.execute("SET default_transaction_read_only = off")
+        return lsn_int(conn.execute(
+            "SELECT pg_logical_emit_message(true, 'pghandoff', 'test marker')::text").fetchone()[0])
+
+
+def wait_origin(cluster, origin, lsn, replicator, what):
+    wait_for(lambda: (origin_progress(cluster, origin) or 0) >= lsn, 120,
+             what=f"origin {origin} past {lsn:#x} ({what})", on_timeout=replicator.log_tail)
+
+
+def test_ddl_on_the_target_goes_back(clusters, replicator_factory):
+    """After a cutover a migration on the target reaches the fenced source through the reverse follower,
+    once: neither side captures what the other replayed."""
+    pair = clusters
+    db = make_database(pair, "ddlback")
+    run_sql(pair.source, db, "CREATE TABLE t (id int PRIMARY KEY, v text)",
+            "INSERT INTO t SELECT g, 'copied' FROM generate_series(1, 20) g")
+    fwd = start_and_sync(replicator_factory, pair, db)
+    # What the cutover does: fence the source, wait for its marker, prepare the way back.
+    pair.source.execute(f"ALTER DATABASE {db} SET default_transaction_read_only = on")
+    wait_origin(pair.target, fwd.origin, emit_marker(pair.source, db), fwd, "the cutover's marker")
+    result = fwd.reverse_prepare()
+    assert result.returncode == 0, result.stderr
+    assert capture_objects(pair.target, db) == (3, 1)
+    rev = replicator_factory(pair, db, reverse=True)
+    rev.wait_streaming()
+
+    # A deploy on the target.
+    in_transaction(pair.target, db, "ALTER TABLE t ADD COLUMN deployed text DEFAULT 'after'",
+                   "CREATE TABLE fresh (id int PRIMARY KEY, t_id int REFERENCES t (id))",
+                   "INSERT INTO fresh VALUES (1, 1)")
+    run_sql(pair.target, db, "CREATE INDEX CONCURRENTLY t_deployed ON t (deployed)",
+            "INSERT INTO t VALUES (21, 'on the target', 'new')")
+    rev.wait_log(r"schema change at [0-9A-F]+/[0-9A-F]+ replayed: CREATE INDEX t_deployed")
+
+    def same():
+        return all(query(pair.source, db, sql) == query(pair.target, db, sql) for sql in SCHEMA_QUERIES.values()) \
+            and query(pair.source, db, "SELECT * FROM t ORDER BY id") == \
+            query(pair.target, db, "SELECT * FROM t ORDER BY id")
+
+    wait_for(same, 120, what="the target's migration and rows on the source", on_timeout=rev.log_tail)
+    assert query(pair.source, db, "SELECT * FROM fresh") == [(1, 1)]
+    # No loop: the forward follower skips the reverse follower's transactions and sees no schema change.
+    wait_origin(pair.target, fwd.origin, emit_marker(pair.source, db), fwd, "a marker after the migration")
+    assert "replayed" not in fwd.log(since_start=True).split("streaming from")[-1]
+    assert not fwd.errors() and not rev.errors()
+
+    rev.stop()
+    result = fwd.reverse_drop()
+    assert result.returncode == 0, result.stderr
+    assert capture_objects(pair.target, db) == (0, 0)
