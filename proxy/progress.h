@@ -28,6 +28,7 @@ typedef struct ReplProgress {
 	double apply_rate;	/* changes per second */
 	double changes;		/* applied since the follower started */
 	double age_seconds;	/* since the file was written */
+	bool ddl_stopped;	/* stopped at a schema change it could not replay */
 } ReplProgress;
 
 void progress_read(const Proxy *proxy, const Database *db, ReplProgress *p);

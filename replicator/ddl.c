@@ -314,6 +314,7 @@ ddl_replay(DdlReplay *d, ReplConn *target, const PgoutputTuple *tup, const char 
 			  "so it was run from inside a function, procedure or DO block: \"%s\" (hint: make the change "
 			  "on the target by hand, then run `pghandoff replicate --skip-ddl %s`)",
 			  tag, lsn_text, objects[0] ? objects : "no named object", ordinal, query, lsn_text);
+		d->failed_lsn = lsn;
 		goto done;
 	case DDL_SQL_OK:
 		break;
@@ -342,6 +343,7 @@ ddl_replay(DdlReplay *d, ReplConn *target, const PgoutputTuple *tup, const char 
 			  "replaying the schema change at %s failed, nothing of its transaction is applied: \"%s\": %s "
 			  "(hint: make the change by hand, then run `pghandoff replicate --skip-ddl %s`)",
 			  lsn_text, strbuf_str(&stmt), err, lsn_text);
+		d->failed_lsn = lsn;
 		goto done;
 	}
 	log_info(subject, "schema change at %s replayed: %s", lsn_text, strbuf_str(&stmt));

@@ -48,6 +48,7 @@ typedef struct DdlReplay {
 	int col_lsn, col_tag, col_ordinal, col_search_path, col_role, col_objects, col_query;
 	bool replayed_in_xact;	/* the source transaction replayed a change: commit the apply group at its end */
 	int64_t replayed;
+	uint64_t failed_lsn;	/* the change that could not be replayed, for the status; 0: none */
 	char *last_skipped;	/* ddl = stop: the last change not replayed, "LSN: statement", to name it */
 } DdlReplay;
 

@@ -38,6 +38,7 @@ typedef struct ReplStatus {
 	int64_t rate_changes;	/* changes at the last rate sample */
 	double rate_at;
 	double apply_rate;	/* changes per second */
+	uint64_t ddl_stopped_lsn;	/* a schema change that could not be replayed stops the follower here; 0: none */
 } ReplStatus;
 
 /* The file for db under config; "" when state_file is empty. */
@@ -54,6 +55,11 @@ void status_copy_table_done(ReplStatus *st);
 /* Streaming progress, from the stream loop; written at most once a second. */
 void status_stream(ReplStatus *st, uint64_t received, uint64_t applied, uint64_t wal_end, int64_t last_commit_us,
 		   int64_t xacts, int64_t changes);
+
+/* The follower stopped at the schema change captured at lsn (ddl.h); cleared once applying gets past it. */
+void status_ddl_stopped(ReplStatus *st, uint64_t lsn);
+/* Transactions up to committed are applied: a stop at a schema change before it is over. */
+void status_ddl_passed(ReplStatus *st, uint64_t committed);
 
 /* Reading (the proxy): the file's contents, then one value by key, copied; false when missing. */
 typedef struct StatusValues {

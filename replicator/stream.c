@@ -480,6 +480,7 @@ publish(Stream *s)
 		applied = s->received_lsn;
 	status_stream(s->dir->status, s->received_lsn, applied, s->wal_end, s->last_commit_us,
 		      s->applier.xacts_applied, s->applier.changes_applied);
+	status_ddl_passed(s->dir->status, s->applier.committed_lsn);
 }
 
 bool
@@ -579,6 +580,8 @@ stream_run(const Config *config, const ReplDirection *dir, ReplConn *repl, ReplC
 			housekeeping(&s);
 	}
 done:
+	if (dir->status && s.applier.ddl.failed_lsn != 0)
+		status_ddl_stopped(dir->status, s.applier.ddl.failed_lsn);
 	if (s.applier.batch_failed) {
 		*exact_before = s.wal_end > s.received_lsn ? s.wal_end : s.received_lsn;
 		log_warning(subject, "a batch could not be applied; its transactions are applied again one change at a "

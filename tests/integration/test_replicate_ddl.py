@@ -277,6 +277,10 @@ def test_failing_statement_stops_then_skip(clusters, replicator_factory):
     progress = origin_progress(pair.target, r.origin)
     assert progress <= before
     r.wait_log(r"retrying in \d+ s")
+    # The status shows the stop (the proxy's SHOW REPLICATION and metrics read it).
+    status = r.workdir / f"pghandoff.state-replication-{db}"
+    wait_for(lambda: status.exists() and f"ddl_stopped_lsn {lsn}\n" in status.read_text(), 30,
+             what="the stop in the status file")
     r.stop()
     r.extra_args = ["--skip-ddl", lsn]
     r.start()
@@ -285,6 +289,7 @@ def test_failing_statement_stops_then_skip(clusters, replicator_factory):
     wait_caught_up(pair, db, r.origin, r, fail_on_error=False)
     assert_tables_equal(pair, db)
     assert query(pair.target, db, "SELECT * FROM clash") == [(1, "x")]
+    wait_for(lambda: "ddl_stopped_lsn 0/0\n" in status.read_text(), 30, what="the stop cleared in the status file")
     # Once: a restart does not skip anything again (the origin is past it).
     r.stop()
     r.start()
