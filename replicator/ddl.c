@@ -101,7 +101,73 @@ static const char *const install_sql =
 	"CREATE EVENT TRIGGER pghandoff_ddl_end ON ddl_command_end EXECUTE FUNCTION pghandoff.ddl_command_end(); "
 	"CREATE EVENT TRIGGER pghandoff_ddl_drop ON sql_drop EXECUTE FUNCTION pghandoff.ddl_sql_drop()";
 
+/* Key (table, kind, name) and definition, in the same order on both sides. */
+static const char sql_definitions[] =
+	"SELECT format('%I.%I %s %I', n.nspname, c.relname, d.kind, d.name) COLLATE \"C\", d.def "
+	"FROM (SELECT i.indrelid AS rel, 'index' AS kind, ic.relname AS name, pg_get_indexdef(i.indexrelid) AS def "
+	"      FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
+	"      UNION ALL "
+	"      SELECT conrelid, 'constraint', conname, pg_get_constraintdef(oid) FROM pg_constraint "
+	"      WHERE conrelid <> 0) d "
+	"JOIN pg_class c ON c.oid = d.rel JOIN pg_namespace n ON n.oid = c.relnamespace "
+	"WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p' "
+	"  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' "
+	DDL_EXCLUDE_SCHEMA "ORDER BY 1";
+
 static uint64_t skip_lsn;	/* --skip-ddl, until used */
+
+bool
+ddl_compare_definitions(ReplConn *from, ReplConn *to, const char *dbname, const char *from_role,
+			 const char *to_role, char *err, size_t errlen)
+{
+	PGresult *a, *b;
+	StrBuf diff;
+	int i = 0, j = 0, na, nb, count = 0;
+	bool ok;
+
+	if (!repl_query(from, sql_definitions, 0, NULL, &a)) {
+		snprintf(err, errlen, "%s: could not list the indexes and constraints on the %s", dbname, from_role);
+		return false;
+	}
+	if (!repl_query(to, sql_definitions, 0, NULL, &b)) {
+		PQclear(a);
+		snprintf(err, errlen, "%s: could not list the indexes and constraints on the %s", dbname, to_role);
+		return false;
+	}
+	na = PQntuples(a);
+	nb = PQntuples(b);
+	strbuf_init(&diff);
+	/* Both sorted by key in "C" order: one merge pass. */
+	while (i < na || j < nb) {
+		int cmp = i >= na ? 1 : j >= nb ? -1 : strcmp(PQgetvalue(a, i, 0), PQgetvalue(b, j, 0));
+
+		if (cmp != 0 || strcmp(PQgetvalue(a, i, 1), PQgetvalue(b, j, 1)) != 0) {
+			if (count++ < 5) {
+				strbuf_append(&diff, count > 1 ? "; " : "");
+				if (cmp < 0)
+					strbuf_appendf(&diff, "%s only on the %s", PQgetvalue(a, i, 0), from_role);
+				else if (cmp > 0)
+					strbuf_appendf(&diff, "%s only on the %s", PQgetvalue(b, j, 0), to_role);
+				else
+					strbuf_appendf(&diff, "%s differs: %s has %s, %s has %s", PQgetvalue(a, i, 0), from_role,
+						       PQgetvalue(a, i, 1), to_role, PQgetvalue(b, j, 1));
+			}
+		}
+		if (cmp <= 0)
+			i++;
+		if (cmp >= 0)
+			j++;
+	}
+	ok = count == 0;
+	if (!ok)
+		snprintf(err, errlen, "%s: %d index(es) or constraint(s) differ between the %s and the %s (ddl = replay "
+			 "checks them): %s%s", dbname, count, from_role, to_role, diff.failed ? "" : strbuf_str(&diff),
+			 count > 5 ? "; ..." : "");
+	strbuf_free(&diff);
+	PQclear(a);
+	PQclear(b);
+	return ok;
+}
 
 void
 ddl_skip_once(uint64_t lsn)

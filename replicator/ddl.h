@@ -61,6 +61,14 @@ bool ddl_uninstall(ReplConn *conn) __attribute__((warn_unused_result));
 /* Removes the capture if there is one (a source without it needs no privilege for this). */
 bool ddl_leave_out(ReplConn *conn) __attribute__((warn_unused_result));
 
+/*
+ * The cutover's precheck with ddl = replay: the indexes and constraints of
+ * every table (partitions left out) by name and definition, the same on
+ * both sides.  False with the differences named in err (not logged).
+ */
+bool ddl_compare_definitions(ReplConn *from, ReplConn *to, const char *dbname, const char *from_role,
+			     const char *to_role, char *err, size_t errlen) __attribute__((warn_unused_result));
+
 /* `replicate --skip-ddl LSN`: the change captured at lsn is not replayed, once. */
 void ddl_skip_once(uint64_t lsn);
 

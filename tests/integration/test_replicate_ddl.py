@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from cutoverfixtures import migration, psql_value  # noqa: F401  (fixtures are used by name)
 from replfixtures import (  # noqa: F401  (fixtures are used by name)
     Pgbench,
     assert_tables_equal,
@@ -408,3 +409,34 @@ def test_ddl_on_the_target_goes_back(clusters, replicator_factory):
     result = fwd.reverse_drop()
     assert result.returncode == 0, result.stderr
     assert capture_objects(pair.target, db) == (0, 0)
+
+
+# ---- the cutover and its rollback -------------------------------------------
+
+def test_cutover_and_rollback_with_a_migration_on_the_target(migration):
+    """The precheck names an index only one side has; after the cutover a migration on the target
+    reaches the source, and the rollback's precheck finds both sides alike."""
+    m = migration(prepare=lambda dsn: psql_value(dsn, "CREATE TABLE t (id serial PRIMARY KEY, side text)"))
+    conn = m.proxy.connect(m.dbname)
+    conn.execute("INSERT INTO t (side) VALUES ('source before')")
+    psql_value(m.target_dsn(), "CREATE INDEX only_here ON t (side)")
+    refused = m.proxy.run_cutover()
+    assert refused.returncode != 0
+    assert re.search(r"public\.t index only_here only on the target", refused.stdout + refused.stderr), \
+        refused.stdout + refused.stderr
+    psql_value(m.target_dsn(), "DROP INDEX only_here")
+    result = m.proxy.run_cutover()
+    assert result.returncode == 0, result.stdout + result.stderr + m.proxy.log_tail()
+    wait_for(lambda: psql_value(m.target_dsn(), "SELECT count(*) FROM pg_replication_slots "
+                                                "WHERE slot_name LIKE '%rollback' AND active") == "1",
+             timeout=60, what="the reverse follower streaming")
+    # A deploy while clients are on the target.
+    conn.execute("ALTER TABLE t ADD COLUMN deployed int DEFAULT 5")
+    conn.execute("CREATE INDEX t_deployed ON t (deployed)")
+    conn.execute("INSERT INTO t (side, deployed) VALUES ('target', 6)")
+    result = m.proxy.run_rollback()
+    assert result.returncode == 0, result.stdout + result.stderr + m.proxy.log_tail()
+    assert conn.execute("SELECT inet_server_port()").fetchone()[0] == m.pair.source.port
+    assert conn.execute("SELECT id, side, deployed FROM t ORDER BY id").fetchall() == \
+        [(1, "source before", 5), (2, "target", 6)]
+    assert psql_value(m.source_dsn(), "SELECT count(*) FROM pg_indexes WHERE indexname = 't_deployed'") == "1"
