@@ -293,12 +293,26 @@ column_text(const PgoutputTuple *tup, int col)
 	return s;
 }
 
+/* The target's error as "SQLSTATE: message", without the position and context lines. */
+static void
+result_error(const PGresult *res, char *err, size_t errlen)
+{
+	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+
+	if (msg)
+		snprintf(err, errlen, "%s: %s", state ? state : "XX000", msg);
+	else
+		snprintf(err, errlen, "%s", PQresultErrorMessage(res));
+}
+
 /* The captured statement under its search_path and role, in the open transaction; false with the target's error. */
 static bool
 run_statement(ReplConn *target, const char *search_path, const char *role, const char *statement, char *err,
 	      size_t errlen)
 {
-	const char *params[2] = {search_path, role};
+	/* "": the applier's own role (roles = none: the schema copy made it the owner of everything). */
+	const char *params[2] = {search_path, role ? role : ""};
 	PGresult *res;
 	bool ok;
 
@@ -310,21 +324,21 @@ run_statement(ReplConn *target, const char *search_path, const char *role, const
 			   2, NULL, params, NULL, NULL, 0);
 	ok = PQresultStatus(res) == PGRES_TUPLES_OK;
 	if (!ok)
-		snprintf(err, errlen, "%s", PQresultErrorMessage(res));
+		result_error(res, err, errlen);
 	PQclear(res);
 	if (!ok)
 		return false;
 	res = PQexec(target->conn, statement);
 	ok = PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK;
 	if (!ok)
-		snprintf(err, errlen, "%s", PQresultErrorMessage(res));
+		result_error(res, err, errlen);
 	PQclear(res);
 	if (!ok)
 		return false;
 	res = PQexec(target->conn, "RESET ROLE; RESET search_path");
 	ok = PQresultStatus(res) == PGRES_COMMAND_OK;
 	if (!ok)
-		snprintf(err, errlen, "%s", PQresultErrorMessage(res));
+		result_error(res, err, errlen);
 	PQclear(res);
 	return ok;
 }
@@ -403,7 +417,7 @@ ddl_replay(DdlReplay *d, ReplConn *target, const PgoutputTuple *tup, const char 
 		ok = true;
 		goto done;
 	}
-	if (!run_statement(target, search_path, role, strbuf_str(&stmt), err, sizeof(err))) {
+	if (!run_statement(target, search_path, d->keep_roles ? role : NULL, strbuf_str(&stmt), err, sizeof(err))) {
 		chomp(err);
 		log_error(subject,
 			  "replaying the schema change at %s failed, nothing of its transaction is applied: \"%s\": %s "

@@ -44,6 +44,7 @@
 
 typedef struct DdlReplay {
 	DdlMode mode;
+	bool keep_roles;	/* roles = copy: replay as the source's role; else as the applier, who owns everything */
 	uint32_t relid;		/* pghandoff.ddl_log on the sending side; 0 before its Relation message */
 	int col_lsn, col_tag, col_ordinal, col_search_path, col_role, col_objects, col_query;
 	bool replayed_in_xact;	/* the source transaction replayed a change: commit the apply group at its end */

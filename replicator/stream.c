@@ -509,6 +509,7 @@ stream_run(const Config *config, const ReplDirection *dir, ReplConn *repl, ReplC
 	    !start_streaming(&s, dir->slot, dir->publication, start_lsn))
 		goto done;
 	s.applier.ddl.mode = config->replication.ddl;
+	s.applier.ddl.keep_roles = config->replication.roles == ROLES_COPY;
 	s.last_feedback = clock_monotonic();
 	if (dir->status)
 		status_phase(dir->status, "streaming");

@@ -440,3 +440,30 @@ def test_cutover_and_rollback_with_a_migration_on_the_target(migration):
     assert conn.execute("SELECT id, side, deployed FROM t ORDER BY id").fetchall() == \
         [(1, "source before", 5), (2, "target", 6)]
     assert psql_value(m.source_dsn(), "SELECT count(*) FROM pg_indexes WHERE indexname = 't_deployed'") == "1"
+
+
+@ONLY_15
+def test_roles_none_replays_as_the_follower(clusters, replicator_factory):
+    """With roles = none the schema copy makes the follower's user the owner of everything on the
+    target: a change made on the source by another role is replayed as that user, even where the
+    role exists on the target without the source's privileges."""
+    pair = clusters
+    db = make_database(pair, "ddlrole")
+    for cluster in (pair.source, pair.target):
+        cluster.execute("DROP ROLE IF EXISTS ddl_app")
+        cluster.execute("CREATE ROLE ddl_app LOGIN")
+    run_sql(pair.source, db, "GRANT CREATE ON SCHEMA public TO ddl_app")
+    r = start_and_sync(replicator_factory, pair, db)
+    with connect(pair.source, db) as conn:
+        conn.execute("SET ROLE ddl_app")
+        conn.execute("CREATE TABLE mine (id int PRIMARY KEY)")
+        conn.execute("INSERT INTO mine VALUES (1)")
+        conn.execute("ALTER TABLE mine ADD COLUMN v text DEFAULT 'x'")
+    assert_in_sync(pair, db, r)
+    assert query(pair.target, db, "SELECT * FROM mine") == [(1, "x")]
+    assert query(pair.target, db, "SELECT tableowner FROM pg_tables WHERE tablename = 'mine'") == \
+        [(pair.target.superuser,)]
+    r.stop()
+    run_sql(pair.source, db, "REASSIGN OWNED BY ddl_app TO CURRENT_USER", "DROP OWNED BY ddl_app")
+    for cluster in (pair.source, pair.target):
+        cluster.execute("DROP ROLE ddl_app")
