@@ -210,6 +210,7 @@ def test_multi_statement_query_string(clusters, replicator_factory):
             "CREATE TEMP TABLE scratch (id int); "
             "CREATE TABLE n AS SELECT id FROM m; "
             "UPDATE m SET note = 'updated' WHERE id = 2; "
+            "DROP TABLE scratch; "
             "CREATE INDEX m_w ON m (w) -- the last one, no semicolon")
     with connect(pair.source, db) as conn:
         conn.execute(text.encode())  # bytes: no parameters, sent as one simple Query
