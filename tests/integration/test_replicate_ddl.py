@@ -468,3 +468,30 @@ def test_roles_none_replays_as_the_follower(clusters, replicator_factory):
     run_sql(pair.source, db, "REASSIGN OWNED BY ddl_app TO CURRENT_USER", "DROP OWNED BY ddl_app")
     for cluster in (pair.source, pair.target):
         cluster.execute("DROP ROLE ddl_app")
+
+
+@ONLY_15
+def test_ddl_inside_a_streamed_transaction(clusters, replicator_factory):
+    """A transaction larger than logical_decoding_work_mem arrives while it runs (protocol 2): its schema
+    changes are spooled with its rows and replayed in their place at its commit; a rolled-back
+    savepoint takes its change back out."""
+    pair = clusters
+    db = make_database(pair, "ddlstream")
+    pair.source.execute(f'ALTER DATABASE "{db}" SET logical_decoding_work_mem = \'64kB\'')
+    run_sql(pair.source, db, "CREATE TABLE t (id int PRIMARY KEY, v text)")
+    r = start_and_sync(replicator_factory, pair, db)
+    with connect(pair.source, db) as conn:
+        with conn.transaction():
+            conn.execute("INSERT INTO t SELECT g, repeat('x', 80) FROM generate_series(1, 20000) g")
+            conn.execute("ALTER TABLE t ADD COLUMN w int DEFAULT 0")
+            conn.execute("CREATE TABLE made_inside (id int PRIMARY KEY)")
+            conn.execute("INSERT INTO made_inside SELECT generate_series(1, 5000)")
+            conn.execute("SAVEPOINT s")
+            conn.execute("ALTER TABLE t ADD COLUMN gone int")
+            conn.execute("ROLLBACK TO SAVEPOINT s")
+            conn.execute("INSERT INTO t SELECT g, 'after', g FROM generate_series(20001, 40000) g")
+    assert_in_sync(pair, db, r)
+    rows = pair.source.execute("SELECT coalesce(stream_txns, 0) FROM pg_stat_replication_slots WHERE slot_name = %s",
+                               params=(r.slot,))
+    assert rows and rows[0][0] > 0, "the transaction was not streamed: make it larger"
+    assert query(pair.target, db, "SELECT count(*) FROM t WHERE w > 0") == [(20000,)]
