@@ -628,6 +628,31 @@ done
 stop_handoff
 q "$tgt2_port" "$DB" "DROP SUBSCRIPTION native" >/dev/null
 
+# ---- 5. the capture of schema changes on the source --------------------------
+# pghandoff left its event triggers on src1 (ddl = replay): the source's time
+# per DDL statement with them enabled and disabled, alternating, one client
+# running CREATE TABLE / ALTER TABLE ADD COLUMN / DROP TABLE.
+
+ddl_statements=300
+ddl_script=$work/ddl.sql
+printf '%s\n' 'CREATE TABLE ddl_bench (id int PRIMARY KEY);' 'ALTER TABLE ddl_bench ADD COLUMN v text;' \
+	'DROP TABLE ddl_bench;' >"$ddl_script"
+declare -A ddl_ms=()
+ddl_round() {
+	local state=$1 out
+	q "$src1_port" "$DB" "ALTER EVENT TRIGGER pghandoff_ddl_start $state; ALTER EVENT TRIGGER pghandoff_ddl_end $state; \
+		ALTER EVENT TRIGGER pghandoff_ddl_drop $state" >/dev/null
+	out=$(pgbench -n -c 1 -t $((ddl_statements / 3)) -f "$ddl_script" -h "$work" -p "$src1_port" "$DB" 2>&1) ||
+		die "pgbench with DDL failed: $out"
+	awk '/^latency average/ { printf "%.3f\n", $4 / 3 }' <<<"$out"
+}
+if [[ $(q "$src1_port" "$DB" "SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'pghandoff_ddl_%'") == 3 ]]; then
+	for ((round = 1; round <= ROUNDS; round++)); do
+		ddl_ms[off]+="$(ddl_round DISABLE) "
+		ddl_ms[on]+="$(ddl_round ENABLE) "
+	done
+fi
+
 # ---- results ---------------------------------------------------------------
 
 say
@@ -660,6 +685,13 @@ for m in pghandoff native; do
 done
 r_catchup=$(ratio "${rate_med[pghandoff]}" "${rate_med[native]}")
 printf '   pghandoff / native   = %s   (target >= 1.20: %s)\n' "$r_catchup" "$(verdict "$r_catchup" '>=' 1.20)"
+if [[ -n ${ddl_ms[on]:-} ]]; then
+	# shellcheck disable=SC2086
+	printf 'source time per DDL statement: %s ms with the capture, %s ms without  runs: %s / %s\n' \
+		"$(median ${ddl_ms[on]})" "$(median ${ddl_ms[off]})" "${ddl_ms[on]}" "${ddl_ms[off]}"
+else
+	say "source time per DDL statement: not measured (pghandoff's event triggers are not on the source)"
+fi
 say "pghandoff failures: $handoff_failures"
 say "load:       $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min) at the end"
 exit 0

@@ -5,6 +5,8 @@
  * origin and exits (the cutover does the same), --drop removes them.
  */
 #include "cli/cli.h"
+#include "replicator/ddl.h"
+#include "replicator/pgoutput.h"
 #include "replicator/replicate.h"
 
 #include <signal.h>
@@ -40,7 +42,7 @@ cmd_replicate(const CliCommand *cmd, int argc, char **argv)
 	ReplMode mode;
 	int i, n = 0, rc;
 
-	/* --drop, --reverse and --prepare are ours; the rest is the common options. */
+	/* --drop, --reverse, --prepare and --skip-ddl are ours; the rest is the common options. */
 	for (i = 0; i < argc; i++) {
 		if (strcmp(argv[i], "--drop") == 0)
 			drop = true;
@@ -48,7 +50,17 @@ cmd_replicate(const CliCommand *cmd, int argc, char **argv)
 			reverse = true;
 		else if (strcmp(argv[i], "--prepare") == 0)
 			prepare = true;
-		else
+		else if (strcmp(argv[i], "--skip-ddl") == 0) {
+			uint64_t lsn;
+
+			if (i + 1 >= argc || !lsn_parse(argv[i + 1], &lsn) || lsn == 0) {
+				fprintf(stderr, "pghandoff %s: --skip-ddl takes the LSN of the schema change, as in 0/16B3748\n",
+					cmd->name);
+				return EXIT_USAGE;
+			}
+			ddl_skip_once(lsn);
+			i++;
+		} else
 			argv[n++] = argv[i];
 	}
 	if (prepare && (!reverse || drop)) {

@@ -53,7 +53,7 @@ static const CliCommand commands[] = {
 	 "configuration and the auth file and reopens the log file.\n",
 	 cmd_proxy},
 	{"replicate", "copy the source into the target and stream every change",
-	 "Usage: pghandoff replicate -c FILE [--drop | --reverse [--prepare | --drop]]\n\n"
+	 "Usage: pghandoff replicate -c FILE [--drop | --reverse [--prepare | --drop]] [--skip-ddl LSN]\n\n"
 	 "For each database in [databases]: checks both clusters, copies the\n"
 	 "schema (schema = copy) and the data from a consistent snapshot, then\n"
 	 "streams every committed change (pgoutput) into the target until\n"
@@ -62,7 +62,10 @@ static const CliCommand commands[] = {
 	 "target stands, with no change lost or applied twice.\n\n"
 	 "  --drop     remove the slot and publication from the source and the\n"
 	 "             origin from the target instead, so an abandoned migration\n"
-	 "             leaves no slot holding WAL\n"
+	 "             leaves no slot holding WAL; with them the capture of schema\n"
+	 "             changes (schema pghandoff and its event triggers)\n"
+	 "  --skip-ddl LSN  do not replay the schema change captured at LSN, once:\n"
+	 "             after it failed on the other side and was made there by hand\n"
 	 "  --reverse  the way back after a cutover: stream from the reverse slot on\n"
 	 "             the target into the source (the proxy runs this itself with\n"
 	 "             rollback = on); each direction skips what the other applied\n"

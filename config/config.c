@@ -51,6 +51,7 @@ static const char *const auth_type_names[] = {"trust", "md5", "scram-sha-256", N
 static const char *const tls_mode_names[] = {"disable", "allow", "require", NULL};
 static const char *const schema_names[] = {"copy", "none", NULL};
 static const char *const roles_names[] = {"none", "copy", NULL};
+static const char *const ddl_names[] = {"replay", "stop", NULL};
 static const char *const drain_names[] = {"abort", "cancel", NULL};
 static const char *const unmovable_names[] = {"terminate", "abort", NULL};
 static const char *const fence_names[] = {"none", "read_only", NULL};
@@ -89,6 +90,7 @@ static const KeyDef global_keys[] = {
 	{"replication", "publication_name", KEY_NAME, C(replication.publication_name), "pghandoff", NULL, 0, 0},
 	{"replication", "schema", KEY_ENUM, C(replication.schema), "copy", schema_names, 0, 0},
 	{"replication", "roles", KEY_ENUM, C(replication.roles), "none", roles_names, 0, 0},
+	{"replication", "ddl", KEY_ENUM, C(replication.ddl), "replay", ddl_names, 0, 0},
 	{"replication", "copy_jobs", KEY_INT, C(replication.copy_jobs), "4", NULL, 1, 64},
 	{"replication", "split_tables_larger_than", KEY_SIZE, C(replication.split_tables_larger_than), "0", NULL, 0, 0},
 	{"replication", "pg_bindir", KEY_PATH, C(replication.pg_bindir), "", NULL, 0, 0},

@@ -29,6 +29,7 @@ typedef enum ClientTlsMode {
 
 typedef enum SchemaMode { SCHEMA_COPY = 0, SCHEMA_NONE } SchemaMode;
 typedef enum RolesMode { ROLES_NONE = 0, ROLES_COPY } RolesMode;
+typedef enum DdlMode { DDL_REPLAY = 0, DDL_STOP } DdlMode;
 typedef enum DrainPolicy { DRAIN_ABORT = 0, DRAIN_CANCEL } DrainPolicy;
 typedef enum UnmovablePolicy { UNMOVABLE_TERMINATE = 0, UNMOVABLE_ABORT } UnmovablePolicy;
 typedef enum FenceMode { FENCE_NONE = 0, FENCE_READ_ONLY } FenceMode;
@@ -79,6 +80,7 @@ typedef struct ReplicationConfig {
 	char *publication_name;
 	SchemaMode schema;
 	RolesMode roles;
+	DdlMode ddl;		/* schema changes while streaming: replayed, or the follower stops */
 	int copy_jobs;
 	int64_t split_tables_larger_than;	/* bytes: larger tables are copied in ctid ranges; 0: never */
 	char *pg_bindir;

@@ -144,6 +144,8 @@ render_replication(const Proxy *proxy, StrBuf *out)
 		{"pghandoff_copy_tables_total", "gauge", "Tables of the initial copy."},
 		{"pghandoff_replication_fence_violation", "gauge",
 		 "1 while the follower refuses a transaction committed after the fence of the side it reads."},
+		{"pghandoff_replication_ddl_stopped", "gauge",
+		 "1 while the follower is stopped at a schema change it could not replay."},
 	};
 	ReplProgress *progress = calloc((size_t) proxy->ndatabases + 1, sizeof(ReplProgress));
 	size_t f;
@@ -158,8 +160,9 @@ render_replication(const Proxy *proxy, StrBuf *out)
 			       families[f].type);
 		for (i = 0; i < proxy->ndatabases; i++) {
 			const ReplProgress *p = &progress[i];
-			const double values[8] = {p->lag_bytes, p->lag_seconds, p->changes, p->bytes_done,
-						  p->bytes_total, p->tables_done, p->tables_total, p->fence_violation[0] != '\0'};
+			const double values[9] = {p->lag_bytes, p->lag_seconds, p->changes, p->bytes_done,
+						  p->bytes_total, p->tables_done, p->tables_total, p->fence_violation[0] != '\0',
+						  p->ddl_stopped ? 1 : 0};
 
 			if (p->have)
 				strbuf_appendf(out, "%s{database=\"%s\"} %.3f\n", families[f].name, proxy->databases[i].name,

@@ -104,6 +104,11 @@ progress_read(const Proxy *proxy, const Database *db, ReplProgress *p)
 		p->lag_bytes = number(&v, "lag_bytes");
 		p->apply_rate = number(&v, "apply_rate");
 		p->changes = number(&v, "changes");
+		{
+			char lsn[32];
+
+			p->ddl_stopped = status_copy_value(&v, "ddl_stopped_lsn", lsn, sizeof(lsn)) && strcmp(lsn, "0/0") != 0;
+		}
 		started = number(&v, "copy_started");
 		if (strcmp(p->follower, "copy") == 0 && started > 0 && now > started) {
 			p->copy_rate = p->bytes_done / (now - started);
@@ -127,6 +132,8 @@ progress_read(const Proxy *proxy, const Database *db, ReplProgress *p)
 		snprintf(p->phase, sizeof(p->phase), "cut over");
 	else if (!p->have)
 		snprintf(p->phase, sizeof(p->phase), "unknown");
+	else if (p->ddl_stopped)
+		snprintf(p->phase, sizeof(p->phase), "stopped at DDL");
 	else if (strcmp(p->follower, "streaming") == 0 && proxy->rolled_back)
 		snprintf(p->phase, sizeof(p->phase), "rolled back");
 	else if (strcmp(p->follower, "streaming") == 0 && p->age_seconds > STREAMING_STALLED_S)

@@ -39,6 +39,7 @@ typedef struct ReplProgress {
 	char slot[16];		/* active, inactive, missing; "" when not probed */
 	double slot_lag_bytes;	/* the source's end of WAL less the slot's confirmed position */
 	char origin_lsn[32];	/* the target's origin remote_lsn, "" when unknown */
+	bool ddl_stopped;	/* stopped at a schema change it could not replay */
 } ReplProgress;
 
 void progress_read(const Proxy *proxy, const Database *db, ReplProgress *p);

@@ -154,6 +154,7 @@ applier_init(Applier *ap, ReplConn *target, const char *origin, const char *skip
 	ap->exact_before = exact_before;
 	relcache_init(&ap->relcache);
 	batch_init(&ap->batch);
+	ddl_init(&ap->ddl, DDL_REPLAY);
 	/* Triggers and foreign keys stay quiet, as for a native subscription. */
 	if (!repl_exec(target, "SET session_replication_role = replica") ||
 	    !repl_exec(target, "SET synchronous_commit = off") ||
@@ -200,6 +201,7 @@ applier_free(Applier *ap)
 		ap->stmts = next;
 	}
 	free(ap->absent);
+	ddl_free(&ap->ddl);
 	batch_free(&ap->batch);
 	relcache_free(&ap->relcache);
 }
@@ -686,7 +688,30 @@ apply_relation(Applier *ap, const PgoutputRelation *rel)
 		}
 	}
 	PQclear(res);
+	if (missing > 0)
+		ddl_name_last_change(&ap->ddl, ap->subject);
 	return missing == 0 && (!ap->target_open || pipeline_start(ap));
+}
+
+/*
+ * An Insert into the capture table (ddl.h): the schema change runs here, in
+ * the open apply transaction, after the changes before it and before those
+ * after it.  Pending rows go first, as they were made before it.
+ */
+static bool
+apply_ddl(Applier *ap, const PgoutputTuple *tup)
+{
+	if (!flush_batch(ap) || !pipeline_end(ap))
+		return false;
+	if (!ddl_replay(&ap->ddl, ap->target, tup, ap->subject))
+		return false;	/* error already logged; the caller's failure rolls the transaction back */
+	return pipeline_start(ap);
+}
+
+static bool
+is_ddl_relation(const Applier *ap, uint32_t relid)
+{
+	return ap->ddl.relid != 0 && relid == ap->ddl.relid;
 }
 
 static bool
@@ -816,6 +841,7 @@ applier_handle(Applier *ap, const PgoutputMessage *msg)
 		ap->skipping = msg->begin.final_lsn < ap->skip_before;
 		ap->origin_skipped = false;
 		ap->batch_this_xact = msg->begin.final_lsn >= ap->exact_before;
+		ap->ddl.replayed_in_xact = false;
 		return ap->skipping || open_target(ap);
 	case PGOUTPUT_ORIGIN:
 		/* Sent after Begin, before the changes, when the transaction has an origin. */
@@ -838,19 +864,32 @@ applier_handle(Applier *ap, const PgoutputMessage *msg)
 		if (ap->origin_skipped)
 			ap->xacts_skipped++;
 		ap->origin_skipped = false;
+		/*
+		 * After a schema change the group commits with this transaction: the
+		 * next ones may use what it made (a new enum value is usable only
+		 * once the transaction that added it has committed).
+		 */
+		if (ap->ddl.replayed_in_xact) {
+			ap->ddl.replayed_in_xact = false;
+			return applier_flush(ap, true);
+		}
 		return applier_flush(ap, false);
 	case PGOUTPUT_RELATION:
 		/* Even in a skipped transaction: later changes name the table by its relid only. */
+		if (ddl_relation(&ap->ddl, &msg->relation))
+			return true;
 		return apply_relation(ap, &msg->relation);
 	case PGOUTPUT_INSERT:
 		if (skip_change(ap))
 			return true;
+		if (is_ddl_relation(ap, msg->insert.relid))
+			return apply_ddl(ap, &msg->insert.newtuple);
 		ap->group_changes++;
 		ap->changes_applied++;
 		set_change(ap, msg->type, msg->insert.relid);
 		return apply_insert(ap, &msg->insert);
 	case PGOUTPUT_UPDATE:
-		if (skip_change(ap))
+		if (skip_change(ap) || is_ddl_relation(ap, msg->update.relid))
 			return true;
 		ap->group_changes++;
 		ap->changes_applied++;
@@ -858,7 +897,8 @@ applier_handle(Applier *ap, const PgoutputMessage *msg)
 		return apply_update_or_delete(ap, msg->update.relid, true, msg->update.old_kind, &msg->update.oldtuple,
 					      &msg->update.newtuple);
 	case PGOUTPUT_DELETE:
-		if (skip_change(ap))
+		/* The capture deletes each of its rows at once: nothing to apply. */
+		if (skip_change(ap) || is_ddl_relation(ap, msg->delete.relid))
 			return true;
 		ap->group_changes++;
 		ap->changes_applied++;

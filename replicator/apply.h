@@ -19,6 +19,7 @@
 
 #include "replicator/batch.h"
 #include "replicator/conn.h"
+#include "replicator/ddl.h"
 #include "replicator/pgoutput.h"
 #include "replicator/relcache.h"
 
@@ -64,6 +65,7 @@ typedef struct Applier {
 	int64_t group_changes;
 	double group_started;	/* monotonic seconds */
 
+	DdlReplay ddl;		/* schema changes captured on the sending side (ddl.h) */
 	Batch batch;		/* net-effect batching of keyed tables */
 	uint64_t exact_before;	/* transactions ending before this are applied one change at a time */
 	bool batch_this_xact;	/* the current source transaction may be batched */

@@ -13,6 +13,7 @@
  * into the root table on the target, which routes them into its partitions.
  */
 #include "replicator/copy.h"
+#include "replicator/ddl.h"
 #include "replicator/replicate.h"
 #include "replicator/status.h"
 #include "common/log.h"
@@ -59,7 +60,7 @@ static const char sql_tables[] =
 	"JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
 	"JOIN pg_type t ON t.oid = a.atttypid "
 	"WHERE c.relkind = 'r' AND c.relpersistence = 'p' "
-	"  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)' "
+	"  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)' " DDL_EXCLUDE_SCHEMA
 	"  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
 	"                  AND d.objid = c.oid AND d.deptype = 'e') "
 	"  %s "

@@ -18,6 +18,7 @@
  * right, only slower.
  */
 #include "replicator/indexes.h"
+#include "replicator/ddl.h"
 #include "replicator/replicate.h"
 #include "replicator/schema.h"
 #include "common/clock.h"
@@ -81,7 +82,7 @@ static const char sql_indexes[] =
 	"WHERE t.relkind = 'r' AND t.relpersistence = 'p' AND NOT t.relispartition AND NOT t.relhassubclass "
 	"  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits h WHERE h.inhrelid = t.oid) "
 	"  AND ic.relkind = 'i' AND i.indisvalid AND i.indisready AND ic.reltablespace = 0 "
-	"  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_' "
+	"  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_' " DDL_EXCLUDE_SCHEMA
 	"  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid = i.indexrelid "
 	"                  AND coalesce(a.attstattarget, -1) <> -1) "
 	"  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass "

@@ -7,6 +7,7 @@
  * writes to either cluster.
  */
 #include "replicator/preflight.h"
+#include "replicator/ddl.h"
 #include "common/pgsql.h"
 #include "common/strbuf.h"
 #include "replicator/names.h"
@@ -230,6 +231,33 @@ check_replication_privilege(Preflight *pf, Side *source)
 		       "source: user %s lacks the REPLICATION privilege", PQuser(source->conn));
 }
 
+/*
+ * The capture of schema changes (ddl.h) is a set of event triggers, which
+ * only a superuser may create (every version up to 18).  Without it the
+ * follower stops at a change that no longer fits, as with ddl = stop: a
+ * warning, not a failure.
+ */
+static void
+check_event_triggers(Preflight *pf, Side *side, const char *why)
+{
+	long ok;
+
+	if (pf->config->replication.ddl != DDL_REPLAY)
+		return;
+	if (!query_int(pf, side, "SELECT rolsuper::int FROM pg_roles WHERE rolname = current_user", 0, NULL, &ok))
+		return;
+	if (ok)
+		report(pf, CHECK_PASS, NULL, "%s: user %s may create event triggers: schema changes %s are replayed",
+		       side->server->role, PQuser(side->conn), why);
+	else
+		report(pf, CHECK_WARN,
+		       "connect as a superuser (on a managed service, a role its documentation allows to create event "
+		       "triggers), or make each schema change on both sides by hand and set ddl = stop",
+		       "%s: user %s is not a superuser and may not create event triggers: schema changes %s are not "
+		       "captured, and stop the follower where they no longer fit",
+		       side->server->role, PQuser(side->conn), why);
+}
+
 static bool
 database_exists(Preflight *pf, Side *side, const char *name, bool *exists)
 {
@@ -278,7 +306,7 @@ static const char sql_tables_without_identity[] =
 	"SELECT format('%I.%I', n.nspname, c.relname) "
 	"FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
 	"WHERE c.relkind = 'r' AND c.relpersistence = 'p' "
-	"  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast' "
+	"  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast' " DDL_EXCLUDE_SCHEMA
 	"  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
 	"                  AND d.objid = c.oid AND d.deptype = 'e') "
 	"  AND " PREFLIGHT_SQL_NO_REPLICA_IDENTITY " "
@@ -290,7 +318,7 @@ const char preflight_sql_table_columns[] =
 	"FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
 	"JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
 	"WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p' "
-	"  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' "
+	"  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' " DDL_EXCLUDE_SCHEMA
 	"GROUP BY 1 ORDER BY 1";
 
 static const char sql_unlogged_tables[] =
@@ -627,7 +655,10 @@ preflight_run(Preflight *pf)
 		check_slots_and_senders(pf, &source);
 		check_replication_privilege(pf, &source);
 		check_wal_retention(pf, &source);
+		check_event_triggers(pf, &source, "made on the source during the migration");
 	}
+	if (target.conn && config->cutover.rollback)
+		check_event_triggers(pf, &target, "made on the target after the cutover");
 	if (target.conn && config->cutover.rollback)
 		check_wal_level(pf, &target,
 				"rollback = on streams changes back from the target: ALTER SYSTEM SET wal_level = "

@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "common/clock.h"
 #include "replicator/copy.h"
+#include "replicator/ddl.h"
 #include "replicator/indexes.h"
 #include "replicator/slots.h"
 #include "replicator/partitions.h"
@@ -221,11 +222,15 @@ initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *n
 	if (config->replication.schema == SCHEMA_COPY) {
 		if (config->replication.roles == ROLES_COPY && !schema_copy_roles(config, source->version / 10000, subject))
 			return false;
-		if (!schema_dump(config, db, source->version / 10000, dump_path, subject) ||
+		if (!ddl_leave_out(source) || !schema_dump(config, db, source->version / 10000, dump_path, subject) ||
 		    !schema_restore(config, db, dump_path, "pre-data", NULL, 1, subject))
 			return false;
 	} else if (!schema_verify(source, target, via_root, subject)) {
 		return false;
+	}
+	/* Before the slot: every schema change from its consistent point on is captured. */
+	if (!ddl_install(source, "source")) {
+		/* logged as a warning: schema changes stop the follower, as they would without it */
 	}
 	if (!slots_drop_stale_slot(source, names->slot) ||
 	    !slots_ensure_publication(source, names->publication, via_root))
@@ -294,6 +299,9 @@ replicate_database(const Config *config, const DatabaseMapping *db)
 		if (!ok)
 			goto fail;
 	}
+	if (start_lsn != 0 && !ddl_install(&source, "source")) {
+		/* logged as a warning: a capture made by an older run stays as it was */
+	}
 	repl_close(&source);
 	rc = replicate_follow(config, &dir, &repl, &target, start_lsn, subject);
 	status_phase(&status, rc == 0 ? "stopped" : "failed");
@@ -326,7 +334,8 @@ drop_database_objects(const Config *config, const DatabaseMapping *db)
 	if (repl_connect(&source, &config->source, db->name, false, subject)) {
 		/* After a cutover the source is fenced read-only; removing our own objects is still allowed. */
 		ok = repl_exec(&source, "SET default_transaction_read_only = off") &&
-		     slots_drop_slot(&source, names.slot, true) && slots_drop_publication(&source, names.publication);
+		     slots_drop_slot(&source, names.slot, true) && slots_drop_publication(&source, names.publication) &&
+		     ddl_leave_out(&source);
 		repl_close(&source);
 	} else {
 		ok = false;
@@ -339,8 +348,8 @@ drop_database_objects(const Config *config, const DatabaseMapping *db)
 		ok = false;
 	}
 	if (ok)
-		log_info(subject, "dropped slot %s and publication %s on the source, origin %s on the target", names.slot,
-			 names.publication, names.origin);
+		log_info(subject, "dropped slot %s, publication %s and the capture of schema changes on the source, origin %s "
+			 "on the target", names.slot, names.publication, names.origin);
 	return ok ? 0 : 1;
 }
 

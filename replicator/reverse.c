@@ -9,6 +9,7 @@
  */
 #include "replicator/reverse.h"
 #include "common/log.h"
+#include "replicator/ddl.h"
 #include "replicator/slots.h"
 #include "replicator/pgoutput.h"
 #include "replicator/follow.h"
@@ -52,6 +53,10 @@ reverse_prepare(const Config *config, const DatabaseMapping *db, const char *sub
 	 * Partitions go back the way they came: through their roots if the
 	 * target partitions differently, which the forward publication says.
 	 */
+	/* Schema changes on the target after the cutover go back to the source too (ddl.h). */
+	if (!ddl_install(&target, "target")) {
+		/* logged as a warning */
+	}
 	ok = slots_publication_state(&source, names.publication, &forward_exists, &via_root) &&
 	     slots_drop_origin(&source, names.reverse_origin) &&
 	     slots_drop_slot(&target, names.reverse_slot, true) &&
@@ -84,7 +89,7 @@ reverse_drop(const Config *config, const DatabaseMapping *db, const char *subjec
 	if (repl_connect(&target, &config->target, db->target_name, false, subject) &&
 	    repl_exec(&target, "SET default_transaction_read_only = off")) {
 		ok = slots_drop_slot(&target, names.reverse_slot, true) &&
-		     slots_drop_publication(&target, names.reverse_publication);
+		     slots_drop_publication(&target, names.reverse_publication) && ddl_leave_out(&target);
 		repl_close(&target);
 	} else {
 		repl_close(&target);	/* connected, perhaps, but could not lift the fence */

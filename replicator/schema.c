@@ -10,6 +10,7 @@
  * the password reaches them through PGPASSWORD, never argv.
  */
 #include "replicator/schema.h"
+#include "replicator/ddl.h"
 #include "common/tmpfile.h"
 #include "common/log.h"
 #include "common/strbuf.h"
@@ -332,7 +333,7 @@ schema_copy_roles(const Config *config, int source_major, const char *subject)
 	"FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace " \
 	"JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped " \
 	"WHERE " which " AND c.relpersistence = 'p' " \
-	"  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast' " \
+	"  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast' " DDL_EXCLUDE_SCHEMA \
 	"ORDER BY 1, 2"
 
 /* Every table, partitions included: rows are published into each by its own name. */

@@ -16,7 +16,7 @@ static const char sql_sequences[] =
 	"  coalesce(last_value, (SELECT seqstart FROM pg_sequence s "
 	"    WHERE s.seqrelid = format('%I.%I', schemaname, sequencename)::regclass)), "
 	"  last_value IS NOT NULL "
-	"FROM pg_sequences ORDER BY 1";
+	"FROM pg_sequences WHERE schemaname <> 'pghandoff' ORDER BY 1";
 
 bool
 sequences_sync(ReplConn *source, ReplConn *target, int *count)

@@ -48,7 +48,7 @@ static void
 write_file(ReplStatus *st, double now)
 {
 	char tmp[sizeof(st->path) + 8], text[1024], received[LSN_FORMAT_LEN], applied[LSN_FORMAT_LEN],
-		walend[LSN_FORMAT_LEN];
+		walend[LSN_FORMAT_LEN], ddl_stopped[LSN_FORMAT_LEN];
 	int fd, len;
 
 	st->last_write = now;
@@ -62,15 +62,17 @@ write_file(ReplStatus *st, double now)
 	lsn_format(st->received_lsn, received, sizeof(received));
 	lsn_format(st->applied_lsn, applied, sizeof(applied));
 	lsn_format(st->wal_end, walend, sizeof(walend));
+	lsn_format(st->ddl_stopped_lsn, ddl_stopped, sizeof(ddl_stopped));
 	len = snprintf(text, sizeof(text),
 		       "phase %s\npid %d\nupdated_at %.3f\ntables_total %d\ntables_done %d\nbytes_total %lld\n"
 		       "bytes_done %lld\nrows_done %lld\ncopy_started %.3f\nreceived_lsn %s\napplied_lsn %s\nwal_end %s\n"
-		       "lag_bytes %lld\nlast_commit %.6f\ncaught_up %d\nxacts %lld\nchanges %lld\napply_rate %.1f\n",
+		       "lag_bytes %lld\nlast_commit %.6f\ncaught_up %d\nxacts %lld\nchanges %lld\napply_rate %.1f\n"
+		       "ddl_stopped_lsn %s\n",
 		       st->phase, (int) getpid(), now, st->tables_total, st->tables_done, (long long) st->bytes_total,
 		       (long long) st->bytes_done, (long long) st->rows_done, st->copy_started, received, applied, walend,
 		       (long long) (st->wal_end > st->applied_lsn ? st->wal_end - st->applied_lsn : 0),
 		       (double) st->last_commit_us / 1e6, st->applied_lsn >= st->received_lsn && st->received_lsn >= st->wal_end,
-		       (long long) st->xacts, (long long) st->changes, st->apply_rate);
+		       (long long) st->xacts, (long long) st->changes, st->apply_rate, ddl_stopped);
 	if (st->fence_violation[0] && len > 0 && len < (int) sizeof(text))
 		len += snprintf(text + len, sizeof(text) - (size_t) len, "fence_violation %s\n", st->fence_violation);
 	if (len < 0 || len >= (int) sizeof(text))
@@ -87,6 +89,26 @@ write_file(ReplStatus *st, double now)
 		if (fd >= 0)
 			(void) unlink(tmp);
 	}
+}
+
+void
+status_ddl_stopped(ReplStatus *st, uint64_t lsn)
+{
+	pthread_mutex_lock(&st->lock);
+	st->ddl_stopped_lsn = lsn;
+	write_file(st, clock_unix());
+	pthread_mutex_unlock(&st->lock);
+}
+
+void
+status_ddl_passed(ReplStatus *st, uint64_t committed)
+{
+	pthread_mutex_lock(&st->lock);
+	if (st->ddl_stopped_lsn != 0 && committed > st->ddl_stopped_lsn) {
+		st->ddl_stopped_lsn = 0;
+		write_file(st, clock_unix());
+	}
+	pthread_mutex_unlock(&st->lock);
 }
 
 void

@@ -39,6 +39,7 @@ typedef struct ReplStatus {
 	double rate_at;
 	double apply_rate;	/* changes per second */
 	char fence_violation[200];	/* the transaction refused as written after the fence, "" for none */
+	uint64_t ddl_stopped_lsn;	/* a schema change that could not be replayed stops the follower here; 0: none */
 } ReplStatus;
 
 /* The file for db under config; "" when state_file is empty. */
@@ -58,6 +59,10 @@ void status_stream(ReplStatus *st, uint64_t received, uint64_t applied, uint64_t
 
 /* A transaction refused as written after the fence (replicator/fence.h); "" once one is applied again. Written at once. */
 void status_fence_violation(ReplStatus *st, const char *what);
+/* The follower stopped at the schema change captured at lsn (ddl.h); cleared once applying gets past it. */
+void status_ddl_stopped(ReplStatus *st, uint64_t lsn);
+/* Transactions up to committed are applied: a stop at a schema change before it is over. */
+void status_ddl_passed(ReplStatus *st, uint64_t committed);
 
 /* Reading (the proxy): the file's contents, then one value by key, copied; false when missing. */
 typedef struct StatusValues {

@@ -530,6 +530,7 @@ publish(Stream *s)
 		applied = s->received_lsn;
 	status_stream(s->dir->status, s->received_lsn, applied, s->wal_end, s->last_commit_us,
 		      s->applier.xacts_applied, s->applier.changes_applied);
+	status_ddl_passed(s->dir->status, s->applier.committed_lsn);
 }
 
 bool
@@ -557,6 +558,8 @@ stream_run(const Config *config, const ReplDirection *dir, ReplConn *repl, ReplC
 	if (!applier_init(&s.applier, apply, dir->origin, dir->skip_origin, start_lsn, *exact_before, subject) ||
 	    !start_streaming(&s, dir->slot, dir->publication, start_lsn))
 		goto done;
+	s.applier.ddl.mode = config->replication.ddl;
+	s.applier.ddl.keep_roles = config->replication.roles == ROLES_COPY;
 	s.last_feedback = clock_monotonic();
 	if (dir->status)
 		status_phase(dir->status, "streaming");
@@ -628,6 +631,8 @@ stream_run(const Config *config, const ReplDirection *dir, ReplConn *repl, ReplC
 			housekeeping(&s);
 	}
 done:
+	if (dir->status && s.applier.ddl.failed_lsn != 0)
+		status_ddl_stopped(dir->status, s.applier.ddl.failed_lsn);
 	if (s.applier.batch_failed) {
 		*exact_before = s.wal_end > s.received_lsn ? s.wal_end : s.received_lsn;
 		log_warning(subject, "a batch could not be applied; its transactions are applied again one change at a "

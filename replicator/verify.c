@@ -15,6 +15,7 @@
  * partitioned table whole.
  */
 #include "replicator/verify.h"
+#include "replicator/ddl.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/strbuf.h"
@@ -47,7 +48,7 @@
 	"   WHERE i.indrelid = c.oid AND i.indisprimary), '') " \
 	"FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace " \
 	"WHERE " which " AND c.relpersistence = 'p' " \
-	"  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_' " \
+	"  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_' " DDL_EXCLUDE_SCHEMA \
 	"ORDER BY " size " DESC"
 
 /* Partitions one by one, as they are published: the target has the same. */

@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "common/strbuf.h"
 #include "replicator/conn.h"
+#include "replicator/ddl.h"
 #include "replicator/fence.h"
 #include "replicator/pgoutput.h"
 #include "replicator/preflight.h"
@@ -227,6 +228,18 @@ check_columns(const CutoverDirection *dir, const DatabaseMapping *db, ReplConn *
 	return ok;
 }
 
+/* With ddl = replay schema changes were replayed: indexes and constraints must have come along too. */
+static bool
+check_definitions(const CutoverDirection *dir, const DatabaseMapping *db, ReplConn *from, ReplConn *to, char *err,
+		  size_t errlen)
+{
+	if (dir->config->replication.ddl != DDL_REPLAY ||
+	    ddl_compare_definitions(from, to, db->name, from_server(dir)->role, to_server(dir)->role, err, errlen))
+		return true;
+	log_error(dir->subject, "%s", err);
+	return false;
+}
+
 /*
  * A rollback also waits for the forward follower (it must pass the reverse
  * follower's writes before their origin goes): its slot must be in use.
@@ -265,6 +278,7 @@ steps_precheck(const CutoverDirection *dir, CutoverLinks *links, PrecheckFacts *
 
 		if (!check_lag(dir, db, &links->from[i], &links->to[i], facts, err, errlen) ||
 		    !check_columns(dir, db, &links->from[i], &links->to[i], facts, err, errlen) ||
+		    !check_definitions(dir, db, &links->from[i], &links->to[i], err, errlen) ||
 		    (dir->reverse && !check_forward_streams(dir, db, &links->to[i], err, errlen)))
 			return false;
 	}

@@ -211,6 +211,8 @@ class ReplicatorProcess:
         self.pghandoff = pghandoff
         # `replicate --reverse`: from the reverse slot on the target into the source.
         self.reverse = reverse
+        # More command-line arguments for the next start (--skip-ddl LSN).
+        self.extra_args = []
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.pair = pair
@@ -301,7 +303,7 @@ class ReplicatorProcess:
         self._start_offset = self.log_path.stat().st_size
         self.proc = subprocess.Popen(
             [str(self.pghandoff.bin), "replicate", "-c", str(self.config_path)]
-            + (["--reverse"] if self.reverse else []),
+            + (["--reverse"] if self.reverse else []) + list(self.extra_args),
             stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=self._log_file,
             cwd=self.workdir)
         self.starts += 1
@@ -537,6 +539,9 @@ def wait_caught_up(pair, dbname, origin, replicator=None, timeout=CATCH_UP_TIMEO
 def user_tables(cluster, dbname, roots_only=False):
     """Every user table (plain and partitioned), as quoted qualified names.
 
+    The schema pghandoff (the replicator's capture of schema changes) is not
+    the user's.
+
     roots_only leaves partitions out: plain tables and partitioned roots only,
     the tables a target that partitions differently has too.
     """
@@ -545,7 +550,7 @@ def user_tables(cluster, dbname, roots_only=False):
                  "JOIN pg_namespace n ON n.oid = c.relnamespace "
                  "WHERE c.relkind IN ('r', 'p') AND c.relpersistence = 'p' "
                  + ("AND NOT c.relispartition " if roots_only else "")
-                 + "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+                 + "AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pghandoff') "
                  "AND n.nspname !~ '^pg_(toast|temp)' ORDER BY 1")
     return [r[0] for r in rows]
 

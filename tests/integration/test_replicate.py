@@ -1009,15 +1009,15 @@ def test_restart_resumes_without_copy(clusters, replicator_factory):
 # ---- DDL -------------------------------------------------------------------
 
 def test_ddl_add_column(clusters, replicator_factory):
-    """A column added on the source stops applying with the table and column named; adding it on
-    the target lets it resume by itself."""
+    """With ddl = stop, a column added on the source stops applying with the table, the column
+    and the statement named; adding it on the target lets it resume by itself."""
     pair = clusters
     db = make_database(pair, "ddl")
     run_sql(pair.source, db,
             "CREATE TABLE t (id int PRIMARY KEY, v text)",
             "CREATE TABLE other (id int PRIMARY KEY)",
             "INSERT INTO t SELECT g, 'v' FROM generate_series(1, 10) g")
-    r = start_and_sync(replicator_factory, pair, db)
+    r = start_and_sync(replicator_factory, pair, db, replication={"ddl": "stop"})
     run_sql(pair.source, db, "ALTER TABLE t ADD COLUMN c int")
     # Where the first transaction with the new column begins (the ALTER itself
     # may come as an empty transaction from a 13 source, and be applied).
@@ -1028,6 +1028,7 @@ def test_ddl_add_column(clusters, replicator_factory):
     r.wait_log(r"ERROR .*public\.t\b.*\bc\b")
     line = [l for l in r.errors(since_start=True) if "public.t" in l][0]
     assert "public.t" in line and "column c" in line, line
+    assert any("ALTER TABLE t ADD COLUMN c int" in l for l in r.errors(since_start=True)), r.log_tail()
     # Nothing after the change is applied without its column, and nothing later either.
     assert query(pair.target, db, "SELECT count(*) FROM t")[0][0] == 10
     assert query(pair.target, db, "SELECT count(*) FROM other")[0][0] == 0

@@ -61,9 +61,12 @@ def fence(cluster, db, on=True):
 
 
 def copy_sequences(pair, db):
-    """What the cutover does before clients move: the target's sequences take the source's values."""
+    """What the cutover does before clients move: the target's sequences take the source's values.
+
+    Not those of the schema pghandoff, the capture of schema changes, which is each side's own.
+    """
     rows = query(pair.source, db, "SELECT format('%I.%I', schemaname, sequencename), last_value "
-                                  "FROM pg_sequences WHERE last_value IS NOT NULL")
+                                  "FROM pg_sequences WHERE last_value IS NOT NULL AND schemaname <> 'pghandoff'")
     for name, value in rows:
         pair.target.execute("SELECT setval(%s, %s)", dbname=db, params=(name, value))
 

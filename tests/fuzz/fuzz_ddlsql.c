@@ -1,0 +1,44 @@
+/*
+ * libFuzzer target: cutting a captured schema change out of a query string
+ * (replicator/ddlsql.c).  The string is whatever a client of the source
+ * sent, so arbitrary bytes.  It is scanned from a heap copy of exactly its
+ * size, so AddressSanitizer catches any read past len; every tag and the
+ * first ordinals are tried, and a statement found is never longer than the
+ * input plus the words a rewrite adds.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "replicator/ddlsql.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static const char *const tags[] = {"CREATE TABLE", "CREATE TABLE AS", "SELECT INTO", "ALTER TABLE",
+					   "CREATE INDEX", "DROP INDEX", "GRANT", "COMMENT"};
+	char *copy = malloc(size ? size : 1);
+
+	if (!copy)
+		return 0;
+	memcpy(copy, data, size);
+	for (size_t t = 0; t < sizeof(tags) / sizeof(tags[0]); t++) {
+		for (int ordinal = 1; ordinal <= 3; ordinal++) {
+			StrBuf out;
+			DdlSqlResult r;
+
+			strbuf_init(&out);
+			r = ddlsql_statement(copy, size, tags[t], ordinal, &out);
+			if (r == DDL_SQL_OK && !out.failed && out.len > size + 64)
+				abort();
+			if (r != DDL_SQL_OK && out.len != 0)
+				abort();
+			strbuf_free(&out);
+		}
+	}
+	(void) ddlsql_count_statements(copy, size);
+	free(copy);
+	return 0;
+}
