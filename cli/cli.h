@@ -16,7 +16,7 @@
 typedef struct CliCommand {
 	const char *name;
 	const char *summary;
-	const char *help;	/* printed by `pghandoff COMMAND --help` */
+	const char *help; /* printed by `pghandoff COMMAND --help` */
 	int (*run)(const struct CliCommand *cmd, int argc, char **argv);
 } CliCommand;
 

@@ -42,7 +42,8 @@ check_clients(Preflight *pf, const Config *config)
 
 	if (!conn) {
 		pf->npass++;
-		print_check(stdout, CHECK_PASS, "proxy: not running with this configuration, no clients to move yet", NULL);
+		print_check(stdout, CHECK_PASS, "proxy: not running with this configuration, no clients to move yet",
+			    NULL);
 		return;
 	}
 	res = PQexec(conn, "CUTOVER DRY RUN");
@@ -58,8 +59,9 @@ check_clients(Preflight *pf, const Config *config)
 	} else if (strcmp(report_value(res, "clients_unmovable"), "0") != 0) {
 		char line[2048];
 
-		snprintf(line, sizeof(line), "proxy: %s client(s) connected, %s cannot move: %s", report_value(res, "clients"),
-			 report_value(res, "clients_unmovable"), report_value(res, "client_list"));
+		snprintf(line, sizeof(line), "proxy: %s client(s) connected, %s cannot move: %s",
+			 report_value(res, "clients"), report_value(res, "clients_unmovable"),
+			 report_value(res, "client_list"));
 		pf->nwarn++;
 		print_check(stdout, CHECK_WARN, line,
 			    "with unmovable = terminate these sessions are ended at the cutover (the application must "

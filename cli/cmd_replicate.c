@@ -30,7 +30,7 @@ follow_parent(void)
 		return;
 	(void) prctl(PR_SET_PDEATHSIG, SIGTERM);
 	if (getppid() != (pid_t) strtol(parent, NULL, 10))
-		(void) raise(SIGTERM);	/* it died before the line above */
+		(void) raise(SIGTERM); /* it died before the line above */
 	(void) unsetenv("PGHANDOFF_PARENT_PID");
 }
 
@@ -54,7 +54,8 @@ cmd_replicate(const CliCommand *cmd, int argc, char **argv)
 			uint64_t lsn;
 
 			if (i + 1 >= argc || !lsn_parse(argv[i + 1], &lsn) || lsn == 0) {
-				fprintf(stderr, "pghandoff %s: --skip-ddl takes the LSN of the schema change, as in 0/16B3748\n",
+				fprintf(stderr,
+					"pghandoff %s: --skip-ddl takes the LSN of the schema change, as in 0/16B3748\n",
 					cmd->name);
 				return EXIT_USAGE;
 			}

@@ -71,7 +71,7 @@ count_connections(PGresult *dbs, PGresult *servers, int *clients, int *source, i
 		*clients += (int) strtol(field(dbs, i, "clients"), NULL, 10);
 	for (i = 0; i < PQntuples(servers); i++) {
 		if (strcmp(field(servers, i, "state"), "retiring") == 0)
-			continue;	/* left by its client at a cutover, closing */
+			continue; /* left by its client at a cutover, closing */
 		if (strcmp(field(servers, i, "cluster"), "target") == 0)
 			(*target)++;
 		else
@@ -109,15 +109,19 @@ print_fence(FILE *out, PGresult *fence)
 	for (i = 0; i < 2; i++) {
 		(void) fence_row(fence, clusters[i], &fenced, &pending, &detail);
 		if (pending && fenced)
-			fprintf(out, "WARNING: the %s is still fenced (read-only) after an aborted cutover or rollback; "
-				"unfencing is retried: %s\n", clusters[i], detail);
+			fprintf(out,
+				"WARNING: the %s is still fenced (read-only) after an aborted cutover or rollback; "
+				"unfencing is retried: %s\n",
+				clusters[i], detail);
 		else if (fenced)
-			fprintf(out, "fenced: the %s (read-only: clients are served by the other cluster)\n", clusters[i]);
+			fprintf(out, "fenced: the %s (read-only: clients are served by the other cluster)\n",
+				clusters[i]);
 		if (pending && !pending_detail)
 			pending_detail = detail;
 	}
 	if (pending_detail && !strstr(pending_detail, "still fenced"))
-		fprintf(out, "WARNING: an aborted cutover or rollback left objects behind; dropping them is retried: %s\n",
+		fprintf(out,
+			"WARNING: an aborted cutover or rollback left objects behind; dropping them is retried: %s\n",
 			pending_detail);
 }
 
@@ -130,7 +134,8 @@ print_text(FILE *out, PGresult *repl, PGresult *dbs, PGresult *servers, PGresult
 		"rate", "eta", "lag", "lag time", "apply rate");
 	for (i = 0; i < PQntuples(repl); i++) {
 		char done[16], total[16], copied[40], rate[24], lag[24], eta[16], tables[16], lagt[16], apply[24];
-		double d = strtod(field(repl, i, "copied_bytes"), NULL), t = strtod(field(repl, i, "total_bytes"), NULL);
+		double d = strtod(field(repl, i, "copied_bytes"), NULL),
+		       t = strtod(field(repl, i, "total_bytes"), NULL);
 		const char *phase = field(repl, i, "phase");
 		bool copying = strcmp(phase, "copy") == 0;
 
@@ -140,12 +145,14 @@ print_text(FILE *out, PGresult *repl, PGresult *dbs, PGresult *servers, PGresult
 		human_bytes(strtod(field(repl, i, "copy_rate_bytes"), NULL), rate, sizeof(rate));
 		strncat(rate, "/s", sizeof(rate) - strlen(rate) - 1);
 		human_bytes(strtod(field(repl, i, "lag_bytes"), NULL), lag, sizeof(lag));
-		snprintf(eta, sizeof(eta), "%s%s", field(repl, i, "eta_seconds"), field(repl, i, "eta_seconds")[0] ? " s" : "-");
-		snprintf(tables, sizeof(tables), "%s/%s", field(repl, i, "tables_done"), field(repl, i, "tables_total"));
+		snprintf(eta, sizeof(eta), "%s%s", field(repl, i, "eta_seconds"),
+			 field(repl, i, "eta_seconds")[0] ? " s" : "-");
+		snprintf(tables, sizeof(tables), "%s/%s", field(repl, i, "tables_done"),
+			 field(repl, i, "tables_total"));
 		snprintf(lagt, sizeof(lagt), "%s s", field(repl, i, "lag_seconds"));
 		snprintf(apply, sizeof(apply), "%s/s", field(repl, i, "apply_rate"));
-		fprintf(out, "%-16s %-12s %-9s %-23s %-11s %-7s %-12s %-9s %s\n", field(repl, i, "database"), phase, tables,
-			copied, copying ? rate : "-", copying ? eta : "-", lag, lagt, apply);
+		fprintf(out, "%-16s %-12s %-9s %-23s %-11s %-7s %-12s %-9s %s\n", field(repl, i, "database"), phase,
+			tables, copied, copying ? rate : "-", copying ? eta : "-", lag, lagt, apply);
 		if (copying && tty && t > 0) {
 			int filled = (int) (BAR_WIDTH * (d > t ? 1.0 : d / t));
 			char bar[BAR_WIDTH + 1];
@@ -168,9 +175,10 @@ print_json(FILE *out, PGresult *repl, PGresult *dbs, PGresult *servers, PGresult
 {
 	bool source_fenced, target_fenced, source_pending, target_pending;
 	const char *source_detail, *target_detail;
-	static const char *const numeric[] = {"tables_done", "tables_total", "copied_bytes", "total_bytes",
-					      "copy_rate_bytes", "eta_seconds", "lag_bytes", "lag_seconds",
-					      "apply_rate", "updated_seconds_ago", "pid", "slot_lag_bytes"};
+	static const char *const numeric[] =
+		{"tables_done",     "tables_total",        "copied_bytes", "total_bytes",
+		 "copy_rate_bytes", "eta_seconds",         "lag_bytes",    "lag_seconds",
+		 "apply_rate",      "updated_seconds_ago", "pid",          "slot_lag_bytes"};
 	StrBuf sb;
 	int i, c, clients, source, target;
 
@@ -262,7 +270,7 @@ cmd_status(const CliCommand *cmd, int argc, char **argv)
 		struct timespec second = {1, 0};
 
 		if (watch && tty && !json)
-			fputs("\033[H\033[2J", stdout);	/* home, clear: redraw in place */
+			fputs("\033[H\033[2J", stdout); /* home, clear: redraw in place */
 		if (!show_once(conn, json, tty)) {
 			rc = EXIT_PROBLEM;
 			break;

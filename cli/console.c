@@ -40,7 +40,7 @@ console_connect(const Config *config, bool verbose)
 	snprintf(port, sizeof(port), "%d", config->proxy.listen_port);
 	keywords[n] = "host";
 	values[n++] = config->proxy.unix_socket_dir && config->proxy.unix_socket_dir[0] ? config->proxy.unix_socket_dir
-											  : config->proxy.listen_addr;
+											: config->proxy.listen_addr;
 	keywords[n] = "port";
 	values[n++] = port;
 	keywords[n] = "dbname";
@@ -67,15 +67,14 @@ console_connect(const Config *config, bool verbose)
 	userlist_free(users);
 	if (PQstatus(conn) != CONNECTION_OK) {
 		if (verbose)
-			fprintf(stderr, "pghandoff: could not reach the proxy's admin console at %s:%s as %s: %s", values[0],
-				port, user, PQerrorMessage(conn));
+			fprintf(stderr, "pghandoff: could not reach the proxy's admin console at %s:%s as %s: %s",
+				values[0], port, user, PQerrorMessage(conn));
 		PQfinish(conn);
 		return NULL;
 	}
 	PQsetNoticeProcessor(conn, verbose ? print_notice : ignore_notice, NULL);
 	return conn;
 }
-
 
 int
 console_open(const CliCommand *cmd, int argc, char **argv, PGconn **conn)

@@ -154,17 +154,18 @@ manual(FILE *out)
 	size_t i;
 	const char *p;
 
-	fprintf(out, "PGHANDOFF(1)\n\nNAME\n    pghandoff - move a live PostgreSQL database to another cluster without "
-		     "downtime\n\n"
-		     "SYNOPSIS\n    pghandoff COMMAND -c FILE [options]\n    pghandoff help | --help | --version\n\n"
-		     "DESCRIPTION\n"
-		     "    Applications connect to pghandoff instead of the database.  It fronts the\n"
-		     "    source (old) cluster and the target (new) one: a wire-protocol proxy, a\n"
-		     "    logical-replication follower that copies the source into the target and\n"
-		     "    streams every change, and a cutover that moves every client to the target\n"
-		     "    at a transaction boundary, with its session, in well under a second.\n"
-		     "    The usual sequence: check, run, status (until streaming), verify,\n"
-		     "    cutover --dry-run, cutover; rollback if needed.\n\nCOMMANDS\n");
+	fprintf(out,
+		"PGHANDOFF(1)\n\nNAME\n    pghandoff - move a live PostgreSQL database to another cluster without "
+		"downtime\n\n"
+		"SYNOPSIS\n    pghandoff COMMAND -c FILE [options]\n    pghandoff help | --help | --version\n\n"
+		"DESCRIPTION\n"
+		"    Applications connect to pghandoff instead of the database.  It fronts the\n"
+		"    source (old) cluster and the target (new) one: a wire-protocol proxy, a\n"
+		"    logical-replication follower that copies the source into the target and\n"
+		"    streams every change, and a cutover that moves every client to the target\n"
+		"    at a transaction boundary, with its session, in well under a second.\n"
+		"    The usual sequence: check, run, status (until streaming), verify,\n"
+		"    cutover --dry-run, cutover; rollback if needed.\n\nCOMMANDS\n");
 	for (i = 0; i < N_COMMANDS; i++) {
 		fprintf(out, "    %s - %s\n\n", commands[i].name, commands[i].summary);
 		for (p = commands[i].help; *p;) {
@@ -175,21 +176,22 @@ manual(FILE *out)
 		}
 		fputc('\n', out);
 	}
-	fprintf(out, "FILES\n"
-		     "    pghandoff.ini        the configuration (config/pghandoff.ini.example documents every key)\n"
-		     "    auth_file            users and secrets for client logins (plaintext, md5 or SCRAM verifiers)\n"
-		     "    state_file           where clients go after a cutover or rollback; beside it the follower's\n"
-		     "                         progress (-replication-DB) and verify's requests (-verify-DB)\n"
-		     "    pghandoff.service    a systemd unit running `pghandoff run` (config/)\n\n"
-		     "SIGNALS\n"
-		     "    SIGTERM  stop accepting, let clients finish (shutdown_timeout), stop the followers\n"
-		     "    SIGINT   stop at once\n"
-		     "    SIGHUP   reload the configuration and the auth file, reopen the log file\n\n"
-		     "ENVIRONMENT\n"
-		     "    PGPASSWORD, PGPASSFILE  the admin console's password for cutover, rollback, status, check\n\n"
-		     "EXIT STATUS\n"
-		     "    0 success; 1 the command ran and found a problem (a failed check, a refused\n"
-		     "    cutover, a table that differs); 2 bad usage or configuration.\n");
+	fprintf(out,
+		"FILES\n"
+		"    pghandoff.ini        the configuration (config/pghandoff.ini.example documents every key)\n"
+		"    auth_file            users and secrets for client logins (plaintext, md5 or SCRAM verifiers)\n"
+		"    state_file           where clients go after a cutover or rollback; beside it the follower's\n"
+		"                         progress (-replication-DB) and verify's requests (-verify-DB)\n"
+		"    pghandoff.service    a systemd unit running `pghandoff run` (config/)\n\n"
+		"SIGNALS\n"
+		"    SIGTERM  stop accepting, let clients finish (shutdown_timeout), stop the followers\n"
+		"    SIGINT   stop at once\n"
+		"    SIGHUP   reload the configuration and the auth file, reopen the log file\n\n"
+		"ENVIRONMENT\n"
+		"    PGPASSWORD, PGPASSFILE  the admin console's password for cutover, rollback, status, check\n\n"
+		"EXIT STATUS\n"
+		"    0 success; 1 the command ran and found a problem (a failed check, a refused\n"
+		"    cutover, a table that differs); 2 bad usage or configuration.\n");
 }
 
 int

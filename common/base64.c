@@ -6,8 +6,7 @@
  */
 #include "common/base64.h"
 
-static const char b64_alphabet[] =
-"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+static const char b64_alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /* Value of a base64 character, or -1 if it is not in the alphabet. */
 static int
@@ -27,12 +26,11 @@ b64_value(char ch)
 }
 
 bool
-base64_encode(const uint8_t *src, size_t srclen,
-			  char *dst, size_t dstsize, size_t *outlen)
+base64_encode(const uint8_t *src, size_t srclen, char *dst, size_t dstsize, size_t *outlen)
 {
-	size_t		need;
-	size_t		i;
-	size_t		o = 0;
+	size_t need;
+	size_t i;
+	size_t o = 0;
 
 	/* Keep BASE64_ENCODED_LEN from overflowing. */
 	if (srclen > (SIZE_MAX / 4) * 3 - 3)
@@ -41,28 +39,23 @@ base64_encode(const uint8_t *src, size_t srclen,
 	if (dst == NULL || dstsize < need + 1)
 		return false;
 
-	for (i = 0; i + 3 <= srclen; i += 3)
-	{
-		uint32_t	v = ((uint32_t) src[i] << 16) |
-			((uint32_t) src[i + 1] << 8) | src[i + 2];
+	for (i = 0; i + 3 <= srclen; i += 3) {
+		uint32_t v = ((uint32_t) src[i] << 16) | ((uint32_t) src[i + 1] << 8) | src[i + 2];
 
 		dst[o++] = b64_alphabet[(v >> 18) & 0x3F];
 		dst[o++] = b64_alphabet[(v >> 12) & 0x3F];
 		dst[o++] = b64_alphabet[(v >> 6) & 0x3F];
 		dst[o++] = b64_alphabet[v & 0x3F];
 	}
-	if (srclen - i == 1)
-	{
-		uint32_t	v = (uint32_t) src[i] << 16;
+	if (srclen - i == 1) {
+		uint32_t v = (uint32_t) src[i] << 16;
 
 		dst[o++] = b64_alphabet[(v >> 18) & 0x3F];
 		dst[o++] = b64_alphabet[(v >> 12) & 0x3F];
 		dst[o++] = '=';
 		dst[o++] = '=';
-	}
-	else if (srclen - i == 2)
-	{
-		uint32_t	v = ((uint32_t) src[i] << 16) | ((uint32_t) src[i + 1] << 8);
+	} else if (srclen - i == 2) {
+		uint32_t v = ((uint32_t) src[i] << 16) | ((uint32_t) src[i + 1] << 8);
 
 		dst[o++] = b64_alphabet[(v >> 18) & 0x3F];
 		dst[o++] = b64_alphabet[(v >> 12) & 0x3F];
@@ -76,18 +69,16 @@ base64_encode(const uint8_t *src, size_t srclen,
 }
 
 bool
-base64_decode(const char *src, size_t srclen,
-			  uint8_t *dst, size_t dstsize, size_t *outlen)
+base64_decode(const char *src, size_t srclen, uint8_t *dst, size_t dstsize, size_t *outlen)
 {
-	size_t		pad = 0;
-	size_t		need;
-	size_t		i;
-	size_t		o = 0;
+	size_t pad = 0;
+	size_t need;
+	size_t i;
+	size_t o = 0;
 
 	if (srclen % 4 != 0)
 		return false;
-	if (srclen > 0 && src[srclen - 1] == '=')
-	{
+	if (srclen > 0 && src[srclen - 1] == '=') {
 		pad++;
 		if (src[srclen - 2] == '=')
 			pad++;
@@ -96,14 +87,13 @@ base64_decode(const char *src, size_t srclen,
 	if (need > dstsize || (need > 0 && dst == NULL))
 		return false;
 
-	for (i = 0; i < srclen; i += 4)
-	{
-		bool		last = (i + 4 == srclen);
-		int			a = b64_value(src[i]);
-		int			b = b64_value(src[i + 1]);
-		int			c;
-		int			d;
-		uint32_t	v;
+	for (i = 0; i < srclen; i += 4) {
+		bool last = (i + 4 == srclen);
+		int a = b64_value(src[i]);
+		int b = b64_value(src[i + 1]);
+		int c;
+		int d;
+		uint32_t v;
 
 		/* '=' is only allowed as the final one or two characters. */
 		c = (last && pad == 2) ? 0 : b64_value(src[i + 2]);
@@ -111,8 +101,7 @@ base64_decode(const char *src, size_t srclen,
 		if (a < 0 || b < 0 || c < 0 || d < 0)
 			return false;
 
-		v = ((uint32_t) a << 18) | ((uint32_t) b << 12) |
-			((uint32_t) c << 6) | (uint32_t) d;
+		v = ((uint32_t) a << 18) | ((uint32_t) b << 12) | ((uint32_t) c << 6) | (uint32_t) d;
 		dst[o++] = (uint8_t) (v >> 16);
 		if (!(last && pad == 2))
 			dst[o++] = (uint8_t) (v >> 8);

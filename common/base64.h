@@ -26,8 +26,7 @@
  * BASE64_ENCODED_LEN(srclen) + 1.  *outlen (if not NULL) gets the length
  * without the NUL.  Returns false only if dst is too small.
  */
-bool base64_encode(const uint8_t *src, size_t srclen,
-				   char *dst, size_t dstsize, size_t *outlen)
+bool base64_encode(const uint8_t *src, size_t srclen, char *dst, size_t dstsize, size_t *outlen)
 	__attribute__((warn_unused_result));
 
 /*
@@ -36,8 +35,7 @@ bool base64_encode(const uint8_t *src, size_t srclen,
  * with at most two '=' only at the very end; whitespace is an error.
  * Returns false on malformed input or if dst (dstsize bytes) is too small.
  */
-bool base64_decode(const char *src, size_t srclen,
-				   uint8_t *dst, size_t dstsize, size_t *outlen)
+bool base64_decode(const char *src, size_t srclen, uint8_t *dst, size_t dstsize, size_t *outlen)
 	__attribute__((warn_unused_result));
 
-#endif							/* PGHANDOFF_COMMON_BASE64_H */
+#endif /* PGHANDOFF_COMMON_BASE64_H */

@@ -14,9 +14,12 @@ typedef struct List {
 	struct List *prev;
 } List;
 
-#define container_of(ptr, type, member) ((type *) ((char *) (ptr) - offsetof(type, member)))
+#define container_of(ptr, type, member) ((type *) ((char *) (ptr) -offsetof(type, member)))
 
-#define LIST_INIT(name) {&(name), &(name)}
+#define LIST_INIT(name) \
+	{ \
+		&(name), &(name) \
+	}
 
 static inline void
 list_init(List *list)

@@ -29,8 +29,7 @@ bool log_open(LogLevel level, LogFormat format, const char *path) __attribute__(
 bool log_reopen(void) __attribute__((warn_unused_result));
 void log_close(void);
 
-void log_write(LogLevel level, const char *subject, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+void log_write(LogLevel level, const char *subject, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 const char *log_level_name(LogLevel level);
 

@@ -19,56 +19,42 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MD5AUTH_SALT_LEN	4
-#define MD5AUTH_HASH_LEN	35	/* "md5" + 32 lowercase hex digits */
-#define MD5AUTH_BUF_SIZE	(MD5AUTH_HASH_LEN + 1)
+#define MD5AUTH_SALT_LEN 4
+#define MD5AUTH_HASH_LEN 35 /* "md5" + 32 lowercase hex digits */
+#define MD5AUTH_BUF_SIZE (MD5AUTH_HASH_LEN + 1)
 
 /* Longest user name or password accepted, in bytes. */
 #define MD5AUTH_MAX_INPUT_LEN 1024
 
 /* True if s is exactly "md5" followed by 32 lowercase hex digits. */
-bool		md5auth_is_stored(const char *s);
+bool md5auth_is_stored(const char *s);
 
 /* out = "md5" + md5hex(password + user), NUL-terminated. */
-bool		md5auth_stored_from_password(const char *user, const char *password,
-										 char out[MD5AUTH_BUF_SIZE],
-										 char *err, size_t errlen)
-	__attribute__((warn_unused_result));
+bool md5auth_stored_from_password(const char *user, const char *password, char out[MD5AUTH_BUF_SIZE], char *err,
+				  size_t errlen) __attribute__((warn_unused_result));
 
 /* Wire response computed from the plaintext password. */
-bool		md5auth_response_from_password(const char *user, const char *password,
-										   const uint8_t salt[MD5AUTH_SALT_LEN],
-										   char out[MD5AUTH_BUF_SIZE],
-										   char *err, size_t errlen)
+bool md5auth_response_from_password(const char *user, const char *password, const uint8_t salt[MD5AUTH_SALT_LEN],
+				    char out[MD5AUTH_BUF_SIZE], char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 
 /* Wire response computed from the stored "md5..." hash alone. */
-bool		md5auth_response_from_stored(const char *stored,
-										 const uint8_t salt[MD5AUTH_SALT_LEN],
-										 char out[MD5AUTH_BUF_SIZE],
-										 char *err, size_t errlen)
-	__attribute__((warn_unused_result));
+bool md5auth_response_from_stored(const char *stored, const uint8_t salt[MD5AUTH_SALT_LEN], char out[MD5AUTH_BUF_SIZE],
+				  char *err, size_t errlen) __attribute__((warn_unused_result));
 
 /*
  * Check a client's PasswordMessage contents (response, response_len bytes,
  * no NUL needed) against a stored hash or a plaintext password.  False with
  * err set when it does not match or cannot be checked.
  */
-bool		md5auth_verify_stored(const char *stored,
-								  const uint8_t salt[MD5AUTH_SALT_LEN],
-								  const char *response, size_t response_len,
-								  char *err, size_t errlen)
-	__attribute__((warn_unused_result));
+bool md5auth_verify_stored(const char *stored, const uint8_t salt[MD5AUTH_SALT_LEN], const char *response,
+			   size_t response_len, char *err, size_t errlen) __attribute__((warn_unused_result));
 
-bool		md5auth_verify_password(const char *user, const char *password,
-									const uint8_t salt[MD5AUTH_SALT_LEN],
-									const char *response, size_t response_len,
-									char *err, size_t errlen)
+bool md5auth_verify_password(const char *user, const char *password, const uint8_t salt[MD5AUTH_SALT_LEN],
+			     const char *response, size_t response_len, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 
 /* A fresh random salt for AuthenticationMD5Password. */
-bool		md5auth_random_salt(uint8_t salt[MD5AUTH_SALT_LEN],
-								char *err, size_t errlen)
-	__attribute__((warn_unused_result));
+bool md5auth_random_salt(uint8_t salt[MD5AUTH_SALT_LEN], char *err, size_t errlen) __attribute__((warn_unused_result));
 
-#endif							/* PGHANDOFF_COMMON_MD5AUTH_H */
+#endif /* PGHANDOFF_COMMON_MD5AUTH_H */

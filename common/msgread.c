@@ -90,8 +90,7 @@ msgread_uint32(MsgReader *r, uint32_t *out)
 
 	if (!p)
 		return false;
-	*out = ((uint32_t) p[0] << 24) | ((uint32_t) p[1] << 16) |
-		((uint32_t) p[2] << 8) | (uint32_t) p[3];
+	*out = ((uint32_t) p[0] << 24) | ((uint32_t) p[1] << 16) | ((uint32_t) p[2] << 8) | (uint32_t) p[3];
 	return true;
 }
 

@@ -34,16 +34,13 @@ bool msgread_int64(MsgReader *r, int64_t *out) __attribute__((warn_unused_result
  * NULL) gets its length without the NUL.  Fails when there is no NUL before
  * the end of the buffer.
  */
-bool msgread_string(MsgReader *r, const char **out, size_t *len_out)
-	__attribute__((warn_unused_result));
+bool msgread_string(MsgReader *r, const char **out, size_t *len_out) __attribute__((warn_unused_result));
 
 /* n bytes: *out points into the buffer. */
-bool msgread_bytes(MsgReader *r, size_t n, const uint8_t **out)
-	__attribute__((warn_unused_result));
+bool msgread_bytes(MsgReader *r, size_t n, const uint8_t **out) __attribute__((warn_unused_result));
 
 /* n bytes copied to dst. */
-bool msgread_copy_bytes(MsgReader *r, void *dst, size_t n)
-	__attribute__((warn_unused_result));
+bool msgread_copy_bytes(MsgReader *r, void *dst, size_t n) __attribute__((warn_unused_result));
 
 /* Bytes left to read; 0 once the reader has failed. */
 size_t msgread_remaining(const MsgReader *r);
@@ -51,4 +48,4 @@ size_t msgread_remaining(const MsgReader *r);
 /* True when no read failed and every byte was consumed. */
 bool msgread_end(const MsgReader *r) __attribute__((warn_unused_result));
 
-#endif							/* PGHANDOFF_COMMON_MSGREAD_H */
+#endif /* PGHANDOFF_COMMON_MSGREAD_H */

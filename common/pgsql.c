@@ -24,8 +24,7 @@ copy_first_line(const char *msg, char *err, size_t errlen)
 }
 
 bool
-pgsql_connect(const char *const *keywords, const char *const *values, PGconn **conn,
-	      char *err, size_t errlen)
+pgsql_connect(const char *const *keywords, const char *const *values, PGconn **conn, char *err, size_t errlen)
 {
 	PGconn *c = PQconnectdbParams(keywords, values, 1);
 
@@ -46,8 +45,8 @@ pgsql_connect(const char *const *keywords, const char *const *values, PGconn **c
 }
 
 bool
-pgsql_query(PGconn *conn, const char *sql, int nparams, const char *const *params,
-	    PGresult **result, char *err, size_t errlen)
+pgsql_query(PGconn *conn, const char *sql, int nparams, const char *const *params, PGresult **result, char *err,
+	    size_t errlen)
 {
 	PGresult *res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
 	ExecStatusType st = PQresultStatus(res);
@@ -72,8 +71,8 @@ pgsql_query(PGconn *conn, const char *sql, int nparams, const char *const *param
 }
 
 bool
-pgsql_query_copy_value(PGconn *conn, const char *sql, int nparams, const char *const *params,
-		       char *buf, size_t buflen, char *err, size_t errlen)
+pgsql_query_copy_value(PGconn *conn, const char *sql, int nparams, const char *const *params, char *buf, size_t buflen,
+		       char *err, size_t errlen)
 {
 	PGresult *res;
 
@@ -98,7 +97,7 @@ wait_socket(PGconn *conn, bool for_write, double deadline)
 	pfd.fd = PQsocket(conn);
 	pfd.events = for_write ? POLLOUT : POLLIN;
 	if (pfd.fd < 0)
-		return true;	/* libpq reports the broken connection on its next call */
+		return true; /* libpq reports the broken connection on its next call */
 	for (;;) {
 		double left = deadline - clock_monotonic();
 		int rc;
@@ -108,7 +107,7 @@ wait_socket(PGconn *conn, bool for_write, double deadline)
 		pfd.revents = 0;
 		rc = poll(&pfd, 1, (int) (left * 1000.0) + 1);
 		if (rc > 0 || (rc < 0 && errno != EINTR))
-			return true;	/* ready, or an error libpq will see and report */
+			return true; /* ready, or an error libpq will see and report */
 	}
 }
 
@@ -142,7 +141,7 @@ pgsql_get_result_until(PGconn *conn, double deadline, PGresult **result)
 	*result = NULL;
 	/* Nonblocking, so that sending cannot wait on a full socket buffer either. */
 	if (was_blocking && PQsetnonblocking(conn, 1) != 0)
-		return true;	/* no result: the caller reports PQerrorMessage */
+		return true; /* no result: the caller reports PQerrorMessage */
 	while ((flushed = PQflush(conn)) == 1)
 		if (!wait_socket(conn, true, deadline))
 			return false;
@@ -157,7 +156,7 @@ pgsql_get_result_until(PGconn *conn, double deadline, PGresult **result)
 				return false;
 			}
 			if (PQconsumeInput(conn) == 0)
-				break;	/* the connection is gone: PQgetResult says so */
+				break; /* the connection is gone: PQgetResult says so */
 		}
 		res = PQgetResult(conn);
 		if (!res)
@@ -169,7 +168,8 @@ pgsql_get_result_until(PGconn *conn, double deadline, PGresult **result)
 			PQclear(last);
 			last = res;
 		}
-		if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH || PQstatus(conn) == CONNECTION_BAD)
+		if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH ||
+		    PQstatus(conn) == CONNECTION_BAD)
 			break;
 	}
 	/* Back as it was for the connection's other users (COPY calls behave differently when nonblocking). */
@@ -185,7 +185,7 @@ cancel_main(void *arg)
 	PGcancel *cancel = arg;
 	char errbuf[256];
 
-	(void) PQcancel(cancel, errbuf, sizeof(errbuf));	/* nobody is left to tell */
+	(void) PQcancel(cancel, errbuf, sizeof(errbuf)); /* nobody is left to tell */
 	PQfreeCancel(cancel);
 	return NULL;
 }
@@ -205,7 +205,7 @@ pgsql_cancel_detached(PGconn *conn)
 	started = pthread_create(&thread, &attr, cancel_main, cancel) == 0;
 	pthread_attr_destroy(&attr);
 	if (!started)
-		PQfreeCancel(cancel);	/* closing the connection is all that is left */
+		PQfreeCancel(cancel); /* closing the connection is all that is left */
 }
 
 void

@@ -11,19 +11,19 @@
 #include <libpq-fe.h>
 
 /* keywords/values as for PQconnectdbParams with expand_dbname = 1. */
-bool pgsql_connect(const char *const *keywords, const char *const *values, PGconn **conn,
-		   char *err, size_t errlen) __attribute__((warn_unused_result));
+bool pgsql_connect(const char *const *keywords, const char *const *values, PGconn **conn, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
 
 /*
  * Runs sql with text parameters.  On success *result holds a TUPLES_OK or
  * COMMAND_OK result for the caller to PQclear.
  */
-bool pgsql_query(PGconn *conn, const char *sql, int nparams, const char *const *params,
-		 PGresult **result, char *err, size_t errlen) __attribute__((warn_unused_result));
+bool pgsql_query(PGconn *conn, const char *sql, int nparams, const char *const *params, PGresult **result, char *err,
+		 size_t errlen) __attribute__((warn_unused_result));
 
 /* The first column of the first row as text, copied into buf ("" for NULL). */
-bool pgsql_query_copy_value(PGconn *conn, const char *sql, int nparams, const char *const *params,
-			    char *buf, size_t buflen, char *err, size_t errlen) __attribute__((warn_unused_result));
+bool pgsql_query_copy_value(PGconn *conn, const char *sql, int nparams, const char *const *params, char *buf,
+			    size_t buflen, char *err, size_t errlen) __attribute__((warn_unused_result));
 
 /*
  * Waiting with a deadline (clock_monotonic() seconds).  A stopped server's
@@ -35,8 +35,8 @@ bool pgsql_query_copy_value(PGconn *conn, const char *sql, int nparams, const ch
  */
 
 /* PQconnectdbParams(keywords, values, 1) that gives up at deadline: NULL then, with *expired. */
-PGconn *pgsql_connect_until(const char *const *keywords, const char *const *values, double deadline,
-			    bool *expired) __attribute__((warn_unused_result));
+PGconn *pgsql_connect_until(const char *const *keywords, const char *const *values, double deadline, bool *expired)
+	__attribute__((warn_unused_result));
 
 /*
  * The result of what PQsendQuery* sent, as PQexec would return it (the

@@ -38,8 +38,7 @@ static const Unit duration_units[] = {
 
 /* Splits "  16 MB " into 16 and "MB"; fails on anything but digits then a word. */
 static bool
-split_number_unit(const char *s, int64_t *number, const char **unit, size_t *unitlen,
-		  char *err, size_t errlen)
+split_number_unit(const char *s, int64_t *number, const char **unit, size_t *unitlen, char *err, size_t errlen)
 {
 	const char *p = s;
 	const char *end;
@@ -81,8 +80,8 @@ split_number_unit(const char *s, int64_t *number, const char **unit, size_t *uni
 }
 
 static bool
-apply_unit(const char *s, const Unit *units, int64_t number, const char *unit, size_t unitlen,
-	   int64_t *out, char *err, size_t errlen, const char *valid)
+apply_unit(const char *s, const Unit *units, int64_t number, const char *unit, size_t unitlen, int64_t *out, char *err,
+	   size_t errlen, const char *valid)
 {
 	const Unit *u;
 
@@ -127,8 +126,8 @@ parse_duration(const char *s, int64_t *usec, char *err, size_t errlen)
 	if (!split_number_unit(s, &number, &unit, &unitlen, err, errlen))
 		return false;
 	if (unitlen == 0) {
-		snprintf(err, errlen, "invalid value \"%s\": a unit is required (for example \"%sms\" or \"%ss\")",
-			 s, s, s);
+		snprintf(err, errlen, "invalid value \"%s\": a unit is required (for example \"%sms\" or \"%ss\")", s,
+			 s, s);
 		return false;
 	}
 	return apply_unit(s, duration_units, number, unit, unitlen, usec, err, errlen,

@@ -26,25 +26,25 @@
 
 typedef enum KeyType {
 	KEY_STRING,
-	KEY_SECRET,		/* a string never printed */
-	KEY_PATH,		/* a string; relative paths resolved against the file's directory */
+	KEY_SECRET, /* a string never printed */
+	KEY_PATH,   /* a string; relative paths resolved against the file's directory */
 	KEY_PORT,
 	KEY_INT,
 	KEY_SIZE,
 	KEY_DURATION,
 	KEY_BOOL,
 	KEY_ENUM,
-	KEY_NAME,		/* a slot or publication name: [a-z0-9_], at most 63 bytes */
+	KEY_NAME, /* a slot or publication name: [a-z0-9_], at most 63 bytes */
 } KeyType;
 
 typedef struct KeyDef {
-	const char *section;	/* NULL: a key of [source] and [target] */
+	const char *section; /* NULL: a key of [source] and [target] */
 	const char *name;
 	KeyType type;
-	size_t offset;		/* into Config, or into ServerConfig when section is NULL */
+	size_t offset; /* into Config, or into ServerConfig when section is NULL */
 	const char *default_value;
-	const char *const *choices;	/* KEY_ENUM: names in the enum's order */
-	int64_t min, max;	/* KEY_INT */
+	const char *const *choices; /* KEY_ENUM: names in the enum's order */
+	int64_t min, max;           /* KEY_INT */
 } KeyDef;
 
 static const char *const auth_type_names[] = {"trust", "md5", "scram-sha-256", NULL};
@@ -96,7 +96,8 @@ static const KeyDef global_keys[] = {
 	{"replication", "pg_bindir", KEY_PATH, C(replication.pg_bindir), "", NULL, 0, 0},
 	{"replication", "maintenance_work_mem", KEY_SIZE, C(replication.maintenance_work_mem), "512MB", NULL, 0, 0},
 	{"replication", "slot_retention_warning", KEY_SIZE, C(replication.slot_retention_warning), "10GB", NULL, 0, 0},
-	{"replication", "sequence_sync_interval", KEY_DURATION, C(replication.sequence_sync_interval), "30s", NULL, 0, 0},
+	{"replication", "sequence_sync_interval", KEY_DURATION, C(replication.sequence_sync_interval), "30s", NULL, 0,
+	 0},
 	{"cutover", "max_lag", KEY_SIZE, C(cutover.max_lag), "16MB", NULL, 0, 0},
 	{"cutover", "drain_timeout", KEY_DURATION, C(cutover.drain_timeout), "5s", NULL, 0, 0},
 	{"cutover", "catchup_timeout", KEY_DURATION, C(cutover.catchup_timeout), "30s", NULL, 0, 0},
@@ -126,11 +127,11 @@ typedef struct Loader {
 	FILE *file;
 	FILE *errors;
 	const char *path;
-	char *dir;		/* directory of the file, for relative paths */
-	int line;		/* line being parsed */
+	char *dir; /* directory of the file, for relative paths */
+	int line;  /* line being parsed */
 	bool at_line_start;
 	int nerrors;
-	int section_line[8];	/* per section_names entry: header line, 0 = absent */
+	int section_line[8]; /* per section_names entry: header line, 0 = absent */
 	int global_seen[N_GLOBAL_KEYS];
 	int server_seen[2][N_SERVER_KEYS];
 	int databases_cap;
@@ -165,7 +166,8 @@ edit_distance(const char *a, const char *b)
 	for (i = 1; i <= la; i++) {
 		cur[0] = i;
 		for (j = 1; j <= lb; j++) {
-			size_t sub = prev[j - 1] + (tolower((unsigned char) a[i - 1]) != tolower((unsigned char) b[j - 1]));
+			size_t sub =
+				prev[j - 1] + (tolower((unsigned char) a[i - 1]) != tolower((unsigned char) b[j - 1]));
 			size_t del = prev[j] + 1;
 			size_t ins = cur[j - 1] + 1;
 
@@ -252,7 +254,8 @@ set_value(Loader *ld, const KeyDef *def, void *base, const char *value, int line
 		char *copy;
 
 		if (def->type == KEY_NAME && !valid_name(value)) {
-			loader_error(ld, line, "invalid %s \"%s\": use 1 to %d lower-case letters, digits or underscores",
+			loader_error(ld, line,
+				     "invalid %s \"%s\": use 1 to %d lower-case letters, digits or underscores",
 				     def->name, value, MAX_NAME_LEN);
 			return false;
 		}
@@ -318,7 +321,8 @@ set_value(Loader *ld, const KeyDef *def, void *base, const char *value, int line
 			for (i = 0; def->choices[i]; i++)
 				used += (size_t) snprintf(list + used, used < sizeof(list) ? sizeof(list) - used : 0,
 							  "%s%s", i ? ", " : "", def->choices[i]);
-			loader_error(ld, line, "invalid value \"%s\" for %s: expected one of %s", value, def->name, list);
+			loader_error(ld, line, "invalid value \"%s\" for %s: expected one of %s", value, def->name,
+				     list);
 		}
 		return false;
 	}
@@ -351,8 +355,8 @@ handle_server_key(Loader *ld, ServerConfig *server, int which, const char *name,
 		if (strcmp(server_keys[i].name, name) != 0)
 			continue;
 		if (ld->server_seen[which][i]) {
-			loader_error(ld, ld->line, "duplicate key \"%s\" in [%s], first set at line %d",
-				     name, server->role, ld->server_seen[which][i]);
+			loader_error(ld, ld->line, "duplicate key \"%s\" in [%s], first set at line %d", name,
+				     server->role, ld->server_seen[which][i]);
 			return;
 		}
 		ld->server_seen[which][i] = ld->line;
@@ -384,10 +388,13 @@ handle_server_key(Loader *ld, ServerConfig *server, int which, const char *name,
 		const char *hint = closest_name(name, names, SIZE_MAX);
 
 		if (hint)
-			loader_error(ld, ld->line, "unknown key \"%s\" in [%s]; did you mean \"%s\"?", name, server->role, hint);
+			loader_error(ld, ld->line, "unknown key \"%s\" in [%s]; did you mean \"%s\"?", name,
+				     server->role, hint);
 		else
-			loader_error(ld, ld->line, "unknown key \"%s\" in [%s]; known keys are host, port, user, "
-				     "password, conninfo and libpq's ssl* keys", name, server->role);
+			loader_error(ld, ld->line,
+				     "unknown key \"%s\" in [%s]; known keys are host, port, user, "
+				     "password, conninfo and libpq's ssl* keys",
+				     name, server->role);
 	}
 }
 
@@ -442,7 +449,7 @@ config_ini_handler(void *user, const char *section, const char *name, const char
 		return 1;
 	}
 	if (sidx < 0)
-		return 1;	/* reported once, at the section header */
+		return 1; /* reported once, at the section header */
 	if (sidx == 0 || sidx == 1) {
 		handle_server_key(ld, sidx == 0 ? &ld->config->source : &ld->config->target, sidx, name, value);
 		return 1;
@@ -455,8 +462,8 @@ config_ini_handler(void *user, const char *section, const char *name, const char
 		if (strcmp(global_keys[i].section, section) != 0 || strcmp(global_keys[i].name, name) != 0)
 			continue;
 		if (ld->global_seen[i]) {
-			loader_error(ld, ld->line, "duplicate key \"%s\" in [%s], first set at line %d",
-				     name, section, ld->global_seen[i]);
+			loader_error(ld, ld->line, "duplicate key \"%s\" in [%s], first set at line %d", name, section,
+				     ld->global_seen[i]);
 			return 1;
 		}
 		ld->global_seen[i] = ld->line;
@@ -474,7 +481,8 @@ config_ini_handler(void *user, const char *section, const char *name, const char
 		names[n] = NULL;
 		hint = closest_name(name, names, n);
 		if (hint)
-			loader_error(ld, ld->line, "unknown key \"%s\" in [%s]; did you mean \"%s\"?", name, section, hint);
+			loader_error(ld, ld->line, "unknown key \"%s\" in [%s]; did you mean \"%s\"?", name, section,
+				     hint);
 		else
 			loader_error(ld, ld->line, "unknown key \"%s\" in [%s]", name, section);
 	}
@@ -560,7 +568,7 @@ config_ini_reader(char *str, int num, void *stream)
 		str[--len] = '\0';
 
 	if (ld->line == 1 && (unsigned char) str[0] == 0xEF)
-		return str;	/* inih strips a UTF-8 BOM itself */
+		return str; /* inih strips a UTF-8 BOM itself */
 	if (is_comment_or_blank(str))
 		return str;
 	if (str[0] == '[') {
@@ -614,7 +622,8 @@ check_server(Loader *ld, ServerConfig *server, int last_line)
 
 			while (len > 0 && errmsg[len - 1] == '\n')
 				errmsg[--len] = '\0';
-			loader_error(ld, ld->server_seen[which][4], "invalid conninfo: %s", errmsg ? errmsg : "out of memory");
+			loader_error(ld, ld->server_seen[which][4], "invalid conninfo: %s",
+				     errmsg ? errmsg : "out of memory");
 		}
 		PQconninfoFree(opts);
 		PQfreemem(errmsg);
@@ -881,7 +890,8 @@ config_each(const Config *config, ConfigEachFn fn, void *arg)
 			/* sslpassword unlocks the client key: as secret as a password. */
 			bool secret = strstr(servers[s]->ssl_keys[k], "password") != NULL;
 
-			fn(arg, servers[s]->role, servers[s]->ssl_keys[k], secret ? "********" : servers[s]->ssl_values[k]);
+			fn(arg, servers[s]->role, servers[s]->ssl_keys[k],
+			   secret ? "********" : servers[s]->ssl_values[k]);
 		}
 	}
 	for (d = 0; d < config->ndatabases; d++)
@@ -928,8 +938,8 @@ config_find_database(const Config *config, const char *name)
 }
 
 void
-config_conn_params(const ServerConfig *server, const char *dbname, const char *application_name,
-		   const char **keywords, const char **values)
+config_conn_params(const ServerConfig *server, const char *dbname, const char *application_name, const char **keywords,
+		   const char **values)
 {
 	int n = 0;
 	int k;

@@ -37,23 +37,23 @@ typedef enum VerifyMode { VERIFY_NONE = 0, VERIFY_COUNTS } VerifyMode;
 
 /* [source] and [target]: where a cluster is and how to log in to it. */
 typedef struct ServerConfig {
-	const char *role;	/* "source" or "target" */
+	const char *role; /* "source" or "target" */
 	char *host;
-	int port;		/* 0: libpq's default (PGPORT or 5432) */
+	int port; /* 0: libpq's default (PGPORT or 5432) */
 	char port_str[8];
 	char *user;
 	char *password;
 	char *conninfo;
 	int nssl;
-	char *ssl_keys[CONFIG_MAX_SSL_KEYS];	/* libpq ssl* keywords, passed through */
+	char *ssl_keys[CONFIG_MAX_SSL_KEYS]; /* libpq ssl* keywords, passed through */
 	char *ssl_values[CONFIG_MAX_SSL_KEYS];
-	int line;		/* line of the section header, 0 when absent */
+	int line; /* line of the section header, 0 when absent */
 } ServerConfig;
 
 /* One line of [databases]: a database proxied, replicated and cut over. */
 typedef struct DatabaseMapping {
-	char *name;		/* name on the source, and the name clients use */
-	char *target_name;	/* name on the target */
+	char *name;        /* name on the source, and the name clients use */
+	char *target_name; /* name on the target */
 	int line;
 } DatabaseMapping;
 
@@ -67,12 +67,12 @@ typedef struct ProxyConfig {
 	char *client_tls_cert_file;
 	char *client_tls_key_file;
 	int max_client_conn;
-	char *admin_users;	/* comma-separated */
-	int admin_reserved_conn;	/* admin console sessions, let in beyond max_client_conn */
+	char *admin_users;       /* comma-separated */
+	int admin_reserved_conn; /* admin console sessions, let in beyond max_client_conn */
 	char *metrics_listen;
 	char *state_file;
-	int64_t client_login_timeout;	/* microseconds */
-	int64_t shutdown_timeout;	/* microseconds */
+	int64_t client_login_timeout; /* microseconds */
+	int64_t shutdown_timeout;     /* microseconds */
 } ProxyConfig;
 
 typedef struct ReplicationConfig {
@@ -80,20 +80,20 @@ typedef struct ReplicationConfig {
 	char *publication_name;
 	SchemaMode schema;
 	RolesMode roles;
-	DdlMode ddl;		/* schema changes while streaming: replayed, or the follower stops */
+	DdlMode ddl; /* schema changes while streaming: replayed, or the follower stops */
 	int copy_jobs;
-	int64_t split_tables_larger_than;	/* bytes: larger tables are copied in ctid ranges; 0: never */
+	int64_t split_tables_larger_than; /* bytes: larger tables are copied in ctid ranges; 0: never */
 	char *pg_bindir;
-	int64_t maintenance_work_mem;	/* bytes, of each index build on the target after the copy; 0: the target's */
-	int64_t slot_retention_warning;	/* bytes of WAL the slot may hold before warnings */
-	int64_t sequence_sync_interval;	/* microseconds */
+	int64_t maintenance_work_mem;   /* bytes, of each index build on the target after the copy; 0: the target's */
+	int64_t slot_retention_warning; /* bytes of WAL the slot may hold before warnings */
+	int64_t sequence_sync_interval; /* microseconds */
 } ReplicationConfig;
 
 typedef struct CutoverConfig {
-	int64_t max_lag;	/* bytes */
-	int64_t drain_timeout;	/* microseconds */
-	int64_t catchup_timeout;	/* microseconds: fenced source to target caught up */
-	int64_t answer_timeout;	/* microseconds: a cluster's answer to one login or query of the cutover */
+	int64_t max_lag;         /* bytes */
+	int64_t drain_timeout;   /* microseconds */
+	int64_t catchup_timeout; /* microseconds: fenced source to target caught up */
+	int64_t answer_timeout;  /* microseconds: a cluster's answer to one login or query of the cutover */
 	DrainPolicy on_drain_timeout;
 	UnmovablePolicy unmovable;
 	FenceMode fence;
@@ -126,8 +126,7 @@ typedef struct Config {
  */
 bool config_load(const char *path, Config *config, FILE *errors) __attribute__((warn_unused_result));
 /* The same from an open stream; path is used in messages and for relative paths. */
-bool config_load_stream(FILE *file, const char *path, Config *config, FILE *errors)
-	__attribute__((warn_unused_result));
+bool config_load_stream(FILE *file, const char *path, Config *config, FILE *errors) __attribute__((warn_unused_result));
 void config_free(Config *config);
 
 /* Calls fn for every setting in file order, values formatted as in the file, secrets "********". */

@@ -228,8 +228,8 @@ client_row(Result *r, const Client *client)
 static bool
 show_clients(Client *client, const char *arg)
 {
-	static const char *const cols[] = {"id", "user", "database", "state", "addr", "connect_time",
-					   "tx", "pending", "prepared", "server"};
+	static const char *const cols[] = {"id",           "user", "database", "state",    "addr",
+					   "connect_time", "tx",   "pending",  "prepared", "server"};
 	Proxy *proxy = client->proxy;
 	const List *lists[] = {&proxy->login_clients, &proxy->active_clients, &proxy->admin_clients};
 	const List *item;
@@ -239,16 +239,15 @@ show_clients(Client *client, const char *arg)
 	(void) arg;
 	result_begin(&r, 10, cols);
 	for (i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
-		list_for_each(item, lists[i])
-			client_row(&r, container_of(item, const Client, head));
+		list_for_each(item, lists[i]) client_row(&r, container_of(item, const Client, head));
 	return result_send(client, &r, "SHOW");
 }
 
 static bool
 show_servers(Client *client, const char *arg)
 {
-	static const char *const cols[] = {"id", "user", "database", "cluster", "state", "backend_pid", "client",
-					   "connect_time", "tls"};
+	static const char *const cols[] = {"id",          "user",   "database",     "cluster", "state",
+					   "backend_pid", "client", "connect_time", "tls"};
 	Proxy *proxy = client->proxy;
 	const List *lists[] = {&proxy->login_servers, &proxy->active_servers, &proxy->standby_servers,
 			       &proxy->retiring_servers};
@@ -259,7 +258,8 @@ show_servers(Client *client, const char *arg)
 	(void) arg;
 	result_begin(&r, 9, cols);
 	for (i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
-		list_for_each(item, lists[i]) {
+		list_for_each(item, lists[i])
+		{
 			const Server *server = container_of(item, const Server, head);
 			char id[16], pid[16], cid[16], since[32];
 			const char *values[9];
@@ -272,10 +272,10 @@ show_servers(Client *client, const char *arg)
 			values[1] = server->client ? server->client->user : NULL;
 			values[2] = server->cluster == &proxy->target ? server->db->target_name : server->db->name;
 			values[3] = server->cluster->role;
-			values[4] = server->state == SV_ACTIVE	   ? "active"
-				    : server->state == SV_STANDBY  ? "standby"
-				    : server->state == SV_RETIRING ? "retiring"
-								   : "login";
+			values[4] = server->state == SV_ACTIVE ? "active"
+				: server->state == SV_STANDBY  ? "standby"
+				: server->state == SV_RETIRING ? "retiring"
+							       : "login";
 			values[5] = pid;
 			values[6] = server->client ? cid : NULL;
 			values[7] = since;
@@ -289,7 +289,7 @@ show_servers(Client *client, const char *arg)
 static bool
 show_stats(Client *client, const char *arg)
 {
-	static const char *const cols[] = {"database", "total_xact_count", "total_query_count", "total_received",
+	static const char *const cols[] = {"database",   "total_xact_count", "total_query_count", "total_received",
 					   "total_sent", "avg_xact_time_us", "avg_query_time_us"};
 	Proxy *proxy = client->proxy;
 	Result r;
@@ -367,10 +367,11 @@ show_databases(Client *client, const char *arg)
 static bool
 show_replication(Client *client, const char *arg)
 {
-	static const char *const cols[] = {"database", "phase", "follower", "tables_done", "tables_total",
-					   "copied_bytes", "total_bytes", "copy_rate_bytes", "eta_seconds", "lag_bytes",
-					   "lag_seconds", "apply_rate", "applied_lsn", "updated_seconds_ago", "pid",
-					   "slot", "slot_lag_bytes", "origin_lsn"};
+	static const char *const cols[] =
+		{"database",     "phase",          "follower",        "tables_done",         "tables_total",
+		 "copied_bytes", "total_bytes",    "copy_rate_bytes", "eta_seconds",         "lag_bytes",
+		 "lag_seconds",  "apply_rate",     "applied_lsn",     "updated_seconds_ago", "pid",
+		 "slot",         "slot_lag_bytes", "origin_lsn"};
 	enum { NCOLS = sizeof(cols) / sizeof(cols[0]) };
 	Proxy *proxy = client->proxy;
 	Result r;
@@ -389,7 +390,7 @@ show_replication(Client *client, const char *arg)
 		snprintf(f[2], 32, "%.0f", p.bytes_done);
 		snprintf(f[3], 32, "%.0f", p.bytes_total);
 		snprintf(f[4], 32, "%.0f", p.copy_rate);
-		f[5][0] = '\0';	/* unknown */
+		f[5][0] = '\0'; /* unknown */
 		if (p.eta_seconds >= 0)
 			snprintf(f[5], 32, "%.0f", p.eta_seconds);
 		snprintf(f[6], 32, "%.0f", p.lag_bytes);
@@ -445,7 +446,8 @@ pause_reached(Proxy *proxy, const char *dbname)
 {
 	const List *item;
 
-	list_for_each(item, &proxy->active_clients) {
+	list_for_each(item, &proxy->active_clients)
+	{
 		const Client *c = container_of(item, const Client, head);
 
 		if ((!dbname[0] || strcmp(c->db->name, dbname) == 0) && !client_is_quiet(c))
@@ -461,7 +463,8 @@ admin_check_pause_waiters(Proxy *proxy)
 
 	if (proxy->pause_waiters == 0)
 		return;
-	list_for_each_safe(item, tmp, &proxy->admin_clients) {
+	list_for_each_safe(item, tmp, &proxy->admin_clients)
+	{
 		Client *admin = container_of(item, Client, head);
 
 		if (!admin->admin_waiting_pause || !pause_reached(proxy, admin->admin_pause_db))
@@ -599,7 +602,8 @@ run_reload(Client *client, const char *arg)
 {
 	(void) arg;
 	if (cutover_running(client->proxy))
-		return admin_send_error(client, "55000", "configuration not reloaded: a cutover is running or being undone",
+		return admin_send_error(client, "55000",
+					"configuration not reloaded: a cutover is running or being undone",
 					"RELOAD again once it has finished");
 	if (!proxy_reload(client->proxy))
 		return admin_send_error(client, "F0000", "configuration not reloaded: see the log for the errors",
@@ -626,7 +630,7 @@ static bool show_help(Client *client, const char *arg);
  * or "" when it was not given.
  */
 typedef struct AdminCommand {
-	const char *words;	/* upper case, one space between words */
+	const char *words; /* upper case, one space between words */
 	const char *arg;
 	bool (*run)(Client *client, const char *arg);
 	const char *help;
@@ -746,7 +750,7 @@ admin_on_packet(Client *client, const PktHeader *pkt)
 	char err[128];
 
 	if (client->admin_waiting_pause || client->admin_waiting_cutover)
-		return false;	/* held until the PAUSE or CUTOVER it asked for is done */
+		return false; /* held until the PAUSE or CUTOVER it asked for is done */
 	if (pkt->type == PQMSG_TERMINATE) {
 		sbuf_consume(&client->sbuf, pkt->len);
 		client_disconnect(client, NULL, "admin client sent Terminate");

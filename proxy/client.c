@@ -112,7 +112,7 @@ proxy_connect_client(Client *client)
 	if (client->state != CL_WAIT_SERVER)
 		client_change_state(client, CL_WAIT_SERVER);
 	if (!server_start(server))
-		return false;	/* server_start tore both down */
+		return false; /* server_start tore both down */
 	return true;
 }
 
@@ -185,7 +185,7 @@ handle_password_message(Client *client, const PktHeader *pkt)
 	}
 	switch (client->auth_step) {
 	case CA_WAIT_PASSWORD: {
-		size_t rlen = body[len - 1] == '\0' ? len - 1 : len;	/* len > 0: checked above */
+		size_t rlen = body[len - 1] == '\0' ? len - 1 : len; /* len > 0: checked above */
 
 		if (!userlist_md5_verify(proxy->users, client->user, client->md5_salt, (const char *) body, rlen, err,
 					 sizeof(err))) {
@@ -330,8 +330,8 @@ handle_startup_message(Client *client, const PktHeader *pkt, const StartupPacket
 	}
 	if (strcmp(sp->database, PROXY_ADMIN_DATABASE) == 0) {
 		if (!is_admin_user(proxy, sp->user)) {
-			client_disconnect(client, "28000", "user \"%s\" is not allowed in the admin console (admin_users)",
-					  sp->user);
+			client_disconnect(client, "28000",
+					  "user \"%s\" is not allowed in the admin console (admin_users)", sp->user);
 			return false;
 		}
 		client->is_admin = true;
@@ -364,7 +364,7 @@ handle_startup_message(Client *client, const PktHeader *pkt, const StartupPacket
 	}
 	sbuf_consume(&client->sbuf, pkt->len);
 	client->sbuf.startup = false;
-	client->sbuf.max_pkt = SBUF_INSPECT_MAX;	/* authentication messages are short */
+	client->sbuf.max_pkt = SBUF_INSPECT_MAX; /* authentication messages are short */
 	log_debug(client->subject, "startup packet: protocol 3.%d", sp->minor);
 	if (!negotiate_version(client, sp)) {
 		client_disconnect(client, NULL, "could not send to the client");
@@ -416,7 +416,7 @@ answer_request(Client *client, const NegotiateResult *res)
 			client_disconnect(client, NULL, "could not start TLS");
 			return false;
 		}
-		return false;	/* the handshake has the socket until SBUF_EV_TLS_READY */
+		return false; /* the handshake has the socket until SBUF_EV_TLS_READY */
 	}
 	return negotiation_continue(client);
 }
@@ -472,7 +472,7 @@ remember_statement(Client *client, const PktHeader *pkt)
 
 	if (pkt->avail != pkt->len) {
 		/* A huge Parse: its name is all we could keep, and it is not re-playable. */
-		client->unnamed_leaves_session = false;	/* it may be the unnamed one: unknown text */
+		client->unnamed_leaves_session = false; /* it may be the unnamed one: unknown text */
 		log_debug(client->subject, "Parse of %u bytes not remembered", pkt->len);
 		return;
 	}
@@ -540,13 +540,13 @@ may_touch_session(const Client *client, const PktHeader *pkt)
 	char err[128];
 
 	if (pkt->avail != pkt->len)
-		return pkt->type != PQMSG_COPY_DATA;	/* too long to look at */
+		return pkt->type != PQMSG_COPY_DATA; /* too long to look at */
 	switch (pkt->type) {
 	case PQMSG_QUERY: {
 		ProtoQuery q;
 
 		return !proto_parse_query(pkt->body, pkt->body_avail, &q, err, sizeof(err)) ||
-		       !sql_leaves_session_alone(q.sql, strlen(q.sql));
+			!sql_leaves_session_alone(q.sql, strlen(q.sql));
 	}
 	case PQMSG_BIND: {
 		ProtoBind bind;
@@ -570,9 +570,9 @@ may_touch_session(const Client *client, const PktHeader *pkt)
 	case PQMSG_COPY_DATA:
 	case PQMSG_COPY_DONE:
 	case PQMSG_COPY_FAIL:
-		return false;	/* a COPY started with a Query that touched */
+		return false; /* a COPY started with a Query that touched */
 	default:
-		return true;	/* FunctionCall and anything unknown */
+		return true; /* FunctionCall and anything unknown */
 	}
 }
 
@@ -636,7 +636,8 @@ answer_killed_transaction(Client *client, const PktHeader *pkt)
 	sbuf_consume(&client->sbuf, pkt->len);
 	switch (pkt->type) {
 	case PQMSG_PARSE:
-		if (pkt->avail != pkt->len || !proto_parse_parse(pkt->body, pkt->body_avail, &parse, err, sizeof(err)) ||
+		if (pkt->avail != pkt->len ||
+		    !proto_parse_parse(pkt->body, pkt->body_avail, &parse, err, sizeof(err)) ||
 		    !is_rollback(parse.query))
 			client->cutover.killed_other = true;
 		killed_expect(client, PQMSG_PARSE_COMPLETE);
@@ -658,14 +659,14 @@ answer_killed_transaction(Client *client, const PktHeader *pkt)
 		return true;
 	case PQMSG_QUERY:
 		client->cutover.killed_other |= pkt->avail != pkt->len ||
-					!proto_parse_query(pkt->body, pkt->body_avail, &q, err, sizeof(err)) ||
-					!is_rollback(q.sql);
+			!proto_parse_query(pkt->body, pkt->body_avail, &q, err, sizeof(err)) || !is_rollback(q.sql);
 		client->cutover.killed_nreplies = 0;
 		killed_expect(client, PQMSG_COMMAND_COMPLETE);
 		break;
 	case PQMSG_SYNC:
 	case PQMSG_FUNCTION_CALL:
-		client->cutover.killed_other |= pkt->type == PQMSG_FUNCTION_CALL || client->cutover.killed_nreplies == 0;
+		client->cutover.killed_other |=
+			pkt->type == PQMSG_FUNCTION_CALL || client->cutover.killed_nreplies == 0;
 		break;
 	default:
 		return true;
@@ -726,7 +727,7 @@ relay_client_packet(Client *client, const PktHeader *pkt)
 				client->held_since = ev_time();
 			}
 			client->held = true;
-			return false;	/* no decision: the message waits in the buffer */
+			return false; /* no decision: the message waits in the buffer */
 		}
 		now = ev_now(proxy->loop);
 		client->request_time = now;
@@ -740,10 +741,12 @@ relay_client_packet(Client *client, const PktHeader *pkt)
 	 * client says something that may change it.  Looked at only while it
 	 * matters: a touched session without a reading needs no more looks.
 	 */
-	if ((!client->session_touched || (client->cutover.carry && client->cutover.carry->captured && !client->cutover.carry->replay_started)) &&
+	if ((!client->session_touched ||
+	     (client->cutover.carry && client->cutover.carry->captured && !client->cutover.carry->replay_started)) &&
 	    may_touch_session(client, pkt)) {
 		client->session_touched = true;
-		if (client->cutover.carry && client->cutover.carry->captured && !client->cutover.carry->replay_started) {
+		if (client->cutover.carry && client->cutover.carry->captured &&
+		    !client->cutover.carry->replay_started) {
 			session_carry_free(client->cutover.carry);
 			client->cutover.carry = NULL;
 		}
@@ -809,7 +812,7 @@ client_on_event(SBuf *sb, SBufEvent event, const PktHeader *pkt)
 			}
 			return handle_password_message(client, pkt);
 		case CL_WAIT_SERVER:
-			return false;	/* held until the server is in */
+			return false; /* held until the server is in */
 		case CL_ACTIVE:
 			return relay_client_packet(client, pkt);
 		case CL_ADMIN:
@@ -820,8 +823,8 @@ client_on_event(SBuf *sb, SBufEvent event, const PktHeader *pkt)
 		return false;
 	case SBUF_EV_RECV_FAILED:
 		if (sb->error == EMSGSIZE || sb->error == EPROTO)
-			client_disconnect(client, "08P01", sb->startup ? "invalid length of startup packet"
-								       : "invalid message length");
+			client_disconnect(client, "08P01",
+					  sb->startup ? "invalid length of startup packet" : "invalid message length");
 		else if (sb->error)
 			client_disconnect(client, NULL, "could not receive from the client: %s", strerror(sb->error));
 		else
@@ -852,7 +855,8 @@ client_resume_held(Proxy *proxy, Database *db)
 {
 	List *item, *tmp;
 
-	list_for_each_safe(item, tmp, &proxy->active_clients) {
+	list_for_each_safe(item, tmp, &proxy->active_clients)
+	{
 		Client *client = container_of(item, Client, head);
 
 		if (client->held && (!db || client->db == db) && !proxy_is_paused(proxy, client->db)) {

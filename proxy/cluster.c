@@ -59,7 +59,8 @@ make_tls_context(Cluster *cluster, PQconninfoOption *opts)
 	if (cluster->sslmode >= SSLMODE_VERIFY_CA || (cluster->sslmode == SSLMODE_REQUIRE && rootcert)) {
 		/* Like libpq: require verifies only when a root certificate is given. */
 		if (!rootcert || SSL_CTX_load_verify_locations(ctx, rootcert, NULL) != 1) {
-			log_error(cluster->role, "could not load sslrootcert \"%s\"", rootcert ? rootcert : "(not set)");
+			log_error(cluster->role, "could not load sslrootcert \"%s\"",
+				  rootcert ? rootcert : "(not set)");
 			SSL_CTX_free(ctx);
 			return false;
 		}

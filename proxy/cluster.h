@@ -23,14 +23,14 @@ typedef enum SslMode {
 
 typedef struct Cluster {
 	const char *role;
-	char host[256];		/* as configured: a name, an address or a socket directory */
+	char host[256]; /* as configured: a name, an address or a socket directory */
 	int port;
 	char user[64];
 	char password[256];
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
 	SslMode sslmode;
-	SSL_CTX *tls;		/* NULL when sslmode is disable */
+	SSL_CTX *tls; /* NULL when sslmode is disable */
 } Cluster;
 
 /* Resolves server's settings (conninfo first, then the explicit keys, as libpq does). */

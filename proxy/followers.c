@@ -99,15 +99,16 @@ on_exit_child(struct ev_loop *loop, ev_child *w, int revents)
 		if (code == 0)
 			log_info("proxy", "the reverse follower's slot, publication and origin are dropped");
 		else
-			log_error("proxy", "`pghandoff replicate --reverse --drop` failed (status %d): its slot may still "
+			log_error("proxy",
+				  "`pghandoff replicate --reverse --drop` failed (status %d): its slot may still "
 				  "hold WAL on the target; run it by hand",
 				  code);
 		return;
 	}
 	if (f->wanted) {
 		f->restarts++;
-		log_warning("proxy", "the %s exited with status %d; starting it again in %.0f s", follower_names[f->kind],
-			    code, FOLLOWER_RESTART_DELAY);
+		log_warning("proxy", "the %s exited with status %d; starting it again in %.0f s",
+			    follower_names[f->kind], code, FOLLOWER_RESTART_DELAY);
 		ev_timer_set(&f->restart, FOLLOWER_RESTART_DELAY, 0.);
 		ev_timer_start(loop, &f->restart);
 		return;
@@ -170,7 +171,7 @@ followers_stop(Proxy *proxy, FollowerKind kind, bool then_drop)
 	f->then_drop = then_drop;
 	ev_timer_stop(proxy->loop, &f->restart);
 	if (f->pid > 0 && kill(f->pid, SIGTERM) == 0)
-		return;	/* on_exit_child does the rest */
+		return; /* on_exit_child does the rest */
 	if (then_drop && !followers_start(proxy, FOLLOWER_REVERSE_DROP)) {
 		/* logged */
 	}

@@ -107,7 +107,7 @@ bool
 proxy_accept_error_is_transient(int err)
 {
 	return err == EINTR || err == ECONNABORTED || err == EPROTO || err == ENETDOWN || err == ENOPROTOOPT ||
-	       err == EHOSTDOWN || err == ENONET || err == EHOSTUNREACH || err == EOPNOTSUPP || err == ENETUNREACH;
+		err == EHOSTDOWN || err == ENONET || err == EHOSTUNREACH || err == EOPNOTSUPP || err == ENETUNREACH;
 }
 
 static void
@@ -172,8 +172,8 @@ static unsigned long long
 open_files_needed(const Config *config)
 {
 	return (unsigned long long) FDS_PER_CLIENT * (unsigned long long) config->proxy.max_client_conn +
-	       (unsigned long long) config->proxy.admin_reserved_conn + PROXY_MAX_LISTENERS +
-	       (unsigned long long) FDS_PER_DATABASE * (unsigned long long) config->ndatabases + FDS_MARGIN;
+		(unsigned long long) config->proxy.admin_reserved_conn + PROXY_MAX_LISTENERS +
+		(unsigned long long) FDS_PER_DATABASE * (unsigned long long) config->ndatabases + FDS_MARGIN;
 }
 
 /*
@@ -269,7 +269,8 @@ proxy_listen(Proxy *proxy)
 		hints.ai_flags = AI_PASSIVE;
 		rc = getaddrinfo(strcmp(pc->listen_addr, "*") == 0 ? NULL : pc->listen_addr, port, &hints, &res);
 		if (rc != 0) {
-			log_error("proxy", "could not resolve listen_addr \"%s\": %s", pc->listen_addr, gai_strerror(rc));
+			log_error("proxy", "could not resolve listen_addr \"%s\": %s", pc->listen_addr,
+				  gai_strerror(rc));
 			return false;
 		}
 		for (ai = res; ai; ai = ai->ai_next) {
@@ -310,7 +311,7 @@ proxy_close_listeners(Proxy *proxy)
 	int i;
 
 	if (proxy->accept_paused)
-		proxy_accept_resume(proxy);	/* the metrics endpoint listens on */
+		proxy_accept_resume(proxy); /* the metrics endpoint listens on */
 	for (i = 0; i < proxy->nlisteners; i++) {
 		Listener *l = &proxy->listeners[i];
 
@@ -332,7 +333,8 @@ proxy_shutdown(Proxy *proxy, bool immediate)
 		proxy_close_listeners(proxy);
 		log_info("proxy", "shutting down: %s", immediate ? "now" : "waiting for clients to leave");
 		if (!immediate) {
-			ev_timer_set(&proxy->shutdown_timer, (ev_tstamp) proxy->config.proxy.shutdown_timeout / 1e6, 0.);
+			ev_timer_set(&proxy->shutdown_timer, (ev_tstamp) proxy->config.proxy.shutdown_timeout / 1e6,
+				     0.);
 			ev_timer_start(proxy->loop, &proxy->shutdown_timer);
 		}
 	}
@@ -358,4 +360,3 @@ on_shutdown_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 	log_warning("proxy", "shutdown_timeout reached: closing the remaining clients");
 	proxy_shutdown(proxy, true);
 }
-

@@ -99,7 +99,8 @@ count_connections(const Proxy *proxy, const Database *db, int *active, int *wait
 	size_t i;
 
 	*active = *waiting = *servers_source = *servers_target = 0;
-	list_for_each(item, &proxy->active_clients) {
+	list_for_each(item, &proxy->active_clients)
+	{
 		const Client *c = container_of(item, const Client, head);
 
 		if (c->db != db)
@@ -110,7 +111,8 @@ count_connections(const Proxy *proxy, const Database *db, int *active, int *wait
 			(*waiting)++;
 	}
 	for (i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
-		list_for_each(item, lists[i]) {
+		list_for_each(item, lists[i])
+		{
 			const Server *s = container_of(item, const Server, head);
 
 			if (s->db != db)
@@ -137,7 +139,8 @@ render_replication(const Proxy *proxy, StrBuf *out)
 		{"pghandoff_replication_lag_bytes", "gauge",
 		 "WAL the follower has still to apply: its own figure or its slot's, the larger."},
 		{"pghandoff_replication_lag_seconds", "gauge", "Age of the last source commit applied, while behind."},
-		{"pghandoff_replication_applied_changes_total", "counter", "Changes applied since the follower started."},
+		{"pghandoff_replication_applied_changes_total", "counter",
+		 "Changes applied since the follower started."},
 		{"pghandoff_copy_done_bytes", "gauge", "Bytes of the initial copy streamed."},
 		{"pghandoff_copy_total_bytes", "gauge", "Bytes of the initial copy, estimated from table sizes."},
 		{"pghandoff_copy_tables_done", "gauge", "Tables of the initial copy finished."},
@@ -156,36 +159,40 @@ render_replication(const Proxy *proxy, StrBuf *out)
 	for (i = 0; i < proxy->ndatabases; i++)
 		progress_read(proxy, &proxy->databases[i], &progress[i]);
 	for (f = 0; f < sizeof(families) / sizeof(families[0]); f++) {
-		strbuf_appendf(out, "# HELP %s %s\n# TYPE %s %s\n", families[f].name, families[f].help, families[f].name,
-			       families[f].type);
+		strbuf_appendf(out, "# HELP %s %s\n# TYPE %s %s\n", families[f].name, families[f].help,
+			       families[f].name, families[f].type);
 		for (i = 0; i < proxy->ndatabases; i++) {
 			const ReplProgress *p = &progress[i];
-			const double values[9] = {p->lag_bytes, p->lag_seconds, p->changes, p->bytes_done,
-						  p->bytes_total, p->tables_done, p->tables_total, p->fence_violation[0] != '\0',
-						  p->ddl_stopped ? 1 : 0};
+			const double values[9] =
+				{p->lag_bytes,          p->lag_seconds, p->changes,      p->bytes_done,
+				 p->bytes_total,        p->tables_done, p->tables_total, p->fence_violation[0] != '\0',
+				 p->ddl_stopped ? 1 : 0};
 
 			if (p->have)
-				strbuf_appendf(out, "%s{database=\"%s\"} %.3f\n", families[f].name, proxy->databases[i].name,
-					       values[f]);
+				strbuf_appendf(out, "%s{database=\"%s\"} %.3f\n", families[f].name,
+					       proxy->databases[i].name, values[f]);
 		}
 	}
-	strbuf_append(out, "# HELP pghandoff_replication_follower_up 1 while the database's follower runs, 0 once its "
-			   "process is gone without having stopped.\n"
-			   "# TYPE pghandoff_replication_follower_up gauge\n");
+	strbuf_append(out,
+		      "# HELP pghandoff_replication_follower_up 1 while the database's follower runs, 0 once its "
+		      "process is gone without having stopped.\n"
+		      "# TYPE pghandoff_replication_follower_up gauge\n");
 	for (i = 0; i < proxy->ndatabases; i++)
 		if (progress[i].have)
 			strbuf_appendf(out, "pghandoff_replication_follower_up{database=\"%s\"} %d\n",
 				       proxy->databases[i].name, !progress[i].down);
-	strbuf_append(out, "# HELP pghandoff_replication_slot_lag_bytes The source's end of WAL less the slot's "
-			   "confirmed position, as the source reports it.\n"
-			   "# TYPE pghandoff_replication_slot_lag_bytes gauge\n");
+	strbuf_append(out,
+		      "# HELP pghandoff_replication_slot_lag_bytes The source's end of WAL less the slot's "
+		      "confirmed position, as the source reports it.\n"
+		      "# TYPE pghandoff_replication_slot_lag_bytes gauge\n");
 	for (i = 0; i < proxy->ndatabases; i++)
 		if (progress[i].probed && strcmp(progress[i].slot, "missing") != 0)
 			strbuf_appendf(out, "pghandoff_replication_slot_lag_bytes{database=\"%s\"} %.0f\n",
 				       proxy->databases[i].name, progress[i].slot_lag_bytes);
-	strbuf_append(out, "# HELP pghandoff_replication_slot_active 1 while a walsender streams from the database's "
-			   "slot.\n"
-			   "# TYPE pghandoff_replication_slot_active gauge\n");
+	strbuf_append(out,
+		      "# HELP pghandoff_replication_slot_active 1 while a walsender streams from the database's "
+		      "slot.\n"
+		      "# TYPE pghandoff_replication_slot_active gauge\n");
 	for (i = 0; i < proxy->ndatabases; i++)
 		if (progress[i].probed && strcmp(progress[i].slot, "missing") != 0)
 			strbuf_appendf(out, "pghandoff_replication_slot_active{database=\"%s\"} %d\n",
@@ -198,43 +205,52 @@ render(const Proxy *proxy, StrBuf *out)
 {
 	int i;
 
-	strbuf_append(out, "# HELP pghandoff_client_connections Client connections, by database and state.\n"
-			   "# TYPE pghandoff_client_connections gauge\n");
+	strbuf_append(out,
+		      "# HELP pghandoff_client_connections Client connections, by database and state.\n"
+		      "# TYPE pghandoff_client_connections gauge\n");
 	for (i = 0; i < proxy->ndatabases; i++) {
 		const Database *db = &proxy->databases[i];
 		int active, waiting, src, tgt;
 
 		count_connections(proxy, db, &active, &waiting, &src, &tgt);
-		strbuf_appendf(out, "pghandoff_client_connections{database=\"%s\",state=\"active\"} %d\n", db->name, active);
+		strbuf_appendf(out, "pghandoff_client_connections{database=\"%s\",state=\"active\"} %d\n", db->name,
+			       active);
 		strbuf_appendf(out, "pghandoff_client_connections{database=\"%s\",state=\"waiting\"} %d\n", db->name,
 			       waiting);
 	}
-	strbuf_append(out, "# HELP pghandoff_server_connections Server connections, by database and cluster.\n"
-			   "# TYPE pghandoff_server_connections gauge\n");
+	strbuf_append(out,
+		      "# HELP pghandoff_server_connections Server connections, by database and cluster.\n"
+		      "# TYPE pghandoff_server_connections gauge\n");
 	for (i = 0; i < proxy->ndatabases; i++) {
 		const Database *db = &proxy->databases[i];
 		int active, waiting, src, tgt;
 
 		count_connections(proxy, db, &active, &waiting, &src, &tgt);
-		strbuf_appendf(out, "pghandoff_server_connections{database=\"%s\",cluster=\"source\"} %d\n", db->name, src);
-		strbuf_appendf(out, "pghandoff_server_connections{database=\"%s\",cluster=\"target\"} %d\n", db->name, tgt);
+		strbuf_appendf(out, "pghandoff_server_connections{database=\"%s\",cluster=\"source\"} %d\n", db->name,
+			       src);
+		strbuf_appendf(out, "pghandoff_server_connections{database=\"%s\",cluster=\"target\"} %d\n", db->name,
+			       tgt);
 	}
 	stats_counter(out, proxy, "pghandoff_queries_total", "Queries relayed (one per ReadyForQuery).",
 		      offsetof(DbStats, query_count));
-	stats_counter(out, proxy, "pghandoff_transactions_total", "Transactions relayed.", offsetof(DbStats, xact_count));
+	stats_counter(out, proxy, "pghandoff_transactions_total", "Transactions relayed.",
+		      offsetof(DbStats, xact_count));
 	stats_counter(out, proxy, "pghandoff_received_bytes_total", "Bytes received from clients.",
 		      offsetof(DbStats, bytes_received));
-	stats_counter(out, proxy, "pghandoff_sent_bytes_total", "Bytes sent to clients.", offsetof(DbStats, bytes_sent));
-	strbuf_append(out, "# HELP pghandoff_query_duration_seconds Query latency through the proxy.\n"
-			   "# TYPE pghandoff_query_duration_seconds histogram\n");
+	stats_counter(out, proxy, "pghandoff_sent_bytes_total", "Bytes sent to clients.",
+		      offsetof(DbStats, bytes_sent));
+	strbuf_append(out,
+		      "# HELP pghandoff_query_duration_seconds Query latency through the proxy.\n"
+		      "# TYPE pghandoff_query_duration_seconds histogram\n");
 	for (i = 0; i < proxy->ndatabases; i++) {
 		const DbStats *st = &proxy->databases[i].stats;
 
 		histogram(out, "pghandoff_query_duration_seconds", proxy->databases[i].name, st->query_hist,
 			  st->query_time_us, st->query_count);
 	}
-	strbuf_append(out, "# HELP pghandoff_transaction_duration_seconds Transaction latency through the proxy.\n"
-			   "# TYPE pghandoff_transaction_duration_seconds histogram\n");
+	strbuf_append(out,
+		      "# HELP pghandoff_transaction_duration_seconds Transaction latency through the proxy.\n"
+		      "# TYPE pghandoff_transaction_duration_seconds histogram\n");
 	for (i = 0; i < proxy->ndatabases; i++) {
 		const DbStats *st = &proxy->databases[i].stats;
 
@@ -340,7 +356,7 @@ scrape_on_read(struct ev_loop *loop, ev_io *w, int revents)
 	if (strstr(s->request, "\r\n\r\n") || strstr(s->request, "\n\n"))
 		respond(s);
 	else if (s->len == sizeof(s->request) - 1)
-		scrape_free(s);	/* a request this long is not a scrape */
+		scrape_free(s); /* a request this long is not a scrape */
 }
 
 static void
@@ -403,8 +419,7 @@ metrics_start(Proxy *proxy)
 		return false;
 	}
 	proxy->metrics_fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (proxy->metrics_fd < 0 ||
-	    setsockopt(proxy->metrics_fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) < 0 ||
+	if (proxy->metrics_fd < 0 || setsockopt(proxy->metrics_fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) < 0 ||
 	    bind(proxy->metrics_fd, res->ai_addr, res->ai_addrlen) < 0 || listen(proxy->metrics_fd, 16) < 0) {
 		log_error("metrics", "could not listen on %s: %s", listen_at, strerror(errno));
 		if (proxy->metrics_fd >= 0)

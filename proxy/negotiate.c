@@ -17,8 +17,7 @@
 	"This could be either a client-software bug or evidence of an attempted man-in-the-middle attack."
 #define RENEGOTIATE_DETAIL "Encryption was already negotiated on this connection."
 
-static NegotiateAction
-fail(NegotiateResult *out, const char *sqlstate, const char *detail, const char *fmt, ...)
+static NegotiateAction fail(NegotiateResult *out, const char *sqlstate, const char *detail, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
 static NegotiateAction
@@ -59,11 +58,11 @@ answer_request(NegotiateState *state, bool ssl, uint8_t answer, size_t pktlen, s
 	}
 	out->len = pktlen;
 	if (answer == NEGOTIATE_ANSWER_SSL)
-		*state = NEG_SETTLED;	/* what follows comes through TLS, where neither request may */
+		*state = NEG_SETTLED; /* what follows comes through TLS, where neither request may */
 	else if (*state == NEG_START)
 		*state = ssl ? NEG_SSL_DECLINED : NEG_GSS_DECLINED;
 	else
-		*state = NEG_SETTLED;	/* the other one was declined before */
+		*state = NEG_SETTLED; /* the other one was declined before */
 	return NEG_ANSWER;
 }
 

@@ -25,16 +25,16 @@
 
 /* Where a client's negotiation stands; only negotiate_client changes it. */
 typedef enum NegotiateState {
-	NEG_START,		/* nothing asked yet */
-	NEG_SSL_DECLINED,	/* SSLRequest answered 'N': a GSSENCRequest may still come */
-	NEG_GSS_DECLINED,	/* GSSENCRequest answered 'N': an SSLRequest may still come */
-	NEG_SETTLED,		/* TLS started, or both declined: only a cancel or a startup packet */
-	NEG_TAINTED_SSL,	/* bytes came with the SSLRequest: fails once it is answered */
-	NEG_TAINTED_GSS,	/* bytes came with the GSSENCRequest: fails once it is answered */
+	NEG_START,        /* nothing asked yet */
+	NEG_SSL_DECLINED, /* SSLRequest answered 'N': a GSSENCRequest may still come */
+	NEG_GSS_DECLINED, /* GSSENCRequest answered 'N': an SSLRequest may still come */
+	NEG_SETTLED,      /* TLS started, or both declined: only a cancel or a startup packet */
+	NEG_TAINTED_SSL,  /* bytes came with the SSLRequest: fails once it is answered */
+	NEG_TAINTED_GSS,  /* bytes came with the GSSENCRequest: fails once it is answered */
 } NegotiateState;
 
 typedef enum NegotiateAction {
-	NEG_NEED_MORE,		/* no whole packet yet: read more and ask again */
+	NEG_NEED_MORE, /* no whole packet yet: read more and ask again */
 	/*
 	 * Drop len bytes (the request and anything that came with it), send the
 	 * answer byte, after an 'S' do the TLS handshake, then ask again with
@@ -42,18 +42,18 @@ typedef enum NegotiateAction {
 	 * fails then.
 	 */
 	NEG_ANSWER,
-	NEG_CANCEL,		/* a CancelRequest in packet: act on it and close */
-	NEG_STARTUP,		/* a StartupMessage in packet (len bytes): log in */
-	NEG_FAIL,		/* send a FATAL with sqlstate, message and detail; close */
+	NEG_CANCEL,  /* a CancelRequest in packet: act on it and close */
+	NEG_STARTUP, /* a StartupMessage in packet (len bytes): log in */
+	NEG_FAIL,    /* send a FATAL with sqlstate, message and detail; close */
 } NegotiateAction;
 
 typedef struct NegotiateResult {
-	size_t len;		/* NEG_ANSWER, NEG_CANCEL, NEG_STARTUP: input bytes the action takes */
-	uint8_t answer;		/* NEG_ANSWER: NEGOTIATE_ANSWER_SSL or NEGOTIATE_ANSWER_NO */
-	StartupPacket packet;	/* NEG_CANCEL, NEG_STARTUP: points into the input */
-	const char *sqlstate;	/* NEG_FAIL */
-	char message[256];	/* NEG_FAIL: never echoes the client's bytes */
-	const char *detail;	/* NEG_FAIL: NULL or a fixed text */
+	size_t len;           /* NEG_ANSWER, NEG_CANCEL, NEG_STARTUP: input bytes the action takes */
+	uint8_t answer;       /* NEG_ANSWER: NEGOTIATE_ANSWER_SSL or NEGOTIATE_ANSWER_NO */
+	StartupPacket packet; /* NEG_CANCEL, NEG_STARTUP: points into the input */
+	const char *sqlstate; /* NEG_FAIL */
+	char message[256];    /* NEG_FAIL: never echoes the client's bytes */
+	const char *detail;   /* NEG_FAIL: NULL or a fixed text */
 } NegotiateResult;
 
 /*
@@ -66,11 +66,11 @@ NegotiateAction negotiate_client(NegotiateState *state, bool tls_offered, const 
 
 /* What the bytes read as a server's answer to an SSLRequest say. */
 typedef enum NegotiateServerAnswer {
-	NEG_SERVER_TLS,		/* 'S' alone: do the TLS handshake */
-	NEG_SERVER_PLAIN,	/* 'N' alone: no TLS (if sslmode allows) */
-	NEG_SERVER_ERROR,	/* 'E': the server failed before it could answer */
-	NEG_SERVER_UNENCRYPTED,	/* 'S' or 'N' with more bytes after it */
-	NEG_SERVER_INVALID,	/* any other byte, or none */
+	NEG_SERVER_TLS,         /* 'S' alone: do the TLS handshake */
+	NEG_SERVER_PLAIN,       /* 'N' alone: no TLS (if sslmode allows) */
+	NEG_SERVER_ERROR,       /* 'E': the server failed before it could answer */
+	NEG_SERVER_UNENCRYPTED, /* 'S' or 'N' with more bytes after it */
+	NEG_SERVER_INVALID,     /* any other byte, or none */
 } NegotiateServerAnswer;
 
 /* data[0..len): every byte received since the SSLRequest was sent. */

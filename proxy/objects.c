@@ -217,8 +217,8 @@ client_send(Client *client, PktBuf *pb)
 }
 
 bool
-client_send_error(Client *client, const char *severity, const char *sqlstate, const char *message,
-		  const char *detail, const char *hint)
+client_send_error(Client *client, const char *severity, const char *sqlstate, const char *message, const char *detail,
+		  const char *hint)
 {
 	PktBuf pb;
 
@@ -451,11 +451,13 @@ proxy_free_justfree(Proxy *proxy)
 	List *item, *tmp;
 	int freed = 0;
 
-	list_for_each_safe(item, tmp, &proxy->justfree_clients) {
+	list_for_each_safe(item, tmp, &proxy->justfree_clients)
+	{
 		client_free(container_of(item, Client, head));
 		freed++;
 	}
-	list_for_each_safe(item, tmp, &proxy->justfree_servers) {
+	list_for_each_safe(item, tmp, &proxy->justfree_servers)
+	{
 		server_free(container_of(item, Server, head));
 		freed++;
 	}
@@ -478,7 +480,8 @@ proxy_find_client_by_cancel_key(Proxy *proxy, int32_t pid, const uint8_t *key, s
 {
 	List *item;
 
-	list_for_each(item, &proxy->active_clients) {
+	list_for_each(item, &proxy->active_clients)
+	{
 		Client *client = container_of(item, Client, head);
 
 		if (client->cancel_pid == pid && client->cancel_key_len == keylen &&

@@ -24,7 +24,7 @@
 #include "proxy/sqlscan.h"
 
 #define PROXY_ADMIN_DATABASE "pghandoff"
-#define CANCEL_KEY_MAX 32	/* the key length we issue to protocol 3.2 clients; 3.0 clients get 4 bytes */
+#define CANCEL_KEY_MAX 32 /* the key length we issue to protocol 3.2 clients; 3.0 clients get 4 bytes */
 #define SUBJECT_LEN 224
 #define CUSTOM_SETTINGS_MAX 64
 
@@ -51,11 +51,11 @@ extern const double stats_bucket_bounds[STATS_BUCKETS - 1];
 typedef struct DbStats {
 	uint64_t xact_count;
 	uint64_t query_count;
-	uint64_t bytes_received;	/* from clients */
-	uint64_t bytes_sent;		/* to clients */
+	uint64_t bytes_received; /* from clients */
+	uint64_t bytes_sent;     /* to clients */
 	uint64_t xact_time_us;
 	uint64_t query_time_us;
-	uint64_t query_hist[STATS_BUCKETS];	/* non-cumulative counts per bucket */
+	uint64_t query_hist[STATS_BUCKETS]; /* non-cumulative counts per bucket */
 	uint64_t xact_hist[STATS_BUCKETS];
 } DbStats;
 
@@ -65,17 +65,17 @@ void stats_observe(uint64_t *hist, double seconds);
 typedef struct Database {
 	char name[64];
 	char target_name[64];
-	bool paused;		/* PAUSE: new transactions wait */
+	bool paused; /* PAUSE: new transactions wait */
 	int nclients;
 	DbStats stats;
 } Database;
 
 typedef enum ClientState {
-	CL_LOGIN,		/* on proxy.login_clients: startup packet, TLS, authentication */
-	CL_WAIT_SERVER,		/* on proxy.active_clients: authenticated, its server logging in */
-	CL_ACTIVE,		/* on proxy.active_clients: linked to a logged-in server, relaying */
-	CL_ADMIN,		/* on proxy.admin_clients: a session of the admin console */
-	CL_JUSTFREE,		/* on proxy.justfree_clients: closed, freed after this loop iteration */
+	CL_LOGIN,       /* on proxy.login_clients: startup packet, TLS, authentication */
+	CL_WAIT_SERVER, /* on proxy.active_clients: authenticated, its server logging in */
+	CL_ACTIVE,      /* on proxy.active_clients: linked to a logged-in server, relaying */
+	CL_ADMIN,       /* on proxy.admin_clients: a session of the admin console */
+	CL_JUSTFREE,    /* on proxy.justfree_clients: closed, freed after this loop iteration */
 } ClientState;
 
 /*
@@ -86,14 +86,14 @@ typedef enum ClientState {
  * startup packet may still be a CancelRequest or an admin login.
  */
 typedef enum ClientPlace {
-	PLACE_NONE,		/* none held: refused at its startup packet unless one frees up */
-	PLACE_CLIENT,		/* one of max_client_conn's */
-	PLACE_ADMIN,		/* one of admin_reserved_conn's */
+	PLACE_NONE,   /* none held: refused at its startup packet unless one frees up */
+	PLACE_CLIENT, /* one of max_client_conn's */
+	PLACE_ADMIN,  /* one of admin_reserved_conn's */
 } ClientPlace;
 
 typedef enum ClientAuthStep {
 	CA_NONE,
-	CA_WAIT_PASSWORD,	/* md5 request sent */
+	CA_WAIT_PASSWORD, /* md5 request sent */
 	CA_WAIT_SASL_INITIAL,
 	CA_WAIT_SASL_FINAL,
 	CA_DONE,
@@ -102,22 +102,22 @@ typedef enum ClientAuthStep {
 /* A named prepared statement a client made with Parse (protocol level). */
 typedef struct PreparedStmt {
 	struct PreparedStmt *next;
-	uint32_t len;		/* of msg */
-	bool leaves_session;	/* running it cannot change the session state (proxy/sqlscan.h) */
-	uint8_t msg[];		/* the whole Parse message, to re-Parse it elsewhere */
+	uint32_t len;        /* of msg */
+	bool leaves_session; /* running it cannot change the session state (proxy/sqlscan.h) */
+	uint8_t msg[];       /* the whole Parse message, to re-Parse it elsewhere */
 } PreparedStmt;
 
 /* What a cutover keeps of a client it moves (cutover/loop/ writes it; teardown frees it). */
 typedef struct ClientCutover {
-	Server *standby;	/* its server on the other cluster, logged in before the pause */
-	SessionCarry *carry;	/* its session state, read and replayed on the standby */
-	int carry_round;	/* the round of reads before the pause that last read its session */
-	bool wait_login;	/* logged in during the pause: its server opens once the cutover ends */
-	bool txn_killed;	/* its open transaction was rolled back: its next request hears so */
-	bool killed_other;	/* since then, something other than a ROLLBACK was asked */
+	Server *standby;     /* its server on the other cluster, logged in before the pause */
+	SessionCarry *carry; /* its session state, read and replayed on the standby */
+	int carry_round;     /* the round of reads before the pause that last read its session */
+	bool wait_login;     /* logged in during the pause: its server opens once the cutover ends */
+	bool txn_killed;     /* its open transaction was rolled back: its next request hears so */
+	bool killed_other;   /* since then, something other than a ROLLBACK was asked */
 	uint8_t killed_nreplies;
-	uint8_t killed_replies[16];	/* the answers an extended-protocol ROLLBACK expects, by type */
-	bool cancel_sent;	/* its running statement was cancelled */
+	uint8_t killed_replies[16]; /* the answers an extended-protocol ROLLBACK expects, by type */
+	bool cancel_sent;           /* its running statement was cancelled */
 } ClientCutover;
 
 struct Client {
@@ -130,10 +130,10 @@ struct Client {
 	Database *db;
 	char user[64];
 	char dbname[64];
-	char subject[SUBJECT_LEN];	/* "C-12 app@db 127.0.0.1:50312", for logs */
+	char subject[SUBJECT_LEN]; /* "C-12 app@db 127.0.0.1:50312", for logs */
 	struct sockaddr_storage addr;
 	ev_tstamp connect_time;
-	ev_tstamp request_time;	/* when the current query or transaction started */
+	ev_tstamp request_time; /* when the current query or transaction started */
 	ev_tstamp xact_start;
 	ev_timer login_timer;
 
@@ -141,25 +141,25 @@ struct Client {
 	char *params;
 	uint32_t params_len;
 	uint16_t proto_minor;
-	NegotiateState negotiation;	/* SSLRequest and GSSENCRequest, before the startup packet */
+	NegotiateState negotiation; /* SSLRequest and GSSENCRequest, before the startup packet */
 	bool tls;
 	bool is_admin;
-	ClientPlace place;	/* client_take_place changes it, client_disconnect gives it back */
+	ClientPlace place; /* client_take_place changes it, client_disconnect gives it back */
 
 	/* Authentication, while logging in. */
 	ClientAuthStep auth_step;
 	uint8_t md5_salt[4];
 	ScramServer *scram;
-	bool scram_mock;	/* an exchange that can only fail: no verifier for this user */
-	bool have_client_key;	/* recovered from a SCRAM proof, for pass-through */
+	bool scram_mock;      /* an exchange that can only fail: no verifier for this user */
+	bool have_client_key; /* recovered from a SCRAM proof, for pass-through */
 	uint8_t client_key[32];
 
 	/* Where the protocol stands, as seen by the relay. */
-	char txn_status;	/* of the last ReadyForQuery */
-	int32_t pending_rfq;	/* Query, Sync and FunctionCall sent, ReadyForQuery not yet seen */
-	bool unsynced;		/* extended-protocol messages sent since the last Sync */
-	bool in_copy;		/* COPY FROM STDIN in progress */
-	bool held;		/* a message waits for RESUME */
+	char txn_status;     /* of the last ReadyForQuery */
+	int32_t pending_rfq; /* Query, Sync and FunctionCall sent, ReadyForQuery not yet seen */
+	bool unsynced;       /* extended-protocol messages sent since the last Sync */
+	bool in_copy;        /* COPY FROM STDIN in progress */
+	bool held;           /* a message waits for RESUME */
 	int nstmts;
 	PreparedStmt *stmts;
 	/*
@@ -167,7 +167,7 @@ struct Client {
 	 * state: until then a cutover knows that state without reading it.
 	 */
 	bool session_touched;
-	bool unnamed_leaves_session;	/* the unnamed statement's text leaves the session alone */
+	bool unnamed_leaves_session; /* the unnamed statement's text leaves the session alone */
 
 	/* The key this client's CancelRequest must carry; issued by the proxy. */
 	int32_t cancel_pid;
@@ -182,17 +182,17 @@ struct Client {
 	/* The admin console refused an extended-protocol message: the rest up to Sync is skipped. */
 	bool admin_skip_to_sync;
 
-	ev_tstamp held_since;	/* when its next message started waiting for a pause to end */
+	ev_tstamp held_since; /* when its next message started waiting for a pause to end */
 	ClientCutover cutover;
 };
 
 typedef enum ServerState {
-	SV_CONNECTING,		/* on proxy.login_servers: TCP connect, TLS */
-	SV_LOGIN,		/* on proxy.login_servers: startup sent, authenticating */
-	SV_ACTIVE,		/* on proxy.active_servers: logged in, linked to its client */
-	SV_STANDBY,		/* on proxy.standby_servers: logged in for its client's cutover, not yet relaying */
-	SV_RETIRING,		/* on proxy.retiring_servers: its client moved on; closed a few at a time after */
-	SV_JUSTFREE,		/* on proxy.justfree_servers: closed, freed after this loop iteration */
+	SV_CONNECTING, /* on proxy.login_servers: TCP connect, TLS */
+	SV_LOGIN,      /* on proxy.login_servers: startup sent, authenticating */
+	SV_ACTIVE,     /* on proxy.active_servers: logged in, linked to its client */
+	SV_STANDBY,    /* on proxy.standby_servers: logged in for its client's cutover, not yet relaying */
+	SV_RETIRING,   /* on proxy.retiring_servers: its client moved on; closed a few at a time after */
+	SV_JUSTFREE,   /* on proxy.justfree_servers: closed, freed after this loop iteration */
 } ServerState;
 
 struct Server {
@@ -203,7 +203,7 @@ struct Server {
 	Proxy *proxy;
 	Client *client;
 	Database *db;
-	const Cluster *cluster;	/* source or target */
+	const Cluster *cluster; /* source or target */
 	char subject[SUBJECT_LEN];
 	ev_tstamp connect_time;
 	bool tls_requested;
@@ -213,11 +213,11 @@ struct Server {
 	uint32_t login_params_len;
 	int32_t backend_pid;
 	uint8_t backend_key_len;
-	uint8_t backend_key[32];	/* 4 bytes in protocol 3.0, which the proxy speaks to servers */
-	bool is_standby;	/* opened by a cutover as its client's standby */
-	const char *login_read_only;	/* "on", "off": default_transaction_read_only at login (a standby), else NULL */
-	bool warmed;		/* a standby: done with its warm-up, or has none to do */
-	Script *script;		/* a query of the proxy's own runs: the server's messages go to it */
+	uint8_t backend_key[32];     /* 4 bytes in protocol 3.0, which the proxy speaks to servers */
+	bool is_standby;             /* opened by a cutover as its client's standby */
+	const char *login_read_only; /* "on", "off": default_transaction_read_only at login (a standby), else NULL */
+	bool warmed;                 /* a standby: done with its warm-up, or has none to do */
+	Script *script;              /* a query of the proxy's own runs: the server's messages go to it */
 };
 
 typedef struct Listener {
@@ -232,20 +232,20 @@ typedef struct Listener {
 
 /* The `pghandoff replicate` processes the proxy runs as children (followers.c). */
 typedef enum FollowerKind {
-	FOLLOWER_FORWARD,	/* `replicate`, under `pghandoff run` */
-	FOLLOWER_REVERSE,	/* `replicate --reverse`, after a cutover with rollback = on */
-	FOLLOWER_REVERSE_DROP,	/* `replicate --reverse --drop`, after a rollback */
+	FOLLOWER_FORWARD,      /* `replicate`, under `pghandoff run` */
+	FOLLOWER_REVERSE,      /* `replicate --reverse`, after a cutover with rollback = on */
+	FOLLOWER_REVERSE_DROP, /* `replicate --reverse --drop`, after a rollback */
 	FOLLOWER_KINDS,
 } FollowerKind;
 
 typedef struct Follower {
 	ev_child watcher;
-	ev_timer restart;	/* a follower that died is started again after a while */
+	ev_timer restart; /* a follower that died is started again after a while */
 	Proxy *proxy;
 	FollowerKind kind;
-	int pid;		/* 0: not running */
-	bool wanted;		/* it should run: restarted when it exits */
-	bool then_drop;		/* FOLLOWER_REVERSE: once it has exited, drop its slot */
+	int pid;        /* 0: not running */
+	bool wanted;    /* it should run: restarted when it exits */
+	bool then_drop; /* FOLLOWER_REVERSE: once it has exited, drop its slot */
 	int restarts;
 } Follower;
 
@@ -272,8 +272,8 @@ struct Proxy {
 	List retiring_servers;
 	List justfree_servers;
 	int nclients;
-	int nclient_places;	/* clients holding a place of max_client_conn */
-	int nadmin_places;	/* of admin_reserved_conn */
+	int nclient_places; /* clients holding a place of max_client_conn */
+	int nadmin_places;  /* of admin_reserved_conn */
 
 	/*
 	 * Accepting stops a while when accept() fails for want of descriptors or
@@ -281,16 +281,16 @@ struct Proxy {
 	 */
 	ev_timer accept_retry;
 	bool accept_paused;
-	bool accept_failing;	/* a failure was logged, its recovery not yet */
-	uint64_t accept_failures;	/* failed accept() calls not yet logged */
-	ev_tstamp accept_logged;	/* when the last line about them was */
+	bool accept_failing;      /* a failure was logged, its recovery not yet */
+	uint64_t accept_failures; /* failed accept() calls not yet logged */
+	ev_tstamp accept_logged;  /* when the last line about them was */
 
 	uint32_t next_client_id;
 	uint32_t next_server_id;
 	bool shutting_down;
-	int pause_waiters;	/* admin clients waiting for a PAUSE to take hold */
-	const Cluster *serving;	/* where clients are served: the source, or the target after a cutover */
-	bool rolled_back;	/* the last switch was a rollback */
+	int pause_waiters;      /* admin clients waiting for a PAUSE to take hold */
+	const Cluster *serving; /* where clients are served: the source, or the target after a cutover */
+	bool rolled_back;       /* the last switch was a rollback */
 	/*
 	 * Custom settings (app.tenant) a session may have: pg_settings never
 	 * shows them, so a cutover reads these by name.  Learned from what
@@ -299,13 +299,13 @@ struct Proxy {
 	 */
 	int ncustom_settings;
 	char custom_settings[CUSTOM_SETTINGS_MAX][SQL_SETTING_NAME_MAX + 1];
-	Cutover *cutover;	/* the cutover or rollback running, if any */
-	CutoverReport *last_report;	/* the last cutover's, for SHOW CUTOVER */
-	CutoverCleanup *cleanup;	/* what an aborted cutover still has to undo, retried (cutover/loop/cleanup.c) */
+	Cutover *cutover;           /* the cutover or rollback running, if any */
+	CutoverReport *last_report; /* the last cutover's, for SHOW CUTOVER */
+	CutoverCleanup *cleanup;    /* what an aborted cutover still has to undo, retried (cutover/loop/cleanup.c) */
 	Follower followers[FOLLOWER_KINDS];
-	struct ReplProbe *probe;	/* each database's slot and origin as the clusters see them (replprobe.h) */
-	bool run_replicator;	/* `pghandoff run`: the forward follower is a child of the proxy */
-	bool resume_pending;	/* clients held by a proxy query wait for the next loop iteration */
+	struct ReplProbe *probe; /* each database's slot and origin as the clusters see them (replprobe.h) */
+	bool run_replicator;     /* `pghandoff run`: the forward follower is a child of the proxy */
+	bool resume_pending;     /* clients held by a proxy query wait for the next loop iteration */
 	/*
 	 * Something a PAUSE or the cutover waits for may have happened (a client
 	 * left, a transaction ended, a script finished): set by proxy_recheck
@@ -313,7 +313,7 @@ struct Proxy {
 	 * relay and teardown never call up into the console or the cutover.
 	 */
 	bool recheck;
-	bool logins_held;	/* new logins wait for the cutover's switch (set by cutover.c) */
+	bool logins_held; /* new logins wait for the cutover's switch (set by cutover.c) */
 	/*
 	 * admin_on_packet, set at start: the console sits above the client relay
 	 * (it starts cutovers, which move clients), so the relay reaches it
@@ -323,8 +323,8 @@ struct Proxy {
 	/* Standby server connections lost during the cutover that opened them (reset when one starts). */
 	int standbys_lost;
 	char standby_lost_error[512];
-	ev_timer retire_timer;	/* closes retiring_servers a few at a time */
-	uint64_t cutovers_total;	/* finished, by result, for the metrics */
+	ev_timer retire_timer;   /* closes retiring_servers a few at a time */
+	uint64_t cutovers_total; /* finished, by result, for the metrics */
 	uint64_t cutovers_failed_total;
 	double last_pause_seconds;
 	int metrics_fd;
@@ -335,7 +335,7 @@ struct Proxy {
 	ev_signal sig_int;
 	ev_signal sig_hup;
 	ev_timer shutdown_timer;
-	ev_prepare reaper;	/* frees JUSTFREE objects after each loop iteration */
+	ev_prepare reaper; /* frees JUSTFREE objects after each loop iteration */
 };
 
 /* Lookups. */

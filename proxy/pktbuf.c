@@ -208,8 +208,8 @@ pktbuf_check_count(PktBuf *pb, int n)
 }
 
 static void
-pktbuf_write_report(PktBuf *pb, uint8_t type, const char *severity, const char *sqlstate,
-					const char *message, const char *detail, const char *hint)
+pktbuf_write_report(PktBuf *pb, uint8_t type, const char *severity, const char *sqlstate, const char *message,
+		    const char *detail, const char *hint)
 {
 	pktbuf_start(pb, type);
 	pktbuf_put_byte(pb, PQDIAG_SEVERITY);
@@ -233,15 +233,15 @@ pktbuf_write_report(PktBuf *pb, uint8_t type, const char *severity, const char *
 }
 
 void
-pktbuf_write_error(PktBuf *pb, const char *severity, const char *sqlstate,
-				   const char *message, const char *detail, const char *hint)
+pktbuf_write_error(PktBuf *pb, const char *severity, const char *sqlstate, const char *message, const char *detail,
+		   const char *hint)
 {
 	pktbuf_write_report(pb, PQMSG_ERROR_RESPONSE, severity, sqlstate, message, detail, hint);
 }
 
 void
-pktbuf_write_notice(PktBuf *pb, const char *severity, const char *sqlstate,
-					const char *message, const char *detail, const char *hint)
+pktbuf_write_notice(PktBuf *pb, const char *severity, const char *sqlstate, const char *message, const char *detail,
+		    const char *hint)
 {
 	pktbuf_write_report(pb, PQMSG_NOTICE_RESPONSE, severity, sqlstate, message, detail, hint);
 }
@@ -290,11 +290,11 @@ pktbuf_write_row_description(PktBuf *pb, int ncols, const char *const *names)
 	pktbuf_put_int16(pb, (int16_t) ncols);
 	for (int i = 0; i < ncols; i++) {
 		pktbuf_put_string(pb, names[i]);
-		pktbuf_put_int32(pb, 0);	/* not a table column */
-		pktbuf_put_int16(pb, 0);	/* attribute number */
+		pktbuf_put_int32(pb, 0); /* not a table column */
+		pktbuf_put_int16(pb, 0); /* attribute number */
 		pktbuf_put_int32(pb, PQ_TEXT_OID);
-		pktbuf_put_int16(pb, -1);	/* typlen: varlena */
-		pktbuf_put_int32(pb, -1);	/* typmod: none */
+		pktbuf_put_int16(pb, -1); /* typlen: varlena */
+		pktbuf_put_int32(pb, -1); /* typmod: none */
 		pktbuf_put_int16(pb, PQFORMAT_TEXT);
 	}
 	pktbuf_finish(pb);
@@ -334,8 +334,7 @@ pktbuf_write_command_complete(PktBuf *pb, const char *tag)
 }
 
 void
-pktbuf_write_startup(PktBuf *pb, int32_t protocol, const char *const *keys,
-					 const char *const *values, int n)
+pktbuf_write_startup(PktBuf *pb, int32_t protocol, const char *const *keys, const char *const *values, int n)
 {
 	pktbuf_start(pb, 0);
 	pktbuf_put_int32(pb, protocol);
@@ -374,8 +373,7 @@ pktbuf_write_password_message(PktBuf *pb, const void *data, size_t len)
 }
 
 void
-pktbuf_write_sasl_initial_response(PktBuf *pb, const char *mechanism,
-								   const void *data, size_t len)
+pktbuf_write_sasl_initial_response(PktBuf *pb, const char *mechanism, const void *data, size_t len)
 {
 	pktbuf_start(pb, PQMSG_SASL_INITIAL_RESPONSE);
 	pktbuf_put_string(pb, mechanism);
@@ -391,8 +389,7 @@ pktbuf_write_sasl_initial_response(PktBuf *pb, const char *mechanism,
 }
 
 void
-pktbuf_write_negotiate_protocol_version(PktBuf *pb, int32_t version, int n_unrecognized,
-										const char *const *names)
+pktbuf_write_negotiate_protocol_version(PktBuf *pb, int32_t version, int n_unrecognized, const char *const *names)
 {
 	pktbuf_start(pb, PQMSG_NEGOTIATE_PROTOCOL_VERSION);
 	pktbuf_put_int32(pb, version);

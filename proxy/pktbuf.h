@@ -16,12 +16,12 @@
 
 typedef struct PktBuf {
 	uint8_t *buf;
-	size_t len;					/* bytes written, all messages */
+	size_t len; /* bytes written, all messages */
 	size_t cap;
-	size_t msg_start;			/* offset of the open message's length word */
-	bool in_message;			/* between pktbuf_start and pktbuf_finish */
+	size_t msg_start; /* offset of the open message's length word */
+	bool in_message;  /* between pktbuf_start and pktbuf_finish */
 	bool failed;
-	bool fixed;					/* buf is the caller's memory: never grown or freed */
+	bool fixed; /* buf is the caller's memory: never grown or freed */
 } PktBuf;
 
 /* A growable buffer (malloc); pktbuf_free releases it. */
@@ -54,10 +54,10 @@ void pktbuf_put_messages(PktBuf *pb, const void *data, size_t len);
  * the non-localized word ("ERROR", "FATAL", "WARNING"); detail and hint may
  * be NULL.
  */
-void pktbuf_write_error(PktBuf *pb, const char *severity, const char *sqlstate,
-						const char *message, const char *detail, const char *hint);
-void pktbuf_write_notice(PktBuf *pb, const char *severity, const char *sqlstate,
-						 const char *message, const char *detail, const char *hint);
+void pktbuf_write_error(PktBuf *pb, const char *severity, const char *sqlstate, const char *message, const char *detail,
+			const char *hint);
+void pktbuf_write_notice(PktBuf *pb, const char *severity, const char *sqlstate, const char *message,
+			 const char *detail, const char *hint);
 void pktbuf_write_ready_for_query(PktBuf *pb, char status);
 /* AuthenticationRequest with code and its payload (len 0 for none). */
 void pktbuf_write_auth(PktBuf *pb, int32_t code, const void *data, size_t len);
@@ -68,8 +68,7 @@ void pktbuf_write_row_description(PktBuf *pb, int ncols, const char *const *name
 /* values[i] NULL is SQL NULL. */
 void pktbuf_write_data_row(PktBuf *pb, int ncols, const char *const *values);
 void pktbuf_write_command_complete(PktBuf *pb, const char *tag);
-void pktbuf_write_startup(PktBuf *pb, int32_t protocol, const char *const *keys,
-						  const char *const *values, int n);
+void pktbuf_write_startup(PktBuf *pb, int32_t protocol, const char *const *keys, const char *const *values, int n);
 void pktbuf_write_cancel_request(PktBuf *pb, int32_t pid, const uint8_t *key, size_t keylen);
 void pktbuf_write_ssl_request(PktBuf *pb);
 /*
@@ -78,16 +77,14 @@ void pktbuf_write_ssl_request(PktBuf *pb);
  */
 void pktbuf_write_password_message(PktBuf *pb, const void *data, size_t len);
 /* data NULL sends length -1 (no initial response). */
-void pktbuf_write_sasl_initial_response(PktBuf *pb, const char *mechanism,
-										const void *data, size_t len);
+void pktbuf_write_sasl_initial_response(PktBuf *pb, const char *mechanism, const void *data, size_t len);
 /*
  * The version field is documented as the "newest minor version", but
  * PostgreSQL sends (and libpq reads) the whole version number:
  * pass PG_PROTOCOL(3, minor).
  */
-void pktbuf_write_negotiate_protocol_version(PktBuf *pb, int32_t version, int n_unrecognized,
-											 const char *const *names);
+void pktbuf_write_negotiate_protocol_version(PktBuf *pb, int32_t version, int n_unrecognized, const char *const *names);
 void pktbuf_write_query(PktBuf *pb, const char *sql);
 void pktbuf_write_terminate(PktBuf *pb);
 
-#endif							/* PGHANDOFF_PROXY_PKTBUF_H */
+#endif /* PGHANDOFF_PROXY_PKTBUF_H */

@@ -107,15 +107,17 @@ progress_read(const Proxy *proxy, const Database *db, ReplProgress *p)
 		{
 			char lsn[32];
 
-			p->ddl_stopped = status_copy_value(&v, "ddl_stopped_lsn", lsn, sizeof(lsn)) && strcmp(lsn, "0/0") != 0;
+			p->ddl_stopped =
+				status_copy_value(&v, "ddl_stopped_lsn", lsn, sizeof(lsn)) && strcmp(lsn, "0/0") != 0;
 		}
 		started = number(&v, "copy_started");
 		if (strcmp(p->follower, "copy") == 0 && started > 0 && now > started) {
 			p->copy_rate = p->bytes_done / (now - started);
 			/* Sizes on disk are an estimate of what COPY sends: never promise less than a second. */
 			if (p->copy_rate > 0)
-				p->eta_seconds = p->bytes_total > p->bytes_done ? (p->bytes_total - p->bytes_done) / p->copy_rate
-										: 1.0;
+				p->eta_seconds = p->bytes_total > p->bytes_done
+					? (p->bytes_total - p->bytes_done) / p->copy_rate
+					: 1.0;
 		}
 		if (!number(&v, "caught_up") && number(&v, "last_commit") > 0)
 			p->lag_seconds = now - number(&v, "last_commit");
@@ -125,7 +127,8 @@ progress_read(const Proxy *proxy, const Database *db, ReplProgress *p)
 	merge_probe(proxy, db, p, now);
 	/* Above all else: the follower refuses to go on. */
 	if (p->fence_violation[0])
-		snprintf(p->phase, sizeof(p->phase), "%.*s", (int) strcspn(p->fence_violation, ":"), p->fence_violation);
+		snprintf(p->phase, sizeof(p->phase), "%.*s", (int) strcspn(p->fence_violation, ":"),
+			 p->fence_violation);
 	else if (p->down)
 		snprintf(p->phase, sizeof(p->phase), "down");
 	else if (proxy->serving == &proxy->target)

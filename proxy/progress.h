@@ -15,31 +15,31 @@
 #include "proxy/objects.h"
 
 typedef struct ReplProgress {
-	bool have;		/* a progress file was there */
-	char phase[32];		/* starting, schema, copy, indexes, catch-up, streaming, retrying, stopped,
+	bool have;         /* a progress file was there */
+	char phase[32];    /* starting, schema, copy, indexes, catch-up, streaming, retrying, stopped,
 				 * failed, down, stalled, cut over, rolled back, unknown, source (target) written after fence */
-	char follower[32];	/* the follower's own phase, "" without a file */
+	char follower[32]; /* the follower's own phase, "" without a file */
 	char applied_lsn[32];
-	char fence_violation[200];	/* "source written after fence: transaction ..." (replicator/fence.h), or "" */
+	char fence_violation[200]; /* "source written after fence: transaction ..." (replicator/fence.h), or "" */
 	double tables_done;
 	double tables_total;
 	double bytes_done;
 	double bytes_total;
-	double copy_rate;	/* bytes per second since the copy began */
-	double eta_seconds;	/* -1 when unknown */
+	double copy_rate;   /* bytes per second since the copy began */
+	double eta_seconds; /* -1 when unknown */
 	double lag_bytes;
 	double lag_seconds;
-	double apply_rate;	/* changes per second */
-	double changes;		/* applied since the follower started */
-	double age_seconds;	/* since the file was written */
-	int pid;		/* the follower's process, 0 when unknown */
-	bool down;		/* the file names a process that is gone without saying it stopped */
+	double apply_rate;  /* changes per second */
+	double changes;     /* applied since the follower started */
+	double age_seconds; /* since the file was written */
+	int pid;            /* the follower's process, 0 when unknown */
+	bool down;          /* the file names a process that is gone without saying it stopped */
 	/* From the clusters (replprobe.h), whatever the file says; probed false when not known lately. */
 	bool probed;
-	char slot[16];		/* active, inactive, missing; "" when not probed */
-	double slot_lag_bytes;	/* the source's end of WAL less the slot's confirmed position */
-	char origin_lsn[32];	/* the target's origin remote_lsn, "" when unknown */
-	bool ddl_stopped;	/* stopped at a schema change it could not replay */
+	char slot[16];         /* active, inactive, missing; "" when not probed */
+	double slot_lag_bytes; /* the source's end of WAL less the slot's confirmed position */
+	char origin_lsn[32];   /* the target's origin remote_lsn, "" when unknown */
+	bool ddl_stopped;      /* stopped at a schema change it could not replay */
 } ReplProgress;
 
 void progress_read(const Proxy *proxy, const Database *db, ReplProgress *p);

@@ -66,15 +66,15 @@
 /* Protocol versions: major in the high 16 bits, minor in the low ones. */
 #define PG_PROTOCOL(major, minor) (((major) << 16) | (minor))
 #define PG_PROTOCOL_MAJOR(v) ((v) >> 16)
-#define PG_PROTOCOL_MINOR(v) ((v) & 0xffff)
+#define PG_PROTOCOL_MINOR(v) ((v) &0xffff)
 #define PG_PROTOCOL_3_0 PG_PROTOCOL(3, 0)
 /* 3.2 (PostgreSQL 18) brought variable-length cancel keys; 3.1 was never used. */
 #define PG_PROTOCOL_3_2 PG_PROTOCOL(3, 2)
 
 /* Startup packets whose "version" is one of these are special requests. */
-#define CANCEL_REQUEST_CODE PG_PROTOCOL(1234, 5678)		/* 80877102 */
-#define NEGOTIATE_SSL_CODE PG_PROTOCOL(1234, 5679)		/* 80877103 */
-#define NEGOTIATE_GSS_CODE PG_PROTOCOL(1234, 5680)		/* 80877104 */
+#define CANCEL_REQUEST_CODE PG_PROTOCOL(1234, 5678) /* 80877102 */
+#define NEGOTIATE_SSL_CODE PG_PROTOCOL(1234, 5679)  /* 80877103 */
+#define NEGOTIATE_GSS_CODE PG_PROTOCOL(1234, 5680)  /* 80877104 */
 /* The one-byte answers to an SSLRequest or a GSSENCRequest; the proxy never answers 'G'. */
 #define NEGOTIATE_ANSWER_SSL 'S'
 #define NEGOTIATE_ANSWER_GSS 'G'
@@ -128,4 +128,4 @@
 #define PQDIAG_SOURCE_LINE 'L'
 #define PQDIAG_SOURCE_FUNCTION 'R'
 
-#endif							/* PGHANDOFF_PROXY_PROTO_H */
+#endif /* PGHANDOFF_PROXY_PROTO_H */

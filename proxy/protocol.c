@@ -22,14 +22,12 @@ proto_check_end(const MsgReader *r, const char *what, char *err, size_t errlen)
 	if (r->failed)
 		return errbuf_fail(err, errlen, "%s message is truncated", what);
 	if (!msgread_end(r))
-		return errbuf_fail(err, errlen, "%s message has %zu bytes after its end",
-						  what, msgread_remaining(r));
+		return errbuf_fail(err, errlen, "%s message has %zu bytes after its end", what, msgread_remaining(r));
 	return true;
 }
 
 ProtoHeaderResult
-proto_parse_header(const uint8_t *p, size_t avail, bool has_type,
-				   uint8_t *type, uint32_t *msglen, size_t max_len)
+proto_parse_header(const uint8_t *p, size_t avail, bool has_type, uint8_t *type, uint32_t *msglen, size_t max_len)
 {
 	MsgReader r;
 	uint8_t t = 0;
@@ -55,8 +53,7 @@ proto_parse_header(const uint8_t *p, size_t avail, bool has_type,
 
 /* Files one key/value pair of a v3 startup packet where it belongs. */
 static bool
-startup_add_param(StartupPacket *out, const char *key, const char *value,
-				  char *err, size_t errlen)
+startup_add_param(StartupPacket *out, const char *key, const char *value, char *err, size_t errlen)
 {
 	if (strncmp(key, "_pq_.", 5) == 0) {
 		if (out->nextensions >= PROTO_MAX_STARTUP_PARAMS)
@@ -77,7 +74,7 @@ startup_add_param(StartupPacket *out, const char *key, const char *value,
 	} else {
 		if (out->nparams >= PROTO_MAX_STARTUP_PARAMS)
 			return errbuf_fail(err, errlen, "startup packet has more than %d parameters",
-							  PROTO_MAX_STARTUP_PARAMS);
+					   PROTO_MAX_STARTUP_PARAMS);
 		out->param_names[out->nparams] = key;
 		out->param_values[out->nparams] = value;
 		out->nparams++;
@@ -121,16 +118,14 @@ startup_read_params(MsgReader *r, StartupPacket *out, char *err, size_t errlen)
 }
 
 bool
-proto_parse_startup(const uint8_t *pkt, size_t len, StartupPacket *out,
-					char *err, size_t errlen)
+proto_parse_startup(const uint8_t *pkt, size_t len, StartupPacket *out, char *err, size_t errlen)
 {
 	MsgReader r;
 	int32_t code;
 
 	memset(out, 0, sizeof(*out));
 	if (len > PROTO_MAX_STARTUP_PACKET)
-		return errbuf_fail(err, errlen, "startup packet is longer than %d bytes",
-						  PROTO_MAX_STARTUP_PACKET);
+		return errbuf_fail(err, errlen, "startup packet is longer than %d bytes", PROTO_MAX_STARTUP_PACKET);
 	msgread_init(&r, pkt, len);
 	if (!msgread_int32(&r, &code))
 		return errbuf_fail(err, errlen, "startup packet is too short");
@@ -142,10 +137,9 @@ proto_parse_startup(const uint8_t *pkt, size_t len, StartupPacket *out,
 		if (!msgread_int32(&r, &out->cancel_pid))
 			return errbuf_fail(err, errlen, "cancel request is truncated");
 		out->cancel_keylen = msgread_remaining(&r);
-		if (out->cancel_keylen < PROTO_MIN_CANCEL_KEY ||
-			out->cancel_keylen > PROTO_MAX_CANCEL_KEY)
+		if (out->cancel_keylen < PROTO_MIN_CANCEL_KEY || out->cancel_keylen > PROTO_MAX_CANCEL_KEY)
 			return errbuf_fail(err, errlen, "cancel request key length %zu is not between %d and %d",
-							  out->cancel_keylen, PROTO_MIN_CANCEL_KEY, PROTO_MAX_CANCEL_KEY);
+					   out->cancel_keylen, PROTO_MIN_CANCEL_KEY, PROTO_MAX_CANCEL_KEY);
 		if (!msgread_bytes(&r, out->cancel_keylen, &out->cancel_key))
 			return errbuf_fail(err, errlen, "cancel request is truncated");
 		return true;
@@ -177,9 +171,8 @@ proto_parse_parse(const uint8_t *body, size_t len, ProtoParse *out, char *err, s
 
 	memset(out, 0, sizeof(*out));
 	msgread_init(&r, body, len);
-	if (!msgread_string(&r, &out->stmt, NULL) ||
-		!msgread_string(&r, &out->query, NULL) ||
-		!msgread_int16(&r, &nparams))
+	if (!msgread_string(&r, &out->stmt, NULL) || !msgread_string(&r, &out->query, NULL) ||
+	    !msgread_int16(&r, &nparams))
 		return errbuf_fail(err, errlen, "Parse message is truncated");
 	if (nparams < 0)
 		return errbuf_fail(err, errlen, "Parse message has a negative parameter count");
@@ -195,8 +188,7 @@ bind_skip_formats(MsgReader *r, int16_t *count)
 {
 	const uint8_t *codes;
 
-	return msgread_int16(r, count) && *count >= 0 &&
-		msgread_bytes(r, (size_t) *count * 2, &codes);
+	return msgread_int16(r, count) && *count >= 0 && msgread_bytes(r, (size_t) *count * 2, &codes);
 }
 
 bool
@@ -207,15 +199,14 @@ proto_parse_bind(const uint8_t *body, size_t len, ProtoBind *out, char *err, siz
 
 	memset(out, 0, sizeof(*out));
 	msgread_init(&r, body, len);
-	if (!msgread_string(&r, &out->portal, NULL) ||
-		!msgread_string(&r, &out->stmt, NULL))
+	if (!msgread_string(&r, &out->portal, NULL) || !msgread_string(&r, &out->stmt, NULL))
 		return errbuf_fail(err, errlen, "Bind message is truncated");
 	if (!bind_skip_formats(&r, &nformats) || !msgread_int16(&r, &nparams) || nparams < 0)
 		return errbuf_fail(err, errlen, "Bind message has invalid parameter formats");
 	/* As PostgreSQL: no formats, one for all, or one per parameter. */
 	if (nformats > 1 && nformats != nparams)
-		return errbuf_fail(err, errlen, "Bind message has %d parameter formats but %d parameters",
-						  nformats, nparams);
+		return errbuf_fail(err, errlen, "Bind message has %d parameter formats but %d parameters", nformats,
+				   nparams);
 	out->nparams = nparams;
 	for (int i = 0; i < nparams; i++) {
 		int32_t vlen;
@@ -224,7 +215,7 @@ proto_parse_bind(const uint8_t *body, size_t len, ProtoBind *out, char *err, siz
 		if (!msgread_int32(&r, &vlen))
 			return errbuf_fail(err, errlen, "Bind message is truncated");
 		if (vlen == -1)
-			continue;			/* NULL */
+			continue; /* NULL */
 		if (vlen < 0 || !msgread_bytes(&r, (size_t) vlen, &value))
 			return errbuf_fail(err, errlen, "Bind message has an invalid parameter length");
 	}
@@ -234,8 +225,7 @@ proto_parse_bind(const uint8_t *body, size_t len, ProtoBind *out, char *err, siz
 }
 
 static bool
-parse_target(const uint8_t *body, size_t len, ProtoTarget *out, const char *what,
-			 char *err, size_t errlen)
+parse_target(const uint8_t *body, size_t len, ProtoTarget *out, const char *what, char *err, size_t errlen)
 {
 	MsgReader r;
 	uint8_t kind;
@@ -287,8 +277,8 @@ proto_parse_query(const uint8_t *body, size_t len, ProtoQuery *out, char *err, s
 }
 
 bool
-proto_parse_sasl_initial_response(const uint8_t *body, size_t len,
-								  ProtoSaslInitialResponse *out, char *err, size_t errlen)
+proto_parse_sasl_initial_response(const uint8_t *body, size_t len, ProtoSaslInitialResponse *out, char *err,
+				  size_t errlen)
 {
 	MsgReader r;
 
@@ -296,8 +286,7 @@ proto_parse_sasl_initial_response(const uint8_t *body, size_t len,
 	msgread_init(&r, body, len);
 	if (!msgread_string(&r, &out->mechanism, NULL) || !msgread_int32(&r, &out->datalen))
 		return errbuf_fail(err, errlen, "SASLInitialResponse message is truncated");
-	if (out->datalen != -1 &&
-		(out->datalen < 0 || !msgread_bytes(&r, (size_t) out->datalen, &out->data)))
+	if (out->datalen != -1 && (out->datalen < 0 || !msgread_bytes(&r, (size_t) out->datalen, &out->data)))
 		return errbuf_fail(err, errlen, "SASLInitialResponse message has an invalid data length");
 	return proto_check_end(&r, "SASLInitialResponse", err, errlen);
 }
@@ -305,8 +294,7 @@ proto_parse_sasl_initial_response(const uint8_t *body, size_t len,
 /* Backend messages */
 
 bool
-proto_parse_ready_for_query(const uint8_t *body, size_t len, ProtoReadyForQuery *out,
-							char *err, size_t errlen)
+proto_parse_ready_for_query(const uint8_t *body, size_t len, ProtoReadyForQuery *out, char *err, size_t errlen)
 {
 	MsgReader r;
 	uint8_t status;
@@ -322,8 +310,7 @@ proto_parse_ready_for_query(const uint8_t *body, size_t len, ProtoReadyForQuery 
 }
 
 bool
-proto_parse_backend_key_data(const uint8_t *body, size_t len, ProtoBackendKeyData *out,
-							 char *err, size_t errlen)
+proto_parse_backend_key_data(const uint8_t *body, size_t len, ProtoBackendKeyData *out, char *err, size_t errlen)
 {
 	MsgReader r;
 
@@ -334,16 +321,15 @@ proto_parse_backend_key_data(const uint8_t *body, size_t len, ProtoBackendKeyDat
 	/* The key is the rest of the message: 4 bytes in 3.0, variable from 3.2. */
 	out->keylen = msgread_remaining(&r);
 	if (out->keylen < PROTO_MIN_CANCEL_KEY || out->keylen > PROTO_MAX_CANCEL_KEY)
-		return errbuf_fail(err, errlen, "BackendKeyData key length %zu is not between %d and %d",
-						  out->keylen, PROTO_MIN_CANCEL_KEY, PROTO_MAX_CANCEL_KEY);
+		return errbuf_fail(err, errlen, "BackendKeyData key length %zu is not between %d and %d", out->keylen,
+				   PROTO_MIN_CANCEL_KEY, PROTO_MAX_CANCEL_KEY);
 	if (!msgread_bytes(&r, out->keylen, &out->key))
 		return errbuf_fail(err, errlen, "BackendKeyData message is truncated");
 	return proto_check_end(&r, "BackendKeyData", err, errlen);
 }
 
 bool
-proto_parse_parameter_status(const uint8_t *body, size_t len, ProtoParameterStatus *out,
-							 char *err, size_t errlen)
+proto_parse_parameter_status(const uint8_t *body, size_t len, ProtoParameterStatus *out, char *err, size_t errlen)
 {
 	MsgReader r;
 
@@ -371,7 +357,7 @@ auth_read_mechanisms(ProtoAuthRequest *out, char *err, size_t errlen)
 			break;
 		if (out->nmechanisms >= PROTO_MAX_SASL_MECHANISMS)
 			return errbuf_fail(err, errlen, "AuthenticationSASL message offers more than %d mechanisms",
-							  PROTO_MAX_SASL_MECHANISMS);
+					   PROTO_MAX_SASL_MECHANISMS);
 		out->mechanisms[out->nmechanisms++] = name;
 	}
 	if (out->nmechanisms == 0)
@@ -380,8 +366,7 @@ auth_read_mechanisms(ProtoAuthRequest *out, char *err, size_t errlen)
 }
 
 bool
-proto_parse_auth_request(const uint8_t *body, size_t len, ProtoAuthRequest *out,
-						 char *err, size_t errlen)
+proto_parse_auth_request(const uint8_t *body, size_t len, ProtoAuthRequest *out, char *err, size_t errlen)
 {
 	MsgReader r;
 
@@ -400,7 +385,7 @@ proto_parse_auth_request(const uint8_t *body, size_t len, ProtoAuthRequest *out,
 	case AUTH_REQ_SSPI:
 		if (out->datalen != 0)
 			return errbuf_fail(err, errlen, "authentication request %d has unexpected data",
-							  (int) out->code);
+					   (int) out->code);
 		return true;
 	case AUTH_REQ_MD5:
 		if (out->datalen != 4)
@@ -415,8 +400,7 @@ proto_parse_auth_request(const uint8_t *body, size_t len, ProtoAuthRequest *out,
 }
 
 bool
-proto_parse_error_response(const uint8_t *body, size_t len, ProtoErrorResponse *out,
-						   char *err, size_t errlen)
+proto_parse_error_response(const uint8_t *body, size_t len, ProtoErrorResponse *out, char *err, size_t errlen)
 {
 	MsgReader r;
 	const char *localized = NULL;
@@ -470,24 +454,21 @@ proto_parse_error_response(const uint8_t *body, size_t len, ProtoErrorResponse *
 }
 
 bool
-proto_parse_notification(const uint8_t *body, size_t len, ProtoNotification *out,
-						 char *err, size_t errlen)
+proto_parse_notification(const uint8_t *body, size_t len, ProtoNotification *out, char *err, size_t errlen)
 {
 	MsgReader r;
 
 	memset(out, 0, sizeof(*out));
 	msgread_init(&r, body, len);
-	if (!msgread_int32(&r, &out->pid) ||
-		!msgread_string(&r, &out->channel, NULL) ||
-		!msgread_string(&r, &out->payload, NULL))
+	if (!msgread_int32(&r, &out->pid) || !msgread_string(&r, &out->channel, NULL) ||
+	    !msgread_string(&r, &out->payload, NULL))
 		return errbuf_fail(err, errlen, "NotificationResponse message is truncated");
 	return proto_check_end(&r, "NotificationResponse", err, errlen);
 }
 
 bool
-proto_parse_negotiate_protocol_version(const uint8_t *body, size_t len,
-									   ProtoNegotiateProtocolVersion *out,
-									   char *err, size_t errlen)
+proto_parse_negotiate_protocol_version(const uint8_t *body, size_t len, ProtoNegotiateProtocolVersion *out, char *err,
+				       size_t errlen)
 {
 	MsgReader r;
 	int32_t n;
@@ -511,8 +492,7 @@ proto_parse_negotiate_protocol_version(const uint8_t *body, size_t len,
 }
 
 bool
-proto_parse_copy_response(const uint8_t *body, size_t len, ProtoCopyResponse *out,
-						  char *err, size_t errlen)
+proto_parse_copy_response(const uint8_t *body, size_t len, ProtoCopyResponse *out, char *err, size_t errlen)
 {
 	MsgReader r;
 	uint8_t format;
@@ -539,8 +519,7 @@ proto_parse_copy_response(const uint8_t *body, size_t len, ProtoCopyResponse *ou
 }
 
 bool
-proto_parse_command_complete(const uint8_t *body, size_t len, ProtoCommandComplete *out,
-							 char *err, size_t errlen)
+proto_parse_command_complete(const uint8_t *body, size_t len, ProtoCommandComplete *out, char *err, size_t errlen)
 {
 	MsgReader r;
 
@@ -552,8 +531,7 @@ proto_parse_command_complete(const uint8_t *body, size_t len, ProtoCommandComple
 }
 
 bool
-proto_parse_data_row(const uint8_t *body, size_t len, ProtoDataRow *out,
-					 char *err, size_t errlen)
+proto_parse_data_row(const uint8_t *body, size_t len, ProtoDataRow *out, char *err, size_t errlen)
 {
 	MsgReader r;
 	int16_t n;
@@ -565,7 +543,7 @@ proto_parse_data_row(const uint8_t *body, size_t len, ProtoDataRow *out,
 		return errbuf_fail(err, errlen, "DataRow message is truncated");
 	if (n < 0 || n > PROTO_MAX_ROW_COLUMNS)
 		return errbuf_fail(err, errlen, "DataRow message has %d columns, at most %d are accepted", n,
-						   PROTO_MAX_ROW_COLUMNS);
+				   PROTO_MAX_ROW_COLUMNS);
 	out->ncols = n;
 	for (i = 0; i < n; i++) {
 		int32_t vlen;

@@ -27,7 +27,9 @@ on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 		if (!log_reopen())
 			log_error("proxy", "could not reopen the log file");
 		if (cutover_running(proxy))
-			log_warning("proxy", "SIGHUP ignored: a cutover is running or being undone; send it again once it has finished");
+			log_warning(
+				"proxy",
+				"SIGHUP ignored: a cutover is running or being undone; send it again once it has finished");
 		else
 			(void) proxy_reload(proxy);
 	} else if (w->signum == SIGTERM) {

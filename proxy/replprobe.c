@@ -27,16 +27,16 @@
 
 typedef struct ReplProbe {
 	pthread_t thread;
-	const Config *config;	/* read only while the thread runs */
+	const Config *config; /* read only while the thread runs */
 	int ndatabases;
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
-	bool stop;			/* under lock */
-	ReplProbeValues *values;	/* under lock: one per database */
+	bool stop;               /* under lock */
+	ReplProbeValues *values; /* under lock: one per database */
 	/* The thread's own. */
 	PGconn *source;
 	PGconn *target;
-	bool failing;			/* the last round failed: said once, until it works again */
+	bool failing; /* the last round failed: said once, until it works again */
 } ReplProbe;
 
 static PGconn *
@@ -170,7 +170,8 @@ probe_main(void *arg)
 		bool ok = probe_round(p);
 
 		if (!ok && !p->failing)
-			log_warning("probe", "could not read the replication slots on the source (see the debug log); "
+			log_warning("probe",
+				    "could not read the replication slots on the source (see the debug log); "
 				    "status shows the follower's own progress until it can");
 		else if (ok && p->failing)
 			log_info("probe", "reading the replication slots on the source again");

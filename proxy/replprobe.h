@@ -15,13 +15,13 @@
 typedef struct Proxy Proxy;
 
 typedef struct ReplProbeValues {
-	bool have;		/* the source answered for this database */
-	double at;		/* unix seconds of that answer */
+	bool have; /* the source answered for this database */
+	double at; /* unix seconds of that answer */
 	bool slot_exists;
-	bool slot_active;	/* a walsender streams from it */
-	double slot_lag_bytes;	/* the source's end of WAL less the slot's confirmed_flush_lsn, >= 0 */
-	bool origin_exists;	/* on the target */
-	char origin_lsn[32];	/* its remote_lsn, "" when unknown */
+	bool slot_active;      /* a walsender streams from it */
+	double slot_lag_bytes; /* the source's end of WAL less the slot's confirmed_flush_lsn, >= 0 */
+	bool origin_exists;    /* on the target */
+	char origin_lsn[32];   /* its remote_lsn, "" when unknown */
 } ReplProbeValues;
 
 /* Starts the thread; false (logged) when it cannot be. */

@@ -281,7 +281,7 @@ process(SBuf *sb)
 			break;
 		p = b->data + b->scan;
 		len = ((uint32_t) p[hdr - 4] << 24) | ((uint32_t) p[hdr - 3] << 16) | ((uint32_t) p[hdr - 2] << 8) |
-		      p[hdr - 1];
+			p[hdr - 1];
 		if (len < 4 || len > sb->max_pkt) {
 			sb->error = len < 4 ? EPROTO : EMSGSIZE;
 			(void) flush_forward(sb);
@@ -308,7 +308,7 @@ process(SBuf *sb)
 		h.body = p + hdr;
 		h.body_avail = need - hdr;
 		h.buffered = avail;
-		sb->held = true;	/* cleared by a decision */
+		sb->held = true; /* cleared by a decision */
 		go_on = sb->cb(sb, SBUF_EV_PACKET, &h);
 		if (sbuf_closed(sb))
 			return false;

@@ -27,12 +27,12 @@
 typedef struct SBuf SBuf;
 
 typedef struct PktHeader {
-	uint8_t type;		/* 0 for a startup-style packet, which has no type byte */
-	uint32_t len;		/* the whole message: type byte, length word and body */
-	const uint8_t *data;	/* the message's first byte, in the buffer */
-	uint32_t avail;		/* bytes at data: min(len, SBUF_INSPECT_MAX) */
-	const uint8_t *body;	/* after the header */
-	uint32_t body_avail;	/* bytes of the body at body */
+	uint8_t type;        /* 0 for a startup-style packet, which has no type byte */
+	uint32_t len;        /* the whole message: type byte, length word and body */
+	const uint8_t *data; /* the message's first byte, in the buffer */
+	uint32_t avail;      /* bytes at data: min(len, SBUF_INSPECT_MAX) */
+	const uint8_t *body; /* after the header */
+	uint32_t body_avail; /* bytes of the body at body */
 	/*
 	 * Bytes at data received so far: this message and whatever came after
 	 * it (>= avail).  The startup negotiation needs to know whether a
@@ -72,11 +72,11 @@ typedef bool (*SBufCallback)(SBuf *sb, SBufEvent event, const PktHeader *pkt);
 
 /* What a socket waits for: one thing at a time. */
 typedef enum SBufWait {
-	SBUF_WAIT_MESSAGE,	/* messages (a startup packet first, with startup set) */
-	SBUF_WAIT_CONNECT,	/* an outgoing connect to finish (sbuf_connect) */
-	SBUF_WAIT_TLS,		/* a TLS handshake to finish */
-	SBUF_WAIT_ANSWER,	/* the one-byte answer to an SSLRequest (sbuf_expect_answer) */
-	SBUF_CLOSED,		/* nothing: closed */
+	SBUF_WAIT_MESSAGE, /* messages (a startup packet first, with startup set) */
+	SBUF_WAIT_CONNECT, /* an outgoing connect to finish (sbuf_connect) */
+	SBUF_WAIT_TLS,     /* a TLS handshake to finish */
+	SBUF_WAIT_ANSWER,  /* the one-byte answer to an SSLRequest (sbuf_expect_answer) */
+	SBUF_CLOSED,       /* nothing: closed */
 } SBufWait;
 
 typedef struct IoBuf IoBuf;
@@ -88,21 +88,21 @@ struct SBuf {
 	ev_io io_read;
 	ev_io io_write;
 	SBufCallback cb;
-	SBuf *peer;		/* where forwarded bytes go */
+	SBuf *peer; /* where forwarded bytes go */
 	IoBuf *buf;
-	uint32_t pkt_remaining;	/* bytes of the current message not yet passed on */
-	uint32_t max_pkt;	/* longest message accepted from this socket */
+	uint32_t pkt_remaining; /* bytes of the current message not yet passed on */
+	uint32_t max_pkt;       /* longest message accepted from this socket */
 	SBufWait wait;
-	bool pkt_forward;	/* the remaining bytes are forwarded (else dropped) */
-	bool startup;		/* the next packet has no type byte */
-	bool held;		/* the owner holds the current message */
-	bool tls_server;	/* our side of the handshake accepts */
+	bool pkt_forward; /* the remaining bytes are forwarded (else dropped) */
+	bool startup;     /* the next packet has no type byte */
+	bool held;        /* the owner holds the current message */
+	bool tls_server;  /* our side of the handshake accepts */
 	bool want_flush_event;
 	/* Bytes the proxy itself wrote to this socket that could not go out yet. */
 	uint8_t *out;
 	uint32_t out_len;
 	uint32_t out_sent;
-	int error;		/* errno of the last failure, 0 for a clean close */
+	int error; /* errno of the last failure, 0 for a clean close */
 	uint64_t bytes_in;
 	uint64_t bytes_out;
 };

@@ -170,7 +170,8 @@ handle_auth_request(Server *server, const PktHeader *pkt)
 		bool ok;
 
 		if (!secret || kind == SECRET_SCRAM)
-			return login_fail(server, "server asks for md5, no password or md5 hash is known for user \"%s\"",
+			return login_fail(server,
+					  "server asks for md5, no password or md5 hash is known for user \"%s\"",
 					  client->user);
 		if (kind == SECRET_MD5)
 			ok = md5auth_response_from_stored(secret, req.data, response, err, sizeof(err));
@@ -202,11 +203,12 @@ handle_auth_request(Server *server, const PktHeader *pkt)
 			ok = scram_client_init_keys(server->scram, client->client_key, entry->verifier.stored_key,
 						    entry->verifier.server_key, err, sizeof(err));
 		else
-			return login_fail(server, "server asks for SCRAM, no password or SCRAM key is known for user "
-						  "\"%s\"",
+			return login_fail(server,
+					  "server asks for SCRAM, no password or SCRAM key is known for user "
+					  "\"%s\"",
 					  client->user);
-		if (!ok || !scram_client_build_client_first(server->scram, NULL, out, sizeof(out), &outlen, err,
-							    sizeof(err)))
+		if (!ok ||
+		    !scram_client_build_client_first(server->scram, NULL, out, sizeof(out), &outlen, err, sizeof(err)))
 			return login_fail(server, "SCRAM: %s", err);
 		pktbuf_init(&pb);
 		pktbuf_write_sasl_initial_response(&pb, "SCRAM-SHA-256", out, outlen);
@@ -243,7 +245,7 @@ keep_login_message(Server *server, const PktHeader *pkt)
 	uint8_t *grown;
 
 	if (pkt->avail != pkt->len)
-		return true;	/* a parameter longer than 16 kB is not worth replaying */
+		return true; /* a parameter longer than 16 kB is not worth replaying */
 	grown = realloc(server->login_params, server->login_params_len + pkt->len);
 	if (!grown) {
 		server_disconnect(server, "53200", "out of memory");
@@ -300,8 +302,8 @@ handle_login_packet(Server *server, const PktHeader *pkt)
 			return false;
 		}
 		if (proto_parse_error_response(pkt->body, pkt->body_avail, &e, err, sizeof(err)) && client) {
-			(void) client_send_error(client, "FATAL", e.sqlstate ? e.sqlstate : "08006", e.message, e.detail,
-						 e.hint);
+			(void) client_send_error(client, "FATAL", e.sqlstate ? e.sqlstate : "08006", e.message,
+						 e.detail, e.hint);
 			log_info(server->subject, "login refused: %s", e.message);
 			server->client = NULL;
 			client->server = NULL;
@@ -386,8 +388,8 @@ relay_server_packet(Server *server, const PktHeader *pkt)
 			ProtoErrorResponse e;
 
 			client->cutover.cancel_sent = false;
-			if (proto_parse_error_response(pkt->body, pkt->body_avail, &e, err, sizeof(err)) && e.sqlstate &&
-			    strcmp(e.sqlstate, "57014") == 0) {
+			if (proto_parse_error_response(pkt->body, pkt->body_avail, &e, err, sizeof(err)) &&
+			    e.sqlstate && strcmp(e.sqlstate, "57014") == 0) {
 				/* The cancel was the cutover's: say so, and that a retry will work. */
 				sbuf_consume(&server->sbuf, pkt->len);
 				return client_send_error(client, "ERROR", "57014",
@@ -492,8 +494,8 @@ server_on_event(SBuf *sb, SBufEvent event, const PktHeader *pkt)
 		if (sb->error == EMSGSIZE || sb->error == EPROTO)
 			server_disconnect(server, "08P01", "invalid message from the server");
 		else
-			server_disconnect(server, "08006", "the server closed the connection%s%s", sb->error ? ": " : "",
-					  sb->error ? strerror(sb->error) : "");
+			server_disconnect(server, "08006", "the server closed the connection%s%s",
+					  sb->error ? ": " : "", sb->error ? strerror(sb->error) : "");
 		return false;
 	case SBUF_EV_SEND_FAILED:
 		server_disconnect(server, "08006", "could not send to the server: %s", strerror(sb->error));

@@ -62,7 +62,7 @@ copy_row(Script *script, const ProtoDataRow *row)
 	int i;
 
 	if (row->ncols != SCRIPT_COLUMNS)
-		return true;	/* set_config's answers and the like */
+		return true; /* set_config's answers and the like */
 	if (script->nrows == script->cap) {
 		int cap = script->cap ? script->cap * 2 : 16;
 		char **grown = realloc(script->cells, sizeof(char *) * (size_t) cap * SCRIPT_COLUMNS);
@@ -253,20 +253,23 @@ capture_done(Server *server, Script *script)
 	if (!client || !client->cutover.carry)
 		return;
 	if (script->failed) {
-		snprintf(client->cutover.carry->unmovable, sizeof(client->cutover.carry->unmovable), "its session state could not be read: %.100s",
-			 script->error);
+		snprintf(client->cutover.carry->unmovable, sizeof(client->cutover.carry->unmovable),
+			 "its session state could not be read: %.100s", script->error);
 		client->cutover.carry->failed = true;
 	} else {
 		build_replay(client, script);
 		if (client->cutover.carry->replay.failed) {
-			snprintf(client->cutover.carry->unmovable, sizeof(client->cutover.carry->unmovable), "out of memory");
+			snprintf(client->cutover.carry->unmovable, sizeof(client->cutover.carry->unmovable),
+				 "out of memory");
 			client->cutover.carry->failed = true;
 		}
 	}
 	client->cutover.carry->captured = true;
-	log_debug(client->subject, "session state: %d setting(s), %d SQL prepared, %d LISTEN, %d named statement(s)%s%s",
-		  client->cutover.carry->nsettings, client->cutover.carry->nprepared, client->cutover.carry->nlisten, client->nstmts,
-		  client->cutover.carry->unmovable[0] ? "; cannot move: " : "", client->cutover.carry->unmovable);
+	log_debug(client->subject,
+		  "session state: %d setting(s), %d SQL prepared, %d LISTEN, %d named statement(s)%s%s",
+		  client->cutover.carry->nsettings, client->cutover.carry->nprepared, client->cutover.carry->nlisten,
+		  client->nstmts, client->cutover.carry->unmovable[0] ? "; cannot move: " : "",
+		  client->cutover.carry->unmovable);
 	proxy_recheck(server->proxy);
 }
 
@@ -313,7 +316,9 @@ session_capture(Client *client)
 	strbuf_init(&q);
 	strbuf_append(&q, sql_capture);
 	if (proxy->ncustom_settings > 0) {
-		strbuf_append(&q, " UNION ALL SELECT 'set', n, pg_catalog.current_setting(n, true) FROM pg_catalog.unnest(ARRAY[");
+		strbuf_append(
+			&q,
+			" UNION ALL SELECT 'set', n, pg_catalog.current_setting(n, true) FROM pg_catalog.unnest(ARRAY[");
 		for (i = 0; i < proxy->ncustom_settings; i++) {
 			strbuf_append(&q, i ? ", " : "");
 			append_literal(&q, proxy->custom_settings[i]);
@@ -340,7 +345,8 @@ replay_done(Server *server, Script *script)
 		return;
 	if (script->failed) {
 		snprintf(client->cutover.carry->unmovable, sizeof(client->cutover.carry->unmovable),
-			 "its session state could not be rebuilt on the %s: %.100s", server->cluster->role, script->error);
+			 "its session state could not be rebuilt on the %s: %.100s", server->cluster->role,
+			 script->error);
 		client->cutover.carry->failed = true;
 		log_warning(client->subject, "%s", client->cutover.carry->unmovable);
 	}
@@ -395,4 +401,3 @@ session_replay(Client *client)
 	}
 	return script_run(client->cutover.standby, &pb, rfq, replay_done);
 }
-

@@ -20,12 +20,12 @@
 typedef void (*ScriptDoneFn)(Server *server, Script *script);
 
 struct Script {
-	int pending_rfq;	/* ReadyForQuery messages still to come */
+	int pending_rfq; /* ReadyForQuery messages still to come */
 	int nrows;
 	int cap;
-	char **cells;		/* nrows * SCRIPT_COLUMNS strings copied from DataRows; NULL stays NULL */
+	char **cells; /* nrows * SCRIPT_COLUMNS strings copied from DataRows; NULL stays NULL */
 	bool failed;
-	char error[256];	/* the first ErrorResponse */
+	char error[256]; /* the first ErrorResponse */
 	ScriptDoneFn done;
 };
 
@@ -40,17 +40,17 @@ bool script_on_packet(Server *server, const PktHeader *pkt);
 
 /* A client's session state on its way from one server to another. */
 struct SessionCarry {
-	PktBuf replay;		/* messages that rebuild the session on the other server */
+	PktBuf replay; /* messages that rebuild the session on the other server */
 	int replay_rfq;
 	int nsettings;
-	int nprepared;		/* SQL PREPAREd */
+	int nprepared; /* SQL PREPAREd */
 	int nlisten;
-	int nstmts;		/* protocol-level named statements */
-	char unmovable[160];	/* why the session cannot move; "" when it can */
+	int nstmts;          /* protocol-level named statements */
+	char unmovable[160]; /* why the session cannot move; "" when it can */
 	bool captured;
 	bool replay_started;
 	bool replayed;
-	bool failed;		/* reading or replaying failed: the reason is in unmovable */
+	bool failed; /* reading or replaying failed: the reason is in unmovable */
 };
 
 /*

@@ -51,7 +51,8 @@ settings_load(const char *path, Settings *s)
 		if (s->config.proxy.auth_type == AUTH_SCRAM_SHA_256 && !userlist_prepare_scram(s->users))
 			goto fail;
 	}
-	if (s->config.proxy.client_tls_mode != CLIENT_TLS_DISABLE && !(s->client_tls = make_client_tls(&s->config.proxy)))
+	if (s->config.proxy.client_tls_mode != CLIENT_TLS_DISABLE &&
+	    !(s->client_tls = make_client_tls(&s->config.proxy)))
 		goto fail;
 	if (!cluster_resolve(&s->source, &s->config.source) || !cluster_resolve(&s->target, &s->config.target))
 		goto fail;
@@ -100,7 +101,8 @@ repoint_clients(Proxy *proxy, List *clients)
 {
 	List *item;
 
-	list_for_each(item, clients) {
+	list_for_each(item, clients)
+	{
 		Client *c = container_of(item, Client, head);
 
 		if (!c->db)
@@ -129,7 +131,8 @@ proxy_reload(Proxy *proxy)
 		goto refuse;
 	}
 	/* A database that still has clients cannot go away under them. */
-	list_for_each(item, &proxy->active_clients) {
+	list_for_each(item, &proxy->active_clients)
+	{
 		Client *c = container_of(item, Client, head);
 
 		if (!database_listed(&s.config, c->db->name)) {
@@ -137,7 +140,8 @@ proxy_reload(Proxy *proxy)
 			goto refuse;
 		}
 	}
-	list_for_each(item, &proxy->login_clients) {
+	list_for_each(item, &proxy->login_clients)
+	{
 		Client *c = container_of(item, Client, head);
 
 		if (c->db && !database_listed(&s.config, c->db->name)) {
@@ -155,12 +159,12 @@ proxy_reload(Proxy *proxy)
 	repoint_clients(proxy, &proxy->login_clients);
 	for (i = 0; i < proxy->ndatabases; i++) {
 		proxy->databases[i].nclients = 0;
-		list_for_each(item, &proxy->active_clients)
-			if (container_of(item, Client, head)->db == &proxy->databases[i])
-				proxy->databases[i].nclients++;
-		list_for_each(item, &proxy->login_clients)
-			if (container_of(item, Client, head)->db == &proxy->databases[i])
-				proxy->databases[i].nclients++;
+		list_for_each(item, &proxy->active_clients) if (container_of(item, Client, head)->db ==
+								&proxy->databases[i]) proxy->databases[i]
+			.nclients++;
+		list_for_each(item, &proxy->login_clients) if (container_of(item, Client, head)->db ==
+							       &proxy->databases[i]) proxy->databases[i]
+			.nclients++;
 	}
 	free(old_dbs);
 	/* Listening settings stay; the rest is the new file's. */

@@ -31,10 +31,10 @@
 #define SQLSCAN_MAX_PARTS 3
 
 typedef enum SqlTokKind {
-	SQLTOK_NONE,				/* no token yet in this statement */
-	SQLTOK_IDENT,				/* unquoted identifier or keyword */
-	SQLTOK_QIDENT,				/* "quoted identifier" */
-	SQLTOK_LITERAL,				/* string, number or $n parameter */
+	SQLTOK_NONE,    /* no token yet in this statement */
+	SQLTOK_IDENT,   /* unquoted identifier or keyword */
+	SQLTOK_QIDENT,  /* "quoted identifier" */
+	SQLTOK_LITERAL, /* string, number or $n parameter */
 	SQLTOK_LPAREN,
 	SQLTOK_RPAREN,
 	SQLTOK_LBRACKET,
@@ -42,8 +42,8 @@ typedef enum SqlTokKind {
 	SQLTOK_SEMI,
 	SQLTOK_COMMA,
 	SQLTOK_DOT,
-	SQLTOK_CAST,				/* :: */
-	SQLTOK_OP,					/* one operator character, or ':' */
+	SQLTOK_CAST, /* :: */
+	SQLTOK_OP,   /* one operator character, or ':' */
 	SQLTOK_EOF,
 } SqlTokKind;
 
@@ -52,8 +52,8 @@ typedef struct SqlTok {
 	/* IDENT: the name; QIDENT: between the quotes, "" kept; '...' LITERAL: all of it */
 	const unsigned char *s;
 	size_t len;
-	const SqlKeyword *kw;		/* IDENT that is in sql_keywords, else NULL */
-	bool unicode;				/* QIDENT written U&"...": escapes not decoded */
+	const SqlKeyword *kw; /* IDENT that is in sql_keywords, else NULL */
+	bool unicode;         /* QIDENT written U&"...": escapes not decoded */
 } SqlTok;
 
 /*
@@ -76,14 +76,14 @@ typedef struct SqlTok {
 typedef struct SqlLexer {
 	const unsigned char *p;
 	const unsigned char *end;
-	unsigned mode;				/* SQLLEX_STRICT, SQLLEX_SCS_OFF, SQLLEX_MB_PAIRS */
-	unsigned seen;				/* SQLLEX_SAW_* */
+	unsigned mode; /* SQLLEX_STRICT, SQLLEX_SCS_OFF, SQLLEX_MB_PAIRS */
+	unsigned seen; /* SQLLEX_SAW_* */
 } SqlLexer;
 
 /* A token as the statement pass remembers it. */
 typedef struct SqlPrev {
 	SqlTokKind kind;
-	SqlKw kw;					/* KW_OTHER unless an unquoted keyword we know */
+	SqlKw kw; /* KW_OTHER unless an unquoted keyword we know */
 } SqlPrev;
 
 typedef struct SqlName {
@@ -96,23 +96,23 @@ typedef struct SqlName {
 typedef struct SqlScan {
 	/* The current statement. */
 	bool started;
-	SqlKw first;				/* its first keyword, KW_OTHER if not one we know */
-	bool with_main;				/* WITH statement: past the WITH list */
-	int set_count;				/* depth-0 SET keywords */
+	SqlKw first;    /* its first keyword, KW_OTHER if not one we know */
+	bool with_main; /* WITH statement: past the WITH list */
+	int set_count;  /* depth-0 SET keywords */
 	int paren_depth;
 	int bracket_depth;
 	/* ON CONFLICT (: open at this depth, then DO must follow its ')'. */
 	bool conflict_open;
 	int conflict_depth;
 	bool need_do;
-	SqlPrev prev;				/* the last two tokens */
+	SqlPrev prev; /* the last two tokens */
 	SqlPrev prev2;
 	/* The dotted name that ends at the last token, or ends with its '.'. */
-	int parts;					/* 0: the last token is not part of a name */
+	int parts; /* 0: the last token is not part of a name */
 	bool after_dot;
-	SqlName qualifier;			/* first part, when parts == 2 */
-	SqlName name;				/* last part */
-	SqlPrev before;				/* the two tokens before the first part */
+	SqlName qualifier; /* first part, when parts == 2 */
+	SqlName name;      /* last part */
+	SqlPrev before;    /* the two tokens before the first part */
 	SqlPrev before2;
 } SqlScan;
 
@@ -158,8 +158,22 @@ static bool
 is_op_char(unsigned char c)
 {
 	switch (c) {
-	case '~': case '!': case '@': case '#': case '^': case '&': case '|': case '`':
-	case '?': case '+': case '-': case '*': case '/': case '%': case '<': case '>':
+	case '~':
+	case '!':
+	case '@':
+	case '#':
+	case '^':
+	case '&':
+	case '|':
+	case '`':
+	case '?':
+	case '+':
+	case '-':
+	case '*':
+	case '/':
+	case '%':
+	case '<':
+	case '>':
 	case '=':
 		return true;
 	default:
@@ -262,8 +276,7 @@ function_listed(const SqlName *n)
 static bool
 names_temp(const SqlTok *t)
 {
-	if (t->kind == SQLTOK_IDENT &&
-		(name_ieq(t->s, t->len, "temp") || name_ieq(t->s, t->len, "temporary")))
+	if (t->kind == SQLTOK_IDENT && (name_ieq(t->s, t->len, "temp") || name_ieq(t->s, t->len, "temporary")))
 		return true;
 	return name_ieq(t->s, t->len, "pg_temp") || name_iprefix(t->s, t->len, "pg_temp_");
 }
@@ -469,8 +482,10 @@ lex_number(SqlLexer *lx)
 
 	if (*p == '0' && end - p >= 3) {
 		unsigned char base = ascii_lower(p[1]);
-		bool (*digit)(unsigned char) = base == 'x' ? is_hex_digit :
-			base == 'o' ? is_octal_digit : base == 'b' ? is_binary_digit : NULL;
+		bool (*digit)(unsigned char) = base == 'x' ? is_hex_digit
+			: base == 'o'                      ? is_octal_digit
+			: base == 'b'                      ? is_binary_digit
+							   : NULL;
 
 		if (digit && digit(p[2])) {
 			lx->p = skip_digits(p + 2, end, digit);
@@ -543,8 +558,7 @@ lex_next(SqlLexer *lx, SqlTok *tok)
 	}
 	if (is_ident_start(c)) {
 		while (p < lx->end) {
-			if (*p >= 0x80 && (lx->mode & SQLLEX_MB_PAIRS) && lx->end - p >= 2 &&
-				is_mb_trail(p[1])) {
+			if (*p >= 0x80 && (lx->mode & SQLLEX_MB_PAIRS) && lx->end - p >= 2 && is_mb_trail(p[1])) {
 				p += 2;
 				continue;
 			}
@@ -623,8 +637,7 @@ lex_next(SqlLexer *lx, SqlTok *tok)
 static bool
 ends_operand(SqlTokKind kind)
 {
-	return kind == SQLTOK_RPAREN || kind == SQLTOK_RBRACKET ||
-		kind == SQLTOK_LITERAL || kind == SQLTOK_QIDENT;
+	return kind == SQLTOK_RPAREN || kind == SQLTOK_RBRACKET || kind == SQLTOK_LITERAL || kind == SQLTOK_QIDENT;
 }
 
 /*
@@ -649,8 +662,8 @@ keyword_takes_paren(const SqlScan *st, SqlKw kw)
 	case KW_MATERIALIZED:
 		return b == KW_NOT && st->before2.kw == KW_AS;
 	case KW_JOIN:
-		return b == KW_LEFT || b == KW_RIGHT || b == KW_FULL || b == KW_INNER ||
-			b == KW_OUTER || b == KW_CROSS || b == KW_NATURAL;
+		return b == KW_LEFT || b == KW_RIGHT || b == KW_FULL || b == KW_INNER || b == KW_OUTER ||
+			b == KW_CROSS || b == KW_NATURAL;
 	case KW_ROLLUP:
 	case KW_CUBE:
 		return b == KW_BY && st->before2.kw == KW_GROUP;
@@ -658,8 +671,7 @@ keyword_takes_paren(const SqlScan *st, SqlKw kw)
 		return b == KW_GROUPING;
 	case KW_SET:
 		/* UPDATE t SET (a, b) = ..., ON CONFLICT ... DO UPDATE SET (a) = ... */
-		return b == KW_UPDATE ||
-			(st->first == KW_UPDATE && st->paren_depth == 0 && st->set_count == 1);
+		return b == KW_UPDATE || (st->first == KW_UPDATE && st->paren_depth == 0 && st->set_count == 1);
 	default:
 		return false;
 	}
@@ -673,8 +685,7 @@ cte_columns(const SqlScan *st)
 		return true;
 	if (st->before.kw == KW_RECURSIVE && st->before2.kw == KW_WITH)
 		return true;
-	return st->before.kind == SQLTOK_COMMA && st->first == KW_WITH &&
-		st->paren_depth == 0 && !st->with_main;
+	return st->before.kind == SQLTOK_COMMA && st->first == KW_WITH && st->paren_depth == 0 && !st->with_main;
 }
 
 static bool
@@ -787,16 +798,15 @@ scan_token(SqlScan *st, const SqlTok *tok)
 		 * from a join condition ON conflict(x).  A target with WHERE is
 		 * refused with it.
 		 */
-		if (st->parts == 1 && st->name.kw && st->name.kw->id == KW_CONFLICT &&
-			st->before.kw == KW_ON) {
+		if (st->parts == 1 && st->name.kw && st->name.kw->id == KW_CONFLICT && st->before.kw == KW_ON) {
 			if (st->conflict_open)
 				return false;
 			st->conflict_open = true;
 			st->conflict_depth = st->paren_depth;
 		}
 		/* WITH a AS (...) (SELECT ...): the main statement in parentheses. */
-		if (st->first == KW_WITH && st->paren_depth == 0 &&
-			st->prev.kind != SQLTOK_IDENT && st->prev.kind != SQLTOK_QIDENT)
+		if (st->first == KW_WITH && st->paren_depth == 0 && st->prev.kind != SQLTOK_IDENT &&
+		    st->prev.kind != SQLTOK_QIDENT)
 			st->with_main = true;
 		if (++st->paren_depth > SQLSCAN_MAX_DEPTH)
 			return false;
@@ -820,8 +830,7 @@ scan_token(SqlScan *st, const SqlTok *tok)
 	case SQLTOK_IDENT:
 		if (st->paren_depth == 0 && kw == KW_SET && st->set_count < 2)
 			st->set_count++;
-		if (st->paren_depth == 0 && tok->kw && (tok->kw->flags & SQLKW_MAIN) &&
-			st->prev.kind != SQLTOK_NONE)
+		if (st->paren_depth == 0 && tok->kw && (tok->kw->flags & SQLKW_MAIN) && st->prev.kind != SQLTOK_NONE)
 			st->with_main = true;
 		break;
 	default:
@@ -880,35 +889,35 @@ typedef struct SettingName {
 	char buf[SQL_SETTING_NAME_MAX + 1];
 	size_t len;
 	unsigned parts;
-	bool bad;					/* too long, or a part that cannot be in one */
+	bool bad; /* too long, or a part that cannot be in one */
 } SettingName;
 
 /* Where the SET or RESET at the start of a statement is. */
 typedef enum SettingPhase {
-	SETTING_STATEMENT_START,	/* the next token starts a statement */
-	SETTING_AFTER_SET,			/* SET or RESET: SESSION, LOCAL or the name next */
-	SETTING_AFTER_MODIFIER,		/* SET SESSION or SET LOCAL: a '.' makes it the name */
-	SETTING_PART,				/* the name so far ends with '.': a part next */
-	SETTING_AFTER_PART,			/* after a part: '.' or the end of the name */
-	SETTING_OTHER,				/* nothing to look at before the next ';' */
+	SETTING_STATEMENT_START, /* the next token starts a statement */
+	SETTING_AFTER_SET,       /* SET or RESET: SESSION, LOCAL or the name next */
+	SETTING_AFTER_MODIFIER,  /* SET SESSION or SET LOCAL: a '.' makes it the name */
+	SETTING_PART,            /* the name so far ends with '.': a part next */
+	SETTING_AFTER_PART,      /* after a part: '.' or the end of the name */
+	SETTING_OTHER,           /* nothing to look at before the next ';' */
 } SettingPhase;
 
 /* How much of "set_config ( 'name' ," has been seen. */
 typedef enum SetConfigStep {
 	SET_CONFIG_NONE,
-	SET_CONFIG_NAME,			/* set_config */
-	SET_CONFIG_PAREN,			/* set_config ( */
-	SET_CONFIG_LITERAL,			/* set_config ( 'name': a ',' or '::' next */
+	SET_CONFIG_NAME,    /* set_config */
+	SET_CONFIG_PAREN,   /* set_config ( */
+	SET_CONFIG_LITERAL, /* set_config ( 'name': a ',' or '::' next */
 } SetConfigStep;
 
 typedef struct SettingScan {
 	SqlSettingFn fn;
 	void *arg;
 	SettingPhase phase;
-	bool reset;					/* the statement is RESET, not SET */
-	SettingName name;			/* after SET or RESET */
+	bool reset;       /* the statement is RESET, not SET */
+	SettingName name; /* after SET or RESET */
 	SetConfigStep set_config;
-	SettingName literal;		/* set_config's first argument */
+	SettingName literal; /* set_config's first argument */
 } SettingScan;
 
 static void
@@ -1039,9 +1048,9 @@ setting_scan_set_config(SettingScan *ss, const SqlTok *tok)
 	 * another schema's set_config most likely wraps it.
 	 */
 	if (next == SET_CONFIG_NONE &&
-		(tok_is_word(tok, "set_config") ||
-		 (tok->kind == SQLTOK_QIDENT && !tok->unicode && tok->len == strlen("set_config") &&
-		  memcmp(tok->s, "set_config", tok->len) == 0)))
+	    (tok_is_word(tok, "set_config") ||
+	     (tok->kind == SQLTOK_QIDENT && !tok->unicode && tok->len == strlen("set_config") &&
+	      memcmp(tok->s, "set_config", tok->len) == 0)))
 		next = SET_CONFIG_NAME;
 	ss->set_config = next;
 }
@@ -1099,9 +1108,9 @@ setting_scan_statement(SettingScan *ss, const SqlTok *tok)
 			break;
 		}
 		ss->phase = SETTING_OTHER;
-		if (ss->reset ? (tok->kind == SQLTOK_SEMI || tok->kind == SQLTOK_EOF) :
-			(tok_is_word(tok, "to") || tok_is_word(tok, "from") ||
-			 (tok->kind == SQLTOK_OP && tok->s[0] == '=')))
+		if (ss->reset ? (tok->kind == SQLTOK_SEMI || tok->kind == SQLTOK_EOF)
+			      : (tok_is_word(tok, "to") || tok_is_word(tok, "from") ||
+				 (tok->kind == SQLTOK_OP && tok->s[0] == '=')))
 			setting_report(ss, &ss->name);
 		break;
 	case SETTING_OTHER:

@@ -28,8 +28,7 @@
  * cursors.  False whenever in doubt: the caller then reads the session again.
  * One linear pass, no allocation; never reads sql[len] or beyond.
  */
-bool sql_leaves_session_alone(const char *sql, size_t len)
-	__attribute__((warn_unused_result));
+bool sql_leaves_session_alone(const char *sql, size_t len) __attribute__((warn_unused_result));
 
 /* The longest setting name kept: NAMEDATALEN - 1. */
 #define SQL_SETTING_NAME_MAX 63

@@ -22,7 +22,7 @@
 #define MOCK_SECRET_LEN 32
 
 static uint8_t mock_secret[MOCK_SECRET_LEN];
-static char mock_password[2 * MOCK_SECRET_LEN + 1];	/* its hex form: a password no client knows */
+static char mock_password[2 * MOCK_SECRET_LEN + 1]; /* its hex form: a password no client knows */
 static bool have_mock_secret;
 
 static bool
@@ -104,7 +104,8 @@ userlist_load(const char *path)
 			p++;
 		if (*p == '\0' || *p == '\n' || *p == '\r' || *p == ';' || *p == '#')
 			continue;
-		if (!read_quoted(&p, name, sizeof(name)) || !read_quoted(&p, secret, sizeof(secret)) || name[0] == '\0') {
+		if (!read_quoted(&p, name, sizeof(name)) || !read_quoted(&p, secret, sizeof(secret)) ||
+		    name[0] == '\0') {
 			log_error("auth", "%s:%d: expected \"user\" \"secret\"", path, lineno);
 			ok = false;
 			continue;
@@ -131,7 +132,8 @@ userlist_load(const char *path)
 		memset(e, 0, sizeof(*e));
 		if (scram_verifier_looks_like(secret)) {
 			if (!scram_verifier_parse(&e->verifier, secret, err, sizeof(err))) {
-				log_error("auth", "%s:%d: invalid SCRAM verifier for user \"%s\": %s", path, lineno, name, err);
+				log_error("auth", "%s:%d: invalid SCRAM verifier for user \"%s\": %s", path, lineno,
+					  name, err);
 				ok = false;
 				continue;
 			}
@@ -240,7 +242,7 @@ userlist_scram_start(const UserList *list, const char *user, ScramServer *s, boo
 		return scram_server_init(s, &e->verifier, err, errlen);
 	/* Like PostgreSQL: an exchange that can only fail, shown like a real one. */
 	return ensure_mock_secret(err, errlen) &&
-	       scram_server_init_mock(s, user, mock_secret, sizeof(mock_secret), err, errlen);
+		scram_server_init_mock(s, user, mock_secret, sizeof(mock_secret), err, errlen);
 }
 
 bool
@@ -259,7 +261,7 @@ userlist_md5_verify(const UserList *list, const char *user, const uint8_t salt[4
 	if (ensure_mock_secret(err, errlen))
 		matched = md5auth_verify_password(user, mock_password, salt, response, response_len, ignored,
 						  sizeof(ignored));
-	(void) matched;	/* no: the secret is never shown */
+	(void) matched; /* no: the secret is never shown */
 	snprintf(err, errlen, e ? "only a SCRAM verifier is known for this user" : "user not in auth_file");
 	return false;
 }

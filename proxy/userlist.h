@@ -30,7 +30,7 @@ typedef struct UserEntry {
 
 typedef struct UserList {
 	int n;
-	UserEntry *users;	/* sorted by name */
+	UserEntry *users; /* sorted by name */
 } UserList;
 
 /* Errors are logged as FILE:LINE; NULL on any error, so a bad reload keeps the old list. */
@@ -55,8 +55,8 @@ bool userlist_prepare_scram(UserList *list) __attribute__((warn_unused_result));
  * mock exchange that fails at the proof check, indistinguishable from
  * the outside.  *mock tells which, for the log.
  */
-bool userlist_scram_start(const UserList *list, const char *user, ScramServer *s, bool *mock, char *err,
-			  size_t errlen) __attribute__((warn_unused_result));
+bool userlist_scram_start(const UserList *list, const char *user, ScramServer *s, bool *mock, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
 
 /*
  * Checks an md5 response to salt.  A user not listed, or listed with a SCRAM

@@ -23,10 +23,9 @@
 struct StmtCacheEntry {
 	StmtCacheEntry *next;
 	uint32_t relid;
-	char *key;		/* operation and column mask */
+	char *key; /* operation and column mask */
 	char name[32];
 };
-
 
 /*
  * Pipeline mode: changes are sent without waiting for each result, and the
@@ -67,7 +66,7 @@ pipeline_drain(Applier *ap)
 {
 	PGconn *conn = ap->target->conn;
 	bool ok = true;
-	int done = 0;	/* statements whose results were read */
+	int done = 0; /* statements whose results were read */
 
 	if (!ap->pipelined || ap->queued == 0)
 		return true;
@@ -259,8 +258,8 @@ flush_batch(Applier *ap)
 
 /* The WHERE clause finding the row: key columns, or every column for REPLICA IDENTITY FULL. */
 static void
-append_where(StrBuf *sql, StrBuf *key, PGconn *conn, const RelCacheEntry *rel, const PgoutputTuple *tup,
-	     bool full, int *param)
+append_where(StrBuf *sql, StrBuf *key, PGconn *conn, const RelCacheEntry *rel, const PgoutputTuple *tup, bool full,
+	     int *param)
 {
 	bool first = true;
 	int i;
@@ -287,16 +286,16 @@ append_where(StrBuf *sql, StrBuf *key, PGconn *conn, const RelCacheEntry *rel, c
 
 /* Which columns of a tuple a statement takes as parameters. */
 typedef enum ParamPart {
-	PARAMS_SET,		/* INSERT values, or UPDATE SET with every present column */
-	PARAMS_SET_NO_KEYS,	/* UPDATE SET of a row whose key did not change */
-	PARAMS_WHERE_KEY,	/* WHERE on the replica identity's key columns */
-	PARAMS_WHERE_FULL,	/* WHERE on every column (REPLICA IDENTITY FULL) */
+	PARAMS_SET,         /* INSERT values, or UPDATE SET with every present column */
+	PARAMS_SET_NO_KEYS, /* UPDATE SET of a row whose key did not change */
+	PARAMS_WHERE_KEY,   /* WHERE on the replica identity's key columns */
+	PARAMS_WHERE_FULL,  /* WHERE on every column (REPLICA IDENTITY FULL) */
 } ParamPart;
 
 /* Collects the parameter values of the columns the statement uses, in its order. */
 static int
-collect_params(const RelCacheEntry *rel, const PgoutputTuple *tup, ParamPart part, const char **values,
-	       int *lengths, int n)
+collect_params(const RelCacheEntry *rel, const PgoutputTuple *tup, ParamPart part, const char **values, int *lengths,
+	       int n)
 {
 	int i;
 
@@ -314,7 +313,7 @@ collect_params(const RelCacheEntry *rel, const PgoutputTuple *tup, ParamPart par
 			break;
 		case PARAMS_WHERE_KEY:
 			if (!rel->cols[i].key || c->kind == PGOUTPUT_COLUMN_NULL)
-				continue;	/* IS NULL takes no parameter */
+				continue; /* IS NULL takes no parameter */
 			break;
 		case PARAMS_WHERE_FULL:
 			if (c->kind == PGOUTPUT_COLUMN_UNCHANGED || c->kind == PGOUTPUT_COLUMN_NULL)
@@ -408,7 +407,8 @@ execute(Applier *ap, StmtCacheEntry *stmt, int n, const char **values, const int
 	}
 	if (ap->pipelined) {
 		/* libpq copies the parameters into its output buffer: block may go now. */
-		ok = pipeline_queued(ap, PQsendQueryPrepared(ap->target->conn, stmt->name, n, terminated, NULL, NULL, 0));
+		ok = pipeline_queued(ap,
+				     PQsendQueryPrepared(ap->target->conn, stmt->name, n, terminated, NULL, NULL, 0));
 		free(block);
 		return ok;
 	}
@@ -668,7 +668,8 @@ apply_relation(Applier *ap, const PgoutputRelation *rel)
 	 * change to a table the target lacks is an error (relation_for).
 	 */
 	if (PQntuples(res) == 0) {
-		log_debug(ap->subject, "table %s does not exist on the target: its changes cannot be applied", qualified);
+		log_debug(ap->subject, "table %s does not exist on the target: its changes cannot be applied",
+			  qualified);
 		PQclear(res);
 		return set_absent(ap, rel->relid, true) && (!ap->target_open || pipeline_start(ap));
 	}
@@ -682,8 +683,10 @@ apply_relation(Applier *ap, const PgoutputRelation *rel)
 		for (j = 0; j < PQntuples(res) && !found; j++)
 			found = strcmp(rel->cols[i].name, PQgetvalue(res, j, 0)) == 0;
 		if (!found) {
-			log_error(ap->subject, "table %s: column %s exists on the source but not on the target: add it "
-				  "on the target, then restart replication", qualified, rel->cols[i].name);
+			log_error(ap->subject,
+				  "table %s: column %s exists on the source but not on the target: add it "
+				  "on the target, then restart replication",
+				  qualified, rel->cols[i].name);
 			missing++;
 		}
 	}
@@ -704,7 +707,7 @@ apply_ddl(Applier *ap, const PgoutputTuple *tup)
 	if (!flush_batch(ap) || !pipeline_end(ap))
 		return false;
 	if (!ddl_replay(&ap->ddl, ap->target, tup, ap->subject))
-		return false;	/* error already logged; the caller's failure rolls the transaction back */
+		return false; /* error already logged; the caller's failure rolls the transaction back */
 	return pipeline_start(ap);
 }
 
@@ -903,8 +906,8 @@ applier_handle(Applier *ap, const PgoutputMessage *msg)
 		ap->group_changes++;
 		ap->changes_applied++;
 		set_change(ap, msg->type, msg->delete.relid);
-		return apply_update_or_delete(ap, msg->delete.relid, false, msg->delete.old_kind,
-					      &msg->delete.oldtuple, NULL);
+		return apply_update_or_delete(ap, msg->delete.relid, false, msg->delete.old_kind, &msg->delete.oldtuple,
+					      NULL);
 	case PGOUTPUT_TRUNCATE:
 		if (skip_change(ap))
 			return true;

@@ -30,52 +30,52 @@ typedef struct StmtCacheEntry StmtCacheEntry;
  * enough for an operator to find it on the source.
  */
 typedef struct ApplyChange {
-	uint8_t type;		/* PGOUTPUT_INSERT, _UPDATE, _DELETE or _TRUNCATE */
-	uint32_t relid;		/* the source's relation */
-	uint32_t xid;		/* the source transaction */
-	uint64_t final_lsn;	/* where that transaction commits on the source */
+	uint8_t type;       /* PGOUTPUT_INSERT, _UPDATE, _DELETE or _TRUNCATE */
+	uint32_t relid;     /* the source's relation */
+	uint32_t xid;       /* the source transaction */
+	uint64_t final_lsn; /* where that transaction commits on the source */
 } ApplyChange;
 
 typedef struct Applier {
-	ReplConn *target;	/* the database changes are applied to (the source, in reverse) */
+	ReplConn *target; /* the database changes are applied to (the source, in reverse) */
 	const char *subject;
 	const char *origin;
-	const char *skip_origin;	/* transactions from this origin are the other direction's */
+	const char *skip_origin; /* transactions from this origin are the other direction's */
 	RelCache relcache;
-	StmtCacheEntry *stmts;	/* a small hash chain list; statements are few */
+	StmtCacheEntry *stmts; /* a small hash chain list; statements are few */
 	int nstmts;
-	uint32_t *absent;	/* relids named by a Relation message, with no table on the target */
+	uint32_t *absent; /* relids named by a Relation message, with no table on the target */
 	int nabsent;
 	int absent_cap;
 
-	bool in_source_xact;	/* between Begin and Commit */
-	uint64_t xact_final_lsn;	/* that source transaction's commit LSN */
+	bool in_source_xact;     /* between Begin and Commit */
+	uint64_t xact_final_lsn; /* that source transaction's commit LSN */
 	uint32_t xact_xid;
-	bool skipping;		/* this source transaction was applied before a restart */
-	bool origin_skipped;	/* this source transaction came from skip_origin: not applied */
-	bool target_open;	/* a target transaction is open */
-	bool pipelined;		/* the target connection is in pipeline mode */
-	int queued;		/* statements sent whose results are unread */
-	ApplyChange queued_changes[APPLY_PIPELINE_BATCH];	/* what each of them applies, to name it in an error */
-	ApplyChange change;	/* the change being applied now */
-	uint64_t skip_before;	/* origin progress at start: transactions ending before it are done */
-	uint64_t group_end_lsn;	/* end of the last source transaction in the open group */
+	bool skipping;       /* this source transaction was applied before a restart */
+	bool origin_skipped; /* this source transaction came from skip_origin: not applied */
+	bool target_open;    /* a target transaction is open */
+	bool pipelined;      /* the target connection is in pipeline mode */
+	int queued;          /* statements sent whose results are unread */
+	ApplyChange queued_changes[APPLY_PIPELINE_BATCH]; /* what each of them applies, to name it in an error */
+	ApplyChange change;                               /* the change being applied now */
+	uint64_t skip_before;   /* origin progress at start: transactions ending before it are done */
+	uint64_t group_end_lsn; /* end of the last source transaction in the open group */
 	int64_t group_commit_time;
 	int group_xacts;
 	int64_t group_changes;
-	double group_started;	/* monotonic seconds */
+	double group_started; /* monotonic seconds */
 
-	DdlReplay ddl;		/* schema changes captured on the sending side (ddl.h) */
-	Batch batch;		/* net-effect batching of keyed tables */
-	uint64_t exact_before;	/* transactions ending before this are applied one change at a time */
-	bool batch_this_xact;	/* the current source transaction may be batched */
-	bool batch_failed;	/* applying a batch failed: retry these transactions exactly */
+	DdlReplay ddl;         /* schema changes captured on the sending side (ddl.h) */
+	Batch batch;           /* net-effect batching of keyed tables */
+	uint64_t exact_before; /* transactions ending before this are applied one change at a time */
+	bool batch_this_xact;  /* the current source transaction may be batched */
+	bool batch_failed;     /* applying a batch failed: retry these transactions exactly */
 
-	uint64_t committed_lsn;	/* committed on the target (asynchronously) */
-	uint64_t flushed_lsn;	/* committed and on disk on the target: what feedback may confirm */
+	uint64_t committed_lsn; /* committed on the target (asynchronously) */
+	uint64_t flushed_lsn;   /* committed and on disk on the target: what feedback may confirm */
 	int64_t changes_applied;
 	int64_t xacts_applied;
-	int64_t xacts_skipped;	/* from skip_origin */
+	int64_t xacts_skipped; /* from skip_origin */
 } Applier;
 
 /*

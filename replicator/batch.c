@@ -39,18 +39,18 @@ typedef enum RowOp {
 } RowOp;
 
 typedef struct RowValue {
-	int32_t len;		/* -1: NULL */
-	bool present;		/* false: unchanged TOASTed value, keep the target's */
-	char *data;		/* NUL-terminated copy, NULL for NULL or absent */
+	int32_t len;  /* -1: NULL */
+	bool present; /* false: unchanged TOASTed value, keep the target's */
+	char *data;   /* NUL-terminated copy, NULL for NULL or absent */
 } RowValue;
 
 typedef struct Row {
-	struct Row *next;	/* in its hash bucket */
+	struct Row *next; /* in its hash bucket */
 	RowOp op;
 	uint32_t hash;
-	char *key;		/* the key columns' values, length-prefixed */
+	char *key; /* the key columns' values, length-prefixed */
 	size_t keylen;
-	RowValue *values;	/* natts; for a DELETE only the key columns are present */
+	RowValue *values; /* natts; for a DELETE only the key columns are present */
 } Row;
 
 struct RelBatch {
@@ -139,7 +139,7 @@ batch_relation_ok(const RelCacheEntry *rel)
 static uint32_t
 hash_bytes(const char *p, size_t len)
 {
-	uint32_t h = 2166136261u;	/* FNV-1a */
+	uint32_t h = 2166136261u; /* FNV-1a */
 	size_t i;
 
 	for (i = 0; i < len; i++) {
@@ -351,7 +351,8 @@ batch_insert(Batch *batch, const RelCacheEntry *rel, const PgoutputTuple *tup)
 		break;
 	default:
 		/* An insert over a pending row: the source's unique key forbids it. */
-		log_warning("batch", "insert into %s.%s over a pending row; keeping the newer", rel->nspname, rel->relname);
+		log_warning("batch", "insert into %s.%s over a pending row; keeping the newer", rel->nspname,
+			    rel->relname);
 		row->op = row->op == ROW_INSERT ? ROW_INSERT : ROW_REPLACE;
 		clear_values(row, rel->natts);
 		break;
@@ -370,7 +371,7 @@ batch_update(Batch *batch, const RelCacheEntry *rel, const PgoutputTuple *tup)
 	if (row->op == ROW_NONE)
 		row->op = ROW_UPDATE;
 	else if (row->op == ROW_DELETE)
-		row->op = ROW_REPLACE;	/* cannot happen on a keyed table; the safe reading */
+		row->op = ROW_REPLACE; /* cannot happen on a keyed table; the safe reading */
 	return merge_values(batch, row, rel, tup, false);
 }
 
@@ -425,8 +426,8 @@ append_copy_value(StrBuf *sb, const RowValue *v)
 
 /* Sends rows through COPY sql FROM STDIN; cols says which columns, in order. */
 static bool
-copy_rows(ReplConn *target, const char *sql, RelBatch *rb, RowOp want1, RowOp want2, const bool *cols,
-	  const char *mask, const char *subject)
+copy_rows(ReplConn *target, const char *sql, RelBatch *rb, RowOp want1, RowOp want2, const bool *cols, const char *mask,
+	  const char *subject)
 {
 	const RelCacheEntry *rel = rb->rel;
 	PGresult *res = PQexec(target->conn, sql);
@@ -490,8 +491,8 @@ copy_rows(ReplConn *target, const char *sql, RelBatch *rb, RowOp want1, RowOp wa
 
 /* A temporary table with the given columns of rel, made once per session. */
 static bool
-temp_table(Batch *batch, ReplConn *target, const RelCacheEntry *rel, const bool *cols, const char *tag,
-	   char *name, size_t namelen, const char *subject)
+temp_table(Batch *batch, ReplConn *target, const RelCacheEntry *rel, const bool *cols, const char *tag, char *name,
+	   size_t namelen, const char *subject)
 {
 	char key[64];
 	StrBuf sql;

@@ -20,12 +20,12 @@
 typedef struct RelBatch RelBatch;
 
 typedef struct Batch {
-	RelBatch *rels;		/* tables with pending changes */
-	int64_t nchanges;	/* changes added since the last flush */
-	int64_t nrows;		/* rows they reduce to */
-	int64_t bytes;		/* memory held */
+	RelBatch *rels;   /* tables with pending changes */
+	int64_t nchanges; /* changes added since the last flush */
+	int64_t nrows;    /* rows they reduce to */
+	int64_t bytes;    /* memory held */
 	int ntemps;
-	char **temps;		/* temporary tables made this session: "relid:mask" keys */
+	char **temps; /* temporary tables made this session: "relid:mask" keys */
 } Batch;
 
 void batch_init(Batch *batch);
@@ -39,12 +39,9 @@ void batch_free(Batch *batch);
 bool batch_relation_ok(const RelCacheEntry *rel);
 
 /* The changes; the tuple bytes are copied.  False only when out of memory. */
-bool batch_insert(Batch *batch, const RelCacheEntry *rel, const PgoutputTuple *tup)
-	__attribute__((warn_unused_result));
-bool batch_update(Batch *batch, const RelCacheEntry *rel, const PgoutputTuple *tup)
-	__attribute__((warn_unused_result));
-bool batch_delete(Batch *batch, const RelCacheEntry *rel, const PgoutputTuple *key)
-	__attribute__((warn_unused_result));
+bool batch_insert(Batch *batch, const RelCacheEntry *rel, const PgoutputTuple *tup) __attribute__((warn_unused_result));
+bool batch_update(Batch *batch, const RelCacheEntry *rel, const PgoutputTuple *tup) __attribute__((warn_unused_result));
+bool batch_delete(Batch *batch, const RelCacheEntry *rel, const PgoutputTuple *key) __attribute__((warn_unused_result));
 
 /* Applies every pending row on target (inside its open transaction) and empties the batch. */
 bool batch_flush(Batch *batch, ReplConn *target, const char *subject) __attribute__((warn_unused_result));

@@ -31,9 +31,9 @@ notice_to_log(void *arg, const char *message)
  * and the replicator's threads share this file but not their bounds.
  */
 static __thread struct {
-	double timeout;		/* seconds per call; 0: unbounded */
+	double timeout; /* seconds per call; 0: unbounded */
 	const char *timeout_what;
-	double cap;		/* clock_monotonic(); 0: none */
+	double cap; /* clock_monotonic(); 0: none */
 	const char *cap_what;
 	char missed[160];
 } deadline;
@@ -200,16 +200,18 @@ run(ReplConn *rc, const char *sql, int nparams, const char *const *params, PGres
 
 	*result = NULL;
 	if (!rc->conn) {
-		log_error(rc->subject, "08003: no connection to the %s (query: %.200s)", rc->role ? rc->role : "server", sql);
+		log_error(rc->subject, "08003: no connection to the %s (query: %.200s)", rc->role ? rc->role : "server",
+			  sql);
 		return false;
 	}
 	/* Replication connections take only the simple protocol. */
 	if (!deadline_active())
-		res = nparams == 0 ? PQexec(rc->conn, sql) : PQexecParams(rc->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+		res = nparams == 0 ? PQexec(rc->conn, sql)
+				   : PQexecParams(rc->conn, sql, nparams, NULL, params, NULL, NULL, 0);
 	else if ((nparams == 0 ? PQsendQuery(rc->conn, sql)
 			       : PQsendQueryParams(rc->conn, sql, nparams, NULL, params, NULL, NULL, 0)) == 1 &&
 		 !wait_result(rc, sql, &res))
-		return false;	/* error already logged */
+		return false; /* error already logged */
 	st = PQresultStatus(res);
 	if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
 		*result = res;
@@ -255,7 +257,8 @@ repl_query_while_in_use(ReplConn *rc, const char *sql, int nparams, const char *
 			*result = res;
 			return true;
 		}
-		if (!state || strcmp(state, "55006") != 0 || clock_monotonic() >= give_up_at || replicate_stop_requested) {
+		if (!state || strcmp(state, "55006") != 0 || clock_monotonic() >= give_up_at ||
+		    replicate_stop_requested) {
 			log_result_error(rc, res, sql);
 			PQclear(res);
 			return false;
@@ -263,8 +266,10 @@ repl_query_while_in_use(ReplConn *rc, const char *sql, int nparams, const char *
 		if (!warned) {
 			const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
 
-			log_warning(rc->subject, "%s: held by a previous follower's session that has not ended yet; "
-				    "trying again for up to %.0f s", msg ? msg : "object in use", wait_s);
+			log_warning(rc->subject,
+				    "%s: held by a previous follower's session that has not ended yet; "
+				    "trying again for up to %.0f s",
+				    msg ? msg : "object in use", wait_s);
 			warned = true;
 		}
 		PQclear(res);
@@ -294,7 +299,7 @@ repl_get_result(ReplConn *rc, PGresult **result)
 		return false;
 	if (deadline_active()) {
 		if (!wait_result(rc, "the query sent", &res))
-			return false;	/* error already logged */
+			return false; /* error already logged */
 	} else {
 		PGresult *next;
 

@@ -13,10 +13,10 @@
 #include "config/config.h"
 
 typedef struct ReplConn {
-	PGconn *conn;		/* NULL once closed, by repl_close or after a deadline passed */
-	char subject[160];	/* "replicator app source", for logs */
-	const char *role;	/* "source" or "target" */
-	int version;		/* server_version_num */
+	PGconn *conn;      /* NULL once closed, by repl_close or after a deadline passed */
+	char subject[160]; /* "replicator app source", for logs */
+	const char *role;  /* "source" or "target" */
+	int version;       /* server_version_num */
 } ReplConn;
 
 /*
@@ -34,8 +34,8 @@ void repl_deadline_end(void);
 /* "the target did not answer within 2.0 s (catchup_timeout)" since the last begin, or NULL. */
 const char *repl_deadline_missed(void);
 
-bool repl_connect(ReplConn *rc, const ServerConfig *server, const char *dbname, bool replication,
-		  const char *subject) __attribute__((warn_unused_result));
+bool repl_connect(ReplConn *rc, const ServerConfig *server, const char *dbname, bool replication, const char *subject)
+	__attribute__((warn_unused_result));
 void repl_close(ReplConn *rc);
 
 /* Runs a command; the result is discarded. */
@@ -60,11 +60,11 @@ bool repl_query(ReplConn *rc, const char *sql, int nparams, const char *const *p
  * seconds, said once as a warning: a slot or origin is still held by the
  * session of a follower that was stopped or killed and has not ended yet.
  */
-bool repl_query_while_in_use(ReplConn *rc, const char *sql, int nparams, const char *const *params,
-			     ExecStatusType ok, double wait_s, PGresult **result) __attribute__((warn_unused_result));
+bool repl_query_while_in_use(ReplConn *rc, const char *sql, int nparams, const char *const *params, ExecStatusType ok,
+			     double wait_s, PGresult **result) __attribute__((warn_unused_result));
 /* The first column of the first row, copied into buf; "" for NULL; false (logged) on no row. */
-bool repl_query_copy_value(ReplConn *rc, const char *sql, int nparams, const char *const *params, char *buf,
-			   size_t len) __attribute__((warn_unused_result));
+bool repl_query_copy_value(ReplConn *rc, const char *sql, int nparams, const char *const *params, char *buf, size_t len)
+	__attribute__((warn_unused_result));
 
 /*
  * The result of a query sent with PQsendQuery on rc, within the deadline:

@@ -24,16 +24,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SPLIT_MIN_CHUNK_PAGES 8192	/* 64 MB: no range is smaller */
+#define SPLIT_MIN_CHUNK_PAGES 8192 /* 64 MB: no range is smaller */
 #define FIRST_NORMAL_OID 16384
 
 typedef struct CopyTask {
-	char *table;		/* quoted, qualified */
-	char *into;		/* the target's table: table, or the root table of a partition */
-	char *columns;		/* quoted, comma-separated */
-	char range[96];		/* a ctid condition, or "" */
+	char *table;    /* quoted, qualified */
+	char *into;     /* the target's table: table, or the root table of a partition */
+	char *columns;  /* quoted, comma-separated */
+	char range[96]; /* a ctid condition, or "" */
 	bool binary;
-	int64_t bytes;		/* estimate, for ordering and progress */
+	int64_t bytes; /* estimate, for ordering and progress */
 	bool last_of_table;
 } CopyTask;
 
@@ -165,8 +165,8 @@ plan_tasks(CopyRun *run, ReplConn *source)
 				if (start + chunk >= pages)
 					snprintf(task.range, sizeof(task.range), "ctid >= '(%ld,0)'", start);
 				else
-					snprintf(task.range, sizeof(task.range), "ctid >= '(%ld,0)' AND ctid < '(%ld,0)'", start,
-						 start + chunk);
+					snprintf(task.range, sizeof(task.range),
+						 "ctid >= '(%ld,0)' AND ctid < '(%ld,0)'", start, start + chunk);
 				if (!task_names(&task, res, i) || !add_task(run, &cap, &task)) {
 					free_task(&task);
 					PQclear(res);
@@ -190,8 +190,8 @@ plan_tasks(CopyRun *run, ReplConn *source)
 
 /* One task: COPY TO STDOUT on the source piped into COPY FROM STDIN on the target. */
 static bool
-copy_one(ReplConn *source, ReplConn *target, const CopyTask *task, bool may_freeze, ReplStatus *status,
-	 int64_t *bytes, int64_t *rows)
+copy_one(ReplConn *source, ReplConn *target, const CopyTask *task, bool may_freeze, ReplStatus *status, int64_t *bytes,
+	 int64_t *rows)
 {
 	int64_t unpublished = 0;
 	StrBuf out, in;
@@ -241,7 +241,7 @@ copy_one(ReplConn *source, ReplConn *target, const CopyTask *task, bool may_free
 	}
 	res = whole && !in_transaction ? NULL : PQexec(target->conn, strbuf_str(&in));
 	if (PQresultStatus(res) != PGRES_COPY_IN) {
-		if (res)	/* else BEGIN or TRUNCATE failed, and said so */
+		if (res) /* else BEGIN or TRUNCATE failed, and said so */
 			log_error(target->subject, "%s: %s", task->into, PQresultErrorMessage(res));
 		PQclear(res);
 		/* Drain the source's COPY so the connection stays usable. */
@@ -308,7 +308,7 @@ copy_one(ReplConn *source, ReplConn *target, const CopyTask *task, bool may_free
 		ok = false;
 	in_transaction = false;
 	if (task->binary && *rows > 0)
-		(*rows)--;	/* the binary trailer is not a row (the header rides on the first) */
+		(*rows)--; /* the binary trailer is not a row (the header rides on the first) */
 done:
 	if (in_transaction && !repl_exec(target, "ROLLBACK")) {
 		/* already logged */
@@ -329,10 +329,10 @@ copy_worker(void *arg)
 	snprintf(subject, sizeof(subject), "%s copy", run->subject);
 	snprintf(set, sizeof(set), "SET TRANSACTION SNAPSHOT '%s'", run->snapshot);
 	connected = repl_connect(&source, &run->config->source, run->db->name, false, subject) &&
-		    repl_connect(&target, &run->config->target, run->db->target_name, false, subject) &&
-		    repl_exec(&source, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") && repl_exec(&source, set) &&
-		    repl_exec(&target, "SET session_replication_role = replica") &&
-		    repl_exec(&target, "SET synchronous_commit = off");
+		repl_connect(&target, &run->config->target, run->db->target_name, false, subject) &&
+		repl_exec(&source, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") && repl_exec(&source, set) &&
+		repl_exec(&target, "SET session_replication_role = replica") &&
+		repl_exec(&target, "SET synchronous_commit = off");
 	if (!connected) {
 		pthread_mutex_lock(&run->lock);
 		run->failed = true;
@@ -365,8 +365,8 @@ copy_worker(void *arg)
 		if (task->last_of_table && run->progress->status)
 			status_copy_table_done(run->progress->status);
 		if (ok && strcmp(task->into, task->table) != 0)
-			log_info(subject, "copied %s%s%s into %s: %lld rows", task->table, task->range[0] ? " where " : "",
-				 task->range, task->into, (long long) rows);
+			log_info(subject, "copied %s%s%s into %s: %lld rows", task->table,
+				 task->range[0] ? " where " : "", task->range, task->into, (long long) rows);
 		else if (ok)
 			log_info(subject, "copied %s%s%s: %lld rows", task->table, task->range[0] ? " where " : "",
 				 task->range, (long long) rows);
@@ -377,8 +377,8 @@ copy_worker(void *arg)
 }
 
 bool
-copy_database(const Config *config, const DatabaseMapping *db, ReplConn *source, const char *snapshot,
-	      bool via_root, const char *subject, CopyProgress *progress)
+copy_database(const Config *config, const DatabaseMapping *db, ReplConn *source, const char *snapshot, bool via_root,
+	      const char *subject, CopyProgress *progress)
 {
 	CopyRun run;
 	pthread_t threads[64];

@@ -16,10 +16,10 @@
 typedef struct CopyProgress {
 	int tables_total;
 	int tables_done;
-	int64_t bytes_total;	/* estimated from relation sizes */
+	int64_t bytes_total; /* estimated from relation sizes */
 	int64_t bytes_done;
 	int64_t rows_done;
-	struct ReplStatus *status;	/* where progress is published, or NULL */
+	struct ReplStatus *status; /* where progress is published, or NULL */
 } CopyProgress;
 
 /*

@@ -111,14 +111,14 @@ static const char sql_definitions[] =
 	"      WHERE conrelid <> 0) d "
 	"JOIN pg_class c ON c.oid = d.rel JOIN pg_namespace n ON n.oid = c.relnamespace "
 	"WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p' "
-	"  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' "
-	DDL_EXCLUDE_SCHEMA "ORDER BY 1";
+	"  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' " DDL_EXCLUDE_SCHEMA
+	"ORDER BY 1";
 
-static uint64_t skip_lsn;	/* --skip-ddl, until used */
+static uint64_t skip_lsn; /* --skip-ddl, until used */
 
 bool
-ddl_compare_definitions(ReplConn *from, ReplConn *to, const char *dbname, const char *from_role,
-			 const char *to_role, char *err, size_t errlen)
+ddl_compare_definitions(ReplConn *from, ReplConn *to, const char *dbname, const char *from_role, const char *to_role,
+			char *err, size_t errlen)
 {
 	PGresult *a, *b;
 	StrBuf diff;
@@ -149,8 +149,8 @@ ddl_compare_definitions(ReplConn *from, ReplConn *to, const char *dbname, const 
 				else if (cmp > 0)
 					strbuf_appendf(&diff, "%s only on the %s", PQgetvalue(b, j, 0), to_role);
 				else
-					strbuf_appendf(&diff, "%s differs: %s has %s, %s has %s", PQgetvalue(a, i, 0), from_role,
-						       PQgetvalue(a, i, 1), to_role, PQgetvalue(b, j, 1));
+					strbuf_appendf(&diff, "%s differs: %s has %s, %s has %s", PQgetvalue(a, i, 0),
+						       from_role, PQgetvalue(a, i, 1), to_role, PQgetvalue(b, j, 1));
 			}
 		}
 		if (cmp <= 0)
@@ -160,8 +160,10 @@ ddl_compare_definitions(ReplConn *from, ReplConn *to, const char *dbname, const 
 	}
 	ok = count == 0;
 	if (!ok)
-		snprintf(err, errlen, "%s: %d index(es) or constraint(s) differ between the %s and the %s (ddl = replay "
-			 "checks them): %s%s", dbname, count, from_role, to_role, diff.failed ? "" : strbuf_str(&diff),
+		snprintf(err, errlen,
+			 "%s: %d index(es) or constraint(s) differ between the %s and the %s (ddl = replay "
+			 "checks them): %s%s",
+			 dbname, count, from_role, to_role, diff.failed ? "" : strbuf_str(&diff),
 			 count > 5 ? "; ..." : "");
 	strbuf_free(&diff);
 	PQclear(a);
@@ -200,19 +202,20 @@ ddl_install(ReplConn *conn, const char *side)
 	}
 	if (!repl_exec(conn, "COMMIT"))
 		return false;
-	log_info(conn->subject, "schema changes on the %s are captured (schema pghandoff, event triggers pghandoff_ddl_*)",
-		 side);
+	log_info(conn->subject,
+		 "schema changes on the %s are captured (schema pghandoff, event triggers pghandoff_ddl_*)", side);
 	return true;
 }
 
 bool
 ddl_uninstall(ReplConn *conn)
 {
-	return repl_exec(conn, "BEGIN; SET LOCAL session_replication_role = replica; SET LOCAL client_min_messages = warning; "
-			       "DROP EVENT TRIGGER IF EXISTS pghandoff_ddl_start; "
-			       "DROP EVENT TRIGGER IF EXISTS pghandoff_ddl_end; "
-			       "DROP EVENT TRIGGER IF EXISTS pghandoff_ddl_drop; "
-			       "DROP SCHEMA IF EXISTS pghandoff CASCADE; COMMIT");
+	return repl_exec(conn,
+			 "BEGIN; SET LOCAL session_replication_role = replica; SET LOCAL client_min_messages = warning; "
+			 "DROP EVENT TRIGGER IF EXISTS pghandoff_ddl_start; "
+			 "DROP EVENT TRIGGER IF EXISTS pghandoff_ddl_end; "
+			 "DROP EVENT TRIGGER IF EXISTS pghandoff_ddl_drop; "
+			 "DROP SCHEMA IF EXISTS pghandoff CASCADE; COMMIT");
 }
 
 bool
@@ -220,10 +223,11 @@ ddl_leave_out(ReplConn *conn)
 {
 	char buf[8];
 
-	if (!repl_query_copy_value(conn,
-				   "SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'pghandoff\\_ddl\\_%' "
-				   "UNION ALL SELECT count(*) FROM pg_namespace WHERE nspname = 'pghandoff' ORDER BY 1 DESC LIMIT 1",
-				   0, NULL, buf, sizeof(buf)))
+	if (!repl_query_copy_value(
+		    conn,
+		    "SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'pghandoff\\_ddl\\_%' "
+		    "UNION ALL SELECT count(*) FROM pg_namespace WHERE nspname = 'pghandoff' ORDER BY 1 DESC LIMIT 1",
+		    0, NULL, buf, sizeof(buf)))
 		return false;
 	return strcmp(buf, "0") == 0 || ddl_uninstall(conn);
 }
@@ -246,8 +250,10 @@ void
 ddl_name_last_change(const DdlReplay *d, const char *subject)
 {
 	if (d->mode == DDL_STOP && d->last_skipped)
-		log_error(subject, "the schema changed on the sending side at %s, not replayed as ddl = stop "
-			  "(hint: make the change on the receiving side by hand, or set ddl = replay)", d->last_skipped);
+		log_error(subject,
+			  "the schema changed on the sending side at %s, not replayed as ddl = stop "
+			  "(hint: make the change on the receiving side by hand, or set ddl = replay)",
+			  d->last_skipped);
 }
 
 bool
@@ -257,8 +263,9 @@ ddl_relation(DdlReplay *d, const PgoutputRelation *rel)
 		const char *name;
 		int *col;
 	} cols[] = {
-		{"lsn", &d->col_lsn},		  {"tag", &d->col_tag},	  {"ordinal", &d->col_ordinal},
-		{"search_path", &d->col_search_path}, {"role", &d->col_role}, {"objects", &d->col_objects},
+		{"lsn", &d->col_lsn},         {"tag", &d->col_tag},
+		{"ordinal", &d->col_ordinal}, {"search_path", &d->col_search_path},
+		{"role", &d->col_role},       {"objects", &d->col_objects},
 		{"query", &d->col_query},
 	};
 	size_t i;
@@ -378,7 +385,8 @@ ddl_replay(DdlReplay *d, ReplConn *target, const PgoutputTuple *tup, const char 
 		goto done;
 	}
 	if (skip_lsn != 0 && lsn == skip_lsn) {
-		log_warning(subject, "schema change %s at %s not replayed, as --skip-ddl asked: %s", tag, lsn_text, query);
+		log_warning(subject, "schema change %s at %s not replayed, as --skip-ddl asked: %s", tag, lsn_text,
+			    query);
 		skip_lsn = 0;
 		ok = true;
 		goto done;

@@ -44,13 +44,13 @@
 
 typedef struct DdlReplay {
 	DdlMode mode;
-	bool keep_roles;	/* roles = copy: replay as the source's role; else as the applier, who owns everything */
-	uint32_t relid;		/* pghandoff.ddl_log on the sending side; 0 before its Relation message */
+	bool keep_roles; /* roles = copy: replay as the source's role; else as the applier, who owns everything */
+	uint32_t relid;  /* pghandoff.ddl_log on the sending side; 0 before its Relation message */
 	int col_lsn, col_tag, col_ordinal, col_search_path, col_role, col_objects, col_query;
-	bool replayed_in_xact;	/* the source transaction replayed a change: commit the apply group at its end */
+	bool replayed_in_xact; /* the source transaction replayed a change: commit the apply group at its end */
 	int64_t replayed;
-	uint64_t failed_lsn;	/* the change that could not be replayed, for the status; 0: none */
-	char *last_skipped;	/* ddl = stop: the last change not replayed, "LSN: statement", to name it */
+	uint64_t failed_lsn; /* the change that could not be replayed, for the status; 0: none */
+	char *last_skipped;  /* ddl = stop: the last change not replayed, "LSN: statement", to name it */
 } DdlReplay;
 
 /* Creates (or replaces) the capture on conn's database; false if it could not (logged as a warning). */

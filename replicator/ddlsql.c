@@ -14,24 +14,24 @@
 #define MAX_TOKENS (1 << 20)
 
 typedef enum TokKind {
-	TOK_WORD,		/* an unquoted identifier or keyword */
-	TOK_QIDENT,		/* "a quoted identifier" */
-	TOK_STRING,		/* a string or dollar-quoted literal */
-	TOK_OTHER,		/* numbers, operators, punctuation */
+	TOK_WORD,   /* an unquoted identifier or keyword */
+	TOK_QIDENT, /* "a quoted identifier" */
+	TOK_STRING, /* a string or dollar-quoted literal */
+	TOK_OTHER,  /* numbers, operators, punctuation */
 } TokKind;
 
 typedef struct Tok {
 	TokKind kind;
-	size_t start, end;	/* byte range in the query */
-	int depth;		/* parentheses around it */
-	char c;			/* TOK_OTHER: its first byte */
+	size_t start, end; /* byte range in the query */
+	int depth;         /* parentheses around it */
+	char c;            /* TOK_OTHER: its first byte */
 } Tok;
 
 /* One statement: its tokens, comments and the closing semicolon left out. */
 typedef struct Stmt {
 	Tok *toks;
 	int ntoks;
-	bool truncated;		/* more than MAX_TOKENS tokens */
+	bool truncated; /* more than MAX_TOKENS tokens */
 } Stmt;
 
 typedef struct Lexer {
@@ -71,7 +71,8 @@ skip_space(Lexer *lx)
 				if (lx->s[lx->pos] == '/' && lx->pos + 1 < lx->len && lx->s[lx->pos + 1] == '*') {
 					nest++;
 					lx->pos += 2;
-				} else if (lx->s[lx->pos] == '*' && lx->pos + 1 < lx->len && lx->s[lx->pos + 1] == '/') {
+				} else if (lx->s[lx->pos] == '*' && lx->pos + 1 < lx->len &&
+					   lx->s[lx->pos + 1] == '/') {
 					lx->pos += 2;
 					if (--nest == 0)
 						break;
@@ -120,7 +121,8 @@ dollar_delim(const Lexer *lx)
 		return 2;
 	if (i >= lx->len || !is_ident_start((unsigned char) lx->s[i]))
 		return 0;
-	while (i < lx->len && (isalnum((unsigned char) lx->s[i]) || lx->s[i] == '_' || (unsigned char) lx->s[i] >= 0x80))
+	while (i < lx->len &&
+	       (isalnum((unsigned char) lx->s[i]) || lx->s[i] == '_' || (unsigned char) lx->s[i] >= 0x80))
 		i++;
 	return i < lx->len && lx->s[i] == '$' ? i + 1 - lx->pos : 0;
 }
@@ -237,7 +239,7 @@ split(const char *s, size_t len, StmtFn fn, void *arg)
 		if (st.ntoks < cap)
 			st.toks[st.ntoks++] = t;
 		else
-			st.truncated = true;	/* out of memory, or too long */
+			st.truncated = true; /* out of memory, or too long */
 	}
 	free(st.toks);
 }
@@ -288,8 +290,8 @@ select_into(const char *s, const Stmt *st)
 static bool
 fires_event_trigger(const char *s, const Stmt *st)
 {
-	static const char *const shared[] = {"ROLE", "USER", "GROUP", "DATABASE", "TABLESPACE", "SYSTEM", "EVENT",
-					     "SUBSCRIPTION", "PARAMETER", NULL};
+	static const char *const shared[] = {"ROLE",   "USER",  "GROUP",        "DATABASE",  "TABLESPACE",
+					     "SYSTEM", "EVENT", "SUBSCRIPTION", "PARAMETER", NULL};
 	int i, on;
 
 	if (tok_word(s, st, 0, "CREATE") || tok_word(s, st, 0, "ALTER") || tok_word(s, st, 0, "DROP")) {
@@ -348,7 +350,8 @@ rewrite_ctas(const char *s, const Stmt *st, StrBuf *out)
 	for (i = 1; i < (as >= 0 ? as : n); i++)
 		if (word_is(s, &st->toks[i], "TEMP") || word_is(s, &st->toks[i], "TEMPORARY"))
 			return DDL_SQL_SKIP;
-	if (n >= 3 && tok_word(s, st, n - 3, "WITH") && tok_word(s, st, n - 2, "NO") && tok_word(s, st, n - 1, "DATA")) {
+	if (n >= 3 && tok_word(s, st, n - 3, "WITH") && tok_word(s, st, n - 2, "NO") &&
+	    tok_word(s, st, n - 1, "DATA")) {
 		append_range(out, s, st->toks[0].start, st->toks[n - 1].end);
 	} else if (n >= 2 && tok_word(s, st, n - 2, "WITH") && tok_word(s, st, n - 1, "DATA")) {
 		append_range(out, s, st->toks[0].start, st->toks[n - 2].end);
@@ -395,7 +398,7 @@ rewrite_select_into(const char *s, const Stmt *st, StrBuf *out)
 	strbuf_append(out, unlogged ? "CREATE UNLOGGED TABLE " : "CREATE TABLE ");
 	append_range(out, s, st->toks[name_start].start, st->toks[name_end].end);
 	strbuf_append(out, " AS ");
-	append_range(out, s, st->toks[0].start, st->toks[into - 1].end);	/* into > 0: SELECT or WITH came first */
+	append_range(out, s, st->toks[0].start, st->toks[into - 1].end); /* into > 0: SELECT or WITH came first */
 	if (i < st->ntoks) {
 		strbuf_append_char(out, ' ');
 		append_range(out, s, st->toks[i].start, st->toks[st->ntoks - 1].end);
@@ -426,7 +429,7 @@ rewrite_plain(const char *s, const Stmt *st, StrBuf *out)
 typedef struct Pick {
 	const char *tag;
 	int ordinal;
-	int seen;		/* statements that fire event triggers, so far */
+	int seen; /* statements that fire event triggers, so far */
 	StrBuf *out;
 	DdlSqlResult result;
 } Pick;
@@ -441,12 +444,12 @@ pick_one(const char *s, const Stmt *st, void *arg)
 	if (!fires_event_trigger(s, st) || ++p->seen < p->ordinal)
 		return true;
 	if (st->truncated)
-		return false;	/* too long to rewrite safely: NOT_FOUND */
+		return false; /* too long to rewrite safely: NOT_FOUND */
 	/* This is the one: it must be the command the trigger named. */
 	tag_first_word(p->tag, first, sizeof(first));
 	select_form = strcmp(p->tag, "SELECT INTO") == 0;
 	if (select_form ? select_into(s, st) < 0 : !tok_word(s, st, 0, first))
-		return false;	/* result stays NOT_FOUND */
+		return false; /* result stays NOT_FOUND */
 	if (select_form)
 		p->result = rewrite_select_into(s, st, p->out);
 	else if (strcmp(p->tag, "CREATE TABLE AS") == 0)

@@ -33,9 +33,9 @@
 #include "common/strbuf.h"
 
 typedef enum DdlSqlResult {
-	DDL_SQL_OK,		/* out holds the statement to run */
-	DDL_SQL_SKIP,		/* nothing to replay: a temporary table */
-	DDL_SQL_NOT_FOUND,	/* no statement of the string matches ordinal and tag */
+	DDL_SQL_OK,        /* out holds the statement to run */
+	DDL_SQL_SKIP,      /* nothing to replay: a temporary table */
+	DDL_SQL_NOT_FOUND, /* no statement of the string matches ordinal and tag */
 } DdlSqlResult;
 
 /*

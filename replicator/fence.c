@@ -37,7 +37,7 @@ fence_allows(FenceWatch *fw, ReplConn *conn, uint64_t commit_lsn, bool *allowed)
 		if (!repl_query(conn, sql_fence, 0, NULL, &res))
 			return false;
 		ok = PQntuples(res) == 1 && PQnfields(res) == 2 && lsn_parse(PQgetvalue(res, 0, 0), &upto) &&
-		     (PQgetisnull(res, 0, 1) || lsn_parse(PQgetvalue(res, 0, 1), &fenced_at));
+			(PQgetisnull(res, 0, 1) || lsn_parse(PQgetvalue(res, 0, 1), &fenced_at));
 		if (!ok)
 			log_error(conn->subject, "could not read the fence: unreadable LSN");
 		PQclear(res);

@@ -21,8 +21,8 @@
 #define FENCE_SETTING "pghandoff.fenced_at"
 
 typedef struct FenceWatch {
-	uint64_t known_upto;	/* the WAL position when the fence was last read */
-	uint64_t fenced_at;	/* then: the fence's LSN, 0 without a fence */
+	uint64_t known_upto; /* the WAL position when the fence was last read */
+	uint64_t fenced_at;  /* then: the fence's LSN, 0 without a fence */
 } FenceWatch;
 
 /*

@@ -74,12 +74,12 @@ backoff_sleep(int seconds)
 }
 
 int
-replicate_follow(const Config *config, const ReplDirection *dir, ReplConn *repl, ReplConn *apply,
-		 uint64_t start_lsn, const char *subject)
+replicate_follow(const Config *config, const ReplDirection *dir, ReplConn *repl, ReplConn *apply, uint64_t start_lsn,
+		 const char *subject)
 {
 	bool origin_exists;
 	int backoff = 1;
-	uint64_t exact_before = 0;	/* see stream_run */
+	uint64_t exact_before = 0; /* see stream_run */
 
 	/*
 	 * Streaming until told to stop.  Whatever ends a stream (a lost

@@ -23,16 +23,16 @@
  */
 typedef struct ReplDirection {
 	bool reverse;
-	const ServerConfig *from;	/* the cluster with the slot and the publication */
+	const ServerConfig *from; /* the cluster with the slot and the publication */
 	const char *from_db;
-	const ServerConfig *to;		/* the cluster changes are applied to, with the origin */
+	const ServerConfig *to; /* the cluster changes are applied to, with the origin */
 	const char *to_db;
 	const char *slot;
 	const char *publication;
 	const char *origin;
-	const char *skip_origin;	/* the other direction's origin, on the from cluster */
-	const char *drop_command;	/* what removes this direction's slot, for warnings */
-	struct ReplStatus *status;	/* where progress is published (forward only), or NULL */
+	const char *skip_origin;   /* the other direction's origin, on the from cluster */
+	const char *drop_command;  /* what removes this direction's slot, for warnings */
+	struct ReplStatus *status; /* where progress is published (forward only), or NULL */
 } ReplDirection;
 
 /* Fills dir for one database; it points into config, db and names. */

@@ -16,7 +16,6 @@
 #include <time.h>
 #include <unistd.h>
 
-
 void
 hold_paths(const Config *config, const char *dbname, char *control, size_t clen, char *reply, size_t rlen)
 {

@@ -27,10 +27,10 @@
 #define HOLD_TIMEOUT 60.0
 
 typedef enum HoldState {
-	HOLD_NONE,		/* streaming as usual */
-	HOLD_PAUSED,		/* not reading the stream */
-	HOLD_APPLYING,		/* streaming up to the requested LSN */
-	HOLD_HELD,		/* stopped there, a target snapshot exported */
+	HOLD_NONE,     /* streaming as usual */
+	HOLD_PAUSED,   /* not reading the stream */
+	HOLD_APPLYING, /* streaming up to the requested LSN */
+	HOLD_HELD,     /* stopped there, a target snapshot exported */
 } HoldState;
 
 typedef struct Hold {
@@ -38,10 +38,10 @@ typedef struct Hold {
 	char control[4096];
 	char reply[4100];
 	char nonce[64];
-	uint64_t at;		/* HOLD_APPLYING, HOLD_HELD: the source LSN */
-	double since;		/* when the state last changed */
+	uint64_t at;  /* HOLD_APPLYING, HOLD_HELD: the source LSN */
+	double since; /* when the state last changed */
 	double last_poll;
-	ReplConn snapshot;	/* HOLD_HELD: the open transaction whose snapshot is exported */
+	ReplConn snapshot; /* HOLD_HELD: the open transaction whose snapshot is exported */
 } Hold;
 
 void hold_init(Hold *hold, const Config *config, const char *dbname);

@@ -37,12 +37,12 @@
 #define PG_CONSTRAINT_OID 2606
 
 typedef struct IndexTask {
-	unsigned int oid;	/* the TOC entry's object: an index, or a constraint */
+	unsigned int oid; /* the TOC entry's object: an index, or a constraint */
 	bool constraint;
-	char *create;		/* CREATE [UNIQUE] INDEX ... */
-	char *after;		/* statements once every index exists: constraints, CLUSTER ON, REPLICA IDENTITY */
-	char *name;		/* for logs */
-	int64_t table_bytes;	/* on the source: what the build reads */
+	char *create;        /* CREATE [UNIQUE] INDEX ... */
+	char *after;         /* statements once every index exists: constraints, CLUSTER ON, REPLICA IDENTITY */
+	char *name;          /* for logs */
+	int64_t table_bytes; /* on the source: what the build reads */
 } IndexTask;
 
 typedef struct IndexRun {
@@ -52,8 +52,8 @@ typedef struct IndexRun {
 	IndexTask *tasks;
 	int ntasks;
 	int next;
-	int64_t waiting_bytes;	/* table_bytes of the tasks not taken yet */
-	int64_t running_bytes;	/* and of those being built */
+	int64_t waiting_bytes; /* table_bytes of the tasks not taken yet */
+	int64_t running_bytes; /* and of those being built */
 	bool failed;
 	pthread_mutex_t lock;
 } IndexRun;
@@ -275,7 +275,7 @@ build_worker(void *arg)
 
 	snprintf(subject, sizeof(subject), "%s indexes", run->subject);
 	ok = repl_connect(&target, &run->config->target, run->db->target_name, false, subject) &&
-	     session_setup(&target, run->config);
+		session_setup(&target, run->config);
 	for (;;) {
 		IndexTask *task = NULL;
 		bool alongside = false;
@@ -299,9 +299,10 @@ build_worker(void *arg)
 		 * workers' own sorts and merge only add work.  Built alone (or beside
 		 * small ones), a large index gets the target's workers.
 		 */
-		ok = repl_exec(&target, alongside ? "SET max_parallel_maintenance_workers = 0"
-						  : "RESET max_parallel_maintenance_workers") &&
-		     repl_exec(&target, task->create);
+		ok = repl_exec(&target,
+			       alongside ? "SET max_parallel_maintenance_workers = 0"
+					 : "RESET max_parallel_maintenance_workers") &&
+			repl_exec(&target, task->create);
 		if (!ok)
 			log_error(subject, "index %s could not be built", task->name);
 		pthread_mutex_lock(&run->lock);
@@ -385,7 +386,7 @@ indexes_restore_post_data(const Config *config, const DatabaseMapping *db, ReplC
 		 run.ntasks, constraints, clock_monotonic() - t0);
 	fd = schema_anonymous_file("list", list_path, sizeof(list_path), subject);
 	ok = fd >= 0 && write_use_list(fd, toc, &run, subject) &&
-	     schema_restore(config, db, archive, "post-data", list_path, config->replication.copy_jobs, subject);
+		schema_restore(config, db, archive, "post-data", list_path, config->replication.copy_jobs, subject);
 done:
 	if (fd >= 0)
 		close(fd);

@@ -15,7 +15,7 @@
  * tables on copy_jobs target connections at once (their definitions read
  * from source), then restores the rest of post-data with pg_restore.
  */
-bool indexes_restore_post_data(const Config *config, const DatabaseMapping *db, ReplConn *source,
-			       const char *archive, const char *subject) __attribute__((warn_unused_result));
+bool indexes_restore_post_data(const Config *config, const DatabaseMapping *db, ReplConn *source, const char *archive,
+			       const char *subject) __attribute__((warn_unused_result));
 
 #endif

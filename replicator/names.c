@@ -143,10 +143,11 @@ replicate_names_collision(const Config *config, char *buf, size_t len)
 						snprintf(buf, len, "database %s: its %s and %s are both named %s",
 							 config->databases[i].name, wi[a], wj[b], li[a]);
 					else
-						snprintf(buf, len, "databases %s and %s: the %s of one and the %s of the "
+						snprintf(buf, len,
+							 "databases %s and %s: the %s of one and the %s of the "
 							 "other are both named %s",
-							 config->databases[i].name, config->databases[j].name, wi[a], wj[b],
-							 li[a]);
+							 config->databases[i].name, config->databases[j].name, wi[a],
+							 wj[b], li[a]);
 					return true;
 				}
 			}

@@ -17,12 +17,12 @@
 
 /* Each fits PostgreSQL's NAMEDATALEN (63 bytes and a NUL). */
 typedef struct ReplNames {
-	char publication[64];		/* on the source database */
-	char slot[64];			/* on the source cluster */
-	char origin[64];		/* on the target cluster */
-	char reverse_publication[64];	/* on the target database */
-	char reverse_slot[64];		/* on the target cluster */
-	char reverse_origin[64];	/* on the source cluster */
+	char publication[64];         /* on the source database */
+	char slot[64];                /* on the source cluster */
+	char origin[64];              /* on the target cluster */
+	char reverse_publication[64]; /* on the target database */
+	char reverse_slot[64];        /* on the target cluster */
+	char reverse_origin[64];      /* on the source cluster */
 } ReplNames;
 
 /* The longest database part of a name: 63 bytes less the slot_name prefix and "_rollback". */

@@ -79,7 +79,8 @@ roots_have_identity(ReplConn *source, const char *subject)
 	for (i = 0; i < n; i++)
 		strbuf_appendf(&names, "%s%s", i ? ", " : "", PQgetvalue(res, i, 0));
 	if (n > 0)
-		log_error(subject, "%d partitioned table(s) have no primary key or replica identity of their own (%s): "
+		log_error(subject,
+			  "%d partitioned table(s) have no primary key or replica identity of their own (%s): "
 			  "replicated through their root tables, their updates and deletes could not be applied on the "
 			  "target; add a primary key to each, or ALTER TABLE ... REPLICA IDENTITY FULL on the source",
 			  n, strbuf_str(&names));
@@ -116,7 +117,8 @@ differing_roots(ReplConn *source, ReplConn *target, bool warn, StrBuf *names, in
 			continue;
 		strbuf_appendf(names, "%s%s", (*count)++ ? ", " : "", name);
 		if (warn)
-			log_warning(subject, "table %s is partitioned differently on the target: it is replicated through "
+			log_warning(subject,
+				    "table %s is partitioned differently on the target: it is replicated through "
 				    "its root table, and PostgreSQL does not replicate a TRUNCATE of a single partition in "
 				    "this mode (a TRUNCATE of the root table is replicated): do not truncate single "
 				    "partitions of it during the migration",
@@ -142,22 +144,24 @@ partitions_publish_mode(const Config *config, ReplConn *source, ReplConn *target
 		return true;
 	strbuf_init(&differing);
 	/* Only a publication through the roots, or one that will be, replicates tables that way. */
-	if (!differing_roots(source, target, exists ? *via_root : source->version >= PUBVIAROOT_MIN_VERSION,
-			     &differing, &ndiffer, subject)) {
+	if (!differing_roots(source, target, exists ? *via_root : source->version >= PUBVIAROOT_MIN_VERSION, &differing,
+			     &ndiffer, subject)) {
 		strbuf_free(&differing);
 		return false;
 	}
 	if (!exists) {
 		*via_root = ndiffer > 0;
 		if (*via_root && source->version < PUBVIAROOT_MIN_VERSION) {
-			log_error(subject, "the target partitions %d table(s) differently from the source (%s), and a source "
+			log_error(subject,
+				  "the target partitions %d table(s) differently from the source (%s), and a source "
 				  "older than PostgreSQL 13 can publish partitions only one by one: partition them on the "
 				  "target like on the source",
 				  ndiffer, strbuf_str(&differing));
 			ok = false;
 		}
 	} else if (!*via_root && ndiffer > 0) {
-		log_error(subject, "publication %s publishes partitions one by one, as the target partitioned every "
+		log_error(subject,
+			  "publication %s publishes partitions one by one, as the target partitioned every "
 			  "table like the source when it was made, but now the target partitions %d table(s) "
 			  "differently (%s): run `pghandoff replicate --drop` and start again, so that the new "
 			  "publication replicates them through their root tables",
@@ -165,7 +169,8 @@ partitions_publish_mode(const Config *config, ReplConn *source, ReplConn *target
 		ok = false;
 	} else if (*via_root && ndiffer == 0) {
 		/* Still correct, only without TRUNCATE of single partitions: no reason to stop. */
-		log_warning(subject, "publication %s replicates partitioned tables through their root tables, though the "
+		log_warning(subject,
+			    "publication %s replicates partitioned tables through their root tables, though the "
 			    "target now partitions every table like the source; to replicate partitions one by one "
 			    "again, run `pghandoff replicate --drop` and start again",
 			    publication);

@@ -29,26 +29,46 @@ const char *
 pgoutput_message_name(uint8_t type)
 {
 	switch (type) {
-	case PGOUTPUT_BEGIN: return "Begin";
-	case PGOUTPUT_COMMIT: return "Commit";
-	case PGOUTPUT_ORIGIN: return "Origin";
-	case PGOUTPUT_RELATION: return "Relation";
-	case PGOUTPUT_TYPE: return "Type";
-	case PGOUTPUT_INSERT: return "Insert";
-	case PGOUTPUT_UPDATE: return "Update";
-	case PGOUTPUT_DELETE: return "Delete";
-	case PGOUTPUT_TRUNCATE: return "Truncate";
-	case PGOUTPUT_MESSAGE: return "Message";
-	case PGOUTPUT_STREAM_START: return "Stream Start";
-	case PGOUTPUT_STREAM_STOP: return "Stream Stop";
-	case PGOUTPUT_STREAM_COMMIT: return "Stream Commit";
-	case PGOUTPUT_STREAM_ABORT: return "Stream Abort";
-	case PGOUTPUT_BEGIN_PREPARE: return "Begin Prepare";
-	case PGOUTPUT_PREPARE: return "Prepare";
-	case PGOUTPUT_COMMIT_PREPARED: return "Commit Prepared";
-	case PGOUTPUT_ROLLBACK_PREPARED: return "Rollback Prepared";
-	case PGOUTPUT_STREAM_PREPARE: return "Stream Prepare";
-	default: return "unknown";
+	case PGOUTPUT_BEGIN:
+		return "Begin";
+	case PGOUTPUT_COMMIT:
+		return "Commit";
+	case PGOUTPUT_ORIGIN:
+		return "Origin";
+	case PGOUTPUT_RELATION:
+		return "Relation";
+	case PGOUTPUT_TYPE:
+		return "Type";
+	case PGOUTPUT_INSERT:
+		return "Insert";
+	case PGOUTPUT_UPDATE:
+		return "Update";
+	case PGOUTPUT_DELETE:
+		return "Delete";
+	case PGOUTPUT_TRUNCATE:
+		return "Truncate";
+	case PGOUTPUT_MESSAGE:
+		return "Message";
+	case PGOUTPUT_STREAM_START:
+		return "Stream Start";
+	case PGOUTPUT_STREAM_STOP:
+		return "Stream Stop";
+	case PGOUTPUT_STREAM_COMMIT:
+		return "Stream Commit";
+	case PGOUTPUT_STREAM_ABORT:
+		return "Stream Abort";
+	case PGOUTPUT_BEGIN_PREPARE:
+		return "Begin Prepare";
+	case PGOUTPUT_PREPARE:
+		return "Prepare";
+	case PGOUTPUT_COMMIT_PREPARED:
+		return "Commit Prepared";
+	case PGOUTPUT_ROLLBACK_PREPARED:
+		return "Rollback Prepared";
+	case PGOUTPUT_STREAM_PREPARE:
+		return "Stream Prepare";
+	default:
+		return "unknown";
 	}
 }
 
@@ -126,8 +146,8 @@ check_end(Decoder *d)
 	if (d->r.failed)
 		return truncated(d);
 	if (!msgread_end(&d->r))
-		return errbuf_fail(d->err, d->errlen, "%s message has %zu bytes after its end",
-							 d->what, msgread_remaining(&d->r));
+		return errbuf_fail(d->err, d->errlen, "%s message has %zu bytes after its end", d->what,
+				   msgread_remaining(&d->r));
 	return true;
 }
 
@@ -202,8 +222,7 @@ check_zero_flags(Decoder *d, uint8_t flags)
 	if (d->r.failed)
 		return truncated(d);
 	if (flags != 0)
-		return errbuf_fail(d->err, d->errlen, "%s message has unknown flags 0x%02x",
-							 d->what, flags);
+		return errbuf_fail(d->err, d->errlen, "%s message has unknown flags 0x%02x", d->what, flags);
 	return true;
 }
 
@@ -225,8 +244,7 @@ check_xid_set(Decoder *d, uint32_t xid)
 	if (d->r.failed)
 		return truncated(d);
 	if (xid == 0)
-		return errbuf_fail(d->err, d->errlen, "%s message has an invalid transaction ID",
-							 d->what);
+		return errbuf_fail(d->err, d->errlen, "%s message has an invalid transaction ID", d->what);
 	return true;
 }
 
@@ -239,8 +257,8 @@ read_tuple(Decoder *d, PgoutputTuple *t)
 	if (!msgread_int16(&d->r, &ncols))
 		return truncated(d);
 	if (ncols < 0 || ncols > PGOUTPUT_MAX_COLUMNS)
-		return errbuf_fail(d->err, d->errlen, "%s message has %d columns, not 0 to %d",
-							 d->what, ncols, PGOUTPUT_MAX_COLUMNS);
+		return errbuf_fail(d->err, d->errlen, "%s message has %d columns, not 0 to %d", d->what, ncols,
+				   PGOUTPUT_MAX_COLUMNS);
 	for (int i = 0; i < ncols; i++) {
 		PgoutputColumn *c = &t->cols[i];
 		int32_t len;
@@ -258,16 +276,15 @@ read_tuple(Decoder *d, PgoutputTuple *t)
 			if (!msgread_int32(&d->r, &len))
 				return truncated(d);
 			if (len < 0)
-				return errbuf_fail(d->err, d->errlen,
-									 "%s message has a negative column length", d->what);
+				return errbuf_fail(d->err, d->errlen, "%s message has a negative column length",
+						   d->what);
 			if (!msgread_bytes(&d->r, (size_t) len, &c->value))
 				return truncated(d);
 			c->len = (uint32_t) len;
 			break;
 		default:
-			return errbuf_fail(d->err, d->errlen,
-								 "%s message has unknown column kind 0x%02x in column %d",
-								 d->what, c->kind, i + 1);
+			return errbuf_fail(d->err, d->errlen, "%s message has unknown column kind 0x%02x in column %d",
+					   d->what, c->kind, i + 1);
 		}
 	}
 	t->ncols = ncols;
@@ -333,12 +350,12 @@ decode_relation(Decoder *d, PgoutputRelation *m)
 	case PGOUTPUT_REPLIDENT_INDEX:
 		break;
 	default:
-		return errbuf_fail(d->err, d->errlen, "%s message has unknown replica identity 0x%02x",
-							 d->what, m->replident);
+		return errbuf_fail(d->err, d->errlen, "%s message has unknown replica identity 0x%02x", d->what,
+				   m->replident);
 	}
 	if (natts < 0 || natts > PGOUTPUT_MAX_COLUMNS)
-		return errbuf_fail(d->err, d->errlen, "%s message has %d columns, not 0 to %d",
-							 d->what, natts, PGOUTPUT_MAX_COLUMNS);
+		return errbuf_fail(d->err, d->errlen, "%s message has %d columns, not 0 to %d", d->what, natts,
+				   PGOUTPUT_MAX_COLUMNS);
 	for (int i = 0; i < natts; i++) {
 		PgoutputRelColumn *c = &m->cols[i];
 
@@ -349,9 +366,8 @@ decode_relation(Decoder *d, PgoutputRelation *m)
 		if (d->r.failed)
 			return truncated(d);
 		if (c->flags & ~PGOUTPUT_RELATION_COLUMN_KEY)
-			return errbuf_fail(d->err, d->errlen,
-								 "%s message has unknown flags 0x%02x in column %d",
-								 d->what, c->flags, i + 1);
+			return errbuf_fail(d->err, d->errlen, "%s message has unknown flags 0x%02x in column %d",
+					   d->what, c->flags, i + 1);
 	}
 	m->natts = natts;
 	return check_end(d);
@@ -376,8 +392,7 @@ decode_insert(Decoder *d, PgoutputInsert *m)
 	if (d->r.failed)
 		return truncated(d);
 	if (marker != PGOUTPUT_TUPLE_NEW)
-		return errbuf_fail(d->err, d->errlen, "%s message has tuple marker 0x%02x, not 'N'",
-							 d->what, marker);
+		return errbuf_fail(d->err, d->errlen, "%s message has tuple marker 0x%02x, not 'N'", d->what, marker);
 	return read_tuple(d, &m->newtuple) && check_end(d);
 }
 
@@ -401,9 +416,8 @@ decode_update(Decoder *d, PgoutputUpdate *m)
 			return truncated(d);
 	}
 	if (marker != PGOUTPUT_TUPLE_NEW)
-		return errbuf_fail(d->err, d->errlen,
-							 "%s message has tuple marker 0x%02x where 'N'%s was expected",
-							 d->what, marker, m->old_kind ? "" : ", 'K' or 'O'");
+		return errbuf_fail(d->err, d->errlen, "%s message has tuple marker 0x%02x where 'N'%s was expected",
+				   d->what, marker, m->old_kind ? "" : ", 'K' or 'O'");
 	return read_tuple(d, &m->newtuple) && check_end(d);
 }
 
@@ -415,8 +429,8 @@ decode_delete(Decoder *d, PgoutputDelete *m)
 	if (d->r.failed)
 		return truncated(d);
 	if (m->old_kind != PGOUTPUT_TUPLE_KEY && m->old_kind != PGOUTPUT_TUPLE_OLD)
-		return errbuf_fail(d->err, d->errlen, "%s message has tuple marker 0x%02x, not 'K' or 'O'",
-							 d->what, m->old_kind);
+		return errbuf_fail(d->err, d->errlen, "%s message has tuple marker 0x%02x, not 'K' or 'O'", d->what,
+				   m->old_kind);
 	return read_tuple(d, &m->oldtuple) && check_end(d);
 }
 
@@ -429,13 +443,11 @@ decode_truncate(Decoder *d, PgoutputTruncate *m)
 	if (d->r.failed)
 		return truncated(d);
 	if (m->flags & ~(PGOUTPUT_TRUNCATE_CASCADE | PGOUTPUT_TRUNCATE_RESTART_IDENTITY))
-		return errbuf_fail(d->err, d->errlen, "%s message has unknown flags 0x%02x",
-							 d->what, m->flags);
+		return errbuf_fail(d->err, d->errlen, "%s message has unknown flags 0x%02x", d->what, m->flags);
 	/* Compare with what is there, so a huge count costs nothing. */
 	if (nrels < 0 || (size_t) nrels != msgread_remaining(&d->r) / 4)
-		return errbuf_fail(d->err, d->errlen,
-							 "%s message has %zu bytes for %" PRId32 " relations",
-							 d->what, msgread_remaining(&d->r), nrels);
+		return errbuf_fail(d->err, d->errlen, "%s message has %zu bytes for %" PRId32 " relations", d->what,
+				   msgread_remaining(&d->r), nrels);
 	m->nrels = nrels;
 	m->relids = NULL;
 	if (nrels > 0 && !msgread_bytes(&d->r, (size_t) nrels * 4, &m->relids))
@@ -448,8 +460,7 @@ pgoutput_truncate_relid(const PgoutputTruncate *t, int i)
 {
 	const uint8_t *p = t->relids + (size_t) i * 4;
 
-	return ((uint32_t) p[0] << 24) | ((uint32_t) p[1] << 16) |
-		((uint32_t) p[2] << 8) | (uint32_t) p[3];
+	return ((uint32_t) p[0] << 24) | ((uint32_t) p[1] << 16) | ((uint32_t) p[2] << 8) | (uint32_t) p[3];
 }
 
 static bool
@@ -464,11 +475,9 @@ decode_message(Decoder *d, PgoutputLogicalMessage *m)
 	if (d->r.failed)
 		return truncated(d);
 	if (m->flags & ~PGOUTPUT_MESSAGE_TRANSACTIONAL)
-		return errbuf_fail(d->err, d->errlen, "%s message has unknown flags 0x%02x",
-							 d->what, m->flags);
+		return errbuf_fail(d->err, d->errlen, "%s message has unknown flags 0x%02x", d->what, m->flags);
 	if (len < 0)
-		return errbuf_fail(d->err, d->errlen, "%s message has a negative content length",
-							 d->what);
+		return errbuf_fail(d->err, d->errlen, "%s message has a negative content length", d->what);
 	m->content_len = (uint32_t) len;
 	m->content = NULL;
 	if (len > 0 && !msgread_bytes(&d->r, (size_t) len, &m->content))
@@ -486,8 +495,8 @@ decode_stream_start(Decoder *d, PgoutputStreamStart *m)
 	if (!check_xid_set(d, m->xid))
 		return false;
 	if (first > 1)
-		return errbuf_fail(d->err, d->errlen, "%s message has first-segment flag %u, not 0 or 1",
-							 d->what, first);
+		return errbuf_fail(d->err, d->errlen, "%s message has first-segment flag %u, not 0 or 1", d->what,
+				   first);
 	m->first_segment = first == 1;
 	return check_end(d);
 }
@@ -526,8 +535,7 @@ decode_prepare(Decoder *d, bool has_flags, PgoutputPrepare *m)
 	m->prepare_time = get_int64(d);
 	m->xid = get_uint32(d);
 	m->gid = get_string(d);
-	if (!check_lsn_set(d, m->prepare_lsn, "prepare LSN") ||
-		!check_lsn_set(d, m->end_lsn, "end LSN"))
+	if (!check_lsn_set(d, m->prepare_lsn, "prepare LSN") || !check_lsn_set(d, m->end_lsn, "end LSN"))
 		return false;
 	/* PostgreSQL 18 checks this for Prepare and Stream Prepare; no server sends 0. */
 	if (!check_xid_set(d, m->xid))
@@ -545,8 +553,7 @@ decode_commit_prepared(Decoder *d, PgoutputCommitPrepared *m)
 	m->commit_time = get_int64(d);
 	m->xid = get_uint32(d);
 	m->gid = get_string(d);
-	return check_lsn_set(d, m->commit_lsn, "commit LSN") &&
-		check_lsn_set(d, m->end_lsn, "end LSN") && check_end(d);
+	return check_lsn_set(d, m->commit_lsn, "commit LSN") && check_lsn_set(d, m->end_lsn, "end LSN") && check_end(d);
 }
 
 static bool
@@ -565,19 +572,18 @@ decode_rollback_prepared(Decoder *d, PgoutputRollbackPrepared *m)
 }
 
 bool
-pgoutput_decode(const uint8_t *data, size_t len, int proto_version, bool in_stream,
-				PgoutputMessage *out, char *err, size_t errlen)
+pgoutput_decode(const uint8_t *data, size_t len, int proto_version, bool in_stream, PgoutputMessage *out, char *err,
+		size_t errlen)
 {
 	Decoder d;
 	uint8_t type;
 	int min_version;
 
 	if (proto_version < PGOUTPUT_PROTO_MIN || proto_version > PGOUTPUT_PROTO_MAX)
-		return errbuf_fail(err, errlen, "pgoutput protocol version %d is not supported",
-							 proto_version);
+		return errbuf_fail(err, errlen, "pgoutput protocol version %d is not supported", proto_version);
 	if (in_stream && proto_version < PGOUTPUT_PROTO_STREAMING)
 		return errbuf_fail(err, errlen, "pgoutput protocol version %d has no streamed transactions",
-							 proto_version);
+				   proto_version);
 	msgread_init(&d.r, data, len);
 	d.err = err;
 	d.errlen = errlen;
@@ -588,8 +594,8 @@ pgoutput_decode(const uint8_t *data, size_t len, int proto_version, bool in_stre
 	if (min_version == 0)
 		return errbuf_fail(err, errlen, "unknown pgoutput message type 0x%02x", type);
 	if (proto_version < min_version)
-		return errbuf_fail(err, errlen, "%s message needs protocol version %d, not %d",
-							 d.what, min_version, proto_version);
+		return errbuf_fail(err, errlen, "%s message needs protocol version %d, not %d", d.what, min_version,
+				   proto_version);
 
 	out->type = type;
 	out->stream_xid = 0;
@@ -646,8 +652,7 @@ pgoutput_decode(const uint8_t *data, size_t len, int proto_version, bool in_stre
 /* The envelope */
 
 bool
-pgoutput_parse_xlogdata(const uint8_t *data, size_t len, XLogData *out,
-						char *err, size_t errlen)
+pgoutput_parse_xlogdata(const uint8_t *data, size_t len, XLogData *out, char *err, size_t errlen)
 {
 	Decoder d;
 	uint8_t type = 0;
@@ -671,8 +676,7 @@ pgoutput_parse_xlogdata(const uint8_t *data, size_t len, XLogData *out,
 }
 
 bool
-pgoutput_parse_keepalive(const uint8_t *data, size_t len, XLogKeepalive *out,
-						 char *err, size_t errlen)
+pgoutput_parse_keepalive(const uint8_t *data, size_t len, XLogKeepalive *out, char *err, size_t errlen)
 {
 	Decoder d;
 	uint8_t type = 0;
@@ -690,8 +694,7 @@ pgoutput_parse_keepalive(const uint8_t *data, size_t len, XLogKeepalive *out,
 	if (d.r.failed)
 		return truncated(&d);
 	if (reply > 1)
-		return errbuf_fail(err, errlen, "Primary keepalive message has reply flag %u, not 0 or 1",
-							 reply);
+		return errbuf_fail(err, errlen, "Primary keepalive message has reply flag %u, not 0 or 1", reply);
 	out->reply_requested = reply == 1;
 	return check_end(&d);
 }
@@ -705,9 +708,8 @@ put_uint64(uint8_t *p, uint64_t v)
 }
 
 size_t
-pgoutput_build_status_update(uint8_t out[PGOUTPUT_STATUS_UPDATE_LEN],
-							 uint64_t written, uint64_t flushed, uint64_t applied,
-							 int64_t now_us_since_2000, bool reply)
+pgoutput_build_status_update(uint8_t out[PGOUTPUT_STATUS_UPDATE_LEN], uint64_t written, uint64_t flushed,
+			     uint64_t applied, int64_t now_us_since_2000, bool reply)
 {
 	uint8_t *p = out;
 

@@ -18,13 +18,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MIN_SOURCE_VERSION 100000	/* pgoutput appeared in 10 */
+#define MIN_SOURCE_VERSION 100000 /* pgoutput appeared in 10 */
 #define TESTED_SOURCE_VERSION 130000
 #define LIST_LIMIT 20
 
 typedef struct Side {
 	const ServerConfig *server;
-	PGconn *conn;		/* a maintenance connection, for cluster-wide checks */
+	PGconn *conn; /* a maintenance connection, for cluster-wide checks */
 	int version;
 } Side;
 
@@ -198,7 +198,8 @@ check_slots_and_senders(Preflight *pf, Side *source)
 		return;
 	/* Slots this tool already made will be reused, not created again. */
 	if (max_slots - (used_slots - ours) < need)
-		report(pf, CHECK_FAIL, "raise max_replication_slots on the source (needs a restart) or drop unused slots",
+		report(pf, CHECK_FAIL,
+		       "raise max_replication_slots on the source (needs a restart) or drop unused slots",
 		       "source: %ld of max_replication_slots = %ld in use, %ld needed (one per database)", used_slots,
 		       max_slots, need);
 	else
@@ -221,8 +222,9 @@ check_replication_privilege(Preflight *pf, Side *source)
 {
 	long ok;
 
-	if (!query_int(pf, source, "SELECT (rolreplication OR rolsuper)::int FROM pg_roles WHERE rolname = current_user",
-		       0, NULL, &ok))
+	if (!query_int(pf, source,
+		       "SELECT (rolreplication OR rolsuper)::int FROM pg_roles WHERE rolname = current_user", 0, NULL,
+		       &ok))
 		return;
 	if (ok)
 		report(pf, CHECK_PASS, NULL, "source: user %s has the REPLICATION privilege", PQuser(source->conn));
@@ -272,8 +274,8 @@ database_exists(Preflight *pf, Side *side, const char *name, bool *exists)
 
 /* Runs sql returning one text column and reports the rows as a list when there are any. */
 static bool
-report_rows(Preflight *pf, PGconn *conn, const char *sql, CheckStatus status, const char *hint,
-	    const char *what_found, const char *what_none, const char *dbname)
+report_rows(Preflight *pf, PGconn *conn, const char *sql, CheckStatus status, const char *hint, const char *what_found,
+	    const char *what_none, const char *dbname)
 {
 	PGresult *res;
 	StrBuf list;
@@ -325,8 +327,7 @@ static const char sql_unlogged_tables[] =
 	"SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
 	"WHERE c.relkind IN ('r', 'p') AND c.relpersistence = 'u' ORDER BY 1";
 
-static const char sql_matviews[] =
-	"SELECT format('%I.%I', schemaname, matviewname) FROM pg_matviews ORDER BY 1";
+static const char sql_matviews[] = "SELECT format('%I.%I', schemaname, matviewname) FROM pg_matviews ORDER BY 1";
 
 static const char sql_generated_columns[] =
 	"SELECT format('%I.%I.%I', n.nspname, c.relname, a.attname) "
@@ -342,8 +343,7 @@ static const char sql_unreadable_tables[] =
 static const char sql_large_objects[] =
 	"SELECT count(*)::text || ' large object(s)' FROM pg_largeobject_metadata HAVING count(*) > 0";
 
-static const char sql_extensions[] =
-	"SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1";
+static const char sql_extensions[] = "SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1";
 
 static void
 check_extensions(Preflight *pf, PGconn *source_db, Side *target, const char *dbname)
@@ -357,8 +357,7 @@ check_extensions(Preflight *pf, PGconn *source_db, Side *target, const char *dbn
 		report(pf, CHECK_FAIL, "the check query failed", "database %s: %s", dbname, err);
 		return;
 	}
-	if (!pgsql_query(target->conn, "SELECT name FROM pg_available_extensions", 0, NULL, &avail, err,
-			 sizeof(err))) {
+	if (!pgsql_query(target->conn, "SELECT name FROM pg_available_extensions", 0, NULL, &avail, err, sizeof(err))) {
 		report(pf, CHECK_FAIL, "the check query failed", "target: %s", err);
 		PQclear(have);
 		return;
@@ -461,7 +460,8 @@ check_retained_wal(Preflight *pf, Side *source, const char *slot)
 	const char *params[1] = {slot};
 	long exists, held;
 
-	if (!query_int(pf, source, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", 1, params, &exists) ||
+	if (!query_int(pf, source, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", 1, params,
+		       &exists) ||
 	    !exists ||
 	    !query_int(pf, source,
 		       "SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint "
@@ -503,8 +503,8 @@ check_names(Preflight *pf, Side *source, const DatabaseMapping *db)
 	if (!connect_db(source->server, db->name, &conn, err, sizeof(err)))
 		return;
 	params[0] = names.publication;
-	if (!pgsql_query_copy_value(conn, "SELECT count(*) FROM pg_publication WHERE pubname = $1 AND NOT puballtables", 1,
-				    params, buf, sizeof(buf), err, sizeof(err))) {
+	if (!pgsql_query_copy_value(conn, "SELECT count(*) FROM pg_publication WHERE pubname = $1 AND NOT puballtables",
+				    1, params, buf, sizeof(buf), err, sizeof(err))) {
 		report(pf, CHECK_FAIL, "the check query failed", "database %s: %s", db->name, err);
 		PQfinish(conn);
 		return;

@@ -131,7 +131,7 @@ same_columns(const RelCacheEntry *a, const RelCacheEntry *b)
 		const RelCacheColumn *x = &a->cols[i], *y = &b->cols[i];
 
 		if (x->type_oid != y->type_oid || x->typmod != y->typmod || x->key != y->key ||
-			strcmp(x->name, y->name) != 0)
+		    strcmp(x->name, y->name) != 0)
 			return false;
 	}
 	return true;

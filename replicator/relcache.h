@@ -19,7 +19,7 @@ typedef struct RelCacheColumn {
 	const char *name;
 	uint32_t type_oid;
 	int32_t typmod;
-	bool key;					/* part of the replica identity */
+	bool key; /* part of the replica identity */
 } RelCacheColumn;
 
 /*
@@ -29,17 +29,17 @@ typedef struct RelCacheColumn {
  */
 typedef struct RelCacheEntry {
 	uint32_t relid;
-	const char *nspname;		/* never "": "pg_catalog" as the decoder resolved it */
+	const char *nspname; /* never "": "pg_catalog" as the decoder resolved it */
 	const char *relname;
-	uint8_t replident;			/* PGOUTPUT_REPLIDENT_* */
+	uint8_t replident; /* PGOUTPUT_REPLIDENT_* */
 	int natts;
-	RelCacheColumn *cols;		/* natts of them; NULL when natts is 0 */
-	char *strings;				/* one block holding every name above */
+	RelCacheColumn *cols; /* natts of them; NULL when natts is 0 */
+	char *strings;        /* one block holding every name above */
 } RelCacheEntry;
 
 /* Open addressing on relid with linear probing; nslots is a power of two. */
 typedef struct RelCache {
-	RelCacheEntry **slots;		/* NULL = empty; entries are never removed */
+	RelCacheEntry **slots; /* NULL = empty; entries are never removed */
 	size_t nslots;
 	size_t count;
 } RelCache;
@@ -63,4 +63,4 @@ const RelCacheEntry *relcache_lookup(const RelCache *cache, uint32_t relid);
 /* Frees every entry; the cache is empty and usable again afterwards. */
 void relcache_free(RelCache *cache);
 
-#endif							/* PGHANDOFF_REPLICATOR_RELCACHE_H */
+#endif /* PGHANDOFF_REPLICATOR_RELCACHE_H */

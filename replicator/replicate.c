@@ -151,7 +151,8 @@ create_slot(ReplConn *repl, const char *slot, uint64_t *consistent_point, char *
 		return false;
 	}
 	snprintf(snapshot, snaplen, "%s", PQgetvalue(res, 0, 2));
-	log_info(repl->subject, "created replication slot %s at %s, snapshot %s", slot, PQgetvalue(res, 0, 1), snapshot);
+	log_info(repl->subject, "created replication slot %s at %s, snapshot %s", slot, PQgetvalue(res, 0, 1),
+		 snapshot);
 	PQclear(res);
 	return true;
 }
@@ -174,9 +175,9 @@ analyze_target(ReplConn *target, const char *subject)
 
 /* Everything up to streaming; on return *start_lsn is where streaming begins. */
 static bool
-initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *names, bool via_root,
-	     ReplConn *source, ReplConn *target, ReplConn *repl, uint64_t *start_lsn, const char *dump_path,
-	     ReplStatus *status, const char *subject)
+initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *names, bool via_root, ReplConn *source,
+	     ReplConn *target, ReplConn *repl, uint64_t *start_lsn, const char *dump_path, ReplStatus *status,
+	     const char *subject)
 {
 	CopyProgress progress;
 	char snapshot[128];
@@ -195,10 +196,11 @@ initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *n
 		if (!repl_connect(target, &config->target, db->target_name, false, subject))
 			return false;
 		if (config->replication.schema == SCHEMA_NONE &&
-		    !repl_exec(target, "DO $$ DECLARE r record; BEGIN FOR r IN SELECT c.oid::regclass AS t FROM pg_class c "
-				       "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r','p') AND "
-				       "n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname !~ '^pg_' LOOP "
-				       "EXECUTE format('TRUNCATE %s CASCADE', r.t); END LOOP; END $$"))
+		    !repl_exec(target,
+			       "DO $$ DECLARE r record; BEGIN FOR r IN SELECT c.oid::regclass AS t FROM pg_class c "
+			       "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r','p') AND "
+			       "n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname !~ '^pg_' LOOP "
+			       "EXECUTE format('TRUNCATE %s CASCADE', r.t); END LOOP; END $$"))
 			return false;
 		if (!slots_origin_state(target, names->origin, &origin_exists, &progress_lsn))
 			return false;
@@ -207,8 +209,10 @@ initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *n
 		if (!table_count(target, &tables))
 			return false;
 		if (tables > 0) {
-			log_error(subject, "target database %s already has %ld table(s): schema = copy needs an empty "
-				  "database (or use schema = none)", db->target_name, tables);
+			log_error(subject,
+				  "target database %s already has %ld table(s): schema = copy needs an empty "
+				  "database (or use schema = none)",
+				  db->target_name, tables);
 			return false;
 		}
 	}
@@ -220,7 +224,8 @@ initial_sync(const Config *config, const DatabaseMapping *db, const ReplNames *n
 		return false;
 	status_phase(status, "schema");
 	if (config->replication.schema == SCHEMA_COPY) {
-		if (config->replication.roles == ROLES_COPY && !schema_copy_roles(config, source->version / 10000, subject))
+		if (config->replication.roles == ROLES_COPY &&
+		    !schema_copy_roles(config, source->version / 10000, subject))
 			return false;
 		if (!ddl_leave_out(source) || !schema_dump(config, db, source->version / 10000, dump_path, subject) ||
 		    !schema_restore(config, db, dump_path, "pre-data", NULL, 1, subject))
@@ -334,8 +339,8 @@ drop_database_objects(const Config *config, const DatabaseMapping *db)
 	if (repl_connect(&source, &config->source, db->name, false, subject)) {
 		/* After a cutover the source is fenced read-only; removing our own objects is still allowed. */
 		ok = repl_exec(&source, "SET default_transaction_read_only = off") &&
-		     slots_drop_slot(&source, names.slot, true) && slots_drop_publication(&source, names.publication) &&
-		     ddl_leave_out(&source);
+			slots_drop_slot(&source, names.slot, true) &&
+			slots_drop_publication(&source, names.publication) && ddl_leave_out(&source);
 		repl_close(&source);
 	} else {
 		ok = false;
@@ -348,8 +353,10 @@ drop_database_objects(const Config *config, const DatabaseMapping *db)
 		ok = false;
 	}
 	if (ok)
-		log_info(subject, "dropped slot %s, publication %s and the capture of schema changes on the source, origin %s "
-			 "on the target", names.slot, names.publication, names.origin);
+		log_info(subject,
+			 "dropped slot %s, publication %s and the capture of schema changes on the source, origin %s "
+			 "on the target",
+			 names.slot, names.publication, names.origin);
 	return ok ? 0 : 1;
 }
 
@@ -368,11 +375,11 @@ print_check(void *arg, CheckStatus status, const char *message, const char *hint
 /* A database's worker process, as its supervisor sees it. */
 typedef struct Worker {
 	const DatabaseMapping *db;
-	pid_t pid;		/* 0 while not running */
-	bool done;		/* stopped for good: not started again */
-	double started;		/* monotonic seconds */
-	double restart_at;	/* when a worker that died is started again; 0: not pending */
-	int backoff;		/* seconds before the next restart */
+	pid_t pid;         /* 0 while not running */
+	bool done;         /* stopped for good: not started again */
+	double started;    /* monotonic seconds */
+	double restart_at; /* when a worker that died is started again; 0: not pending */
+	int backoff;       /* seconds before the next restart */
 } Worker;
 
 #define WORKER_BACKOFF_MAX 60
@@ -456,8 +463,10 @@ worker_exited(Worker *w, int status)
 	}
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
 		w->done = true;
-		log_warning("replicator", "database %s: worker stopped (it %s) although replication was not asked to "
-			    "stop; it stays stopped until pghandoff replicate is started again", w->db->name, how);
+		log_warning("replicator",
+			    "database %s: worker stopped (it %s) although replication was not asked to "
+			    "stop; it stays stopped until pghandoff replicate is started again",
+			    w->db->name, how);
 		return;
 	}
 	if (ran > WORKER_STABLE_S)
@@ -530,7 +539,7 @@ for_each_database_in_parallel(const Config *config, int (*fn)(const Config *, co
 				if (now >= w->restart_at) {
 					log_info("replicator", "database %s: starting its worker again", w->db->name);
 					if (!worker_start(w, config, fn))
-						w->restart_at = now + w->backoff;	/* logged; tried again */
+						w->restart_at = now + w->backoff; /* logged; tried again */
 				}
 				if (w->restart_at > 0 && w->restart_at < next)
 					next = w->restart_at;
@@ -590,7 +599,7 @@ replicate_main(const Config *config, ReplMode mode)
 			ok = mode == REPL_REVERSE_PREPARE ? reverse_prepare(config, db, subject)
 							  : reverse_drop(config, db, subject);
 			if (!ok)
-				rc = 1;	/* error already logged */
+				rc = 1; /* error already logged */
 		}
 		return rc;
 	case REPL_REVERSE:

@@ -12,11 +12,11 @@
 #include "replicator/conn.h"
 
 typedef enum ReplMode {
-	REPL_FORWARD = 0,	/* copy, then stream source -> target */
-	REPL_DROP,		/* remove the forward slot, publication and origin */
-	REPL_REVERSE,		/* stream target -> source from the prepared reverse slot */
-	REPL_REVERSE_PREPARE,	/* make the reverse slot, publication and origin, then exit */
-	REPL_REVERSE_DROP,	/* remove them */
+	REPL_FORWARD = 0,     /* copy, then stream source -> target */
+	REPL_DROP,            /* remove the forward slot, publication and origin */
+	REPL_REVERSE,         /* stream target -> source from the prepared reverse slot */
+	REPL_REVERSE_PREPARE, /* make the reverse slot, publication and origin, then exit */
+	REPL_REVERSE_DROP,    /* remove them */
 } ReplMode;
 
 /* Set by SIGTERM/SIGINT: loops finish what they hold and return. */

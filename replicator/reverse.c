@@ -58,19 +58,21 @@ reverse_prepare(const Config *config, const DatabaseMapping *db, const char *sub
 		/* logged as a warning */
 	}
 	ok = slots_publication_state(&source, names.publication, &forward_exists, &via_root) &&
-	     slots_drop_origin(&source, names.reverse_origin) &&
-	     slots_drop_slot(&target, names.reverse_slot, true) &&
-	     slots_drop_publication(&target, names.reverse_publication) &&
-	     slots_ensure_publication(&target, names.reverse_publication, via_root) &&
-	     slots_create_slot(&target, names.reverse_slot, &lsn) &&
-	     slots_create_origin(&source, names.reverse_origin) &&
-	     slots_advance_origin(&source, names.reverse_origin, lsn);
+		slots_drop_origin(&source, names.reverse_origin) &&
+		slots_drop_slot(&target, names.reverse_slot, true) &&
+		slots_drop_publication(&target, names.reverse_publication) &&
+		slots_ensure_publication(&target, names.reverse_publication, via_root) &&
+		slots_create_slot(&target, names.reverse_slot, &lsn) &&
+		slots_create_origin(&source, names.reverse_origin) &&
+		slots_advance_origin(&source, names.reverse_origin, lsn);
 	repl_close(&target);
 	repl_close(&source);
 	if (ok) {
 		lsn_format(lsn, lsnbuf, sizeof(lsnbuf));
-		log_info(subject, "way back prepared: slot %s and publication %s on the target from %s, origin %s on the "
-			 "source", names.reverse_slot, names.reverse_publication, lsnbuf, names.reverse_origin);
+		log_info(subject,
+			 "way back prepared: slot %s and publication %s on the target from %s, origin %s on the "
+			 "source",
+			 names.reverse_slot, names.reverse_publication, lsnbuf, names.reverse_origin);
 	}
 	return ok;
 }
@@ -89,10 +91,10 @@ reverse_drop(const Config *config, const DatabaseMapping *db, const char *subjec
 	if (repl_connect(&target, &config->target, db->target_name, false, subject) &&
 	    repl_exec(&target, "SET default_transaction_read_only = off")) {
 		ok = slots_drop_slot(&target, names.reverse_slot, true) &&
-		     slots_drop_publication(&target, names.reverse_publication) && ddl_leave_out(&target);
+			slots_drop_publication(&target, names.reverse_publication) && ddl_leave_out(&target);
 		repl_close(&target);
 	} else {
-		repl_close(&target);	/* connected, perhaps, but could not lift the fence */
+		repl_close(&target); /* connected, perhaps, but could not lift the fence */
 		ok = false;
 	}
 	if (replicate_connect_apply(&dir, &source, subject)) {
@@ -129,14 +131,15 @@ reverse_run(const Config *config, const DatabaseMapping *db)
 	}
 	/* Both checks name the fix: a missing object is no error to retry. */
 	ok = repl_connect(&check, dir.from, dir.from_db, false, subject) &&
-	     slots_slot_exists(&check, dir.slot, &slot_exists);
+		slots_slot_exists(&check, dir.slot, &slot_exists);
 	repl_close(&check);
 	if (!ok) {
 		repl_close(&apply);
 		return 1;
 	}
 	if (!origin_exists || !slot_exists) {
-		log_error(subject, "the way back is not prepared: %s %s does not exist on the %s; the cutover prepares "
+		log_error(subject,
+			  "the way back is not prepared: %s %s does not exist on the %s; the cutover prepares "
 			  "it, or `pghandoff replicate --reverse --prepare` while both sides hold the same data",
 			  !slot_exists ? "slot" : "origin", !slot_exists ? dir.slot : dir.origin,
 			  !slot_exists ? dir.from->role : dir.to->role);

@@ -51,8 +51,10 @@ schema_find_tool(const Config *config, const char *tool, int min_major, char *pa
 	if (p)
 		major = (int) strtol(p + 2, NULL, 10);
 	if (major < min_major) {
-		log_error(subject, "%s is version %d, older than the source's %d: set pg_bindir to the tools of "
-			  "PostgreSQL %d or later", path, major, min_major, min_major);
+		log_error(subject,
+			  "%s is version %d, older than the source's %d: set pg_bindir to the tools of "
+			  "PostgreSQL %d or later",
+			  path, major, min_major, min_major);
 		return false;
 	}
 	return true;
@@ -122,8 +124,14 @@ static bool
 run_pipeline(char *const dump_argv[], const char *psql, const char *target_conninfo, const char *source_pw,
 	     const char *target_pw, bool stop_on_error, const char *what, const char *subject)
 {
-	char *psql_argv[] = {(char *) psql, "-X", "-q", "-v", stop_on_error ? "ON_ERROR_STOP=1" : "ON_ERROR_STOP=0",
-			     "-d", (char *) target_conninfo, NULL};
+	char *psql_argv[] = {(char *) psql,
+			     "-X",
+			     "-q",
+			     "-v",
+			     stop_on_error ? "ON_ERROR_STOP=1" : "ON_ERROR_STOP=0",
+			     "-d",
+			     (char *) target_conninfo,
+			     NULL};
 	int fds[2];
 	pid_t dumper, loader;
 	int devnull;
@@ -378,7 +386,8 @@ schema_verify(ReplConn *source, ReplConn *target, bool via_root, const char *sub
 		} else {
 			if (strcmp(PQgetvalue(s, i, 2), PQgetvalue(t, j, 2)) != 0) {
 				log_error(subject, "table %s: column %s is %s on the source but %s on the target",
-					  PQgetvalue(s, i, 0), PQgetvalue(s, i, 1), PQgetvalue(s, i, 2), PQgetvalue(t, j, 2));
+					  PQgetvalue(s, i, 0), PQgetvalue(s, i, 1), PQgetvalue(s, i, 2),
+					  PQgetvalue(t, j, 2));
 				problems++;
 			}
 			i++;

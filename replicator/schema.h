@@ -38,8 +38,7 @@ bool schema_list(const Config *config, const char *path, const char *section, ch
 bool schema_restore(const Config *config, const DatabaseMapping *db, const char *path, const char *section,
 		    const char *use_list, int jobs, const char *subject) __attribute__((warn_unused_result));
 /* roles = copy: pg_dumpall --roles-only; roles that exist on the target are kept. */
-bool schema_copy_roles(const Config *config, int source_major, const char *subject)
-	__attribute__((warn_unused_result));
+bool schema_copy_roles(const Config *config, int source_major, const char *subject) __attribute__((warn_unused_result));
 /*
  * schema = none: every source table's columns exist on the target with the
  * same types.  via_root (partitions published through their root tables):

@@ -11,12 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char sql_sequences[] =
-	"SELECT format('%I.%I', schemaname, sequencename), "
-	"  coalesce(last_value, (SELECT seqstart FROM pg_sequence s "
-	"    WHERE s.seqrelid = format('%I.%I', schemaname, sequencename)::regclass)), "
-	"  last_value IS NOT NULL "
-	"FROM pg_sequences WHERE schemaname <> 'pghandoff' ORDER BY 1";
+static const char sql_sequences[] = "SELECT format('%I.%I', schemaname, sequencename), "
+				    "  coalesce(last_value, (SELECT seqstart FROM pg_sequence s "
+				    "    WHERE s.seqrelid = format('%I.%I', schemaname, sequencename)::regclass)), "
+				    "  last_value IS NOT NULL "
+				    "FROM pg_sequences WHERE schemaname <> 'pghandoff' ORDER BY 1";
 
 bool
 sequences_sync(ReplConn *source, ReplConn *target, int *count)

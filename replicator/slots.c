@@ -58,8 +58,8 @@ slots_drop_origin(ReplConn *conn, const char *origin)
 	const char *params[1] = {origin};
 
 	return repl_exec_params(conn,
-				"SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = $1", 1,
-				params);
+				"SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = $1",
+				1, params);
 }
 
 bool
@@ -203,15 +203,18 @@ end_walsender(ReplConn *conn, const char *slot)
 	const char *params[1] = {slot};
 	PGresult *res;
 
-	if (!repl_query(conn, "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-			      "WHERE slot_name = $1 AND active_pid IS NOT NULL", 1, params, &res))
+	if (!repl_query(conn,
+			"SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+			"WHERE slot_name = $1 AND active_pid IS NOT NULL",
+			1, params, &res))
 		return false;
 	PQclear(res);
 	/* The walsender takes a moment to exit and release its slot. */
 	for (int tries = 0; tries < 100; tries++) {
 		char active[8];
 
-		if (!repl_query_copy_value(conn, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active",
+		if (!repl_query_copy_value(conn,
+					   "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active",
 					   1, params, active, sizeof(active)))
 			return false;
 		if (strcmp(active, "0") == 0)
@@ -248,12 +251,14 @@ slots_drop_slot(ReplConn *conn, const char *slot, bool terminate)
 			return true;
 		}
 		state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-		if (!state || strcmp(state, "55006") != 0) {	/* not object_in_use: no retry helps */
+		if (!state || strcmp(state, "55006") != 0) { /* not object_in_use: no retry helps */
 			PQclear(res);
 			break;
 		}
-		log_debug(conn->subject, "replication slot %s was taken again before the drop: ending its walsender "
-			  "again", slot);
+		log_debug(conn->subject,
+			  "replication slot %s was taken again before the drop: ending its walsender "
+			  "again",
+			  slot);
 		PQclear(res);
 	}
 	if (terminate && !end_walsender(conn, slot))

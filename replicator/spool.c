@@ -19,14 +19,14 @@
 
 typedef struct SpoolSub {
 	uint32_t xid;
-	uint64_t offset;	/* of its first change: an abort of it cuts back to here */
-	int64_t count;		/* messages before it */
+	uint64_t offset; /* of its first change: an abort of it cuts back to here */
+	int64_t count;   /* messages before it */
 } SpoolSub;
 
 struct SpoolXact {
 	uint32_t xid;
 	int fd;
-	uint64_t flushed;	/* bytes in the file; the logical end is flushed + wlen */
+	uint64_t flushed; /* bytes in the file; the logical end is flushed + wlen */
 	uint8_t *wbuf;
 	size_t wlen;
 	int64_t count;
@@ -38,7 +38,7 @@ struct SpoolXact {
 /* Sequential reads of a spool file at replay, in chunks. */
 typedef struct SpoolReader {
 	int fd;
-	uint64_t file_off;	/* where the next read starts */
+	uint64_t file_off; /* where the next read starts */
 	uint64_t file_end;
 	uint8_t *buf;
 	size_t cap;
@@ -179,7 +179,8 @@ spool_start(Spool *sp, uint32_t xid, bool first_segment)
 	SpoolXact *x = find_xact(sp, xid);
 	if (!first_segment) {
 		if (!x) {
-			log_error(sp->subject, "a later block of streamed transaction %u arrived without its first", xid);
+			log_error(sp->subject, "a later block of streamed transaction %u arrived without its first",
+				  xid);
 			return false;
 		}
 		return true;
@@ -354,7 +355,7 @@ spool_abort(Spool *sp, uint32_t xid, uint32_t subxid)
 	int i;
 
 	if (!x)
-		return true;	/* nothing of it was spooled */
+		return true; /* nothing of it was spooled */
 	if (subxid == xid) {
 		log_debug(sp->subject, "streamed transaction %u aborted: %lld spooled message(s) dropped", xid,
 			  (long long) x->count);
@@ -364,7 +365,7 @@ spool_abort(Spool *sp, uint32_t xid, uint32_t subxid)
 	for (i = 0; i < x->nsubs && x->subs[i].xid != subxid; i++)
 		;
 	if (i == x->nsubs)
-		return true;	/* the subtransaction changed nothing published */
+		return true; /* the subtransaction changed nothing published */
 	/*
 	 * Relation messages sent inside the subtransaction go too: after any
 	 * Stream Abort pgoutput forgets which tables it described in this
@@ -381,8 +382,8 @@ spool_abort(Spool *sp, uint32_t xid, uint32_t subxid)
 	x->count = x->subs[i].count;
 	/* Those begun after it were inside it. */
 	x->nsubs = i;
-	log_debug(sp->subject, "streamed transaction %u: subtransaction %u aborted, %lld message(s) kept", xid,
-		  subxid, (long long) x->count);
+	log_debug(sp->subject, "streamed transaction %u: subtransaction %u aborted, %lld message(s) kept", xid, subxid,
+		  (long long) x->count);
 	return true;
 }
 

@@ -25,7 +25,7 @@ typedef struct SpoolXact SpoolXact;
 
 typedef struct Spool {
 	const char *subject;
-	SpoolXact *xacts;	/* the open streamed transactions, few at a time */
+	SpoolXact *xacts; /* the open streamed transactions, few at a time */
 	int nxacts;
 	int cap;
 } Spool;

@@ -16,7 +16,6 @@
 #include <time.h>
 #include <unistd.h>
 
-
 void
 status_path(const Config *config, const char *dbname, char *buf, size_t len)
 {
@@ -69,10 +68,11 @@ write_file(ReplStatus *st, double now)
 		       "lag_bytes %lld\nlast_commit %.6f\ncaught_up %d\nxacts %lld\nchanges %lld\napply_rate %.1f\n"
 		       "ddl_stopped_lsn %s\n",
 		       st->phase, (int) getpid(), now, st->tables_total, st->tables_done, (long long) st->bytes_total,
-		       (long long) st->bytes_done, (long long) st->rows_done, st->copy_started, received, applied, walend,
-		       (long long) (st->wal_end > st->applied_lsn ? st->wal_end - st->applied_lsn : 0),
-		       (double) st->last_commit_us / 1e6, st->applied_lsn >= st->received_lsn && st->received_lsn >= st->wal_end,
-		       (long long) st->xacts, (long long) st->changes, st->apply_rate, ddl_stopped);
+		       (long long) st->bytes_done, (long long) st->rows_done, st->copy_started, received, applied,
+		       walend, (long long) (st->wal_end > st->applied_lsn ? st->wal_end - st->applied_lsn : 0),
+		       (double) st->last_commit_us / 1e6,
+		       st->applied_lsn >= st->received_lsn && st->received_lsn >= st->wal_end, (long long) st->xacts,
+		       (long long) st->changes, st->apply_rate, ddl_stopped);
 	if (st->fence_violation[0] && len > 0 && len < (int) sizeof(text))
 		len += snprintf(text + len, sizeof(text) - (size_t) len, "fence_violation %s\n", st->fence_violation);
 	if (len < 0 || len >= (int) sizeof(text))
@@ -84,7 +84,8 @@ write_file(ReplStatus *st, double now)
 		static bool warned;
 
 		if (!warned)
-			log_warning("replicator", "could not write the progress file %s: %s", st->path, strerror(errno));
+			log_warning("replicator", "could not write the progress file %s: %s", st->path,
+				    strerror(errno));
 		warned = true;
 		if (fd >= 0)
 			(void) unlink(tmp);

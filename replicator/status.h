@@ -21,25 +21,25 @@
 typedef struct ReplStatus {
 	pthread_mutex_t lock;
 	char path[4096];
-	const char *phase;	/* starting, schema, copy, indexes, streaming, retrying, stopped, failed */
+	const char *phase; /* starting, schema, copy, indexes, streaming, retrying, stopped, failed */
 	int tables_total;
 	int tables_done;
 	int64_t bytes_total;
-	int64_t bytes_done;	/* bytes streamed so far, finished tasks and running ones */
+	int64_t bytes_done; /* bytes streamed so far, finished tasks and running ones */
 	int64_t rows_done;
-	double copy_started;	/* unix seconds */
+	double copy_started; /* unix seconds */
 	uint64_t received_lsn;
-	uint64_t applied_lsn;	/* committed on the target */
-	uint64_t wal_end;	/* the source's end of WAL, as it last said */
-	int64_t last_commit_us;	/* unix microseconds: the source commit of the last transaction applied */
+	uint64_t applied_lsn;   /* committed on the target */
+	uint64_t wal_end;       /* the source's end of WAL, as it last said */
+	int64_t last_commit_us; /* unix microseconds: the source commit of the last transaction applied */
 	int64_t xacts;
 	int64_t changes;
 	double last_write;
-	int64_t rate_changes;	/* changes at the last rate sample */
+	int64_t rate_changes; /* changes at the last rate sample */
 	double rate_at;
-	double apply_rate;	/* changes per second */
-	char fence_violation[200];	/* the transaction refused as written after the fence, "" for none */
-	uint64_t ddl_stopped_lsn;	/* a schema change that could not be replayed stops the follower here; 0: none */
+	double apply_rate;         /* changes per second */
+	char fence_violation[200]; /* the transaction refused as written after the fence, "" for none */
+	uint64_t ddl_stopped_lsn;  /* a schema change that could not be replayed stops the follower here; 0: none */
 } ReplStatus;
 
 /* The file for db under config; "" when state_file is empty. */

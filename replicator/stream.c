@@ -30,28 +30,27 @@ typedef struct Stream {
 	const Config *config;
 	const ReplDirection *dir;
 	ReplConn *repl;
-	ReplConn from;		/* a plain connection to the slot's side, for sequences and slot checks */
-	bool sequences_handed_over;	/* the other direction exists: sequences are no longer ours to copy */
+	ReplConn from;              /* a plain connection to the slot's side, for sequences and slot checks */
+	bool sequences_handed_over; /* the other direction exists: sequences are no longer ours to copy */
 	const char *subject;
 	Applier applier;
-	PgoutputMessage *msg;	/* large: one per stream, reused */
+	PgoutputMessage *msg; /* large: one per stream, reused */
 	uint64_t received_lsn;
-	uint64_t wal_end;	/* the newest end of WAL the server told us about */
-	int64_t last_commit_us;	/* unix time of the last source commit seen */
+	uint64_t wal_end;       /* the newest end of WAL the server told us about */
+	int64_t last_commit_us; /* unix time of the last source commit seen */
 	double last_feedback;
 	double last_housekeeping;
 	int proto_version;
-	Spool spool;		/* streamed transactions not yet committed (protocol 2) */
-	bool in_block;		/* between Stream Start and Stream Stop */
-	uint32_t block_xid;	/* in_block: the transaction being streamed */
-	Hold hold;		/* `pghandoff verify` (forward only) */
-	char *stash;		/* HOLD_HELD: the first message past the hold, read but not applied */
+	Spool spool;        /* streamed transactions not yet committed (protocol 2) */
+	bool in_block;      /* between Stream Start and Stream Stop */
+	uint32_t block_xid; /* in_block: the transaction being streamed */
+	Hold hold;          /* `pghandoff verify` (forward only) */
+	char *stash;        /* HOLD_HELD: the first message past the hold, read but not applied */
 	int stash_len;
 	double last_hold_ping;
 	FenceWatch fence;
-	uint64_t fence_passed;	/* the commit LSN of the last transaction the fence let through */
+	uint64_t fence_passed; /* the commit LSN of the last transaction the fence let through */
 } Stream;
-
 
 static bool
 send_feedback(Stream *s, bool reply)
@@ -105,7 +104,7 @@ start_streaming(Stream *s, const char *slot, const char *publication, uint64_t s
 		 lsn, s->proto_version, publication,
 		 s->proto_version >= PGOUTPUT_PROTO_STREAMING ? ", messages 'true', streaming 'on'" : "");
 	if (!repl_query_while_in_use(s->repl, sql, 0, NULL, PGRES_COPY_BOTH, REPL_IN_USE_WAIT_S, &res))
-		return false;	/* error already logged */
+		return false; /* error already logged */
 	PQclear(res);
 	log_info(s->subject, "streaming from %s", lsn);
 	return true;
@@ -125,7 +124,7 @@ static bool
 is_change(const PgoutputMessage *m)
 {
 	return m->type == PGOUTPUT_INSERT || m->type == PGOUTPUT_UPDATE || m->type == PGOUTPUT_DELETE ||
-	       m->type == PGOUTPUT_TRUNCATE;
+		m->type == PGOUTPUT_TRUNCATE;
 }
 
 /*
@@ -145,7 +144,7 @@ fence_lets_through(Stream *s)
 	if (!is_change(s->msg) || !applier_applies(ap) || ap->xact_final_lsn == s->fence_passed)
 		return true;
 	if (!from_connected(s) || !fence_allows(&s->fence, &s->from, ap->xact_final_lsn, &allowed))
-		return false;	/* error already logged; retried with the stream */
+		return false; /* error already logged; retried with the stream */
 	if (allowed) {
 		s->fence_passed = ap->xact_final_lsn;
 		if (s->dir->status && s->dir->status->fence_violation[0])
@@ -156,7 +155,8 @@ fence_lets_through(Stream *s)
 	lsn_format(s->fence.fenced_at, fenced, sizeof(fenced));
 	snprintf(what, sizeof(what), "%s written after fence: transaction %u committed at %s, fenced at %s",
 		 s->dir->from->role, ap->xact_xid, lsn, fenced);
-	log_error(s->subject, "%s; not applied, and nothing after it until the fence is lifted. A session asked the "
+	log_error(s->subject,
+		  "%s; not applied, and nothing after it until the fence is lifted. A session asked the "
 		  "fenced %s for a read-write transaction: what it wrote is on the %s only. To go on without it, "
 		  "advance the origin past it on the %s: SELECT pg_replication_origin_advance('%s', '%s')",
 		  what, s->dir->from->role, s->dir->from->role, s->dir->to->role, s->dir->origin, lsn);
@@ -192,8 +192,8 @@ replay_streamed(Stream *s)
 	char lsn[LSN_FORMAT_LEN];
 
 	lsn_format(commit.commit_lsn, lsn, sizeof(lsn));
-	log_debug(s->subject, "streamed transaction %u committed at %s: applying its %lld message(s)", commit.xid,
-		  lsn, (long long) count);
+	log_debug(s->subject, "streamed transaction %u committed at %s: applying its %lld message(s)", commit.xid, lsn,
+		  (long long) count);
 	s->msg->type = PGOUTPUT_BEGIN;
 	s->msg->stream_xid = 0;
 	s->msg->begin.final_lsn = commit.commit_lsn;
@@ -222,8 +222,8 @@ handle_message(Stream *s, const uint8_t *data, size_t len)
 	switch (m->type) {
 	case PGOUTPUT_STREAM_START:
 		if (s->in_block) {
-			log_error(s->subject, "Stream Start of transaction %u inside the block of %u", m->stream_start.xid,
-				  s->block_xid);
+			log_error(s->subject, "Stream Start of transaction %u inside the block of %u",
+				  m->stream_start.xid, s->block_xid);
 			return false;
 		}
 		if (!spool_start(&s->spool, m->stream_start.xid, m->stream_start.first_segment))
@@ -317,7 +317,7 @@ wait_for_data(Stream *s)
 	if (left <= 0)
 		return send_feedback(s, false);
 	if (left > 1.0)
-		left = 1.0;	/* wake up to notice a stop request */
+		left = 1.0; /* wake up to notice a stop request */
 	FD_ZERO(&fds);
 	FD_SET(fd, &fds);
 	tv.tv_sec = (time_t) left;
@@ -349,12 +349,13 @@ sequences_handed_over(Stream *s)
 
 	if (!repl_query_copy_value(&s->from, "SELECT pg_replication_origin_oid($1) IS NOT NULL", 1, params, buf,
 				   sizeof(buf)))
-		return true;	/* unknown: copy nothing this time */
+		return true; /* unknown: copy nothing this time */
 	now = strcmp(buf, "t") == 0;
 	if (now != s->sequences_handed_over)
-		log_info(s->subject, now ? "origin %s exists on the source, the way back from the target is prepared: "
-					   "sequences are no longer copied to the target"
-					 : "origin %s is gone from the source: sequences are copied to the target again",
+		log_info(s->subject,
+			 now ? "origin %s exists on the source, the way back from the target is prepared: "
+			       "sequences are no longer copied to the target"
+			     : "origin %s is gone from the source: sequences are copied to the target again",
 			 s->dir->skip_origin);
 	s->sequences_handed_over = now;
 	return now;
@@ -415,7 +416,7 @@ hold_take_snapshot(Stream *s)
 		repl_close(&h->snapshot);
 		h->state = HOLD_NONE;
 		(void) hold_answer(h, "failed could not export a snapshot of the %s", s->dir->to->role);
-		return true;	/* the verify fails; streaming goes on */
+		return true; /* the verify fails; streaming goes on */
 	}
 	lsn_format(h->at, lsn, sizeof(lsn));
 	h->state = HOLD_HELD;
@@ -528,8 +529,8 @@ publish(Stream *s)
 	/* With nothing open, everything received is applied (or had nothing to apply). */
 	if (!s->applier.target_open && !s->applier.in_source_xact && s->received_lsn > applied)
 		applied = s->received_lsn;
-	status_stream(s->dir->status, s->received_lsn, applied, s->wal_end, s->last_commit_us,
-		      s->applier.xacts_applied, s->applier.changes_applied);
+	status_stream(s->dir->status, s->received_lsn, applied, s->wal_end, s->last_commit_us, s->applier.xacts_applied,
+		      s->applier.changes_applied);
 	status_ddl_passed(s->dir->status, s->applier.committed_lsn);
 }
 
@@ -584,10 +585,12 @@ stream_run(const Config *config, const ReplDirection *dir, ReplConn *repl, ReplC
 				ok = send_feedback(&s, false);
 			else
 				ok = !s.applier.target_open || repl_exec(apply, "ROLLBACK");
-			log_info(subject, "stopping: %lld transaction(s), %lld change(s) applied, %lld transaction(s) of "
+			log_info(subject,
+				 "stopping: %lld transaction(s), %lld change(s) applied, %lld transaction(s) of "
 				 "origin %s skipped",
 				 (long long) (s.applier.xacts_applied - s.applier.xacts_skipped),
-				 (long long) s.applier.changes_applied, (long long) s.applier.xacts_skipped, dir->skip_origin);
+				 (long long) s.applier.changes_applied, (long long) s.applier.xacts_skipped,
+				 dir->skip_origin);
 			break;
 		}
 		n = PQgetCopyData(repl->conn, &buf, 1);
@@ -596,7 +599,8 @@ stream_run(const Config *config, const ReplDirection *dir, ReplConn *repl, ReplC
 			if (!applier_flush(&s.applier, true))
 				break;
 			publish(&s);
-			if (clock_monotonic() - s.last_housekeeping >= (double) config->replication.sequence_sync_interval / 1e6)
+			if (clock_monotonic() - s.last_housekeeping >=
+			    (double) config->replication.sequence_sync_interval / 1e6)
 				housekeeping(&s);
 			if (!wait_for_data(&s))
 				break;
@@ -615,7 +619,7 @@ stream_run(const Config *config, const ReplDirection *dir, ReplConn *repl, ReplC
 			break;
 		}
 		if (s.hold.state == HOLD_APPLYING && begins_past_hold(&s, (const uint8_t *) buf, (size_t) n)) {
-			s.stash = buf;	/* applied after the release */
+			s.stash = buf; /* applied after the release */
 			s.stash_len = n;
 			continue;
 		}
@@ -627,7 +631,8 @@ stream_run(const Config *config, const ReplDirection *dir, ReplConn *repl, ReplC
 		publish(&s);
 		if (clock_monotonic() - s.last_feedback >= FEEDBACK_INTERVAL_S && !send_feedback(&s, false))
 			break;
-		if (clock_monotonic() - s.last_housekeeping >= (double) config->replication.sequence_sync_interval / 1e6)
+		if (clock_monotonic() - s.last_housekeeping >=
+		    (double) config->replication.sequence_sync_interval / 1e6)
 			housekeeping(&s);
 	}
 done:
@@ -635,7 +640,8 @@ done:
 		status_ddl_stopped(dir->status, s.applier.ddl.failed_lsn);
 	if (s.applier.batch_failed) {
 		*exact_before = s.wal_end > s.received_lsn ? s.wal_end : s.received_lsn;
-		log_warning(subject, "a batch could not be applied; its transactions are applied again one change at a "
+		log_warning(subject,
+			    "a batch could not be applied; its transactions are applied again one change at a "
 			    "time");
 	}
 	repl_close(&s.from);

@@ -72,7 +72,7 @@ typedef struct Table {
 	char target_hash[64];
 	bool differs;
 	bool failed;
-	StrBuf keys;		/* a few differing keys */
+	StrBuf keys; /* a few differing keys */
 } Table;
 
 typedef struct Job {
@@ -80,10 +80,9 @@ typedef struct Job {
 	ReplConn target;
 	Table *tables;
 	int ntables;
-	int first;		/* this job takes tables first, first + njobs, ... */
+	int first; /* this job takes tables first, first + njobs, ... */
 	int step;
 } Job;
-
 
 /* Writes a request and waits for the follower's answer to it; the answer's words after the nonce go to reply. */
 static bool
@@ -119,7 +118,8 @@ ask_follower(const char *control, const char *replypath, const char *nonce, cons
 			}
 		}
 		if (clock_monotonic() - start > REPLY_TIMEOUT) {
-			log_error(subject, "the follower did not answer \"%s\" within %.0f s: is `pghandoff run` (or "
+			log_error(subject,
+				  "the follower did not answer \"%s\" within %.0f s: is `pghandoff run` (or "
 				  "replicate) running with this configuration?",
 				  request, REPLY_TIMEOUT);
 			return false;
@@ -140,7 +140,8 @@ follower_streaming(const Config *config, const DatabaseMapping *db, const char *
 	if (!path[0] || !status_read(path, &v) || !status_copy_value(&v, "phase", phase, sizeof(phase)) ||
 	    !status_copy_value(&v, "updated_at", updated, sizeof(updated)) || strcmp(phase, "streaming") != 0 ||
 	    (double) ts.tv_sec - strtod(updated, NULL) > 30) {
-		log_error(subject, "no follower is streaming database %s (its progress file %s says \"%s\"): run "
+		log_error(subject,
+			  "no follower is streaming database %s (its progress file %s says \"%s\"): run "
 			  "`pghandoff run` or `pghandoff replicate` with this configuration first",
 			  db->name, path[0] ? path : "(state_file is empty)", phase[0] ? phase : "nothing");
 		return false;
@@ -155,7 +156,7 @@ import_snapshot(ReplConn *conn, const char *snapshot)
 
 	snprintf(sql, sizeof(sql), "SET TRANSACTION SNAPSHOT '%s'", snapshot);
 	return repl_exec(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") && repl_exec(conn, sql) &&
-	       repl_exec(conn, "SET LOCAL TimeZone = 'UTC'");
+		repl_exec(conn, "SET LOCAL TimeZone = 'UTC'");
 }
 
 static bool
@@ -168,7 +169,7 @@ run_pair(Job *job, const char *sql_source, const char *sql_target, PGresult **a,
 	ok = PQsendQuery(job->source.conn, sql_source) == 1 && PQsendQuery(job->target.conn, sql_target) == 1;
 	*a = PQgetResult(job->source.conn);
 	while (*a && PQgetResult(job->source.conn))
-		;	/* a single statement: the NULL that ends it */
+		; /* a single statement: the NULL that ends it */
 	*b = PQgetResult(job->target.conn);
 	while (*b && PQgetResult(job->target.conn))
 		;
@@ -210,7 +211,9 @@ find_differing_keys(Job *job, Table *t)
 		}
 		strbuf_appendf(&t->keys, "%s%s %s", found++ ? ", " : "",
 			       cmp < 0 ? PQgetvalue(a, i, 0) : PQgetvalue(b, j, 0),
-			       cmp < 0 ? "(only on the source)" : cmp > 0 ? "(only on the target)" : "(differs)");
+			       cmp < 0           ? "(only on the source)"
+				       : cmp > 0 ? "(only on the target)"
+						 : "(differs)");
 		if (cmp <= 0)
 			i++;
 		if (cmp >= 0)
@@ -242,7 +245,8 @@ job_main(void *arg)
 			snprintf(t->target_count, sizeof(t->target_count), "%s", PQgetvalue(b, 0, 0));
 			snprintf(t->source_hash, sizeof(t->source_hash), "%s", PQgetvalue(a, 0, 1));
 			snprintf(t->target_hash, sizeof(t->target_hash), "%s", PQgetvalue(b, 0, 1));
-			t->differs = strcmp(t->source_count, t->target_count) != 0 || strcmp(t->source_hash, t->target_hash) != 0;
+			t->differs = strcmp(t->source_count, t->target_count) != 0 ||
+				strcmp(t->source_hash, t->target_hash) != 0;
 		} else {
 			t->failed = true;
 		}
@@ -369,8 +373,9 @@ verify_database(const Config *config, const DatabaseMapping *db, FILE *out, int 
 			fprintf(out, "ERROR %s: could not be compared (see the log)\n", t->name);
 		} else if (t->differs) {
 			(*ndiffer)++;
-			fprintf(out, "DIFF  %s: %s row(s) on the source, %s on the target%s%s%s\n", t->name, t->source_count,
-				t->target_count, strcmp(t->source_count, t->target_count) == 0 ? ", contents differ" : "",
+			fprintf(out, "DIFF  %s: %s row(s) on the source, %s on the target%s%s%s\n", t->name,
+				t->source_count, t->target_count,
+				strcmp(t->source_count, t->target_count) == 0 ? ", contents differ" : "",
 				t->keys.len ? "; keys: " : "", strbuf_str(&t->keys));
 		} else {
 			fprintf(out, "OK    %s: %s row(s)\n", t->name, t->source_count);

@@ -18,7 +18,7 @@ root=$(pwd)
 packages=(
 	build-essential meson ninja-build pkg-config
 	libpq-dev libssl-dev libev-dev libinih-dev libcmocka-dev
-	clang libclang-rt-14-dev
+	clang libclang-rt-14-dev clang-format
 	python3 python3-pytest python3-psycopg python3-asyncpg
 	postgresql-15 postgresql-client-15
 	nodejs npm openssl

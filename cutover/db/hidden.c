@@ -71,7 +71,7 @@ static const char sql_function_settings[] =
 	"  pg_catalog.regexp_matches(p.prosrc,"
 	"    '(?:set_config\\s*\\(\\s*''|\\mset\\s+(?:session\\s+|local\\s+)?)"
 	"([a-z_][a-z0-9_$]*(?:\\.[a-z_][a-z0-9_$]*)+)', 'gi') AS m"
-	" WHERE p.oid >= 16384 AND p.prolang NOT IN (12, 13)";	/* internal, c */
+	" WHERE p.oid >= 16384 AND p.prolang NOT IN (12, 13)"; /* internal, c */
 
 bool
 steps_find_hidden_code(const CutoverDirection *dir, CutoverLinks *links, bool *hidden, StrBuf *settings, char *err,
@@ -91,8 +91,8 @@ steps_find_hidden_code(const CutoverDirection *dir, CutoverLinks *links, bool *h
 			return errbuf_fail(err, errlen, "%s: could not look for triggers and rules", db->name);
 		hidden[i] = what[0] != '\0';
 		if (hidden[i])
-			log_info(dir->subject, "%s runs code its clients do not name (%s): every session is read", db->name,
-				 what);
+			log_info(dir->subject, "%s runs code its clients do not name (%s): every session is read",
+				 db->name, what);
 	}
 	return true;
 }

@@ -53,8 +53,9 @@ read_defaults(ReplConn *conn, bool database_counts, ReadOnlyDefaults *d)
 	int i, n;
 	bool ok;
 
-	if (!repl_query_copy_value(conn, "SELECT pg_catalog.has_function_privilege("
-					 "'pg_catalog.pg_show_all_file_settings()', 'EXECUTE')",
+	if (!repl_query_copy_value(conn,
+				   "SELECT pg_catalog.has_function_privilege("
+				   "'pg_catalog.pg_show_all_file_settings()', 'EXECUTE')",
 				   0, NULL, files, sizeof(files)))
 		return false;
 	strbuf_init(&sql);
@@ -97,11 +98,14 @@ steps_read_only_defaults(const CutoverDirection *dir, CutoverLinks *links, ReadO
 		const DatabaseMapping *db = &dir->config->databases[i];
 
 		if (!read_defaults(&links->to[i], dir->config->cutover.fence != FENCE_READ_ONLY, &defaults[i]))
-			return errbuf_fail(err, errlen, "%s: could not read the settings a new session on the %s starts with",
+			return errbuf_fail(err, errlen,
+					   "%s: could not read the settings a new session on the %s starts with",
 					   db->name, dir->reverse ? "source" : "target");
-		log_debug(dir->subject, "%s: new sessions on the %s start with default_transaction_read_only = %s, "
+		log_debug(dir->subject,
+			  "%s: new sessions on the %s start with default_transaction_read_only = %s, "
 			  "%d role(s) with a setting of their own",
-			  db->name, dir->reverse ? "source" : "target", defaults[i].all ? "on" : "off", defaults[i].nroles);
+			  db->name, dir->reverse ? "source" : "target", defaults[i].all ? "on" : "off",
+			  defaults[i].nroles);
 	}
 	return true;
 }

@@ -29,7 +29,6 @@
 
 #define VERIFY_MAX_CONNS 8
 
-
 static void
 sleep_seconds(double s)
 {
@@ -137,8 +136,8 @@ steps_disconnect(CutoverLinks *links)
 }
 
 static bool
-check_lag(const CutoverDirection *dir, const DatabaseMapping *db, ReplConn *from, ReplConn *to,
-	  PrecheckFacts *facts, char *err, size_t errlen)
+check_lag(const CutoverDirection *dir, const DatabaseMapping *db, ReplConn *from, ReplConn *to, PrecheckFacts *facts,
+	  char *err, size_t errlen)
 {
 	const char *slot, *origin;
 	const char *params[1];
@@ -168,8 +167,8 @@ check_lag(const CutoverDirection *dir, const DatabaseMapping *db, ReplConn *from
 	}
 	PQclear(res);
 	params[0] = origin;
-	if (!repl_query_copy_value(to, "SELECT coalesce(pg_replication_origin_progress($1, false), '0/0')", 1,
-				   params, applied, sizeof(applied)) ||
+	if (!repl_query_copy_value(to, "SELECT coalesce(pg_replication_origin_progress($1, false), '0/0')", 1, params,
+				   applied, sizeof(applied)) ||
 	    !lsn_parse(applied, &applied_lsn))
 		return errbuf_fail(err, errlen, "could not read the replication origin %s on the %s", origin,
 				   to_server(dir)->role);
@@ -212,11 +211,13 @@ check_columns(const CutoverDirection *dir, const DatabaseMapping *db, ReplConn *
 		while (j < nb && (cmp = strcmp(PQgetvalue(b, j, 0), name)) < 0)
 			j++;
 		if (j >= nb || cmp != 0) {
-			errbuf_fail(err, errlen, "%s: table %s is missing on the %s", db->name, name, to_server(dir)->role);
+			errbuf_fail(err, errlen, "%s: table %s is missing on the %s", db->name, name,
+				    to_server(dir)->role);
 			ok = false;
 		} else if (strcmp(PQgetvalue(a, i, 1), PQgetvalue(b, j, 1)) != 0) {
 			errbuf_fail(err, errlen, "%s: table %s differs: %s has (%s), %s has (%s)", db->name, name,
-				    from_server(dir)->role, PQgetvalue(a, i, 1), to_server(dir)->role, PQgetvalue(b, j, 1));
+				    from_server(dir)->role, PQgetvalue(a, i, 1), to_server(dir)->role,
+				    PQgetvalue(b, j, 1));
 			ok = false;
 		}
 		facts->tables++;
@@ -254,13 +255,16 @@ check_forward_streams(const CutoverDirection *dir, const DatabaseMapping *db, Re
 
 	replicate_names(dir->config, db, &names);
 	params[0] = names.slot;
-	if (!repl_query_copy_value(source, "SELECT coalesce(bool_or(active), false) FROM pg_replication_slots "
-					   "WHERE slot_name = $1",
+	if (!repl_query_copy_value(source,
+				   "SELECT coalesce(bool_or(active), false) FROM pg_replication_slots "
+				   "WHERE slot_name = $1",
 				   1, params, active, sizeof(active)))
 		return errbuf_fail(err, errlen, "could not read the slot %s on the source", names.slot);
 	if (strcmp(active, "t") != 0) {
-		errbuf_fail(err, errlen, "%s: the forward follower is not streaming (slot %s on the source is inactive): "
-			    "start `pghandoff run` or `pghandoff replicate`", db->name, names.slot);
+		errbuf_fail(err, errlen,
+			    "%s: the forward follower is not streaming (slot %s on the source is inactive): "
+			    "start `pghandoff run` or `pghandoff replicate`",
+			    db->name, names.slot);
 		log_error(dir->subject, "%s", err);
 		return false;
 	}
@@ -304,7 +308,8 @@ set_read_only(ReplConn *conn, const char *role, const char *dbname, bool on, cha
 	ok = !sql.failed && repl_exec(conn, strbuf_str(&sql));
 	strbuf_free(&sql);
 	if (!ok)
-		return errbuf_fail(err, errlen, "could not %s the %s database %s", on ? "fence" : "unfence", role, dbname);
+		return errbuf_fail(err, errlen, "could not %s the %s database %s", on ? "fence" : "unfence", role,
+				   dbname);
 	return true;
 }
 
@@ -314,8 +319,8 @@ steps_unfence_arrival(const CutoverDirection *dir, CutoverLinks *links, char *er
 	int i;
 
 	for (i = 0; i < links->n; i++)
-		if (!set_read_only(&links->to[i], to_server(dir)->role, to_db(dir, &dir->config->databases[i]), false, err,
-				   errlen))
+		if (!set_read_only(&links->to[i], to_server(dir)->role, to_db(dir, &dir->config->databases[i]), false,
+				   err, errlen))
 			return false;
 	return true;
 }
@@ -335,13 +340,15 @@ record_fence(const CutoverDirection *dir, ReplConn *conn, const char *dbname, co
 	char left[32];
 
 	for (;;) {
-		if (!repl_query_copy_value(conn, "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE pid = ANY ($1::int[])",
+		if (!repl_query_copy_value(conn,
+					   "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE pid = ANY ($1::int[])",
 					   1, params, left, sizeof(left)))
 			return errbuf_fail(err, errlen, "could not read the sessions of %s", dbname);
 		if (strcmp(left, "0") == 0)
 			break;
 		if (clock_monotonic() - start > (double) dir->config->cutover.catchup_timeout / 1e6) {
-			errbuf_fail(err, errlen, "%s: %s session(s) ended by the fence still there after %.1f s (catchup_timeout)",
+			errbuf_fail(err, errlen,
+				    "%s: %s session(s) ended by the fence still there after %.1f s (catchup_timeout)",
 				    dbname, left, (double) dir->config->cutover.catchup_timeout / 1e6);
 			log_error(dir->subject, "%s", err);
 			return false;
@@ -350,10 +357,11 @@ record_fence(const CutoverDirection *dir, ReplConn *conn, const char *dbname, co
 		if (pause < 0.005)
 			pause *= 2;
 	}
-	if (!repl_exec(conn, "DO $$BEGIN EXECUTE pg_catalog.format('ALTER DATABASE %I SET " FENCE_SETTING " = %L', "
-			     "pg_catalog.current_database(), pg_catalog.pg_current_wal_lsn()); END$$"))
-		return errbuf_fail(err, errlen, "could not record the fence of the %s database %s", from_server(dir)->role,
-				   dbname);
+	if (!repl_exec(conn,
+		       "DO $$BEGIN EXECUTE pg_catalog.format('ALTER DATABASE %I SET " FENCE_SETTING " = %L', "
+		       "pg_catalog.current_database(), pg_catalog.pg_current_wal_lsn()); END$$"))
+		return errbuf_fail(err, errlen, "could not record the fence of the %s database %s",
+				   from_server(dir)->role, dbname);
 	return true;
 }
 
@@ -385,7 +393,8 @@ steps_fence(const CutoverDirection *dir, CutoverLinks *links, char *const *pids,
 				"    AND coalesce(application_name, '') <> 'pghandoff' AND NOT (pid = ANY ($2::int[])) OFFSET 0) a "
 				"WHERE pg_terminate_backend(pid)",
 				2, params, &res))
-			return errbuf_fail(err, errlen, "could not end the sessions around the proxy on %s", from_db(dir, db));
+			return errbuf_fail(err, errlen, "could not end the sessions around the proxy on %s",
+					   from_db(dir, db));
 		ok = PQntuples(res) == 1;
 		if (ok) {
 			*terminated += (int) strtol(PQgetvalue(res, 0, 0), NULL, 10);
@@ -429,8 +438,8 @@ steps_unfence(const CutoverDirection *dir, char *err, size_t errlen)
 
 /* Writes the marker on every database, then waits for every origin to pass its marker. */
 static bool
-markers_applied(const CutoverDirection *dir, CutoverLinks *links, double timeout, const char *timeout_name,
-		char *lsns, size_t lsnslen, char *err, size_t errlen)
+markers_applied(const CutoverDirection *dir, CutoverLinks *links, double timeout, const char *timeout_name, char *lsns,
+		size_t lsnslen, char *err, size_t errlen)
 {
 	int n = links->n, i, left;
 	uint64_t *marker = calloc((size_t) n + 1, sizeof(uint64_t));
@@ -449,8 +458,9 @@ markers_applied(const CutoverDirection *dir, CutoverLinks *links, double timeout
 	for (i = 0; ok && i < n; i++) {
 		char lsn[LSN_FORMAT_LEN + 2];
 
-		if (!repl_query_copy_value(&links->from[i], "SELECT pg_logical_emit_message(true, 'pghandoff', 'cutover')", 0,
-					   NULL, lsn, sizeof(lsn)) ||
+		if (!repl_query_copy_value(&links->from[i],
+					   "SELECT pg_logical_emit_message(true, 'pghandoff', 'cutover')", 0, NULL, lsn,
+					   sizeof(lsn)) ||
 		    !lsn_parse(lsn, &marker[i]))
 			ok = errbuf_fail(err, errlen, "could not write the catch-up marker on the %s database %s",
 					 from_server(dir)->role, from_db(dir, &dir->config->databases[i]));
@@ -470,8 +480,8 @@ markers_applied(const CutoverDirection *dir, CutoverLinks *links, double timeout
 			follower_names(dir, &dir->config->databases[i], &slot, &origin, &names);
 			params[0] = origin;
 			if (!repl_query_copy_value(&links->to[i],
-						   "SELECT coalesce(pg_replication_origin_progress($1, false), '0/0')", 1, params,
-						   applied, sizeof(applied)) ||
+						   "SELECT coalesce(pg_replication_origin_progress($1, false), '0/0')",
+						   1, params, applied, sizeof(applied)) ||
 			    !lsn_parse(applied, &lsn)) {
 				ok = errbuf_fail(err, errlen, "could not read the replication origin %s", origin);
 				break;
@@ -484,8 +494,10 @@ markers_applied(const CutoverDirection *dir, CutoverLinks *links, double timeout
 		if (!ok || left == 0)
 			break;
 		if (clock_monotonic() - start > timeout) {
-			ok = errbuf_fail(err, errlen, "the follower did not apply the last writes within %.1f s "
-					 "(%s)", timeout, timeout_name);
+			ok = errbuf_fail(err, errlen,
+					 "the follower did not apply the last writes within %.1f s "
+					 "(%s)",
+					 timeout, timeout_name);
 			log_error(dir->subject, "%s", err);
 			break;
 		}
@@ -505,8 +517,7 @@ out:
 }
 
 bool
-steps_catch_up(const CutoverDirection *dir, CutoverLinks *links, char *lsns, size_t lsnslen, char *err,
-	       size_t errlen)
+steps_catch_up(const CutoverDirection *dir, CutoverLinks *links, char *lsns, size_t lsnslen, char *err, size_t errlen)
 {
 	return markers_applied(dir, links, (double) dir->config->cutover.catchup_timeout / 1e6, "catchup_timeout", lsns,
 			       lsnslen, err, errlen);
@@ -528,8 +539,8 @@ steps_measure_catch_up(const CutoverDirection *dir, CutoverLinks *links, double 
 {
 	double start = clock_monotonic();
 
-	if (!markers_applied(dir, links, (double) dir->config->cutover.catchup_timeout / 1e6, "catchup_timeout", NULL, 0,
-			     err, errlen))
+	if (!markers_applied(dir, links, (double) dir->config->cutover.catchup_timeout / 1e6, "catchup_timeout", NULL,
+			     0, err, errlen))
 		return false;
 	*seconds = clock_monotonic() - start;
 	return true;
@@ -545,7 +556,8 @@ steps_sequences(const CutoverDirection *dir, CutoverLinks *links, int *count, ch
 		int n = 0;
 
 		if (!sequences_sync(&links->from[i], &links->to[i], &n))
-			return errbuf_fail(err, errlen, "could not copy the sequences of %s", dir->config->databases[i].name);
+			return errbuf_fail(err, errlen, "could not copy the sequences of %s",
+					   dir->config->databases[i].name);
 		*count += n;
 	}
 	return true;
@@ -566,7 +578,8 @@ run_counts(CountJob *jobs, int njobs, char *err, size_t errlen)
 
 	for (i = 0; i < njobs; i++)
 		if (jobs[i].sql.len > 0 && PQsendQuery(jobs[i].conn.conn, strbuf_str(&jobs[i].sql)) != 1)
-			ok = errbuf_fail(err, errlen, "could not send a count query: %s", PQerrorMessage(jobs[i].conn.conn));
+			ok = errbuf_fail(err, errlen, "could not send a count query: %s",
+					 PQerrorMessage(jobs[i].conn.conn));
 	/* Within the worker's deadline: a side that stops answering fails the verification, it does not hold it. */
 	for (i = 0; ok && i < njobs; i++)
 		if (jobs[i].sql.len > 0 && !repl_get_result(&jobs[i].conn, &jobs[i].res))

@@ -18,8 +18,8 @@
 
 typedef struct CutoverDirection {
 	const Config *config;
-	bool reverse;		/* target -> source: a rollback */
-	const char *subject;	/* for logs */
+	bool reverse;        /* target -> source: a rollback */
+	const char *subject; /* for logs */
 } CutoverDirection;
 
 /*
@@ -39,8 +39,8 @@ void steps_disconnect(CutoverLinks *links);
 
 /* What phase 1 found, for the report and the dry run. */
 typedef struct PrecheckFacts {
-	int64_t max_lag_bytes;	/* the largest of the databases' lags */
-	int tables;		/* tables compared */
+	int64_t max_lag_bytes; /* the largest of the databases' lags */
+	int tables;            /* tables compared */
 } PrecheckFacts;
 
 /*
@@ -58,8 +58,8 @@ bool steps_precheck(const CutoverDirection *dir, CutoverLinks *links, PrecheckFa
  * The custom settings its functions set by name are appended to settings,
  * space-separated.
  */
-bool steps_find_hidden_code(const CutoverDirection *dir, CutoverLinks *links, bool *hidden, StrBuf *settings,
-			    char *err, size_t errlen) __attribute__((warn_unused_result));
+bool steps_find_hidden_code(const CutoverDirection *dir, CutoverLinks *links, bool *hidden, StrBuf *settings, char *err,
+			    size_t errlen) __attribute__((warn_unused_result));
 
 /*
  * Per database (sql[i] for databases[i], replaced): the Query a new
@@ -93,8 +93,8 @@ void steps_read_only_defaults_free(ReadOnlyDefaults *defaults, int n);
  * sessions connected around the proxy are terminated; pids[i] lists the
  * proxy's own backends in database i as an SQL array literal ("{1,2}").
  */
-bool steps_fence(const CutoverDirection *dir, CutoverLinks *links, char *const *pids, int *terminated, char *err, size_t errlen)
-	__attribute__((warn_unused_result));
+bool steps_fence(const CutoverDirection *dir, CutoverLinks *links, char *const *pids, int *terminated, char *err,
+		 size_t errlen) __attribute__((warn_unused_result));
 /* The side clients go to takes writes (a rollback fenced it, or the cutover before it). */
 bool steps_unfence_arrival(const CutoverDirection *dir, CutoverLinks *links, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
@@ -106,8 +106,8 @@ bool steps_unfence(const CutoverDirection *dir, char *err, size_t errlen) __attr
  * side's replication origin has passed every marker.  lsns gets
  * "db=LSN ..." for the report.
  */
-bool steps_catch_up(const CutoverDirection *dir, CutoverLinks *links, char *lsns, size_t lsnslen, char *err, size_t errlen)
-	__attribute__((warn_unused_result));
+bool steps_catch_up(const CutoverDirection *dir, CutoverLinks *links, char *lsns, size_t lsnslen, char *err,
+		    size_t errlen) __attribute__((warn_unused_result));
 
 /*
  * A rollback: the forward follower has passed everything on the source, the

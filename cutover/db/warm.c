@@ -49,7 +49,8 @@ steps_warm_sql(const CutoverDirection *dir, CutoverLinks *links, char **sql)
 		sql[i] = NULL;
 		if (!repl_query_copy_value(&links->from[i], sql_hot_tables, 0, NULL, names, sizeof(names)) ||
 		    !repl_query_copy_value(&links->to[i], sql_warm_statements, 1, params, warm, sizeof(warm))) {
-			log_warning(dir->subject, "%s: could not list the tables to warm the new connections up with", db->name);
+			log_warning(dir->subject, "%s: could not list the tables to warm the new connections up with",
+				    db->name);
 			continue;
 		}
 		if (warm[0] && !(sql[i] = strdup(warm)))

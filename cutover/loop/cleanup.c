@@ -30,30 +30,30 @@
 
 struct CutoverCleanup {
 	Proxy *proxy;
-	CutoverKind kind;	/* of the cutover that left this */
+	CutoverKind kind; /* of the cutover that left this */
 	CutoverDirection dir;
-	const Cluster *from;	/* the cluster the cutover left, and fenced */
+	const Cluster *from; /* the cluster the cutover left, and fenced */
 	ev_timer retry;
 	ev_async wake;
-	double delay;		/* before the next attempt */
+	double delay; /* before the next attempt */
 	int attempts;
-	bool done;		/* nothing left: freed after this loop iteration */
+	bool done; /* nothing left: freed after this loop iteration */
 
-	bool fenced;		/* from is still read-only */
-	bool was_fenced;	/* when this began: once done, the log says from takes writes again */
-	bool reverse_left;	/* the way back's slot, publication, origin are still there */
-	char error[512];	/* the last attempt's */
+	bool fenced;       /* from is still read-only */
+	bool was_fenced;   /* when this began: once done, the log says from takes writes again */
+	bool reverse_left; /* the way back's slot, publication, origin are still there */
+	char error[512];   /* the last attempt's */
 
 	/* An attempt: the thread's while it runs, read by the loop after the join. */
 	pthread_t thread;
 	bool thread_running;
-	bool unfence;		/* what it tries */
+	bool unfence; /* what it tries */
 	bool drop;
-	bool unfenced;		/* what it did */
+	bool unfenced; /* what it did */
 	bool dropped;
 	char attempt_error[512];
 	pthread_mutex_t lock;
-	bool job_done;		/* under lock */
+	bool job_done; /* under lock */
 };
 
 static void *
@@ -102,9 +102,10 @@ describe(const CutoverCleanup *cl, char *buf, size_t len)
 		ReplNames names;
 
 		replicate_names(cl->dir.config, &cl->dir.config->databases[i], &names);
-		strbuf_appendf(&sb, "%sthe way back's slot %s and publication %s on the target and origin %s on the "
-			       "source may still be there", sb.len ? "; " : "", names.reverse_slot,
-			       names.reverse_publication, names.reverse_origin);
+		strbuf_appendf(&sb,
+			       "%sthe way back's slot %s and publication %s on the target and origin %s on the "
+			       "source may still be there",
+			       sb.len ? "; " : "", names.reverse_slot, names.reverse_publication, names.reverse_origin);
 	}
 	if (sb.len && cl->attempts > 0)
 		strbuf_appendf(&sb, " (attempt %d failed: %s)", cl->attempts, cl->error);
@@ -173,12 +174,12 @@ on_wake(struct ev_loop *loop, ev_async *w, int revents)
 		else
 			log_info("cutover", "the %s's cleanup is done after %d attempt(s)", cutover_kind_name(cl->kind),
 				 cl->attempts);
-		cl->done = true;	/* freed by cutover_reap, after this callback */
-		(void) cutover_save_state(cl->proxy);	/* error already logged */
+		cl->done = true;                      /* freed by cutover_reap, after this callback */
+		(void) cutover_save_state(cl->proxy); /* error already logged */
 		return;
 	}
 	if (cl->unfenced || cl->dropped)
-		(void) cutover_save_state(cl->proxy);	/* error already logged */
+		(void) cutover_save_state(cl->proxy); /* error already logged */
 	log_warning("cutover", "the %s's cleanup failed (attempt %d)%s: %s; trying again in %.1f s",
 		    cutover_kind_name(cl->kind), cl->attempts, cl->fenced ? ", the cluster left is still fenced" : "",
 		    cl->error, cl->delay);
@@ -199,8 +200,8 @@ cleanup_new(Proxy *proxy, CutoverKind kind, const Cluster *from, bool fenced, bo
 	}
 	cl = calloc(1, sizeof(CutoverCleanup));
 	if (!cl) {
-		log_error("cutover", "out of memory: what the %s left on the %s is not retried", cutover_kind_name(kind),
-			  from->role);
+		log_error("cutover", "out of memory: what the %s left on the %s is not retried",
+			  cutover_kind_name(kind), from->role);
 		return NULL;
 	}
 	cl->proxy = proxy;
@@ -231,15 +232,17 @@ cutover_cleanup_start(Cutover *c)
 
 	if (!cl)
 		return;
-	cl->attempts = 1;	/* the undo's own */
+	cl->attempts = 1; /* the undo's own */
 	if (cl->fenced)
 		cutover_notice(c, "%s: the %s is still fenced (read-only); unfencing is retried in the background",
 			       cutover_kind_name(c->kind), c->from->role);
 	if (cl->reverse_left)
-		cutover_notice(c, "%s: the way back's slot, publication and origin are still there; dropping them is "
-			       "retried in the background", cutover_kind_name(c->kind));
+		cutover_notice(c,
+			       "%s: the way back's slot, publication and origin are still there; dropping them is "
+			       "retried in the background",
+			       cutover_kind_name(c->kind));
 	/* A restarted proxy goes on retrying. */
-	(void) cutover_save_state(c->proxy);	/* error already logged */
+	(void) cutover_save_state(c->proxy); /* error already logged */
 }
 
 void
@@ -249,7 +252,8 @@ cutover_cleanup_resume(Proxy *proxy, const Cluster *fenced, bool way_back_left)
 
 	log_warning("proxy", "state file %s: an aborted %s left %s%s%s; retrying", proxy->config.proxy.state_file,
 		    cutover_kind_name(kind), fenced ? "the " : "", fenced ? fenced->role : "",
-		    fenced ? (way_back_left ? " fenced and the way back's objects" : " fenced") : "the way back's objects");
+		    fenced ? (way_back_left ? " fenced and the way back's objects" : " fenced")
+			   : "the way back's objects");
 	(void) cleanup_new(proxy, kind, fenced ? fenced : &proxy->source, fenced != NULL, way_back_left, "");
 }
 
@@ -270,7 +274,9 @@ cutover_save_state(Proxy *proxy)
 
 	cutover_cleanup_owed(proxy, &fenced, &way_back_left);
 	return cutover_state_write(proxy, proxy->serving,
-				   proxy->serving == &proxy->target ? "cutover" : proxy->rolled_back ? "rollback" : "none",
+				   proxy->serving == &proxy->target ? "cutover"
+					   : proxy->rolled_back     ? "rollback"
+								    : "none",
 				   fenced, way_back_left);
 }
 
@@ -320,9 +326,10 @@ cutover_show_fence(Client *admin)
 	for (i = 0; i < 2; i++) {
 		/* The fence is owed on the cluster left; the way back has objects on both. */
 		bool owed = cutover_cleanup_pending(proxy) &&
-			    ((proxy->cleanup->fenced && proxy->cleanup->from == clusters[i]) || proxy->cleanup->reverse_left);
-		const char *v[4] = {clusters[i]->role, cutover_cluster_fenced(proxy, clusters[i]) ? "t" : "f", owed ? "t" : "f",
-				    owed ? what : ""};
+			((proxy->cleanup->fenced && proxy->cleanup->from == clusters[i]) ||
+			 proxy->cleanup->reverse_left);
+		const char *v[4] = {clusters[i]->role, cutover_cluster_fenced(proxy, clusters[i]) ? "t" : "f",
+				    owed ? "t" : "f", owed ? what : ""};
 
 		pktbuf_write_data_row(&pb, 4, v);
 	}
@@ -365,9 +372,11 @@ cutover_cleanup_shutdown(Proxy *proxy)
 	}
 	if (cl->fenced || cl->reverse_left) {
 		describe(cl, what, sizeof(what));
-		log_error("cutover", "stopping with the %s's cleanup undone: %s; `ALTER DATABASE ... RESET "
+		log_error("cutover",
+			  "stopping with the %s's cleanup undone: %s; `ALTER DATABASE ... RESET "
 			  "default_transaction_read_only` lifts the fence, `pghandoff replicate --reverse --drop` drops "
-			  "the way back", cutover_kind_name(cl->kind), what);
+			  "the way back",
+			  cutover_kind_name(cl->kind), what);
 	}
 	cl->done = true;
 	cutover_cleanup_reap(proxy);

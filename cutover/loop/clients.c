@@ -77,7 +77,7 @@ standby_warm(Cutover *c, Client *client, int *busy)
 	if (script_run(standby, &pb, 1, warm_done))
 		(*busy)++;
 	else
-		standby->warmed = true;	/* logged; a standby lost is counted in Proxy.standbys_lost */
+		standby->warmed = true; /* logged; a standby lost is counted in Proxy.standbys_lost */
 	return standby->warmed;
 }
 
@@ -91,15 +91,17 @@ cutover_standbys_ready(Cutover *c)
 	int logging_in = 0;
 
 	if (!c->logins_known)
-		return false;	/* the worker has yet to say what standbys log in with */
-	list_for_each(item, &proxy->active_clients) {
+		return false; /* the worker has yet to say what standbys log in with */
+	list_for_each(item, &proxy->active_clients)
+	{
 		const Client *client = container_of(item, const Client, head);
 
 		if (cutover_is_moving(c, client) && client->cutover.standby &&
 		    (client->cutover.standby->state != SV_STANDBY || client->cutover.standby->script))
 			logging_in++;
 	}
-	list_for_each_safe(item, tmp, &proxy->active_clients) {
+	list_for_each_safe(item, tmp, &proxy->active_clients)
+	{
 		Client *client = container_of(item, Client, head);
 		Server *standby;
 		long db;
@@ -122,19 +124,19 @@ cutover_standbys_ready(Cutover *c)
 		standby->is_standby = true;
 		db = client->db - proxy->databases;
 		/* As a fresh login there gets it once the switch is done, whatever fence it carries now. */
-		standby->login_read_only = db >= 0 && db < c->nhidden && steps_read_only_default(&c->read_only[db], client->user)
-						   ? "on"
-						   : "off";
+		standby->login_read_only =
+			db >= 0 && db < c->nhidden && steps_read_only_default(&c->read_only[db], client->user) ? "on"
+													       : "off";
 		client->cutover.standby = standby;
 		if (!server_start(standby))
-			return false;	/* counted in Proxy.standbys_lost */
+			return false; /* counted in Proxy.standbys_lost */
 		logging_in++;
 		c->standbys_started++;
 	}
 	if (ready && !c->standbys_in) {
 		c->standbys_in = true;
-		log_info("cutover", "%d %s connection(s) logged in and warmed up after %.1f ms", c->standbys_started, c->to->role,
-			 (ev_time() - c->t_start) * 1e3);
+		log_info("cutover", "%d %s connection(s) logged in and warmed up after %.1f ms", c->standbys_started,
+			 c->to->role, (ev_time() - c->t_start) * 1e3);
 	}
 	return ready;
 }
@@ -155,7 +157,8 @@ cutover_all_drained(Cutover *c)
 {
 	const List *item;
 
-	list_for_each(item, &c->proxy->active_clients) {
+	list_for_each(item, &c->proxy->active_clients)
+	{
 		const Client *client = container_of(item, const Client, head);
 
 		if (cutover_is_moving(c, client) && !cutover_client_quiet(client))
@@ -172,7 +175,8 @@ cutover_describe_busy(Cutover *c, char *buf, size_t len)
 	int n = 0;
 
 	buf[0] = '\0';
-	list_for_each(item, &c->proxy->active_clients) {
+	list_for_each(item, &c->proxy->active_clients)
+	{
 		const Client *client = container_of(item, const Client, head);
 
 		if (!cutover_is_moving(c, client) || cutover_client_quiet(client))
@@ -212,13 +216,14 @@ cutover_cancel_open(Cutover *c)
 {
 	List *item, *tmp;
 
-	list_for_each_safe(item, tmp, &c->proxy->active_clients) {
+	list_for_each_safe(item, tmp, &c->proxy->active_clients)
+	{
 		Client *client = container_of(item, Client, head);
 
 		if (!cutover_is_moving(c, client) || cutover_client_quiet(client))
 			continue;
 		if (client->server->script || client->cutover.txn_killed)
-			continue;	/* already being rolled back */
+			continue; /* already being rolled back */
 		if (client->pending_rfq > 0 || client->in_copy) {
 			if (client->cutover.cancel_sent)
 				continue;
@@ -232,7 +237,8 @@ cutover_cancel_open(Cutover *c)
 			pktbuf_init(&pb);
 			pktbuf_write_query(&pb, "ROLLBACK");
 			if (!script_run(client->server, &pb, 1, rollback_done))
-				client_disconnect(client, "57P01", "its transaction could not be rolled back for the cutover");
+				client_disconnect(client, "57P01",
+						  "its transaction could not be rolled back for the cutover");
 		}
 	}
 }
@@ -252,7 +258,8 @@ send_server_version(Client *client, Server *server)
 
 		if (len < 4 || (size_t) (end - p) < (size_t) len + 1)
 			break;
-		if (p[0] == PQMSG_PARAMETER_STATUS && proto_parse_parameter_status(p + 5, len - 4, &ps, err, sizeof(err)) &&
+		if (p[0] == PQMSG_PARAMETER_STATUS &&
+		    proto_parse_parameter_status(p + 5, len - 4, &ps, err, sizeof(err)) &&
 		    strcmp(ps.name, "server_version") == 0) {
 			if (!sbuf_answer(&client->sbuf, p, len + 1))
 				log_warning(client->subject, "could not send the new server_version");
@@ -270,7 +277,8 @@ cutover_switch_clients(Cutover *c)
 {
 	List *item, *tmp;
 
-	list_for_each_safe(item, tmp, &c->proxy->active_clients) {
+	list_for_each_safe(item, tmp, &c->proxy->active_clients)
+	{
 		Client *client = container_of(item, Client, head);
 		Server *old, *standby;
 

@@ -62,8 +62,8 @@ on_drain_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 		return;
 	cutover_describe_busy(c, busy, sizeof(busy));
 	if (c->proxy->config.cutover.on_drain_timeout == DRAIN_CANCEL && !c->cancel_round) {
-		cutover_notice(c, "%s: drain_timeout reached, cancelling the open transactions of %s", cutover_kind_name(c->kind),
-			    busy);
+		cutover_notice(c, "%s: drain_timeout reached, cancelling the open transactions of %s",
+			       cutover_kind_name(c->kind), busy);
 		c->cancel_round = true;
 		cutover_cancel_open(c);
 		ev_timer_set(&c->drain_timer, (ev_tstamp) c->proxy->config.cutover.drain_timeout / 1e6, 0.);
@@ -81,13 +81,15 @@ standbys_in(const Cutover *c, int *moving)
 	int n = 0;
 
 	*moving = 0;
-	list_for_each(item, &c->proxy->active_clients) {
+	list_for_each(item, &c->proxy->active_clients)
+	{
 		const Client *client = container_of(item, const Client, head);
 
 		if (!cutover_is_moving(c, client))
 			continue;
 		(*moving)++;
-		n += client->cutover.standby && client->cutover.standby->state == SV_STANDBY && client->cutover.standby->warmed;
+		n += client->cutover.standby && client->cutover.standby->state == SV_STANDBY &&
+			client->cutover.standby->warmed;
 	}
 	return n;
 }
@@ -98,7 +100,8 @@ carry_waits_on(const Cutover *c)
 {
 	const List *item;
 
-	list_for_each(item, &c->proxy->active_clients) {
+	list_for_each(item, &c->proxy->active_clients)
+	{
 		const Client *client = container_of(item, const Client, head);
 
 		if (cutover_is_moving(c, client) && (!client->cutover.carry || !client->cutover.carry->captured))
@@ -131,7 +134,8 @@ on_answer_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 		cutover_fail(c, "precheck: the %s did not answer within %.1f s (answer_timeout); %s",
 			     in < moving ? c->to->role : c->from->role,
 			     (double) c->proxy->config.cutover.answer_timeout / 1e6,
-			     in < moving ? "the connections for the clients could not log in" : "the sessions could not be read");
+			     in < moving ? "the connections for the clients could not log in"
+					 : "the sessions could not be read");
 		return;
 	}
 	if (c->phase == CP_SYNC)
@@ -154,7 +158,8 @@ resume_clients(Cutover *c)
 	proxy->logins_held = false;
 	ev_timer_stop(proxy->loop, &c->drain_timer);
 	ev_timer_stop(proxy->loop, &c->answer_timer);
-	list_for_each_safe(item, tmp, &proxy->active_clients) {
+	list_for_each_safe(item, tmp, &proxy->active_clients)
+	{
 		Client *client = container_of(item, Client, head);
 
 		if (client->cutover.standby) {
@@ -169,7 +174,8 @@ resume_clients(Cutover *c)
 		client->cutover.carry_round = 0;
 	}
 	c->t_resume = ev_time();
-	list_for_each(item, &proxy->active_clients) {
+	list_for_each(item, &proxy->active_clients)
+	{
 		const Client *client = container_of(item, const Client, head);
 
 		if (client->held && client->held_since > 0) {
@@ -181,7 +187,8 @@ resume_clients(Cutover *c)
 	}
 	cutover_set_paused(c, false);
 	client_resume_held(proxy, NULL);
-	list_for_each_safe(item, tmp, &proxy->active_clients) {
+	list_for_each_safe(item, tmp, &proxy->active_clients)
+	{
 		Client *client = container_of(item, Client, head);
 
 		if (client->cutover.wait_login) {
@@ -218,11 +225,12 @@ cutover_finish(Cutover *c)
 		cutover_report_set(report, "cleanup_pending", false, pending);
 	}
 	if (switched)
-		log_info("cutover", "%s completed: %d client(s) moved to the %s, %d terminated", cutover_kind_name(c->kind), c->moved,
-			 c->to->role, c->terminated_clients);
+		log_info("cutover", "%s completed: %d client(s) moved to the %s, %d terminated",
+			 cutover_kind_name(c->kind), c->moved, c->to->role, c->terminated_clients);
 	else
-		log_info("cutover", "%s %s%s%s", cutover_kind_name(c->kind), ok ? "finished" : "aborted: ",
-			 ok ? "" : c->failure, ok ? "" : "; clients stay where they were");
+		log_info("cutover", "%s %s%s%s", cutover_kind_name(c->kind),
+			 ok ? "finished" : "aborted: ", ok ? "" : c->failure,
+			 ok ? "" : "; clients stay where they were");
 	cutover_send_notices(c);
 	if (cutover_admin(c)) {
 		snprintf(error, sizeof(error), "%s aborted: %s%s%s%s", cutover_kind_name(c->kind), c->failure,
@@ -230,7 +238,7 @@ cutover_finish(Cutover *c)
 			 c->fenced ? " is still fenced, unfencing is retried (SHOW FENCE)" : "");
 		c->admin->admin_waiting_cutover = false;
 		if (cutover_report_send(c->admin, report, false, c->kind == CUTOVER_ROLLBACK ? "ROLLBACK" : "CUTOVER",
-				ok ? NULL : error))
+					ok ? NULL : error))
 			sbuf_continue(&c->admin->sbuf);
 		c->admin = NULL;
 	}
@@ -315,7 +323,7 @@ cutover_advance(Cutover *c)
 			ev_timer_set(&c->answer_timer, 0., (ev_tstamp) proxy->config.cutover.answer_timeout / 1e6);
 			ev_timer_again(proxy->loop, &c->answer_timer);
 		}
-		c->hidden_known = c->hidden_code != NULL;	/* the worker looked */
+		c->hidden_known = c->hidden_code != NULL; /* the worker looked */
 		c->warm_known = true;
 		learn_function_settings(c);
 		if (c->kind == CUTOVER_DRY_RUN) {
@@ -326,7 +334,8 @@ cutover_advance(Cutover *c)
 			return;
 		}
 		if (c->proxy->standbys_lost > 0) {
-			cutover_fail(c, "could not log in to the %s: %.400s", c->to->role, c->proxy->standby_lost_error);
+			cutover_fail(c, "could not log in to the %s: %.400s", c->to->role,
+				     c->proxy->standby_lost_error);
 			return;
 		}
 		ready = cutover_standbys_ready(c);
@@ -334,10 +343,10 @@ cutover_advance(Cutover *c)
 		if (!cutover_sessions_settled(c, ready) || !ready)
 			return;
 		cutover_notice(c,
-			    "%s: precheck done in %.1f ms (lag %lld bytes), %s connections ready, "
-			    "%d session(s) left to read; pausing",
-			    cutover_kind_name(c->kind), c->precheck_ms, (long long) c->lag_bytes, c->to->role,
-			    c->settle_unread);
+			       "%s: precheck done in %.1f ms (lag %lld bytes), %s connections ready, "
+			       "%d session(s) left to read; pausing",
+			       cutover_kind_name(c->kind), c->precheck_ms, (long long) c->lag_bytes, c->to->role,
+			       c->settle_unread);
 		ev_timer_stop(proxy->loop, &c->answer_timer);
 		set_phase(c, CP_DRAIN);
 		c->t_pause = ev_time();
@@ -347,7 +356,8 @@ cutover_advance(Cutover *c)
 		/* fall through */
 	case CP_DRAIN:
 		if (c->proxy->standbys_lost > 0) {
-			cutover_fail(c, "could not log in to the %s: %.400s", c->to->role, c->proxy->standby_lost_error);
+			cutover_fail(c, "could not log in to the %s: %.400s", c->to->role,
+				     c->proxy->standby_lost_error);
 			return;
 		}
 		if (c->cancel_round)
@@ -358,7 +368,7 @@ cutover_advance(Cutover *c)
 		ev_timer_stop(proxy->loop, &c->drain_timer);
 		c->t_drained = ev_time();
 		cutover_notice(c, "%s: every client between transactions after %.1f ms", cutover_kind_name(c->kind),
-			    (c->t_drained - c->t_pause) * 1e3);
+			       (c->t_drained - c->t_pause) * 1e3);
 		set_phase(c, CP_SYNC);
 		ev_timer_set(&c->answer_timer, (ev_tstamp) proxy->config.cutover.answer_timeout / 1e6, 0.);
 		ev_timer_start(proxy->loop, &c->answer_timer);
@@ -383,10 +393,12 @@ cutover_advance(Cutover *c)
 		}
 		if (!carried) {
 			if (!ev_is_active(&c->answer_timer))
-				cutover_fail(c, "sync: the %s did not answer within %.1f s (answer_timeout); "
-					     "the sessions could not be carried", carry_waits_on(c)->role,
+				cutover_fail(c,
+					     "sync: the %s did not answer within %.1f s (answer_timeout); "
+					     "the sessions could not be carried",
+					     carry_waits_on(c)->role,
 					     (double) proxy->config.cutover.answer_timeout / 1e6);
-			return;	/* answer_timer bounds this */
+			return; /* answer_timer bounds this */
 		}
 		c->unmovable = cutover_count_unmovable(c, first, sizeof(first));
 		if (c->unmovable > 0 && proxy->config.cutover.unmovable == UNMOVABLE_ABORT) {
@@ -401,7 +413,7 @@ cutover_advance(Cutover *c)
 		}
 		proxy->serving = c->to;
 		proxy->rolled_back = c->kind == CUTOVER_ROLLBACK;
-		c->reverse_prepared = false;	/* it is the way back now */
+		c->reverse_prepared = false; /* it is the way back now */
 		cutover_switch_clients(c);
 		cutover_finish(c);
 		return;
@@ -458,7 +470,8 @@ collect_pids(Cutover *c)
 
 		strbuf_init(&sb);
 		strbuf_append_char(&sb, '{');
-		list_for_each(item, &proxy->active_servers) {
+		list_for_each(item, &proxy->active_servers)
+		{
 			const Server *server = container_of(item, const Server, head);
 
 			if (server->cluster == c->from && strcmp(server->db->name, name) == 0)
@@ -480,8 +493,10 @@ cutover_refusal(const Proxy *proxy, CutoverKind kind, char *why, size_t len)
 
 	if (cutover_cleanup_pending(proxy)) {
 		cutover_cleanup_describe(proxy, what, sizeof(what));
-		snprintf(why, len, "the last aborted cutover or rollback is not undone yet: %s; it is retried in the "
-			 "background (SHOW FENCE)", what);
+		snprintf(why, len,
+			 "the last aborted cutover or rollback is not undone yet: %s; it is retried in the "
+			 "background (SHOW FENCE)",
+			 what);
 	} else if (cutover_running(proxy))
 		snprintf(why, len, "a cutover or rollback is already running");
 	else if (kind == CUTOVER_ROLLBACK && proxy->serving != &proxy->target)
@@ -579,7 +594,8 @@ on_retire(struct ev_loop *loop, ev_timer *w, int revents)
 	int closed = 0;
 
 	(void) revents;
-	list_for_each_safe(item, tmp, &proxy->retiring_servers) {
+	list_for_each_safe(item, tmp, &proxy->retiring_servers)
+	{
 		if (closed++ == RETIRE_PER_TICK)
 			return;
 		server_disconnect(container_of(item, Server, head), NULL, "its client moved to the %s",
@@ -666,7 +682,8 @@ cutover_shutdown(Proxy *proxy)
 			proxy->cutover->thread_running = false;
 		}
 		if (proxy->cutover->phase != CP_DONE) {
-			snprintf(proxy->cutover->failure, sizeof(proxy->cutover->failure), "pghandoff is shutting down");
+			snprintf(proxy->cutover->failure, sizeof(proxy->cutover->failure),
+				 "pghandoff is shutting down");
 			proxy->cutover->admin = NULL;
 			cutover_finish(proxy->cutover);
 		}

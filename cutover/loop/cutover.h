@@ -13,9 +13,9 @@
 #include "proxy/objects.h"
 
 typedef enum CutoverKind {
-	CUTOVER_FORWARD,	/* source -> target */
-	CUTOVER_DRY_RUN,	/* phase 1 and a report, nothing changes */
-	CUTOVER_ROLLBACK,	/* target -> source */
+	CUTOVER_FORWARD,  /* source -> target */
+	CUTOVER_DRY_RUN,  /* phase 1 and a report, nothing changes */
+	CUTOVER_ROLLBACK, /* target -> source */
 } CutoverKind;
 
 /* True, with why, when a cutover of that kind cannot start now (SQLSTATE 55000). */

@@ -59,72 +59,72 @@ struct Cutover {
 	const Cluster *to;
 	Client *admin;
 	ev_timer drain_timer;
-	ev_timer answer_timer;	/* the loop's wait for a cluster: standby logins, sessions read and carried */
-	int answer_progress;	/* standbys in when answer_timer last looked */
-	bool resumed;		/* clients run again (on an abort, before the other cluster is dealt with) */
-	bool cancel_round;	/* on_drain_timeout = cancel: the open transactions were cancelled */
+	ev_timer answer_timer; /* the loop's wait for a cluster: standby logins, sessions read and carried */
+	int answer_progress;   /* standbys in when answer_timer last looked */
+	bool resumed;          /* clients run again (on an abort, before the other cluster is dealt with) */
+	bool cancel_round;     /* on_drain_timeout = cancel: the open transactions were cancelled */
 	ev_async wake;
-	char failure[512];	/* why it stopped; "" while all goes well */
-	char undo_error[512];	/* what the abort could not undo, for the report; "" if nothing */
+	char failure[512];    /* why it stopped; "" while all goes well */
+	char undo_error[512]; /* what the abort could not undo, for the report; "" if nothing */
 
 	/* The worker: one thread per job, joined by the loop when it reports. */
 	pthread_t thread;
 	bool thread_running;
 	WorkerJob job;
 	CutoverDirection dir;
-	char **pids;		/* per database, the proxy's backends on the cluster left */
-	CutoverLinks links;	/* the worker's connections, opened by the precheck */
+	char **pids;        /* per database, the proxy's backends on the cluster left */
+	CutoverLinks links; /* the worker's connections, opened by the precheck */
 	bool reverse_prepared;
 	pthread_mutex_t lock;
 	/* Under lock: */
 	bool job_done;
 	bool job_ok;
-	bool warm_ready;	/* the worker has filled warm_sql; the precheck goes on */
-	bool from_undone;	/* undo: the cluster left takes writes again; its clients may resume */
-	bool logins_ready;	/* the worker has filled read_only: standbys may log in */
+	bool warm_ready;   /* the worker has filled warm_sql; the precheck goes on */
+	bool from_undone;  /* undo: the cluster left takes writes again; its clients may resume */
+	bool logins_ready; /* the worker has filled read_only: standbys may log in */
 	char job_error[512];
-	StrBuf notices;		/* phase lines for the admin, newline-separated */
+	StrBuf notices; /* phase lines for the admin, newline-separated */
 	/* Written by the worker, read by the loop after the join: */
 	bool fenced;
-	int terminated;		/* sessions around the proxy ended by the fence */
+	int terminated; /* sessions around the proxy ended by the fence */
 	int sequences;
 	int tables_verified;
 	int64_t lag_bytes;
 	double catch_up_estimate;
 	char lsns[512];
-	const char *failed_phase;	/* the phase a job failed in, for its error; NULL: the job's own name */
+	const char *failed_phase; /* the phase a job failed in, for its error; NULL: the job's own name */
 	double phase_ms[PH_COUNT];
 
 	/* Timings: ev_time(), the moment itself (ev_now() is when the loop iteration began). */
 	ev_tstamp t_start;
-	ev_tstamp t_settle;	/* since when sessions were read before the pause with every standby in */
-	int settle_round;	/* the round of reads before the pause */
-	int settle_rounds;	/* rounds since every standby was in */
-	int settle_unread;	/* unread when the last round ended; then, left for the pause */
-	ev_tstamp t_pause;	/* databases paused */
+	ev_tstamp t_settle; /* since when sessions were read before the pause with every standby in */
+	int settle_round;   /* the round of reads before the pause */
+	int settle_rounds;  /* rounds since every standby was in */
+	int settle_unread;  /* unread when the last round ended; then, left for the pause */
+	ev_tstamp t_pause;  /* databases paused */
 	ev_tstamp t_drained;
-	ev_tstamp t_captured;	/* every session carried */
+	ev_tstamp t_captured; /* every session carried */
 	ev_tstamp t_synced;
 	ev_tstamp t_resume;
-	ev_tstamp first_hold;	/* of the clients held when they resumed: the earliest hold, 0 if none */
-	double longest_hold;	/* and the longest, in seconds */
-	double pause_seconds;	/* first held query to resume */
+	ev_tstamp first_hold; /* of the clients held when they resumed: the earliest hold, 0 if none */
+	double longest_hold;  /* and the longest, in seconds */
+	double pause_seconds; /* first held query to resume */
 	double precheck_ms;
-	bool *hidden_code;	/* per database of the side left: runs code its clients do not name */
+	bool *hidden_code; /* per database of the side left: runs code its clients do not name */
 	int nhidden;
-	bool hidden_known;	/* the worker filled hidden_code */
-	char **warm_sql;	/* per database: what its standbys run before the pause (cutover/warm.c), or NULL */
-	bool warm_known;	/* the loop saw warm_ready: warm_sql is the loop's to read */
-	ReadOnlyDefaults *read_only;	/* per database: what a standby logs in with (cutover/login.c) */
-	bool logins_known;	/* the loop saw logins_ready: read_only is the loop's to read */
-	StrBuf function_settings;	/* custom settings the databases' functions set: names, space-separated */
-	int sessions_known;	/* known without reading: untouched (session_know_untouched) */
+	bool hidden_known; /* the worker filled hidden_code */
+	char **warm_sql;   /* per database: what its standbys run before the pause (cutover/warm.c), or NULL */
+	bool warm_known;   /* the loop saw warm_ready: warm_sql is the loop's to read */
+	ReadOnlyDefaults *read_only; /* per database: what a standby logs in with (cutover/login.c) */
+	bool logins_known;           /* the loop saw logins_ready: read_only is the loop's to read */
+	StrBuf function_settings;    /* custom settings the databases' functions set: names, space-separated */
+	int sessions_known;          /* known without reading: untouched (session_know_untouched) */
 	int standbys_started;
-	bool standbys_in;	/* every moving client's standby logged in, once */
+	bool standbys_in; /* every moving client's standby logged in, once */
 	int moved;
 	int terminated_clients;
 	int unmovable;
-	StrBuf dry_clients;	/* dry run: one line per client */
+	StrBuf dry_clients; /* dry run: one line per client */
 };
 
 /* The admin client waiting for c, or NULL once it has closed (it may not be freed yet). */
@@ -195,8 +195,7 @@ void cutover_cleanup_resume(Proxy *proxy, const Cluster *fenced, bool way_back_l
  * way back's objects.
  */
 bool cutover_state_write(Proxy *proxy, const Cluster *serving, const char *last, const Cluster *fenced,
-			 bool way_back_left)
-	__attribute__((warn_unused_result));
+			 bool way_back_left) __attribute__((warn_unused_result));
 /* Sets proxy->serving and rolled_back from the state file (none: the source); says what was owed. */
 bool cutover_state_read(Proxy *proxy, bool *reverse, const Cluster **fenced, bool *way_back_left)
 	__attribute__((warn_unused_result));

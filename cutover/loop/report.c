@@ -74,8 +74,8 @@ cutover_notice(Cutover *c, const char *fmt, ...)
 	cutover_send_notices(c);
 }
 
-static void
-report_add(CutoverReport *r, const char *key, bool number, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void report_add(CutoverReport *r, const char *key, bool number, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 
 static void
 report_add(CutoverReport *r, const char *key, bool number, const char *fmt, ...)

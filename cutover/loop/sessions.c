@@ -62,7 +62,8 @@ count_reading(const Cutover *c)
 	const List *item;
 	int n = 0;
 
-	list_for_each(item, &c->proxy->active_clients) {
+	list_for_each(item, &c->proxy->active_clients)
+	{
 		const Client *client = container_of(item, const Client, head);
 
 		n += cutover_is_moving(c, client) && client->cutover.carry && !client->cutover.carry->captured;
@@ -79,17 +80,19 @@ read_round(Cutover *c, int *unread)
 	bool over = reading == 0;
 
 	*unread = 0;
-	list_for_each_safe(item, tmp, &c->proxy->active_clients) {
+	list_for_each_safe(item, tmp, &c->proxy->active_clients)
+	{
 		Client *client = container_of(item, Client, head);
 
 		if (!cutover_is_moving(c, client) || (client->cutover.carry && client->cutover.carry->captured))
 			continue;
 		if (!client->cutover.carry && cutover_client_quiet(client) && knowable(c, client)) {
-			(void) read_session(c, client);	/* at once, nothing to throttle */
+			(void) read_session(c, client); /* at once, nothing to throttle */
 			continue;
 		}
 		(*unread)++;
-		if (client->cutover.carry || client->cutover.carry_round == c->settle_round || !cutover_client_quiet(client))
+		if (client->cutover.carry || client->cutover.carry_round == c->settle_round ||
+		    !cutover_client_quiet(client))
 			continue;
 		over = false;
 		if (reading < SESSION_READS_AT_ONCE && read_session(c, client)) {
@@ -112,7 +115,7 @@ cutover_sessions_settled(Cutover *c, bool may_settle)
 		if (!may_settle) {
 			c->settle_unread = unread;
 			c->settle_round++;
-			(void) read_round(c, &unread);	/* the next one begins */
+			(void) read_round(c, &unread); /* the next one begins */
 			return false;
 		}
 		if (c->t_settle == 0) {
@@ -150,14 +153,16 @@ cutover_carry_sessions(Cutover *c)
 	List *item, *tmp;
 	bool done = true;
 
-	list_for_each_safe(item, tmp, &c->proxy->active_clients) {
+	list_for_each_safe(item, tmp, &c->proxy->active_clients)
+	{
 		Client *client = container_of(item, Client, head);
 		SessionCarry *carry;
 
 		if (!cutover_is_moving(c, client))
 			continue;
 		if (!client->cutover.carry) {
-			if (!cutover_client_quiet(client) || !read_session(c, client) || !client->cutover.carry->captured) {
+			if (!cutover_client_quiet(client) || !read_session(c, client) ||
+			    !client->cutover.carry->captured) {
 				done = false;
 				continue;
 			}
@@ -185,7 +190,8 @@ cutover_carry_sessions(Cutover *c)
 		if (!carry->replay_started) {
 			carry->replay_started = true;
 			if (!session_replay(client)) {
-				snprintf(carry->unmovable, sizeof(carry->unmovable), "its session could not be replayed");
+				snprintf(carry->unmovable, sizeof(carry->unmovable),
+					 "its session could not be replayed");
 				continue;
 			}
 		}
@@ -201,7 +207,8 @@ cutover_count_unmovable(Cutover *c, char *first, size_t len)
 	int n = 0;
 
 	first[0] = '\0';
-	list_for_each(item, &c->proxy->active_clients) {
+	list_for_each(item, &c->proxy->active_clients)
+	{
 		const Client *client = container_of(item, const Client, head);
 
 		if (cutover_is_moving(c, client) && client->cutover.carry && client->cutover.carry->unmovable[0]) {
@@ -211,7 +218,8 @@ cutover_count_unmovable(Cutover *c, char *first, size_t len)
 
 				snprintf(first, len, "%s", client->subject);
 				if (used + 7 < len)
-					snprintf(first + used, len - used, " holds %s", client->cutover.carry->unmovable);
+					snprintf(first + used, len - used, " holds %s",
+						 client->cutover.carry->unmovable);
 			}
 		}
 	}
@@ -223,15 +231,16 @@ cutover_dry_run_list(Cutover *c)
 {
 	const List *item;
 
-	list_for_each(item, &c->proxy->active_clients) {
+	list_for_each(item, &c->proxy->active_clients)
+	{
 		const Client *client = container_of(item, const Client, head);
 
 		if (!cutover_is_moving(c, client))
 			continue;
 		c->moved++;
 		if (!client->cutover.carry) {
-			strbuf_appendf(&c->dry_clients, "%s%s: in a transaction, not inspected", c->dry_clients.len ? "; " : "",
-				       client->subject);
+			strbuf_appendf(&c->dry_clients, "%s%s: in a transaction, not inspected",
+				       c->dry_clients.len ? "; " : "", client->subject);
 			continue;
 		}
 		if (client->cutover.carry->unmovable[0])
@@ -250,7 +259,8 @@ cutover_dry_run_inspect(Cutover *c)
 	bool done = true;
 	int reading = count_reading(c);
 
-	list_for_each_safe(item, tmp, &c->proxy->active_clients) {
+	list_for_each_safe(item, tmp, &c->proxy->active_clients)
+	{
 		Client *client = container_of(item, Client, head);
 
 		if (!cutover_is_moving(c, client))

@@ -17,11 +17,9 @@
 
 const char *const cutover_phase_names[PH_COUNT] = {"fence", "catch_up", "sequences", "verify", "rollback_ready"};
 
-
 /* ---- the worker thread ---- */
 
-static void
-worker_notice(Cutover *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void worker_notice(Cutover *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void
 worker_notice(Cutover *c, const char *fmt, ...)
@@ -47,7 +45,8 @@ timed(Cutover *c, int phase, bool ok, double start)
 	if (!ok)
 		c->failed_phase = cutover_phase_names[phase];
 	if (ok)
-		worker_notice(c, "%s: %s done in %.1f ms", cutover_kind_name(c->kind), cutover_phase_names[phase], c->phase_ms[phase]);
+		worker_notice(c, "%s: %s done in %.1f ms", cutover_kind_name(c->kind), cutover_phase_names[phase],
+			      c->phase_ms[phase]);
 	return ok;
 }
 
@@ -68,7 +67,7 @@ prepare_reverse(Cutover *c, char *err, size_t errlen)
 		return true;
 	for (i = 0; ok && i < config->ndatabases; i++)
 		ok = reverse_prepare(config, &config->databases[i], c->dir.subject);
-	c->reverse_prepared = true;	/* whatever was made goes if the cutover does not happen */
+	c->reverse_prepared = true; /* whatever was made goes if the cutover does not happen */
 	if (!timed(c, PH_ROLLBACK_READY, ok, t))
 		return errbuf_fail(err, errlen, "could not prepare the reverse follower on the target");
 	return true;
@@ -163,8 +162,8 @@ name_missed_deadline(Cutover *c, char *err, size_t errlen)
 	if (!missed)
 		return;
 	strbuf_init(&sb);
-	strbuf_appendf(&sb, "%s: %s%s%s", c->failed_phase ? c->failed_phase : job_names[c->job], missed, err[0] ? "; " : "",
-		       err);
+	strbuf_appendf(&sb, "%s: %s%s%s", c->failed_phase ? c->failed_phase : job_names[c->job], missed,
+		       err[0] ? "; " : "", err);
 	if (!sb.failed) {
 		/* Cut short if need be: the phase and the cluster come first. */
 		size_t n = sb.len < errlen ? sb.len : errlen - 1;
@@ -211,7 +210,7 @@ worker_main(void *arg)
 	case JOB_PRECHECK:
 	case JOB_DRY_RUN:
 		ok = steps_connect(&c->dir, &c->links, err, sizeof(err)) && publish_read_only(c, err, sizeof(err)) &&
-		     steps_precheck(&c->dir, &c->links, &facts, err, sizeof(err));
+			steps_precheck(&c->dir, &c->links, &facts, err, sizeof(err));
 		if (ok && c->hidden_code && c->nhidden == c->links.n)
 			ok = steps_find_hidden_code(&c->dir, &c->links, c->hidden_code, &c->function_settings, err,
 						    sizeof(err));

@@ -25,7 +25,7 @@ check_string(const char *s)
 	const uint8_t *p = (const uint8_t *) s;
 
 	if (!s || p < body_start || p >= body_start + body_len ||
-		!memchr(p, '\0', (size_t) (body_start + body_len - p)))
+	    !memchr(p, '\0', (size_t) (body_start + body_len - p)))
 		abort();
 }
 
@@ -70,8 +70,7 @@ fuzz_error(const uint8_t *body, size_t len)
 	if (pb.failed || !proto_parse_error_response(pb.buf + 5, pb.len - 5, &again, err, sizeof(err)))
 		abort();
 	if (strcmp(again.severity, e.severity) != 0 || strcmp(again.sqlstate, e.sqlstate) != 0 ||
-		strcmp(again.message, e.message) != 0 || !again.detail != !e.detail ||
-		!again.hint != !e.hint)
+	    strcmp(again.message, e.message) != 0 || !again.detail != !e.detail || !again.hint != !e.hint)
 		abort();
 	pktbuf_free(&pb);
 }
@@ -130,8 +129,7 @@ fuzz_simple(uint8_t type, const uint8_t *body, size_t len)
 		if (proto_parse_negotiate_protocol_version(body, len, &m, err, sizeof(err))) {
 			for (int i = 0; i < m.nunrecognized; i++)
 				check_string(m.unrecognized[i]);
-			pktbuf_write_negotiate_protocol_version(&pb, m.version, m.nunrecognized,
-													m.unrecognized);
+			pktbuf_write_negotiate_protocol_version(&pb, m.version, m.nunrecognized, m.unrecognized);
 			check_rebuilt(&pb, body, len);
 		}
 	}
@@ -207,9 +205,16 @@ fuzz_message(uint8_t type, const uint8_t *body, size_t len)
 		break;
 	default: {
 		static const uint8_t all[] = {
-			PQMSG_ERROR_RESPONSE, PQMSG_BACKEND_KEY_DATA, PQMSG_READY_FOR_QUERY,
-			PQMSG_PARAMETER_STATUS, PQMSG_COMMAND_COMPLETE, PQMSG_NEGOTIATE_PROTOCOL_VERSION, PQMSG_DATA_ROW,
-			PQMSG_COPY_IN_RESPONSE, PQMSG_AUTHENTICATION_REQUEST, PQMSG_NOTIFICATION_RESPONSE,
+			PQMSG_ERROR_RESPONSE,
+			PQMSG_BACKEND_KEY_DATA,
+			PQMSG_READY_FOR_QUERY,
+			PQMSG_PARAMETER_STATUS,
+			PQMSG_COMMAND_COMPLETE,
+			PQMSG_NEGOTIATE_PROTOCOL_VERSION,
+			PQMSG_DATA_ROW,
+			PQMSG_COPY_IN_RESPONSE,
+			PQMSG_AUTHENTICATION_REQUEST,
+			PQMSG_NOTIFICATION_RESPONSE,
 		};
 
 		for (size_t i = 0; i < sizeof(all); i++)
@@ -226,7 +231,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	uint32_t msglen;
 
 	if (proto_parse_header(data, size, true, &type, &msglen, 1 << 30) == PROTO_HEADER_OK &&
-		(type != data[0] || msglen < 4 || msglen > 1 << 30))
+	    (type != data[0] || msglen < 4 || msglen > 1 << 30))
 		abort();
 	if (size < 5)
 		return 0;

@@ -18,7 +18,7 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const char *const tags[] = {"CREATE TABLE", "CREATE TABLE AS", "SELECT INTO", "ALTER TABLE",
-					   "CREATE INDEX", "DROP INDEX", "GRANT", "COMMENT"};
+					   "CREATE INDEX", "DROP INDEX",      "GRANT",       "COMMENT"};
 	char *copy = malloc(size ? size : 1);
 
 	if (!copy)

@@ -26,7 +26,7 @@ check_string(const char *s)
 	const uint8_t *p = (const uint8_t *) s;
 
 	if (!s || p < body_start || p >= body_start + body_len ||
-		!memchr(p, '\0', (size_t) (body_start + body_len - p)))
+	    !memchr(p, '\0', (size_t) (body_start + body_len - p)))
 		abort();
 }
 
@@ -121,9 +121,8 @@ fuzz_message(uint8_t type, const uint8_t *body, size_t len)
 	case PQMSG_CLOSE:
 	case PQMSG_DESCRIBE: {
 		ProtoTarget m;
-		bool ok = type == PQMSG_CLOSE ?
-			proto_parse_close(body, len, &m, err, sizeof(err)) :
-			proto_parse_describe(body, len, &m, err, sizeof(err));
+		bool ok = type == PQMSG_CLOSE ? proto_parse_close(body, len, &m, err, sizeof(err))
+					      : proto_parse_describe(body, len, &m, err, sizeof(err));
 
 		if (ok) {
 			check_string(m.name);
@@ -169,10 +168,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	/* The header reader on both framings; its verdict does not gate the decoders. */
 	if (proto_parse_header(data, size, true, &type, &msglen, 1 << 30) == PROTO_HEADER_OK &&
-		(type != data[0] || msglen < 4 || msglen > 1 << 30))
+	    (type != data[0] || msglen < 4 || msglen > 1 << 30))
 		abort();
 	if (proto_parse_header(data, size, false, NULL, &msglen, PROTO_MAX_STARTUP_LENGTH) == PROTO_HEADER_OK &&
-		(msglen < 4 || msglen > PROTO_MAX_STARTUP_LENGTH))
+	    (msglen < 4 || msglen > PROTO_MAX_STARTUP_LENGTH))
 		abort();
 
 	switch (data[0]) {

@@ -32,7 +32,7 @@ typedef struct Decision {
 	NegotiateAction action;
 	size_t len;
 	uint8_t answer;
-	bool tainted;		/* an answer that took bytes from after its request */
+	bool tainted; /* an answer that took bytes from after its request */
 	char sqlstate[6];
 	char message[256];
 } Decision;
@@ -83,7 +83,7 @@ run(const uint8_t *stream, size_t len, const size_t *sizes, size_t nchunks, bool
 				break;
 			}
 			if (out->n >= MAX_DECISIONS)
-				abort();	/* at most two answers, then one final decision */
+				abort(); /* at most two answers, then one final decision */
 			d = &out->d[out->n++];
 			d->action = action;
 			d->len = res.len;
@@ -104,7 +104,7 @@ run(const uint8_t *stream, size_t len, const size_t *sizes, size_t nchunks, bool
 				break;
 			case NEG_STARTUP:
 				if (start < horizon)
-					abort();	/* bytes received before an answer, taken as a startup packet */
+					abort(); /* bytes received before an answer, taken as a startup packet */
 				if (res.len < 8 || res.len > avail)
 					abort();
 				check_inside(res.packet.user, copy, res.len);
@@ -134,7 +134,7 @@ run(const uint8_t *stream, size_t len, const size_t *sizes, size_t nchunks, bool
 			}
 			free(copy);
 			if (action != NEG_ANSWER)
-				return;	/* logging in, cancelled, or closed: the negotiation is over */
+				return; /* logging in, cancelled, or closed: the negotiation is over */
 			if (d->tainted) {
 				/* Asked again after the answer (and the handshake): it must fail now. */
 				if (negotiate_client(&state, tls_offered, NULL, 0, &res) != NEG_FAIL ||
@@ -150,7 +150,7 @@ static bool
 same(const Decision *a, const Decision *b)
 {
 	return a->action == b->action && a->len == b->len && a->answer == b->answer &&
-	       strcmp(a->sqlstate, b->sqlstate) == 0 && strcmp(a->message, b->message) == 0;
+		strcmp(a->sqlstate, b->sqlstate) == 0 && strcmp(a->message, b->message) == 0;
 }
 
 static void
@@ -176,8 +176,9 @@ check_server_answer(const uint8_t *answer, size_t len)
 			abort();
 		break;
 	case NEG_SERVER_INVALID:
-		if (len > 0 && (answer[0] == NEGOTIATE_ANSWER_SSL || answer[0] == NEGOTIATE_ANSWER_NO ||
-				answer[0] == PQMSG_ERROR_RESPONSE))
+		if (len > 0 &&
+		    (answer[0] == NEGOTIATE_ANSWER_SSL || answer[0] == NEGOTIATE_ANSWER_NO ||
+		     answer[0] == PQMSG_ERROR_RESPONSE))
 			abort();
 		break;
 	}

@@ -31,7 +31,7 @@ check_string(const char *s, bool may_be_catalog)
 	if (may_be_catalog && s && strcmp(s, "pg_catalog") == 0)
 		return;
 	if (!s || p < body_start || p >= body_start + body_len ||
-		!memchr(p, '\0', (size_t) (body_start + body_len - p)))
+	    !memchr(p, '\0', (size_t) (body_start + body_len - p)))
 		abort();
 }
 
@@ -101,7 +101,7 @@ check_message(const PgoutputMessage *m, bool in_stream)
 	case PGOUTPUT_UPDATE:
 		streamed_change = true;
 		if (m->update.old_kind != 0 && m->update.old_kind != PGOUTPUT_TUPLE_KEY &&
-			m->update.old_kind != PGOUTPUT_TUPLE_OLD)
+		    m->update.old_kind != PGOUTPUT_TUPLE_OLD)
 			abort();
 		if (m->update.old_kind)
 			check_tuple(&m->update.oldtuple);
@@ -162,7 +162,7 @@ fuzz_decode(const uint8_t *p, size_t n, int proto, bool in_stream)
 	if (pgoutput_decode(p, n, proto, in_stream, &msg, err, sizeof(err))) {
 		check_message(&msg, in_stream);
 	} else if (err[0] == '\0') {
-		abort();				/* every rejection says why */
+		abort(); /* every rejection says why */
 	}
 }
 
@@ -214,9 +214,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		int64_t t;
 
 		memcpy(&t, rest, sizeof(t));
-		if (pgtime_from_unix_us(pgtime_to_unix_us(t)) != t &&
-			t != INT64_MIN && t != INT64_MAX &&
-			pgtime_to_unix_us(t) != INT64_MAX)
+		if (pgtime_from_unix_us(pgtime_to_unix_us(t)) != t && t != INT64_MIN && t != INT64_MAX &&
+		    pgtime_to_unix_us(t) != INT64_MAX)
 			abort();
 	}
 	return 0;

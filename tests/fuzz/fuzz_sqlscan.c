@@ -31,8 +31,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 /* What the names reported came to. */
 typedef struct SettingSeen {
 	size_t count;
-	uint64_t hash;				/* FNV-1a over the names and their NULs, in order */
-	bool found;					/* SETTING_NAME among them */
+	uint64_t hash; /* FNV-1a over the names and their NULs, in order */
+	bool found;    /* SETTING_NAME among them */
 } SettingSeen;
 
 static void
@@ -82,8 +82,7 @@ scan_with_suffix(const uint8_t *data, size_t size, const char *suffix, size_t sc
 }
 
 static SettingSeen
-settings_of(const char *prefix, const uint8_t *data, size_t size, const char *suffix,
-			size_t scan_len)
+settings_of(const char *prefix, const uint8_t *data, size_t size, const char *suffix, size_t scan_len)
 {
 	SettingSeen seen = {0, UINT64_C(0xcbf29ce484222325), false};
 	size_t total;

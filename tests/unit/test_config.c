@@ -14,10 +14,9 @@
 
 #include "config/config.h"
 
-static const char minimal[] =
-	"[source]\nhost = 127.0.0.1\n"
-	"[target]\nhost = 127.0.0.1\n"
-	"[databases]\napp =\n";
+static const char minimal[] = "[source]\nhost = 127.0.0.1\n"
+			      "[target]\nhost = 127.0.0.1\n"
+			      "[databases]\napp =\n";
 
 static char *
 write_temp(const char *text)
@@ -276,8 +275,8 @@ test_errors(void **state)
 		     8, "invalid slot_name");
 	expect_error("[source]\nhost = a\n[target]\nhost = b\n[databases]\napp =\n[replication]\ncopy_jobs = -1\n", 8,
 		     "out of range");
-	expect_error("[source]\nhost = a\n[target]\nhost = b\n[databases]\napp =\n[proxy]\nmetrics_listen = nowhere\n", 8,
-		     "expected host:port");
+	expect_error("[source]\nhost = a\n[target]\nhost = b\n[databases]\napp =\n[proxy]\nmetrics_listen = nowhere\n",
+		     8, "expected host:port");
 	expect_error("[source]\nhost = a\n[target]\nhost = b\n[databases]\napp =\n[cutover]\nrollback = perhaps\n", 8,
 		     "invalid boolean");
 }
@@ -290,8 +289,8 @@ test_indented_line_is_not_a_continuation(void **state)
 
 	(void) state;
 	/* inih would append an indented line to the previous value; we read it as a key. */
-	assert_true(load_text("[source]\n  host = a\n  port = 5433\n[target]\nhost = b\n[databases]\napp =\n",
-			      &config, &errors, NULL));
+	assert_true(load_text("[source]\n  host = a\n  port = 5433\n[target]\nhost = b\n[databases]\napp =\n", &config,
+			      &errors, NULL));
 	assert_string_equal(config.source.host, "a");
 	assert_int_equal(config.source.port, 5433);
 	config_free(&config);

@@ -113,7 +113,8 @@ test_select_into(void **state)
 	assert_int_equal(pick("SELECT id, v INTO s.copy FROM t WHERE id < 3", "SELECT INTO", 1), DDL_SQL_OK);
 	assert_string_equal(out_text, "CREATE TABLE s.copy AS SELECT id, v FROM t WHERE id < 3 WITH NO DATA");
 	assert_int_equal(pick("SELECT 1; INSERT INTO t SELECT 1; SELECT * INTO UNLOGGED TABLE \"C\" FROM t",
-			      "SELECT INTO", 1), DDL_SQL_OK);
+			      "SELECT INTO", 1),
+			 DDL_SQL_OK);
 	assert_string_equal(out_text, "CREATE UNLOGGED TABLE \"C\" AS SELECT * FROM t WITH NO DATA");
 	assert_int_equal(pick("SELECT * INTO TEMP x FROM t", "SELECT INTO", 1), DDL_SQL_SKIP);
 }
@@ -143,13 +144,14 @@ test_begin_atomic_body(void **state)
 static void
 test_unterminated_never_overreads(void **state)
 {
-	static const char *const texts[] = {"CREATE TABLE 'x", "CREATE TABLE \"x", "CREATE $a$ x", "CREATE /* x",
-					    "CREATE E'\\", "CREATE TABLE x (", "ALTER $", "U&'", NULL};
+	static const char *const texts[] =
+		{"CREATE TABLE 'x",  "CREATE TABLE \"x", "CREATE $a$ x", "CREATE /* x", "CREATE E'\\",
+		 "CREATE TABLE x (", "ALTER $",          "U&'",          NULL};
 
 	(void) state;
 	for (int i = 0; texts[i]; i++) {
 		size_t n = strlen(texts[i]);
-		char *copy = malloc(n);	/* exactly its length: no NUL to stop on */
+		char *copy = malloc(n); /* exactly its length: no NUL to stop on */
 
 		assert_non_null(copy);
 		memcpy(copy, texts[i], n);

@@ -49,7 +49,7 @@ test_text_and_levels(void **state)
 	log_info("proxy C-12 app@db 127.0.0.1:50312", "client connected, %d", 7);
 	evaluated = 0;
 	log_debug("proxy", "not shown %d", count_evaluation());
-	assert_int_equal(evaluated, 0);	/* a disabled level does not evaluate its arguments */
+	assert_int_equal(evaluated, 0); /* a disabled level does not evaluate its arguments */
 	log_error(NULL, "no subject");
 	log_close();
 	text = slurp(path);
@@ -74,8 +74,9 @@ test_json(void **state)
 	log_debug("replicator app", "quote \" backslash \\ newline \n tab \t bell \a");
 	log_close();
 	text = slurp(path);
-	assert_non_null(strstr(text, "\"level\":\"DEBUG\",\"subject\":\"replicator app\","
-				     "\"message\":\"quote \\\" backslash \\\\ newline \\n tab \\t bell \\u0007\"}\n"));
+	assert_non_null(strstr(text,
+			       "\"level\":\"DEBUG\",\"subject\":\"replicator app\","
+			       "\"message\":\"quote \\\" backslash \\\\ newline \\n tab \\t bell \\u0007\"}\n"));
 	assert_int_equal(strncmp(text, "{\"time\":\"", 9), 0);
 	free(text);
 	unlink(path);
@@ -101,11 +102,14 @@ test_text_escapes_control_characters(void **state)
 	for (line = text; (line = strchr(line, '\n')) != NULL; line++)
 		nlines++;
 	assert_int_equal(nlines, 3);
-	assert_non_null(strstr(text, " LOG C-1 x\\nLOG: forged@app 127.0.0.1:5: "
-				     "closing: database \"d\\r\\nLOG: db\" does not exist\n"));
-	assert_non_null(strstr(text, " LOG C-2 y\\x01\\x1b[2J\\x7f@app: tab\\there, backslash \\n stays, \xc3\xa9 stays\n"));
+	assert_non_null(strstr(text,
+			       " LOG C-1 x\\nLOG: forged@app 127.0.0.1:5: "
+			       "closing: database \"d\\r\\nLOG: db\" does not exist\n"));
+	assert_non_null(
+		strstr(text, " LOG C-2 y\\x01\\x1b[2J\\x7f@app: tab\\there, backslash \\n stays, \xc3\xa9 stays\n"));
 	/* The trailing newline of a libpq message is dropped, the inner one escaped. */
-	assert_non_null(strstr(text, " ERROR replicator: libpq says: connection lost\\nserver closed the connection\n"));
+	assert_non_null(
+		strstr(text, " ERROR replicator: libpq says: connection lost\\nserver closed the connection\n"));
 	assert_null(strstr(text, "\nLOG: "));
 	assert_null(strchr(text, '\r'));
 	assert_null(strchr(text, '\x01'));
@@ -166,7 +170,7 @@ test_strbuf(void **state)
 	strbuf_append_json(&sb, "a\"b");
 	assert_string_equal(strbuf_str(&sb), "\"a\\\"b\"");
 	strbuf_reset(&sb);
-	strbuf_append_escaped(&sb, "a\nb\0c\x1f", 6);	/* a length, not a NUL, ends it */
+	strbuf_append_escaped(&sb, "a\nb\0c\x1f", 6); /* a length, not a NUL, ends it */
 	assert_string_equal(strbuf_str(&sb), "a\\nb\\x00c\\x1f");
 	strbuf_reset(&sb);
 	strbuf_append_escaped(&sb, "plain", 5);

@@ -19,7 +19,7 @@
 
 #define ERRLEN 256
 
-#define PG_STORED	"md553f48b7c4b76a86ce72276c5755f217d"
+#define PG_STORED "md553f48b7c4b76a86ce72276c5755f217d"
 #define PG_RESPONSE "md5bb41a296aab6baccb36ff243a562abff"
 
 static const uint8_t salt1234[MD5AUTH_SALT_LEN] = {1, 2, 3, 4};
@@ -27,8 +27,8 @@ static const uint8_t salt1234[MD5AUTH_SALT_LEN] = {1, 2, 3, 4};
 static void
 test_stored_form(void **state)
 {
-	char		out[MD5AUTH_BUF_SIZE];
-	char		err[ERRLEN] = "";
+	char out[MD5AUTH_BUF_SIZE];
+	char err[ERRLEN] = "";
 
 	(void) state;
 	assert_true(md5auth_stored_from_password("postgres", "secret", out, err, sizeof(err)));
@@ -44,12 +44,11 @@ test_stored_form(void **state)
 static void
 test_response(void **state)
 {
-	char		out[MD5AUTH_BUF_SIZE];
-	char		err[ERRLEN] = "";
+	char out[MD5AUTH_BUF_SIZE];
+	char err[ERRLEN] = "";
 
 	(void) state;
-	assert_true(md5auth_response_from_password("postgres", "secret", salt1234, out,
-											   err, sizeof(err)));
+	assert_true(md5auth_response_from_password("postgres", "secret", salt1234, out, err, sizeof(err)));
 	assert_string_equal(out, PG_RESPONSE);
 
 	/* the stored hash alone is enough to answer the challenge */
@@ -61,8 +60,7 @@ test_response(void **state)
 	{
 		static const uint8_t salt4321[MD5AUTH_SALT_LEN] = {4, 3, 2, 1};
 
-		assert_true(md5auth_response_from_stored(PG_STORED, salt4321, out,
-												 err, sizeof(err)));
+		assert_true(md5auth_response_from_stored(PG_STORED, salt4321, out, err, sizeof(err)));
 		assert_string_not_equal(out, PG_RESPONSE);
 	}
 }
@@ -70,41 +68,37 @@ test_response(void **state)
 static void
 test_verify(void **state)
 {
-	char		err[ERRLEN] = "";
+	char err[ERRLEN] = "";
 
 	(void) state;
-	assert_true(md5auth_verify_stored(PG_STORED, salt1234, PG_RESPONSE,
-									  strlen(PG_RESPONSE), err, sizeof(err)));
-	assert_true(md5auth_verify_password("postgres", "secret", salt1234, PG_RESPONSE,
-										strlen(PG_RESPONSE), err, sizeof(err)));
+	assert_true(md5auth_verify_stored(PG_STORED, salt1234, PG_RESPONSE, strlen(PG_RESPONSE), err, sizeof(err)));
+	assert_true(md5auth_verify_password("postgres", "secret", salt1234, PG_RESPONSE, strlen(PG_RESPONSE), err,
+					    sizeof(err)));
 
 	/* wrong password, wrong user, wrong salt */
-	assert_false(md5auth_verify_password("postgres", "Secret", salt1234, PG_RESPONSE,
-										 strlen(PG_RESPONSE), err, sizeof(err)));
+	assert_false(md5auth_verify_password("postgres", "Secret", salt1234, PG_RESPONSE, strlen(PG_RESPONSE), err,
+					     sizeof(err)));
 	assert_string_equal(err, "md5 password response does not match");
-	assert_false(md5auth_verify_password("postgre", "secret", salt1234, PG_RESPONSE,
-										 strlen(PG_RESPONSE), err, sizeof(err)));
+	assert_false(md5auth_verify_password("postgre", "secret", salt1234, PG_RESPONSE, strlen(PG_RESPONSE), err,
+					     sizeof(err)));
 	{
 		static const uint8_t salt1235[MD5AUTH_SALT_LEN] = {1, 2, 3, 5};
 
-		assert_false(md5auth_verify_stored(PG_STORED, salt1235, PG_RESPONSE,
-										   strlen(PG_RESPONSE), err, sizeof(err)));
+		assert_false(
+			md5auth_verify_stored(PG_STORED, salt1235, PG_RESPONSE, strlen(PG_RESPONSE), err, sizeof(err)));
 	}
 
 	/* truncated, extended, upper case, plaintext sent as the response */
-	assert_false(md5auth_verify_stored(PG_STORED, salt1234, PG_RESPONSE,
-									   strlen(PG_RESPONSE) - 1, err, sizeof(err)));
-	assert_false(md5auth_verify_stored(PG_STORED, salt1234, PG_RESPONSE "0",
-									   strlen(PG_RESPONSE) + 1, err, sizeof(err)));
-	assert_false(md5auth_verify_stored(PG_STORED, salt1234,
-									   "MD5BB41A296AAB6BACCB36FF243A562ABFF", 35,
-									   err, sizeof(err)));
-	assert_false(md5auth_verify_stored(PG_STORED, salt1234, "secret", 6,
-									   err, sizeof(err)));
+	assert_false(
+		md5auth_verify_stored(PG_STORED, salt1234, PG_RESPONSE, strlen(PG_RESPONSE) - 1, err, sizeof(err)));
+	assert_false(
+		md5auth_verify_stored(PG_STORED, salt1234, PG_RESPONSE "0", strlen(PG_RESPONSE) + 1, err, sizeof(err)));
+	assert_false(md5auth_verify_stored(PG_STORED, salt1234, "MD5BB41A296AAB6BACCB36FF243A562ABFF", 35, err,
+					   sizeof(err)));
+	assert_false(md5auth_verify_stored(PG_STORED, salt1234, "secret", 6, err, sizeof(err)));
 	assert_false(md5auth_verify_stored(PG_STORED, salt1234, NULL, 0, err, sizeof(err)));
 	/* the stored hash itself is not a valid response */
-	assert_false(md5auth_verify_stored(PG_STORED, salt1234, PG_STORED,
-									   strlen(PG_STORED), err, sizeof(err)));
+	assert_false(md5auth_verify_stored(PG_STORED, salt1234, PG_STORED, strlen(PG_STORED), err, sizeof(err)));
 }
 
 static void
@@ -113,40 +107,38 @@ test_stored_format(void **state)
 	static const char *const bad[] = {
 		"",
 		"md5",
-		"53f48b7c4b76a86ce72276c5755f217d",	/* no prefix */
-		"md553f48b7c4b76a86ce72276c5755f217",	/* 31 digits */
-		"md553f48b7c4b76a86ce72276c5755f217d0",	/* 33 digits */
-		"md553F48B7C4B76A86CE72276C5755F217D",	/* upper case */
+		"53f48b7c4b76a86ce72276c5755f217d",     /* no prefix */
+		"md553f48b7c4b76a86ce72276c5755f217",   /* 31 digits */
+		"md553f48b7c4b76a86ce72276c5755f217d0", /* 33 digits */
+		"md553F48B7C4B76A86CE72276C5755F217D",  /* upper case */
 		"md553f48b7c4b76a86ce72276c5755f217g",
 		"MD553f48b7c4b76a86ce72276c5755f217d",
 		"SCRAM-SHA-256$4096:c2FsdA==$AAAA:AAAA",
 	};
-	char		out[MD5AUTH_BUF_SIZE];
-	char		err[ERRLEN];
+	char out[MD5AUTH_BUF_SIZE];
+	char err[ERRLEN];
 
 	(void) state;
 	assert_false(md5auth_is_stored(NULL));
-	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-	{
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		err[0] = '\0';
 		if (md5auth_is_stored(bad[i]))
 			fail_msg("accepted as md5 hash: %s", bad[i]);
-		assert_false(md5auth_response_from_stored(bad[i], salt1234, out,
-												  err, sizeof(err)));
+		assert_false(md5auth_response_from_stored(bad[i], salt1234, out, err, sizeof(err)));
 		assert_string_equal(err, "stored password is not a valid md5 hash");
-		assert_false(md5auth_verify_stored(bad[i], salt1234, PG_RESPONSE,
-										   strlen(PG_RESPONSE), err, sizeof(err)));
+		assert_false(
+			md5auth_verify_stored(bad[i], salt1234, PG_RESPONSE, strlen(PG_RESPONSE), err, sizeof(err)));
 	}
 }
 
 static void
 test_limits_and_salt(void **state)
 {
-	char		big[MD5AUTH_MAX_INPUT_LEN + 2];
-	char		out[MD5AUTH_BUF_SIZE];
-	char		err[ERRLEN] = "";
-	uint8_t		a[MD5AUTH_SALT_LEN];
-	uint8_t		b[MD5AUTH_SALT_LEN];
+	char big[MD5AUTH_MAX_INPUT_LEN + 2];
+	char out[MD5AUTH_BUF_SIZE];
+	char err[ERRLEN] = "";
+	uint8_t a[MD5AUTH_SALT_LEN];
+	uint8_t b[MD5AUTH_SALT_LEN];
 
 	(void) state;
 	memset(big, 'x', sizeof(big) - 1);
@@ -169,10 +161,8 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_stored_form),
-		cmocka_unit_test(test_response),
-		cmocka_unit_test(test_verify),
-		cmocka_unit_test(test_stored_format),
+		cmocka_unit_test(test_stored_form),     cmocka_unit_test(test_response),
+		cmocka_unit_test(test_verify),          cmocka_unit_test(test_stored_format),
 		cmocka_unit_test(test_limits_and_salt),
 	};
 

@@ -15,12 +15,8 @@ static void
 test_integers(void **state)
 {
 	static const uint8_t data[] = {
-		0x7f,
-		0xff, 0xfe,
-		0x12, 0x34,
-		0x80, 0x00, 0x00, 0x00,
-		0xde, 0xad, 0xbe, 0xef,
-		0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfd,
+		0x7f, 0xff, 0xfe, 0x12, 0x34, 0x80, 0x00, 0x00, 0x00, 0xde, 0xad,
+		0xbe, 0xef, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfd,
 	};
 	MsgReader r;
 	uint8_t b;
@@ -174,12 +170,9 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_integers),
-		cmocka_unit_test(test_int64_positive),
-		cmocka_unit_test(test_short_reads_fail),
-		cmocka_unit_test(test_failure_is_sticky),
-		cmocka_unit_test(test_strings),
-		cmocka_unit_test(test_bytes),
+		cmocka_unit_test(test_integers),         cmocka_unit_test(test_int64_positive),
+		cmocka_unit_test(test_short_reads_fail), cmocka_unit_test(test_failure_is_sticky),
+		cmocka_unit_test(test_strings),          cmocka_unit_test(test_bytes),
 	};
 
 	return cmocka_run_group_tests_name("msgread", tests, NULL, NULL);

@@ -206,7 +206,7 @@ test_bytes_with_a_request(void **unused)
 			assert_int_equal(step(&state, cases[i].tls_offered, inputs[k]->data, inputs[k]->len, &res),
 					 NEG_ANSWER);
 			assert_int_equal(res.answer, cases[i].answer);
-			assert_int_equal(res.len, inputs[k]->len);	/* all of it: nothing is left to read */
+			assert_int_equal(res.len, inputs[k]->len); /* all of it: nothing is left to read */
 			assert_int_equal(state, cases[i].tainted);
 			/* Asked again after the answer (and the handshake), with or without new bytes. */
 			assert_failure(step(&state, cases[i].tls_offered, NULL, 0, &res), &res, "08P01",
@@ -224,7 +224,7 @@ test_other_packets(void **unused)
 	static const uint8_t cancel[] = {0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e, 0, 0, 0, 42, 1, 2, 3, 4};
 	static const uint8_t v2[] = {0, 0, 0, 8, 0, 2, 0, 0};
 	static const uint8_t short_len[] = {0, 0, 0, 3};
-	static const uint8_t long_len[] = {0, 0, 0x27, 0x15};	/* 10005: one over the cap */
+	static const uint8_t long_len[] = {0, 0, 0x27, 0x15}; /* 10005: one over the cap */
 	static const uint8_t no_user[] = {0, 0, 0, 9, 0, 3, 0, 0, 0};
 	static const uint8_t trailing_ssl[] = {0, 0, 0, 9, 0x04, 0xd2, 0x16, 0x2f, 0};
 	NegotiateState state = NEG_START;
@@ -245,7 +245,7 @@ test_other_packets(void **unused)
 	assert_string_equal(res.sqlstate, "08P01");
 	assert_non_null(strstr(res.message, "invalid startup packet"));
 	assert_int_equal(step(&state, true, trailing_ssl, sizeof(trailing_ssl), &res), NEG_FAIL);
-	assert_int_equal(state, NEG_START);	/* failures leave the state alone */
+	assert_int_equal(state, NEG_START); /* failures leave the state alone */
 }
 
 /* The decisions do not depend on how the bytes were split, as long as each request came alone. */

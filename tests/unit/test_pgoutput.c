@@ -329,19 +329,21 @@ build_relation(Builder *b, const char *nsp, uint8_t replident)
 	b_u8(b, PGOUTPUT_RELATION_COLUMN_KEY);
 	b_str(b, "id");
 	b_u32(b, 23);
-	b_u32(b, UINT32_MAX);		/* typmod -1 */
+	b_u32(b, UINT32_MAX); /* typmod -1 */
 	b_u8(b, 0);
 	b_str(b, "n");
 	b_u32(b, 1700);
-	b_u32(b, 655366);			/* numeric(10,2) */
+	b_u32(b, 655366); /* numeric(10,2) */
 }
 
 static void
 test_relation(void **state)
 {
 	static const uint8_t replidents[] = {
-		PGOUTPUT_REPLIDENT_DEFAULT, PGOUTPUT_REPLIDENT_NOTHING,
-		PGOUTPUT_REPLIDENT_FULL, PGOUTPUT_REPLIDENT_INDEX,
+		PGOUTPUT_REPLIDENT_DEFAULT,
+		PGOUTPUT_REPLIDENT_NOTHING,
+		PGOUTPUT_REPLIDENT_FULL,
+		PGOUTPUT_REPLIDENT_INDEX,
 	};
 	Builder b;
 
@@ -833,8 +835,8 @@ static void
 test_streamed_changes(void **state)
 {
 	static const uint8_t types[] = {
-		PGOUTPUT_RELATION, PGOUTPUT_TYPE, PGOUTPUT_INSERT, PGOUTPUT_UPDATE,
-		PGOUTPUT_DELETE, PGOUTPUT_TRUNCATE, PGOUTPUT_MESSAGE,
+		PGOUTPUT_RELATION, PGOUTPUT_TYPE,     PGOUTPUT_INSERT,  PGOUTPUT_UPDATE,
+		PGOUTPUT_DELETE,   PGOUTPUT_TRUNCATE, PGOUTPUT_MESSAGE,
 	};
 	Builder b;
 
@@ -1068,7 +1070,7 @@ test_versions_and_types(void **state)
 	Builder b;
 
 	(void) state;
-	assert_rejected_raw(stop, 0, 1, false);		/* empty */
+	assert_rejected_raw(stop, 0, 1, false); /* empty */
 	assert_rejected_raw(unknown, sizeof(unknown), 1, false);
 	assert_rejected_raw(unknown, sizeof(unknown), 4, false);
 	assert_rejected_raw(stop, sizeof(stop), 1, false);
@@ -1118,9 +1120,11 @@ test_real_v1(void **state)
 	b_free(&b);
 
 	/* t1 (id int primary key, name text, big text, m mood, n numeric(10,2)) */
-	real(&b, "52000040077075626c6963007431006400050169640000000017ffffffff006e616d6500"
-		 "00000019ffffffff006269670000000019ffffffff006d0000004001ffffffff006e0000"
-		 "0006a4000a0006", 1, false);
+	real(&b,
+	     "52000040077075626c6963007431006400050169640000000017ffffffff006e616d6500"
+	     "00000019ffffffff006269670000000019ffffffff006d0000004001ffffffff006e0000"
+	     "0006a4000a0006",
+	     1, false);
 	assert_int_equal(msg.relation.relid, 16391);
 	assert_string_equal(msg.relation.relname, "t1");
 	assert_int_equal(msg.relation.replident, PGOUTPUT_REPLIDENT_DEFAULT);
@@ -1139,8 +1143,10 @@ test_real_v1(void **state)
 	b_free(&b);
 
 	/* t2 with REPLICA IDENTITY FULL: every column is key. */
-	real(&b, "520000400e7075626c69630074320066000201610000000017ffffffff0162000000"
-		 "0019ffffffff", 1, false);
+	real(&b,
+	     "520000400e7075626c69630074320066000201610000000017ffffffff0162000000"
+	     "0019ffffffff",
+	     1, false);
 	assert_int_equal(msg.relation.replident, PGOUTPUT_REPLIDENT_FULL);
 	assert_int_equal(msg.relation.cols[1].flags, PGOUTPUT_RELATION_COLUMN_KEY);
 	b_free(&b);
@@ -1153,8 +1159,10 @@ test_real_v1(void **state)
 	b_free(&b);
 
 	/* UPDATE t1 SET name = 'uno': the 16 KB "big" column stays in TOAST, sent as 'u'. */
-	real(&b, "55000040074e00057400000001317400000003756e6f75740000000568617070797400"
-		 "000004332e3134", 1, false);
+	real(&b,
+	     "55000040074e00057400000001317400000003756e6f75740000000568617070797400"
+	     "000004332e3134",
+	     1, false);
 	assert_int_equal(msg.update.old_kind, 0);
 	assert_text_col(&msg.update.newtuple.cols[1], "uno");
 	assert_kind_col(&msg.update.newtuple.cols[2], PGOUTPUT_COLUMN_UNCHANGED);
@@ -1236,8 +1244,10 @@ test_real_binary(void **state)
 	b_free(&b);
 
 	/* The 'u' update again, in binary: an enum's send form is its label, numeric 3.14 its digits. */
-	real(&b, "55000040074e00056200000004000000016200000003756e6f75620000000568617070"
-		 "79620000000c000200000000000200030578", 1, false);
+	real(&b,
+	     "55000040074e00056200000004000000016200000003756e6f75620000000568617070"
+	     "79620000000c000200000000000200030578",
+	     1, false);
 	assert_kind_col(&msg.update.newtuple.cols[2], PGOUTPUT_COLUMN_UNCHANGED);
 	assert_int_equal(msg.update.newtuple.cols[3].kind, PGOUTPUT_COLUMN_BINARY);
 	assert_memory_equal(msg.update.newtuple.cols[3].value, "happy", 5);
@@ -1258,17 +1268,21 @@ test_real_streaming(void **state)
 	b_free(&b);
 
 	/* Changes inside carry the xid of their subtransaction (749), not the top one (747). */
-	real(&b, "52000002ed0000400e7075626c69630074320066000201610000000017ffffffff0162"
-		 "0000000019ffffffff", 2, true);
+	real(&b,
+	     "52000002ed0000400e7075626c69630074320066000201610000000017ffffffff0162"
+	     "0000000019ffffffff",
+	     2, true);
 	assert_int_equal(msg.stream_xid, 749);
 	assert_int_equal(msg.relation.relid, 16398);
 	assert_string_equal(msg.relation.relname, "t2");
 	b_free(&b);
 
-	real(&b, "49000002ed0000400e4e000274000000013174000000647a7a7a7a7a7a7a7a7a7a7a7a7a"
-		 "7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a"
-		 "7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a"
-		 "7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a", 2, true);
+	real(&b,
+	     "49000002ed0000400e4e000274000000013174000000647a7a7a7a7a7a7a7a7a7a7a7a7a"
+	     "7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a"
+	     "7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a"
+	     "7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a",
+	     2, true);
 	assert_int_equal(msg.stream_xid, 749);
 	assert_int_equal(msg.insert.relid, 16398);
 	assert_int_equal(msg.insert.newtuple.cols[1].len, 100);
@@ -1319,8 +1333,7 @@ test_real_two_phase(void **state)
 	assert_string_equal(msg.commit_prepared.gid, "g1");
 	b_free(&b);
 
-	real(&b, "7200000000000154919000000000015491c800030438bf7ee53e00030438bf7eeb89000002e6673200",
-		 3, false);
+	real(&b, "7200000000000154919000000000015491c800030438bf7ee53e00030438bf7eeb89000002e6673200", 3, false);
 	assert_int_equal(msg.rollback_prepared.prepare_end_lsn, 0x1549190);
 	assert_int_equal(msg.rollback_prepared.rollback_end_lsn, 0x15491C8);
 	assert_int_equal(msg.rollback_prepared.xid, 742);
@@ -1341,8 +1354,7 @@ static void
 test_xlogdata(void **state)
 {
 	/* A walsender's XLogData carrying an Insert into s.t3 (id 100). */
-	static const char hex[] =
-		"7700000000015f080800000000015f080800030438c3b7b49549000040144e00017400000003313030";
+	static const char hex[] = "7700000000015f080800000000015f080800030438c3b7b49549000040144e00017400000003313030";
 	Builder b;
 	XLogData x;
 	char err[256];
@@ -1420,24 +1432,22 @@ static void
 test_status_update(void **state)
 {
 	/* What we sent a PostgreSQL 15 walsender, which moved the slot to 0/15F08B8. */
-	static const char sent[] =
-		"7200000000015f08b800000000015f08b800000000015f08b800030438c3b7b77600";
+	static const char sent[] = "7200000000015f08b800000000015f08b800000000015f08b800030438c3b7b77600";
 	uint8_t out[PGOUTPUT_STATUS_UPDATE_LEN];
 	Builder want;
 
 	(void) state;
 	b_init(&want);
 	b_hex(&want, sent);
-	assert_int_equal(pgoutput_build_status_update(out, 0x15F08B8, 0x15F08B8, 0x15F08B8,
-												  0x00030438c3b7b776, false),
-					 PGOUTPUT_STATUS_UPDATE_LEN);
+	assert_int_equal(pgoutput_build_status_update(out, 0x15F08B8, 0x15F08B8, 0x15F08B8, 0x00030438c3b7b776, false),
+			 PGOUTPUT_STATUS_UPDATE_LEN);
 	assert_int_equal(want.len, PGOUTPUT_STATUS_UPDATE_LEN);
 	assert_memory_equal(out, want.data, PGOUTPUT_STATUS_UPDATE_LEN);
 	b_free(&want);
 
 	/* Three different LSNs land in order; reply is the last byte. */
 	assert_int_equal(pgoutput_build_status_update(out, UINT64_C(0x0102030405060708), 2, 3, -1, true),
-					 PGOUTPUT_STATUS_UPDATE_LEN);
+			 PGOUTPUT_STATUS_UPDATE_LEN);
 	assert_int_equal(out[0], PGOUTPUT_STANDBY_STATUS_UPDATE);
 	assert_memory_equal(out + 1, "\x01\x02\x03\x04\x05\x06\x07\x08", 8);
 	assert_int_equal(out[16], 2);

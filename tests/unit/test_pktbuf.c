@@ -58,22 +58,12 @@ static void
 test_error_and_notice(void **state)
 {
 	static const uint8_t error[] = {
-		'E', 0, 0, 0, 31,
-		'S', 'E', 'R', 'R', 'O', 'R', 0,
-		'V', 'E', 'R', 'R', 'O', 'R', 0,
-		'C', '0', '8', 'P', '0', '1', 0,
-		'M', 'b', 'a', 'd', 0,
-		0,
+		'E', 0,   0, 0,   31,  'S', 'E', 'R', 'R', 'O', 'R', 0,   'V', 'E', 'R', 'R',
+		'O', 'R', 0, 'C', '0', '8', 'P', '0', '1', 0,   'M', 'b', 'a', 'd', 0,   0,
 	};
 	static const uint8_t notice[] = {
-		'N', 0, 0, 0, 33,
-		'S', 'N', 'O', 'T', 'E', 0,
-		'V', 'N', 'O', 'T', 'E', 0,
-		'C', '0', '0', '0', '0', '0', 0,
-		'M', 'm', 0,
-		'D', 'd', 0,
-		'H', 'h', 0,
-		0,
+		'N', 0,   0,   0,   33,  'S', 'N', 'O', 'T', 'E', 0,   'V', 'N', 'O', 'T', 'E', 0,
+		'C', '0', '0', '0', '0', '0', 0,   'M', 'm', 0,   'D', 'd', 0,   'H', 'h', 0,   0,
 	};
 	PktBuf pb;
 
@@ -124,8 +114,7 @@ static void
 test_rows(void **state)
 {
 	static const uint8_t desc[] = {
-		'T', 0, 0, 0, 26, 0, 1,
-		'x', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 25, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0,
+		'T', 0, 0, 0, 26, 0, 1, 'x', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 25, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0,
 	};
 	static const uint8_t row[] = {
 		'D', 0, 0, 0, 16, 0, 2, 0, 0, 0, 2, 'a', 'b', 0xff, 0xff, 0xff, 0xff,
@@ -155,21 +144,17 @@ static void
 test_frontend_messages(void **state)
 {
 	static const uint8_t startup[] = {
-		0, 0, 0, 30, 0, 3, 0, 2,
-		'u', 's', 'e', 'r', 0, 'b', 'o', 'b', 0,
-		'd', 'a', 't', 'a', 'b', 'a', 's', 'e', 0, 'd', 'b', 0,
-		0,
+		0,   0, 0,   30,  0,   3,   0,   2,   'u', 's', 'e', 'r', 0,   'b', 'o',
+		'b', 0, 'd', 'a', 't', 'a', 'b', 'a', 's', 'e', 0,   'd', 'b', 0,   0,
 	};
 	static const uint8_t password[] = {'p', 0, 0, 0, 11, 's', 'e', 'c', 'r', 'e', 't', 0};
 	static const uint8_t sasl[] = {
-		'p', 0, 0, 0, 25,
-		'S', 'C', 'R', 'A', 'M', '-', 'S', 'H', 'A', '-', '2', '5', '6', 0,
-		0, 0, 0, 3, 'n', ',', ',',
+		'p', 0,   0,   0,   25,  'S', 'C', 'R', 'A', 'M', '-', 'S', 'H',
+		'A', '-', '2', '5', '6', 0,   0,   0,   0,   3,   'n', ',', ',',
 	};
 	static const uint8_t sasl_none[] = {
-		'p', 0, 0, 0, 22,
-		'S', 'C', 'R', 'A', 'M', '-', 'S', 'H', 'A', '-', '2', '5', '6', 0,
-		0xff, 0xff, 0xff, 0xff,
+		'p', 0,   0,   0,   22,  'S', 'C', 'R',  'A',  'M',  '-',  'S',
+		'H', 'A', '-', '2', '5', '6', 0,   0xff, 0xff, 0xff, 0xff,
 	};
 	static const char *const keys[] = {"user", "database"};
 	static const char *const values[] = {"bob", "db"};
@@ -214,11 +199,8 @@ static void
 test_puts_and_queueing(void **state)
 {
 	static const uint8_t expected[] = {
-		'd', 0, 0, 0, 18,
-		0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe,
-		0xff, 0xfe,
-		0x80, 0x00, 0x00, 0x00,
-		'c', 0, 0, 0, 4,
+		'd',  0,    0,    0,    18,   0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+		0xfe, 0xff, 0xfe, 0x80, 0x00, 0x00, 0x00, 'c',  0,    0,    0,    4,
 	};
 	PktBuf pb;
 
@@ -250,8 +232,9 @@ test_growth(void **state)
 	assert_false(pb.failed);
 	assert_int_equal(pb.len, n + 5);
 	assert_int_equal(pb.buf[0], PQMSG_PASSWORD_MESSAGE);
-	assert_int_equal(((size_t) pb.buf[1] << 24) | ((size_t) pb.buf[2] << 16) |
-					 ((size_t) pb.buf[3] << 8) | pb.buf[4], n + 4);
+	assert_int_equal(((size_t) pb.buf[1] << 24) | ((size_t) pb.buf[2] << 16) | ((size_t) pb.buf[3] << 8) |
+				 pb.buf[4],
+			 n + 4);
 	assert_memory_equal(pb.buf + 5, big, n);
 	pktbuf_free(&pb);
 	free(big);
@@ -283,7 +266,7 @@ test_fixed_buffer(void **state)
 	assert_int_equal(pb.len, 5);
 	pktbuf_write_terminate(&pb);
 	assert_true(pb.failed);
-	pktbuf_free(&pb);			/* must not free the caller's memory */
+	pktbuf_free(&pb); /* must not free the caller's memory */
 
 	pktbuf_init_fixed(&pb, NULL, 0);
 	pktbuf_write_terminate(&pb);
@@ -325,9 +308,7 @@ test_put_messages(void **state)
 {
 	static const uint8_t kept[] = {'S', 0, 0, 0, 8, 'a', 0, 'b', 0};
 	static const uint8_t expected[] = {
-		'R', 0, 0, 0, 8, 0, 0, 0, 0,
-		'S', 0, 0, 0, 8, 'a', 0, 'b', 0,
-		'Z', 0, 0, 0, 5, 'I',
+		'R', 0, 0, 0, 8, 0, 0, 0, 0, 'S', 0, 0, 0, 8, 'a', 0, 'b', 0, 'Z', 0, 0, 0, 5, 'I',
 	};
 	PktBuf pb;
 
@@ -345,16 +326,11 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_simple_messages),
-		cmocka_unit_test(test_error_and_notice),
-		cmocka_unit_test(test_auth_and_keys),
-		cmocka_unit_test(test_rows),
-		cmocka_unit_test(test_frontend_messages),
-		cmocka_unit_test(test_negotiate),
-		cmocka_unit_test(test_puts_and_queueing),
-		cmocka_unit_test(test_growth),
-		cmocka_unit_test(test_fixed_buffer),
-		cmocka_unit_test(test_misuse),
+		cmocka_unit_test(test_simple_messages),   cmocka_unit_test(test_error_and_notice),
+		cmocka_unit_test(test_auth_and_keys),     cmocka_unit_test(test_rows),
+		cmocka_unit_test(test_frontend_messages), cmocka_unit_test(test_negotiate),
+		cmocka_unit_test(test_puts_and_queueing), cmocka_unit_test(test_growth),
+		cmocka_unit_test(test_fixed_buffer),      cmocka_unit_test(test_misuse),
 		cmocka_unit_test(test_put_messages),
 	};
 

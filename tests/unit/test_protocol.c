@@ -89,8 +89,7 @@ assert_rejected(TryFn fn, const uint8_t *body, size_t len)
 
 /* The body of the single message in pb, checked through proto_parse_header. */
 static void
-wire_body(const PktBuf *pb, bool has_type, uint8_t expect_type,
-		  const uint8_t **body, size_t *len)
+wire_body(const PktBuf *pb, bool has_type, uint8_t expect_type, const uint8_t **body, size_t *len)
 {
 	uint8_t type = 0;
 	uint32_t msglen;
@@ -98,8 +97,8 @@ wire_body(const PktBuf *pb, bool has_type, uint8_t expect_type,
 
 	assert_false(pb->failed);
 	assert_int_equal(proto_parse_header(pb->buf, pb->len, has_type, &type, &msglen,
-										has_type ? 1 << 30 : PROTO_MAX_STARTUP_LENGTH),
-					 PROTO_HEADER_OK);
+					    has_type ? 1 << 30 : PROTO_MAX_STARTUP_LENGTH),
+			 PROTO_HEADER_OK);
 	if (has_type)
 		assert_int_equal(type, expect_type);
 	assert_int_equal(off + msglen, pb->len);
@@ -133,7 +132,7 @@ test_header(void **state)
 	hdr[4] = 4;
 	assert_int_equal(proto_parse_header(hdr, 5, true, &type, &len, 1000), PROTO_HEADER_OK);
 	hdr[3] = 0x03;
-	hdr[4] = 0xe9;				/* 1001 */
+	hdr[4] = 0xe9; /* 1001 */
 	assert_int_equal(proto_parse_header(hdr, 5, true, &type, &len, 1000), PROTO_HEADER_BAD);
 	assert_int_equal(proto_parse_header(hdr, 5, true, &type, &len, 1001), PROTO_HEADER_OK);
 	memset(hdr + 1, 0xff, 4);
@@ -147,20 +146,18 @@ test_header(void **state)
 	hdr[1] = 0;
 	hdr[2] = (PROTO_MAX_STARTUP_LENGTH >> 8) & 0xff;
 	hdr[3] = PROTO_MAX_STARTUP_LENGTH & 0xff;
-	assert_int_equal(proto_parse_header(hdr, 4, false, NULL, &len, PROTO_MAX_STARTUP_LENGTH),
-					 PROTO_HEADER_OK);
+	assert_int_equal(proto_parse_header(hdr, 4, false, NULL, &len, PROTO_MAX_STARTUP_LENGTH), PROTO_HEADER_OK);
 	assert_int_equal(len, 10004);
 	hdr[3]++;
-	assert_int_equal(proto_parse_header(hdr, 4, false, NULL, &len, PROTO_MAX_STARTUP_LENGTH),
-					 PROTO_HEADER_BAD);
+	assert_int_equal(proto_parse_header(hdr, 4, false, NULL, &len, PROTO_MAX_STARTUP_LENGTH), PROTO_HEADER_BAD);
 }
 
 static void
 test_startup_round_trip(void **state)
 {
 	static const char *const keys[] = {
-		"user", "database", "application_name", "client_encoding", "_pq_.opt",
-		"options", "replication", "DateStyle",
+		"user",     "database", "application_name", "client_encoding",
+		"_pq_.opt", "options",  "replication",      "DateStyle",
 	};
 	static const char *const values[] = {
 		"bob", "shop", "psql", "UTF8", "on", "-c work_mem=64MB", "database", "ISO",
@@ -215,15 +212,15 @@ test_startup_defaults_and_rejects(void **state)
 	assert_true(proto_parse_startup(LIT("\0\3\0\0database\0\0user\0bob\0\0"), &sp, err, sizeof(err)));
 	assert_string_equal(sp.database, "bob");
 
-	assert_rejected(try_startup, LIT("\0\3\0\0database\0db\0\0"));					/* no user */
-	assert_rejected(try_startup, LIT("\0\3\0\0user\0\0\0"));							/* empty user */
-	assert_rejected(try_startup, LIT("\0\3\0\0user\0a\0user\0b\0\0"));				/* duplicate */
-	assert_rejected(try_startup, LIT("\0\3\0\0user\0a\0x\0y\0x\0z\0\0"));			/* duplicate */
-	assert_rejected(try_startup, LIT("\0\3\0\0user\0a\0_pq_.x\0y\0_pq_.x\0z\0\0"));	/* duplicate */
-	assert_rejected(try_startup, LIT("\0\3\0\0user\0bob\0"));						/* no terminator */
-	assert_rejected(try_startup, LIT("\0\3\0\0user\0bob\0\0\0"));					/* after terminator */
+	assert_rejected(try_startup, LIT("\0\3\0\0database\0db\0\0"));                  /* no user */
+	assert_rejected(try_startup, LIT("\0\3\0\0user\0\0\0"));                        /* empty user */
+	assert_rejected(try_startup, LIT("\0\3\0\0user\0a\0user\0b\0\0"));              /* duplicate */
+	assert_rejected(try_startup, LIT("\0\3\0\0user\0a\0x\0y\0x\0z\0\0"));           /* duplicate */
+	assert_rejected(try_startup, LIT("\0\3\0\0user\0a\0_pq_.x\0y\0_pq_.x\0z\0\0")); /* duplicate */
+	assert_rejected(try_startup, LIT("\0\3\0\0user\0bob\0"));                       /* no terminator */
+	assert_rejected(try_startup, LIT("\0\3\0\0user\0bob\0\0\0"));                   /* after terminator */
 	assert_rejected(try_startup, LIT("\0\3\0\0user\0bob\0\0x"));
-	assert_rejected(try_startup, LIT("\0\3\0\0user\0bob\0key"));						/* no value */
+	assert_rejected(try_startup, LIT("\0\3\0\0user\0bob\0key")); /* no value */
 	assert_rejected(try_startup, LIT("\0\3\0\0"));
 	for (size_t n = 0; n < 4; n++)
 		assert_rejected(try_startup, (const uint8_t *) "\0\3\0\0", n);
@@ -313,7 +310,9 @@ test_startup_special(void **state)
 	wire_body(&pb, false, 0, &body, &len);
 	assert_true(proto_parse_startup(body, len, &sp, err, sizeof(err)));
 	assert_int_equal(sp.kind, PROTO_STARTUP_SSL);
-	assert_rejected(try_startup, LIT("\x04\xd2\x16\x2f" "x"));
+	assert_rejected(try_startup,
+			LIT("\x04\xd2\x16\x2f"
+			    "x"));
 
 	assert_true(proto_parse_startup(LIT("\x04\xd2\x16\x30"), &sp, err, sizeof(err)));
 	assert_int_equal(sp.kind, PROTO_STARTUP_GSSENC);
@@ -372,8 +371,7 @@ test_frontend_messages(void **state)
 	char err[256];
 
 	(void) state;
-	assert_true(proto_parse_parse(LIT("s1\0SELECT $1, $2\0\0\2\0\0\0\x17\0\0\0\x19"),
-								  &parse, err, sizeof(err)));
+	assert_true(proto_parse_parse(LIT("s1\0SELECT $1, $2\0\0\2\0\0\0\x17\0\0\0\x19"), &parse, err, sizeof(err)));
 	assert_string_equal(parse.stmt, "s1");
 	assert_string_equal(parse.query, "SELECT $1, $2");
 	assert_int_equal(parse.nparams, 2);
@@ -382,8 +380,8 @@ test_frontend_messages(void **state)
 	assert_prefixes_fail(try_parse, LIT("\0SELECT 1\0\0\0"));
 
 	/* portal, stmt, 1 format (binary), 3 params (2 bytes, NULL, empty), 1 result format. */
-	assert_true(proto_parse_bind(LIT("p1\0s1\0\0\1\0\1\0\3\0\0\0\2hi\xff\xff\xff\xff\0\0\0\0\0\1\0\0"),
-								 &bind, err, sizeof(err)));
+	assert_true(proto_parse_bind(LIT("p1\0s1\0\0\1\0\1\0\3\0\0\0\2hi\xff\xff\xff\xff\0\0\0\0\0\1\0\0"), &bind, err,
+				     sizeof(err)));
 	assert_string_equal(bind.portal, "p1");
 	assert_string_equal(bind.stmt, "s1");
 	assert_int_equal(bind.nparams, 3);
@@ -408,8 +406,7 @@ test_frontend_messages(void **state)
 	assert_string_equal(query.sql, "SELECT 1");
 	assert_prefixes_fail(try_query, LIT("SELECT 1\0"));
 
-	assert_true(proto_parse_sasl_initial_response(LIT("SCRAM-SHA-256\0\0\0\0\3n,,"),
-												  &sasl, err, sizeof(err)));
+	assert_true(proto_parse_sasl_initial_response(LIT("SCRAM-SHA-256\0\0\0\0\3n,,"), &sasl, err, sizeof(err)));
 	assert_string_equal(sasl.mechanism, "SCRAM-SHA-256");
 	assert_int_equal(sasl.datalen, 3);
 	assert_memory_equal(sasl.data, "n,,", 3);
@@ -424,23 +421,25 @@ static void
 test_frontend_malformed(void **state)
 {
 	(void) state;
-	assert_rejected(try_parse, LIT("\0q\0\xff\xff"));							/* -1 params */
-	assert_rejected(try_parse, LIT("\0q\0\x7f\xff\0\0\0\0"));					/* 32767 params */
-	assert_rejected(try_parse, LIT("\0q\0\0\0x"));								/* trailing */
-	assert_rejected(try_bind, LIT("\0\0\0\0\0\1\xff\xff\xff\xfe\0\0"));			/* length -2 */
-	assert_rejected(try_bind, LIT("\0\0\0\0\0\1\x7f\xff\xff\xff\0\0"));			/* huge length */
-	assert_rejected(try_bind, LIT("\0\0\0\2\0\0\0\0\0\1\0\0\0\0\0\0"));			/* 2 formats, 1 param */
-	assert_rejected(try_bind, LIT("\0\0\xff\xff\0\0\0\0"));						/* -1 formats */
-	assert_rejected(try_bind, LIT("\0\0\0\0\0\0\xff\xff"));						/* -1 result formats */
+	assert_rejected(try_parse, LIT("\0q\0\xff\xff"));                   /* -1 params */
+	assert_rejected(try_parse, LIT("\0q\0\x7f\xff\0\0\0\0"));           /* 32767 params */
+	assert_rejected(try_parse, LIT("\0q\0\0\0x"));                      /* trailing */
+	assert_rejected(try_bind, LIT("\0\0\0\0\0\1\xff\xff\xff\xfe\0\0")); /* length -2 */
+	assert_rejected(try_bind, LIT("\0\0\0\0\0\1\x7f\xff\xff\xff\0\0")); /* huge length */
+	assert_rejected(try_bind, LIT("\0\0\0\2\0\0\0\0\0\1\0\0\0\0\0\0")); /* 2 formats, 1 param */
+	assert_rejected(try_bind, LIT("\0\0\xff\xff\0\0\0\0"));             /* -1 formats */
+	assert_rejected(try_bind, LIT("\0\0\0\0\0\0\xff\xff"));             /* -1 result formats */
 	assert_rejected(try_describe, LIT("Xname\0"));
 	assert_rejected(try_close, LIT("S"));
 	assert_rejected(try_close, LIT("Sname"));
 	assert_rejected(try_query, LIT("SELECT 1\0\0"));
 	assert_rejected(try_query, LIT("SELECT 1"));
 	assert_rejected(try_execute, LIT("\0\0\0\0\0\0"));
-	assert_rejected(try_sasl_initial_response, LIT("X\0\xff\xff\xff\xfe"));		/* length -2 */
-	assert_rejected(try_sasl_initial_response, LIT("X\0\x7f\xff\xff\xff" "abc"));	/* beyond the end */
-	assert_rejected(try_sasl_initial_response, LIT("X\0\0\0\0\1ab"));			/* trailing */
+	assert_rejected(try_sasl_initial_response, LIT("X\0\xff\xff\xff\xfe")); /* length -2 */
+	assert_rejected(try_sasl_initial_response,
+			LIT("X\0\x7f\xff\xff\xff"
+			    "abc"));                                      /* beyond the end */
+	assert_rejected(try_sasl_initial_response, LIT("X\0\0\0\0\1ab")); /* trailing */
 }
 
 static void
@@ -555,7 +554,7 @@ test_backend_key_data(void **state)
 static void
 test_auth_requests(void **state)
 {
-	static const char sasl_list[] = "SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0";	/* + final NUL */
+	static const char sasl_list[] = "SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0"; /* + final NUL */
 	ProtoAuthRequest ar;
 	PktBuf pb;
 	const uint8_t *body;
@@ -587,9 +586,13 @@ test_auth_requests(void **state)
 	assert_string_equal(ar.mechanisms[1], "SCRAM-SHA-256");
 	assert_prefixes_fail(try_auth_request, body, len);
 	pktbuf_free(&pb);
-	assert_rejected(try_auth_request, LIT("\0\0\0\x0a\0"));					/* no mechanism */
-	assert_rejected(try_auth_request, LIT("\0\0\0\x0a" "A\0\0x"));			/* trailing */
-	assert_rejected(try_auth_request, LIT("\0\0\0\x0a" "a\0b\0c\0d\0e\0f\0g\0h\0i\0\0"));
+	assert_rejected(try_auth_request, LIT("\0\0\0\x0a\0")); /* no mechanism */
+	assert_rejected(try_auth_request,
+			LIT("\0\0\0\x0a"
+			    "A\0\0x")); /* trailing */
+	assert_rejected(try_auth_request,
+			LIT("\0\0\0\x0a"
+			    "a\0b\0c\0d\0e\0f\0g\0h\0i\0\0"));
 
 	/* SASL continue / final carry opaque data: only the code is required. */
 	assert_true(proto_parse_auth_request(LIT("\0\0\0\x0br=abc,s=xyz,i=4096"), &ar, err, sizeof(err)));
@@ -626,12 +629,12 @@ test_error_response(void **state)
 	assert_null(er.detail);
 	assert_null(er.hint);
 
-	assert_rejected(try_error_response, LIT("SERROR\0Mno\0\0"));				/* no SQLSTATE */
-	assert_rejected(try_error_response, LIT("SERROR\0C2801\0Mno\0\0"));			/* short SQLSTATE */
-	assert_rejected(try_error_response, LIT("C28P01\0Mno\0\0"));				/* no severity */
-	assert_rejected(try_error_response, LIT("SERROR\0C28P01\0\0"));				/* no message */
-	assert_rejected(try_error_response, LIT("SERROR\0C28P01\0Mno\0"));			/* no terminator */
-	assert_rejected(try_error_response, LIT("SERROR\0C28P01\0Mno\0\0\0"));		/* trailing */
+	assert_rejected(try_error_response, LIT("SERROR\0Mno\0\0"));           /* no SQLSTATE */
+	assert_rejected(try_error_response, LIT("SERROR\0C2801\0Mno\0\0"));    /* short SQLSTATE */
+	assert_rejected(try_error_response, LIT("C28P01\0Mno\0\0"));           /* no severity */
+	assert_rejected(try_error_response, LIT("SERROR\0C28P01\0\0"));        /* no message */
+	assert_rejected(try_error_response, LIT("SERROR\0C28P01\0Mno\0"));     /* no terminator */
+	assert_rejected(try_error_response, LIT("SERROR\0C28P01\0Mno\0\0\0")); /* trailing */
 	assert_rejected(try_error_response, LIT(""));
 
 	pktbuf_init(&pb);
@@ -679,7 +682,7 @@ test_negotiate_protocol_version(void **state)
 	assert_true(proto_parse_negotiate_protocol_version(LIT("\0\3\0\2\0\0\0\0"), &nv, err, sizeof(err)));
 	assert_int_equal(nv.newest_minor, 2);
 	assert_int_equal(nv.nunrecognized, 0);
-	assert_rejected(try_negotiate_protocol_version, LIT("\0\0\0\2\0\0\0\0"));		/* bare minor */
+	assert_rejected(try_negotiate_protocol_version, LIT("\0\0\0\2\0\0\0\0")); /* bare minor */
 	assert_rejected(try_negotiate_protocol_version, LIT("\0\3\0\0\xff\xff\xff\xff"));
 	assert_rejected(try_negotiate_protocol_version, LIT("\0\3\0\0\x7f\xff\xff\xff"));
 	assert_rejected(try_negotiate_protocol_version, LIT("\0\3\0\0\0\0\0\2a\0"));
@@ -702,12 +705,12 @@ test_copy_response(void **state)
 	assert_true(proto_parse_copy_response(LIT("\0\0\0"), &cr, err, sizeof(err)));
 	assert_int_equal(cr.ncols, 0);
 
-	assert_rejected(try_copy_response, LIT("\0\0\1\0\1"));				/* binary column in text COPY */
-	assert_rejected(try_copy_response, LIT("\2\0\0"));					/* unknown format */
-	assert_rejected(try_copy_response, LIT("\1\0\1\0\2"));				/* unknown column format */
-	assert_rejected(try_copy_response, LIT("\0\xff\xff"));				/* negative count */
-	assert_rejected(try_copy_response, LIT("\0\x7f\xff\0\0"));			/* count beyond the end */
-	assert_rejected(try_copy_response, LIT("\0\0\0\0"));				/* trailing */
+	assert_rejected(try_copy_response, LIT("\0\0\1\0\1"));     /* binary column in text COPY */
+	assert_rejected(try_copy_response, LIT("\2\0\0"));         /* unknown format */
+	assert_rejected(try_copy_response, LIT("\1\0\1\0\2"));     /* unknown column format */
+	assert_rejected(try_copy_response, LIT("\0\xff\xff"));     /* negative count */
+	assert_rejected(try_copy_response, LIT("\0\x7f\xff\0\0")); /* count beyond the end */
+	assert_rejected(try_copy_response, LIT("\0\0\0\0"));       /* trailing */
 }
 
 static void

@@ -35,8 +35,8 @@ make_relation(uint32_t relid, const char *nsp, const char *name)
 	rel.relname = relname;
 	rel.replident = PGOUTPUT_REPLIDENT_DEFAULT;
 	rel.natts = 2;
-	rel.cols[0] = (PgoutputRelColumn) {PGOUTPUT_RELATION_COLUMN_KEY, colnames[0], 23, -1};
-	rel.cols[1] = (PgoutputRelColumn) {0, colnames[1], 25, -1};
+	rel.cols[0] = (PgoutputRelColumn){PGOUTPUT_RELATION_COLUMN_KEY, colnames[0], 23, -1};
+	rel.cols[1] = (PgoutputRelColumn){0, colnames[1], 25, -1};
 }
 
 static void
@@ -138,7 +138,7 @@ test_replace(void **state)
 
 	/* ADD COLUMN, then RENAME COLUMN, then DROP COLUMN. */
 	snprintf(colnames[2], sizeof(colnames[2]), "extra");
-	rel.cols[2] = (PgoutputRelColumn) {0, colnames[2], 23, -1};
+	rel.cols[2] = (PgoutputRelColumn){0, colnames[2], 23, -1};
 	rel.natts = 3;
 	update(&cache, true);
 	assert_int_equal(e->natts, 3);
@@ -189,7 +189,7 @@ test_many(void **state)
 		rel.natts = 1 + (int) (i % 3);
 		if (rel.natts == 3) {
 			snprintf(colnames[2], sizeof(colnames[2]), "c%u", (unsigned) i);
-			rel.cols[2] = (PgoutputRelColumn) {0, colnames[2], 20, -1};
+			rel.cols[2] = (PgoutputRelColumn){0, colnames[2], 20, -1};
 		}
 		update(&cache, true);
 		seen[i] = relcache_lookup(&cache, relid);
@@ -243,8 +243,8 @@ test_from_decoder(void **state)
 {
 	/* s.t3 (id bigint primary key), then public.t1 with five columns, one of type mood. */
 	static const uint8_t t3[] = {
-		0x52, 0x00, 0x00, 0x40, 0x14, 's', 0, 't', '3', 0, 'd', 0x00, 0x01,
-		0x01, 'i', 'd', 0, 0x00, 0x00, 0x00, 0x14, 0xff, 0xff, 0xff, 0xff,
+		0x52, 0x00, 0x00, 0x40, 0x14, 's',  0,    't',  '3',  0,    'd',  0x00, 0x01,
+		0x01, 'i',  'd',  0,    0x00, 0x00, 0x00, 0x14, 0xff, 0xff, 0xff, 0xff,
 	};
 	static PgoutputMessage m;
 	RelCache cache;
@@ -273,11 +273,8 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_empty),
-		cmocka_unit_test(test_copy),
-		cmocka_unit_test(test_replace),
-		cmocka_unit_test(test_many),
-		cmocka_unit_test(test_from_decoder),
+		cmocka_unit_test(test_empty), cmocka_unit_test(test_copy),         cmocka_unit_test(test_replace),
+		cmocka_unit_test(test_many),  cmocka_unit_test(test_from_decoder),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -28,16 +28,16 @@ typedef struct Seen {
 	uint32_t len;
 	uint32_t avail;
 	uint32_t body_avail;
-	uint8_t body[SHOWN_MAX];	/* the first bytes of the body as shown */
+	uint8_t body[SHOWN_MAX]; /* the first bytes of the body as shown */
 } Seen;
 
 typedef struct Side {
 	SBuf sb;
 	Seen seen[MAX_SEEN];
 	int n_seen;
-	int shown;		/* PACKET events, held ones included */
-	bool forward;		/* forward every message to the peer, else consume it */
-	int hold_next;		/* hold this many of the next messages */
+	int shown;     /* PACKET events, held ones included */
+	bool forward;  /* forward every message to the peer, else consume it */
+	int hold_next; /* hold this many of the next messages */
 	int recv_failed;
 	int send_failed;
 } Side;
@@ -85,7 +85,7 @@ on_event(SBuf *sb, SBufEvent event, const PktHeader *pkt)
 
 typedef struct Fixture {
 	struct ev_loop *loop;
-	int pair[2];		/* [0] the test writes, [1] the SBuf reads */
+	int pair[2]; /* [0] the test writes, [1] the SBuf reads */
 	Side side;
 } Fixture;
 
@@ -341,7 +341,7 @@ static void
 test_forward_back_pressure(void **state)
 {
 	Fixture f;
-	int out[2];		/* [0] the peer SBuf writes, [1] the test reads */
+	int out[2]; /* [0] the peer SBuf writes, [1] the test reads */
 	Side peer;
 	size_t msg_body = 8000, n_msgs = 200, msg_len = msg_body + 5;
 	size_t total = msg_len * n_msgs, written = 0, received = 0;
@@ -457,12 +457,9 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_one_byte_at_a_time),
-		cmocka_unit_test(test_split_at_every_byte),
-		cmocka_unit_test(test_startup_then_typed),
-		cmocka_unit_test(test_hold_and_continue),
-		cmocka_unit_test(test_bad_lengths_and_eof),
-		cmocka_unit_test(test_forward_back_pressure),
+		cmocka_unit_test(test_one_byte_at_a_time),       cmocka_unit_test(test_split_at_every_byte),
+		cmocka_unit_test(test_startup_then_typed),       cmocka_unit_test(test_hold_and_continue),
+		cmocka_unit_test(test_bad_lengths_and_eof),      cmocka_unit_test(test_forward_back_pressure),
 		cmocka_unit_test(test_forward_into_closed_peer),
 	};
 

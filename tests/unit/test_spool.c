@@ -22,7 +22,7 @@ typedef struct Seen {
 	int n;
 	char text[MAX_SEEN][24];
 	size_t len[MAX_SEEN];
-	int stop_after;		/* fail the replay after this many (0: never) */
+	int stop_after; /* fail the replay after this many (0: never) */
 } Seen;
 
 static Seen seen;
@@ -67,7 +67,7 @@ test_order_and_interleaving(void **state)
 	append_text(&sp, 200, 200, "b1");
 	assert_true(spool_stop(&sp, 200));
 	assert_true(spool_start(&sp, 100, false));
-	append_text(&sp, 100, 0, "a3");	/* a message without an xid, as Origin is */
+	append_text(&sp, 100, 0, "a3"); /* a message without an xid, as Origin is */
 	assert_true(spool_stop(&sp, 100));
 	assert_int_equal(spool_count(&sp, 100), 3);
 	assert_int_equal(spool_count(&sp, 200), 1);
@@ -128,10 +128,10 @@ test_subtransaction_abort(void **state)
 	spool_init(&sp, "test");
 	assert_true(spool_start(&sp, 10, true));
 	append_text(&sp, 10, 10, "top1");
-	append_text(&sp, 10, 11, "s11");	/* SAVEPOINT a */
+	append_text(&sp, 10, 11, "s11"); /* SAVEPOINT a */
 	append_text(&sp, 10, 11, "s11b");
-	append_text(&sp, 10, 12, "s12");	/* SAVEPOINT b inside a */
-	append_text(&sp, 10, 11, "s11c");	/* RELEASE b, back in a */
+	append_text(&sp, 10, 12, "s12");  /* SAVEPOINT b inside a */
+	append_text(&sp, 10, 11, "s11c"); /* RELEASE b, back in a */
 	assert_true(spool_stop(&sp, 10));
 	assert_true(spool_start(&sp, 10, false));
 	/* ROLLBACK TO a: the abort of b, then of a. */
@@ -140,8 +140,8 @@ test_subtransaction_abort(void **state)
 	assert_true(spool_abort(&sp, 10, 11));
 	assert_int_equal(spool_count(&sp, 10), 1);
 	append_text(&sp, 10, 10, "top2");
-	append_text(&sp, 10, 13, "s13");	/* SAVEPOINT c, released */
-	append_text(&sp, 10, 14, "s14");	/* SAVEPOINT d, rolled back */
+	append_text(&sp, 10, 13, "s13"); /* SAVEPOINT c, released */
+	append_text(&sp, 10, 14, "s14"); /* SAVEPOINT d, rolled back */
 	assert_true(spool_abort(&sp, 10, 14));
 	append_text(&sp, 10, 10, "top3");
 	/* A subtransaction that wrote nothing published aborts: nothing changes. */

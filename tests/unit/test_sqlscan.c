@@ -124,20 +124,59 @@ static void
 test_statement_kinds(void **state)
 {
 	static const char *const yes[] = {
-		"select 1", "Insert into t values (1)", "UPDATE t SET a = 1", "DELETE FROM t",
-		"VALUES (1), (2)", "TABLE t", "begin", "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
-		"START TRANSACTION READ WRITE", "COMMIT", "COMMIT AND CHAIN", "END", "ROLLBACK",
-		"ABORT", "SAVEPOINT s", "RELEASE SAVEPOINT s", "RELEASE s", "SHOW ALL",
-		"SHOW TRANSACTION ISOLATION LEVEL", "BEGIN; SELECT 1; COMMIT",
+		"select 1",
+		"Insert into t values (1)",
+		"UPDATE t SET a = 1",
+		"DELETE FROM t",
+		"VALUES (1), (2)",
+		"TABLE t",
+		"begin",
+		"BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+		"START TRANSACTION READ WRITE",
+		"COMMIT",
+		"COMMIT AND CHAIN",
+		"END",
+		"ROLLBACK",
+		"ABORT",
+		"SAVEPOINT s",
+		"RELEASE SAVEPOINT s",
+		"RELEASE s",
+		"SHOW ALL",
+		"SHOW TRANSACTION ISOLATION LEVEL",
+		"BEGIN; SELECT 1; COMMIT",
 	};
 	static const char *const no[] = {
-		"DEALLOCATE p", "DEALLOCATE ALL", "UNLISTEN *", "NOTIFY c", "FETCH 1 FROM c",
-		"MOVE c", "CLOSE c", "CLOSE ALL", "CREATE TABLE t (a int)", "ALTER TABLE t ADD b int",
-		"DROP TABLE t", "LOCK t", "LOAD 'x'", "EXPLAIN SELECT 1", "EXPLAIN ANALYZE SELECT 1",
-		"SET LOCAL a = 1", "SET SESSION AUTHORIZATION u", "SET ROLE u", "RESET a",
-		"SET TRANSACTION READ ONLY", "MERGE INTO t USING s ON true WHEN MATCHED THEN DELETE",
-		"\"select\" 1", "TRUNCATE t", "VACUUM", "ANALYZE t", "GRANT SELECT ON t TO u",
-		"PREPARE TRANSACTION 'x'", "1", "'x'", "$1", "BEGIN; DISCARD TEMP; COMMIT",
+		"DEALLOCATE p",
+		"DEALLOCATE ALL",
+		"UNLISTEN *",
+		"NOTIFY c",
+		"FETCH 1 FROM c",
+		"MOVE c",
+		"CLOSE c",
+		"CLOSE ALL",
+		"CREATE TABLE t (a int)",
+		"ALTER TABLE t ADD b int",
+		"DROP TABLE t",
+		"LOCK t",
+		"LOAD 'x'",
+		"EXPLAIN SELECT 1",
+		"EXPLAIN ANALYZE SELECT 1",
+		"SET LOCAL a = 1",
+		"SET SESSION AUTHORIZATION u",
+		"SET ROLE u",
+		"RESET a",
+		"SET TRANSACTION READ ONLY",
+		"MERGE INTO t USING s ON true WHEN MATCHED THEN DELETE",
+		"\"select\" 1",
+		"TRUNCATE t",
+		"VACUUM",
+		"ANALYZE t",
+		"GRANT SELECT ON t TO u",
+		"PREPARE TRANSACTION 'x'",
+		"1",
+		"'x'",
+		"$1",
+		"BEGIN; DISCARD TEMP; COMMIT",
 		"SELECT 1;;; LISTEN x",
 	};
 
@@ -158,12 +197,12 @@ test_temporary_objects(void **state)
 		"SELECT * FROM pg_temp_3.t",
 		"INSERT INTO pg_temp_12.t VALUES (1)",
 		"SELECT * INTO \"pg_temp_1\".t FROM x",
-		"SELECT temp FROM t",		/* a false alarm, which only costs a read */
+		"SELECT temp FROM t", /* a false alarm, which only costs a read */
 		"WITH x AS (SELECT 1) SELECT * INTO TEMP y FROM x",
 	};
 	static const char *const yes[] = {
 		"SELECT tempo, temperature, my_temp, pg_temporal FROM t",
-		"SELECT * INTO t2 FROM t",	/* a plain table: not session state */
+		"SELECT * INTO t2 FROM t", /* a plain table: not session state */
 		"SELECT 'TEMP', $$pg_temp$$ -- temp\n",
 	};
 
@@ -240,7 +279,7 @@ test_functions(void **state)
 		"SELECT x FROM t WHERE NOT like(x)",
 		"SELECT 1 OPERATOR(myschema.+) 2",
 		"SELECT (t).now() FROM t",
-		"SELECT a FROM t x(a)",	/* an alias, but only a keyword would tell */
+		"SELECT a FROM t x(a)", /* an alias, but only a keyword would tell */
 	};
 
 	(void) state;
@@ -267,13 +306,13 @@ test_names_before_parens(void **state)
 	};
 	static const char *const no[] = {
 		"UPDATE t SET a = 1, set(2)",
-		"UPDATE t AS set SET (a) = (1)",	/* a second SET: in doubt */
+		"UPDATE t AS set SET (a) = (1)", /* a second SET: in doubt */
 		"WITH a AS (SELECT 1) (SELECT 1) ORDER BY 1, set_config('a', 'b', false)",
 		"WITH a AS (SELECT 1) SELECT 1, f(x) AS (c int)",
 		"WITH a AS (SELECT 1) SELECT * FROM a, f(x) AS (c int)",
 		"SELECT * FROM t WHERE a IN (1, f(2))",
 		"SELECT GROUPING(a), ROLLUP(a) FROM t",
-		"SELECT interval '1' day to second(3)",	/* refused, though only a typmod */
+		"SELECT interval '1' day to second(3)", /* refused, though only a typmod */
 	};
 
 	(void) state;
@@ -300,7 +339,7 @@ test_on_conflict(void **state)
 		"INSERT INTO t SELECT * FROM a JOIN b ON conflict(x) ON CONFLICT DO NOTHING",
 		"INSERT INTO t SELECT * FROM a JOIN b ON conflict(x) WHERE y ON CONFLICT DO NOTHING",
 		"SELECT * FROM a JOIN b ON conflict(x)",
-		"INSERT INTO t VALUES (1) ON CONFLICT (a) WHERE b DO NOTHING",	/* in doubt */
+		"INSERT INTO t VALUES (1) ON CONFLICT (a) WHERE b DO NOTHING", /* in doubt */
 		"INSERT INTO t VALUES (1) ON CONFLICT (a)",
 		"INSERT INTO t VALUES (1) ON CONFLICT (a); SELECT 1",
 		"INSERT INTO t VALUES (1) ON CONFLICT (a, conflict(b)) DO NOTHING",
@@ -349,8 +388,8 @@ test_lexing(void **state)
 		"SELECT $a",
 		"SELECT $ a",
 		"SELECT \"abc\"\"",
-		"SELECT 'ok'\n'no\\'",				/* continuation: still standard_conforming */
-		"SELECT E'ok'\n'\\' ; SET a = 1 --'",	/* continuation of an E'': we refuse */
+		"SELECT 'ok'\n'no\\'",                /* continuation: still standard_conforming */
+		"SELECT E'ok'\n'\\' ; SET a = 1 --'", /* continuation of an E'': we refuse */
 		"SELECT \\",
 		"SELECT {}",
 		"SELECT 1; SET a = 1 -- ;",
@@ -361,7 +400,7 @@ test_lexing(void **state)
 		"SELECT (1; 2)",
 		"SELECT a[1; 2]",
 		"SELECT 1temp",
-		"SELECT * INTO U&\"pg\\005ftemp\".t FROM x",	/* U&"" can spell pg_temp */
+		"SELECT * INTO U&\"pg\\005ftemp\".t FROM x", /* U&"" can spell pg_temp */
 		"SELECT u&\"x\" FROM t",
 	};
 
@@ -385,7 +424,7 @@ test_multibyte_trail_bytes(void **state)
 		"SELECT \x83\\",
 		"SELECT \xd8=now()",
 		"SELECT \xd8;SELECT 1",
-		"SELECT caf\xc3\xa9::text",	/* UTF-8 needs none of this: a false alarm */
+		"SELECT caf\xc3\xa9::text", /* UTF-8 needs none of this: a false alarm */
 	};
 	static const char *const yes[] = {
 		"SELECT E'\\n\x83' FROM t",
@@ -600,7 +639,7 @@ test_settings_case(void **state)
 	EXPECT_SETTINGS("SET APP.\"Mixed Case\" = 1", "app.Mixed Case");
 	EXPECT_SETTINGS("SET \"a\"\"b\".c = 1", "a\"b.c");
 	EXPECT_SETTINGS("SET \"a.b\".C = 1", "a.b.c");
-	EXPECT_SETTINGS("SET Caf\xc3\x89.X = 1", "caf\xc3\x89.x");	/* ASCII only */
+	EXPECT_SETTINGS("SET Caf\xc3\x89.X = 1", "caf\xc3\x89.x"); /* ASCII only */
 	EXPECT_SETTINGS("SELECT set_config('App.Tenant', 'acme', false)", "app.tenant");
 	EXPECT_SETTINGS("SELECT SET_CONFIG('APP.X', 'Y', false)", "app.x");
 }
@@ -668,8 +707,8 @@ test_settings_statements(void **state)
 	EXPECT_SETTINGS("SELECT 1;SET app.x=1", "app.x");
 	EXPECT_SETTINGS(" ; ;; SET app.x = 1", "app.x");
 	EXPECT_SETTINGS("SELECT 'x'; /* c */ SET app.x = 1 -- t", "app.x");
-	EXPECT_SETTINGS("SET LOCAL app.a = 1; SELECT set_config('app.b', 'v', true); RESET app.c",
-					"app.a", "app.b", "app.c");
+	EXPECT_SETTINGS("SET LOCAL app.a = 1; SELECT set_config('app.b', 'v', true); RESET app.c", "app.a", "app.b",
+			"app.c");
 	EXPECT_SETTINGS("RESET app.a;RESET app.b;SET app.a TO 2", "app.a", "app.b");
 	EXPECT_SETTINGS("UPDATE t SET a.b = 1; SET app.x = 2", "app.x");
 	EXPECT_SETTINGS("SET work_mem = 1; SET app.x = 2; SET TIME ZONE 'UTC'", "app.x");
@@ -758,13 +797,14 @@ test_settings_set_config(void **state)
 	/* Anywhere in the statement, and any number of them. */
 	EXPECT_SETTINGS("SELECT 1 FROM set_config('app.x', 'y', false)", "app.x");
 	EXPECT_SETTINGS("SELECT * FROM t WHERE set_config('app.a', '1', true) IS NOT NULL "
-					"AND (SELECT set_config('app.b', '2', true)) = '2'", "app.a", "app.b");
+			"AND (SELECT set_config('app.b', '2', true)) = '2'",
+			"app.a", "app.b");
 	EXPECT_SETTINGS("WITH s AS (SELECT set_config('app.x', $1, false)) SELECT * FROM s", "app.x");
-	EXPECT_SETTINGS("SELECT set_config('app.x', set_config('app.y', 'v', false), false)",
-					"app.x", "app.y");
+	EXPECT_SETTINGS("SELECT set_config('app.x', set_config('app.y', 'v', false), false)", "app.x", "app.y");
 	EXPECT_SETTINGS("INSERT INTO t VALUES (set_config('app.x', 'v', true))", "app.x");
 	EXPECT_SETTINGS("SELECT set_config(set_config, 'v', false), "
-					"set_config('app.x', 'v', false) FROM t", "app.x");
+			"set_config('app.x', 'v', false) FROM t",
+			"app.x");
 	EXPECT_SETTINGS("UPDATE t SET a = set_config('app.x', 'v', true)", "app.x");
 	EXPECT_NO_SETTINGS(none);
 }
@@ -799,8 +839,7 @@ test_settings_too_long(void **state)
 
 	snprintf(sql, sizeof(sql), "SET %s = 1; SET app.x = 2", name64);
 	EXPECT_SETTINGS(sql, "app.x");
-	snprintf(sql, sizeof(sql), "SELECT set_config('%s', 'v', false), set_config('app.x', 'v', false)",
-			 name64);
+	snprintf(sql, sizeof(sql), "SELECT set_config('%s', 'v', false), set_config('app.x', 'v', false)", name64);
 	EXPECT_SETTINGS(sql, "app.x");
 	snprintf(sql, sizeof(sql), "RESET %s", name64);
 	EXPECT_SETTINGS(sql, NULL);
@@ -844,10 +883,10 @@ test_settings_length_bound(void **state)
 	(void) state;
 	expect_settings_bytes(two, strlen(two), "app.xyz", "app.b", NULL);
 	expect_settings_bytes(two, 16, "app.xyz", NULL);
-	expect_settings_bytes(two, 13, "app.xyz", NULL);	/* "SET app.xyz =" */
-	expect_settings_bytes(two, 11, NULL);				/* "SET app.xyz": no '=' */
+	expect_settings_bytes(two, 13, "app.xyz", NULL); /* "SET app.xyz =" */
+	expect_settings_bytes(two, 11, NULL);            /* "SET app.xyz": no '=' */
 	expect_settings_bytes("RESET app.abc", 12, "app.ab", NULL);
-	expect_settings_bytes(call, 25, NULL);				/* no ',' after the name */
+	expect_settings_bytes(call, 25, NULL); /* no ',' after the name */
 	expect_settings_bytes(call, 26, "app.x", NULL);
 	expect_settings_bytes("SELECT 'x' ; SET app.x = 1", 8, NULL);
 	expect_settings_bytes(nul, sizeof(nul) - 1, "app.a", NULL);
@@ -882,12 +921,11 @@ test_settings_readings(void **state)
 	EXPECT_SETTINGS("INSERT INTO t VALUES ('C:\\dir\\'); SET app.x = 1", "app.x");
 	/* Off: it escapes the quote. */
 	EXPECT_SETTINGS("SELECT 'it\\'s'; SET app.x = 1", "app.x");
-	EXPECT_SETTINGS("SELECT 'a\\'; SET app.on = 1; SELECT '; SET app.off = 1; --'",
-					"app.on", "app.off");
+	EXPECT_SETTINGS("SELECT 'a\\'; SET app.on = 1; SELECT '; SET app.off = 1; --'", "app.on", "app.off");
 	EXPECT_SETTINGS("SELECT set_config('app.x', 'C:\\', false)", "app.x");
 	/* In SJIS, BIG5, GBK... 0x83 0x5c is one character, not a backslash. */
-	EXPECT_SETTINGS("SELECT E'\x83\\' ; SET app.sjis = 1; SELECT E'; SET app.utf8 = 1; --'",
-					"app.utf8", "app.sjis");
+	EXPECT_SETTINGS("SELECT E'\x83\\' ; SET app.sjis = 1; SELECT E'; SET app.utf8 = 1; --'", "app.utf8",
+			"app.sjis");
 	EXPECT_SETTINGS("SELECT x\x83\\ FROM t; SET app.x = 1", "app.x");
 	EXPECT_SETTINGS("SELECT $t\x83\\$ ; $t\x83\\$; SET app.x = 1", "app.x");
 	/* Seen only with standard_conforming_strings off in a client-only encoding. */
