@@ -62,49 +62,29 @@ static bool
 send_command_ok(Client *client, const char *tag)
 {
 	PktBuf pb;
-	bool ok;
 
 	pktbuf_init(&pb);
 	pktbuf_write_command_complete(&pb, tag);
 	pktbuf_write_ready_for_query(&pb, TXN_IDLE);
-	ok = !pb.failed && sbuf_answer(&client->sbuf, pb.buf, pb.len);
-	pktbuf_free(&pb);
-	if (!ok)
-		client_disconnect(client, NULL, "could not send to the admin client");
-	return ok;
-}
-
-bool
-admin_send_error(Client *client, const char *sqlstate, const char *message, const char *hint)
-{
-	PktBuf pb;
-	bool ok;
-
-	pktbuf_init(&pb);
-	pktbuf_write_error(&pb, "ERROR", sqlstate, message, NULL, hint);
-	pktbuf_write_ready_for_query(&pb, TXN_IDLE);
-	ok = !pb.failed && sbuf_answer(&client->sbuf, pb.buf, pb.len);
-	pktbuf_free(&pb);
-	if (!ok)
-		client_disconnect(client, NULL, "could not send to the admin client");
-	return ok;
+	return admin_send(&pb, client);
 }
 
 static bool
 send_ready(Client *client, bool with_error, const char *sqlstate, const char *message, const char *hint)
 {
 	PktBuf pb;
-	bool ok;
 
 	pktbuf_init(&pb);
 	if (with_error)
 		pktbuf_write_error(&pb, "ERROR", sqlstate, message, NULL, hint);
 	pktbuf_write_ready_for_query(&pb, TXN_IDLE);
-	ok = !pb.failed && sbuf_answer(&client->sbuf, pb.buf, pb.len);
-	pktbuf_free(&pb);
-	if (!ok)
-		client_disconnect(client, NULL, "could not send to the admin client");
-	return ok;
+	return admin_send(&pb, client);
+}
+
+bool
+admin_send_error(Client *client, const char *sqlstate, const char *message, const char *hint)
+{
+	return send_ready(client, true, sqlstate, message, hint);
 }
 
 /*
@@ -112,9 +92,9 @@ send_ready(Client *client, bool with_error, const char *sqlstate, const char *me
  * would, so that no client waits for an answer that never comes.  The
  * extended protocol fails at its first message, with the error sent at once
  * (a client may Flush and wait), then everything up to Sync is skipped and
- * the Sync gets its ReadyForQuery.
+ * the Sync gets its ReadyForQuery.  The message is consumed, or the client
+ * closed.
  */
-/* Any other message from an admin client (consumed, or the client closed). */
 static bool
 admin_handle_other(Client *client, const PktHeader *pkt)
 {

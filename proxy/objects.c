@@ -217,6 +217,15 @@ client_send(Client *client, PktBuf *pb)
 }
 
 bool
+admin_send(PktBuf *pb, Client *admin)
+{
+	if (client_send(admin, pb))
+		return true;
+	client_disconnect(admin, NULL, "could not send to the admin client");
+	return false;
+}
+
+bool
 client_send_error(Client *client, const char *severity, const char *sqlstate, const char *message, const char *detail,
 		  const char *hint)
 {

@@ -364,6 +364,8 @@ void client_set_subject(Client *client);
 bool client_take_place(Client *client, ClientPlace place) __attribute__((warn_unused_result));
 /* Writes pb (freed here) to the client; best effort: a failure shows as a closed socket at the next read. */
 bool client_send(Client *client, PktBuf *pb);
+/* The console's answer, pb (freed here), to an admin client; false when it could not go, the client closed. */
+bool admin_send(PktBuf *pb, Client *admin) __attribute__((warn_unused_result));
 bool client_send_error(Client *client, const char *severity, const char *sqlstate, const char *message,
 		       const char *detail, const char *hint);
 /* The server finished logging in: the client is told it may start, and the two relay from now on. */

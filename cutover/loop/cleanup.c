@@ -317,7 +317,6 @@ cutover_show_fence(Client *admin)
 	const Cluster *clusters[2] = {&proxy->source, &proxy->target};
 	char what[2048];
 	PktBuf pb;
-	bool ok;
 	int i;
 
 	cutover_cleanup_describe(proxy, what, sizeof(what));
@@ -335,11 +334,7 @@ cutover_show_fence(Client *admin)
 	}
 	pktbuf_write_command_complete(&pb, "SHOW 2");
 	pktbuf_write_ready_for_query(&pb, TXN_IDLE);
-	ok = !pb.failed && sbuf_answer(&admin->sbuf, pb.buf, pb.len);
-	pktbuf_free(&pb);
-	if (!ok)
-		client_disconnect(admin, NULL, "could not send to the admin client");
-	return ok;
+	return admin_send(&pb, admin);
 }
 
 /* Frees a cleanup that is done; called after each loop iteration. */

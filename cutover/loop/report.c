@@ -233,7 +233,6 @@ cutover_report_send(Client *admin, const CutoverReport *r, bool json, const char
 	PktBuf pb;
 	char ctag[64];
 	int i;
-	bool ok;
 
 	pktbuf_init(&pb);
 	if (json) {
@@ -256,9 +255,5 @@ cutover_report_send(Client *admin, const CutoverReport *r, bool json, const char
 	else
 		pktbuf_write_command_complete(&pb, ctag);
 	pktbuf_write_ready_for_query(&pb, TXN_IDLE);
-	ok = !pb.failed && sbuf_answer(&admin->sbuf, pb.buf, pb.len);
-	pktbuf_free(&pb);
-	if (!ok)
-		client_disconnect(admin, NULL, "could not send to the admin client");
-	return ok;
+	return admin_send(&pb, admin);
 }

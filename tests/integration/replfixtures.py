@@ -660,3 +660,28 @@ class Pgbench:
 
 def source_dsn(cluster, dbname):
     return conninfo(host="127.0.0.1", port=cluster.port, dbname=dbname, user=cluster.superuser)
+
+
+# ---- small helpers shared by the replication tests -------------------------
+
+def run_sql(cluster, dbname, *statements):
+    """Each statement in its own transaction (autocommit)."""
+    with connect(cluster, dbname) as conn:
+        for sql in statements:
+            conn.execute(sql)
+
+
+def in_transaction(cluster, dbname, *statements):
+    """All statements in one transaction."""
+    with connect(cluster, dbname) as conn:
+        with conn.transaction():
+            for sql in statements:
+                conn.execute(sql)
+
+
+def start_and_sync(replicator_factory, pair, db, **options):
+    """Start a replicator on db, wait until the copy is done and streaming caught up."""
+    r = replicator_factory(pair, db, **options)
+    r.wait_streaming()
+    wait_caught_up(pair, db, r.origin, r)
+    return r

@@ -25,6 +25,7 @@ import pytest
 from pgcluster import free_port
 from proxyfixtures import ProxyProcess
 from replfixtures import (  # noqa: F401  (fixtures are used by name)
+    run_sql,
     cluster_pool,
     clusters,
     connect,
@@ -41,12 +42,6 @@ ONLY_15 = pytest.mark.parametrize("clusters", [(15, 15)], indirect=True, ids=["1
 # Bounds on correctness, not performance: an idle machine ends each wait in a fraction.
 PROCESS_TIMEOUT = 60
 STREAM_TIMEOUT = 180
-
-
-def run_sql(cluster, dbname, *statements):
-    with connect(cluster, dbname) as conn:
-        for sql in statements:
-            conn.execute(sql)
 
 
 def children_of(pid):

@@ -19,6 +19,9 @@ import time
 import pytest
 
 from replfixtures import (  # noqa: F401  (fixtures are used by name)
+    run_sql,
+    in_transaction,
+    start_and_sync,
     Pgbench,
     assert_tables_equal,
     cluster_pool,
@@ -38,29 +41,6 @@ from replfixtures import (  # noqa: F401  (fixtures are used by name)
 
 ONLY_15 = pytest.mark.parametrize("clusters", [(15, 15)], indirect=True, ids=["15to15"])
 ONLY_13_17 = pytest.mark.parametrize("clusters", [(13, 17)], indirect=True, ids=["13to17"])
-
-
-def run_sql(cluster, dbname, *statements):
-    """Each statement in its own transaction (autocommit)."""
-    with connect(cluster, dbname) as conn:
-        for sql in statements:
-            conn.execute(sql)
-
-
-def in_transaction(cluster, dbname, *statements):
-    """All statements in one transaction."""
-    with connect(cluster, dbname) as conn:
-        with conn.transaction():
-            for sql in statements:
-                conn.execute(sql)
-
-
-def start_and_sync(replicator_factory, pair, db, **options):
-    """Start a replicator on db, wait until the copy is done and streaming caught up."""
-    r = replicator_factory(pair, db, **options)
-    r.wait_streaming()
-    wait_caught_up(pair, db, r.origin, r)
-    return r
 
 
 def column_values(cluster, dbname, table, column, key="id"):

@@ -15,6 +15,9 @@ import pytest
 
 from cutoverfixtures import migration, psql_value  # noqa: F401  (fixtures are used by name)
 from replfixtures import (  # noqa: F401  (fixtures are used by name)
+    run_sql,
+    in_transaction,
+    start_and_sync,
     Pgbench,
     assert_tables_equal,
     cluster_pool,
@@ -32,27 +35,6 @@ from replfixtures import (  # noqa: F401  (fixtures are used by name)
 )
 
 ONLY_15 = pytest.mark.parametrize("clusters", [(15, 15)], indirect=True, ids=["15to15"])
-
-
-def run_sql(cluster, dbname, *statements):
-    """Each statement in its own transaction (autocommit)."""
-    with connect(cluster, dbname) as conn:
-        for sql in statements:
-            conn.execute(sql)
-
-
-def in_transaction(cluster, dbname, *statements):
-    with connect(cluster, dbname) as conn:
-        with conn.transaction():
-            for sql in statements:
-                conn.execute(sql)
-
-
-def start_and_sync(replicator_factory, pair, db, **options):
-    r = replicator_factory(pair, db, **options)
-    r.wait_streaming()
-    wait_caught_up(pair, db, r.origin, r)
-    return r
 
 
 # What the target must have of the source's schema: the user's objects, pghandoff's own left out.

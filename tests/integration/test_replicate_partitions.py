@@ -13,6 +13,7 @@ import re
 
 from cutoverfixtures import migration, psql_value, wait_for  # noqa: F401
 from replfixtures import (  # noqa: F401  (fixtures are used by name)
+    run_sql,
     assert_tables_equal,
     cluster_pool,
     clusters,
@@ -47,13 +48,6 @@ TARGET_MEAS = (
 
 VIA_ROOT_WARNING = (r"WARNING.*table {} is partitioned differently on the target: it is replicated through its "
                     r"root table.*TRUNCATE of a single partition")
-
-
-def run_sql(cluster, dbname, *statements):
-    """Each statement in its own transaction (autocommit)."""
-    with connect(cluster, dbname) as conn:
-        for sql in statements:
-            conn.execute(sql)
 
 
 def make_target(pair, db, *statements):

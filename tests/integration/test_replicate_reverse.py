@@ -18,6 +18,8 @@ import time
 import pytest
 
 from replfixtures import (  # noqa: F401  (fixtures are used by name)
+    run_sql,
+    in_transaction,
     cluster_pool,
     clusters,
     connect,
@@ -39,20 +41,6 @@ WITH_14 = pytest.mark.parametrize("clusters", [(13, 17), (15, 15), (14, 14)], in
 # Housekeeping (sequences, slot size) every second, so a sequence copied the
 # wrong way would show within the test.
 FAST_HOUSEKEEPING = {"sequence_sync_interval": "1s"}
-
-
-def run_sql(cluster, dbname, *statements):
-    """Each statement in its own transaction (autocommit)."""
-    with connect(cluster, dbname) as conn:
-        for sql in statements:
-            conn.execute(sql)
-
-
-def in_transaction(cluster, dbname, *statements):
-    with connect(cluster, dbname) as conn:
-        with conn.transaction():
-            for sql in statements:
-                conn.execute(sql)
 
 
 def fence(cluster, db, on=True):
