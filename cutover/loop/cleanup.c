@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "proxy/pktbuf.h"
 #include "proxy/proto.h"
+#include "replicator/conn.h"
 #include "replicator/names.h"
 #include "replicator/replicate.h"
 #include "replicator/reverse.h"
@@ -64,7 +65,13 @@ cleanup_main(void *arg)
 	bool ok = true;
 	int i;
 
-	/* Both are idempotent: a database unfenced or an object dropped by the last attempt is no error. */
+	/*
+	 * Both are idempotent: a database unfenced or an object dropped by the
+	 * last attempt is no error.  Every login and query is bounded, as the
+	 * cutover's own: an attempt against a cluster that stopped answering
+	 * ends, and so does the proxy's shutdown that waits for it.
+	 */
+	repl_deadline_begin((double) cl->dir.config->cutover.answer_timeout / 1e6, "answer_timeout");
 	cl->unfenced = cl->unfence && steps_unfence(&cl->dir, err, sizeof(err));
 	if (cl->drop) {
 		for (i = 0; i < cl->dir.config->ndatabases; i++)
@@ -73,6 +80,7 @@ cleanup_main(void *arg)
 		if (!ok && !err[0])
 			errbuf_fail(err, sizeof(err), "could not drop the way back's slot, publication or origin");
 	}
+	repl_deadline_end();
 	snprintf(cl->attempt_error, sizeof(cl->attempt_error), "%s", err);
 	pthread_mutex_lock(&cl->lock);
 	cl->job_done = true;

@@ -29,13 +29,15 @@ class CutoverProxy(ProxyProcess):
         self.replicator = replicator
         self.command = command
         self.cutover_options = dict(cutover or {})
+        self.target_extra = {}  # more [target] keys (conninfo, say)
         super().__init__(pghandoff, workdir, replicator.pair.source,
                          databases={s: "" if t == s else t for s, t in replicator.databases()}, **kw)
 
     def config_sections(self):
         sections = super().config_sections()
         target = self.replicator.pair.target
-        sections["target"] = {"host": "127.0.0.1", "port": target.port, "user": target.superuser}
+        sections["target"] = {"host": "127.0.0.1", "port": target.port, "user": target.superuser,
+                              **self.target_extra}
         sections["replication"] = dict(self.replicator.replication)
         sections["cutover"] = dict(self.cutover_options)
         sections["log"] = {"level": "debug"}

@@ -263,3 +263,31 @@ def test_cutover_rollback_cycle_under_pgbench(migration):
     # After the last rollback the target is fenced again, the source is not.
     assert not database_fenced(m)
     assert psql_value(m.target_dsn(), "SHOW default_transaction_read_only") == "on"
+
+
+@pytest.mark.parametrize("clusters", [(15, 15)], indirect=True, ids=["15to15"])
+def test_cleanup_against_a_stopped_cluster_is_bounded(migration, clusters):
+    """The retried undo meets a cluster that stopped answering: each attempt ends, and so does the proxy's stop."""
+    from test_adversarial_hung import stopped_cluster
+
+    m = migration(prepare=prepare_t, cutover={"catchup_timeout": "10min", "answer_timeout": "3s"})
+    # libpq's own bound far away: only the cutover's answer_timeout can end a wait on the target.
+    m.proxy.target_extra = {"conninfo": "connect_timeout=600"}
+    m.proxy.reload()
+    m.proxy.wait_log(r"configuration reloaded")
+    with aborted_with_the_cluster_left_down(m):
+        # The source is down (the unfence fails at once); the target, where the
+        # way back's slot and publication are dropped, stops answering.
+        with stopped_cluster(m.pair.target):
+            # Attempts against the stopped target end at answer_timeout: two more of
+            # them fail in turn (the second one started with the target stopped).
+            before = m.proxy.log().count("cleanup failed")
+            wait_for(lambda: m.proxy.log().count("cleanup failed") >= before + 2, timeout=150,
+                     what="two attempts of the cleanup to end against the stopped target")
+            # Stopping waits for the attempt running, which is bounded too.
+            m.proxy.stop()
+    # Started again with both clusters back, the proxy finishes the undo.
+    m.proxy.start()
+    wait_for(lambda: not database_fenced(m), timeout=120, what="the source unfenced")
+    wait_for(lambda: fence_rows(m)["source"] == (False, False, ""), timeout=120, what="SHOW FENCE saying done")
+    assert_no_way_back_left(m)
