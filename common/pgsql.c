@@ -23,13 +23,23 @@ copy_first_line(const char *msg, char *err, size_t errlen)
 	err[n] = '\0';
 }
 
+/*
+ * The command-line tools' bound on every login and query: a catalog query
+ * that has not answered by then will not, the cluster stopped answering.
+ */
+#define PGSQL_ANSWER_TIMEOUT 30.0
+
 bool
 pgsql_connect(const char *const *keywords, const char *const *values, PGconn **conn, char *err, size_t errlen)
 {
-	PGconn *c = PQconnectdbParams(keywords, values, 1);
+	bool expired;
+	PGconn *c = pgsql_connect_until(keywords, values, clock_monotonic() + PGSQL_ANSWER_TIMEOUT, &expired);
 
 	if (!c) {
-		snprintf(err, errlen, "out of memory");
+		if (expired)
+			snprintf(err, errlen, "the server did not answer within %.0f s", PGSQL_ANSWER_TIMEOUT);
+		else
+			snprintf(err, errlen, "out of memory");
 		return false;
 	}
 	if (PQstatus(c) != CONNECTION_OK) {
@@ -48,8 +58,20 @@ bool
 pgsql_query(PGconn *conn, const char *sql, int nparams, const char *const *params, PGresult **result, char *err,
 	    size_t errlen)
 {
-	PGresult *res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
-	ExecStatusType st = PQresultStatus(res);
+	PGresult *res = NULL;
+	ExecStatusType st;
+
+	if (PQsendQueryParams(conn, sql, nparams, NULL, params, NULL, NULL, 0) != 1) {
+		copy_first_line(PQerrorMessage(conn), err, errlen);
+		return false;
+	}
+	if (!pgsql_get_result_until(conn, clock_monotonic() + PGSQL_ANSWER_TIMEOUT, &res)) {
+		/* The connection is mid-query now: later queries on it fail, and the caller closes it. */
+		pgsql_cancel_detached(conn);
+		snprintf(err, errlen, "the server did not answer within %.0f s", PGSQL_ANSWER_TIMEOUT);
+		return false;
+	}
+	st = PQresultStatus(res);
 
 	if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
 		*result = res;

@@ -1,7 +1,8 @@
 /*
- * The thin layer over libpq used by the command-line tools (check, and later
- * the replicator): blocking connections and queries whose errors come back as
- * one line of text, "SQLSTATE: message", ready to print next to a check.
+ * The thin layer over libpq used by the command-line tools (check): blocking
+ * connections and queries, each given up after 30 s (a cluster that stopped
+ * answering), whose errors come back as one line of text, "SQLSTATE:
+ * message", ready to print next to a check.
  */
 #ifndef PGHANDOFF_COMMON_PGSQL_H
 #define PGHANDOFF_COMMON_PGSQL_H

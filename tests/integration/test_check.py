@@ -290,3 +290,18 @@ def test_everything_a_migration_trips_on(pghandoff, tmp_path, clusters):
     assert "WARN  source: max_slot_wal_keep_size = -1 (unlimited)" in warns
     assert "WARN  source: 1 transaction(s) open longer than drain_timeout" in warns
     assert "REFRESH MATERIALIZED VIEW" in result.stdout
+
+
+@pytest.mark.parametrize("clusters", [(15, 15)], indirect=True, ids=["15to15"])
+def test_check_query_that_never_answers(pghandoff, tmp_path, clusters):
+    """A check query stuck behind a lock on the source fails after the bound instead of hanging check."""
+    import psycopg
+
+    source, target = clusters
+    path = make_config(pghandoff, tmp_path, source, target)
+    with psycopg.connect(source.dsn("app")) as locker:
+        # pghandoff's own check of its publication reads pg_publication, which logins never touch.
+        locker.execute("LOCK TABLE pg_catalog.pg_publication IN ACCESS EXCLUSIVE MODE")
+        result = run_check(pghandoff, path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert re.search(r"^FAIL  .*the server did not answer within 30 s", result.stdout, re.M), result.stdout
