@@ -26,9 +26,9 @@ HANG_MARGIN = 30
 
 def descendants(pid):
     """pid's children, grandchildren, ..., read from /proc."""
-    found, todo = [], [pid]
-    while todo:
-        parent = todo.pop()
+    found, to_visit = [], [pid]
+    while to_visit:
+        parent = to_visit.pop()
         try:
             tasks = os.listdir(f"/proc/{parent}/task")
         except FileNotFoundError:
@@ -40,7 +40,7 @@ def descendants(pid):
             except FileNotFoundError:
                 continue
             found.extend(children)
-            todo.extend(children)
+            to_visit.extend(children)
     return found
 
 
