@@ -15,17 +15,41 @@
 #include <time.h>
 #include <unistd.h>
 
+const ServerConfig *
+replicate_from_server(const Config *config, bool reverse)
+{
+	return reverse ? &config->target : &config->source;
+}
+
+const ServerConfig *
+replicate_to_server(const Config *config, bool reverse)
+{
+	return reverse ? &config->source : &config->target;
+}
+
+const char *
+replicate_from_db(const DatabaseMapping *db, bool reverse)
+{
+	return reverse ? db->target_name : db->name;
+}
+
+const char *
+replicate_to_db(const DatabaseMapping *db, bool reverse)
+{
+	return reverse ? db->name : db->target_name;
+}
+
 void
 replicate_direction(const Config *config, const DatabaseMapping *db, const ReplNames *names, bool reverse,
 		    ReplDirection *dir)
 {
 	memset(dir, 0, sizeof(*dir));
 	dir->reverse = reverse;
+	dir->from = replicate_from_server(config, reverse);
+	dir->from_db = replicate_from_db(db, reverse);
+	dir->to = replicate_to_server(config, reverse);
+	dir->to_db = replicate_to_db(db, reverse);
 	if (!reverse) {
-		dir->from = &config->source;
-		dir->from_db = db->name;
-		dir->to = &config->target;
-		dir->to_db = db->target_name;
 		dir->slot = names->slot;
 		dir->publication = names->publication;
 		dir->origin = names->origin;
@@ -33,10 +57,6 @@ replicate_direction(const Config *config, const DatabaseMapping *db, const ReplN
 		dir->skip_origin = names->reverse_origin;
 		dir->drop_command = "`pghandoff replicate --drop`";
 	} else {
-		dir->from = &config->target;
-		dir->from_db = db->target_name;
-		dir->to = &config->source;
-		dir->to_db = db->name;
 		dir->slot = names->reverse_slot;
 		dir->publication = names->reverse_publication;
 		dir->origin = names->reverse_origin;

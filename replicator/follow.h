@@ -35,6 +35,16 @@ typedef struct ReplDirection {
 	struct ReplStatus *status; /* where progress is published (forward only), or NULL */
 } ReplDirection;
 
+/*
+ * The cluster a direction reads from (the source, forward; the target in
+ * reverse) and the one it applies to, and db's name on each: what a cutover
+ * going the same way fences, catches up and switches to.
+ */
+const ServerConfig *replicate_from_server(const Config *config, bool reverse);
+const ServerConfig *replicate_to_server(const Config *config, bool reverse);
+const char *replicate_from_db(const DatabaseMapping *db, bool reverse);
+const char *replicate_to_db(const DatabaseMapping *db, bool reverse);
+
 /* Fills dir for one database; it points into config, db and names. */
 void replicate_direction(const Config *config, const DatabaseMapping *db, const ReplNames *names, bool reverse,
 			 ReplDirection *dir);

@@ -18,6 +18,7 @@
 #include "replicator/fence.h"
 #include "replicator/pgoutput.h"
 #include "replicator/preflight.h"
+#include "replicator/follow.h"
 #include "replicator/names.h"
 #include "replicator/replicate.h"
 #include "replicator/sequences.h"
@@ -37,28 +38,29 @@ sleep_seconds(double s)
 	nanosleep(&ts, NULL);
 }
 
+/* Clients move the way the follower of the same direction streams (replicator/follow.h). */
 static const ServerConfig *
 from_server(const CutoverDirection *dir)
 {
-	return dir->reverse ? &dir->config->target : &dir->config->source;
+	return replicate_from_server(dir->config, dir->reverse);
 }
 
 static const ServerConfig *
 to_server(const CutoverDirection *dir)
 {
-	return dir->reverse ? &dir->config->source : &dir->config->target;
+	return replicate_to_server(dir->config, dir->reverse);
 }
 
 static const char *
 from_db(const CutoverDirection *dir, const DatabaseMapping *db)
 {
-	return dir->reverse ? db->target_name : db->name;
+	return replicate_from_db(db, dir->reverse);
 }
 
 static const char *
 to_db(const CutoverDirection *dir, const DatabaseMapping *db)
 {
-	return dir->reverse ? db->name : db->target_name;
+	return replicate_to_db(db, dir->reverse);
 }
 
 /* The slot clients' writes leave through, and the origin that records them arriving. */
@@ -66,9 +68,12 @@ static void
 follower_names(const CutoverDirection *dir, const DatabaseMapping *db, const char **slot, const char **origin,
 	       ReplNames *names)
 {
+	ReplDirection follower;
+
 	replicate_names(dir->config, db, names);
-	*slot = dir->reverse ? names->reverse_slot : names->slot;
-	*origin = dir->reverse ? names->reverse_origin : names->origin;
+	replicate_direction(dir->config, db, names, dir->reverse, &follower);
+	*slot = follower.slot;
+	*origin = follower.origin;
 }
 
 static bool
