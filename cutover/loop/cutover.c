@@ -291,154 +291,200 @@ learn_function_settings(Cutover *c)
 	free(names);
 }
 
+/* PRECHECK: what the loop learns, in the order it learns it. */
+static void
+precheck_facts(Cutover *c, PhaseFacts *f)
+{
+	Proxy *proxy = c->proxy;
+
+	/* A few logins at a time, while the worker checks; warm-ups once it has listed the tables. */
+	if (!c->warm_known || !c->logins_known) {
+		pthread_mutex_lock(&c->lock);
+		c->warm_known = c->warm_ready;
+		c->logins_known = c->logins_ready;
+		pthread_mutex_unlock(&c->lock);
+	}
+	if (!f->dry_run)
+		(void) cutover_standbys_ready(c);
+	f->worker_done = cutover_worker_finished(c);
+	f->job_ok = c->job_ok;
+	if (!f->worker_done || !f->job_ok)
+		return;
+	if (!ev_is_active(&c->answer_timer) && !f->dry_run) {
+		int moving;
+
+		c->answer_progress = standbys_in(c, &moving);
+		ev_timer_set(&c->answer_timer, 0., (ev_tstamp) proxy->config.cutover.answer_timeout / 1e6);
+		ev_timer_again(proxy->loop, &c->answer_timer);
+	}
+	c->hidden_known = c->hidden_code != NULL; /* the worker looked */
+	c->warm_known = true;
+	learn_function_settings(c);
+	if (f->dry_run) {
+		f->dry_run_listed = cutover_dry_run_inspect(c);
+		return;
+	}
+	f->standby_lost = proxy->standbys_lost > 0;
+	if (f->standby_lost)
+		return;
+	f->standbys_ready = cutover_standbys_ready(c);
+	f->sessions_settled = cutover_sessions_settled(c, f->standbys_ready);
+}
+
+/* DRAIN: the open transactions end (or are cancelled), sessions are carried meanwhile. */
+static void
+drain_facts(Cutover *c, PhaseFacts *f)
+{
+	f->standby_lost = c->proxy->standbys_lost > 0;
+	if (f->standby_lost)
+		return;
+	if (c->cancel_round)
+		cutover_cancel_open(c);
+	(void) cutover_carry_sessions(c);
+	f->drained = cutover_all_drained(c);
+	f->standbys_ready = f->drained && cutover_standbys_ready(c);
+}
+
+/* SYNC: the worker's fence, catch-up, sequences and verify; the last sessions carried meanwhile. */
+static void
+sync_facts(Cutover *c, PhaseFacts *f, char *first, size_t firstlen)
+{
+	Proxy *proxy = c->proxy;
+
+	if (proxy->standbys_lost > 0 && !c->failure[0])
+		snprintf(c->failure, sizeof(c->failure), "could not log in to the %s: %.400s", c->to->role,
+			 proxy->standby_lost_error);
+	f->carried = cutover_carry_sessions(c);
+	if (f->carried && c->t_captured == 0)
+		c->t_captured = ev_time();
+	f->worker_done = cutover_worker_finished(c);
+	f->job_ok = c->job_ok;
+	f->failed = c->failure[0] != '\0';
+	f->answer_pending = ev_is_active(&c->answer_timer);
+	if (f->worker_done && f->job_ok && !f->failed && f->carried) {
+		c->unmovable = cutover_count_unmovable(c, first, firstlen);
+		f->unmovable_abort = c->unmovable > 0 && proxy->config.cutover.unmovable == UNMOVABLE_ABORT;
+	}
+}
+
+/*
+ * Looks again at the cutover: gathers what the phase needs to know, asks
+ * cutover_next_step (phases.c) what comes next and does it; a phase that
+ * ends goes straight on to the next.
+ */
 void
 cutover_advance(Cutover *c)
 {
 	Proxy *proxy = c->proxy;
-	char first[256];
-	bool ready, carried, undone;
+	char first[256] = "";
+	bool undone;
 
 	cutover_send_notices(c);
-	switch (c->phase) {
-	case CP_PRECHECK:
-		/* A few logins at a time, while the worker checks; warm-ups once it has listed the tables. */
-		if (!c->warm_known || !c->logins_known) {
+	for (;;) {
+		PhaseFacts f = {.phase = c->phase, .dry_run = c->kind == CUTOVER_DRY_RUN, .resumed = c->resumed};
+
+		switch (c->phase) {
+		case CP_PRECHECK:
+			precheck_facts(c, &f);
+			break;
+		case CP_DRAIN:
+			drain_facts(c, &f);
+			break;
+		case CP_SYNC:
+			sync_facts(c, &f, first, sizeof(first));
+			break;
+		case CP_UNDO:
 			pthread_mutex_lock(&c->lock);
-			c->warm_known = c->warm_ready;
-			c->logins_known = c->logins_ready;
+			undone = c->from_undone;
 			pthread_mutex_unlock(&c->lock);
-		}
-		if (c->kind != CUTOVER_DRY_RUN)
-			(void) cutover_standbys_ready(c);
-		if (!cutover_worker_finished(c))
+			f.from_undone = undone;
+			if (cutover_next_step(&f) == STEP_RESUME_LEFT) {
+				resume_clients(c);
+				cutover_notice(c, "%s: clients resumed on the %s", cutover_kind_name(c->kind),
+					       c->from->role);
+				cutover_send_notices(c);
+				f.resumed = true;
+			}
+			f.worker_done = cutover_worker_finished(c);
+			break;
+		case CP_DONE:
 			return;
-		if (!c->job_ok) {
+		}
+		switch (cutover_next_step(&f)) {
+		case STEP_WAIT:
+		case STEP_RESUME_LEFT:
+			return;
+		case STEP_FAIL_JOB:
 			cutover_fail(c, "%s", c->job_error);
 			return;
-		}
-		if (!ev_is_active(&c->answer_timer) && c->kind != CUTOVER_DRY_RUN) {
-			int moving;
-
-			c->answer_progress = standbys_in(c, &moving);
-			ev_timer_set(&c->answer_timer, 0., (ev_tstamp) proxy->config.cutover.answer_timeout / 1e6);
-			ev_timer_again(proxy->loop, &c->answer_timer);
-		}
-		c->hidden_known = c->hidden_code != NULL; /* the worker looked */
-		c->warm_known = true;
-		learn_function_settings(c);
-		if (c->kind == CUTOVER_DRY_RUN) {
-			if (!cutover_dry_run_inspect(c))
-				return;
+		case STEP_FAIL_STANDBY:
+			cutover_fail(c, "could not log in to the %s: %.400s", c->to->role, proxy->standby_lost_error);
+			return;
+		case STEP_FINISH_DRY_RUN:
 			cutover_dry_run_list(c);
 			cutover_finish(c);
 			return;
-		}
-		if (c->proxy->standbys_lost > 0) {
-			cutover_fail(c, "could not log in to the %s: %.400s", c->to->role,
-				     c->proxy->standby_lost_error);
-			return;
-		}
-		ready = cutover_standbys_ready(c);
-		/* Sessions are read while the last logins go on; settled only once they are in. */
-		if (!cutover_sessions_settled(c, ready) || !ready)
-			return;
-		cutover_notice(c,
-			       "%s: precheck done in %.1f ms (lag %lld bytes), %s connections ready, "
-			       "%d session(s) left to read; pausing",
-			       cutover_kind_name(c->kind), c->precheck_ms, (long long) c->lag_bytes, c->to->role,
-			       c->settle_unread);
-		ev_timer_stop(proxy->loop, &c->answer_timer);
-		set_phase(c, CP_DRAIN);
-		c->t_pause = ev_time();
-		cutover_set_paused(c, true);
-		ev_timer_set(&c->drain_timer, (ev_tstamp) proxy->config.cutover.drain_timeout / 1e6, 0.);
-		ev_timer_start(proxy->loop, &c->drain_timer);
-		/* fall through */
-	case CP_DRAIN:
-		if (c->proxy->standbys_lost > 0) {
-			cutover_fail(c, "could not log in to the %s: %.400s", c->to->role,
-				     c->proxy->standby_lost_error);
-			return;
-		}
-		if (c->cancel_round)
-			cutover_cancel_open(c);
-		(void) cutover_carry_sessions(c);
-		if (!cutover_all_drained(c) || !cutover_standbys_ready(c))
-			return;
-		ev_timer_stop(proxy->loop, &c->drain_timer);
-		c->t_drained = ev_time();
-		cutover_notice(c, "%s: every client between transactions after %.1f ms", cutover_kind_name(c->kind),
-			       (c->t_drained - c->t_pause) * 1e3);
-		set_phase(c, CP_SYNC);
-		ev_timer_set(&c->answer_timer, (ev_tstamp) proxy->config.cutover.answer_timeout / 1e6, 0.);
-		ev_timer_start(proxy->loop, &c->answer_timer);
-		if (!cutover_worker_start(c, JOB_SYNC)) {
-			cutover_fail(c, "%s", c->failure);
-			return;
-		}
-		/* fall through */
-	case CP_SYNC:
-		if (c->proxy->standbys_lost > 0 && !c->failure[0])
-			snprintf(c->failure, sizeof(c->failure), "could not log in to the %s: %.400s", c->to->role,
-				 c->proxy->standby_lost_error);
-		/* A worker that failed ends the cutover whether or not the sessions are carried. */
-		carried = cutover_carry_sessions(c);
-		if (carried && c->t_captured == 0)
-			c->t_captured = ev_time();
-		if (!cutover_worker_finished(c))
-			return;
-		if (!c->job_ok || c->failure[0]) {
+		case STEP_PAUSE:
+			cutover_notice(c,
+				       "%s: precheck done in %.1f ms (lag %lld bytes), %s connections ready, "
+				       "%d session(s) left to read; pausing",
+				       cutover_kind_name(c->kind), c->precheck_ms, (long long) c->lag_bytes,
+				       c->to->role, c->settle_unread);
+			ev_timer_stop(proxy->loop, &c->answer_timer);
+			set_phase(c, CP_DRAIN);
+			c->t_pause = ev_time();
+			cutover_set_paused(c, true);
+			ev_timer_set(&c->drain_timer, (ev_tstamp) proxy->config.cutover.drain_timeout / 1e6, 0.);
+			ev_timer_start(proxy->loop, &c->drain_timer);
+			continue;
+		case STEP_SYNC:
+			ev_timer_stop(proxy->loop, &c->drain_timer);
+			c->t_drained = ev_time();
+			cutover_notice(c, "%s: every client between transactions after %.1f ms",
+				       cutover_kind_name(c->kind), (c->t_drained - c->t_pause) * 1e3);
+			set_phase(c, CP_SYNC);
+			ev_timer_set(&c->answer_timer, (ev_tstamp) proxy->config.cutover.answer_timeout / 1e6, 0.);
+			ev_timer_start(proxy->loop, &c->answer_timer);
+			if (!cutover_worker_start(c, JOB_SYNC)) {
+				cutover_fail(c, "%s", c->failure);
+				return;
+			}
+			continue;
+		case STEP_FAIL_SYNC:
 			cutover_fail(c, "%s", c->failure[0] ? c->failure : c->job_error);
 			return;
-		}
-		if (!carried) {
-			if (!ev_is_active(&c->answer_timer))
-				cutover_fail(c,
-					     "sync: the %s did not answer within %.1f s (answer_timeout); "
-					     "the sessions could not be carried",
-					     carry_waits_on(c)->role,
-					     (double) proxy->config.cutover.answer_timeout / 1e6);
-			return; /* answer_timer bounds this */
-		}
-		c->unmovable = cutover_count_unmovable(c, first, sizeof(first));
-		if (c->unmovable > 0 && proxy->config.cutover.unmovable == UNMOVABLE_ABORT) {
+		case STEP_FAIL_CARRY:
+			cutover_fail(c,
+				     "sync: the %s did not answer within %.1f s (answer_timeout); "
+				     "the sessions could not be carried",
+				     carry_waits_on(c)->role, (double) proxy->config.cutover.answer_timeout / 1e6);
+			return;
+		case STEP_FAIL_UNMOVABLE:
 			cutover_fail(c, "%d session(s) cannot move (unmovable = abort): %s", c->unmovable, first);
 			return;
-		}
-		c->t_synced = ev_time();
-		/* Written before anyone runs on the new cluster: a restart never goes back. */
-		if (!write_switch(proxy, c)) {
-			cutover_fail(c, "could not write the state file %s", proxy->config.proxy.state_file);
+		case STEP_SWITCH:
+			c->t_synced = ev_time();
+			/* Written before anyone runs on the new cluster: a restart never goes back. */
+			if (!write_switch(proxy, c)) {
+				cutover_fail(c, "could not write the state file %s", proxy->config.proxy.state_file);
+				return;
+			}
+			proxy->serving = c->to;
+			proxy->rolled_back = c->kind == CUTOVER_ROLLBACK;
+			c->reverse_prepared = false; /* it is the way back now */
+			cutover_switch_clients(c);
+			cutover_finish(c);
+			return;
+		case STEP_FINISH_UNDO:
+			if (!c->job_ok) {
+				/* The job names what it left: a fence, or a reverse slot on a cluster that stopped answering. */
+				log_error("cutover", "the abort could not undo everything: %s", c->job_error);
+				snprintf(c->undo_error, sizeof(c->undo_error), "%s", c->job_error);
+			}
+			/* What the undo could not do, cutover_finish hands to cleanup.c. */
+			cutover_finish(c);
 			return;
 		}
-		proxy->serving = c->to;
-		proxy->rolled_back = c->kind == CUTOVER_ROLLBACK;
-		c->reverse_prepared = false; /* it is the way back now */
-		cutover_switch_clients(c);
-		cutover_finish(c);
-		return;
-	case CP_UNDO:
-		/* The cluster left takes writes again: its clients go on while the other one is dealt with. */
-		pthread_mutex_lock(&c->lock);
-		undone = c->from_undone;
-		pthread_mutex_unlock(&c->lock);
-		if (undone && !c->resumed) {
-			resume_clients(c);
-			cutover_notice(c, "%s: clients resumed on the %s", cutover_kind_name(c->kind), c->from->role);
-			cutover_send_notices(c);
-		}
-		if (!cutover_worker_finished(c))
-			return;
-		if (!c->job_ok) {
-			/* The job names what it left: a fence, or a reverse slot on a cluster that stopped answering. */
-			log_error("cutover", "the abort could not undo everything: %s", c->job_error);
-			snprintf(c->undo_error, sizeof(c->undo_error), "%s", c->job_error);
-		}
-		/* What the undo could not do, cutover_finish hands to cleanup.c. */
-		cutover_finish(c);
-		return;
-	case CP_DONE:
-		return;
 	}
 }
 

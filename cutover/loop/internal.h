@@ -17,16 +17,9 @@
 #include "common/strbuf.h"
 #include "cutover/db/steps.h"
 #include "cutover/loop/cutover.h"
+#include "cutover/loop/phases.h"
 
 #define REPORT_MAX_ITEMS 48
-
-typedef enum CutoverPhase {
-	CP_PRECHECK,
-	CP_DRAIN,
-	CP_SYNC,
-	CP_UNDO,
-	CP_DONE,
-} CutoverPhase;
 
 typedef enum WorkerJob {
 	JOB_PRECHECK,
