@@ -413,11 +413,16 @@ start_tls_or_login(Server *server)
 	const Cluster *cluster = server->cluster;
 
 	if (cluster->tls && cluster->sslmode >= SSLMODE_PREFER) {
-		static const uint8_t ssl_request[] = {0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f};
+		PktBuf pb;
+		bool sent;
 
+		pktbuf_init(&pb);
+		pktbuf_write_ssl_request(&pb);
 		server->tls_requested = true;
 		sbuf_expect_answer(&server->sbuf);
-		if (!sbuf_answer(&server->sbuf, ssl_request, sizeof(ssl_request))) {
+		sent = !pb.failed && sbuf_answer(&server->sbuf, pb.buf, pb.len);
+		pktbuf_free(&pb);
+		if (!sent) {
 			server_disconnect(server, "08006", "could not send SSLRequest");
 			return false;
 		}
