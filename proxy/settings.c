@@ -44,6 +44,11 @@ settings_load(const char *path, Settings *s)
 	if (!config_load(path, &s->config, stderr))
 		return false;
 	if (s->config.proxy.auth_type != AUTH_TRUST || access(s->config.proxy.auth_file, R_OK) == 0) {
+		char secret_path[4096];
+
+		/* Beside the state file: what a restarted proxy must find again. */
+		snprintf(secret_path, sizeof(secret_path), "%s-secret", s->config.proxy.state_file);
+		userlist_keep_secret(secret_path);
 		s->users = userlist_load(s->config.proxy.auth_file);
 		if (!s->users)
 			goto fail;

@@ -4,19 +4,22 @@
  *
  * Also where a login's secret is chosen, so that a user the file does not
  * list is checked the same way as one it does: against a mock secret made
- * from a random key the process draws once (at its first need, the proxy's
- * start or first login), never shown and never stored.
+ * from a random key, never shown.  The key is kept in a file of its own
+ * (userlist_keep_secret), so that a restarted proxy gives an unknown user
+ * the same salt, as PostgreSQL's mock salt does across restarts.
  */
 #include "proxy/userlist.h"
 #include "common/log.h"
 #include "common/md5auth.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MAX_LINE 4096
 #define MOCK_SECRET_LEN 32
@@ -25,21 +28,83 @@ static uint8_t mock_secret[MOCK_SECRET_LEN];
 static char mock_password[2 * MOCK_SECRET_LEN + 1]; /* its hex form: a password no client knows */
 static bool have_mock_secret;
 
-static bool
-ensure_mock_secret(char *err, size_t errlen)
+static void
+set_mock_password(void)
 {
 	int i;
 
+	for (i = 0; i < MOCK_SECRET_LEN; i++)
+		snprintf(mock_password + 2 * i, 3, "%02x", mock_secret[i]);
+	have_mock_secret = true;
+}
+
+static bool
+ensure_mock_secret(char *err, size_t errlen)
+{
 	if (have_mock_secret)
 		return true;
 	if (RAND_bytes(mock_secret, sizeof(mock_secret)) != 1) {
 		snprintf(err, errlen, "could not generate a random secret");
 		return false;
 	}
-	for (i = 0; i < MOCK_SECRET_LEN; i++)
-		snprintf(mock_password + 2 * i, 3, "%02x", mock_secret[i]);
-	have_mock_secret = true;
+	set_mock_password();
 	return true;
+}
+
+/* The secret from its file: 64 hex digits and a newline.  False when the file is not that. */
+static bool
+read_secret(int fd)
+{
+	char hex[2 * MOCK_SECRET_LEN + 2];
+	ssize_t n = read(fd, hex, sizeof(hex));
+	int i;
+
+	if (n != (ssize_t) sizeof(hex) - 1 || hex[2 * MOCK_SECRET_LEN] != '\n')
+		return false;
+	for (i = 0; i < MOCK_SECRET_LEN; i++) {
+		unsigned v;
+
+		if (sscanf(hex + 2 * i, "%2x", &v) != 1)
+			return false;
+		mock_secret[i] = (uint8_t) v;
+	}
+	set_mock_password();
+	return true;
+}
+
+void
+userlist_keep_secret(const char *path)
+{
+	char err[128], hex[2 * MOCK_SECRET_LEN + 2];
+	int fd;
+
+	if (have_mock_secret)
+		return;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		bool ok = read_secret(fd);
+
+		close(fd);
+		if (!ok)
+			log_warning("auth",
+				    "%s is not a secret written by pghandoff: unknown users get salts of this "
+				    "process only; remove the file to have a new one written",
+				    path);
+		return;
+	}
+	if (errno != ENOENT || !ensure_mock_secret(err, sizeof(err))) {
+		log_warning("auth", "could not read %s: unknown users get salts of this process only", path);
+		return;
+	}
+	memcpy(hex, mock_password, 2 * MOCK_SECRET_LEN);
+	hex[2 * MOCK_SECRET_LEN] = '\n';
+	/* O_EXCL: another process writing it first wins; ours serves this process only. */
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0 || write(fd, hex, 2 * MOCK_SECRET_LEN + 1) != 2 * MOCK_SECRET_LEN + 1 || fsync(fd) != 0)
+		log_warning("auth", "could not write %s: %s; unknown users get salts of this process only", path,
+			    strerror(errno));
+	if (fd >= 0)
+		close(fd);
 }
 
 /* Reads one "quoted" token at *p into out (unescaping ""), advancing *p. */

@@ -35,6 +35,12 @@ typedef struct UserList {
 
 /* Errors are logged as FILE:LINE; NULL on any error, so a bad reload keeps the old list. */
 UserList *userlist_load(const char *path) __attribute__((warn_unused_result));
+/*
+ * The key of the mock secrets, kept in path (mode 0600, written at the first
+ * start): once per process, before the first login.  A file that cannot be
+ * read or written leaves a key of this process only, with a warning.
+ */
+void userlist_keep_secret(const char *path);
 const UserEntry *userlist_find(const UserList *list, const char *name);
 void userlist_free(UserList *list);
 

@@ -159,7 +159,7 @@ def test_scram_unknown_user_looks_like_a_known_one(scram_proxy):
 
 
 def test_scram_mock_salt_needs_the_proxy_secret(scram_pg, proxy_factory):
-    """Two proxy starts: the real verifier's salt stays, an unknown user's is another.
+    """Two proxies: the real verifier's salt stays, an unknown user's is another; a restart keeps both.
 
     A salt derived from the name alone (or with a secret every installation
     shares) would let anyone compute it offline and so tell unknown users
@@ -170,6 +170,14 @@ def test_scram_mock_salt_needs_the_proxy_secret(scram_pg, proxy_factory):
     second = proxy_factory(scram_pg, auth_type="scram-sha-256", users=users)
     assert scram_shape(first.port, "alice") == scram_shape(second.port, "alice")
     assert scram_shape(first.port, "mallory")[0] != scram_shape(second.port, "mallory")[0]
+    # A restart keeps the secret (beside the state file, owner-only): unknown and
+    # plaintext users keep their salts, as a verifier's salt stays.
+    before = {user: scram_shape(first.port, user) for user in ("mallory", "bob")}
+    first.stop()
+    first.start()
+    assert {user: scram_shape(first.port, user) for user in ("mallory", "bob")} == before
+    secret = first.workdir / "pghandoff.state-secret"
+    assert secret.stat().st_mode & 0o777 == 0o600
     for user in ("mallory", "trudy"):
         salt = scram_shape(first.port, user)[0]
         for secret in (b"", b"pghandoff"):
