@@ -685,3 +685,16 @@ def start_and_sync(replicator_factory, pair, db, **options):
     r.wait_streaming()
     wait_caught_up(pair, db, r.origin, r)
     return r
+
+
+def emit_marker(cluster, db):
+    """A transactional logical message, as the cutover's marker; its LSN.  Works on a fenced database."""
+    with connect(cluster, db) as conn:
+        conn.execute("SET default_transaction_read_only = off")
+        return lsn_int(conn.execute(
+            "SELECT pg_logical_emit_message(true, 'pghandoff', 'test marker')::text").fetchone()[0])
+
+
+def wait_origin(cluster, origin, lsn, replicator, what):
+    wait_for(lambda: (origin_progress(cluster, origin) or 0) >= lsn, 120,
+             what=f"origin {origin} past {lsn:#x} ({what})", on_timeout=replicator.log_tail)

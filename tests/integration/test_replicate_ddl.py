@@ -15,6 +15,8 @@ import pytest
 
 from cutoverfixtures import migration, psql_value  # noqa: F401  (fixtures are used by name)
 from replfixtures import (  # noqa: F401  (fixtures are used by name)
+    emit_marker,
+    wait_origin,
     run_sql,
     in_transaction,
     start_and_sync,
@@ -337,19 +339,6 @@ def test_check_says_whether_event_triggers_may_be_created(clusters, pghandoff, t
 
 
 # ---- the way back ----------------------------------------------------------
-
-def emit_marker(cluster, db):
-    """A transactional logical message, as the cutover's marker; its LSN.  Works on a fenced database."""
-    with connect(cluster, db) as conn:
-        conn.execute("SET default_transaction_read_only = off")
-        return lsn_int(conn.execute(
-            "SELECT pg_logical_emit_message(true, 'pghandoff', 'test marker')::text").fetchone()[0])
-
-
-def wait_origin(cluster, origin, lsn, replicator, what):
-    wait_for(lambda: (origin_progress(cluster, origin) or 0) >= lsn, 120,
-             what=f"origin {origin} past {lsn:#x} ({what})", on_timeout=replicator.log_tail)
-
 
 def test_ddl_on_the_target_goes_back(clusters, replicator_factory):
     """After a cutover a migration on the target reaches the fenced source through the reverse follower,

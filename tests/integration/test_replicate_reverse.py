@@ -18,6 +18,8 @@ import time
 import pytest
 
 from replfixtures import (  # noqa: F401  (fixtures are used by name)
+    emit_marker,
+    wait_origin,
     run_sql,
     in_transaction,
     cluster_pool,
@@ -57,19 +59,6 @@ def copy_sequences(pair, db):
                                   "FROM pg_sequences WHERE last_value IS NOT NULL AND schemaname <> 'pghandoff'")
     for name, value in rows:
         pair.target.execute("SELECT setval(%s, %s)", dbname=db, params=(name, value))
-
-
-def emit_marker(cluster, db):
-    """A transactional logical message, as the cutover's marker; its LSN.  Works on a fenced database."""
-    with connect(cluster, db) as conn:
-        conn.execute("SET default_transaction_read_only = off")
-        return lsn_int(conn.execute(
-            "SELECT pg_logical_emit_message(true, 'pghandoff', 'test marker')::text").fetchone()[0])
-
-
-def wait_origin(cluster, origin, lsn, replicator, what):
-    wait_for(lambda: (origin_progress(cluster, origin) or 0) >= lsn, 120,
-             what=f"origin {origin} past {lsn:#x} ({what})", on_timeout=replicator.log_tail)
 
 
 def digests(cluster, db):
