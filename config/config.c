@@ -32,6 +32,7 @@ typedef enum KeyType {
 	KEY_INT,
 	KEY_SIZE,
 	KEY_DURATION,
+	KEY_SECONDS, /* a duration; a bare number is seconds, as PgBouncer reads its timeouts */
 	KEY_BOOL,
 	KEY_ENUM,
 	KEY_NAME, /* a slot or publication name: [a-z0-9_], at most 63 bytes */
@@ -56,6 +57,7 @@ static const char *const drain_names[] = {"abort", "cancel", NULL};
 static const char *const unmovable_names[] = {"terminate", "abort", NULL};
 static const char *const fence_names[] = {"none", "read_only", NULL};
 static const char *const verify_names[] = {"none", "counts", NULL};
+static const char *const pool_mode_names[] = {"session", "transaction", NULL};
 static const char *const level_names[] = {"error", "warning", "info", "debug", NULL};
 static const char *const format_names[] = {"text", "json", NULL};
 
@@ -86,6 +88,19 @@ static const KeyDef global_keys[] = {
 	{"proxy", "state_file", KEY_PATH, C(proxy.state_file), "pghandoff.state", NULL, 0, 0},
 	{"proxy", "client_login_timeout", KEY_DURATION, C(proxy.client_login_timeout), "15s", NULL, 0, 0},
 	{"proxy", "shutdown_timeout", KEY_DURATION, C(proxy.shutdown_timeout), "30s", NULL, 0, 0},
+	{"proxy", "pool_mode", KEY_ENUM, C(proxy.pool_mode), "session", pool_mode_names, 0, 0},
+	{"proxy", "default_pool_size", KEY_INT, C(proxy.default_pool_size), "20", NULL, 1, 100000},
+	{"proxy", "min_pool_size", KEY_INT, C(proxy.min_pool_size), "0", NULL, 0, 100000},
+	{"proxy", "reserve_pool_size", KEY_INT, C(proxy.reserve_pool_size), "0", NULL, 0, 100000},
+	{"proxy", "reserve_pool_timeout", KEY_SECONDS, C(proxy.reserve_pool_timeout), "5s", NULL, 0, 0},
+	{"proxy", "max_db_connections", KEY_INT, C(proxy.max_db_connections), "0", NULL, 0, 1000000},
+	{"proxy", "server_idle_timeout", KEY_SECONDS, C(proxy.server_idle_timeout), "600s", NULL, 0, 0},
+	{"proxy", "server_lifetime", KEY_SECONDS, C(proxy.server_lifetime), "3600s", NULL, 0, 0},
+	{"proxy", "server_reset_query", KEY_STRING, C(proxy.server_reset_query), "DISCARD ALL", NULL, 0, 0},
+	{"proxy", "server_reset_query_always", KEY_BOOL, C(proxy.server_reset_query_always), "off", NULL, 0, 0},
+	{"proxy", "server_check_query", KEY_STRING, C(proxy.server_check_query), "select 1", NULL, 0, 0},
+	{"proxy", "server_check_delay", KEY_SECONDS, C(proxy.server_check_delay), "30s", NULL, 0, 0},
+	{"proxy", "query_wait_timeout", KEY_SECONDS, C(proxy.query_wait_timeout), "120s", NULL, 0, 0},
 	{"replication", "slot_name", KEY_NAME, C(replication.slot_name), "pghandoff", NULL, 0, 0},
 	{"replication", "publication_name", KEY_NAME, C(replication.publication_name), "pghandoff", NULL, 0, 0},
 	{"replication", "schema", KEY_ENUM, C(replication.schema), "copy", schema_names, 0, 0},
@@ -293,6 +308,12 @@ set_value(Loader *ld, const KeyDef *def, void *base, const char *value, int line
 		}
 		*(int64_t *) field = n;
 		return true;
+	case KEY_SECONDS:
+		if (value[0] && strspn(value, "0123456789") == strlen(value) && strlen(value) <= 9) {
+			*(int64_t *) field = (int64_t) strtol(value, NULL, 10) * 1000000;
+			return true;
+		}
+		/* fall through */
 	case KEY_DURATION:
 		if (!parse_duration(value, &n, err, sizeof(err))) {
 			loader_error(ld, line, "%s: %s", def->name, err);
@@ -398,6 +419,81 @@ handle_server_key(Loader *ld, ServerConfig *server, int which, const char *name,
 	}
 }
 
+/*
+ * PgBouncer's form of a database line, "dbname=app_new pool_mode=transaction
+ * pool_size=10": the keys that mean the same here are read, any other is an
+ * error naming it.
+ */
+static bool
+parse_database_options(Loader *ld, DatabaseMapping *db, const char *value)
+{
+	static const char *const int_keys[] = {"pool_size", "min_pool_size", "reserve_pool", "max_db_connections"};
+	int *int_fields[] = {&db->pool_size, &db->min_pool_size, &db->reserve_pool, &db->max_db_connections};
+	const char *p = value;
+
+	while (*p) {
+		char key[64], val[MAX_NAME_LEN + 1];
+		size_t klen, vlen, i;
+		bool known = false;
+
+		p += strspn(p, " \t");
+		if (!*p)
+			break;
+		klen = strcspn(p, "= \t");
+		if (p[klen] != '=' || klen == 0 || klen >= sizeof(key)) {
+			loader_error(ld, ld->line, "invalid database option near \"%s\": expected key=value", p);
+			return false;
+		}
+		memcpy(key, p, klen);
+		key[klen] = '\0';
+		p += klen + 1;
+		vlen = strcspn(p, " \t");
+		if (vlen == 0 || vlen >= sizeof(val)) {
+			loader_error(ld, ld->line, "invalid value for database option %s", key);
+			return false;
+		}
+		memcpy(val, p, vlen);
+		val[vlen] = '\0';
+		p += vlen;
+		if (strcmp(key, "dbname") == 0) {
+			free(db->target_name);
+			db->target_name = strdup(val);
+			continue;
+		}
+		if (strcmp(key, "pool_mode") == 0) {
+			if (strcmp(val, "session") != 0 && strcmp(val, "transaction") != 0) {
+				loader_error(ld, ld->line,
+					     "invalid value \"%s\" for pool_mode: expected one of session, transaction",
+					     val);
+				return false;
+			}
+			db->pool_mode = strcmp(val, "session") == 0 ? POOL_SESSION : POOL_TRANSACTION;
+			continue;
+		}
+		for (i = 0; i < sizeof(int_keys) / sizeof(int_keys[0]); i++) {
+			int64_t n;
+			char err[128];
+
+			if (strcmp(key, int_keys[i]) != 0)
+				continue;
+			known = true;
+			if (!parse_int(val, 0, 100000, &n, err, sizeof(err))) {
+				loader_error(ld, ld->line, "%s: %s", key, err);
+				return false;
+			}
+			*int_fields[i] = (int) n;
+		}
+		if (!known) {
+			loader_error(ld, ld->line,
+				     "unknown database option \"%s\"; known options are dbname, pool_mode, pool_size, "
+				     "min_pool_size, reserve_pool and max_db_connections",
+				     key);
+			return false;
+		}
+	}
+	return true;
+}
+
 static void
 handle_database(Loader *ld, const char *name, const char *value)
 {
@@ -433,8 +529,15 @@ handle_database(Loader *ld, const char *name, const char *value)
 	}
 	db = &config->databases[config->ndatabases++];
 	db->name = strdup(name);
-	db->target_name = strdup(value[0] ? value : name);
+	db->target_name = NULL;
+	db->pool_mode = db->pool_size = db->min_pool_size = db->reserve_pool = db->max_db_connections = -1;
 	db->line = ld->line;
+	if (strchr(value, '=')) {
+		if (!parse_database_options(ld, db, value))
+			return;
+	}
+	if (!db->target_name)
+		db->target_name = strdup(value[0] && !strchr(value, '=') ? value : name);
 }
 
 static int
@@ -853,6 +956,7 @@ format_value(const KeyDef *def, const void *base, StrBuf *out)
 		strbuf_append(out, buf);
 		break;
 	case KEY_DURATION:
+	case KEY_SECONDS:
 		format_duration(*(const int64_t *) field, buf, sizeof(buf));
 		strbuf_append(out, buf);
 		break;
@@ -894,8 +998,30 @@ config_each(const Config *config, ConfigEachFn fn, void *arg)
 			   secret ? "********" : servers[s]->ssl_values[k]);
 		}
 	}
-	for (d = 0; d < config->ndatabases; d++)
-		fn(arg, "databases", config->databases[d].name, config->databases[d].target_name);
+	for (d = 0; d < config->ndatabases; d++) {
+		const DatabaseMapping *db = &config->databases[d];
+		char line[512];
+		int n;
+
+		if (db->pool_mode < 0 && db->pool_size < 0 && db->min_pool_size < 0 && db->reserve_pool < 0 &&
+		    db->max_db_connections < 0) {
+			fn(arg, "databases", db->name, db->target_name);
+			continue;
+		}
+		n = snprintf(line, sizeof(line), "dbname=%s", db->target_name);
+		if (db->pool_mode >= 0)
+			n += snprintf(line + n, sizeof(line) - (size_t) n, " pool_mode=%s",
+				      pool_mode_names[db->pool_mode]);
+		if (db->pool_size >= 0)
+			n += snprintf(line + n, sizeof(line) - (size_t) n, " pool_size=%d", db->pool_size);
+		if (db->min_pool_size >= 0)
+			n += snprintf(line + n, sizeof(line) - (size_t) n, " min_pool_size=%d", db->min_pool_size);
+		if (db->reserve_pool >= 0)
+			n += snprintf(line + n, sizeof(line) - (size_t) n, " reserve_pool=%d", db->reserve_pool);
+		if (db->max_db_connections >= 0)
+			snprintf(line + n, sizeof(line) - (size_t) n, " max_db_connections=%d", db->max_db_connections);
+		fn(arg, "databases", db->name, line);
+	}
 	for (i = 0; i < N_GLOBAL_KEYS; i++)
 		each_value(fn, arg, global_keys[i].section, &global_keys[i], config);
 }

@@ -34,6 +34,7 @@ typedef enum DrainPolicy { DRAIN_ABORT = 0, DRAIN_CANCEL } DrainPolicy;
 typedef enum UnmovablePolicy { UNMOVABLE_TERMINATE = 0, UNMOVABLE_ABORT } UnmovablePolicy;
 typedef enum FenceMode { FENCE_NONE = 0, FENCE_READ_ONLY } FenceMode;
 typedef enum VerifyMode { VERIFY_NONE = 0, VERIFY_COUNTS } VerifyMode;
+typedef enum PoolMode { POOL_SESSION = 0, POOL_TRANSACTION } PoolMode;
 
 /* [source] and [target]: where a cluster is and how to log in to it. */
 typedef struct ServerConfig {
@@ -54,6 +55,12 @@ typedef struct ServerConfig {
 typedef struct DatabaseMapping {
 	char *name;        /* name on the source, and the name clients use */
 	char *target_name; /* name on the target */
+	/* PgBouncer's per-database overrides; -1: [proxy]'s value. */
+	int pool_mode;
+	int pool_size;
+	int min_pool_size;
+	int reserve_pool;
+	int max_db_connections;
 	int line;
 } DatabaseMapping;
 
@@ -73,6 +80,20 @@ typedef struct ProxyConfig {
 	char *state_file;
 	int64_t client_login_timeout; /* microseconds */
 	int64_t shutdown_timeout;     /* microseconds */
+	/* Server connection pools, with PgBouncer's meanings and defaults. */
+	PoolMode pool_mode;
+	int default_pool_size;
+	int min_pool_size;
+	int reserve_pool_size;
+	int64_t reserve_pool_timeout; /* microseconds */
+	int max_db_connections;       /* 0: no limit */
+	int64_t server_idle_timeout;  /* microseconds; 0: never */
+	int64_t server_lifetime;      /* microseconds; 0: never */
+	char *server_reset_query;
+	bool server_reset_query_always;
+	char *server_check_query;
+	int64_t server_check_delay;  /* microseconds */
+	int64_t query_wait_timeout;  /* microseconds; 0: wait forever */
 } ProxyConfig;
 
 typedef struct ReplicationConfig {

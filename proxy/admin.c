@@ -4,6 +4,7 @@
  * Every answer is built whole and sent with one write.
  */
 #include "proxy/objects.h"
+#include "proxy/pool.h"
 #include "cutover/loop/cutover.h"
 #include "common/log.h"
 #include "common/strbuf.h"
@@ -230,7 +231,7 @@ show_servers(Client *client, const char *arg)
 					   "backend_pid", "client", "connect_time", "tls"};
 	Proxy *proxy = client->proxy;
 	const List *lists[] = {&proxy->login_servers, &proxy->active_servers, &proxy->standby_servers,
-			       &proxy->retiring_servers};
+			       &proxy->idle_servers, &proxy->retiring_servers};
 	const List *item;
 	Result r;
 	size_t i;
@@ -249,12 +250,14 @@ show_servers(Client *client, const char *arg)
 			snprintf(cid, sizeof(cid), "C-%u", server->client ? server->client->id : 0);
 			format_time(server->connect_time, since, sizeof(since));
 			values[0] = id;
-			values[1] = server->client ? server->client->user : NULL;
+			values[1] = server->user;
 			values[2] = server->cluster == &proxy->target ? server->db->target_name : server->db->name;
 			values[3] = server->cluster->role;
 			values[4] = server->state == SV_ACTIVE ? "active"
 				: server->state == SV_STANDBY  ? "standby"
 				: server->state == SV_RETIRING ? "retiring"
+				: server->state == SV_IDLE     ? "idle"
+				: server->state == SV_TESTING  ? "testing"
 							       : "login";
 			values[5] = pid;
 			values[6] = server->client ? cid : NULL;
@@ -262,6 +265,90 @@ show_servers(Client *client, const char *arg)
 			values[8] = server->sbuf.ssl ? "on" : "off";
 			result_row(&r, values);
 		}
+	}
+	return result_send(client, &r, "SHOW");
+}
+
+/* PgBouncer's columns, for each pool on the cluster served now. */
+static void
+pool_row(Result *r, const Proxy *proxy, const Pool *pool)
+{
+	const List *item;
+	int cl_active = 0, cl_waiting = 0, sv_active = 0, sv_idle = 0, sv_used = 0, sv_tested = 0, sv_login = 0;
+	double maxwait = 0, now = ev_now(proxy->loop);
+	char v[9][24];
+	const char *values[12];
+	int i;
+
+	list_for_each(item, &proxy->active_clients)
+	{
+		const Client *c = container_of(item, const Client, head);
+
+		if (c->pool != pool)
+			continue;
+		if (c->pool_waiting) {
+			cl_waiting++;
+			if (now - c->wait_since > maxwait)
+				maxwait = now - c->wait_since;
+		} else {
+			cl_active++;
+		}
+	}
+	list_for_each(item, &proxy->idle_servers)
+	{
+		const Server *s = container_of(item, const Server, head);
+
+		if (s->pool != pool || s->cluster != proxy->serving)
+			continue;
+		if (s->state == SV_TESTING)
+			sv_tested++;
+		else if (now - s->idle_since >= proxy->config.proxy.server_check_delay / 1e6)
+			sv_used++;
+		else
+			sv_idle++;
+	}
+	list_for_each(item, &proxy->active_servers)
+		sv_active += container_of(item, const Server, head)->pool == pool;
+	list_for_each(item, &proxy->login_servers)
+	{
+		const Server *s = container_of(item, const Server, head);
+
+		sv_login += s->pool == pool && s->cluster == proxy->serving && !s->is_standby;
+	}
+	snprintf(v[0], sizeof(v[0]), "%d", cl_active);
+	snprintf(v[1], sizeof(v[1]), "%d", cl_waiting);
+	snprintf(v[2], sizeof(v[2]), "%d", sv_active);
+	snprintf(v[3], sizeof(v[3]), "%d", sv_idle);
+	snprintf(v[4], sizeof(v[4]), "%d", sv_used);
+	snprintf(v[5], sizeof(v[5]), "%d", sv_tested);
+	snprintf(v[6], sizeof(v[6]), "%d", sv_login);
+	snprintf(v[7], sizeof(v[7]), "%d", (int) maxwait);
+	snprintf(v[8], sizeof(v[8]), "%d", (int) ((maxwait - (int) maxwait) * 1e6));
+	values[0] = pool->dbname;
+	values[1] = pool->user;
+	for (i = 0; i < 9; i++)
+		values[i + 2] = v[i];
+	values[11] = pool_mode_of(proxy, pool->db) == POOL_TRANSACTION ? "transaction" : "session";
+	result_row(r, values);
+}
+
+static bool
+show_pools(Client *client, const char *arg)
+{
+	static const char *const cols[] = {"database", "user",      "cl_active", "cl_waiting", "sv_active", "sv_idle",
+					   "sv_used",  "sv_tested", "sv_login",  "maxwait",    "maxwait_us", "pool_mode"};
+	Proxy *proxy = client->proxy;
+	const List *item;
+	Result r;
+
+	(void) arg;
+	result_begin(&r, 12, cols);
+	list_for_each(item, &proxy->pools)
+	{
+		const Pool *pool = container_of(item, const Pool, head);
+
+		if (pool->db)
+			pool_row(&r, proxy, pool);
 	}
 	return result_send(client, &r, "SHOW");
 }
@@ -619,6 +706,7 @@ typedef struct AdminCommand {
 static const AdminCommand commands[] = {
 	{"SHOW CLIENTS", NULL, show_clients, "client connections: state, transaction status, server"},
 	{"SHOW SERVERS", NULL, show_servers, "server connections: cluster, state, client"},
+	{"SHOW POOLS", NULL, show_pools, "server connection pools: clients active and waiting, connections by state"},
 	{"SHOW STATS", NULL, show_stats, "totals per database since start"},
 	{"SHOW CONFIG", NULL, show_config, "the effective settings, secrets redacted"},
 	{"SHOW DATABASES", NULL, show_databases, "the databases served, their cluster and pause state"},

@@ -11,6 +11,7 @@
 #include "proxy/objects.h"
 #include "cutover/loop/cutover.h"
 #include "proxy/negotiate.h"
+#include "proxy/pool.h"
 #include "proxy/session.h"
 #include "proxy/sqlscan.h"
 #include "common/log.h"
@@ -101,19 +102,7 @@ auth_done(Client *client)
 bool
 proxy_connect_client(Client *client)
 {
-	Proxy *proxy = client->proxy;
-	Server *server = server_new(proxy, client, proxy->serving, client->db);
-
-	if (!server) {
-		client_disconnect(client, "53200", "out of memory");
-		return false;
-	}
-	client->server = server;
-	if (client->state != CL_WAIT_SERVER)
-		client_change_state(client, CL_WAIT_SERVER);
-	if (!server_start(server))
-		return false; /* server_start tore both down */
-	return true;
+	return pool_connect_client(client);
 }
 
 static bool

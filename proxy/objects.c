@@ -5,6 +5,7 @@
  */
 #include "proxy/objects.h"
 #include "cutover/loop/cutover.h"
+#include "proxy/pool.h"
 #include "proxy/session.h"
 #include "common/log.h"
 #include "common/scram.h"
@@ -68,6 +69,9 @@ server_list(Proxy *proxy, ServerState state)
 		return &proxy->standby_servers;
 	case SV_RETIRING:
 		return &proxy->retiring_servers;
+	case SV_IDLE:
+	case SV_TESTING:
+		return &proxy->idle_servers;
 	case SV_JUSTFREE:
 		return &proxy->justfree_servers;
 	}
@@ -248,9 +252,6 @@ client_server_ready(Client *client)
 	pktbuf_put_messages(&pb, server->login_params, server->login_params_len);
 	pktbuf_write_backend_key_data(&pb, client->cancel_pid, client->cancel_key, client->cancel_key_len);
 	pktbuf_write_ready_for_query(&pb, TXN_IDLE);
-	free(server->login_params);
-	server->login_params = NULL;
-	server->login_params_len = 0;
 
 	ev_timer_stop(client->proxy->loop, &client->login_timer);
 	client_link_server(client, server);
@@ -313,13 +314,9 @@ client_disconnect(Client *client, const char *sqlstate, const char *fmt, ...)
 	} else {
 		log_info(client->subject, "closing: %s", reason);
 	}
-	if (client->server) {
-		Server *server = client->server;
-
-		client->server = NULL;
-		server->client = NULL;
-		server_disconnect(server, NULL, "client closed");
-	}
+	pool_forget_client(client);
+	if (client->server)
+		pool_release(client->server, "client closed"); /* kept for the next client, or closed */
 	if (client->cutover.standby) {
 		Server *standby = client->cutover.standby;
 
@@ -383,11 +380,26 @@ server_new(Proxy *proxy, Client *client, const Cluster *cluster, Database *db)
 	server->cluster = cluster;
 	server->state = SV_CONNECTING;
 	server->connect_time = ev_now(proxy->loop);
+	server->idle_since = server->connect_time;
 	list_init(&server->head);
 	list_append(&proxy->login_servers, &server->head);
-	snprintf(server->subject, sizeof(server->subject), "S-%u %s@%s %s", server->id, client->user,
-		 cluster == &proxy->target ? db->target_name : db->name, cluster->role);
 	sbuf_init(&server->sbuf, proxy->loop, server_on_event);
+	if (client) {
+		/* What it logs in with is its first client's, and stays its own when that client leaves. */
+		snprintf(server->user, sizeof(server->user), "%s", client->user);
+		server->params = malloc(client->params_len + 1);
+		if (!server->params) {
+			list_del(&server->head);
+			free(server);
+			return NULL;
+		}
+		memcpy(server->params, client->params, client->params_len);
+		server->params_len = client->params_len;
+		server->pool = client->pool;
+		pool_count(server, 1);
+	}
+	snprintf(server->subject, sizeof(server->subject), "S-%u %s@%s %s", server->id, server->user,
+		 cluster == &proxy->target ? db->target_name : db->name, cluster->role);
 	return server;
 }
 
@@ -413,7 +425,8 @@ server_disconnect(Server *server, const char *sqlstate, const char *fmt, ...)
 	va_end(ap);
 	log_info(server->subject, "closing: %s", reason);
 
-	if ((server->state == SV_ACTIVE || server->state == SV_STANDBY || server->state == SV_RETIRING) &&
+	if ((server->state == SV_ACTIVE || server->state == SV_STANDBY || server->state == SV_RETIRING ||
+	     server->state == SV_IDLE || server->state == SV_TESTING) &&
 	    !sbuf_closed(&server->sbuf) && !server->sbuf.ssl) {
 		/* Say goodbye, so the backend does not log an unexpected EOF; a full socket gets none. */
 		PktBuf pb;
@@ -426,6 +439,7 @@ server_disconnect(Server *server, const char *sqlstate, const char *fmt, ...)
 	}
 	sbuf_close(&server->sbuf);
 	server->client = NULL;
+	pool_count(server, -1);
 	server_change_state(server, SV_JUSTFREE);
 	script_free(server->script);
 	server->script = NULL;
@@ -447,6 +461,7 @@ server_free(Server *server)
 {
 	list_del(&server->head);
 	free(server->login_params);
+	free(server->params);
 	if (server->scram) {
 		scram_client_clear(server->scram);
 		free(server->scram);

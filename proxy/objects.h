@@ -31,6 +31,7 @@
 typedef struct Proxy Proxy;
 typedef struct Client Client;
 typedef struct Server Server;
+typedef struct Pool Pool;
 typedef struct UserList UserList;
 typedef struct ScramServer ScramServer;
 typedef struct ScramClient ScramClient;
@@ -67,6 +68,12 @@ typedef struct Database {
 	char target_name[64];
 	bool paused; /* PAUSE: new transactions wait */
 	int nclients;
+	/* [databases] overrides of the pool settings (DatabaseMapping), -1 when none. */
+	int pool_mode;
+	int pool_size;
+	int min_pool_size;
+	int reserve_pool;
+	int max_db_connections;
 	DbStats stats;
 } Database;
 
@@ -128,6 +135,10 @@ struct Client {
 	Proxy *proxy;
 	Server *server;
 	Database *db;
+	Pool *pool;      /* its database's and user's, from its login on */
+	List wait_head;  /* on pool->waiting while it waits for a server connection */
+	bool pool_waiting;
+	ev_tstamp wait_since;
 	char user[64];
 	char dbname[64];
 	char subject[SUBJECT_LEN]; /* "C-12 app@db 127.0.0.1:50312", for logs */
@@ -192,6 +203,8 @@ typedef enum ServerState {
 	SV_ACTIVE,     /* on proxy.active_servers: logged in, linked to its client */
 	SV_STANDBY,    /* on proxy.standby_servers: logged in for its client's cutover, not yet relaying */
 	SV_RETIRING,   /* on proxy.retiring_servers: its client moved on; closed a few at a time after */
+	SV_IDLE,       /* on proxy.idle_servers: in its pool, reset, waiting for a client */
+	SV_TESTING,    /* on proxy.idle_servers: running the reset or check query between two clients */
 	SV_JUSTFREE,   /* on proxy.justfree_servers: closed, freed after this loop iteration */
 } ServerState;
 
@@ -203,7 +216,13 @@ struct Server {
 	Proxy *proxy;
 	Client *client;
 	Database *db;
+	Pool *pool;
 	const Cluster *cluster; /* source or target */
+	char user[64];
+	/* The startup parameters it logged in with (Client.params'), which a client reusing it must share. */
+	char *params;
+	uint32_t params_len;
+	ev_tstamp idle_since; /* when its last client left it (or its login ended) */
 	char subject[SUBJECT_LEN];
 	ev_tstamp connect_time;
 	bool tls_requested;
@@ -270,7 +289,10 @@ struct Proxy {
 	List active_servers;
 	List standby_servers;
 	List retiring_servers;
+	List idle_servers;
 	List justfree_servers;
+	List pools;
+	ev_timer pool_timer;
 	int nclients;
 	int nclient_places; /* clients holding a place of max_client_conn */
 	int nadmin_places;  /* of admin_reserved_conn */

@@ -5,6 +5,7 @@
  */
 #include "proxy/proxy.h"
 #include "proxy/objects.h"
+#include "proxy/pool.h"
 #include "cutover/loop/cutover.h"
 #include "proxy/replprobe.h"
 #include "common/log.h"
@@ -67,7 +68,7 @@ on_loop_iteration(struct ev_loop *loop, ev_prepare *w, int revents)
 	if (proxy->shutting_down && list_empty(&proxy->active_clients) && list_empty(&proxy->admin_clients) &&
 	    list_empty(&proxy->login_clients) && list_empty(&proxy->login_servers) &&
 	    list_empty(&proxy->active_servers) && list_empty(&proxy->standby_servers) &&
-	    list_empty(&proxy->retiring_servers))
+	    list_empty(&proxy->retiring_servers) && list_empty(&proxy->idle_servers))
 		ev_break(loop, EVBREAK_ALL);
 }
 
@@ -105,6 +106,8 @@ proxy_main(const char *config_path, bool with_follower)
 	list_init(&proxy->active_servers);
 	list_init(&proxy->standby_servers);
 	list_init(&proxy->retiring_servers);
+	list_init(&proxy->idle_servers);
+	list_init(&proxy->pools);
 	list_init(&proxy->justfree_servers);
 	proxy->metrics_fd = -1;
 	proxy->admin_on_packet = admin_on_packet;
@@ -124,6 +127,7 @@ proxy_main(const char *config_path, bool with_follower)
 	ev_signal_start(proxy->loop, &proxy->sig_hup);
 	ev_prepare_init(&proxy->reaper, on_loop_iteration);
 	ev_prepare_start(proxy->loop, &proxy->reaper);
+	pool_start(proxy);
 
 	log_info("proxy", "pghandoff %s proxy started: %d database(s), source %s:%d", PGHANDOFF_VERSION,
 		 proxy->ndatabases, proxy->source.host, proxy->source.port);
@@ -136,7 +140,10 @@ done:
 	cutover_shutdown(proxy);
 	followers_shutdown(proxy);
 	replprobe_stop(proxy);
+	pool_stop(proxy);
+	(void) pool_close_idle(proxy, NULL, "pghandoff stopped");
 	(void) proxy_free_justfree(proxy);
+	pool_free_all(proxy);
 	ev_signal_stop(proxy->loop, &proxy->sig_term);
 	ev_signal_stop(proxy->loop, &proxy->sig_int);
 	ev_signal_stop(proxy->loop, &proxy->sig_hup);

@@ -7,6 +7,7 @@
 #include "proxy/objects.h"
 #include "cutover/loop/cutover.h"
 #include "proxy/negotiate.h"
+#include "proxy/pool.h"
 #include "proxy/session.h"
 #include "common/log.h"
 #include "common/md5auth.h"
@@ -45,18 +46,17 @@ server_send(Server *server, PktBuf *pb)
 static bool
 send_startup(Server *server)
 {
-	Client *client = server->client;
 	const char *keys[3 + PROTO_MAX_STARTUP_PARAMS + 2];
 	const char *values[3 + PROTO_MAX_STARTUP_PARAMS + 2];
-	const char *p = client->params;
-	const char *end = client->params + client->params_len;
+	const char *p = server->params;
+	const char *end = server->params + server->params_len;
 	int n = 0, options = -1;
 	StrBuf opts;
 	PktBuf pb;
 
 	strbuf_init(&opts);
 	keys[n] = "user";
-	values[n++] = client->user;
+	values[n++] = server->user;
 	keys[n] = "database";
 	values[n++] = server->cluster == &server->proxy->target ? server->db->target_name : server->db->name;
 	while (p < end && n < (int) (sizeof(keys) / sizeof(keys[0]))) {
@@ -106,15 +106,14 @@ server_start(Server *server)
 static const char *
 login_password(Server *server, SecretKind *kind, const UserEntry **entry_out)
 {
-	Client *client = server->client;
-	const UserEntry *entry = userlist_find(server->proxy->users, client->user);
+	const UserEntry *entry = userlist_find(server->proxy->users, server->user);
 
 	*entry_out = entry;
 	if (entry) {
 		*kind = entry->kind;
 		return entry->secret;
 	}
-	if (server->cluster->password[0] && strcmp(server->cluster->user, client->user) == 0) {
+	if (server->cluster->password[0] && strcmp(server->cluster->user, server->user) == 0) {
 		*kind = SECRET_PLAIN;
 		return server->cluster->password;
 	}
@@ -137,10 +136,24 @@ login_fail(Server *server, const char *fmt, ...)
 	return false;
 }
 
+/*
+ * The ClientKey a SCRAM pass-through logs in with: its client's, else the
+ * one the pool kept from its last client (a connection opened without one).
+ */
+static const uint8_t *
+pass_through_key(const Server *server)
+{
+	if (server->client && server->client->have_client_key)
+		return server->client->client_key;
+	if (server->pool && server->pool->have_client_key)
+		return server->pool->client_key;
+	return NULL;
+}
+
 static bool
 handle_auth_request(Server *server, const PktHeader *pkt)
 {
-	Client *client = server->client;
+	const char *user = server->user;
 	const UserEntry *entry;
 	ProtoAuthRequest req;
 	SecretKind kind = SECRET_PLAIN;
@@ -161,7 +174,7 @@ handle_auth_request(Server *server, const PktHeader *pkt)
 	case AUTH_REQ_PASSWORD:
 		if (!secret || kind != SECRET_PLAIN)
 			return login_fail(server, "server asks for a plaintext password, none is known for user \"%s\"",
-					  client->user);
+					  user);
 		pktbuf_init(&pb);
 		pktbuf_write_password_message(&pb, secret, strlen(secret) + 1);
 		return server_send(server, &pb);
@@ -172,11 +185,11 @@ handle_auth_request(Server *server, const PktHeader *pkt)
 		if (!secret || kind == SECRET_SCRAM)
 			return login_fail(server,
 					  "server asks for md5, no password or md5 hash is known for user \"%s\"",
-					  client->user);
+					  user);
 		if (kind == SECRET_MD5)
 			ok = md5auth_response_from_stored(secret, req.data, response, err, sizeof(err));
 		else
-			ok = md5auth_response_from_password(client->user, secret, req.data, response, err, sizeof(err));
+			ok = md5auth_response_from_password(user, secret, req.data, response, err, sizeof(err));
 		if (!ok)
 			return login_fail(server, "md5: %s", err);
 		pktbuf_init(&pb);
@@ -184,6 +197,7 @@ handle_auth_request(Server *server, const PktHeader *pkt)
 		return server_send(server, &pb);
 	}
 	case AUTH_REQ_SASL: {
+		const uint8_t *client_key = pass_through_key(server);
 		bool offered = false, ok;
 		int i;
 
@@ -191,7 +205,7 @@ handle_auth_request(Server *server, const PktHeader *pkt)
 			offered |= strcmp(req.mechanisms[i], "SCRAM-SHA-256") == 0;
 		if (!offered)
 			return login_fail(server, "server offers no SASL mechanism pghandoff supports (user \"%s\")",
-					  client->user);
+					  user);
 		server->scram = calloc(1, sizeof(ScramClient));
 		if (!server->scram) {
 			server_disconnect(server, "53200", "out of memory");
@@ -199,14 +213,14 @@ handle_auth_request(Server *server, const PktHeader *pkt)
 		}
 		if (secret && kind == SECRET_PLAIN)
 			ok = scram_client_init_password(server->scram, secret, err, sizeof(err));
-		else if (entry && kind == SECRET_SCRAM && client->have_client_key)
-			ok = scram_client_init_keys(server->scram, client->client_key, entry->verifier.stored_key,
+		else if (entry && kind == SECRET_SCRAM && client_key)
+			ok = scram_client_init_keys(server->scram, client_key, entry->verifier.stored_key,
 						    entry->verifier.server_key, err, sizeof(err));
 		else
 			return login_fail(server,
 					  "server asks for SCRAM, no password or SCRAM key is known for user "
 					  "\"%s\"",
-					  client->user);
+					  user);
 		if (!ok ||
 		    !scram_client_build_client_first(server->scram, NULL, out, sizeof(out), &outlen, err, sizeof(err)))
 			return login_fail(server, "SCRAM: %s", err);
@@ -315,6 +329,12 @@ handle_login_packet(Server *server, const PktHeader *pkt)
 	}
 	case PQMSG_READY_FOR_QUERY:
 		sbuf_consume(&server->sbuf, pkt->len);
+		if (!client && server->pool && !server->is_standby) {
+			/* Opened for the pool alone (min_pool_size, a cutover's warm-up), or its client left. */
+			log_debug(server->subject, "logged in for the pool, backend pid %d", server->backend_pid);
+			pool_server_idle(server);
+			return !sbuf_closed(&server->sbuf);
+		}
 		if (!client) {
 			server_disconnect(server, NULL, "client gone");
 			return false;
@@ -489,7 +509,7 @@ server_on_event(SBuf *sb, SBufEvent event, const PktHeader *pkt)
 			return script_on_packet(server, pkt);
 		if (server->state == SV_ACTIVE)
 			return relay_server_packet(server, pkt);
-		if (server->state == SV_STANDBY || server->state == SV_RETIRING) {
+		if (server->state == SV_STANDBY || server->state == SV_RETIRING || server->state == SV_IDLE) {
 			/* Nothing is asked of it before the switch: notices and the like. */
 			sbuf_consume(sb, pkt->len);
 			return true;

@@ -4,6 +4,7 @@
  * nothing, and RELOAD / SIGHUP putting a loaded one in place.
  */
 #include "proxy/objects.h"
+#include "proxy/pool.h"
 #include "common/log.h"
 #include "proxy/userlist.h"
 
@@ -85,6 +86,11 @@ proxy_install_databases(Proxy *proxy, const Config *config)
 
 		snprintf(dbs[i].name, sizeof(dbs[i].name), "%s", config->databases[i].name);
 		snprintf(dbs[i].target_name, sizeof(dbs[i].target_name), "%s", config->databases[i].target_name);
+		dbs[i].pool_mode = config->databases[i].pool_mode;
+		dbs[i].pool_size = config->databases[i].pool_size;
+		dbs[i].min_pool_size = config->databases[i].min_pool_size;
+		dbs[i].reserve_pool = config->databases[i].reserve_pool;
+		dbs[i].max_db_connections = config->databases[i].max_db_connections;
 		if (old) {
 			dbs[i].paused = old->paused;
 			dbs[i].stats = old->stats;
@@ -162,6 +168,7 @@ proxy_reload(Proxy *proxy)
 	/* Every client and server points into the old array: re-point them all, logging in or not. */
 	repoint_clients(proxy, &proxy->active_clients);
 	repoint_clients(proxy, &proxy->login_clients);
+	pool_repoint(proxy);
 	for (i = 0; i < proxy->ndatabases; i++) {
 		proxy->databases[i].nclients = 0;
 		list_for_each(item, &proxy->active_clients) if (container_of(item, Client, head)->db ==

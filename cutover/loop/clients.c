@@ -4,6 +4,7 @@
  * switch.
  */
 #include "cutover/loop/internal.h"
+#include "proxy/pool.h"
 #include "common/log.h"
 #include "proxy/pktbuf.h"
 #include "proxy/proto.h"
@@ -81,6 +82,16 @@ standby_warm(Cutover *c, Client *client, int *busy)
 	return standby->warmed;
 }
 
+/* What a login to db as user gets once the switch is done, whatever fence it carries now. */
+static const char *
+login_read_only(void *arg, Database *db, const char *user)
+{
+	Cutover *c = arg;
+	long i = db - c->proxy->databases;
+
+	return i >= 0 && i < c->nhidden && steps_read_only_default(&c->read_only[i], user) ? "on" : "off";
+}
+
 /* Opens the missing standbys; true when every moving client has one logged in and warmed up. */
 bool
 cutover_standbys_ready(Cutover *c)
@@ -92,6 +103,15 @@ cutover_standbys_ready(Cutover *c)
 
 	if (!c->logins_known)
 		return false; /* the worker has yet to say what standbys log in with */
+	if (!c->pool_warmed) {
+		int n;
+
+		/* The idle part of each pool: the moving clients' standbys are the rest. */
+		c->pool_warmed = true;
+		n = pool_warm(proxy, c->to, login_read_only, c);
+		if (n > 0)
+			log_info("cutover", "warming the %s's pools with %d idle connection(s)", c->to->role, n);
+	}
 	list_for_each(item, &proxy->active_clients)
 	{
 		const Client *client = container_of(item, const Client, head);
@@ -104,8 +124,6 @@ cutover_standbys_ready(Cutover *c)
 	{
 		Client *client = container_of(item, Client, head);
 		Server *standby;
-		long db;
-
 		if (!cutover_is_moving(c, client))
 			continue;
 		if (client->cutover.standby) {
@@ -122,11 +140,7 @@ cutover_standbys_ready(Cutover *c)
 			return false;
 		}
 		standby->is_standby = true;
-		db = client->db - proxy->databases;
-		/* As a fresh login there gets it once the switch is done, whatever fence it carries now. */
-		standby->login_read_only =
-			db >= 0 && db < c->nhidden && steps_read_only_default(&c->read_only[db], client->user) ? "on"
-													       : "off";
+		standby->login_read_only = login_read_only(c, client->db, client->user);
 		client->cutover.standby = standby;
 		if (!server_start(standby))
 			return false; /* counted in Proxy.standbys_lost */
@@ -267,15 +281,13 @@ send_server_version(Client *client, Server *server)
 		}
 		p += len + 1;
 	}
-	free(server->login_params);
-	server->login_params = NULL;
-	server->login_params_len = 0;
 }
 
 void
 cutover_switch_clients(Cutover *c)
 {
 	List *item, *tmp;
+	int n;
 
 	list_for_each_safe(item, tmp, &c->proxy->active_clients)
 	{
@@ -316,4 +328,8 @@ cutover_switch_clients(Cutover *c)
 		client->cutover.carry = NULL;
 		c->moved++;
 	}
+	/* The pools' idle connections to the cluster left go the way the moved clients' old ones do. */
+	n = pool_retire_idle(c->proxy, c->from);
+	if (n > 0)
+		log_info("cutover", "%d idle pooled connection(s) to the %s retired", n, c->from->role);
 }

@@ -18,6 +18,7 @@
  * on, each one's next query simply waits a little.
  */
 #include "cutover/loop/internal.h"
+#include "proxy/pool.h"
 #include "common/log.h"
 #include "proxy/pktbuf.h"
 #include "proxy/proto.h"
@@ -198,6 +199,8 @@ resume_clients(Cutover *c)
 			}
 		}
 	}
+	/* Clients queued in a full pool meanwhile get theirs, on the cluster served now. */
+	pool_kick_all(proxy);
 }
 
 /* Resume, clean up, report.  The Cutover itself is freed after this loop iteration. */

@@ -114,6 +114,7 @@ struct Cutover {
 	int sessions_known;          /* known without reading: untouched (session_know_untouched) */
 	int standbys_started;
 	bool standbys_in; /* every moving client's standby logged in, once */
+	bool pool_warmed; /* the pools' idle connections were opened on the cluster it goes to */
 	int moved;
 	int terminated_clients;
 	int unmovable;
