@@ -92,8 +92,8 @@ typedef struct ProxyConfig {
 	char *server_reset_query;
 	bool server_reset_query_always;
 	char *server_check_query;
-	int64_t server_check_delay;  /* microseconds */
-	int64_t query_wait_timeout;  /* microseconds; 0: wait forever */
+	int64_t server_check_delay; /* microseconds */
+	int64_t query_wait_timeout; /* microseconds; 0: wait forever */
 } ProxyConfig;
 
 typedef struct ReplicationConfig {

@@ -307,8 +307,7 @@ pool_row(Result *r, const Proxy *proxy, const Pool *pool)
 		else
 			sv_idle++;
 	}
-	list_for_each(item, &proxy->active_servers)
-		sv_active += container_of(item, const Server, head)->pool == pool;
+	list_for_each(item, &proxy->active_servers) sv_active += container_of(item, const Server, head)->pool == pool;
 	list_for_each(item, &proxy->login_servers)
 	{
 		const Server *s = container_of(item, const Server, head);
@@ -335,8 +334,9 @@ pool_row(Result *r, const Proxy *proxy, const Pool *pool)
 static bool
 show_pools(Client *client, const char *arg)
 {
-	static const char *const cols[] = {"database", "user",      "cl_active", "cl_waiting", "sv_active", "sv_idle",
-					   "sv_used",  "sv_tested", "sv_login",  "maxwait",    "maxwait_us", "pool_mode"};
+	static const char *const cols[] = {"database",  "user",    "cl_active",  "cl_waiting",
+					   "sv_active", "sv_idle", "sv_used",    "sv_tested",
+					   "sv_login",  "maxwait", "maxwait_us", "pool_mode"};
 	Proxy *proxy = client->proxy;
 	const List *item;
 	Result r;

@@ -94,7 +94,8 @@ auth_done(Client *client)
 		client->cutover.wait_login = true;
 		client_change_state(client, CL_WAIT_SERVER);
 		log_debug(client->subject, "login waits for the cutover");
-		return true;
+		(void) pool_answer_login(client);
+		return client->state != CL_JUSTFREE;
 	}
 	return proxy_connect_client(client);
 }

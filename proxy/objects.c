@@ -247,11 +247,19 @@ client_server_ready(Client *client)
 	PktBuf pb;
 
 	pktbuf_init(&pb);
-	pktbuf_write_auth(&pb, AUTH_REQ_OK, NULL, 0);
-	/* The server's ParameterStatus messages, as they were. */
+	if (!client->login_answered)
+		pktbuf_write_auth(&pb, AUTH_REQ_OK, NULL, 0);
+	/*
+	 * The server's ParameterStatus messages, as they were; a client told
+	 * earlier gets them again, as a server reports a change (the cluster
+	 * may have changed since: server_version).
+	 */
 	pktbuf_put_messages(&pb, server->login_params, server->login_params_len);
-	pktbuf_write_backend_key_data(&pb, client->cancel_pid, client->cancel_key, client->cancel_key_len);
-	pktbuf_write_ready_for_query(&pb, TXN_IDLE);
+	if (!client->login_answered) {
+		pktbuf_write_backend_key_data(&pb, client->cancel_pid, client->cancel_key, client->cancel_key_len);
+		pktbuf_write_ready_for_query(&pb, TXN_IDLE);
+	}
+	client->login_answered = false;
 
 	ev_timer_stop(client->proxy->loop, &client->login_timer);
 	client_link_server(client, server);
@@ -415,6 +423,7 @@ void
 server_disconnect(Server *server, const char *sqlstate, const char *fmt, ...)
 {
 	Client *client = server->client;
+	ServerState was;
 	char reason[512];
 	va_list ap;
 
@@ -424,6 +433,7 @@ server_disconnect(Server *server, const char *sqlstate, const char *fmt, ...)
 	vsnprintf(reason, sizeof(reason), fmt, ap);
 	va_end(ap);
 	log_info(server->subject, "closing: %s", reason);
+	was = server->state;
 
 	if ((server->state == SV_ACTIVE || server->state == SV_STANDBY || server->state == SV_RETIRING ||
 	     server->state == SV_IDLE || server->state == SV_TESTING) &&
@@ -443,7 +453,11 @@ server_disconnect(Server *server, const char *sqlstate, const char *fmt, ...)
 	server_change_state(server, SV_JUSTFREE);
 	script_free(server->script);
 	server->script = NULL;
-	if (client && server->is_standby && client->cutover.standby == server) {
+	if (client && was == SV_TESTING) {
+		/* Its check query failed with it: the client it was checked for looks for another. */
+		client->server = NULL;
+		pool_retry_client(client);
+	} else if (client && server->is_standby && client->cutover.standby == server) {
 		/* A standby lost is the cutover's problem, not its client's. */
 		client->cutover.standby = NULL;
 		server->proxy->standbys_lost++;

@@ -135,10 +135,11 @@ struct Client {
 	Proxy *proxy;
 	Server *server;
 	Database *db;
-	Pool *pool;      /* its database's and user's, from its login on */
-	List wait_head;  /* on pool->waiting while it waits for a server connection */
+	Pool *pool;     /* its database's and user's, from its login on */
+	List wait_head; /* on pool->waiting while it waits for a server connection */
 	bool pool_waiting;
 	ev_tstamp wait_since;
+	bool login_answered; /* told its login is complete before its server connection was there */
 	char user[64];
 	char dbname[64];
 	char subject[SUBJECT_LEN]; /* "C-12 app@db 127.0.0.1:50312", for logs */

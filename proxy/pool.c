@@ -302,6 +302,13 @@ kick(Pool *pool)
 }
 
 void
+pool_retry_client(Client *client)
+{
+	if (client->pool && client->state == CL_WAIT_SERVER)
+		assign(client->pool, client);
+}
+
+void
 pool_kick_all(Proxy *proxy)
 {
 	List *item;
@@ -318,7 +325,7 @@ keep_login(Pool *pool, const Client *client)
 		memcpy(pool->client_key, client->client_key, sizeof(pool->client_key));
 		pool->have_client_key = true;
 	}
-	if (pool->params_len == client->params_len &&
+	if (pool->have_params && pool->params_len == client->params_len &&
 	    (client->params_len == 0 || memcmp(pool->params, client->params, client->params_len) == 0))
 		return;
 	params = malloc(client->params_len + 1);
@@ -328,6 +335,7 @@ keep_login(Pool *pool, const Client *client)
 	free(pool->params);
 	pool->params = params;
 	pool->params_len = client->params_len;
+	pool->have_params = true;
 }
 
 bool
@@ -483,8 +491,8 @@ open_idle(Pool *pool, const Cluster *cluster, const char *login_read_only)
 }
 
 int
-pool_warm(Proxy *proxy, const Cluster *cluster, const char *(*login_read_only)(void *arg, Database *db, const char *user),
-	  void *arg)
+pool_warm(Proxy *proxy, const Cluster *cluster,
+	  const char *(*login_read_only)(void *arg, Database *db, const char *user), void *arg)
 {
 	List *item, *sitem;
 	int opened = 0;
@@ -494,7 +502,7 @@ pool_warm(Proxy *proxy, const Cluster *cluster, const char *(*login_read_only)(v
 		Pool *pool = container_of(item, Pool, head);
 		int idle = 0, i;
 
-		if (!pool->db || !pool->params)
+		if (!pool->db || !pool->have_params)
 			continue;
 		list_for_each(sitem, &proxy->idle_servers)
 		{
@@ -503,7 +511,8 @@ pool_warm(Proxy *proxy, const Cluster *cluster, const char *(*login_read_only)(v
 			idle += server->pool == pool && server->cluster == proxy->serving;
 		}
 		for (i = 0; i < idle; i++)
-			if (open_idle(pool, cluster, login_read_only ? login_read_only(arg, pool->db, pool->user) : NULL))
+			if (open_idle(pool, cluster,
+				      login_read_only ? login_read_only(arg, pool->db, pool->user) : NULL))
 				opened++;
 	}
 	return opened;
@@ -586,7 +595,7 @@ janitor_min_pool(Proxy *proxy)
 		Pool *pool = container_of(item, Pool, head);
 		int min = min_pool_size_of(proxy, pool->db);
 
-		if (!pool->db || !pool->params)
+		if (!pool->db || !pool->have_params)
 			continue;
 		while (pool->nservers[cluster_index(proxy, proxy->serving)] < min && may_open(pool, 0))
 			if (!open_idle(pool, proxy->serving, NULL))
@@ -621,6 +630,53 @@ pool_stop(Proxy *proxy)
 }
 
 void
+pool_keep_welcome(Server *server)
+{
+	Pool *pool = server->pool;
+	int c = cluster_index(server->proxy, server->cluster);
+	uint8_t *copy;
+
+	if (!pool || !server->login_params_len)
+		return;
+	copy = malloc(server->login_params_len);
+	if (!copy)
+		return;
+	memcpy(copy, server->login_params, server->login_params_len);
+	free(pool->welcome[c]);
+	pool->welcome[c] = copy;
+	pool->welcome_len[c] = server->login_params_len;
+}
+
+bool
+pool_answer_login(Client *client)
+{
+	Proxy *proxy = client->proxy;
+	Pool *pool = client->pool;
+	int c = cluster_index(proxy, proxy->serving);
+	PktBuf pb;
+
+	if (!pool)
+		pool = client->pool = pool_get(proxy, client->db, client->user);
+	if (!pool || !pool->welcome[c])
+		return false;
+	pktbuf_init(&pb);
+	pktbuf_write_auth(&pb, AUTH_REQ_OK, NULL, 0);
+	pktbuf_put_messages(&pb, pool->welcome[c], pool->welcome_len[c]);
+	pktbuf_write_backend_key_data(&pb, client->cancel_pid, client->cancel_key, client->cancel_key_len);
+	pktbuf_write_ready_for_query(&pb, TXN_IDLE);
+	ev_timer_stop(proxy->loop, &client->login_timer);
+	client->login_answered = true;
+	client->txn_status = TXN_IDLE;
+	client->sbuf.max_pkt = MAX_MESSAGE_LEN;
+	if (!client_send(client, &pb)) {
+		client_disconnect(client, NULL, "could not send to the client");
+		return true;
+	}
+	log_debug(client->subject, "login answered; its server connection comes later");
+	return true;
+}
+
+void
 pool_free_all(Proxy *proxy)
 {
 	List *item, *tmp;
@@ -631,6 +687,8 @@ pool_free_all(Proxy *proxy)
 
 		list_del(&pool->head);
 		free(pool->params);
+		free(pool->welcome[0]);
+		free(pool->welcome[1]);
 		OPENSSL_cleanse(pool->client_key, sizeof(pool->client_key));
 		free(pool);
 	}

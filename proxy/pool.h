@@ -26,13 +26,21 @@ struct Pool {
 	Database *db; /* NULL once a reload dropped the database */
 	char dbname[64];
 	char user[64];
-	List waiting;     /* clients waiting for a server connection, oldest first (Client.wait_head) */
-	int nservers[2];  /* open server connections (any state) per cluster: [0] source, [1] target */
+	List waiting;    /* clients waiting for a server connection, oldest first (Client.wait_head) */
+	int nservers[2]; /* open server connections (any state) per cluster: [0] source, [1] target */
 	/* What a connection opened without a client logs in with: the last client's. */
+	bool have_params; /* a client logged in: params says with what */
 	char *params;
 	uint32_t params_len;
 	bool have_client_key;
 	uint8_t client_key[32];
+	/*
+	 * The ParameterStatus messages of a login to each cluster ([0] source, [1]
+	 * target): what a client is told at a login answered before its server
+	 * connection is there (pool_answer_login).
+	 */
+	uint8_t *welcome[2];
+	uint32_t welcome_len[2];
 };
 
 /* The pool of client's database and user (made on first use); false: out of memory, client closed. */
@@ -58,8 +66,22 @@ int pool_retire_idle(Proxy *proxy, const Cluster *cluster);
  * on the cluster served now: a cutover warms the pool it switches to.
  * login_read_only(db, user) says what default_transaction_read_only they log in with.
  */
-int pool_warm(Proxy *proxy, const Cluster *cluster, const char *(*login_read_only)(void *arg, Database *db, const char *user),
-	      void *arg);
+int pool_warm(Proxy *proxy, const Cluster *cluster,
+	      const char *(*login_read_only)(void *arg, Database *db, const char *user), void *arg);
+/* The connection checked for client failed: it gets another, or waits. */
+void pool_retry_client(Client *client);
+/* A server connection of pool logged in: its ParameterStatus messages are kept as the pool's welcome. */
+void pool_keep_welcome(Server *server);
+/*
+ * Tells client its login is complete (AuthenticationOk, the pool's welcome,
+ * BackendKeyData, ReadyForQuery) before it has a server connection, which
+ * comes later; false when the pool has no welcome yet (nothing sent).  A
+ * login during a cutover's pause is answered so: the client's first query
+ * waits like any other, and a client that cannot go on until its login
+ * returns (a driver thread that also serves a transaction in flight) does
+ * not hold up the drain.
+ */
+bool pool_answer_login(Client *client);
 /* A client waiting in a pool stops waiting (it leaves). */
 void pool_forget_client(Client *client);
 /* Databases moved (RELOAD): pools and idle connections follow them. */

@@ -332,6 +332,7 @@ handle_login_packet(Server *server, const PktHeader *pkt)
 		if (!client && server->pool && !server->is_standby) {
 			/* Opened for the pool alone (min_pool_size, a cutover's warm-up), or its client left. */
 			log_debug(server->subject, "logged in for the pool, backend pid %d", server->backend_pid);
+			pool_keep_welcome(server);
 			pool_server_idle(server);
 			return !sbuf_closed(&server->sbuf);
 		}
@@ -346,6 +347,7 @@ handle_login_packet(Server *server, const PktHeader *pkt)
 			proxy_recheck(server->proxy);
 			return !sbuf_closed(&server->sbuf);
 		}
+		pool_keep_welcome(server);
 		server_change_state(server, SV_ACTIVE);
 		log_debug(server->subject, "logged in, backend pid %d", server->backend_pid);
 		client_server_ready(client);
