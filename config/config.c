@@ -501,7 +501,7 @@ handle_database(Loader *ld, const char *name, const char *value)
 	DatabaseMapping *db;
 	int i;
 
-	if (strlen(name) > MAX_NAME_LEN || strlen(value) > MAX_NAME_LEN) {
+	if (strlen(name) > MAX_NAME_LEN || (strlen(value) > MAX_NAME_LEN && !strchr(value, '='))) {
 		loader_error(ld, ld->line, "database name too long (at most %d bytes)", MAX_NAME_LEN);
 		return;
 	}

@@ -447,12 +447,6 @@ handle_startup(Client *client, const PktHeader *pkt)
 	return handle_startup_message(client, pkt, sp);
 }
 
-bool
-client_between_transactions(const Client *client)
-{
-	return client->pending_rfq == 0 && !client->unsynced && !client->in_copy && client->txn_status == TXN_IDLE;
-}
-
 static void
 remember_statement(Client *client, const PktHeader *pkt)
 {

@@ -5,7 +5,6 @@
  * the clients here.
  */
 #include "proxy/objects.h"
-#include "proxy/pool.h"
 #include "common/log.h"
 
 #include <arpa/inet.h>
@@ -341,7 +340,6 @@ proxy_shutdown(Proxy *proxy, bool immediate)
 	}
 	list_for_each_safe(item, tmp, &proxy->login_clients)
 		client_disconnect(container_of(item, Client, head), "57P01", "pghandoff is shutting down");
-	(void) pool_close_idle(proxy, NULL, "pghandoff is shutting down");
 	if (immediate) {
 		list_for_each_safe(item, tmp, &proxy->active_clients)
 			client_disconnect(container_of(item, Client, head), "57P01",

@@ -5,7 +5,7 @@
  */
 #include "proxy/objects.h"
 #include "cutover/loop/cutover.h"
-#include "proxy/pool.h"
+#include "proxy/pool.h" /* the Pool a server counts in */
 #include "proxy/session.h"
 #include "common/log.h"
 #include "common/scram.h"
@@ -275,6 +275,20 @@ client_server_ready(Client *client)
 }
 
 bool
+client_between_transactions(const Client *client)
+{
+	return client->pending_rfq == 0 && !client->unsynced && !client->in_copy && client->txn_status == TXN_IDLE;
+}
+
+/* A server connection counts in its pool, per cluster, from server_new to server_disconnect. */
+static void
+count_in_pool(Server *server, int delta)
+{
+	if (server->pool)
+		server->pool->nservers[server->cluster == &server->proxy->target ? 1 : 0] += delta;
+}
+
+bool
 proxy_is_paused(Proxy *proxy, Database *db)
 {
 	(void) proxy;
@@ -322,9 +336,12 @@ client_disconnect(Client *client, const char *sqlstate, const char *fmt, ...)
 	} else {
 		log_info(client->subject, "closing: %s", reason);
 	}
-	pool_forget_client(client);
+	if (client->pool_waiting) {
+		list_del(&client->wait_head);
+		client->pool_waiting = false;
+	}
 	if (client->server)
-		pool_release(client->server, "client closed"); /* kept for the next client, or closed */
+		proxy->pool_release(client->server, "client closed"); /* kept for the next client, or closed */
 	if (client->cutover.standby) {
 		Server *standby = client->cutover.standby;
 
@@ -404,7 +421,7 @@ server_new(Proxy *proxy, Client *client, const Cluster *cluster, Database *db)
 		memcpy(server->params, client->params, client->params_len);
 		server->params_len = client->params_len;
 		server->pool = client->pool;
-		pool_count(server, 1);
+		count_in_pool(server, 1);
 	}
 	snprintf(server->subject, sizeof(server->subject), "S-%u %s@%s %s", server->id, server->user,
 		 cluster == &proxy->target ? db->target_name : db->name, cluster->role);
@@ -449,14 +466,14 @@ server_disconnect(Server *server, const char *sqlstate, const char *fmt, ...)
 	}
 	sbuf_close(&server->sbuf);
 	server->client = NULL;
-	pool_count(server, -1);
+	count_in_pool(server, -1);
 	server_change_state(server, SV_JUSTFREE);
 	script_free(server->script);
 	server->script = NULL;
 	if (client && was == SV_TESTING) {
 		/* Its check query failed with it: the client it was checked for looks for another. */
 		client->server = NULL;
-		pool_retry_client(client);
+		server->proxy->pool_retry_client(client);
 	} else if (client && server->is_standby && client->cutover.standby == server) {
 		/* A standby lost is the cutover's problem, not its client's. */
 		client->cutover.standby = NULL;

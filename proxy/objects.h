@@ -343,6 +343,15 @@ struct Proxy {
 	 * through this pointer rather than by name.
 	 */
 	bool (*admin_on_packet)(Client *client, const PktHeader *pkt);
+	/*
+	 * The pools (pool.c) sit above the objects and the relay, which reach
+	 * them through these, set at start: a client's teardown gives its server
+	 * connection back, a server that logged in without a client joins its
+	 * pool, a client whose checked connection failed looks for another.
+	 */
+	void (*pool_release)(Server *server, const char *why);
+	void (*pool_server_idle)(Server *server);
+	void (*pool_retry_client)(Client *client);
 	/* Standby server connections lost during the cutover that opened them (reset when one starts). */
 	int standbys_lost;
 	char standby_lost_error[512];
@@ -413,7 +422,7 @@ int proxy_free_justfree(Proxy *proxy);
 
 /* client.c */
 bool client_on_event(SBuf *sb, SBufEvent event, const PktHeader *pkt);
-/*
+/* (objects.c)
  * Between transactions: nothing of the client is in flight (every
  * ReadyForQuery answered, no unsynced extended query, no COPY) and the server
  * said idle.  The one definition PAUSE, the relay and the cutover share.

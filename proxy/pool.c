@@ -89,13 +89,6 @@ pool_get(Proxy *proxy, Database *db, const char *user)
 	return pool;
 }
 
-void
-pool_count(Server *server, int delta)
-{
-	if (server->pool)
-		server->pool->nservers[cluster_index(server->proxy, server->cluster)] += delta;
-}
-
 /* Server connections of db's pools to the cluster served now (max_db_connections counts them all). */
 static int
 db_servers(const Proxy *proxy, const Database *db)
@@ -161,12 +154,6 @@ wait_stop(Client *client)
 		return;
 	list_del(&client->wait_head);
 	client->pool_waiting = false;
-}
-
-void
-pool_forget_client(Client *client)
-{
-	wait_stop(client);
 }
 
 /* client takes server, which is logged in and reset: the login completes. */
@@ -486,7 +473,7 @@ open_idle(Pool *pool, const Cluster *cluster, const char *login_read_only)
 	memcpy(server->params, pool->params, pool->params_len);
 	server->params_len = pool->params_len;
 	server->login_read_only = login_read_only;
-	pool_count(server, 1);
+	pool->nservers[cluster_index(proxy, cluster)]++; /* server_new counts only a client's */
 	return server_start(server);
 }
 
@@ -619,6 +606,9 @@ on_janitor(struct ev_loop *loop, ev_timer *w, int revents)
 void
 pool_start(Proxy *proxy)
 {
+	proxy->pool_release = pool_release;
+	proxy->pool_server_idle = pool_server_idle;
+	proxy->pool_retry_client = pool_retry_client;
 	ev_timer_init(&proxy->pool_timer, on_janitor, JANITOR_INTERVAL, JANITOR_INTERVAL);
 	ev_timer_start(proxy->loop, &proxy->pool_timer);
 }
@@ -627,24 +617,6 @@ void
 pool_stop(Proxy *proxy)
 {
 	ev_timer_stop(proxy->loop, &proxy->pool_timer);
-}
-
-void
-pool_keep_welcome(Server *server)
-{
-	Pool *pool = server->pool;
-	int c = cluster_index(server->proxy, server->cluster);
-	uint8_t *copy;
-
-	if (!pool || !server->login_params_len)
-		return;
-	copy = malloc(server->login_params_len);
-	if (!copy)
-		return;
-	memcpy(copy, server->login_params, server->login_params_len);
-	free(pool->welcome[c]);
-	pool->welcome[c] = copy;
-	pool->welcome_len[c] = server->login_params_len;
 }
 
 bool

@@ -53,8 +53,6 @@ bool pool_connect_client(Client *client) __attribute__((warn_unused_result));
 void pool_release(Server *server, const char *why);
 /* A server connection of a pool is ready for a client (logged in without one, or reset). */
 void pool_server_idle(Server *server);
-/* Counts a new server connection in its pool; server_disconnect uncounts it. */
-void pool_count(Server *server, int delta);
 /* Clients waiting for a server connection get one where a pool can give it (after a cutover, say). */
 void pool_kick_all(Proxy *proxy);
 /* The pooled idle connections to cluster (NULL: any) are closed; returns how many. */
@@ -70,8 +68,6 @@ int pool_warm(Proxy *proxy, const Cluster *cluster,
 	      const char *(*login_read_only)(void *arg, Database *db, const char *user), void *arg);
 /* The connection checked for client failed: it gets another, or waits. */
 void pool_retry_client(Client *client);
-/* A server connection of pool logged in: its ParameterStatus messages are kept as the pool's welcome. */
-void pool_keep_welcome(Server *server);
 /*
  * Tells client its login is complete (AuthenticationOk, the pool's welcome,
  * BackendKeyData, ReadyForQuery) before it has a server connection, which
@@ -82,11 +78,9 @@ void pool_keep_welcome(Server *server);
  * not hold up the drain.
  */
 bool pool_answer_login(Client *client);
-/* A client waiting in a pool stops waiting (it leaves). */
-void pool_forget_client(Client *client);
 /* Databases moved (RELOAD): pools and idle connections follow them. */
 void pool_repoint(Proxy *proxy);
-/* The janitor: timeouts, lifetimes, min_pool_size, once a second. */
+/* Sets Proxy's pool hooks and starts the janitor: timeouts, lifetimes, min_pool_size, once a second. */
 void pool_start(Proxy *proxy);
 void pool_stop(Proxy *proxy);
 void pool_free_all(Proxy *proxy);

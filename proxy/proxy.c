@@ -62,6 +62,9 @@ on_loop_iteration(struct ev_loop *loop, ev_prepare *w, int revents)
 	if (recheck && proxy->pause_waiters > 0)
 		admin_check_pause_waiters(proxy);
 	cutover_reap(proxy, recheck);
+	/* Shutting down: nothing will take the pools' idle connections any more. */
+	if (proxy->shutting_down && !list_empty(&proxy->idle_servers))
+		(void) pool_close_idle(proxy, NULL, "pghandoff is shutting down");
 	/* What closed gave descriptors back: worth trying to accept again. */
 	if (proxy_free_justfree(proxy) > 0 && proxy->accept_paused && !proxy->shutting_down)
 		proxy_accept_resume(proxy);

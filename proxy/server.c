@@ -271,6 +271,25 @@ keep_login_message(Server *server, const PktHeader *pkt)
 	return true;
 }
 
+/* Its ParameterStatus messages become the pool's welcome (pool_answer_login). */
+static void
+keep_welcome(Server *server)
+{
+	Pool *pool = server->pool;
+	int c = server->cluster == &server->proxy->target ? 1 : 0;
+	uint8_t *copy;
+
+	if (!pool || !server->login_params_len)
+		return;
+	copy = malloc(server->login_params_len);
+	if (!copy)
+		return;
+	memcpy(copy, server->login_params, server->login_params_len);
+	free(pool->welcome[c]);
+	pool->welcome[c] = copy;
+	pool->welcome_len[c] = server->login_params_len;
+}
+
 static bool
 handle_login_packet(Server *server, const PktHeader *pkt)
 {
@@ -332,8 +351,8 @@ handle_login_packet(Server *server, const PktHeader *pkt)
 		if (!client && server->pool && !server->is_standby) {
 			/* Opened for the pool alone (min_pool_size, a cutover's warm-up), or its client left. */
 			log_debug(server->subject, "logged in for the pool, backend pid %d", server->backend_pid);
-			pool_keep_welcome(server);
-			pool_server_idle(server);
+			keep_welcome(server);
+			server->proxy->pool_server_idle(server);
 			return !sbuf_closed(&server->sbuf);
 		}
 		if (!client) {
@@ -347,7 +366,7 @@ handle_login_packet(Server *server, const PktHeader *pkt)
 			proxy_recheck(server->proxy);
 			return !sbuf_closed(&server->sbuf);
 		}
-		pool_keep_welcome(server);
+		keep_welcome(server);
 		server_change_state(server, SV_ACTIVE);
 		log_debug(server->subject, "logged in, backend pid %d", server->backend_pid);
 		client_server_ready(client);

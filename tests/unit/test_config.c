@@ -235,6 +235,40 @@ test_conn_params(void **state)
 	free(errors);
 }
 
+/* The pool settings: PgBouncer's bare-seconds timeouts, and its form of a database line. */
+static void
+test_pool_settings(void **state)
+{
+	Config config;
+	char *errors = NULL;
+
+	(void) state;
+	assert_true(load_text("[source]\nhost = a\n[target]\nhost = b\n[databases]\n"
+			      "app = dbname=app_new pool_mode=transaction pool_size=7 max_db_connections=9\n"
+			      "other = other\n[proxy]\nserver_idle_timeout = 60\nquery_wait_timeout = 2min\n",
+			      &config, &errors, NULL));
+	assert_string_equal(config.databases[0].target_name, "app_new");
+	assert_int_equal(config.databases[0].pool_mode, POOL_TRANSACTION);
+	assert_int_equal(config.databases[0].pool_size, 7);
+	assert_int_equal(config.databases[0].max_db_connections, 9);
+	assert_int_equal(config.databases[0].min_pool_size, -1);
+	assert_string_equal(config.databases[1].target_name, "other");
+	assert_int_equal(config.databases[1].pool_size, -1);
+	assert_int_equal(config.proxy.server_idle_timeout, 60 * 1000000LL);
+	assert_int_equal(config.proxy.query_wait_timeout, 120 * 1000000LL);
+	assert_int_equal(config.proxy.default_pool_size, 20);
+	assert_string_equal(config.proxy.server_reset_query, "DISCARD ALL");
+	config_free(&config);
+	free(errors);
+	expect_error("[source]\nhost = a\n[target]\nhost = b\n[databases]\napp = dbname=x pool_sise=3\n", 6,
+		     "unknown database option \"pool_sise\"");
+	expect_error("[source]\nhost = a\n[target]\nhost = b\n[databases]\napp = pool_mode=statement\n", 6,
+		     "invalid value \"statement\" for pool_mode");
+	expect_error("[source]\nhost = a\n[target]\nhost = b\n[databases]\napp = pool_size=-1\n", 6, "pool_size");
+	expect_error("[source]\nhost = a\n[target]\nhost = b\n[databases]\napp =\n[proxy]\ndefault_pool_size = 0\n", 8,
+		     "default_pool_size");
+}
+
 static void
 test_errors(void **state)
 {
@@ -347,15 +381,11 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_minimal_defaults),
-		cmocka_unit_test(test_example_matches_defaults),
-		cmocka_unit_test(test_values_parsed),
-		cmocka_unit_test(test_secrets_redacted),
-		cmocka_unit_test(test_conn_params),
-		cmocka_unit_test(test_errors),
-		cmocka_unit_test(test_indented_line_is_not_a_continuation),
-		cmocka_unit_test(test_all_errors_reported),
-		cmocka_unit_test(test_long_line),
+		cmocka_unit_test(test_minimal_defaults),    cmocka_unit_test(test_example_matches_defaults),
+		cmocka_unit_test(test_values_parsed),       cmocka_unit_test(test_secrets_redacted),
+		cmocka_unit_test(test_conn_params),         cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_pool_settings),       cmocka_unit_test(test_indented_line_is_not_a_continuation),
+		cmocka_unit_test(test_all_errors_reported), cmocka_unit_test(test_long_line),
 		cmocka_unit_test(test_missing_file),
 	};
 
