@@ -15,7 +15,11 @@
 #   5. starts the pghandoff image as a service: must become healthy,
 #   6. rehearses with a workload that writes around the proxy: must fail, with
 #      the fenced source's refusal as the reason,
-#   7. stops its dockerd and puts back what it changed on the host, also after
+#   7. runs the CI examples as written (tests/ci-examples.py: the GitHub
+#      workflow's steps and the GitLab job's script, the registry's images
+#      replaced by ours): each rehearses 13 -> 17 with shop.sql and its
+#      workload in the default workload container, and must pass,
+#   8. stops its dockerd and puts back what it changed on the host, also after
 #      a failure or an interrupt, and checks that the host is as it was.
 # Needs root.  Where Docker cannot run it skips, or fails when CI is set.
 # Environment: PGHANDOFF_DOCKER_ROOT (/var/lib/pghandoff-docker), DEBIAN_MIRROR,
@@ -320,5 +324,10 @@ grep -q 'read-only transaction' "$out/around-the-proxy/rehearsal.txt" ||
 	{ cat "$out/around-the-proxy/rehearsal.txt"; die "the failing rehearsal's reason is not the fenced source's refusal"; }
 [[ -s $out/around-the-proxy/containers.log ]] || die "no container logs collected for the failing rehearsal"
 echo "the rehearsal failed as it must, for the reason it must"
+
+say "the CI examples, as written: the GitHub workflow and the GitLab job (tests/ci-examples.py)"
+step /usr/bin/python3 tests/ci-examples.py "$out/ci" >"$out/ci-examples.txt" 2>&1 ||
+	{ cat "$out/ci-examples.txt"; die "a CI example failed (its logs in $out/ci)"; }
+cat "$out/ci-examples.txt"
 
 say "Docker rehearsals done"
