@@ -52,9 +52,15 @@ def say(msg):
     print(msg, flush=True)
 
 
-def fresh_tree(dest):
-    """The checkout: the sources as .dockerignore leaves them to a build."""
-    ignore = shutil.ignore_patterns(".git", "build*", ".cache", "__pycache__", ".pytest_cache", "rehearsal-out")
+def fresh_tree(dest, out):
+    """The checkout: the sources as .dockerignore leaves them to a build,
+    without OUT_DIR should it lie in the tree."""
+    patterns = shutil.ignore_patterns(".git", "build*", ".cache", "__pycache__", ".pytest_cache", "rehearsal-out")
+
+    def ignore(directory, names):
+        skip = set(patterns(directory, names))
+        return skip | {n for n in names if os.path.join(os.path.abspath(directory), n) == out}
+
     if os.path.exists(dest):
         shutil.rmtree(dest)
     shutil.copytree(ROOT, dest, ignore=ignore, symlinks=True)
@@ -159,10 +165,10 @@ def github(out, shim):
     say(f"GitHub Actions: {os.path.relpath(path, ROOT)}, job {name}")
     workspace = os.path.join(out, "github", "workspace")
     log = os.path.join(out, "github", "job.log")
-    fresh_tree(workspace)
+    same_as_readme([s["run"] for s in job["steps"] if "run" in s], "the GitHub workflow")
+    fresh_tree(workspace, out)
     open(log, "w").close()
     env = job_env(job.get("env", {}), base_env(shim), {"${{ github.workspace }}": workspace})
-    same_as_readme([s["run"] for s in job["steps"] if "run" in s], "the GitHub workflow")
     failed = False
     for step in job["steps"]:
         condition = step.get("if", "success()")
@@ -195,12 +201,12 @@ def gitlab(out, shim):
         f"(image {job.get('image')} and its services replaced by this shell and the local dockerd)")
     workspace = os.path.join(out, "gitlab", "workspace")
     log = os.path.join(out, "gitlab", "job.log")
-    fresh_tree(workspace)
+    same_as_readme(job["script"], "the GitLab job")
+    fresh_tree(workspace, out)
     open(log, "w").close()
     env = job_env(job.get("variables", {}), base_env(shim),
                   {"$CI_PROJECT_DIR": workspace, "${CI_PROJECT_DIR}": workspace})
     env["CI_PROJECT_DIR"] = workspace
-    same_as_readme(job["script"], "the GitLab job")
     # The script's lines run in one shell and stop at the first failure; the
     # after_script's in another, whatever the script did.
     ok = run_shell(["sh", "-ec"], "\n".join(job["script"]), env, workspace, log)
