@@ -253,8 +253,8 @@ for pid in "${pids[@]}"; do
 	wait "$pid" || die "an image did not build"
 done
 pids=()
-# docker build rather than docker-compose build: compose v1 sends its own
-# context archive, which misses the build stage's cache.
+# docker build, as for the other images (the CI examples' `docker compose
+# build rehearsal` then finds every layer cached).
 build build-rehearsal.log "$DOCKER" build --network host -f docker/Dockerfile --target rehearsal \
 	--build-arg BASE_IMAGE="$BASE_IMAGE" -t pghandoff-rehearsal:latest .
 "$DOCKER" image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^pghandoff' | sort | tee "$out/image-sizes.txt"
