@@ -309,9 +309,9 @@ lookup_finish(AuthLookup *lookup, const char *fmt, ...)
 	userlist_entry_clear(&r->entry);
 	client->lookup = NULL;
 	free(lookup);
+	/* Why a lookup failed is logged once, with the login's failure (client.c). */
 	if (client->auth_secret)
-		log_debug(client->subject, "auth_query: %s",
-			  client->auth_secret->found ? "found" : client->auth_secret->why);
+		log_debug(client->subject, "auth_query: %s", client->auth_secret->found ? "found" : "not found");
 	client->looked_up(client);
 }
 
