@@ -448,8 +448,6 @@ lookup_connect(AuthLookup *lookup)
 			values[n] = auth_user;
 		else if (strcmp(keywords[n], "password") == 0)
 			values[n] = password ? password : "";
-		else if (strcmp(keywords[n], "port") == 0 && server->port == 0)
-			values[n] = "";
 	}
 	if (hostaddr[0]) {
 		keywords[n] = "hostaddr";
@@ -457,7 +455,8 @@ lookup_connect(AuthLookup *lookup)
 	}
 	keywords[n] = NULL;
 	values[n] = NULL;
-	return PQconnectStartParams(keywords, values, 0);
+	/* Expanded as the other connections to the cluster are: the first dbname is the cluster's conninfo. */
+	return PQconnectStartParams(keywords, values, 1);
 }
 
 bool

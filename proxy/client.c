@@ -23,9 +23,8 @@
 #include "proxy/userlist.h"
 
 #include <ctype.h>
-#include <openssl/x509.h>
-#include <openssl/x509v3.h>
 #include <errno.h>
+#include <openssl/x509.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -305,7 +304,6 @@ handle_password_message(Client *client, const PktHeader *pkt)
 	switch (client->auth_step) {
 	case CA_WAIT_PASSWORD: {
 		size_t rlen = body[len - 1] == '\0' ? len - 1 : len; /* len > 0: checked above */
-
 		bool pending;
 
 		if (md5_check(client, (const char *) body, rlen, err, sizeof(err))) {

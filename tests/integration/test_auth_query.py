@@ -18,6 +18,7 @@ with the target's passwords.
 
 import itertools
 import re
+import socket
 import subprocess
 import threading
 
@@ -26,7 +27,7 @@ import pytest
 
 from cutoverfixtures import migration  # noqa: F401  (fixtures are used by name)
 from proxyfixtures import (  # noqa: F401
-    login_error, module_pg_factory, node_pg_dir, pg_login, proxy_factory, wait_for)
+    login_error, module_pg_factory, node_pg_dir, pg_login, proxy_factory, startup_packet, wait_for)
 from replfixtures import cluster_pool, clusters, replicator_factory  # noqa: F401
 from test_adversarial_hung import in_thread, stopped_cluster
 from test_proxy_auth import md5_secret, same_message_for
@@ -180,6 +181,27 @@ def test_wrong_password_and_unknown_user(aq_pg, proxy_factory, auth_type):
                      proxy.log())
 
 
+def test_concurrent_lookups(aq_pg, proxy_factory):
+    """Many logins at once, each with its own lookup (no cache): all in, none held by another."""
+    proxy = make_proxy(proxy_factory, aq_pg, "scram-sha-256", auth_query_cache="0s")
+    results = [None] * 20
+
+    def login(i):
+        user, password = ("sam", "sam-pw") if i % 2 else ("nobody", "whatever")
+        try:
+            results[i] = whoami(proxy, user, password)[0]
+        except psycopg.OperationalError as e:
+            results[i] = "refused" if "password authentication failed" in str(e) else str(e)
+
+    threads = [threading.Thread(target=login, args=(i,)) for i in range(len(results))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert results == ["refused", "sam"] * (len(results) // 2)
+    assert proxy.log().count("auth_query on the source database app") == len(results)
+
+
 # ---- a password changed during the window -------------------------------------
 
 def test_md5_password_changed_works_at_once(aq_pg, proxy_factory):
@@ -256,6 +278,12 @@ def test_cluster_stopped_during_lookup(aq_pg, proxy_factory):
                  what="the lookup to start")
         _, rows = proxy.admin("SHOW VERSION", password=SUPER_PW)
         assert rows
+        # A client that leaves while its lookup waits: the lookup goes with it.
+        leaver = socket.create_connection(("127.0.0.1", proxy.port), timeout=20)
+        leaver.sendall(startup_packet({"user": "mia", "database": "app"}))
+        wait_for(lambda: re.search(r"mia@app \S+: auth_query on the source", proxy.log()), what="the second lookup")
+        leaver.close()
+        proxy.wait_log(r"mia@app \S+: closing: client closed the connection")
         runner.join(60)
         assert not runner.is_alive(), "the login was never answered"
     assert result["error"] == wrong
