@@ -238,6 +238,18 @@ def test_scram_password_changed(aq_pg, proxy_factory):
     assert login_error(fresh.port, role, password="new-pw")["C"] == "28P01"
 
 
+def test_reload_empties_the_cache(aq_pg, proxy_factory):
+    """A reload may change auth_query: what the old one found is not used after it."""
+    proxy = make_proxy(proxy_factory, aq_pg, "scram-sha-256", auth_query_cache="1h")
+    assert whoami(proxy, "sam", "sam-pw")[0] == "sam"  # cached for an hour
+    proxy.proxy_options["auth_query"] = AUTH_QUERY + " WHERE usename <> 'sam'"
+    proxy.reload()
+    proxy.wait_log("configuration reloaded")
+    error = login_error(proxy.port, "sam", password="sam-pw")
+    assert (error["C"], error["M"]) == ("28P01", 'password authentication failed for user "sam"'), error
+    assert re.search(r"sam@app \S+: authentication failed: auth_query on the source found no password", proxy.log())
+
+
 # ---- lookups that fail ----------------------------------------------------------
 
 def test_lookup_function_dropped(aq_pg, proxy_factory):
