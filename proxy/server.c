@@ -15,6 +15,7 @@
 #include "proxy/pktbuf.h"
 #include "proxy/proto.h"
 #include "proxy/protocol.h"
+#include "proxy/authquery.h"
 #include "proxy/userlist.h"
 
 #include <errno.h>
@@ -107,7 +108,7 @@ static const char *
 login_password(Server *server, SecretKind *kind, const UserEntry **entry_out)
 {
 	Client *client = server->client;
-	const UserEntry *entry = userlist_find(server->proxy->users, client->user);
+	const UserEntry *entry = authquery_entry(client);
 
 	*entry_out = entry;
 	if (entry) {
