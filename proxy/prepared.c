@@ -127,10 +127,11 @@ struct PreparedServer {
 	Expect *tail;
 	size_t pending;
 	uint64_t next_seq;
-	PreparedClient *client; /* whose messages the FIFO holds; NULL when empty or the client left */
-	bool skipping;          /* an error with no Sync queued: the server drops messages until one */
-	bool copy_in;           /* in COPY FROM STDIN: the server drops the client's Sync and Flush */
-	Expect *spare;          /* freed entries, for reuse */
+	/* Whose messages the FIFO holds (or who owes the Sync that ends skipping); NULL when the client left. */
+	PreparedClient *client;
+	bool skipping; /* an error with no Sync queued: the server drops messages until one */
+	bool copy_in;  /* in COPY FROM STDIN: the server drops the client's Sync and Flush */
+	Expect *spare; /* freed entries, for reuse */
 	size_t nspare;
 };
 
@@ -665,13 +666,11 @@ server_detach(PreparedServer *srv)
 
 		if (e->name)
 			op_commit(cl, e);
-		if (e->action == EXPECT_SYNTHESIZE) {
+		/* Never the head (emit_due saw to that), so the FIFO does not empty here. */
+		if (e->action == EXPECT_SYNTHESIZE)
 			expect_remove(srv, prev, e);
-			if (!srv->client)
-				break; /* that was the last one */
-		} else {
+		else
 			prev = e;
-		}
 		e = next;
 	}
 	cl->server = NULL;
@@ -737,6 +736,12 @@ size_t
 prepared_server_pending(const PreparedServer *srv)
 {
 	return srv->pending;
+}
+
+bool
+prepared_server_idle(const PreparedServer *srv)
+{
+	return !srv->head && !srv->skipping && !srv->copy_in;
 }
 
 void
@@ -842,8 +847,8 @@ forward(PreparedServer *srv, PreparedClient *cl, ExpectKind kind, char *err, siz
 }
 
 static bool
-client_parse(PreparedServer *srv, PreparedClient *cl, const uint8_t *msg, size_t avail, size_t len,
-	     PktBuf *to_server, size_t *keep_from, PktBuf *to_client, char *err, size_t errlen)
+client_parse(PreparedServer *srv, PreparedClient *cl, const uint8_t *msg, size_t avail, size_t len, PktBuf *to_server,
+	     size_t *keep_from, PktBuf *to_client, char *err, size_t errlen)
 {
 	MsgReader r;
 	const char *name;
@@ -893,8 +898,8 @@ client_parse(PreparedServer *srv, PreparedClient *cl, const uint8_t *msg, size_t
 }
 
 static bool
-client_bind(PreparedServer *srv, PreparedClient *cl, const uint8_t *msg, size_t avail, size_t len,
-	    PktBuf *to_server, size_t *keep_from, char *err, size_t errlen)
+client_bind(PreparedServer *srv, PreparedClient *cl, const uint8_t *msg, size_t avail, size_t len, PktBuf *to_server,
+	    size_t *keep_from, char *err, size_t errlen)
 {
 	MsgReader r;
 	const char *portal, *name;
@@ -903,8 +908,9 @@ client_bind(PreparedServer *srv, PreparedClient *cl, const uint8_t *msg, size_t 
 	msgread_init(&r, msg + 5, avail - 5);
 	if (!msgread_string(&r, &portal, NULL) || !msgread_string(&r, &name, NULL)) {
 		if (avail < len)
-			return errbuf_fail(err, errlen, "Bind message of %zu bytes has no statement name in its first %zu",
-					   len, avail);
+			return errbuf_fail(err, errlen,
+					   "Bind message of %zu bytes has no statement name in its first %zu", len,
+					   avail);
 		return forward(srv, cl, EXPECT_BIND, err, errlen);
 	}
 	def = name[0] ? client_def(cl, name) : NULL;
@@ -931,7 +937,8 @@ client_describe(PreparedServer *srv, PreparedClient *cl, const uint8_t *msg, siz
 	char why[128];
 
 	if (!proto_parse_describe(msg + 5, len - 5, &target, why, sizeof(why)))
-		return forward(srv, cl, len > 5 && msg[5] == PQTARGET_STATEMENT ? EXPECT_DESCRIBE_STMT : EXPECT_DESCRIBE_PORTAL,
+		return forward(srv, cl,
+			       len > 5 && msg[5] == PQTARGET_STATEMENT ? EXPECT_DESCRIBE_STMT : EXPECT_DESCRIBE_PORTAL,
 			       err, errlen);
 	if (target.kind == PQTARGET_PORTAL)
 		return forward(srv, cl, EXPECT_DESCRIBE_PORTAL, err, errlen);
@@ -984,8 +991,8 @@ prepared_client_message(PreparedServer *srv, PreparedClient *cl, const uint8_t *
 	*keep_from = 0;
 	if (avail < 5 || avail > len)
 		return errbuf_fail(err, errlen, "message of %zu bytes with %zu at hand", len, avail);
-	if (srv->head && srv->client != cl)
-		return errbuf_fail(err, errlen, "the server connection still owes replies to another client");
+	if (!prepared_server_idle(srv) && srv->client != cl)
+		return errbuf_fail(err, errlen, "the server connection is still busy with another client");
 	if (cl->server && cl->server != srv)
 		return errbuf_fail(err, errlen, "the client still awaits replies from another server connection");
 	if (!expect_reserve(srv, EXPECT_RESERVE))
@@ -1103,6 +1110,7 @@ reply_place(ExpectKind kind, uint8_t type)
 static void
 reply_error(PreparedServer *srv)
 {
+	PreparedClient *cl = srv->client;
 	Expect *e;
 
 	expect_failed(srv, srv->head);
@@ -1111,8 +1119,13 @@ reply_error(PreparedServer *srv)
 		expect_failed(srv, e);
 		expect_remove(srv, NULL, e);
 	}
-	if (!srv->head)
+	if (!srv->head) {
+		/* The server is the client's until it sends the Sync the server waits for. */
 		srv->skipping = true;
+		srv->client = cl;
+		if (cl)
+			cl->server = srv;
+	}
 }
 
 /*
@@ -1200,8 +1213,8 @@ prepared_server_reply(PreparedServer *srv, const uint8_t *msg, size_t avail, siz
 
 /* References to def held by the objects given. */
 static uint32_t
-count_refs(const PreparedDef *def, PreparedServer *const *servers, size_t nservers,
-	   PreparedClient *const *clients, size_t nclients)
+count_refs(const PreparedDef *def, PreparedServer *const *servers, size_t nservers, PreparedClient *const *clients,
+	   size_t nclients)
 {
 	uint32_t n = 0;
 
@@ -1239,7 +1252,7 @@ check_server(const PreparedServer *srv, char *err, size_t errlen)
 		return errbuf_fail(err, errlen, "FIFO of %zu entries counted %zu", n, srv->pending);
 	if (srv->head && srv->head->action == EXPECT_SYNTHESIZE)
 		return errbuf_fail(err, errlen, "a synthesized reply left at the head");
-	if (!srv->head && srv->client)
+	if (!srv->head && !srv->skipping && srv->client)
 		return errbuf_fail(err, errlen, "an empty FIFO owned by a client");
 	if (srv->client && srv->client->server != srv)
 		return errbuf_fail(err, errlen, "the FIFO's client points elsewhere");
@@ -1271,7 +1284,7 @@ check_client(const PreparedClient *cl, char *err, size_t errlen)
 
 bool
 prepared_check(const PreparedRegistry *reg, PreparedServer *const *servers, size_t nservers,
-		   PreparedClient *const *clients, size_t nclients, char *err, size_t errlen)
+	       PreparedClient *const *clients, size_t nclients, char *err, size_t errlen)
 {
 	for (size_t i = 0; i < nservers; i++)
 		if (!check_server(servers[i], err, errlen))
@@ -1285,7 +1298,8 @@ prepared_check(const PreparedRegistry *reg, PreparedServer *const *servers, size
 			uint32_t n = count_refs(def, servers, nservers, clients, nclients);
 
 			if (def->refs == 0 || n != def->refs)
-				return errbuf_fail(err, errlen, "%s has %u references, %u found", def->name, def->refs, n);
+				return errbuf_fail(err, errlen, "%s has %u references, %u found", def->name, def->refs,
+						   n);
 		}
 	}
 	return true;

@@ -46,7 +46,7 @@
  * seen in its CommandComplete and empties the server's set by itself.
  *
  * A server is released from its client in transaction mode at a
- * ReadyForQuery once nothing is pending; if the client goes away first,
+ * ReadyForQuery once prepared_server_idle; if the client goes away first,
  * prepared_client_free detaches it, and the server's remaining replies still
  * go through prepared_server_reply (forward verdicts have no one to go to)
  * until nothing is pending, before another client may use the server.
@@ -97,8 +97,14 @@ void prepared_server_free(PreparedServer *srv);
 size_t prepared_server_count(const PreparedServer *srv);
 /* Whether the server has (or is being sent) the client's statement `name`. */
 bool prepared_server_has(const PreparedServer *srv, const PreparedClient *cl, const char *name);
-/* Replies the server still owes, synthesized ones included: 0 between transactions. */
+/* Replies the server still owes, synthesized ones included. */
 size_t prepared_server_pending(const PreparedServer *srv);
+/*
+ * Nothing owed, no Sync awaited after an error, not in COPY FROM STDIN: the
+ * server may go to another client.  A server its client left otherwise is
+ * closed, like one left in a transaction.
+ */
+bool prepared_server_idle(const PreparedServer *srv);
 /* The server lost every statement (the proxy ran DISCARD ALL on it). */
 void prepared_server_forget_all(PreparedServer *srv);
 
@@ -116,9 +122,8 @@ bool prepared_client_message(PreparedServer *srv, PreparedClient *cl, const uint
  * One server message, from its type byte: avail bytes of it at msg, len its
  * whole length (a CommandComplete is read whole when it fits in avail).
  */
-bool prepared_server_reply(PreparedServer *srv, const uint8_t *msg, size_t avail, size_t len,
-			   PreparedVerdict *verdict, PktBuf *to_client, char *err, size_t errlen)
-	__attribute__((warn_unused_result));
+bool prepared_server_reply(PreparedServer *srv, const uint8_t *msg, size_t avail, size_t len, PreparedVerdict *verdict,
+			   PktBuf *to_client, char *err, size_t errlen) __attribute__((warn_unused_result));
 
 /*
  * For tests and fuzzing: checks the invariants of the FIFOs, the name and

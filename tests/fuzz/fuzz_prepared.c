@@ -38,11 +38,25 @@ next_byte(Script *s)
 static const char *const names[] = {"a", "b", "", "PGH_1"};
 static const char *const texts[] = {"SELECT 1", "SELECT 2", "SELEC 3"};
 static const uint8_t reply_types[] = {
-	PQMSG_PARSE_COMPLETE,   PQMSG_BIND_COMPLETE, PQMSG_CLOSE_COMPLETE,  PQMSG_PARAMETER_DESCRIPTION,
-	PQMSG_ROW_DESCRIPTION,  PQMSG_NO_DATA,       PQMSG_DATA_ROW,        PQMSG_COMMAND_COMPLETE,
-	PQMSG_EMPTY_QUERY_RESPONSE, PQMSG_PORTAL_SUSPENDED, PQMSG_READY_FOR_QUERY, PQMSG_ERROR_RESPONSE,
-	PQMSG_NOTICE_RESPONSE,  PQMSG_COPY_IN_RESPONSE, PQMSG_COPY_OUT_RESPONSE, PQMSG_COPY_DATA,
-	PQMSG_COPY_DONE,        PQMSG_PARAMETER_STATUS, PQMSG_FUNCTION_CALL_RESPONSE,
+	PQMSG_PARSE_COMPLETE,
+	PQMSG_BIND_COMPLETE,
+	PQMSG_CLOSE_COMPLETE,
+	PQMSG_PARAMETER_DESCRIPTION,
+	PQMSG_ROW_DESCRIPTION,
+	PQMSG_NO_DATA,
+	PQMSG_DATA_ROW,
+	PQMSG_COMMAND_COMPLETE,
+	PQMSG_EMPTY_QUERY_RESPONSE,
+	PQMSG_PORTAL_SUSPENDED,
+	PQMSG_READY_FOR_QUERY,
+	PQMSG_ERROR_RESPONSE,
+	PQMSG_NOTICE_RESPONSE,
+	PQMSG_COPY_IN_RESPONSE,
+	PQMSG_COPY_OUT_RESPONSE,
+	PQMSG_COPY_DATA,
+	PQMSG_COPY_DONE,
+	PQMSG_PARAMETER_STATUS,
+	PQMSG_FUNCTION_CALL_RESPONSE,
 };
 
 typedef struct World {
@@ -133,8 +147,8 @@ client_sends(World *w, int s, int c, const PktBuf *m, size_t avail)
 		avail = 5;
 	pktbuf_init(&to_server);
 	pktbuf_init(&to_client);
-	if (prepared_client_message(w->srv[s], w->cl[c], m->buf, avail, m->len, &to_server, &keep_from, &to_client,
-				    err, sizeof(err))) {
+	if (prepared_client_message(w->srv[s], w->cl[c], m->buf, avail, m->len, &to_server, &keep_from, &to_client, err,
+				    sizeof(err))) {
 		if (keep_from > m->len)
 			abort();
 		/* A rewritten head is followed by the rest of the message, never a whole one by a piece. */
@@ -144,7 +158,8 @@ client_sends(World *w, int s, int c, const PktBuf *m, size_t avail)
 		/* Only ParseComplete and CloseComplete are made up for the client. */
 		check_framed(&to_client, 0);
 		for (size_t pos = 0; pos < to_client.len; pos += 5)
-			if ((to_client.buf[pos] != PQMSG_PARSE_COMPLETE && to_client.buf[pos] != PQMSG_CLOSE_COMPLETE) ||
+			if ((to_client.buf[pos] != PQMSG_PARSE_COMPLETE &&
+			     to_client.buf[pos] != PQMSG_CLOSE_COMPLETE) ||
 			    get32(to_client.buf + pos + 1) != 4)
 				abort();
 	} else {
@@ -167,7 +182,8 @@ server_sends(World *w, int s, const PktBuf *m)
 		return;
 	pktbuf_init(&to_client);
 	if (prepared_server_reply(w->srv[s], m->buf, m->len, m->len, &verdict, &to_client, err, sizeof(err))) {
-		if (verdict == PREPARED_SWALLOW && m->buf[0] != PQMSG_PARSE_COMPLETE && m->buf[0] != PQMSG_CLOSE_COMPLETE)
+		if (verdict == PREPARED_SWALLOW && m->buf[0] != PQMSG_PARSE_COMPLETE &&
+		    m->buf[0] != PQMSG_CLOSE_COMPLETE)
 			abort();
 		check_framed(&to_client, 0);
 	} else {
@@ -228,7 +244,8 @@ step(World *w, Script *sc)
 		break;
 	case 5:
 	case 6: {
-		static const uint8_t bare[] = {PQMSG_SYNC, PQMSG_FLUSH, PQMSG_COPY_DONE, PQMSG_COPY_FAIL, PQMSG_TERMINATE};
+		static const uint8_t bare[] = {PQMSG_SYNC, PQMSG_FLUSH, PQMSG_COPY_DONE, PQMSG_COPY_FAIL,
+					       PQMSG_TERMINATE};
 
 		if (op % 16 == 5) {
 			pktbuf_start(&m, bare[arg % 5]);
@@ -260,7 +277,8 @@ step(World *w, Script *sc)
 
 		pktbuf_start(&m, type);
 		if (type == PQMSG_COMMAND_COMPLETE)
-			pktbuf_put_string(&m, arg & 0x80 ? "DISCARD ALL" : (arg & 0x40 ? "DEALLOCATE ALL" : "SELECT 1"));
+			pktbuf_put_string(&m,
+					  arg & 0x80 ? "DISCARD ALL" : (arg & 0x40 ? "DEALLOCATE ALL" : "SELECT 1"));
 		else if (type == PQMSG_READY_FOR_QUERY)
 			pktbuf_put_byte(&m, TXN_IDLE);
 		pktbuf_finish(&m);

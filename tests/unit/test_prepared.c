@@ -303,7 +303,8 @@ render_wire(char *out, size_t outlen)
 			break;
 		case PQMSG_DESCRIBE:
 		case PQMSG_CLOSE:
-			n += (size_t) snprintf(out + n, outlen - n, "%s%c/%c:%s", n ? " " : "", m[0], body[0], body + 1);
+			n += (size_t) snprintf(out + n, outlen - n, "%s%c/%c:%s", n ? " " : "", m[0], body[0],
+					       body + 1);
 			break;
 		default:
 			n += (size_t) snprintf(out + n, outlen - n, "%s%c", n ? " " : "", m[0]);
@@ -381,7 +382,7 @@ test_parse_is_renamed(void **state)
 {
 	static const int32_t oids[] = {INT4_OID, TEXT_OID};
 	static const uint8_t expected[] = {
-		'P', 0, 0,   0,   34,  'P', 'G', 'H', '_', '1', 0, 'S', 'E', 'L', 'E', 'C', 'T', ' ',
+		'P', 0,   0,   0,   34,  'P', 'G', 'H', '_', '1', 0, 'S', 'E', 'L', 'E', 'C', 'T', ' ',
 		'$', '1', ',', ' ', '$', '2', 0,   0,   2,   0,   0, 0,   23,  0,   0,   0,   25,
 	};
 
@@ -689,13 +690,69 @@ test_error_before_sync(void **state)
 	SEND(0, 0, msg_target(pb, PQMSG_CLOSE, PQTARGET_STATEMENT, "s1"));
 	assert_client("1 E");
 	assert_int_equal(prepared_server_pending(h.srv[0]), 0);
+	/* The server is this client's until then. */
+	assert_false(prepared_server_idle(h.srv[0]));
+	{
+		PktBuf m, to_server, to_client;
+		size_t keep_from;
+		char err[256];
+
+		pktbuf_init(&m);
+		pktbuf_init(&to_server);
+		pktbuf_init(&to_client);
+		msg_empty(&m, PQMSG_SYNC);
+		assert_false(prepared_client_message(h.srv[0], h.cl[1], m.buf, m.len, m.len, &to_server, &keep_from,
+						     &to_client, err, sizeof(err)));
+		pktbuf_free(&m);
+		pktbuf_free(&to_server);
+		pktbuf_free(&to_client);
+	}
 	SEND(0, 0, msg_empty(pb, PQMSG_SYNC));
 	assert_wire("P:PGH_1 B:/PGH_1 H E C/S:s1 S");
 	assert_int_equal(prepared_server_pending(h.srv[0]), 1);
 	reply(0, PQMSG_READY_FOR_QUERY);
 	assert_client("Z");
+	assert_true(prepared_server_idle(h.srv[0]));
 	/* The skipped Close did not close it. */
 	assert_maps_to(0, "s1", "PGH_1");
+}
+
+/* Hundreds of names and texts: the tables grow, eviction keeps the server at its bound. */
+static void
+test_many_statements(void **state)
+{
+	char name[32], query[64], expected[PREPARED_NAME_SIZE];
+
+	(void) state;
+	for (int i = 0; i < 300; i++) {
+		snprintf(name, sizeof(name), "s%d", i);
+		snprintf(query, sizeof(query), "SELECT %d", i);
+		SEND(0, 0, msg_parse(pb, name, query, 0, NULL));
+	}
+	SEND(0, 0, msg_empty(pb, PQMSG_SYNC));
+	assert_int_equal(prepared_server_pending(h.srv[0]), 300 + 200 + 1);
+	for (int i = 0; i < 300; i++) {
+		if (i >= 100)
+			assert_int_equal(reply(0, PQMSG_CLOSE_COMPLETE), PREPARED_SWALLOW);
+		assert_int_equal(reply(0, PQMSG_PARSE_COMPLETE), PREPARED_FORWARD);
+	}
+	reply(0, PQMSG_READY_FOR_QUERY);
+	assert_int_equal(prepared_server_count(h.srv[0]), 100);
+	assert_int_equal(prepared_client_count(h.cl[0]), 300);
+	for (int i = 0; i < 300; i++) {
+		snprintf(name, sizeof(name), "s%d", i);
+		snprintf(expected, sizeof(expected), "PGH_%d", i + 1);
+		assert_maps_to(0, name, expected);
+		assert_int_equal(prepared_server_has(h.srv[0], h.cl[0], name), i >= 200);
+	}
+	for (int i = 0; i < 300; i++) {
+		snprintf(name, sizeof(name), "s%d", i);
+		SEND(0, 0, msg_target(pb, PQMSG_CLOSE, PQTARGET_STATEMENT, name));
+	}
+	assert_int_equal(prepared_client_count(h.cl[0]), 0);
+	assert_int_equal(prepared_registry_count(h.reg), 100);
+	pktbuf_reset(&h.wire);
+	pktbuf_reset(&h.client);
 }
 
 /* Changes of one name across Syncs: a failure undoes only its own. */
@@ -814,9 +871,11 @@ test_out_of_turn(void **state)
 	pktbuf_init(&msg);
 	pktbuf_init(&to_client);
 	build_reply(&msg, PQMSG_PARSE_COMPLETE, NULL);
-	assert_false(prepared_server_reply(h.srv[0], msg.buf, msg.len, msg.len, &verdict, &to_client, err, sizeof(err)));
+	assert_false(
+		prepared_server_reply(h.srv[0], msg.buf, msg.len, msg.len, &verdict, &to_client, err, sizeof(err)));
 	SEND(0, 0, msg_bind(pb, "", ""));
-	assert_false(prepared_server_reply(h.srv[0], msg.buf, msg.len, msg.len, &verdict, &to_client, err, sizeof(err)));
+	assert_false(
+		prepared_server_reply(h.srv[0], msg.buf, msg.len, msg.len, &verdict, &to_client, err, sizeof(err)));
 	assert_int_equal(prepared_server_pending(h.srv[0]), 1);
 	pktbuf_free(&msg);
 	pktbuf_free(&to_client);
@@ -957,6 +1016,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_injected_parse_fails, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_error_before_sync, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failures_across_syncs, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_many_statements, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_skipped_eviction, setup_one, teardown),
 		cmocka_unit_test_setup_teardown(test_discard_all, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_in, setup, teardown),
