@@ -419,7 +419,6 @@ op_apply(PreparedClient *cl, StmtName *nm, PreparedDef *def, Expect *e)
 {
 	e->name = nm;
 	e->prev = nm->def; /* the name's reference moves to the entry */
-	nm->def = NULL;
 	if (e->prev && !def)
 		cl->live--;
 	else if (!e->prev && def)
@@ -855,6 +854,7 @@ client_parse(PreparedServer *srv, PreparedClient *cl, const uint8_t *msg, size_t
 	ProtoParse parse;
 	PreparedDef *def;
 	StmtName *nm;
+	ServerStmt *st;
 	Expect *e;
 	char why[128];
 
@@ -880,9 +880,9 @@ client_parse(PreparedServer *srv, PreparedClient *cl, const uint8_t *msg, size_t
 		return errbuf_fail(err, errlen, "out of memory");
 	}
 	*keep_from = len;
-	if (server_find(srv, def)) {
+	if ((st = server_find(srv, def))) {
 		/* Prepared there already: the client gets its ParseComplete in turn. */
-		server_touch(srv, server_find(srv, def));
+		server_touch(srv, st);
 		e = expect_push(srv, cl, EXPECT_PARSE, EXPECT_SYNTHESIZE);
 	} else if (!send_parse(srv, cl, def, EXPECT_FORWARD, to_server, &e)) {
 		e = NULL;
