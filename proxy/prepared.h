@@ -26,10 +26,13 @@
  *     server, then the client's message from byte keep_from to its end
  *     (0: all of it, as it came; len: none of it), then to_client's bytes to
  *     the client, after whatever the client was already sent.
+ *     A Bind longer than the relay's window streams: only its head is
+ *     rewritten, the rest follows from the client's buffer.
  *   prepared_server_reply(srv, pkt, avail, len, &verdict, &to_client, ...)
- *     for every message the server sends while prepared_server_pending() or
- *     afterwards: forward it to the client (PREPARED_FORWARD) or drop it
- *     (PREPARED_SWALLOW), then send to_client's bytes to the client.
+ *     for every message the server sends while it runs the client's
+ *     messages: forward it to the client (PREPARED_FORWARD) or drop it
+ *     (PREPARED_SWALLOW), then send to_client's bytes to the client, after
+ *     the reply (they are the proxy's answers that were due behind it).
  *
  * Both append to the caller's PktBufs (reset them between calls) and return
  * false on what the relay cannot carry on from: a client message that must
@@ -43,13 +46,22 @@
  * queries) run while nothing is pending, and after a reset that drops the
  * server's statements (DISCARD ALL, DEALLOCATE ALL) the relay calls
  * prepared_server_forget_all.  A client's DISCARD ALL or DEALLOCATE ALL is
- * seen in its CommandComplete and empties the server's set by itself.
+ * seen in its CommandComplete and empties the server's set by itself (the
+ * client's names stay: their next use prepares them again).
  *
  * A server is released from its client in transaction mode at a
  * ReadyForQuery once prepared_server_idle; if the client goes away first,
  * prepared_client_free detaches it, and the server's remaining replies still
  * go through prepared_server_reply (forward verdicts have no one to go to)
  * until nothing is pending, before another client may use the server.
+ *
+ * Pipelines are answered optimistically: a message relies
+ * on the outcome of those sent before it.  Two consequences: a Parse of a
+ * text whose Parse on that server is still unanswered, past a Sync, gets a
+ * ParseComplete even if that Parse then fails (the client's Bind reports
+ * the error instead); and an eviction skipped after an error, when the
+ * statement was already sent again past the next Sync, makes that Parse
+ * fail with "already exists" once.
  */
 #ifndef PGHANDOFF_PROXY_PREPARED_H
 #define PGHANDOFF_PROXY_PREPARED_H
