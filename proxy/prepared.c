@@ -70,6 +70,7 @@ typedef struct StmtName {
 	HashLink link;
 	PreparedDef *def; /* a reference; NULL: closed, kept while a queued change names it */
 	Expect *latest;   /* the newest queued change of this name, NULL when none */
+	bool marked;      /* scratch for client_forget_all */
 	char name[];
 } StmtName;
 
@@ -116,6 +117,7 @@ struct Expect {
 	StmtName *name;
 	PreparedDef *prev; /* a reference: what the name meant before, NULL for nothing */
 	Expect *later;     /* the next queued change of the same name */
+	char *duplicate;   /* SYNTHESIZE PARSE: answer "already exists" for this name instead */
 };
 
 struct PreparedServer {
@@ -129,7 +131,12 @@ struct PreparedServer {
 	uint64_t next_seq;
 	/* Whose messages the FIFO holds (or who owes the Sync that ends skipping); NULL when the client left. */
 	PreparedClient *client;
-	bool skipping; /* an error with no Sync queued: the server drops messages until one */
+	/*
+	 * The client's messages up to its next Sync are not run: an error came
+	 * back with no Sync queued (the server drops them), or the proxy answers
+	 * one of them with an error of its own (it drops them).
+	 */
+	bool skipping;
 	bool copy_in;  /* in COPY FROM STDIN: the server drops the client's Sync and Flush */
 	Expect *spare; /* freed entries, for reuse */
 	size_t nspare;
@@ -344,6 +351,7 @@ name_get(PreparedClient *cl, const char *name)
 		return NULL;
 	nm->def = NULL;
 	nm->latest = NULL;
+	nm->marked = false;
 	memcpy(nm->name, name, len + 1);
 	hash_insert(&cl->names, &nm->link, fnv1a(FNV_BASIS, name, len));
 	return nm;
@@ -592,10 +600,12 @@ expect_remove(PreparedServer *srv, Expect *prev, Expect *e)
 	srv->pending--;
 	def_unref(e->def);
 	def_unref(e->prev);
+	free(e->duplicate);
 	e->next = srv->spare;
 	srv->spare = e;
 	srv->nspare++;
-	if (!srv->head && srv->client) {
+	/* Skipping, the server stays the client's until its Sync. */
+	if (!srv->head && srv->client && !srv->skipping) {
 		srv->client->server = NULL;
 		srv->client = NULL;
 	}
@@ -645,7 +655,15 @@ emit_due(PreparedServer *srv, PktBuf *to_client)
 	Expect *e;
 
 	while ((e = srv->head) && e->action == EXPECT_SYNTHESIZE) {
-		write_empty(to_client, e->kind == EXPECT_PARSE ? PQMSG_PARSE_COMPLETE : PQMSG_CLOSE_COMPLETE);
+		if (e->duplicate) {
+			char msg[200];
+
+			/* PostgreSQL's words; a name too long for them is cut, the SQLSTATE says it all. */
+			snprintf(msg, sizeof(msg), "prepared statement \"%s\" already exists", e->duplicate);
+			pktbuf_write_error(to_client, "ERROR", "42P05", msg, NULL, NULL);
+		} else {
+			write_empty(to_client, e->kind == EXPECT_PARSE ? PQMSG_PARSE_COMPLETE : PQMSG_CLOSE_COMPLETE);
+		}
 		expect_succeeded(srv, e);
 		expect_remove(srv, NULL, e);
 	}
@@ -871,6 +889,21 @@ client_parse(PreparedServer *srv, PreparedClient *cl, const uint8_t *msg, size_t
 	if (!proto_parse_parse(msg + 5, len - 5, &parse, why, sizeof(why)))
 		return forward(srv, cl, EXPECT_PARSE, err, errlen);
 
+	nm = name_find(cl, name);
+	if (nm && nm->def && !nm->latest) {
+		/*
+		 * As PostgreSQL: an error, and the rest up to the Sync is not run,
+		 * so the proxy sends none of it.  A name whose Parse is still
+		 * unanswered may yet not exist: that one is replaced instead.
+		 */
+		e = expect_push(srv, cl, EXPECT_PARSE, EXPECT_SYNTHESIZE);
+		if (!e || !(e->duplicate = strdup(name)))
+			return errbuf_fail(err, errlen, "out of memory");
+		*keep_from = len;
+		srv->skipping = true;
+		emit_due(srv, to_client);
+		return true;
+	}
 	def = registry_intern(cl->reg, &parse);
 	if (!def)
 		return errbuf_fail(err, errlen, "out of memory");
@@ -1006,9 +1039,11 @@ prepared_client_message(PreparedServer *srv, PreparedClient *cl, const uint8_t *
 		return true;
 	}
 	if (srv->skipping) {
-		/* After an error the server drops everything up to a Sync, unread. */
-		if (type != PQMSG_SYNC)
+		/* After an error nothing runs up to a Sync: the server would drop it unread. */
+		if (type != PQMSG_SYNC) {
+			*keep_from = len;
 			return true;
+		}
 		srv->skipping = false;
 		return forward(srv, cl, EXPECT_SYNC, err, errlen);
 	}
@@ -1142,6 +1177,39 @@ copy_in_started(PreparedServer *srv)
 		expect_remove(srv, srv->head, e);
 }
 
+/*
+ * The client's DISCARD ALL or DEALLOCATE ALL ran, with the FIFO's head: the
+ * names it had then are gone, as on a server of its own.  Messages queued
+ * behind it changed names afterwards: their oldest change now replaces nothing.
+ */
+static void
+client_forget_all(PreparedServer *srv, PreparedClient *cl)
+{
+	for (Expect *e = srv->head; e; e = e->next) {
+		if (e->name && !e->name->marked) {
+			e->name->marked = true;
+			def_unref(e->prev);
+			e->prev = NULL;
+		}
+	}
+	for (size_t b = 0; b < cl->names.nbuckets; b++) {
+		HashLink *l = cl->names.buckets[b];
+
+		while (l) {
+			HashLink *next = l->next;
+			StmtName *nm = container_of(l, StmtName, link);
+
+			if (nm->marked) {
+				nm->marked = false;
+			} else {
+				name_set(cl, nm, NULL);
+				name_gc(cl, nm);
+			}
+			l = next;
+		}
+	}
+}
+
 /* DISCARD ALL and DEALLOCATE ALL drop every prepared statement the server had. */
 static bool
 drops_statements(const uint8_t *msg, size_t avail, size_t len)
@@ -1194,8 +1262,11 @@ prepared_server_reply(PreparedServer *srv, const uint8_t *msg, size_t avail, siz
 	if (type == PQMSG_COMMAND_COMPLETE || type == PQMSG_READY_FOR_QUERY)
 		srv->copy_in = false;
 	/* What the server prepared before this command is gone; what the pipeline sent after it is not. */
-	if (type == PQMSG_COMMAND_COMPLETE && drops_statements(msg, avail, len))
+	if (type == PQMSG_COMMAND_COMPLETE && drops_statements(msg, avail, len)) {
 		server_forget_before(srv, e->seq);
+		if (srv->client)
+			client_forget_all(srv, srv->client);
+	}
 	if (place == REPLY_PART) {
 		if (type == PQMSG_COPY_IN_RESPONSE)
 			copy_in_started(srv);

@@ -9,8 +9,10 @@
  *   Each has a stable id and a name the proxy owns on servers, "PGH_<id>",
  *   and lives while a client name, a server or a queued message uses it.
  * - PreparedClient, one per client: its statement names -> definitions.
- *   A Parse of a name replaces what the name meant, a Close forgets it.  The
- *   unnamed statement is never mapped: it passes through as it is.
+ *   A Parse of a new name maps it, a Close forgets it; a Parse of a name the
+ *   client has gets PostgreSQL's error (42P05, and nothing more runs up to
+ *   the Sync).  The unnamed statement is never mapped: it passes through as
+ *   it is.
  * - PreparedServer, one per server connection: the definitions prepared on
  *   it (at most max_statements; the least recently used is closed to make
  *   room), and a FIFO of the replies the server owes, each marked forward
@@ -46,8 +48,8 @@
  * queries) run while nothing is pending, and after a reset that drops the
  * server's statements (DISCARD ALL, DEALLOCATE ALL) the relay calls
  * prepared_server_forget_all.  A client's DISCARD ALL or DEALLOCATE ALL is
- * seen in its CommandComplete and empties the server's set by itself (the
- * client's names stay: their next use prepares them again).
+ * seen in its CommandComplete: the server's set and the client's names are
+ * emptied, as a server of its own would have done.
  *
  * A server is released from its client in transaction mode at a
  * ReadyForQuery once prepared_server_idle; if the client goes away first,
@@ -55,13 +57,15 @@
  * go through prepared_server_reply (forward verdicts have no one to go to)
  * until nothing is pending, before another client may use the server.
  *
- * Pipelines are answered optimistically: a message relies
- * on the outcome of those sent before it.  Two consequences: a Parse of a
- * text whose Parse on that server is still unanswered, past a Sync, gets a
- * ParseComplete even if that Parse then fails (the client's Bind reports
- * the error instead); and an eviction skipped after an error, when the
- * statement was already sent again past the next Sync, makes that Parse
- * fail with "already exists" once.
+ * Pipelines are answered optimistically: a message relies on the outcome
+ * of those sent before it, and past a Sync that outcome may not be known.
+ * So a Parse of a text whose Parse on that server is still unanswered gets
+ * a ParseComplete even if that Parse then fails (the client's Bind reports
+ * the error instead); a Parse of a name whose own Parse is unanswered
+ * replaces it rather than fail; a message using a name whose Parse then
+ * fails names the proxy's statement in the server's error; and an eviction
+ * skipped after an error, when the statement was already sent again past
+ * the next Sync, makes that Parse fail with "already exists" once.
  */
 #ifndef PGHANDOFF_PROXY_PREPARED_H
 #define PGHANDOFF_PROXY_PREPARED_H

@@ -519,18 +519,19 @@ test_close_answered_by_proxy(void **state)
 	assert_client("1");
 }
 
-/* A re-Parse of a name with another text points the name at another definition. */
+/* A re-Parse of a closed name with another text points the name at another definition. */
 static void
 test_reparse_other_text(void **state)
 {
 	(void) state;
 	prepare(0, 0, "s1", "SELECT 1");
+	SEND(0, 0, msg_target(pb, PQMSG_CLOSE, PQTARGET_STATEMENT, "s1"));
 	SEND(0, 0, msg_parse(pb, "s1", "SELECT 2", 0, NULL));
 	SEND(0, 0, msg_bind(pb, "", "s1"));
 	SEND(0, 0, msg_empty(pb, PQMSG_SYNC));
 	assert_wire("P:PGH_2 B:/PGH_2 S");
 	replies(0, "12Z");
-	assert_client("1 2 Z");
+	assert_client("3 1 2 Z");
 	assert_maps_to(0, "s1", "PGH_2");
 	assert_int_equal(prepared_client_count(h.cl[0]), 1);
 	/* The old text lives on the server only now. */
@@ -547,6 +548,50 @@ test_reparse_other_text(void **state)
 	assert_wire("P:PGH_3");
 	replies(0, "1");
 	assert_client("1");
+}
+
+/* A Parse of a name the client has: PostgreSQL's error, and nothing runs up to the Sync. */
+static void
+test_reparse_existing(void **state)
+{
+	static const uint8_t error[] = {
+		'E', 0,   0,   0,   66,  'S', 'E', 'R', 'R', 'O', 'R', 0,   'V', 'E', 'R', 'R', 'O',
+		'R', 0,   'C', '4', '2', 'P', '0', '5', 0,   'M', 'p', 'r', 'e', 'p', 'a', 'r', 'e',
+		'd', ' ', 's', 't', 'a', 't', 'e', 'm', 'e', 'n', 't', ' ', '"', 's', '1', '"', ' ',
+		'a', 'l', 'r', 'e', 'a', 'd', 'y', ' ', 'e', 'x', 'i', 's', 't', 's', 0,   0,
+	};
+
+	(void) state;
+	prepare(0, 0, "s1", "SELECT 1");
+	/* Alone: answered at once. */
+	SEND(0, 0, msg_parse(pb, "s1", "SELECT 1", 0, NULL));
+	assert_int_equal(h.client.len, sizeof(error));
+	assert_memory_equal(h.client.buf, error, sizeof(error));
+	pktbuf_reset(&h.client);
+	SEND(0, 0, msg_bind(pb, "", "s1"));
+	SEND(0, 0, msg_execute(pb));
+	assert_false(prepared_server_idle(h.srv[0]));
+	SEND(0, 0, msg_empty(pb, PQMSG_SYNC));
+	assert_wire("S");
+	replies(0, "Z");
+	assert_client("Z");
+	/* Behind other replies, in turn; the name keeps its first text. */
+	SEND(0, 0, msg_bind(pb, "", "s1"));
+	SEND(0, 0, msg_parse(pb, "s1", "SELECT 2", 0, NULL));
+	SEND(0, 0, msg_target(pb, PQMSG_CLOSE, PQTARGET_STATEMENT, "s1"));
+	SEND(0, 0, msg_empty(pb, PQMSG_SYNC));
+	assert_wire("B:/PGH_1 S");
+	replies(0, "2Z");
+	assert_client("2 E Z");
+	assert_maps_to(0, "s1", "PGH_1");
+	assert_int_equal(prepared_registry_count(h.reg), 1);
+	/* Behind an error: the server's error is the one the client sees. */
+	SEND(0, 0, msg_bind(pb, "", "never_parsed"));
+	SEND(0, 0, msg_parse(pb, "s1", "SELECT 2", 0, NULL));
+	SEND(0, 0, msg_empty(pb, PQMSG_SYNC));
+	replies(0, "EZ");
+	assert_client("E Z");
+	assert_wire("B:/never_parsed S");
 }
 
 /* Two clients preparing the same text share one definition and one server statement. */
@@ -708,7 +753,7 @@ test_error_before_sync(void **state)
 		pktbuf_free(&to_client);
 	}
 	SEND(0, 0, msg_empty(pb, PQMSG_SYNC));
-	assert_wire("P:PGH_1 B:/PGH_1 H E C/S:s1 S");
+	assert_wire("P:PGH_1 B:/PGH_1 H S");
 	assert_int_equal(prepared_server_pending(h.srv[0]), 1);
 	reply(0, PQMSG_READY_FOR_QUERY);
 	assert_client("Z");
@@ -802,26 +847,48 @@ test_skipped_eviction(void **state)
 	assert_int_equal(prepared_server_count(h.srv[0]), 1);
 }
 
-/* DISCARD ALL or DEALLOCATE ALL from the client empties the server's set. */
+/* DISCARD ALL or DEALLOCATE ALL from the client empties the server's set and the client's names. */
 static void
 test_discard_all(void **state)
 {
 	(void) state;
 	prepare(0, 0, "s1", "SELECT 1");
+	prepare(0, 0, "s2", "SELECT 2");
 	SEND(0, 0, pktbuf_write_query(pb, "DISCARD ALL"));
-	SEND(0, 0, msg_parse(pb, "s2", "SELECT 2", 0, NULL));
+	SEND(0, 0, msg_parse(pb, "s3", "SELECT 3", 0, NULL));
+	SEND(0, 0, msg_target(pb, PQMSG_CLOSE, PQTARGET_STATEMENT, "s2"));
+	SEND(0, 0, msg_parse(pb, "s2", "SELECT 22", 0, NULL));
 	SEND(0, 0, msg_empty(pb, PQMSG_SYNC));
 	reply_tag(0, PQMSG_COMMAND_COMPLETE, "DISCARD ALL");
-	replies(0, "Z1Z");
-	assert_client("C Z 1 Z");
 	/* What was prepared before it is gone, what came after it stays. */
 	assert_false(prepared_server_has(h.srv[0], h.cl[0], "s1"));
-	assert_true(prepared_server_has(h.srv[0], h.cl[0], "s2"));
+	assert_maps_to(0, "s1", NULL);
+	assert_maps_to(0, "s2", "PGH_4");
+	assert_true(prepared_server_has(h.srv[0], h.cl[0], "s3"));
+	replies(0, "Z1");
+	/* The Close of s2 that came after it closed nothing: a CloseComplete all the same. */
+	assert_client("C Z 1 3");
+	replies(0, "1Z");
+	assert_client("1 Z");
+	assert_maps_to(0, "s2", "PGH_4");
+	assert_int_equal(prepared_client_count(h.cl[0]), 2);
+	/* A name it dropped is the server's to refuse. */
 	SEND(0, 0, msg_bind(pb, "", "s1"));
-	assert_wire("Q P:PGH_2 S P:PGH_1 B:/PGH_1");
-	replies(0, "12");
+	assert_wire("Q P:PGH_3 P:PGH_4 S B:/s1");
+	replies(0, "E");
+	assert_int_equal(prepared_server_pending(h.srv[0]), 0);
+	SEND(0, 0, msg_empty(pb, PQMSG_SYNC));
+	replies(0, "Z");
+	/* DEALLOCATE ALL does the same; the proxy's own reset tells it with prepared_server_forget_all. */
+	SEND(0, 0, pktbuf_write_query(pb, "DEALLOCATE ALL"));
+	reply_tag(0, PQMSG_COMMAND_COMPLETE, "DEALLOCATE ALL");
+	replies(0, "Z");
+	assert_int_equal(prepared_client_count(h.cl[0]), 0);
+	assert_int_equal(prepared_server_count(h.srv[0]), 0);
+	prepare(0, 0, "s1", "SELECT 1");
 	prepared_server_forget_all(h.srv[0]);
 	assert_int_equal(prepared_server_count(h.srv[0]), 0);
+	assert_maps_to(0, "s1", "PGH_5");
 }
 
 /* COPY FROM STDIN drops the Sync sent with it; libpq sends another after CopyDone. */
@@ -1008,6 +1075,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_parse_answered_by_proxy, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_close_answered_by_proxy, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reparse_other_text, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reparse_existing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_two_clients_share, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_eviction, setup_two, teardown),
 		cmocka_unit_test_setup_teardown(test_error_after_parse, setup, teardown),
