@@ -6,8 +6,9 @@
  * servers closing.  A refused client message or reply drops what the relay
  * would drop.  After every step the module's invariants hold (the FIFO's
  * count, the name and statement sets, every definition's reference count),
- * what it asks to send is well framed, a swallowed reply is a ParseComplete
- * or CloseComplete, and at the end, with everything freed, no definition is
+ * what it asks to send is well framed, what it makes up for the client is a
+ * ParseComplete, a CloseComplete or the "already exists" error, a swallowed
+ * reply is a ParseComplete or CloseComplete, and at the end, with everything freed, no definition is
  * left.  AddressSanitizer reports leaks and bad accesses.
  */
 #include <stdint.h>
@@ -113,6 +114,27 @@ check_framed(const PktBuf *pb, size_t tail)
 		abort();
 }
 
+/* The proxy makes up ParseComplete, CloseComplete and the "already exists" error, nothing else. */
+static void
+check_made_up(const PktBuf *pb)
+{
+	size_t pos = 0;
+
+	check_framed(pb, 0);
+	while (pos < pb->len) {
+		uint8_t type = pb->buf[pos];
+		uint32_t len = get32(pb->buf + pos + 1);
+
+		if (type == PQMSG_ERROR_RESPONSE) {
+			if (!memmem(pb->buf + pos, 1 + len, "C42P05", 7))
+				abort();
+		} else if ((type != PQMSG_PARSE_COMPLETE && type != PQMSG_CLOSE_COMPLETE) || len != 4) {
+			abort();
+		}
+		pos += 1 + len;
+	}
+}
+
 static void
 renew_server(World *w, int s)
 {
@@ -155,13 +177,7 @@ client_sends(World *w, int s, int c, const PktBuf *m, size_t avail)
 		check_framed(&to_server, keep_from > 0 && keep_from < m->len ? m->len - keep_from : 0);
 		if (keep_from == 0 && to_server.len > 0)
 			abort();
-		/* Only ParseComplete and CloseComplete are made up for the client. */
-		check_framed(&to_client, 0);
-		for (size_t pos = 0; pos < to_client.len; pos += 5)
-			if ((to_client.buf[pos] != PQMSG_PARSE_COMPLETE &&
-			     to_client.buf[pos] != PQMSG_CLOSE_COMPLETE) ||
-			    get32(to_client.buf + pos + 1) != 4)
-				abort();
+		check_made_up(&to_client);
 	} else {
 		/* The relay drops both. */
 		renew_client(w, c);
@@ -185,7 +201,7 @@ server_sends(World *w, int s, const PktBuf *m)
 		if (verdict == PREPARED_SWALLOW && m->buf[0] != PQMSG_PARSE_COMPLETE &&
 		    m->buf[0] != PQMSG_CLOSE_COMPLETE)
 			abort();
-		check_framed(&to_client, 0);
+		check_made_up(&to_client);
 	} else {
 		renew_server(w, s);
 	}
