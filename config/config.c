@@ -48,7 +48,7 @@ typedef struct KeyDef {
 	int64_t min, max;           /* KEY_INT */
 } KeyDef;
 
-static const char *const auth_type_names[] = {"trust", "md5", "scram-sha-256", NULL};
+static const char *const auth_type_names[] = {"trust", "md5", "scram-sha-256", "cert", NULL};
 static const char *const tls_mode_names[] = {"disable", "allow", "require", NULL};
 static const char *const schema_names[] = {"copy", "none", NULL};
 static const char *const roles_names[] = {"none", "copy", NULL};
@@ -78,9 +78,14 @@ static const KeyDef global_keys[] = {
 	{"proxy", "unix_socket_dir", KEY_PATH, C(proxy.unix_socket_dir), "", NULL, 0, 0},
 	{"proxy", "auth_type", KEY_ENUM, C(proxy.auth_type), "scram-sha-256", auth_type_names, 0, 0},
 	{"proxy", "auth_file", KEY_PATH, C(proxy.auth_file), "userlist.txt", NULL, 0, 0},
+	{"proxy", "auth_user", KEY_STRING, C(proxy.auth_user), "", NULL, 0, 0},
+	{"proxy", "auth_query", KEY_STRING, C(proxy.auth_query),
+	 "SELECT usename, passwd FROM pg_shadow WHERE usename=$1", NULL, 0, 0},
+	{"proxy", "auth_query_cache", KEY_DURATION, C(proxy.auth_query_cache), "30s", NULL, 0, 0},
 	{"proxy", "client_tls_mode", KEY_ENUM, C(proxy.client_tls_mode), "disable", tls_mode_names, 0, 0},
 	{"proxy", "client_tls_cert_file", KEY_PATH, C(proxy.client_tls_cert_file), "", NULL, 0, 0},
 	{"proxy", "client_tls_key_file", KEY_PATH, C(proxy.client_tls_key_file), "", NULL, 0, 0},
+	{"proxy", "client_tls_ca_file", KEY_PATH, C(proxy.client_tls_ca_file), "", NULL, 0, 0},
 	{"proxy", "max_client_conn", KEY_INT, C(proxy.max_client_conn), "1000", NULL, 1, 1000000},
 	{"proxy", "admin_users", KEY_STRING, C(proxy.admin_users), "postgres", NULL, 0, 0},
 	{"proxy", "admin_reserved_conn", KEY_INT, C(proxy.admin_reserved_conn), "10", NULL, 1, 1000},
@@ -765,9 +770,19 @@ check_config(Loader *ld)
 		loader_error(ld, global_line(ld, "proxy", "client_tls_mode"),
 			     "client_tls_mode = %s needs client_tls_cert_file and client_tls_key_file",
 			     tls_mode_names[config->proxy.client_tls_mode]);
-	if (config->proxy.auth_type != AUTH_TRUST && config->proxy.auth_file[0] == '\0')
+	if ((config->proxy.auth_type == AUTH_MD5 || config->proxy.auth_type == AUTH_SCRAM_SHA_256) &&
+	    config->proxy.auth_file[0] == '\0')
 		loader_error(ld, global_line(ld, "proxy", "auth_file"), "auth_type = %s needs an auth_file",
 			     auth_type_names[config->proxy.auth_type]);
+	if (config->proxy.auth_type == AUTH_CERT && config->proxy.client_tls_mode == CLIENT_TLS_DISABLE)
+		loader_error(ld, global_line(ld, "proxy", "auth_type"),
+			     "auth_type = cert needs TLS: set client_tls_mode = require");
+	if (config->proxy.auth_type == AUTH_CERT && config->proxy.client_tls_ca_file[0] == '\0')
+		loader_error(ld, global_line(ld, "proxy", "auth_type"),
+			     "auth_type = cert needs client_tls_ca_file, the CA that signs client certificates");
+	if (config->proxy.auth_user[0] && config->proxy.auth_query[0] == '\0')
+		loader_error(ld, global_line(ld, "proxy", "auth_query"),
+			     "auth_user is set: auth_query must not be empty");
 	if (config->proxy.metrics_listen[0]) {
 		const char *colon = strrchr(config->proxy.metrics_listen, ':');
 		int64_t port;

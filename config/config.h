@@ -19,6 +19,7 @@ typedef enum AuthType {
 	AUTH_TRUST = 0,
 	AUTH_MD5,
 	AUTH_SCRAM_SHA_256,
+	AUTH_CERT, /* the client's TLS certificate, signed by client_tls_ca_file, its CN the user */
 } AuthType;
 
 typedef enum ClientTlsMode {
@@ -70,9 +71,13 @@ typedef struct ProxyConfig {
 	char *unix_socket_dir;
 	AuthType auth_type;
 	char *auth_file;
+	char *auth_user;          /* empty: no auth_query lookups */
+	char *auth_query;         /* PgBouncer's: $1 is the user, answers (name, secret) */
+	int64_t auth_query_cache; /* microseconds a looked-up secret is used before it is asked again */
 	ClientTlsMode client_tls_mode;
 	char *client_tls_cert_file;
 	char *client_tls_key_file;
+	char *client_tls_ca_file; /* auth_type = cert: the CA that signs client certificates */
 	int max_client_conn;
 	char *admin_users;       /* comma-separated */
 	int admin_reserved_conn; /* admin console sessions, let in beyond max_client_conn */

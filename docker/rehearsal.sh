@@ -18,11 +18,17 @@
 #   DB                   the database migrated (app)
 #   SEED                 pgbench: pgbench -i -s SCALE; NAME.sql: psql -f; NAME.sh: run
 #                        (files are looked up in /rehearsal/input)
+#   WORKLOAD_IMAGE, WORKLOAD_COMMAND   the workload: a command (sh -c) run in a
+#                        container of its own (the `workload` service, any image
+#                        with a POSIX sh; docker/workload-driver.sh runs it when
+#                        told to through the control volume), in /rehearsal/input,
+#                        pointed at the proxy by PGHOST/PGPORT/PGUSER/PGDATABASE/
+#                        PGPASSWORD, WORKLOAD_SECONDS long; it exits 0 and prints
+#                        "committed: N" (or pgbench's summary).  By default the
+#                        rehearsal image and `pghandoff-workload`, which runs WORKLOAD:
 #   WORKLOAD             pgbench: pgbench's TPC-B-like script, CLIENTS clients;
 #                        NAME.sql: a pgbench script; NAME (a script) or anything
-#                        else (a command): run by bash in /rehearsal/input, pointed at the proxy by
-#                        PGHOST/PGPORT/PGUSER/PGDATABASE, WORKLOAD_SECONDS long,
-#                        that prints "committed: N" (or pgbench's summary)
+#                        else (a command): run by bash
 #   ARRIVED_SQL          counts on the target what the workload adds, one row
 #                        per committed transaction (pgbench: pgbench_history)
 #   CUTOVER_MAX_LAG, CUTOVER_DRAIN_TIMEOUT, CUTOVER_ON_DRAIN_TIMEOUT, CUTOVER_VERIFY
@@ -35,7 +41,8 @@ SOURCE_HOST=${SOURCE_HOST:-source} SOURCE_PORT=${SOURCE_PORT:-5432}
 TARGET_HOST=${TARGET_HOST:-target} TARGET_PORT=${TARGET_PORT:-5432}
 PROXY_PORT=${PROXY_PORT:-6432} METRICS_PORT=${METRICS_PORT:-9187}
 DB=${DB:-app} SEED=${SEED:-pgbench} SCALE=${SCALE:-5}
-WORKLOAD=${WORKLOAD:-pgbench} WORKLOAD_SECONDS=${WORKLOAD_SECONDS:-40} CLIENTS=${CLIENTS:-4}
+WORKLOAD=${WORKLOAD:-pgbench} WORKLOAD_IMAGE=${WORKLOAD_IMAGE:-pghandoff-rehearsal}
+WORKLOAD_COMMAND=${WORKLOAD_COMMAND:-pghandoff-workload} WORKLOAD_SECONDS=${WORKLOAD_SECONDS:-40} CLIENTS=${CLIENTS:-4}
 TIMEOUT=${TIMEOUT:-300}
 export PGPASSWORD=${POSTGRES_PASSWORD:-}
 export PGCONNECT_TIMEOUT=10
@@ -44,7 +51,6 @@ mkdir -p "$out"
 work=$(mktemp -d)
 started_at=$SECONDS
 run_pid=
-workload_pid=
 step="starting"
 
 say() { printf '\n== %s (%ds)\n' "$*" $((SECONDS - started_at)); }
@@ -53,18 +59,77 @@ fail() {
 	exit 1
 }
 
+# ---- the workload: its own container (docker/workload-driver.sh) ----------------
+# It runs WORKLOAD_COMMAND in WORKLOAD_IMAGE when told to, through the control
+# volume; a run's output and exit status come back the same way.
+control=/rehearsal/control
+token=
+workload_name=
+
+# A session of our own; a past rehearsal's files are left alone.
+open_session() {
+	token=$(date +%s)-$$-$RANDOM
+	mkdir -p "$control/$token"
+	# Whatever user the workload's image runs as may write its files here.
+	chmod 0777 "$control/$token"
+	printf '%s %s\n' "$token" "$(date +%s)" >"$control/session.tmp"
+	mv -f "$control/session.tmp" "$control/session"
+	local deadline=$((SECONDS + TIMEOUT))
+	until [[ -s $control/$token/ready ]]; do
+		((SECONDS < deadline)) ||
+			fail "the workload container ($WORKLOAD_IMAGE) did not answer within ${TIMEOUT}s (see its log: docker-compose logs workload)"
+		sleep 0.2
+	done
+	echo "the workload container answers (host and uid: $(cat "$control/$token/ready"))"
+}
+
+# start_workload NAME SECONDS: one run of the workload, through the proxy.
+start_workload() {
+	workload_name=$1
+	[[ -n $token ]] || open_session
+	echo "$2" >"$control/$token/$1.go.tmp"
+	mv -f "$control/$token/$1.go.tmp" "$control/$token/$1.go"
+}
+
+# workload_ended: the current run has ended (its exit status written).
+workload_ended() { [[ -s $control/$token/$workload_name.status ]]; }
+workload_status() { cat "$control/$token/$workload_name.status"; }
+# The run's output, here too.
+keep_workload_output() {
+	cp -f "$control/$token/$workload_name.out" "$work/$workload_name.out" 2>/dev/null || true
+	cp -f "$control/$token/$workload_name.err" "$work/$workload_name.err" 2>/dev/null || true
+}
+
 stop_workload() {
-	[[ -n $workload_pid ]] || return 0
-	kill -TERM -- "-$workload_pid" 2>/dev/null || true
-	timeout 30 tail --pid="$workload_pid" -f /dev/null || kill -KILL -- "-$workload_pid" 2>/dev/null || true
-	wait "$workload_pid" 2>/dev/null || true
-	workload_pid=
+	[[ -n $workload_name ]] || return 0
+	local deadline=$((SECONDS + 60))
+	if ! workload_ended; then
+		touch "$control/$token/$workload_name.stop"
+		until workload_ended || ((SECONDS >= deadline)); do sleep 0.2; done
+		workload_ended || echo "rehearsal: the workload run $workload_name did not stop within 60s" >&2
+	fi
+	keep_workload_output
+	workload_name=
+}
+
+# A workload that ended on its own before it should have is a failure, and
+# its output says why.
+workload_alive() {
+	[[ -n $workload_name ]] || return 0
+	workload_ended || return 0
+	local rc name=$workload_name
+	rc=$(workload_status)
+	keep_workload_output
+	workload_name=
+	tail -n 20 "$work/$name.err" "$work/$name.out" >&2 2>/dev/null
+	fail "the workload ($WORKLOAD_COMMAND in $WORKLOAD_IMAGE) ended early with status $rc during: $step: $(grep -m1 -h -E 'ERROR|FATAL|error' "$work/$name.err" "$work/$name.out" 2>/dev/null || echo 'see its output above')"
 }
 
 finish() {
 	local rc=$?
 	set +e
 	stop_workload
+	[[ -z $token ]] || touch "$control/$token/end"
 	if [[ -n $run_pid ]]; then
 		kill -INT "$run_pid" 2>/dev/null
 		timeout 60 tail --pid="$run_pid" -f /dev/null || kill -KILL "$run_pid" 2>/dev/null
@@ -102,37 +167,6 @@ wait_for() {
 		workload_alive
 		sleep 0.5
 	done
-}
-
-# A workload that ended on its own before it should have is a failure, and
-# its output says why.
-workload_alive() {
-	[[ -n $workload_pid ]] || return 0
-	kill -0 "$workload_pid" 2>/dev/null && return 0
-	local rc=0
-	wait "$workload_pid" || rc=$?
-	workload_pid=
-	tail -n 20 "$work/$workload_name.err" "$work/$workload_name.out" >&2 2>/dev/null
-	fail "the workload ($WORKLOAD) ended early with status $rc during: $step: $(grep -m1 -h -E 'ERROR|FATAL|error' "$work/$workload_name.err" "$work/$workload_name.out" 2>/dev/null || echo 'see its output above')"
-}
-
-# start_workload NAME SECONDS: the workload through the proxy, in a process group of its own.
-start_workload() {
-	workload_name=$1
-	local seconds=$2 script
-	export PGHOST=127.0.0.1 PGPORT=$PROXY_PORT PGUSER=postgres PGDATABASE=$DB
-	export SOURCE_HOST SOURCE_PORT TARGET_HOST TARGET_PORT CLIENTS
-	if [[ $WORKLOAD == pgbench ]]; then
-		set -- pgbench -n -c "$CLIENTS" -j 2 -T "$seconds"
-	elif script=$(input_file "$WORKLOAD") && [[ $WORKLOAD == *.sql ]]; then
-		set -- pgbench -n -c "$CLIENTS" -j 2 -T "$seconds" -f "$script"
-	elif script=$(input_file "$WORKLOAD"); then
-		set -- bash "$script"
-	else
-		set -- bash -c "$WORKLOAD"
-	fi
-	(cd "$input" && WORKLOAD_SECONDS=$seconds exec setsid "$@") >"$work/$workload_name.out" 2>"$work/$workload_name.err" &
-	workload_pid=$!
 }
 
 # committed_count FILE: what the workload says it committed.
@@ -287,18 +321,22 @@ wait_for "the reverse slot to go" reverse_slot gone
 wait_for "the follower to stream" streaming
 pghandoff_step cutover-2 cutover || fail "the second cutover failed (see above)"
 [[ $(serving_port) == "$TARGET_PORT" ]] || fail "after the second cutover a new client does not reach the target"
-kill -0 "$workload_pid" 2>/dev/null || workload_alive
-kill -0 "$workload_pid" 2>/dev/null ||
+workload_alive
+[[ -n $workload_name ]] ||
 	fail "the workload ended before the second cutover: raise WORKLOAD_SECONDS ($WORKLOAD_SECONDS)"
 
 # ---- 5. committed equals arrived ------------------------------------------------
 
 step="waiting for the workload to end"
 say "$step"
-rc=0
-timeout $((WORKLOAD_SECONDS + TIMEOUT)) tail --pid="$workload_pid" -f /dev/null || true
-wait "$workload_pid" || rc=$?
-workload_pid=
+deadline=$((SECONDS + WORKLOAD_SECONDS + TIMEOUT))
+until workload_ended; do
+	((SECONDS < deadline)) || fail "the workload did not end within WORKLOAD_SECONDS + TIMEOUT ($((WORKLOAD_SECONDS + TIMEOUT))s)"
+	sleep 0.5
+done
+rc=$(workload_status)
+keep_workload_output
+workload_name=
 cat "$work/workload.out"
 ((rc == 0)) || {
 	tail -n 20 "$work/workload.err" >&2

@@ -9,6 +9,7 @@
  * transaction boundary.
  */
 #include "proxy/objects.h"
+#include "proxy/authquery.h"
 #include "cutover/loop/cutover.h"
 #include "proxy/negotiate.h"
 #include "proxy/pool.h"
@@ -24,6 +25,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <openssl/x509.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -106,17 +108,65 @@ proxy_connect_client(Client *client)
 	return pool_connect_client(client);
 }
 
+/* Why a login with no secret fails, for the log: auth_query's reason when it looked. */
+static const char *
+no_secret_reason(const Client *client, const char *otherwise)
+{
+	return client->auth_secret && !client->auth_secret->found ? client->auth_secret->why : otherwise;
+}
+
+/*
+ * auth_type = cert: the handshake asked for a certificate and accepted any
+ * (settings.c), so that one missing or not signed by client_tls_ca_file is
+ * refused here with a SQLSTATE, as PostgreSQL's clientcert does; the user
+ * must be the certificate's common name.
+ */
 static bool
-start_auth(Client *client)
+cert_login(Client *client)
+{
+	SSL *ssl = client->sbuf.ssl;
+	X509 *cert;
+	char cn[256];
+	long verify;
+	int len;
+
+	if (!client->tls || !ssl) {
+		client_disconnect(client, "28000", "connection requires a valid client certificate");
+		return false;
+	}
+	cert = SSL_get_peer_certificate(ssl);
+	if (!cert) {
+		client_disconnect(client, "28000", "connection requires a valid client certificate");
+		return false;
+	}
+	verify = SSL_get_verify_result(ssl);
+	len = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof(cn));
+	X509_free(cert);
+	if (verify != X509_V_OK) {
+		log_info(client->subject, "authentication failed: client certificate not accepted: %s",
+			 X509_verify_cert_error_string(verify));
+		client_disconnect(client, "28000", "certificate authentication failed for user \"%s\"", client->user);
+		return false;
+	}
+	/* A name with a NUL inside is not the user's, whatever it starts with. */
+	if (len < 0 || (size_t) len != strlen(cn) || strcmp(cn, client->user) != 0) {
+		log_info(client->subject, "authentication failed: the certificate's common name \"%s\" is not the user",
+			 len < 0 ? "" : cn);
+		client_disconnect(client, "28000", "certificate authentication failed for user \"%s\"", client->user);
+		return false;
+	}
+	return true;
+}
+
+/* The password request of auth_type md5 or scram-sha-256, once client's secret is known (or known missing). */
+static bool
+request_password(Client *client)
 {
 	Proxy *proxy = client->proxy;
 	PktBuf pb;
 	char err[256];
 
-	switch (proxy->config.proxy.auth_type) {
-	case AUTH_TRUST:
-		return auth_done(client);
-	case AUTH_MD5:
+	if (proxy->config.proxy.auth_type == AUTH_MD5) {
 		if (!md5auth_random_salt(client->md5_salt, err, sizeof(err))) {
 			client_disconnect(client, "XX000", "could not generate a salt: %s", err);
 			return false;
@@ -125,7 +175,7 @@ start_auth(Client *client)
 		pktbuf_init(&pb);
 		pktbuf_write_auth(&pb, AUTH_REQ_MD5, client->md5_salt, sizeof(client->md5_salt));
 		return client_send(client, &pb);
-	case AUTH_SCRAM_SHA_256: {
+	} else {
 		static const char mechanisms[] = "SCRAM-SHA-256\0";
 
 		client->scram = calloc(1, sizeof(ScramServer));
@@ -133,8 +183,8 @@ start_auth(Client *client)
 			client_disconnect(client, "53200", "out of memory");
 			return false;
 		}
-		if (!userlist_scram_start(proxy->users, client->user, client->scram, &client->scram_mock, err,
-					  sizeof(err))) {
+		if (!userlist_scram_start_entry(authquery_entry(client), client->user, client->scram,
+						&client->scram_mock, err, sizeof(err))) {
 			client_disconnect(client, "XX000", "could not start SCRAM authentication: %s", err);
 			return false;
 		}
@@ -143,6 +193,75 @@ start_auth(Client *client)
 		pktbuf_write_auth(&pb, AUTH_REQ_SASL, mechanisms, sizeof(mechanisms));
 		return client_send(client, &pb);
 	}
+}
+
+/* The md5 check of a response: false with err when it does not match client's secret. */
+static bool
+md5_check(Client *client, const char *response, size_t rlen, char *err, size_t errlen)
+{
+	if (userlist_md5_verify_entry(authquery_entry(client), client->user, client->md5_salt, response, rlen, err,
+				      errlen))
+		return true;
+	if (authquery_entry(client) == NULL)
+		snprintf(err, errlen, "%s", no_secret_reason(client, "user not in auth_file"));
+	return false;
+}
+
+/* auth_query answered (Client.looked_up): the login goes on where it waited. */
+static void
+auth_looked_up(Client *client)
+{
+	char err[256];
+
+	if (!client->auth_secret) {
+		client_disconnect(client, "53200", "out of memory");
+		return;
+	}
+
+	switch (client->auth_step) {
+	case CA_LOOKUP:
+		(void) request_password(client); /* a failure tore it down */
+		return;
+	case CA_LOOKUP_AGAIN:
+		/* The response that failed the cached secret, against the cluster's secret of now. */
+		if (!md5_check(client, client->md5_response, strlen(client->md5_response), err, sizeof(err))) {
+			auth_fail(client, err);
+			return;
+		}
+		(void) auth_done(client); /* a failure tore it down */
+		return;
+	default:
+		client_disconnect(client, "XX000", "auth_query answered a client that was not waiting for it");
+		return;
+	}
+}
+
+static bool
+start_auth(Client *client)
+{
+	Proxy *proxy = client->proxy;
+	bool pending;
+
+	switch (proxy->config.proxy.auth_type) {
+	case AUTH_TRUST:
+		return auth_done(client);
+	case AUTH_CERT:
+		return cert_login(client) && auth_done(client);
+	case AUTH_MD5:
+	case AUTH_SCRAM_SHA_256:
+		if (authquery_wanted(client)) {
+			client->looked_up = auth_looked_up;
+			if (!authquery_start(client, false, &pending)) {
+				client_disconnect(client, "53200", "out of memory");
+				return false;
+			}
+			if (pending) {
+				/* The request goes out when the answer comes (auth_looked_up). */
+				client->auth_step = CA_LOOKUP;
+				return true;
+			}
+		}
+		return request_password(client);
 	}
 	return false;
 }
@@ -150,8 +269,7 @@ start_auth(Client *client)
 static bool
 handle_password_message(Client *client, const PktHeader *pkt)
 {
-	Proxy *proxy = client->proxy;
-	const UserEntry *entry = userlist_find(proxy->users, client->user);
+	const UserEntry *entry = authquery_entry(client);
 	const uint8_t *body = pkt->body;
 	size_t len = pkt->body_avail;
 	char err[256];
@@ -176,14 +294,31 @@ handle_password_message(Client *client, const PktHeader *pkt)
 	switch (client->auth_step) {
 	case CA_WAIT_PASSWORD: {
 		size_t rlen = body[len - 1] == '\0' ? len - 1 : len; /* len > 0: checked above */
+		bool pending;
 
-		if (!userlist_md5_verify(proxy->users, client->user, client->md5_salt, (const char *) body, rlen, err,
-					 sizeof(err))) {
+		if (md5_check(client, (const char *) body, rlen, err, sizeof(err))) {
+			sbuf_consume(&client->sbuf, pkt->len);
+			return auth_done(client);
+		}
+		if (!client->auth_secret || !client->auth_secret->cached || rlen >= sizeof(client->md5_response)) {
 			auth_fail(client, err);
 			return false;
 		}
+		/*
+		 * The cached secret may be older than a password change: the
+		 * cluster is asked once more, and the same response checked
+		 * against what it says now (the salt is this login's).
+		 */
+		memcpy(client->md5_response, body, rlen);
+		client->md5_response[rlen] = '\0';
 		sbuf_consume(&client->sbuf, pkt->len);
-		return auth_done(client);
+		authquery_forget(client);
+		if (!authquery_start(client, true, &pending)) {
+			client_disconnect(client, "53200", "out of memory");
+			return false;
+		}
+		client->auth_step = CA_LOOKUP_AGAIN;
+		return true; /* the client waits for the answer (auth_looked_up) */
 	}
 	case CA_WAIT_SASL_INITIAL: {
 		ProtoSaslInitialResponse sasl;
@@ -214,7 +349,17 @@ handle_password_message(Client *client, const PktHeader *pkt)
 			return false;
 		}
 		if (!scram_server_verify_proof(client->scram, err, sizeof(err))) {
-			auth_fail(client, client->scram_mock ? "no SCRAM secret for this user in auth_file" : err);
+			/*
+			 * The proof was made with the cached verifier's salt, so a
+			 * fresh verifier cannot check it: the cache forgets it, and
+			 * the client's next login asks the cluster.
+			 */
+			if (client->auth_secret && client->auth_secret->cached)
+				authquery_forget(client);
+			auth_fail(client,
+				  client->scram_mock
+					  ? no_secret_reason(client, "no SCRAM secret for this user in auth_file")
+					  : err);
 			return false;
 		}
 		if (!scram_server_build_server_final(client->scram, out, sizeof(out), &outlen, err, sizeof(err))) {

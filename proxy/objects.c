@@ -4,6 +4,7 @@
  * server_disconnect, which log the reason once and tell the peer.
  */
 #include "proxy/objects.h"
+#include "proxy/authquery.h"
 #include "cutover/loop/cutover.h"
 #include "proxy/pool.h" /* the Pool a server counts in */
 #include "proxy/session.h"
@@ -356,6 +357,7 @@ client_disconnect(Client *client, const char *sqlstate, const char *fmt, ...)
 		proxy->pause_waiters--;
 	}
 	ev_timer_stop(proxy->loop, &client->login_timer);
+	authquery_cancel(client);
 	sbuf_close(&client->sbuf);
 	if (client->db)
 		client->db->nclients--;
@@ -379,6 +381,8 @@ client_free(Client *client)
 	free_stmts(client);
 	session_carry_free(client->cutover.carry);
 	OPENSSL_cleanse(client->client_key, sizeof(client->client_key));
+	OPENSSL_cleanse(client->md5_response, sizeof(client->md5_response));
+	authsecret_free(client->auth_secret);
 	free(client);
 }
 

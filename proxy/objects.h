@@ -35,6 +35,9 @@ typedef struct Pool Pool;
 typedef struct UserList UserList;
 typedef struct ScramServer ScramServer;
 typedef struct ScramClient ScramClient;
+typedef struct UserEntry UserEntry;
+typedef struct AuthSecret AuthSecret;
+typedef struct AuthLookup AuthLookup;
 /* The longest message a logged-in client may send: PostgreSQL's MaxAllocSize. */
 #define MAX_MESSAGE_LEN 0x3fffffff
 
@@ -100,6 +103,8 @@ typedef enum ClientPlace {
 
 typedef enum ClientAuthStep {
 	CA_NONE,
+	CA_LOOKUP,        /* auth_query runs; the password request follows its answer */
+	CA_LOOKUP_AGAIN,  /* an md5 response failed a cached secret: checked again against a fresh one */
 	CA_WAIT_PASSWORD, /* md5 request sent */
 	CA_WAIT_SASL_INITIAL,
 	CA_WAIT_SASL_FINAL,
@@ -165,6 +170,10 @@ struct Client {
 	bool scram_mock;      /* an exchange that can only fail: no verifier for this user */
 	bool have_client_key; /* recovered from a SCRAM proof, for pass-through */
 	uint8_t client_key[32];
+	AuthLookup *lookup;                /* auth_query running for it (authquery.c) */
+	void (*looked_up)(Client *client); /* told when it answers (client.c): the lookup sits below the client */
+	AuthSecret *auth_secret;           /* its secret from auth_query; NULL: the auth file's, if any */
+	char md5_response[40];             /* CA_LOOKUP_AGAIN: the response, checked again */
 
 	/* Where the protocol stands, as seen by the relay. */
 	char txn_status;     /* of the last ReadyForQuery */

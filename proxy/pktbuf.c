@@ -150,6 +150,23 @@ pktbuf_finish(PktBuf *pb)
 }
 
 void
+pktbuf_finish_with_tail(PktBuf *pb, size_t tail_len)
+{
+	if (!pb->in_message) {
+		pb->failed = true;
+		return;
+	}
+	pb->in_message = false;
+	if (pb->failed)
+		return;
+	if (tail_len > PKTBUF_MAX_SIZE - (pb->len - pb->msg_start)) {
+		pb->failed = true;
+		return;
+	}
+	pktbuf_store_uint32(pb->buf + pb->msg_start, (uint32_t) (pb->len - pb->msg_start + tail_len));
+}
+
+void
 pktbuf_put_byte(PktBuf *pb, uint8_t v)
 {
 	pktbuf_append(pb, &v, 1);

@@ -42,6 +42,13 @@ void pktbuf_put_int64(PktBuf *pb, int64_t v);
 void pktbuf_put_string(PktBuf *pb, const char *s);
 void pktbuf_put_bytes(PktBuf *pb, const void *data, size_t len);
 void pktbuf_finish(PktBuf *pb);
+/*
+ * Finishes a message whose last tail_len bytes are not in the buffer: the
+ * owner sends them right after it, from where they are (a rewritten head
+ * followed by the rest of a message forwarded as it came).  The length word
+ * counts them.
+ */
+void pktbuf_finish_with_tail(PktBuf *pb, size_t tail_len);
 
 /*
  * Appends complete, already framed messages verbatim (say, a server's

@@ -9,6 +9,7 @@
 #include "cutover/loop/cutover.h"
 #include "proxy/replprobe.h"
 #include "common/log.h"
+#include "proxy/authquery.h"
 #include "proxy/userlist.h"
 
 #include <openssl/ssl.h>
@@ -153,6 +154,7 @@ done:
 	ev_prepare_stop(proxy->loop, &proxy->reaper);
 	ev_timer_stop(proxy->loop, &proxy->shutdown_timer);
 	userlist_free(proxy->users);
+	authquery_cache_clear();
 	if (proxy->client_tls)
 		SSL_CTX_free(proxy->client_tls);
 	cluster_clear(&proxy->source);

@@ -16,6 +16,7 @@
 #include "proxy/pktbuf.h"
 #include "proxy/proto.h"
 #include "proxy/protocol.h"
+#include "proxy/authquery.h"
 #include "proxy/userlist.h"
 
 #include <errno.h>
@@ -106,7 +107,9 @@ server_start(Server *server)
 static const char *
 login_password(Server *server, SecretKind *kind, const UserEntry **entry_out)
 {
-	const UserEntry *entry = userlist_find(server->proxy->users, server->user);
+	/* A connection the pool opens without a client knows only the auth file. */
+	const UserEntry *entry = server->client ? authquery_entry(server->client)
+					     : userlist_find(server->proxy->users, server->user);
 
 	*entry_out = entry;
 	if (entry) {

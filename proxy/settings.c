@@ -4,6 +4,7 @@
  * nothing, and RELOAD / SIGHUP putting a loaded one in place.
  */
 #include "proxy/objects.h"
+#include "proxy/authquery.h"
 #include "proxy/pool.h"
 #include "common/log.h"
 #include "proxy/userlist.h"
@@ -12,6 +13,42 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Any certificate passes the handshake: cert_login (client.c) refuses a bad one with a SQLSTATE. */
+static int
+accept_any_certificate(int preverify_ok, X509_STORE_CTX *ctx)
+{
+	(void) preverify_ok;
+	(void) ctx;
+	return 1;
+}
+
+/*
+ * auth_type = cert: clients are asked for a certificate, told which CAs
+ * sign them, and theirs is checked against client_tls_ca_file; the result
+ * is read at login (SSL_get_verify_result).
+ */
+static bool
+ask_client_certificates(SSL_CTX *ctx, const ProxyConfig *pc)
+{
+	static const unsigned char session_context[] = "pghandoff";
+	STACK_OF(X509_NAME) * names;
+
+	if (SSL_CTX_load_verify_locations(ctx, pc->client_tls_ca_file, NULL) != 1 ||
+	    !(names = SSL_load_client_CA_file(pc->client_tls_ca_file))) {
+		unsigned long e = ERR_get_error();
+
+		log_error("proxy", "could not load client_tls_ca_file \"%s\": %s", pc->client_tls_ca_file,
+			  e ? ERR_reason_error_string(e) : "no certificate in it");
+		ERR_clear_error();
+		return false;
+	}
+	SSL_CTX_set_client_CA_list(ctx, names);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, accept_any_certificate);
+	/* Verification with session resumption needs a context the sessions belong to. */
+	SSL_CTX_set_session_id_context(ctx, session_context, sizeof(session_context) - 1);
+	return true;
+}
 
 static SSL_CTX *
 make_client_tls(const ProxyConfig *pc)
@@ -35,6 +72,10 @@ make_client_tls(const ProxyConfig *pc)
 		ERR_clear_error();
 		return NULL;
 	}
+	if (pc->auth_type == AUTH_CERT && !ask_client_certificates(ctx, pc)) {
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
 	return ctx;
 }
 
@@ -44,7 +85,8 @@ settings_load(const char *path, Settings *s)
 	memset(s, 0, sizeof(*s));
 	if (!config_load(path, &s->config, stderr))
 		return false;
-	if (s->config.proxy.auth_type != AUTH_TRUST || access(s->config.proxy.auth_file, R_OK) == 0) {
+	if (s->config.proxy.auth_type == AUTH_MD5 || s->config.proxy.auth_type == AUTH_SCRAM_SHA_256 ||
+	    access(s->config.proxy.auth_file, R_OK) == 0) {
 		char secret_path[4096];
 
 		/* Beside the state file: what a restarted proxy must find again. */
@@ -193,6 +235,8 @@ proxy_reload(Proxy *proxy)
 	proxy->config = s.config;
 	userlist_free(proxy->users);
 	proxy->users = s.users;
+	/* auth_user, auth_query or a cluster may have changed: what was looked up is asked again. */
+	authquery_cache_clear();
 	if (proxy->client_tls)
 		SSL_CTX_free(proxy->client_tls);
 	proxy->client_tls = s.client_tls;

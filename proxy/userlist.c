@@ -107,6 +107,41 @@ userlist_keep_secret(const char *path)
 		close(fd);
 }
 
+bool
+userlist_entry_init(UserEntry *e, const char *name, const char *secret, char *err, size_t errlen)
+{
+	memset(e, 0, sizeof(*e));
+	if (scram_verifier_looks_like(secret)) {
+		if (!scram_verifier_parse(&e->verifier, secret, err, errlen))
+			return false;
+		e->kind = SECRET_SCRAM;
+	} else if (md5auth_is_stored(secret)) {
+		e->kind = SECRET_MD5;
+	} else {
+		e->kind = SECRET_PLAIN;
+	}
+	e->name = strdup(name);
+	e->secret = strdup(secret);
+	if (!e->name || !e->secret) {
+		userlist_entry_clear(e);
+		snprintf(err, errlen, "out of memory");
+		return false;
+	}
+	return true;
+}
+
+void
+userlist_entry_clear(UserEntry *e)
+{
+	free(e->name);
+	OPENSSL_cleanse(&e->verifier, sizeof(e->verifier));
+	if (e->secret) {
+		OPENSSL_cleanse(e->secret, strlen(e->secret));
+		free(e->secret);
+	}
+	memset(e, 0, sizeof(*e));
+}
+
 /* Reads one "quoted" token at *p into out (unescaping ""), advancing *p. */
 static bool
 read_quoted(const char **p, char *out, size_t outlen)
@@ -194,27 +229,10 @@ userlist_load(const char *path)
 			list->users = grown;
 		}
 		e = &list->users[list->n];
-		memset(e, 0, sizeof(*e));
-		if (scram_verifier_looks_like(secret)) {
-			if (!scram_verifier_parse(&e->verifier, secret, err, sizeof(err))) {
-				log_error("auth", "%s:%d: invalid SCRAM verifier for user \"%s\": %s", path, lineno,
-					  name, err);
-				ok = false;
-				continue;
-			}
-			e->kind = SECRET_SCRAM;
-		} else if (md5auth_is_stored(secret)) {
-			e->kind = SECRET_MD5;
-		} else {
-			e->kind = SECRET_PLAIN;
-		}
-		e->name = strdup(name);
-		e->secret = strdup(secret);
-		if (!e->name || !e->secret) {
-			free(e->name);
-			free(e->secret);
+		if (!userlist_entry_init(e, name, secret, err, sizeof(err))) {
+			log_error("auth", "%s:%d: user \"%s\": %s", path, lineno, name, err);
 			ok = false;
-			break;
+			continue;
 		}
 		list->n++;
 	}
@@ -255,14 +273,8 @@ userlist_free(UserList *list)
 
 	if (!list)
 		return;
-	for (i = 0; i < list->n; i++) {
-		free(list->users[i].name);
-		OPENSSL_cleanse(&list->users[i].verifier, sizeof(list->users[i].verifier));
-		if (list->users[i].secret) {
-			OPENSSL_cleanse(list->users[i].secret, strlen(list->users[i].secret));
-			free(list->users[i].secret);
-		}
-	}
+	for (i = 0; i < list->n; i++)
+		userlist_entry_clear(&list->users[i]);
 	free(list->users);
 	free(list);
 }
@@ -270,7 +282,6 @@ userlist_free(UserList *list)
 bool
 userlist_prepare_scram(UserList *list)
 {
-	uint8_t salt[SCRAM_DEFAULT_SALT_LEN];
 	char err[256];
 	int i;
 
@@ -280,28 +291,40 @@ userlist_prepare_scram(UserList *list)
 		log_error("auth", "%s", err);
 		return false;
 	}
-	for (i = 0; i < list->n; i++) {
-		UserEntry *e = &list->users[i];
-
-		if (e->kind != SECRET_PLAIN)
-			continue;
-		/* Without a verifier (an empty password, say) the user gets the mock exchange: no login. */
-		if (!scram_mock_salt(e->name, mock_secret, sizeof(mock_secret), salt))
-			snprintf(err, sizeof(err), "could not derive a salt");
-		else if (scram_verifier_build(&e->verifier, e->secret, salt, sizeof(salt), SCRAM_DEFAULT_ITERATIONS,
-					      err, sizeof(err)))
-			continue;
-		memset(&e->verifier, 0, sizeof(e->verifier));
-		log_warning("auth", "user \"%s\" cannot log in with SCRAM: %s", e->name, err);
-	}
+	for (i = 0; i < list->n; i++)
+		userlist_entry_prepare_scram(&list->users[i]);
 	return true;
+}
+
+void
+userlist_entry_prepare_scram(UserEntry *e)
+{
+	uint8_t salt[SCRAM_DEFAULT_SALT_LEN];
+	char err[256];
+
+	if (e->kind != SECRET_PLAIN)
+		return;
+	/* Without a verifier (an empty password, say) the user gets the mock exchange: no login. */
+	if (!ensure_mock_secret(err, sizeof(err))) {
+		/* err says why */
+	} else if (!scram_mock_salt(e->name, mock_secret, sizeof(mock_secret), salt))
+		snprintf(err, sizeof(err), "could not derive a salt");
+	else if (scram_verifier_build(&e->verifier, e->secret, salt, sizeof(salt), SCRAM_DEFAULT_ITERATIONS, err,
+				      sizeof(err)))
+		return;
+	memset(&e->verifier, 0, sizeof(e->verifier));
+	log_warning("auth", "user \"%s\" cannot log in with SCRAM: %s", e->name, err);
 }
 
 bool
 userlist_scram_start(const UserList *list, const char *user, ScramServer *s, bool *mock, char *err, size_t errlen)
 {
-	const UserEntry *e = userlist_find(list, user);
+	return userlist_scram_start_entry(userlist_find(list, user), user, s, mock, err, errlen);
+}
 
+bool
+userlist_scram_start_entry(const UserEntry *e, const char *user, ScramServer *s, bool *mock, char *err, size_t errlen)
+{
 	*mock = !e || (e->kind != SECRET_SCRAM && e->verifier.iterations == 0);
 	if (!*mock)
 		return scram_server_init(s, &e->verifier, err, errlen);
@@ -314,7 +337,13 @@ bool
 userlist_md5_verify(const UserList *list, const char *user, const uint8_t salt[4], const char *response,
 		    size_t response_len, char *err, size_t errlen)
 {
-	const UserEntry *e = userlist_find(list, user);
+	return userlist_md5_verify_entry(userlist_find(list, user), user, salt, response, response_len, err, errlen);
+}
+
+bool
+userlist_md5_verify_entry(const UserEntry *e, const char *user, const uint8_t salt[4], const char *response,
+			  size_t response_len, char *err, size_t errlen)
+{
 	char ignored[64];
 	bool matched = false;
 
@@ -327,6 +356,6 @@ userlist_md5_verify(const UserList *list, const char *user, const uint8_t salt[4
 		matched = md5auth_verify_password(user, mock_password, salt, response, response_len, ignored,
 						  sizeof(ignored));
 	(void) matched; /* no: the secret is never shown */
-	snprintf(err, errlen, e ? "only a SCRAM verifier is known for this user" : "user not in auth_file");
+	snprintf(err, errlen, e ? "only a SCRAM verifier is known for this user" : "no secret for this user");
 	return false;
 }

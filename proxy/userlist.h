@@ -42,6 +42,13 @@ UserList *userlist_load(const char *path) __attribute__((warn_unused_result));
  */
 void userlist_keep_secret(const char *path);
 const UserEntry *userlist_find(const UserList *list, const char *name);
+/* An entry for secret (its kind found as for a line of the file); err says what is wrong with a bad one. */
+bool userlist_entry_init(UserEntry *e, const char *name, const char *secret, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+/* Frees and wipes what e holds; e is left empty. */
+void userlist_entry_clear(UserEntry *e);
+/* userlist_prepare_scram for one entry: a plaintext secret gets its verifier (logged when it cannot). */
+void userlist_entry_prepare_scram(UserEntry *e);
 void userlist_free(UserList *list);
 
 /*
@@ -63,6 +70,9 @@ bool userlist_prepare_scram(UserList *list) __attribute__((warn_unused_result));
  */
 bool userlist_scram_start(const UserList *list, const char *user, ScramServer *s, bool *mock, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
+/* The same with the entry already found (NULL: none), from the file or from auth_query. */
+bool userlist_scram_start_entry(const UserEntry *e, const char *user, ScramServer *s, bool *mock, char *err,
+				size_t errlen) __attribute__((warn_unused_result));
 
 /*
  * Checks an md5 response to salt.  A user not listed, or listed with a SCRAM
@@ -72,5 +82,7 @@ bool userlist_scram_start(const UserList *list, const char *user, ScramServer *s
  */
 bool userlist_md5_verify(const UserList *list, const char *user, const uint8_t salt[4], const char *response,
 			 size_t response_len, char *err, size_t errlen) __attribute__((warn_unused_result));
+bool userlist_md5_verify_entry(const UserEntry *e, const char *user, const uint8_t salt[4], const char *response,
+			       size_t response_len, char *err, size_t errlen) __attribute__((warn_unused_result));
 
 #endif

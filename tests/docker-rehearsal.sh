@@ -8,11 +8,18 @@
 #   3. makes the base images from Debian's archive (mmdebstrap; kept in
 #      .cache/docker between runs), the PostgreSQL images (13 from bullseye,
 #      17 from trixie), the pghandoff image and the rehearsal image,
-#   4. rehearses 13 -> 17 with docker/examples/shop.sql and its workload: must pass,
+#   4. rehearses 13 -> 17 with docker/examples/shop.sql, its workload run by
+#      pgbench 17 in a client container of another image (the PostgreSQL 17
+#      image, WORKLOAD_IMAGE and WORKLOAD_COMMAND): must pass, committed
+#      equal to arrived,
 #   5. starts the pghandoff image as a service: must become healthy,
 #   6. rehearses with a workload that writes around the proxy: must fail, with
 #      the fenced source's refusal as the reason,
-#   7. stops its dockerd and puts back what it changed on the host, also after
+#   7. runs the CI examples as written (tests/ci-examples.py: the GitHub
+#      workflow's steps and the GitLab job's script, the registry's images
+#      replaced by ours): each rehearses 13 -> 17 with shop.sql and its
+#      workload in the default workload container, and must pass,
+#   8. stops its dockerd and puts back what it changed on the host, also after
 #      a failure or an interrupt, and checks that the host is as it was.
 # Needs root.  Where Docker cannot run it skips, or fails when CI is set.
 # Environment: PGHANDOFF_DOCKER_ROOT (/var/lib/pghandoff-docker), DEBIAN_MIRROR,
@@ -246,8 +253,8 @@ for pid in "${pids[@]}"; do
 	wait "$pid" || die "an image did not build"
 done
 pids=()
-# docker build rather than docker-compose build: compose v1 sends its own
-# context archive, which misses the build stage's cache.
+# docker build, as for the other images (the CI examples' `docker compose
+# build rehearsal` then finds every layer cached).
 build build-rehearsal.log "$DOCKER" build --network host -f docker/Dockerfile --target rehearsal \
 	--build-arg BASE_IMAGE="$BASE_IMAGE" -t pghandoff-rehearsal:latest .
 "$DOCKER" image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^pghandoff' | sort | tee "$out/image-sizes.txt"
@@ -271,15 +278,27 @@ rehearse() {
 	step env "$@" REHEARSAL_OUT_DIR="$out/$name" timeout 900 "${compose[@]}" run -T --rm rehearsal \
 		>"$out/$name/rehearsal.txt" 2>&1 || rc=$?
 	"${compose[@]}" logs --no-color >"$out/$name/containers.log" 2>&1
+	"$DOCKER" inspect --format '{{.Config.Image}}' "$("${compose[@]}" ps -q workload)" >"$out/$name/workload-image" 2>&1
 	timeout 120 "${compose[@]}" down -v -t 5 >/dev/null 2>&1
 	return "$rc"
 }
 
-say "rehearsal 13 -> 17: shop.sql, its workload through check, run, verify, dry run, cutover, rollback, cutover"
-rehearse shop SEED=shop.sql WORKLOAD=shop-workload.sql WORKLOAD_SECONDS=30 ARRIVED_SQL="SELECT count(*) FROM orders" ||
-	{ cat "$out/shop/rehearsal.txt"; die "the rehearsal failed (output, report and container logs in $out/shop)"; }
-cat "$out/shop/rehearsal.txt"
-grep -q '^rehearsal: PASSED' "$out/shop/rehearsal.txt" || die "the rehearsal did not say PASSED"
+say "rehearsal 13 -> 17: shop.sql, its workload in a client container of another image (pgbench 17)"
+# The command is the workload container's (sh -c): its $WORKLOAD_SECONDS is the
+# driver's, not expanded here.
+# shellcheck disable=SC2016
+rehearse client-container SEED=shop.sql WORKLOAD_IMAGE=pghandoff-postgres:17 \
+	WORKLOAD_COMMAND='pgbench -n -c 4 -j 2 -T "$WORKLOAD_SECONDS" -f shop-workload.sql' \
+	WORKLOAD_SECONDS=30 ARRIVED_SQL="SELECT count(*) FROM orders" ||
+	{ cat "$out/client-container/rehearsal.txt"; die "the rehearsal failed (output, report and container logs in $out/client-container)"; }
+cat "$out/client-container/rehearsal.txt"
+grep -q '^rehearsal: PASSED' "$out/client-container/rehearsal.txt" || die "the rehearsal did not say PASSED"
+[[ $(cat "$out/client-container/workload-image") == pghandoff-postgres:17 ]] ||
+	die "the workload ran in $(cat "$out/client-container/workload-image"), not pghandoff-postgres:17"
+# The rehearsal image has pgbench 15: this output is the other image's.
+grep -q '^pgbench (17' "$out/client-container/rehearsal.txt" || die "the workload's output is not pgbench 17's"
+grep -E '^the workload committed ([0-9]+) transactions; \1 arrived' "$out/client-container/rehearsal.txt" ||
+	die "no committed-equals-arrived line for the client container's workload"
 
 say "the pghandoff image as a service: healthy once its admin console answers"
 "${compose[@]}" --profile proxy up -d pghandoff >"$out/service.txt" 2>&1 ||
@@ -305,5 +324,10 @@ grep -q 'read-only transaction' "$out/around-the-proxy/rehearsal.txt" ||
 	{ cat "$out/around-the-proxy/rehearsal.txt"; die "the failing rehearsal's reason is not the fenced source's refusal"; }
 [[ -s $out/around-the-proxy/containers.log ]] || die "no container logs collected for the failing rehearsal"
 echo "the rehearsal failed as it must, for the reason it must"
+
+say "the CI examples, as written: the GitHub workflow and the GitLab job (tests/ci-examples.py)"
+step /usr/bin/python3 tests/ci-examples.py "$out/ci" >"$out/ci-examples.txt" 2>&1 ||
+	{ cat "$out/ci-examples.txt"; die "a CI example failed (its logs in $out/ci)"; }
+cat "$out/ci-examples.txt"
 
 say "Docker rehearsals done"

@@ -8,7 +8,8 @@
 #   5. runs the demo (./demo.sh), the README's first command, end to end.
 #   6. runs the migration rehearsal in Docker (tests/docker-rehearsal.sh, which
 #      installs docker.io, docker-compose and mmdebstrap itself, without letting
-#      the package start Debian's docker service).
+#      the package start Debian's docker service), and the CI examples as
+#      written (tests/ci-examples.py, python3-yaml).
 # Environment: FUZZ_SECONDS (default 30), SKIP_FUZZ=1, SKIP_DEMO=1, SKIP_DOCKER=1, PG_VERSIONS.
 set -euo pipefail
 
@@ -19,7 +20,7 @@ packages=(
 	build-essential meson ninja-build pkg-config
 	libpq-dev libssl-dev libev-dev libinih-dev libcmocka-dev
 	clang libclang-rt-14-dev clang-format
-	python3 python3-pytest python3-psycopg python3-asyncpg
+	python3 python3-pytest python3-psycopg python3-asyncpg python3-yaml
 	postgresql-15 postgresql-client-15
 	nodejs npm openssl
 )

@@ -99,6 +99,11 @@ test_minimal_defaults(void **state)
 	assert_string_equal(config.databases[0].target_name, "app");
 	assert_int_equal(config.proxy.listen_port, 6432);
 	assert_int_equal(config.proxy.auth_type, AUTH_SCRAM_SHA_256);
+	/* PgBouncer's: no auth_user, no lookups; its default query. */
+	assert_string_equal(config.proxy.auth_user, "");
+	assert_string_equal(config.proxy.auth_query, "SELECT usename, passwd FROM pg_shadow WHERE usename=$1");
+	assert_int_equal(config.proxy.auth_query_cache, 30 * 1000 * 1000);
+	assert_string_equal(config.proxy.client_tls_ca_file, "");
 	assert_int_equal(config.cutover.max_lag, 16 * 1024 * 1024);
 	assert_int_equal(config.cutover.drain_timeout, 5 * 1000 * 1000);
 	assert_true(config.cutover.rollback);
@@ -313,6 +318,17 @@ test_errors(void **state)
 		     8, "expected host:port");
 	expect_error("[source]\nhost = a\n[target]\nhost = b\n[databases]\napp =\n[cutover]\nrollback = perhaps\n", 8,
 		     "invalid boolean");
+	expect_error("[source]\nhost = a\n[target]\nhost = b\n[databases]\napp =\n[proxy]\nauth_type = cert\n"
+		     "client_tls_mode = require\nclient_tls_cert_file = c\nclient_tls_key_file = k\n",
+		     8, "auth_type = cert needs client_tls_ca_file");
+	expect_error("[source]\nhost = a\n[target]\nhost = b\n[databases]\napp =\n[proxy]\nauth_type = cert\n"
+		     "client_tls_ca_file = ca\n",
+		     8, "auth_type = cert needs TLS");
+	expect_error("[source]\nhost = a\n[target]\nhost = b\n[databases]\napp =\n[proxy]\nauth_user = a\n"
+		     "auth_query =\n",
+		     9, "auth_query must not be empty");
+	expect_error("[source]\nhost = a\n[target]\nhost = b\n[databases]\napp =\n[proxy]\nauth_query_cache = 5\n", 8,
+		     "a unit is required");
 }
 
 static void

@@ -322,6 +322,30 @@ test_put_messages(void **state)
 	pktbuf_free(&pb);
 }
 
+/* A head whose tail follows from elsewhere: the length word counts the tail. */
+static void
+test_finish_with_tail(void **state)
+{
+	static const uint8_t head[] = {'B', 0, 0, 1, 6, 'p', 0};
+	PktBuf pb;
+
+	(void) state;
+	pktbuf_init(&pb);
+	pktbuf_start(&pb, PQMSG_BIND);
+	pktbuf_put_string(&pb, "p");
+	pktbuf_finish_with_tail(&pb, 256);
+	assert_pb_bytes(&pb, head);
+	/* Outside a message, or a tail past the 1 GB cap: refused. */
+	pktbuf_finish_with_tail(&pb, 0);
+	assert_true(pb.failed);
+	pktbuf_reset(&pb);
+	pktbuf_start(&pb, PQMSG_BIND);
+	pktbuf_finish_with_tail(&pb, (size_t) 0x3fffffff);
+	assert_true(pb.failed);
+	assert_false(pb.in_message);
+	pktbuf_free(&pb);
+}
+
 int
 main(void)
 {
@@ -331,7 +355,7 @@ main(void)
 		cmocka_unit_test(test_frontend_messages), cmocka_unit_test(test_negotiate),
 		cmocka_unit_test(test_puts_and_queueing), cmocka_unit_test(test_growth),
 		cmocka_unit_test(test_fixed_buffer),      cmocka_unit_test(test_misuse),
-		cmocka_unit_test(test_put_messages),
+		cmocka_unit_test(test_put_messages),      cmocka_unit_test(test_finish_with_tail),
 	};
 
 	return cmocka_run_group_tests_name("pktbuf", tests, NULL, NULL);
