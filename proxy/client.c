@@ -634,6 +634,11 @@ remember_statement(Client *client, const PktHeader *pkt)
 	stmt->next = client->stmts;
 	client->stmts = stmt;
 	client->nstmts++;
+	if (client->server) {
+		/* The server holds a name of this client's now (transaction mode: server_take_statements). */
+		client->server->named_stmts = true;
+		client->server->stmts_owner = client->id;
+	}
 }
 
 static void
@@ -863,6 +868,15 @@ relay_client_packet(Client *client, const PktHeader *pkt)
 		client->xact_start = now;
 	} else if (client->pending_rfq == 0 && !client->unsynced && !client->in_copy) {
 		client->request_time = ev_now(proxy->loop);
+	}
+	if ((!client->server && !pool_txn_acquire(client)) || client->server->state != SV_ACTIVE) {
+		/* Transaction mode: its server connection for this transaction is not there yet (logging in). */
+		if (client->state == CL_JUSTFREE)
+			return false;
+		if (!client->held)
+			client->held_since = ev_time();
+		client->held = true;
+		return false;
 	}
 	client->held = false;
 	/*

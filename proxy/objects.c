@@ -267,6 +267,11 @@ client_server_ready(Client *client)
 	client->sbuf.max_pkt = MAX_MESSAGE_LEN;
 	client->txn_status = TXN_IDLE;
 	client_change_state(client, CL_ACTIVE);
+	if (database_pool_mode(client->proxy, client->db) == POOL_TRANSACTION) {
+		/* It logged in for the client's login only: back to the pool once that is out. */
+		server->txn_done = true;
+		client->proxy->txn_release_pending = true;
+	}
 	log_info(client->subject, "login complete, served by %s", server->subject);
 	if (!client_send(client, &pb)) {
 		client_disconnect(client, NULL, "could not send to the client");
@@ -287,6 +292,12 @@ count_in_pool(Server *server, int delta)
 {
 	if (server->pool)
 		server->pool->nservers[server->cluster == &server->proxy->target ? 1 : 0] += delta;
+}
+
+PoolMode
+database_pool_mode(const Proxy *proxy, const Database *db)
+{
+	return db && db->pool_mode >= 0 ? (PoolMode) db->pool_mode : proxy->config.proxy.pool_mode;
 }
 
 bool

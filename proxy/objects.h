@@ -145,6 +145,7 @@ struct Client {
 	bool pool_waiting;
 	ev_tstamp wait_since;
 	bool login_answered; /* told its login is complete before its server connection was there */
+	bool acquiring;      /* transaction mode: getting a server connection from inside its own callback */
 	char user[64];
 	char dbname[64];
 	char subject[SUBJECT_LEN]; /* "C-12 app@db 127.0.0.1:50312", for logs */
@@ -233,6 +234,14 @@ struct Server {
 	char *params;
 	uint32_t params_len;
 	ev_tstamp idle_since; /* when its last client left it (or its login ended) */
+	/*
+	 * Transaction mode: its transaction ended (ReadyForQuery, idle): the
+	 * loop's prepare hook gives it back once that answer is out.  Whose named
+	 * statements it holds (a client id, 0: none), and whether it holds any.
+	 */
+	bool txn_done;
+	uint32_t stmts_owner;
+	bool named_stmts;
 	char subject[SUBJECT_LEN];
 	ev_tstamp connect_time;
 	bool tls_requested;
@@ -345,7 +354,8 @@ struct Proxy {
 	 * relay and teardown never call up into the console or the cutover.
 	 */
 	bool recheck;
-	bool logins_held; /* new logins wait for the cutover's switch (set by cutover.c) */
+	bool logins_held;         /* new logins wait for the cutover's switch (set by cutover.c) */
+	bool txn_release_pending; /* a server connection has Server.txn_done set */
 	/*
 	 * admin_on_packet, set at start: the console sits above the client relay
 	 * (it starts cutovers, which move clients), so the relay reaches it
@@ -411,6 +421,8 @@ bool client_send_error(Client *client, const char *severity, const char *sqlstat
 		       const char *detail, const char *hint);
 /* The server finished logging in: the client is told it may start, and the two relay from now on. */
 void client_server_ready(Client *client);
+/* session or transaction: [proxy] pool_mode, or the database line's. */
+PoolMode database_pool_mode(const Proxy *proxy, const Database *db);
 /* New queries of db's clients wait (PAUSE). */
 bool proxy_is_paused(Proxy *proxy, Database *db);
 /* What hangs off a server (a script of the proxy's own) or a client (a session being carried), freed with it. */
@@ -442,6 +454,12 @@ void client_resume_held(Proxy *proxy, Database *db);
 /* server.c */
 bool server_start(Server *server) __attribute__((warn_unused_result));
 bool server_on_event(SBuf *sb, SBufEvent event, const PktHeader *pkt);
+/*
+ * Transaction mode: the client's named statements onto a server connection
+ * that another client used last, before its transaction runs there (a
+ * script: the client's message waits for it).  False: the server was closed.
+ */
+bool server_take_statements(Server *server, Client *client) __attribute__((warn_unused_result));
 /* Opens a short connection to send a CancelRequest for server's backend. */
 void server_send_cancel(Proxy *proxy, Server *server);
 

@@ -38,7 +38,7 @@ setting(int db_value, int proxy_value)
 PoolMode
 pool_mode_of(const Proxy *proxy, const Database *db)
 {
-	return (PoolMode) setting(db ? db->pool_mode : -1, (int) proxy->config.proxy.pool_mode);
+	return database_pool_mode(proxy, db);
 }
 
 int
@@ -156,16 +156,30 @@ wait_stop(Client *client)
 	client->pool_waiting = false;
 }
 
-/* client takes server, which is logged in and reset: the login completes. */
+/*
+ * client takes server, which is logged in and reset: the login completes.
+ * A client logged in already (transaction mode) gets it for its next
+ * transaction, its named statements first; its message waiting goes on,
+ * unless it is the one asking (Client.acquiring), which goes on by itself.
+ */
 static void
 hand_over(Server *server, Client *client)
 {
 	wait_stop(client);
 	server_change_state(server, SV_ACTIVE);
 	server->client = client;
+	server->txn_done = false; /* a mark left by its last client is not this one's */
 	client->server = server;
 	log_debug(server->subject, "reused for %s", client->subject);
-	client_server_ready(client);
+	if (client->state != CL_ACTIVE) {
+		client_server_ready(client);
+		return;
+	}
+	client_link_server(client, server);
+	if (!server_take_statements(server, client))
+		return; /* closed, and the client with it */
+	if (!client->acquiring && !server->script)
+		sbuf_continue(&client->sbuf);
 }
 
 static void assign(Pool *pool, Client *client);
@@ -250,7 +264,7 @@ assign(Pool *pool, Client *client)
 	Proxy *proxy = pool->proxy;
 	Server *server;
 
-	if (client->server || client->state != CL_WAIT_SERVER)
+	if (client->server || (client->state != CL_WAIT_SERVER && client->state != CL_ACTIVE))
 		return;
 	server = proxy->logins_held ? NULL : find_idle(pool, client, false);
 	if (server) {
@@ -291,8 +305,45 @@ kick(Pool *pool)
 void
 pool_retry_client(Client *client)
 {
-	if (client->pool && client->state == CL_WAIT_SERVER)
+	if (client->pool && (client->state == CL_WAIT_SERVER || client->state == CL_ACTIVE))
 		assign(client->pool, client);
+}
+
+bool
+pool_txn_acquire(Client *client)
+{
+	client->acquiring = true;
+	assign(client->pool, client);
+	client->acquiring = false;
+	return client->state == CL_ACTIVE && client->server && client->server->state == SV_ACTIVE &&
+		!client->server->script;
+}
+
+void
+pool_txn_release(Proxy *proxy)
+{
+	List *item, *tmp;
+
+	proxy->txn_release_pending = false;
+	list_for_each_safe(item, tmp, &proxy->active_servers)
+	{
+		Server *server = container_of(item, Server, head);
+		Client *client = server->client;
+
+		if (!server->txn_done)
+			continue;
+		if (!client || server->script || !client_between_transactions(client)) {
+			server->txn_done = false; /* a new transaction started on it, or it is not the client's now */
+			continue;
+		}
+		if (!sbuf_is_drained(&server->sbuf) || !sbuf_is_drained(&client->sbuf)) {
+			proxy->txn_release_pending = true; /* its last answer is still on its way: next time */
+			continue;
+		}
+		server->txn_done = false;
+		pool_release(server, "transaction done");
+		kick(client->pool);
+	}
 }
 
 void
@@ -337,6 +388,18 @@ pool_connect_client(Client *client)
 		return false;
 	}
 	keep_login(pool, client);
+	if (pool_mode_of(client->proxy, client->db) == POOL_TRANSACTION &&
+	    (client->login_answered || pool_answer_login(client))) {
+		/* Its server connection comes with its first transaction. */
+		bool held = client->sbuf.held;
+
+		client->login_answered = false;
+		if (client->state != CL_JUSTFREE)
+			client_change_state(client, CL_ACTIVE);
+		if (held && client->state == CL_ACTIVE)
+			sbuf_continue(&client->sbuf); /* it waited (a login held by a cutover): not in its callback */
+		return client->state != CL_JUSTFREE;
+	}
 	if (client->state != CL_WAIT_SERVER)
 		client_change_state(client, CL_WAIT_SERVER);
 	assign(pool, client);
@@ -362,6 +425,8 @@ pool_server_idle(Server *server)
 static void
 reset_done(Server *server, Script *script)
 {
+	server->stmts_owner = 0; /* DISCARD ALL dropped every statement */
+	server->named_stmts = false;
 	if (script->failed) {
 		server_disconnect(server, NULL, "server_reset_query failed: %s", script->error);
 		return;
@@ -389,6 +454,7 @@ pool_release(Server *server, const char *why)
 	}
 	server->client = NULL;
 	server->sbuf.peer = NULL;
+	server->txn_done = false;
 	if (!reusable) {
 		server_disconnect(server, NULL, "%s", why);
 		return;

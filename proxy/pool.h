@@ -66,6 +66,15 @@ int pool_retire_idle(Proxy *proxy, const Cluster *cluster);
  */
 int pool_warm(Proxy *proxy, const Cluster *cluster,
 	      const char *(*login_read_only)(void *arg, Database *db, const char *user), void *arg);
+/*
+ * Transaction mode, a client without a server connection starting a
+ * transaction (from its own callback): true when it has one now, linked and
+ * ready; false when it waits (a new login, a full pool, its named statements
+ * being prepared), its message held until then.
+ */
+bool pool_txn_acquire(Client *client) __attribute__((warn_unused_result));
+/* The loop's prepare hook: server connections whose transaction ended (Server.txn_done) go back to their pools. */
+void pool_txn_release(Proxy *proxy);
 /* The connection checked for client failed: it gets another, or waits. */
 void pool_retry_client(Client *client);
 /*

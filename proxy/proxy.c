@@ -62,6 +62,8 @@ on_loop_iteration(struct ev_loop *loop, ev_prepare *w, int revents)
 	proxy->recheck = false;
 	if (recheck && proxy->pause_waiters > 0)
 		admin_check_pause_waiters(proxy);
+	if (proxy->txn_release_pending)
+		pool_txn_release(proxy);
 	cutover_reap(proxy, recheck);
 	/* Shutting down: nothing will take the pools' idle connections any more. */
 	if (proxy->shutting_down && !list_empty(&proxy->idle_servers))

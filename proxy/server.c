@@ -108,8 +108,8 @@ static const char *
 login_password(Server *server, SecretKind *kind, const UserEntry **entry_out)
 {
 	/* A connection the pool opens without a client knows only the auth file. */
-	const UserEntry *entry = server->client ? authquery_entry(server->client)
-					     : userlist_find(server->proxy->users, server->user);
+	const UserEntry *entry =
+		server->client ? authquery_entry(server->client) : userlist_find(server->proxy->users, server->user);
 
 	*entry_out = entry;
 	if (entry) {
@@ -372,6 +372,15 @@ handle_login_packet(Server *server, const PktHeader *pkt)
 		keep_welcome(server);
 		server_change_state(server, SV_ACTIVE);
 		log_debug(server->subject, "logged in, backend pid %d", server->backend_pid);
+		if (client->state == CL_ACTIVE) {
+			/* Transaction mode: its client's next transaction waited for this login. */
+			client_link_server(client, server);
+			if (!server_take_statements(server, client))
+				return false;
+			if (!server->script)
+				sbuf_continue(&client->sbuf);
+			return !sbuf_closed(&server->sbuf);
+		}
 		client_server_ready(client);
 		return !sbuf_closed(&server->sbuf);
 	default:
@@ -421,6 +430,12 @@ relay_server_packet(Server *server, const PktHeader *pkt)
 		sbuf_forward(&server->sbuf, pkt->len);
 		if (client->pending_rfq == 0)
 			proxy_recheck(proxy);
+		if (client->pending_rfq == 0 && rfq.status == TXN_IDLE && server->pool &&
+		    database_pool_mode(proxy, client->db) == POOL_TRANSACTION) {
+			/* Back to the pool once this answer is out (pool_txn_release). */
+			server->txn_done = true;
+			proxy->txn_release_pending = true;
+		}
 		return !sbuf_closed(&server->sbuf);
 	}
 	case PQMSG_COPY_IN_RESPONSE:
@@ -553,6 +568,43 @@ server_on_event(SBuf *sb, SBufEvent event, const PktHeader *pkt)
 		return true;
 	}
 	return true;
+}
+
+static void
+statements_taken(Server *server, Script *script)
+{
+	if (script->failed)
+		log_warning(server->subject, "preparing its client's statements: %s", script->error);
+}
+
+bool
+server_take_statements(Server *server, Client *client)
+{
+	const PreparedStmt *stmt;
+	int expected = 0;
+	PktBuf pb;
+
+	if (server->stmts_owner == client->id || (!server->named_stmts && !client->stmts)) {
+		server->stmts_owner = client->id;
+		return true;
+	}
+	pktbuf_init(&pb);
+	if (server->named_stmts) {
+		/* Another client's names: they would collide with this one's. */
+		pktbuf_write_query(&pb, "DEALLOCATE ALL");
+		expected++;
+	}
+	if (client->stmts) {
+		for (stmt = client->stmts; stmt; stmt = stmt->next)
+			pktbuf_put_messages(&pb, stmt->msg, stmt->len);
+		pktbuf_start(&pb, PQMSG_SYNC);
+		pktbuf_finish(&pb);
+		expected++;
+	}
+	server->stmts_owner = client->id;
+	server->named_stmts = client->stmts != NULL;
+	log_debug(server->subject, "taking the %d named statement(s) of %s", client->nstmts, client->subject);
+	return script_run(server, &pb, expected, statements_taken);
 }
 
 /*

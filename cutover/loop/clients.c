@@ -21,7 +21,13 @@
 bool
 cutover_is_moving(const Cutover *c, const Client *client)
 {
-	return client->state == CL_ACTIVE && client->server && client->server->cluster == c->from;
+	/*
+	 * In transaction mode a client between transactions gives its server
+	 * connection back: it has nothing to carry, its next transaction runs
+	 * wherever the pool is then.
+	 */
+	return client->state == CL_ACTIVE && client->server && client->server->cluster == c->from &&
+		!(database_pool_mode(c->proxy, client->db) == POOL_TRANSACTION && client_between_transactions(client));
 }
 
 bool

@@ -206,3 +206,68 @@ def test_connection_per_transaction_reuses_backends(pg15, proxy_factory):
     assert servers and all(r["state"] == "idle" for r in servers), servers
     assert max(int(r["id"][2:]) for r in servers) <= 20, servers
 
+
+
+# ---- transaction mode --------------------------------------------------------
+
+def test_transaction_mode_serves_many_clients_with_few_backends(pg15, db, proxy_factory):
+    p = proxy_factory(pg15, databases=(db,), proxy={"pool_mode": "transaction", "default_pool_size": 2})
+    with p.connect(db) as conn:
+        conn.execute("CREATE TABLE t (client int, n int)")
+    conns = [p.connect(db, autocommit=False) for _ in range(8)]
+    for n in range(3):
+        for i, c in enumerate(conns):
+            c.execute("INSERT INTO t VALUES (%s, %s)", (i, n))
+            c.commit()
+    # A transaction keeps its server connection to its end, whatever the others do.
+    a, b = conns[0], conns[1]
+    a.execute("INSERT INTO t VALUES (100, 0)")
+    pid = backend_pid(a)
+    b.execute("SELECT 1")
+    b.commit()
+    assert backend_pid(a) == pid
+    a.rollback()
+    for c in conns:
+        c.close()
+    assert len(backends(pg15, db)) <= 2
+    with p.connect(db) as conn:
+        assert conn.execute("SELECT count(*), count(DISTINCT client) FROM t").fetchone() == (24, 8)
+    row = pools(p)[(db, "postgres")]
+    assert row["pool_mode"] == "transaction"
+
+
+def test_transaction_mode_pgbench_many_clients_small_pool(pg15, proxy_factory):
+    p = proxy_factory(pg15, databases=("bench",), proxy={"pool_mode": "transaction", "default_pool_size": 10})
+    init = run_pgbench(p, ["-i", "-q", "-s", "1"])
+    assert init.returncode == 0, init.stderr
+    out = run_pgbench(p, ["-n", "-c", "200", "-j", "2", "-t", "10"])
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert pgbench_counts(out.stdout) == (2000, 0)
+    servers = [r for r in p.admin_dicts("SHOW SERVERS") if r["database"] == "bench"]
+    # pgbench -i ran in a pool of its own (the same one): every connection ever opened has an id <= 10.
+    assert servers and max(int(r["id"][2:]) for r in servers) <= 10, servers
+
+
+def test_transaction_mode_protocol_prepared_statements(pg15, db, proxy_factory):
+    """psycopg names its statements _pg3_0, _pg3_1... on every connection: the same names, other texts."""
+    p = proxy_factory(pg15, databases=(db,), proxy={"pool_mode": "transaction", "default_pool_size": 1})
+    a = p.connect(db, prepare_threshold=0)
+    b = p.connect(db, prepare_threshold=0)
+    try:
+        for i in range(5):
+            assert a.execute("SELECT %s::int + 1", (i,)).fetchone() == (i + 1,)
+            assert b.execute("SELECT %s::text || 'b'", (str(i),)).fetchone() == (f"{i}b",)
+            assert a.execute("SELECT %s::int * 10", (i,)).fetchone() == (i * 10,)
+        assert len(backends(pg15, db)) == 1
+    finally:
+        a.close()
+        b.close()
+
+
+def test_transaction_mode_pgbench_prepared(pg15, proxy_factory):
+    p = proxy_factory(pg15, databases=("bench",), proxy={"pool_mode": "transaction", "default_pool_size": 4})
+    init = run_pgbench(p, ["-i", "-q", "-s", "1"])
+    assert init.returncode == 0, init.stderr
+    out = run_pgbench(p, ["-n", "-S", "-M", "prepared", "-c", "16", "-j", "2", "-t", "50"], timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert pgbench_counts(out.stdout) == (800, 0)
