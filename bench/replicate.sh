@@ -537,7 +537,7 @@ for ((round = 1; round <= COPY_ROUNDS; round++)); do
 		fi
 	done
 done
-grep -h "initial copy done" "$handoff_log" | tail -n 1 | sed 's/^/   pghandoff said: /' || true
+grep -hs "initial copy done" "$handoff_log" | tail -n 1 | sed 's/^/   pghandoff said: /' || true
 
 # ---- 4. catch-up -----------------------------------------------------------
 

@@ -313,40 +313,127 @@ result_error(const PGresult *res, char *err, size_t errlen)
 		snprintf(err, errlen, "%s", PQresultErrorMessage(res));
 }
 
-/* The captured statement under its search_path and role, in the open transaction; false with the target's error. */
+/*
+ * The captured statement under its search_path and role; false with the
+ * target's error.  In the open transaction (local: the settings end with
+ * it), or with none open (the settings are the session's, and are reset
+ * whatever the statement's outcome).
+ */
 static bool
-run_statement(ReplConn *target, const char *search_path, const char *role, const char *statement, char *err,
+run_statement(ReplConn *target, const char *search_path, const char *role, const char *statement, bool local, char *err,
 	      size_t errlen)
 {
 	/* "": the applier's own role (roles = none: the schema copy made it the owner of everything). */
-	const char *params[2] = {search_path, role ? role : ""};
+	const char *params[3] = {search_path, role ? role : "", local ? "true" : "false"};
 	PGresult *res;
 	bool ok;
 
 	/* The role only if the target has it and the applier may act as it; else the applier's own. */
 	res = PQexecParams(target->conn,
-			   "SELECT set_config('search_path', $1, true), "
+			   "SELECT set_config('search_path', $1, $3::bool), "
 			   "CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $2) AND pg_has_role($2, 'MEMBER') "
-			   "THEN set_config('role', $2, true) END",
-			   2, NULL, params, NULL, NULL, 0);
+			   "THEN set_config('role', $2, $3::bool) END",
+			   3, NULL, params, NULL, NULL, 0);
 	ok = PQresultStatus(res) == PGRES_TUPLES_OK;
 	if (!ok)
 		result_error(res, err, errlen);
 	PQclear(res);
-	if (!ok)
-		return false;
-	res = PQexec(target->conn, statement);
-	ok = PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK;
-	if (!ok)
-		result_error(res, err, errlen);
-	PQclear(res);
-	if (!ok)
-		return false;
+	if (ok) {
+		res = PQexec(target->conn, statement);
+		ok = PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK;
+		if (!ok)
+			result_error(res, err, errlen);
+		PQclear(res);
+	}
+	if (!ok && local)
+		return false; /* the rollback resets them */
 	res = PQexec(target->conn, "RESET ROLE; RESET search_path");
-	ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-	if (!ok)
+	if (PQresultStatus(res) != PGRES_COMMAND_OK && ok) {
 		result_error(res, err, errlen);
+		ok = false;
+	}
 	PQclear(res);
+	return ok;
+}
+
+/*
+ * The index named identity (schema-qualified, quoted as object_identity
+ * quotes) on target: *exists, and whether it is valid; its name quoted for
+ * a statement into drop (when it exists).  False with the target's error.
+ */
+static bool
+find_index(ReplConn *target, const char *identity, bool *exists, bool *valid, char *drop, size_t droplen, char *err,
+	   size_t errlen)
+{
+	const char *params[1] = {identity};
+	PGresult *res;
+	bool ok;
+
+	res = PQexecParams(target->conn,
+			   "SELECT i.indisvalid, format('DROP INDEX CONCURRENTLY IF EXISTS %I.%I', n.nspname, c.relname) "
+			   "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+			   "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE i.indexrelid = to_regclass($1)",
+			   1, NULL, params, NULL, NULL, 0);
+	ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+	if (!ok) {
+		result_error(res, err, errlen);
+	} else {
+		*exists = PQntuples(res) == 1;
+		*valid = *exists && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+		snprintf(drop, droplen, "%s", *exists ? PQgetvalue(res, 0, 1) : "");
+	}
+	PQclear(res);
+	return ok;
+}
+
+/*
+ * CREATE INDEX CONCURRENTLY or DROP INDEX CONCURRENTLY, with no transaction
+ * open on target.  index: the created index's identity as the source named
+ * it ("" when unknown: IF NOT EXISTS found one there).  A build replayed
+ * again after a restart finds its valid index and stops there; an invalid
+ * one of that name (the build failed, or its session ended half-way) is
+ * dropped first, and after a failure here, so that none is left behind.
+ * Nothing is built twice: a second follower cannot run while the first's
+ * session lives (it holds the replication origin), so a build that
+ * outlived its follower has ended before this one looks.
+ */
+static bool
+run_alone(ReplConn *target, const char *tag, const char *index, const char *search_path, const char *role,
+	  const char *statement, const char *subject, bool *done_before, char *err, size_t errlen)
+{
+	bool exists = false, valid = false, ok;
+	char drop[600], drop_err[512];
+
+	*done_before = false;
+	if (strcmp(tag, "CREATE INDEX") == 0 && index[0] != '\0') {
+		if (!find_index(target, index, &exists, &valid, drop, sizeof(drop), err, errlen))
+			return false;
+		if (valid) {
+			log_info(subject, "index %s is on the target and valid: built there before a restart", index);
+			*done_before = true;
+			return true;
+		}
+		if (exists) {
+			log_warning(subject,
+				    "index %s is on the target but invalid (a build that did not finish): "
+				    "dropping it to build it again",
+				    index);
+			if (!run_statement(target, "pg_catalog", NULL, drop, false, err, errlen))
+				return false;
+		}
+	}
+	ok = run_statement(target, search_path, role, statement, false, err, errlen);
+	if (!ok && strcmp(tag, "CREATE INDEX") == 0 && index[0] != '\0' &&
+	    find_index(target, index, &exists, &valid, drop, sizeof(drop), drop_err, sizeof(drop_err)) && exists &&
+	    !valid) {
+		if (run_statement(target, "pg_catalog", NULL, drop, false, drop_err, sizeof(drop_err)))
+			log_info(subject, "dropped the invalid index %s the failed build left on the target", index);
+		else
+			log_warning(subject,
+				    "the failed build left the invalid index %s on the target, and dropping it "
+				    "failed too: %s",
+				    index, drop_err);
+	}
 	return ok;
 }
 
@@ -368,10 +455,11 @@ ddl_replay(DdlReplay *d, ReplConn *target, const PgoutputTuple *tup, const char 
 	     *role = column_text(tup, d->col_role), *objects = column_text(tup, d->col_objects),
 	     *query = column_text(tup, d->col_query);
 	StrBuf stmt;
+	DdlSqlResult result;
 	uint64_t lsn = 0;
 	long ordinal;
 	char *end, err[1024];
-	bool ok = false;
+	bool ok = false, split = false, done_before = false;
 
 	strbuf_init(&stmt);
 	if (!lsn_text || !tag || !ordinal_text || !search_path || !role || !objects || !query) {
@@ -391,7 +479,8 @@ ddl_replay(DdlReplay *d, ReplConn *target, const PgoutputTuple *tup, const char 
 		ok = true;
 		goto done;
 	}
-	switch (ddlsql_statement(query, strlen(query), tag, (int) ordinal, &stmt)) {
+	result = ddlsql_statement(query, strlen(query), tag, (int) ordinal, false, &stmt);
+	switch (result) {
 	case DDL_SQL_SKIP:
 		log_debug(subject, "schema change %s at %s makes a temporary table: not replayed", tag, lsn_text);
 		ok = true;
@@ -405,6 +494,7 @@ ddl_replay(DdlReplay *d, ReplConn *target, const PgoutputTuple *tup, const char 
 		d->failed_lsn = lsn;
 		goto done;
 	case DDL_SQL_OK:
+	case DDL_SQL_ALONE:
 		break;
 	}
 	if (stmt.failed) {
@@ -425,7 +515,24 @@ ddl_replay(DdlReplay *d, ReplConn *target, const PgoutputTuple *tup, const char 
 		ok = true;
 		goto done;
 	}
-	if (!run_statement(target, search_path, d->keep_roles ? role : NULL, strbuf_str(&stmt), err, sizeof(err))) {
+	if (result == DDL_SQL_ALONE) {
+		if (d->commit_before_alone && !d->commit_before_alone(d->commit_arg, &split))
+			goto done; /* error already logged */
+		if (!split) {
+			/* Its transaction changed rows before it: it runs in the apply transaction, without CONCURRENTLY. */
+			strbuf_free(&stmt);
+			strbuf_init(&stmt);
+			if (ddlsql_statement(query, strlen(query), tag, (int) ordinal, true, &stmt) != DDL_SQL_OK ||
+			    stmt.failed) {
+				log_error(subject, "out of memory");
+				goto done;
+			}
+		}
+	}
+	if (split ? !run_alone(target, tag, strchr(objects, ',') ? "" : objects, search_path,
+			       d->keep_roles ? role : NULL, strbuf_str(&stmt), subject, &done_before, err, sizeof(err))
+		  : !run_statement(target, search_path, d->keep_roles ? role : NULL, strbuf_str(&stmt), true, err,
+				   sizeof(err))) {
 		chomp(err);
 		log_error(subject,
 			  "replaying the schema change at %s failed, nothing of its transaction is applied: \"%s\": %s "
@@ -434,7 +541,11 @@ ddl_replay(DdlReplay *d, ReplConn *target, const PgoutputTuple *tup, const char 
 		d->failed_lsn = lsn;
 		goto done;
 	}
-	log_info(subject, "schema change at %s replayed: %s", lsn_text, strbuf_str(&stmt));
+	log_info(subject, "schema change at %s replayed%s: %s", lsn_text,
+		 done_before     ? " (done before a restart)"
+			 : split ? " on its own"
+				 : "",
+		 strbuf_str(&stmt));
 	d->replayed_in_xact = true;
 	d->replayed++;
 	ok = true;

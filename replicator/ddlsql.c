@@ -407,14 +407,36 @@ rewrite_select_into(const char *s, const Stmt *st, StrBuf *out)
 	return DDL_SQL_OK;
 }
 
-/* Everything else: as written, without CONCURRENTLY. */
+/*
+ * Everything else: as written.  CONCURRENTLY is kept for CREATE INDEX and
+ * DROP INDEX run on their own (DDL_SQL_ALONE; the drop made IF EXISTS), and
+ * removed everywhere else.
+ */
 static DdlSqlResult
-rewrite_plain(const char *s, const Stmt *st, StrBuf *out)
+rewrite_plain(const char *s, const Stmt *st, bool in_transaction, StrBuf *out)
 {
 	size_t from = st->toks[0].start;
 	bool concurrent_ok = tok_word(s, st, 0, "CREATE") || tok_word(s, st, 0, "DROP") || tok_word(s, st, 0, "ALTER");
+	/* CREATE [UNIQUE] INDEX CONCURRENTLY, DROP INDEX CONCURRENTLY: the words in that order, at the start. */
+	int index_at = tok_word(s, st, 1, "UNIQUE") ? 2 : 1;
+	bool alone = !in_transaction && tok_word(s, st, index_at, "INDEX") &&
+		tok_word(s, st, index_at + 1, "CONCURRENTLY") &&
+		(tok_word(s, st, 0, "CREATE") || (tok_word(s, st, 0, "DROP") && index_at == 1));
 	int i;
 
+	if (alone) {
+		int after = index_at + 2;
+
+		append_range(out, s, from, st->toks[index_at + 1].end);
+		if (tok_word(s, st, 0, "DROP") &&
+		    !(tok_word(s, st, after, "IF") && tok_word(s, st, after + 1, "EXISTS")))
+			strbuf_append(out, " IF EXISTS");
+		if (after < st->ntoks) {
+			strbuf_append_char(out, ' ');
+			append_range(out, s, st->toks[after].start, st->toks[st->ntoks - 1].end);
+		}
+		return DDL_SQL_ALONE;
+	}
 	for (i = 0; i < st->ntoks; i++) {
 		if (concurrent_ok && st->toks[i].depth == 0 && word_is(s, &st->toks[i], "CONCURRENTLY")) {
 			append_range(out, s, from, st->toks[i].start);
@@ -429,6 +451,7 @@ rewrite_plain(const char *s, const Stmt *st, StrBuf *out)
 typedef struct Pick {
 	const char *tag;
 	int ordinal;
+	bool in_transaction;
 	int seen; /* statements that fire event triggers, so far */
 	StrBuf *out;
 	DdlSqlResult result;
@@ -455,14 +478,14 @@ pick_one(const char *s, const Stmt *st, void *arg)
 	else if (strcmp(p->tag, "CREATE TABLE AS") == 0)
 		p->result = rewrite_ctas(s, st, p->out);
 	else
-		p->result = rewrite_plain(s, st, p->out);
+		p->result = rewrite_plain(s, st, p->in_transaction, p->out);
 	return false;
 }
 
 DdlSqlResult
-ddlsql_statement(const char *query, size_t len, const char *tag, int ordinal, StrBuf *out)
+ddlsql_statement(const char *query, size_t len, const char *tag, int ordinal, bool in_transaction, StrBuf *out)
 {
-	Pick p = {tag, ordinal, 0, out, DDL_SQL_NOT_FOUND};
+	Pick p = {tag, ordinal, in_transaction, 0, out, DDL_SQL_NOT_FOUND};
 
 	if (ordinal < 1)
 		return DDL_SQL_NOT_FOUND;

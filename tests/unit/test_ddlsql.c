@@ -2,7 +2,9 @@
  * Cutting one captured schema change out of its query string and rewriting
  * it for replay (replicator/ddlsql.c): statement splitting under quotes,
  * dollar quotes, comments and BEGIN ATOMIC bodies; the ordinal counted over
- * the statements that fire event triggers only; CONCURRENTLY removed;
+ * the statements that fire event triggers only; CREATE/DROP INDEX
+ * CONCURRENTLY kept to run on their own (the drop made IF EXISTS), or
+ * CONCURRENTLY removed inside a transaction and from DETACH PARTITION;
  * CREATE TABLE AS and SELECT INTO made structure only; temporary tables
  * skipped; a change that is not a statement of its string refused.
  */
@@ -21,17 +23,23 @@
 static char out_text[4096];
 
 static DdlSqlResult
-pick(const char *query, const char *tag, int ordinal)
+pick_in(const char *query, const char *tag, int ordinal, bool in_transaction)
 {
 	StrBuf out;
 	DdlSqlResult r;
 
 	strbuf_init(&out);
-	r = ddlsql_statement(query, strlen(query), tag, ordinal, &out);
+	r = ddlsql_statement(query, strlen(query), tag, ordinal, in_transaction, &out);
 	assert_false(out.failed);
 	snprintf(out_text, sizeof(out_text), "%s", out.data ? out.data : "");
 	strbuf_free(&out);
 	return r;
+}
+
+static DdlSqlResult
+pick(const char *query, const char *tag, int ordinal)
+{
+	return pick_in(query, tag, ordinal, false);
 }
 
 static void
@@ -78,13 +86,33 @@ test_shared_objects_not_counted(void **state)
 }
 
 static void
-test_concurrently_removed(void **state)
+test_concurrently_alone(void **state)
 {
 	(void) state;
 	assert_int_equal(pick("CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS i ON t (a)", "CREATE INDEX", 1),
+			 DDL_SQL_ALONE);
+	assert_string_equal(out_text, "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS i ON t (a)");
+	assert_int_equal(pick("create index concurrently on t using gin (a)", "CREATE INDEX", 1), DDL_SQL_ALONE);
+	assert_string_equal(out_text, "create index concurrently on t using gin (a)");
+	/* A drop replayed again after a restart finds nothing to drop. */
+	assert_int_equal(pick("drop index concurrently i", "DROP INDEX", 1), DDL_SQL_ALONE);
+	assert_string_equal(out_text, "drop index concurrently IF EXISTS i");
+	assert_int_equal(pick("DROP INDEX CONCURRENTLY IF EXISTS s.i CASCADE", "DROP INDEX", 1), DDL_SQL_ALONE);
+	assert_string_equal(out_text, "DROP INDEX CONCURRENTLY IF EXISTS s.i CASCADE");
+	/* Not at the start: no statement of these kinds. */
+	assert_int_equal(pick("CREATE INDEX i ON t (concurrently)", "CREATE INDEX", 1), DDL_SQL_OK);
+	assert_string_equal(out_text, "CREATE INDEX i ON t (concurrently)");
+}
+
+static void
+test_concurrently_removed(void **state)
+{
+	(void) state;
+	/* In a transaction that cannot be split: a plain build. */
+	assert_int_equal(pick_in("CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS i ON t (a)", "CREATE INDEX", 1, true),
 			 DDL_SQL_OK);
 	assert_string_equal(out_text, "CREATE UNIQUE INDEX IF NOT EXISTS i ON t (a)");
-	assert_int_equal(pick("drop index concurrently i", "DROP INDEX", 1), DDL_SQL_OK);
+	assert_int_equal(pick_in("drop index concurrently i", "DROP INDEX", 1, true), DDL_SQL_OK);
 	assert_string_equal(out_text, "drop index i");
 	assert_int_equal(pick("ALTER TABLE p DETACH PARTITION c CONCURRENTLY", "ALTER TABLE", 1), DDL_SQL_OK);
 	assert_string_equal(out_text, "ALTER TABLE p DETACH PARTITION c ");
@@ -159,7 +187,7 @@ test_unterminated_never_overreads(void **state)
 			StrBuf out;
 
 			strbuf_init(&out);
-			(void) ddlsql_statement(copy, n, "CREATE TABLE", 1, &out);
+			(void) ddlsql_statement(copy, n, "CREATE TABLE", 1, false, &out);
 			strbuf_free(&out);
 		}
 		free(copy);
@@ -173,6 +201,7 @@ main(void)
 		cmocka_unit_test(test_single_statement),
 		cmocka_unit_test(test_ordinal_skips_dml_and_literals),
 		cmocka_unit_test(test_shared_objects_not_counted),
+		cmocka_unit_test(test_concurrently_alone),
 		cmocka_unit_test(test_concurrently_removed),
 		cmocka_unit_test(test_create_table_as),
 		cmocka_unit_test(test_select_into),
