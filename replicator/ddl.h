@@ -3,8 +3,9 @@
  * replayed by the follower at the same position of the stream.
  *
  * Capture: event triggers (ddl_command_start for CREATE TABLE AS and SELECT
- * INTO, whose rows follow in the WAL; ddl_command_end for the rest; sql_drop
- * to tell drops of temporary objects) installed in the schema "pghandoff"
+ * INTO, whose rows follow in the WAL, and to tell commands run inside
+ * another; ddl_command_end for the rest; sql_drop to tell drops of
+ * temporary objects) installed in the schema "pghandoff"
  * insert one row per command into pghandoff.ddl_log, and delete it again at
  * once.  The table is in the FOR ALL TABLES publication, so the Insert
  * travels in the command's own transaction, ordered with its row changes,
@@ -21,15 +22,16 @@
  * Replay: the applier hands Inserts into that table here instead of
  * applying them as rows; the statement is cut out of the query string and
  * rewritten (ddlsql.h), and runs in the open apply transaction, under the
- * captured search_path and role.  CREATE INDEX CONCURRENTLY and DROP INDEX
- * CONCURRENTLY run on their own instead: the applier commits what precedes
+ * captured search_path and role.  CREATE INDEX CONCURRENTLY, DROP INDEX
+ * CONCURRENTLY and DETACH PARTITION ... CONCURRENTLY run on their own instead: the applier commits what precedes
  * them (with the origin's progress), the statement runs outside any
  * transaction block, and the apply goes on in a new transaction that
  * commits the source transaction they came in.  A restart in between
  * replays the statement again, so it is made to do nothing the second
  * time: a valid index of the captured name is taken as built, an invalid
  * one (a build that failed or was interrupted) is dropped and built again,
- * and the drop has IF EXISTS.  A failure stops the apply with the
+ * the drop has IF EXISTS, a partition no longer attached is done and one
+ * whose detach stopped half-way is finalized.  A failure stops the apply with the
  * statement, its source position and the target's error; the apply
  * transaction rolls back with it.  The applier's own session runs with
  * session_replication_role = replica, in which event triggers do not fire:

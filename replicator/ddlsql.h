@@ -23,9 +23,10 @@
  *     again finds the index gone.  With in_transaction (the source
  *     transaction changed rows before it, so it cannot be split) CONCURRENTLY
  *     is removed instead, and the result is DDL_SQL_OK;
- *   - DETACH PARTITION CONCURRENTLY loses it: a detach interrupted half-way
- *     would need a FINALIZE, and the plain detach in the apply transaction
- *     is atomic with the apply's progress;
+ *   - ALTER TABLE ... DETACH PARTITION ... CONCURRENTLY too (the concurrent
+ *     detach leaves a CHECK constraint on the partition, which the plain one
+ *     does not make); ddlsql_detach names its tables, and the FINALIZE that
+ *     completes it when a restart finds it half done;
  *   - CREATE TABLE AS and SELECT INTO make the structure only (WITH NO
  *     DATA): the rows arrive through the stream as the source wrote them;
  *   - temporary tables made by either are not replayed (DDL_SQL_SKIP).
@@ -53,6 +54,14 @@ typedef enum DdlSqlResult {
  */
 DdlSqlResult ddlsql_statement(const char *query, size_t len, const char *tag, int ordinal, bool in_transaction,
 			      StrBuf *out);
+
+/*
+ * statement, a DDL_SQL_ALONE ALTER TABLE ... DETACH PARTITION ... CONCURRENTLY:
+ * its partitioned table and partition, as written (to_regclass() reads
+ * them), and the statement with FINALIZE in place of CONCURRENTLY, each
+ * appended.  False for any other statement.
+ */
+bool ddlsql_detach(const char *statement, size_t len, StrBuf *parent, StrBuf *child, StrBuf *finalize);
 
 /* How many statements (empty ones not counted) query holds; for tests. */
 int ddlsql_count_statements(const char *query, size_t len);

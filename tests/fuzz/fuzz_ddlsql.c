@@ -46,6 +46,19 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 	}
 	(void) ddlsql_count_statements(copy, size);
+	{
+		StrBuf parent, child, finalize;
+
+		strbuf_init(&parent);
+		strbuf_init(&child);
+		strbuf_init(&finalize);
+		if (!ddlsql_detach(copy, size, &parent, &child, &finalize) &&
+		    parent.len + child.len + finalize.len != 0)
+			abort();
+		strbuf_free(&parent);
+		strbuf_free(&child);
+		strbuf_free(&finalize);
+	}
 	free(copy);
 	return 0;
 }

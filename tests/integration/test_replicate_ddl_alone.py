@@ -1,16 +1,19 @@
 """Schema changes that cannot run in a transaction block, replayed on their own at their place in the stream.
 
-CREATE INDEX CONCURRENTLY and DROP INDEX CONCURRENTLY reach the follower
-inside a source transaction of their own.  The follower commits what it
+CREATE INDEX CONCURRENTLY, DROP INDEX CONCURRENTLY and DETACH PARTITION ...
+CONCURRENTLY reach the follower inside a source transaction of their own.  The follower commits what it
 applied before them, runs the statement alone on the target with
 CONCURRENTLY, and goes on.  A kill -9 around that point replays it again
 after the restart: a valid index is taken as built, an invalid one (the
-build was cut short) is dropped and built again, a drop finds nothing.
+build was cut short) is dropped and built again, a drop finds nothing, a
+detach finds the partition detached or finalizes it.
 Parametrized over 13 -> 17 and 15 -> 15 like test_replicate_ddl.py.
 """
 
 import re
 import subprocess
+
+import pytest
 
 from cutoverfixtures import migration, psql_value  # noqa: F401  (fixtures are used by name)
 from proxyfixtures import PGBENCH
@@ -208,3 +211,54 @@ def test_concurrent_index_under_pgbench_through_the_proxy(migration, prerequisit
     result = r.pghandoff.run(["verify", "-c", r.config_path], timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert not r.errors(), r.log_tail()
+
+
+def detach_waiting(target, db, exclude_pid):
+    rows = target.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock' "
+                          "AND query ILIKE 'ALTER TABLE events DETACH PARTITION%%' AND pid <> %s",
+                          params=(db, exclude_pid))
+    return rows[0][0] if rows else None
+
+
+@pytest.mark.parametrize("clusters", [(15, 15)], indirect=True, ids=["15to15"])
+@pytest.mark.parametrize("cut", ["before", "half-way"])
+def test_kill9_during_a_concurrent_detach(clusters, replicator_factory, cut):
+    """DETACH PARTITION CONCURRENTLY (from 14 on) replayed on its own, and the follower killed while it waits on
+    the target: held up before it starts, the orphaned detach finishes and the restart finds it done; cut
+    half-way (its first transaction committed), the restart finalizes it.  Either way the partition ends
+    detached, with the CHECK constraint the concurrent detach leaves, as on the source."""
+    pair = clusters
+    db = make_database(pair, "ddldetachkill")
+    run_sql(pair.source, db,
+            "CREATE TABLE events (id int NOT NULL, at date NOT NULL, PRIMARY KEY (id, at)) PARTITION BY RANGE (at)",
+            "CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')",
+            "INSERT INTO events VALUES (1, '2024-05-01')")
+    r = start_and_sync(replicator_factory, pair, db)
+    with connect(pair.target, db) as blocker:
+        blocker.execute("BEGIN")
+        if cut == "before":
+            blocker.execute("LOCK TABLE events IN SHARE UPDATE EXCLUSIVE MODE")
+        else:
+            # A reader of the table: the detach marks the partition pending, commits, then waits for it.
+            blocker.execute("SELECT count(*) FROM events")
+        blocker_pid = blocker.execute("SELECT pg_backend_pid()").fetchone()[0]
+        run_sql(pair.source, db, "ALTER TABLE events DETACH PARTITION events_2024 CONCURRENTLY",
+                "INSERT INTO events_2024 VALUES (2, '2024-06-01')")
+        pid = wait_for(lambda: detach_waiting(pair.target, db, blocker_pid), timeout=60,
+                       what="the replayed detach waiting", on_timeout=r.log_tail)
+        r.kill9()
+        if cut == "half-way":
+            assert query(pair.target, db, "SELECT inhdetachpending FROM pg_inherits "
+                                          "WHERE inhrelid = 'events_2024'::regclass") == [(True,)]
+            pair.target.execute("SELECT pg_terminate_backend(%s)", params=(pid,))
+        blocker.execute("ROLLBACK")
+    wait_for(lambda: backend_gone(pair.target, pid), timeout=120, what="the detach's backend to end")
+    r.start()
+    r.wait_streaming()
+    assert_in_sync(pair, db, r)
+    assert query(pair.target, db, "SELECT count(*) FROM pg_inherits WHERE inhparent = 'events'::regclass") == [(0,)]
+    assert query(pair.target, db, "SELECT count(*) FROM pg_constraint WHERE conrelid = 'events_2024'::regclass "
+                                  "AND contype = 'c'") == [(1,)]
+    assert query(pair.target, db, "SELECT id FROM events_2024 ORDER BY id") == [(1,), (2,)]
+    expected = "detached there before a restart" if cut == "before" else "stopped half-way: finalizing it"
+    assert expected in r.log(since_start=True), r.log_tail()

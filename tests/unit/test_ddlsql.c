@@ -99,9 +99,45 @@ test_concurrently_alone(void **state)
 	assert_string_equal(out_text, "drop index concurrently IF EXISTS i");
 	assert_int_equal(pick("DROP INDEX CONCURRENTLY IF EXISTS s.i CASCADE", "DROP INDEX", 1), DDL_SQL_ALONE);
 	assert_string_equal(out_text, "DROP INDEX CONCURRENTLY IF EXISTS s.i CASCADE");
+	assert_int_equal(pick("alter table if exists s.\"P\" detach partition s.c concurrently;", "ALTER TABLE", 1),
+			 DDL_SQL_ALONE);
+	assert_string_equal(out_text, "alter table if exists s.\"P\" detach partition s.c concurrently");
 	/* Not at the start: no statement of these kinds. */
 	assert_int_equal(pick("CREATE INDEX i ON t (concurrently)", "CREATE INDEX", 1), DDL_SQL_OK);
 	assert_string_equal(out_text, "CREATE INDEX i ON t (concurrently)");
+}
+
+static void
+test_detach_names(void **state)
+{
+	const char *q = "ALTER TABLE IF EXISTS ONLY s.\"Events\" DETACH PARTITION \"s\".e_2024 CONCURRENTLY";
+	StrBuf parent, child, finalize;
+
+	(void) state;
+	strbuf_init(&parent);
+	strbuf_init(&child);
+	strbuf_init(&finalize);
+	assert_true(ddlsql_detach(q, strlen(q), &parent, &child, &finalize));
+	assert_string_equal(strbuf_str(&parent), "s.\"Events\"");
+	assert_string_equal(strbuf_str(&child), "\"s\".e_2024");
+	assert_string_equal(strbuf_str(&finalize),
+			    "ALTER TABLE IF EXISTS ONLY s.\"Events\" DETACH PARTITION \"s\".e_2024 FINALIZE");
+	strbuf_free(&parent);
+	strbuf_free(&child);
+	strbuf_free(&finalize);
+	strbuf_init(&parent);
+	strbuf_init(&child);
+	strbuf_init(&finalize);
+	q = "ALTER TABLE p DETACH PARTITION c";
+	assert_false(ddlsql_detach(q, strlen(q), &parent, &child, &finalize));
+	q = "ALTER TABLE p DETACH PARTITION CONCURRENTLY";
+	assert_false(ddlsql_detach(q, strlen(q), &parent, &child, &finalize));
+	q = "ALTER TABLE p ADD COLUMN c int, DETACH PARTITION c CONCURRENTLY";
+	assert_false(ddlsql_detach(q, strlen(q), &parent, &child, &finalize));
+	assert_int_equal(parent.len + child.len + finalize.len, 0);
+	strbuf_free(&parent);
+	strbuf_free(&child);
+	strbuf_free(&finalize);
 }
 
 static void
@@ -114,7 +150,7 @@ test_concurrently_removed(void **state)
 	assert_string_equal(out_text, "CREATE UNIQUE INDEX IF NOT EXISTS i ON t (a)");
 	assert_int_equal(pick_in("drop index concurrently i", "DROP INDEX", 1, true), DDL_SQL_OK);
 	assert_string_equal(out_text, "drop index i");
-	assert_int_equal(pick("ALTER TABLE p DETACH PARTITION c CONCURRENTLY", "ALTER TABLE", 1), DDL_SQL_OK);
+	assert_int_equal(pick_in("ALTER TABLE p DETACH PARTITION c CONCURRENTLY", "ALTER TABLE", 1, true), DDL_SQL_OK);
 	assert_string_equal(out_text, "ALTER TABLE p DETACH PARTITION c ");
 	/* A quoted name is a name. */
 	assert_int_equal(pick("CREATE INDEX \"concurrently\" ON t (a)", "CREATE INDEX", 1), DDL_SQL_OK);
@@ -202,6 +238,7 @@ main(void)
 		cmocka_unit_test(test_ordinal_skips_dml_and_literals),
 		cmocka_unit_test(test_shared_objects_not_counted),
 		cmocka_unit_test(test_concurrently_alone),
+		cmocka_unit_test(test_detach_names),
 		cmocka_unit_test(test_concurrently_removed),
 		cmocka_unit_test(test_create_table_as),
 		cmocka_unit_test(test_select_into),
