@@ -2,12 +2,14 @@
 
 Materialized views (made, refreshed, dropped), composite types, domains,
 partitions detached, comments, grants on replicated objects, DROP SCHEMA
-CASCADE; and DDL from inside a DO block, which is refused with a clear error.
+CASCADE, extensions; and DDL from inside a DO block, which is refused with a clear error.
 Each test compares the catalogs of both sides for what it changed, and the
 tables.  Parametrized over 13 -> 17 and 15 -> 15 like test_replicate_ddl.py.
 """
 
 import re
+
+import pytest
 
 from replfixtures import (  # noqa: F401  (fixtures are used by name)
     run_sql,
@@ -251,3 +253,22 @@ def test_do_block_ddl_is_refused_with_what_to_do(clusters, replicator_factory):
     wait_caught_up(pair, db, r.origin, r, fail_on_error=False)
     assert_tables_equal(pair, db)
     assert query(pair.target, db, "SELECT * FROM t") == [(1, 5)]
+
+
+@pytest.mark.parametrize("clusters", [(15, 15)], indirect=True, ids=["15to15"])
+def test_create_extension(clusters, replicator_factory):
+    """CREATE EXTENSION runs its script's commands inside it: those are the extension's own work, not replayed
+    one by one; the extension is created on the target by its own statement, and a column of its type follows."""
+    pair = clusters
+    db = make_database(pair, "ddlext")
+    run_sql(pair.source, db, "CREATE TABLE t (id int PRIMARY KEY)")
+    r = start_and_sync(replicator_factory, pair, db)
+    run_sql(pair.source, db, "CREATE EXTENSION citext", "ALTER TABLE t ADD COLUMN email citext",
+            "INSERT INTO t VALUES (1, 'A@Example.org')")
+    assert_in_sync(pair, db, r)
+    assert same_on_both(pair, db, "SELECT extname FROM pg_extension WHERE extname = 'citext'") == [("citext",)]
+    assert query(pair.target, db, "SELECT id FROM t WHERE email = 'a@example.ORG'") == [(1,)]
+    run_sql(pair.source, db, "ALTER TABLE t DROP COLUMN email", "DROP EXTENSION citext")
+    assert_in_sync(pair, db, r)
+    assert query(pair.target, db, "SELECT count(*) FROM pg_extension WHERE extname = 'citext'") == [(0,)]
+    assert not r.errors(since_start=True), r.log_tail()
