@@ -567,11 +567,12 @@ stands_down(LargeObjFollower *f, bool *down)
 	prepared = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
 	PQclear(res);
 	*down = fenced || prepared;
-	if (*down != f->stood_down)
-		log_info(f->subject,
-			 *down ? "the %s is %s: large objects are left to the cutover's last diff"
-			       : "large objects are diffed again (the %s%s)",
-			 f->dir.from->role, *down ? (fenced ? "fenced" : "the way back's start") : " takes writes");
+	if (*down && !f->stood_down)
+		log_info(f->subject, "%s: the diff stands down, the cutover's own diff has the last word",
+			 fenced ? (f->dir.reverse ? "the target is fenced" : "the source is fenced")
+				: "the way back from the target is prepared");
+	else if (!*down && f->stood_down)
+		log_info(f->subject, "the %s takes writes again: the diff goes on", f->dir.from->role);
 	f->stood_down = *down;
 	return true;
 }

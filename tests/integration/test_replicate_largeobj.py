@@ -203,3 +203,59 @@ def test_cutover_pause_and_rollback(migration, clusters):
     assert back == large_objects(m.pair.target, m.dbname)
     assert 60001 in [row[0] for row in back] and 20005 not in [row[0] for row in back]
     conn.close()
+
+
+def test_after_the_cutover_objects_flow_back(migration, clusters):
+    """After the switch the forward diff stands down and the reverse follower's diff carries the target's
+    writes to the source, so a rollback finds them there without its own diff having to."""
+    make_roles(clusters)
+    m = migration(prepare=lambda dsn: psql_value(dsn, "CREATE TABLE t (id int PRIMARY KEY)"),
+                  replication={"large_object_sync_interval": "200ms"})
+    fill(m.pair.source, m.dbname)
+    wait_equal(m.pair, m.dbname, m.replicator)
+    result = m.proxy.run_cutover()
+    assert result.returncode == 0, result.stdout + result.stderr + m.proxy.log_tail()
+    m.replicator.wait_log(r"large objects: (the source is fenced|the way back from the target is prepared): "
+                          r"the diff stands down")
+    stood_down_at = len(m.replicator.log())
+    conn = m.proxy.connect(m.dbname)
+    assert conn.execute("SELECT inet_server_port()").fetchone()[0] == m.pair.target.port
+    conn.execute("SELECT lo_from_bytea(80001, 'written on the target')")
+    conn.execute("SELECT lo_put(20003, 7, 'changed on the target')")
+    conn.execute("SELECT lo_unlink(20002)")
+    # No rollback: the reverse follower's periodic diff brings them to the (fenced) source.
+    back = wait_equal(m.pair, m.dbname, source=m.pair.target, target=m.pair.source, what="target's objects")
+    assert 80001 in [row[0] for row in back] and 20002 not in [row[0] for row in back]
+    # The forward diff copied nothing over the target's writes since it stood down.
+    assert " copied (" not in m.replicator.log()[stood_down_at:]
+    conn.close()
+
+
+@pytest.mark.parametrize("clusters", [(15, 15)], indirect=True, ids=["15to15"])
+def test_the_pause_diff_has_a_deadline(migration, clusters):
+    """A last diff that cannot finish within catchup_timeout aborts the cutover: clients stay on the source."""
+    m = migration(prepare=lambda dsn: psql_value(dsn, "CREATE TABLE t (id int PRIMARY KEY)"),
+                  replication={"large_object_sync_interval": "1h"},
+                  cutover={"catchup_timeout": "2s", "rollback": "off"})
+    m.replicator.wait_log(r"large objects: first diff: 0 of 0 in step", since_start=False)
+    run_sql(m.pair.source, m.dbname, "SELECT lo_from_bytea(70001, 'held up')")
+    blocker = connect(m.pair.target, m.dbname, autocommit=False)
+    try:
+        blocker.execute("SELECT lo_create(70001)")  # the pause's lo_create of it waits for this transaction
+        result = m.proxy.run_cutover()
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert result.returncode == 1, result.stdout + result.stderr
+    report = m.proxy.report()
+    assert report["result"] == "aborted"
+    assert "large objects" in report["reason"] and "catchup_timeout" in report["reason"], report
+    conn = m.proxy.connect(m.dbname)
+    assert conn.execute("SELECT inet_server_port()").fetchone()[0] == m.pair.source.port
+    conn.execute("INSERT INTO t VALUES (1)")  # unfenced
+    # Held up no more: the next cutover's diff copies it.
+    result = m.proxy.run_cutover()
+    assert result.returncode == 0, result.stdout + result.stderr + m.proxy.log_tail()
+    assert large_objects(m.pair.target, m.dbname) == large_objects(m.pair.source, m.dbname)
+    assert [row[0] for row in large_objects(m.pair.target, m.dbname)] == [70001]
+    conn.close()
