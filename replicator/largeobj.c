@@ -29,6 +29,7 @@
 #include "replicator/fence.h"
 #include "replicator/follow.h"
 #include "replicator/replicate.h"
+#include "replicator/status.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -505,6 +506,14 @@ largeobj_sync(ReplConn *from, ReplConn *to, LargeObjRound *round)
 }
 
 bool
+largeobj_forget(ReplConn *conn)
+{
+	return repl_exec(conn,
+			 "SET client_min_messages = warning; DROP SCHEMA IF EXISTS pghandoff_lo CASCADE; "
+			 "RESET client_min_messages");
+}
+
+bool
 largeobj_copy_initial(const Config *config, const DatabaseMapping *db, const char *snapshot, const char *subject)
 {
 	ReplConn from = {0}, to = {0};
@@ -625,6 +634,8 @@ follower_round(LargeObjFollower *f, bool *again)
 	f->rounds++;
 	f->last_total = round.total;
 	f->last_in_step = round.in_step;
+	if (f->dir.status)
+		status_large_objects(f->dir.status, round.total, round.in_step);
 	*again = round.more;
 }
 

@@ -49,6 +49,9 @@ typedef struct LargeObjRound {
  */
 bool largeobj_sync(ReplConn *from, ReplConn *to, LargeObjRound *round) __attribute__((warn_unused_result));
 
+/* `replicate --drop`: the recorded signatures (schema pghandoff_lo) go, on either side. */
+bool largeobj_forget(ReplConn *conn) __attribute__((warn_unused_result));
+
 /* The initial copy, in the slot's exported snapshot, on connections of its own. */
 bool largeobj_copy_initial(const Config *config, const DatabaseMapping *db, const char *snapshot, const char *subject)
 	__attribute__((warn_unused_result));

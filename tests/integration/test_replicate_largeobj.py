@@ -12,6 +12,8 @@ import threading
 import pytest
 
 from cutoverfixtures import migration, psql_value, wait_for  # noqa: F401
+from pgcluster import free_port
+from test_metrics import parse as parse_metrics, scrape as scrape_metrics
 from replfixtures import (clusters, cluster_pool, replicator_factory, make_database,  # noqa: F401
                           connect, run_sql, in_transaction, wait_caught_up, query)
 
@@ -108,6 +110,12 @@ def test_initial_copy_and_streaming(clusters, replicator_factory):
     # Nothing else went wrong meanwhile, and the tables stream as before.
     wait_caught_up(clusters, db, r.origin, r)
     assert not r.errors()
+    # --drop removes the record of what is in step, with the slot and the origin.
+    assert query(clusters.target, db, "SELECT count(*) FROM pg_namespace WHERE nspname = 'pghandoff_lo'") == [(1,)]
+    r.stop()
+    dropped = r.drop()
+    assert dropped.returncode == 0, dropped.stderr
+    assert query(clusters.target, db, "SELECT count(*) FROM pg_namespace WHERE nspname = 'pghandoff_lo'") == [(0,)]
 
 
 @pytest.mark.parametrize("clusters", [(15, 15)], indirect=True, ids=["15to15"])
@@ -209,15 +217,25 @@ def test_after_the_cutover_objects_flow_back(migration, clusters):
     """After the switch the forward diff stands down and the reverse follower's diff carries the target's
     writes to the source, so a rollback finds them there without its own diff having to."""
     make_roles(clusters)
-    m = migration(prepare=lambda dsn: psql_value(dsn, "CREATE TABLE t (id int PRIMARY KEY)"),
-                  replication={"large_object_sync_interval": "200ms"})
+    metrics_port = free_port()
+    # `pghandoff run`: the follower a child of the proxy, whose metrics read its progress.
+    m = migration(prepare=lambda dsn: psql_value(dsn, "CREATE TABLE t (id int PRIMARY KEY)"), run=True,
+                  replication={"large_object_sync_interval": "200ms"},
+                  proxy={"metrics_listen": f"127.0.0.1:{metrics_port}"})
     fill(m.pair.source, m.dbname)
-    wait_equal(m.pair, m.dbname, m.replicator)
+    wait_equal(m.pair, m.dbname)
+
+    def counted():
+        samples, _ = parse_metrics(scrape_metrics(metrics_port))
+        key = (("database", m.dbname),)
+        return (samples.get(("pghandoff_replication_large_objects", key)),
+                samples.get(("pghandoff_replication_large_objects_in_step", key))) == (6, 6)
+    wait_for(counted, 60, what="the metrics counting 6 large objects in step")
     result = m.proxy.run_cutover()
     assert result.returncode == 0, result.stdout + result.stderr + m.proxy.log_tail()
-    m.replicator.wait_log(r"large objects: (the source is fenced|the way back from the target is prepared): "
-                          r"the diff stands down")
-    stood_down_at = len(m.replicator.log())
+    m.proxy.wait_log(r"large objects: (the source is fenced|the way back from the target is prepared): "
+                     r"the diff stands down", timeout=60)
+    stood_down_at = len(m.proxy.log())
     conn = m.proxy.connect(m.dbname)
     assert conn.execute("SELECT inet_server_port()").fetchone()[0] == m.pair.target.port
     conn.execute("SELECT lo_from_bytea(80001, 'written on the target')")
@@ -227,7 +245,8 @@ def test_after_the_cutover_objects_flow_back(migration, clusters):
     back = wait_equal(m.pair, m.dbname, source=m.pair.target, target=m.pair.source, what="target's objects")
     assert 80001 in [row[0] for row in back] and 20002 not in [row[0] for row in back]
     # The forward diff copied nothing over the target's writes since it stood down.
-    assert " copied (" not in m.replicator.log()[stood_down_at:]
+    forward = [line for line in m.proxy.log()[stood_down_at:].splitlines() if "reverse" not in line]
+    assert not [line for line in forward if " copied (" in line], forward
     conn.close()
 
 
