@@ -118,7 +118,6 @@ def test_initial_copy_and_streaming(clusters, replicator_factory):
     assert query(clusters.target, db, "SELECT count(*) FROM pg_namespace WHERE nspname = 'pghandoff_lo'") == [(0,)]
 
 
-@pytest.mark.parametrize("clusters", [(15, 15)], indirect=True, ids=["15to15"])
 def test_kill_during_a_diff(clusters, replicator_factory):
     """kill -9 of the follower in the middle of a diff (some objects committed, one waiting), then restart."""
     db = make_database(clusters, prefix="lo")
