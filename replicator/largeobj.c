@@ -46,6 +46,8 @@
 /* A transaction on the writing side holds about this much, or this many objects. */
 #define LO_TXN_BYTES (8 << 20)
 #define LO_TXN_OBJECTS 256
+/* Larger objects without a signature are copied rather than compared (lo_get reads them whole). */
+#define LO_VERIFY_MAX_BYTES ((int64_t) 64 << 20)
 /* A follower's round copies about this much; the rest follows at once. */
 #define LO_FOLLOW_ROUND_BYTES ((int64_t) 64 << 20)
 
@@ -89,6 +91,7 @@ typedef enum LoAction {
 	LO_COPY,   /* new or changed on the reading side */
 	LO_UNLINK, /* gone from the reading side */
 	LO_FORGET, /* a signature of an object neither side has */
+	LO_VERIFY, /* on both sides, no signature recorded: compared, copied only if it differs */
 } LoAction;
 
 typedef struct LoWork {
@@ -110,6 +113,7 @@ typedef struct LoRun {
 	int64_t xact_bytes;  /* bytes written in it */
 	int xact_objects;    /* objects written or unlinked in it */
 	int pending_in_step; /* objects written in it: in step once it commits */
+	int64_t work_bytes;  /* copied or compared this round, against max_bytes */
 	LoWork *work;
 	int nwork;
 } LoRun;
@@ -198,7 +202,7 @@ put_run(LoRun *r, const char *oid, int64_t offset, const StrBuf *hex)
 static bool
 copy_object(LoRun *r, const LoWork *w)
 {
-	char oid[16], from_page[16], sql[160];
+	char oid[16], from_page[24], sql[160];
 	const char *params[2] = {oid, from_page};
 	PGresult *res;
 	StrBuf hex, stmt;
@@ -237,6 +241,7 @@ copy_object(LoRun *r, const LoWork *w)
 				run_offset = pageno * r->lob_size;
 			strbuf_append_len(&hex, data, len);
 			r->round->bytes += (int64_t) len / 2;
+			r->work_bytes += (int64_t) len / 2;
 			r->xact_bytes += (int64_t) len / 2;
 			/* A short page ends the run: what follows it starts at its own offset. */
 			expect = (int64_t) len / 2 == r->lob_size ? pageno + 1 : -1;
@@ -363,7 +368,8 @@ plan_work(LoRun *r, const PGresult *src, const PGresult *dst)
 				j++;
 				continue;
 			}
-			w.action = LO_COPY;
+			/* Unknown rather than different (a record lost, or made by the other direction): compare first. */
+			w.action = w.exists && PQgetisnull(dst, j, 2) ? LO_VERIFY : LO_COPY;
 			w.pages = strtoll(PQgetvalue(src, i, 1), NULL, 10);
 			w.sig = PQgetvalue(src, i, 2);
 			i++;
@@ -372,6 +378,47 @@ plan_work(LoRun *r, const PGresult *src, const PGresult *dst)
 		if (!add_work(r, &cap, &w))
 			return false;
 	}
+	return true;
+}
+
+/*
+ * An object both sides have, with no signature recorded: after a cutover
+ * the other direction's diff finds every object so, equal.  Contents,
+ * owner and grants are compared; only a difference is copied.
+ */
+static bool
+verify_object(LoRun *r, const LoWork *w)
+{
+	static const char sql[] = "SELECT md5(pg_catalog.lo_get(m.oid)) || '/' || "
+				  "pg_catalog.pg_get_userbyid(m.lomowner) || '/' || coalesce(m.lomacl::text, '') "
+				  "FROM pg_catalog.pg_largeobject_metadata m WHERE m.oid = $1::oid";
+	char oid[16], mine[1024], theirs[1024];
+	const char *params[1] = {oid};
+
+	if (w->pages * r->lob_size > LO_VERIFY_MAX_BYTES)
+		return copy_object(r, w);
+	snprintf(oid, sizeof(oid), "%u", w->oid);
+	if (!repl_query_copy_value(r->from, sql, 1, params, mine, sizeof(mine)) ||
+	    !repl_query_copy_value(r->to, sql, 1, params, theirs, sizeof(theirs)))
+		return false;
+	r->work_bytes += 2 * w->pages * r->lob_size;
+	/* Grants too long for the buffer compare as different: the object is copied, which is never wrong. */
+	if (strcmp(mine, theirs) != 0 || strlen(mine) >= sizeof(mine) - 1)
+		return copy_object(r, w);
+	if (!to_begin(r))
+		return false;
+	{
+		const char *state[2] = {oid, w->sig};
+
+		if (!repl_exec_params(r->to,
+				      "INSERT INTO pghandoff_lo.synced VALUES ($1::oid, $2) "
+				      "ON CONFLICT (loid) DO UPDATE SET sig = excluded.sig",
+				      2, state))
+			return false;
+	}
+	r->round->verified++;
+	r->pending_in_step++;
+	r->xact_objects++;
 	return true;
 }
 
@@ -386,12 +433,14 @@ apply_work(LoRun *r)
 
 		if (past_deadline(r))
 			return false;
-		if (w->action == LO_COPY && r->round->max_bytes > 0 && r->round->bytes > 0 &&
-		    r->round->bytes + w->pages * r->lob_size > r->round->max_bytes) {
+		if ((w->action == LO_COPY || w->action == LO_VERIFY) && r->round->max_bytes > 0 && r->work_bytes > 0 &&
+		    r->work_bytes + w->pages * r->lob_size > r->round->max_bytes) {
 			r->round->more = true;
 			break;
 		}
-		if (!(w->action == LO_COPY ? copy_object(r, w) : unlink_object(r, w)))
+		if (w->action == LO_COPY             ? !copy_object(r, w)
+			    : w->action == LO_VERIFY ? !verify_object(r, w)
+						     : !unlink_object(r, w))
 			return false;
 		if ((r->xact_bytes >= LO_TXN_BYTES || r->xact_objects >= LO_TXN_OBJECTS) && !to_commit(r))
 			return false;
@@ -461,7 +510,7 @@ largeobj_sync(ReplConn *from, ReplConn *to, LargeObjRound *round)
 	r.from = from;
 	r.to = to;
 	r.round = round;
-	round->total = round->in_step = round->copied = round->unlinked = 0;
+	round->total = round->in_step = round->copied = round->unlinked = round->verified = 0;
 	round->bytes = 0;
 	round->more = false;
 	if (!round->diff_only) {
@@ -481,7 +530,7 @@ largeobj_sync(ReplConn *from, ReplConn *to, LargeObjRound *round)
 			int k;
 
 			for (k = 0; k < r.nwork; k++) {
-				if (r.work[k].action == LO_COPY)
+				if (r.work[k].action == LO_COPY || r.work[k].action == LO_VERIFY)
 					round->copied++;
 				else if (r.work[k].action == LO_UNLINK)
 					round->unlinked++;
@@ -508,9 +557,10 @@ largeobj_sync(ReplConn *from, ReplConn *to, LargeObjRound *round)
 bool
 largeobj_forget(ReplConn *conn)
 {
+	/* READ WRITE: the side may be fenced (the source after a cutover, the target after a rollback). */
 	return repl_exec(conn,
-			 "SET client_min_messages = warning; DROP SCHEMA IF EXISTS pghandoff_lo CASCADE; "
-			 "RESET client_min_messages");
+			 "BEGIN READ WRITE; SET LOCAL client_min_messages = warning; "
+			 "DROP SCHEMA IF EXISTS pghandoff_lo CASCADE; COMMIT");
 }
 
 bool
@@ -624,10 +674,10 @@ follower_round(LargeObjFollower *f, bool *again)
 		repl_close(&f->to);
 		return;
 	}
-	if (round.copied || round.unlinked)
-		log_info(f->subject, "%d copied (%lld kB), %d unlinked; %d of %d in step%s", round.copied,
-			 (long long) (round.bytes >> 10), round.unlinked, round.in_step, round.total,
-			 round.more ? ", more next round" : "");
+	if (round.copied || round.unlinked || round.verified)
+		log_info(f->subject, "%d copied (%lld kB), %d unlinked, %d found equal; %d of %d in step%s",
+			 round.copied, (long long) (round.bytes >> 10), round.unlinked, round.verified, round.in_step,
+			 round.total, round.more ? ", more next round" : "");
 	else if (f->rounds == 0 || round.total != f->last_total || round.in_step != f->last_in_step)
 		log_debug(f->subject, "%s%d of %d in step", f->rounds == 0 ? "first diff: " : "", round.in_step,
 			  round.total);

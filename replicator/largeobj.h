@@ -35,6 +35,7 @@ typedef struct LargeObjRound {
 	int in_step;   /* of those, equal on the writing side when the round ended */
 	int copied;    /* objects written (or, with diff_only, that would be) */
 	int unlinked;  /* objects removed from the writing side (or that would be) */
+	int verified;  /* objects found equal without a recorded signature, recorded now */
 	int64_t bytes; /* bytes copied */
 	bool more;     /* max_bytes stopped it: another round has work */
 } LargeObjRound;

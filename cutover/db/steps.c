@@ -572,8 +572,8 @@ last_large_object_diff(const CutoverDirection *dir, CutoverLinks *links, int i, 
 				   "could not copy the large objects of %s within %.1f s (catchup_timeout)",
 				   dir->config->databases[i].name, timeout);
 	if (round.total > 0 || round.unlinked > 0)
-		log_info(dir->subject, "%s: large objects: %d copied, %d unlinked, %d in step",
-			 dir->config->databases[i].name, round.copied, round.unlinked, round.in_step);
+		log_info(dir->subject, "%s: large objects: %d copied, %d unlinked, %d found equal, %d in step",
+			 dir->config->databases[i].name, round.copied, round.unlinked, round.verified, round.in_step);
 	return true;
 }
 

@@ -235,6 +235,9 @@ def test_after_the_cutover_objects_flow_back(migration, clusters):
     m.proxy.wait_log(r"large objects: (the source is fenced|the way back from the target is prepared): "
                      r"the diff stands down", timeout=60)
     stood_down_at = len(m.proxy.log())
+    # The reverse follower's first diff finds the six objects equal on both sides: compared, not copied.
+    m.proxy.wait_log(r"reverse replicator \S+ large objects: 0 copied \(0 kB\), 0 unlinked, 6 found equal; "
+                     r"6 of 6 in step", timeout=60)
     conn = m.proxy.connect(m.dbname)
     assert conn.execute("SELECT inet_server_port()").fetchone()[0] == m.pair.target.port
     conn.execute("SELECT lo_from_bytea(80001, 'written on the target')")
