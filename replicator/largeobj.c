@@ -98,8 +98,8 @@ typedef struct LoWork {
 	unsigned int oid;
 	LoAction action;
 	bool exists;     /* the writing side has the object */
-	int64_t pages;   /* LO_COPY: pages on the reading side */
-	const char *sig; /* LO_COPY: the reading side's signature (into the source's result) */
+	int64_t pages;   /* LO_COPY, LO_VERIFY: pages on the reading side */
+	const char *sig; /* LO_COPY, LO_VERIFY: the reading side's signature (into the source's result) */
 } LoWork;
 
 /* Everything one round keeps between its steps. */
@@ -152,9 +152,9 @@ to_begin(LoRun *r)
 	r->xact_objects = 0;
 	r->pending_in_step = 0;
 	/*
-	 * Event triggers (the capture of schema changes, ddl.h) fire on GRANT
-	 * and ALTER LARGE OBJECT, and would send these to the other side as
-	 * schema changes; in the replica role they do not fire.
+	 * Event triggers (the capture of schema changes, ddl.h) would send the
+	 * making of pghandoff_lo to the other side as a schema change; in the
+	 * replica role they do not fire.
 	 */
 	if (r->replica_role && !repl_exec(r->to, "SET LOCAL session_replication_role = replica"))
 		return false;
@@ -433,6 +433,11 @@ apply_work(LoRun *r)
 
 		if (past_deadline(r))
 			return false;
+		/* A follower asked to stop keeps what it committed; the next one carries on. */
+		if (replicate_stop_requested) {
+			r->round->more = true;
+			break;
+		}
 		if ((w->action == LO_COPY || w->action == LO_VERIFY) && r->round->max_bytes > 0 && r->work_bytes > 0 &&
 		    r->work_bytes + w->pages * r->lob_size > r->round->max_bytes) {
 			r->round->more = true;
@@ -579,7 +584,9 @@ largeobj_copy_initial(const Config *config, const DatabaseMapping *db, const cha
 		repl_connect(&to, &config->target, db->target_name, false, sub) &&
 		repl_exec(&to, "SET synchronous_commit = off") && largeobj_sync(&from, &to, &round);
 	if (ok && round.more) {
-		log_error(sub, "the %s's large objects are being written by another pghandoff", to.role);
+		/* Stopped by request (the next run copies again), or the lock was taken. */
+		if (!replicate_stop_requested)
+			log_error(sub, "the %s's large objects are being written by another pghandoff", to.role);
 		ok = false;
 	}
 	if (ok && (round.total > 0 || round.unlinked > 0))
