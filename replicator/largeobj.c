@@ -61,6 +61,8 @@ static const char sql_signatures[] =
 	"   FROM pg_catalog.pg_largeobject GROUP BY loid) p ON p.loid = m.oid "
 	"ORDER BY m.oid";
 
+static const char sql_no_signatures[] = "SELECT 0::oid, 0, '' WHERE false";
+
 /* The writing side: every object, and every recorded signature, by OID. */
 static const char sql_written_with_state[] =
 	"SELECT coalesce(m.oid, s.loid), m.oid IS NOT NULL, s.sig "
@@ -478,6 +480,7 @@ read_sides(LoRun *r, PGresult **src, PGresult **dst)
 {
 	char buf[16];
 	const LargeObjRound *round = r->round;
+	bool any;
 
 	*src = *dst = NULL;
 	if (!repl_query_copy_value(r->from, "SELECT current_setting('block_size')::int / 4", 0, NULL, buf, sizeof(buf)))
@@ -500,7 +503,14 @@ read_sides(LoRun *r, PGresult **src, PGresult **dst)
 		if (!repl_exec(r->from, set))
 			return false;
 	}
-	return repl_query(r->from, sql_signatures, 0, NULL, src) &&
+	/*
+	 * pg_largeobject is read only when there are objects: by default only
+	 * superusers may read it, and a database without large objects must not
+	 * need that (pghandoff check says when it is needed).
+	 */
+	if (!query_bool(r->from, "SELECT EXISTS (SELECT FROM pg_catalog.pg_largeobject_metadata)", 0, NULL, &any))
+		return false;
+	return repl_query(r->from, any ? sql_signatures : sql_no_signatures, 0, NULL, src) &&
 		repl_query(r->to, r->state_exists ? sql_written_with_state : sql_written, 0, NULL, dst);
 }
 

@@ -252,7 +252,6 @@ def test_after_the_cutover_objects_flow_back(migration, clusters):
     conn.close()
 
 
-@pytest.mark.parametrize("clusters", [(15, 15)], indirect=True, ids=["15to15"])
 def test_the_pause_diff_has_a_deadline(migration, clusters):
     """A last diff that cannot finish within catchup_timeout aborts the cutover: clients stay on the source."""
     m = migration(prepare=lambda dsn: psql_value(dsn, "CREATE TABLE t (id int PRIMARY KEY)"),
