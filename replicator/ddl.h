@@ -15,6 +15,10 @@
  * fire event triggers, search_path, the role and the objects' identities,
  * and the source's WAL insert position, which names the change (--skip-ddl).
  *
+ * Commands on large objects (their owner, grants, comments) are not
+ * captured: the objects themselves do not travel in the stream, and the
+ * diff of largeobj.h carries owners and grants with them.
+ *
  * With ddl = stop nothing is replayed: the follower goes on until a change
  * no longer fits the target's table, as without the capture, and the error
  * then names the schema change that made it so.
