@@ -16,7 +16,10 @@
 # It is a benchmark, not a test: it exits 0 when a target is missed, and
 # non-zero only when it could not measure.  See bench/README.md.
 # Environment: SCALE (50), ROUNDS (3), CATCHUP_SECONDS (30), CLIENTS (16),
-# JOBS (2), COPY_JOBS (4), PG_MAJOR (15), TIMEOUT (1800 s per wait), KEEP_WORKDIR=1.
+# JOBS (2), COPY_JOBS (4), PG_MAJOR (15), TIMEOUT (1800 s per wait), KEEP_WORKDIR=1,
+# DDL (replay: pghandoff's [replication] ddl), COPY_ROUNDS (ROUNDS; 0 leaves the
+# initial copy out), SERVER_BIN (the clusters' initdb/pg_ctl/postgres, when they
+# are of another major than PG_MAJOR's client programs, e.g. a PostgreSQL 13).
 set -euo pipefail
 export LC_ALL=C   # decimal points in awk and in $EPOCHREALTIME
 
@@ -32,6 +35,9 @@ COPY_JOBS=${COPY_JOBS:-4}
 PG_MAJOR=${PG_MAJOR:-15}
 TIMEOUT=${TIMEOUT:-1800}
 PGBIN=/usr/lib/postgresql/$PG_MAJOR/bin
+SERVER_BIN=${SERVER_BIN:-$PGBIN}
+DDL=${DDL:-replay}
+COPY_ROUNDS=${COPY_ROUNDS:-$ROUNDS}
 PYTHON=/usr/bin/python3
 DB=bench
 
@@ -40,6 +46,17 @@ for var in SCALE ROUNDS CATCHUP_SECONDS CLIENTS JOBS COPY_JOBS PG_MAJOR TIMEOUT;
 		echo "replicate.sh: $var must be a positive integer, not '${!var}'" >&2
 		exit 2
 	fi
+done
+if [[ ! $COPY_ROUNDS =~ ^[0-9]+$ ]]; then
+	echo "replicate.sh: COPY_ROUNDS must be a number, not '$COPY_ROUNDS'" >&2
+	exit 2
+fi
+if [[ $DDL != replay && $DDL != stop ]]; then
+	echo "replicate.sh: DDL must be replay or stop, not '$DDL'" >&2
+	exit 2
+fi
+for prog in initdb pg_ctl postgres; do
+	[[ -x $SERVER_BIN/$prog ]] || { echo "replicate.sh: no $SERVER_BIN/$prog (SERVER_BIN)" >&2; exit 2; }
 done
 
 say() { printf '%s\n' "$*"; }
@@ -103,7 +120,7 @@ cleanup() {
 	stop_pid "$handoff_pid" TERM
 	local d
 	for d in "${clusters_started[@]}"; do
-		as_pg "$PGBIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1
+		as_pg "$SERVER_BIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1
 	done
 	if [[ -n ${KEEP_WORKDIR:-} ]]; then
 		say "work directory kept: $work"
@@ -147,7 +164,7 @@ print(*(s.getsockname()[1] for s in socks))
 # start_cluster NAME PORT ROLE: initdb and start one cluster in $work/NAME.
 start_cluster() {
 	local name=$1 port=$2 role=$3 dir=$work/$1
-	as_pg "$PGBIN/initdb" -D "$dir" -U postgres -A trust -E UTF8 --no-sync >"$work/initdb-$name.log" 2>&1 ||
+	as_pg "$SERVER_BIN/initdb" -D "$dir" -U postgres -A trust -E UTF8 --no-sync >"$work/initdb-$name.log" 2>&1 ||
 		{ cat "$work/initdb-$name.log"; die "initdb of $name failed"; }
 	cat >>"$dir/postgresql.conf" <<EOF
 # ---- bench/replicate.sh ----
@@ -167,7 +184,7 @@ EOF
 		# again; the default 5 s would be counted in every native run.
 		echo "wal_retrieve_retry_interval = '100ms'" >>"$dir/postgresql.conf"
 	fi
-	as_pg "$PGBIN/pg_ctl" -D "$dir" -l "$work/$name.log" -w -t 60 start >/dev/null ||
+	as_pg "$SERVER_BIN/pg_ctl" -D "$dir" -l "$work/$name.log" -w -t 60 start >/dev/null ||
 		{ tail -n 30 "$work/$name.log"; die "cluster $name did not start"; }
 	clusters_started+=("$dir")
 }
@@ -202,7 +219,7 @@ load_source() {
 		"VACUUM ANALYZE" "CHECKPOINT" >/dev/null
 }
 
-say "== clusters: PostgreSQL $PG_MAJOR, pair 1 on ports $src1_port -> $tgt1_port, pair 2 on $src2_port -> $tgt2_port"
+say "== clusters: PostgreSQL $("$SERVER_BIN/postgres" --version | awk '{print $3}'), pair 1 on ports $src1_port -> $tgt1_port, pair 2 on $src2_port -> $tgt2_port"
 start_cluster src1 "$src1_port" source
 start_cluster tgt1 "$tgt1_port" target
 start_cluster src2 "$src2_port" source
@@ -233,6 +250,7 @@ $DB =
 schema = copy
 copy_jobs = $COPY_JOBS
 pg_bindir = $PGBIN
+ddl = $DDL
 
 [log]
 level = info
@@ -407,9 +425,9 @@ if [[ -n $(git -C "$root" status --porcelain -- '*.c' '*.h' meson.build 2>/dev/n
 fi
 say "== setup"
 say "machine:    $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(uname -r)"
-say "pghandoff:  $("$work/pghandoff" --version 2>/dev/null | head -n 1) (commit $commit, build-bench release), copy_jobs = $COPY_JOBS"
+say "pghandoff:  $("$work/pghandoff" --version 2>/dev/null | head -n 1) (commit $commit, build-bench release), copy_jobs = $COPY_JOBS, ddl = $DDL"
 say "pgcopydb:   $(pgcopydb --version 2>/dev/null | sed -n 's/^pgcopydb version //p' | head -n 1)"
-say "PostgreSQL: $("$PGBIN/postgres" --version | awk '{print $3}'), 4 clusters, shared_buffers=256MB, synchronous_commit=on"
+say "PostgreSQL: $("$SERVER_BIN/postgres" --version | awk '{print $3}'), 4 clusters, shared_buffers=256MB, synchronous_commit=on"
 say "data:       pgbench scale $SCALE ($accounts accounts, database $src_size with the indexes)"
 say "load:       $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min) before the runs"
 
@@ -501,12 +519,14 @@ say "== initial copy into an empty database (seconds; runs interleaved, each rou
 # for what the others then find done (new WAL segments are written out; later
 # runs recycle them): one pgcopydb run warms the cluster up uncounted, and the
 # lead of the counted rounds rotates.
-if copy_pgcopydb 0; then
+if ((COPY_ROUNDS == 0)); then
+	say "   left out (COPY_ROUNDS = 0)"
+elif copy_pgcopydb 0; then
 	printf '   warm-up   %-9s %8.2f s (not counted)\n' pgcopydb "$secs"
 else
 	printf '   warm-up   %-9s   FAILED (not counted)\n' pgcopydb
 fi
-for ((round = 1; round <= ROUNDS; round++)); do
+for ((round = 1; round <= COPY_ROUNDS; round++)); do
 	for ((i = 0; i < ${#copy_methods[@]}; i++)); do
 		m=${copy_methods[$(((i + round - 1) % ${#copy_methods[@]}))]}
 		if "copy_$m" "$round"; then
@@ -517,7 +537,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
 		fi
 	done
 done
-grep -h "initial copy done" "$handoff_log" | tail -n 1 | sed 's/^/   pghandoff said: /' || true
+grep -hs "initial copy done" "$handoff_log" | tail -n 1 | sed 's/^/   pghandoff said: /' || true
 
 # ---- 4. catch-up -----------------------------------------------------------
 

@@ -69,8 +69,11 @@ check_clients(Preflight *pf, const Config *config)
 	} else {
 		char line[2048];
 
-		snprintf(line, sizeof(line), "proxy: %s client(s) connected, all can move; catch-up takes about %s ms",
-			 report_value(res, "clients"), report_value(res, "catch_up_estimate_ms"));
+		snprintf(line, sizeof(line),
+			 "proxy: %s client(s) connected, all can move; catch-up takes about %s ms, the diff of large "
+			 "objects %s ms",
+			 report_value(res, "clients"), report_value(res, "catch_up_estimate_ms"),
+			 report_value(res, "large_object_diff_estimate_ms"));
 		pf->npass++;
 		print_check(stdout, CHECK_PASS, line, NULL);
 	}

@@ -118,6 +118,8 @@ static const KeyDef global_keys[] = {
 	{"replication", "slot_retention_warning", KEY_SIZE, C(replication.slot_retention_warning), "10GB", NULL, 0, 0},
 	{"replication", "sequence_sync_interval", KEY_DURATION, C(replication.sequence_sync_interval), "30s", NULL, 0,
 	 0},
+	{"replication", "large_object_sync_interval", KEY_DURATION, C(replication.large_object_sync_interval), "10s",
+	 NULL, 0, 0},
 	{"cutover", "max_lag", KEY_SIZE, C(cutover.max_lag), "16MB", NULL, 0, 0},
 	{"cutover", "drain_timeout", KEY_DURATION, C(cutover.drain_timeout), "5s", NULL, 0, 0},
 	{"cutover", "catchup_timeout", KEY_DURATION, C(cutover.catchup_timeout), "30s", NULL, 0, 0},

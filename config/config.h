@@ -113,6 +113,7 @@ typedef struct ReplicationConfig {
 	int64_t maintenance_work_mem;   /* bytes, of each index build on the target after the copy; 0: the target's */
 	int64_t slot_retention_warning; /* bytes of WAL the slot may hold before warnings */
 	int64_t sequence_sync_interval; /* microseconds */
+	int64_t large_object_sync_interval; /* microseconds between two diffs of the large objects; 0: none */
 } ReplicationConfig;
 
 typedef struct CutoverConfig {

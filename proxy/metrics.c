@@ -182,6 +182,21 @@ render_replication(const Proxy *proxy, StrBuf *out)
 			strbuf_appendf(out, "pghandoff_replication_follower_up{database=\"%s\"} %d\n",
 				       proxy->databases[i].name, !progress[i].down);
 	strbuf_append(out,
+		      "# HELP pghandoff_replication_large_objects Large objects on the source at the follower's "
+		      "last diff.\n"
+		      "# TYPE pghandoff_replication_large_objects gauge\n");
+	for (i = 0; i < proxy->ndatabases; i++)
+		if (progress[i].have && progress[i].large_objects >= 0)
+			strbuf_appendf(out, "pghandoff_replication_large_objects{database=\"%s\"} %.0f\n",
+				       proxy->databases[i].name, progress[i].large_objects);
+	strbuf_append(out,
+		      "# HELP pghandoff_replication_large_objects_in_step Of those, the ones equal on the target.\n"
+		      "# TYPE pghandoff_replication_large_objects_in_step gauge\n");
+	for (i = 0; i < proxy->ndatabases; i++)
+		if (progress[i].have && progress[i].large_objects >= 0)
+			strbuf_appendf(out, "pghandoff_replication_large_objects_in_step{database=\"%s\"} %.0f\n",
+				       proxy->databases[i].name, progress[i].large_objects_in_step);
+	strbuf_append(out,
 		      "# HELP pghandoff_replication_slot_lag_bytes The source's end of WAL less the slot's "
 		      "confirmed position, as the source reports it.\n"
 		      "# TYPE pghandoff_replication_slot_lag_bytes gauge\n");

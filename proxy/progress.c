@@ -105,6 +105,14 @@ progress_read(const Proxy *proxy, const Database *db, ReplProgress *p)
 		p->apply_rate = number(&v, "apply_rate");
 		p->changes = number(&v, "changes");
 		{
+			char count[32];
+
+			/* Absent until the follower's first diff. */
+			p->large_objects =
+				status_copy_value(&v, "large_objects", count, sizeof(count)) ? strtod(count, NULL) : -1;
+			p->large_objects_in_step = number(&v, "large_objects_in_step");
+		}
+		{
 			char lsn[32];
 
 			p->ddl_stopped =

@@ -38,8 +38,11 @@ typedef struct ReplProgress {
 	bool probed;
 	char slot[16];         /* active, inactive, missing; "" when not probed */
 	double slot_lag_bytes; /* the source's end of WAL less the slot's confirmed position */
-	char origin_lsn[32];   /* the target's origin remote_lsn, "" when unknown */
-	bool ddl_stopped;      /* stopped at a schema change it could not replay */
+	/* From the file: the follower's last diff of the large objects (replicator/largeobj.h). */
+	double large_objects;         /* on the source, -1 before a first diff */
+	double large_objects_in_step; /* of those, equal on the target */
+	char origin_lsn[32];          /* the target's origin remote_lsn, "" when unknown */
+	bool ddl_stopped;             /* stopped at a schema change it could not replay */
 } ReplProgress;
 
 void progress_read(const Proxy *proxy, const Database *db, ReplProgress *p);

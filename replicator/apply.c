@@ -135,6 +135,8 @@ pipeline_queued(Applier *ap, int sent)
 	return ++ap->queued < APPLY_PIPELINE_BATCH || pipeline_drain(ap);
 }
 
+static bool commit_before_alone(void *arg, bool *split);
+
 bool
 applier_init(Applier *ap, ReplConn *target, const char *origin, const char *skip_origin, uint64_t start_lsn,
 	     uint64_t exact_before, const char *subject)
@@ -154,6 +156,8 @@ applier_init(Applier *ap, ReplConn *target, const char *origin, const char *skip
 	relcache_init(&ap->relcache);
 	batch_init(&ap->batch);
 	ddl_init(&ap->ddl, DDL_REPLAY);
+	ap->ddl.commit_before_alone = commit_before_alone;
+	ap->ddl.commit_arg = ap;
 	/* Triggers and foreign keys stay quiet, as for a native subscription. */
 	if (!repl_exec(target, "SET session_replication_role = replica") ||
 	    !repl_exec(target, "SET synchronous_commit = off") ||
@@ -696,27 +700,6 @@ apply_relation(Applier *ap, const PgoutputRelation *rel)
 	return missing == 0 && (!ap->target_open || pipeline_start(ap));
 }
 
-/*
- * An Insert into the capture table (ddl.h): the schema change runs here, in
- * the open apply transaction, after the changes before it and before those
- * after it.  Pending rows go first, as they were made before it.
- */
-static bool
-apply_ddl(Applier *ap, const PgoutputTuple *tup)
-{
-	if (!flush_batch(ap) || !pipeline_end(ap))
-		return false;
-	if (!ddl_replay(&ap->ddl, ap->target, tup, ap->subject))
-		return false; /* error already logged; the caller's failure rolls the transaction back */
-	return pipeline_start(ap);
-}
-
-static bool
-is_ddl_relation(const Applier *ap, uint32_t relid)
-{
-	return ap->ddl.relid != 0 && relid == ap->ddl.relid;
-}
-
 static bool
 open_target(Applier *ap)
 {
@@ -729,16 +712,37 @@ open_target(Applier *ap)
 	return true;
 }
 
-bool
-applier_flush(Applier *ap, bool idle)
+/*
+ * An Insert into the capture table (ddl.h): the schema change runs here, in
+ * the open apply transaction, after the changes before it and before those
+ * after it.  Pending rows go first, as they were made before it.
+ */
+static bool
+apply_ddl(Applier *ap, const PgoutputTuple *tup)
+{
+	if (!flush_batch(ap) || !pipeline_end(ap))
+		return false;
+	if (!ddl_replay(&ap->ddl, ap->target, tup, ap->subject))
+		return false; /* error already logged; the caller's failure rolls the transaction back */
+	/* A statement run on its own left none open: the rest of its source transaction goes in a new one. */
+	return ap->target_open ? pipeline_start(ap) : open_target(ap);
+}
+
+static bool
+is_ddl_relation(const Applier *ap, uint32_t relid)
+{
+	return ap->ddl.relid != 0 && relid == ap->ddl.relid;
+}
+
+/*
+ * Commits the open target transaction with the origin's progress (the end
+ * of its last whole source transaction); pending changes are applied first.
+ */
+static bool
+commit_group(Applier *ap)
 {
 	char lsn[LSN_FORMAT_LEN] = "-";
 
-	if (!ap->target_open || ap->in_source_xact)
-		return true;
-	if (!idle && ap->group_changes < GROUP_MAX_CHANGES && ap->group_xacts < GROUP_MAX_XACTS &&
-	    clock_monotonic() - ap->group_started < GROUP_MAX_SECONDS)
-		return true;
 	if (!pipeline_end(ap))
 		return false;
 	if (ap->batch.nchanges > 0 && !batch_flush(&ap->batch, ap->target, ap->subject)) {
@@ -790,6 +794,30 @@ applier_flush(Applier *ap, bool idle)
 	ap->group_xacts = 0;
 	ap->group_changes = 0;
 	return true;
+}
+
+bool
+applier_flush(Applier *ap, bool idle)
+{
+	if (!ap->target_open || ap->in_source_xact)
+		return true;
+	if (!idle && ap->group_changes < GROUP_MAX_CHANGES && ap->group_xacts < GROUP_MAX_XACTS &&
+	    clock_monotonic() - ap->group_started < GROUP_MAX_SECONDS)
+		return true;
+	return commit_group(ap);
+}
+
+/*
+ * ddl.h commit_before_alone: in the middle of a source transaction, commits
+ * the source transactions before it, unless it has changed rows already.
+ */
+static bool
+commit_before_alone(void *arg, bool *split)
+{
+	Applier *ap = arg;
+
+	*split = ap->xact_changes == 0;
+	return !*split || !ap->target_open || commit_group(ap);
 }
 
 bool
@@ -845,6 +873,7 @@ applier_handle(Applier *ap, const PgoutputMessage *msg)
 		ap->origin_skipped = false;
 		ap->batch_this_xact = msg->begin.final_lsn >= ap->exact_before;
 		ap->ddl.replayed_in_xact = false;
+		ap->xact_changes = 0;
 		return ap->skipping || open_target(ap);
 	case PGOUTPUT_ORIGIN:
 		/* Sent after Begin, before the changes, when the transaction has an origin. */
@@ -888,6 +917,7 @@ applier_handle(Applier *ap, const PgoutputMessage *msg)
 		if (is_ddl_relation(ap, msg->insert.relid))
 			return apply_ddl(ap, &msg->insert.newtuple);
 		ap->group_changes++;
+		ap->xact_changes++;
 		ap->changes_applied++;
 		set_change(ap, msg->type, msg->insert.relid);
 		return apply_insert(ap, &msg->insert);
@@ -895,6 +925,7 @@ applier_handle(Applier *ap, const PgoutputMessage *msg)
 		if (skip_change(ap) || is_ddl_relation(ap, msg->update.relid))
 			return true;
 		ap->group_changes++;
+		ap->xact_changes++;
 		ap->changes_applied++;
 		set_change(ap, msg->type, msg->update.relid);
 		return apply_update_or_delete(ap, msg->update.relid, true, msg->update.old_kind, &msg->update.oldtuple,
@@ -904,6 +935,7 @@ applier_handle(Applier *ap, const PgoutputMessage *msg)
 		if (skip_change(ap) || is_ddl_relation(ap, msg->delete.relid))
 			return true;
 		ap->group_changes++;
+		ap->xact_changes++;
 		ap->changes_applied++;
 		set_change(ap, msg->type, msg->delete.relid);
 		return apply_update_or_delete(ap, msg->delete.relid, false, msg->delete.old_kind, &msg->delete.oldtuple,
@@ -912,6 +944,7 @@ applier_handle(Applier *ap, const PgoutputMessage *msg)
 		if (skip_change(ap))
 			return true;
 		ap->group_changes++;
+		ap->xact_changes++;
 		return apply_truncate(ap, &msg->truncate);
 	case PGOUTPUT_TYPE:
 	case PGOUTPUT_MESSAGE:

@@ -63,6 +63,7 @@ typedef struct Applier {
 	int64_t group_commit_time;
 	int group_xacts;
 	int64_t group_changes;
+	int64_t xact_changes; /* applied of the source transaction in progress */
 	double group_started; /* monotonic seconds */
 
 	DdlReplay ddl;         /* schema changes captured on the sending side (ddl.h) */

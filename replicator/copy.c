@@ -14,6 +14,7 @@
  */
 #include "replicator/copy.h"
 #include "replicator/ddl.h"
+#include "replicator/largeobj.h"
 #include "replicator/replicate.h"
 #include "replicator/status.h"
 #include "common/log.h"
@@ -413,6 +414,9 @@ copy_database(const Config *config, const DatabaseMapping *db, ReplConn *source,
 	}
 	for (i = 0; i < started; i++)
 		pthread_join(threads[i], NULL);
+	/* Large objects are not tables: copied in the same snapshot, after them. */
+	if (!run.failed && !replicate_stop_requested && !largeobj_copy_initial(config, db, snapshot, subject))
+		run.failed = true;
 done:
 	for (i = 0; i < run.ntasks; i++)
 		free_task(&run.tasks[i]);

@@ -22,6 +22,17 @@
  * not counted (it fires event triggers only from 17 on); ddlsql.c counts
  * the string's statements the same way.
  *
+ * ddl_depth: how deep the command is in other schema changes of the same
+ * statement, counted up at ddl_command_start and down at ddl_command_end
+ * (both fire for the same commands; a rollback takes the counts back with
+ * the settings).  A command inside another (the temporary tables REFRESH
+ * MATERIALIZED VIEW CONCURRENTLY makes and drops) is that command's own
+ * work: it is neither counted nor captured, the outer command is.  A DO
+ * block or a function fires no trigger of its own, so the commands it runs
+ * are at depth one, captured, and refused by the replay (ddlsql.h).  The key
+ * resets the depth at the next statement, after a command that committed
+ * part of its work before it failed (CREATE INDEX CONCURRENTLY).
+ *
  * ddl_record runs as its owner (the table is nobody else's to write), takes
  * the query string itself from current_query(), and accepts the role it is
  * given only if the session's user may act as it.
@@ -59,8 +70,20 @@ static const char *const install_sql =
 	"            current_query()) RETURNING id INTO v_id; "
 	"  DELETE FROM pghandoff.ddl_log WHERE id = v_id; "
 	"END $f$; "
+	"CREATE OR REPLACE FUNCTION pghandoff.ddl_depth(p_delta int) RETURNS int LANGUAGE plpgsql AS $f$ "
+	"DECLARE k text := pg_catalog.statement_timestamp()::text || '/' || "
+	"  pg_catalog.length(pg_catalog.current_query())::text; d int := 0; "
+	"BEGIN "
+	"  IF pg_catalog.current_setting('pghandoff.ddl_depth_key', true) IS NOT DISTINCT FROM k THEN "
+	"    d := pg_catalog.current_setting('pghandoff.ddl_depth')::int; END IF; "
+	"  d := greatest(d + p_delta, 0); "
+	"  PERFORM pg_catalog.set_config('pghandoff.ddl_depth_key', k, false); "
+	"  PERFORM pg_catalog.set_config('pghandoff.ddl_depth', d::text, false); "
+	"  RETURN d; "
+	"END $f$; "
 	"CREATE OR REPLACE FUNCTION pghandoff.ddl_command_start() RETURNS event_trigger LANGUAGE plpgsql AS $f$ "
 	"BEGIN "
+	"  IF pghandoff.ddl_depth(1) > 1 OR tg_tag NOT IN ('CREATE TABLE AS', 'SELECT INTO') THEN RETURN; END IF; "
 	"  PERFORM pghandoff.ddl_record(tg_tag, pghandoff.ddl_ordinal(), "
 	"    pg_catalog.current_setting('search_path'), current_user::text, NULL); "
 	"END $f$; "
@@ -74,17 +97,17 @@ static const char *const install_sql =
 	"    CASE WHEN v_skip THEN 'skip' ELSE 'drop ' || coalesce(v_objects, '') END, false); "
 	"END $f$; "
 	"CREATE OR REPLACE FUNCTION pghandoff.ddl_command_end() RETURNS event_trigger LANGUAGE plpgsql AS $f$ "
-	"DECLARE v_n int; v_objects text; v_skip boolean; v_drop text; "
+	"DECLARE v_n int; v_objects text; v_skip boolean; v_drop text; v_nested boolean; "
 	"BEGIN "
-	"  IF tg_tag IN ('CREATE TABLE AS', 'SELECT INTO', 'REINDEX') THEN RETURN; END IF; "
-	"  v_n := pghandoff.ddl_ordinal(); "
+	"  v_nested := pghandoff.ddl_depth(-1) > 0; "
 	"  v_drop := pg_catalog.current_setting('pghandoff.ddl_drop', true); "
-	"  IF coalesce(v_drop, '') <> '' THEN "
-	"    PERFORM pg_catalog.set_config('pghandoff.ddl_drop', '', false); "
-	"    IF v_drop = 'skip' THEN RETURN; END IF; "
-	"  END IF; "
+	"  IF coalesce(v_drop, '') <> '' THEN PERFORM pg_catalog.set_config('pghandoff.ddl_drop', '', false); END IF; "
+	"  IF v_nested OR tg_tag IN ('CREATE TABLE AS', 'SELECT INTO', 'REINDEX') THEN RETURN; END IF; "
+	"  v_n := pghandoff.ddl_ordinal(); "
+	"  IF v_drop = 'skip' THEN RETURN; END IF; "
 	"  SELECT pg_catalog.string_agg(object_identity, ', '), "
-	"         pg_catalog.bool_and(coalesce(schema_name ~ '^pg_temp' OR schema_name = 'pghandoff', false)) "
+	"         pg_catalog.bool_and(coalesce(schema_name ~ '^pg_temp' OR schema_name = 'pghandoff', false) "
+	"           OR coalesce(pg_catalog.lower(object_type) = 'large object', false)) "
 	"    INTO v_objects, v_skip FROM pg_catalog.pg_event_trigger_ddl_commands(); "
 	"  IF v_skip THEN RETURN; END IF; "
 	"  IF coalesce(v_drop, '') <> '' THEN v_objects := pg_catalog.concat_ws(', ', v_objects, v_drop); END IF; "
@@ -96,8 +119,7 @@ static const char *const install_sql =
 	"DROP EVENT TRIGGER IF EXISTS pghandoff_ddl_start; "
 	"DROP EVENT TRIGGER IF EXISTS pghandoff_ddl_end; "
 	"DROP EVENT TRIGGER IF EXISTS pghandoff_ddl_drop; "
-	"CREATE EVENT TRIGGER pghandoff_ddl_start ON ddl_command_start "
-	"  WHEN TAG IN ('CREATE TABLE AS', 'SELECT INTO') EXECUTE FUNCTION pghandoff.ddl_command_start(); "
+	"CREATE EVENT TRIGGER pghandoff_ddl_start ON ddl_command_start EXECUTE FUNCTION pghandoff.ddl_command_start(); "
 	"CREATE EVENT TRIGGER pghandoff_ddl_end ON ddl_command_end EXECUTE FUNCTION pghandoff.ddl_command_end(); "
 	"CREATE EVENT TRIGGER pghandoff_ddl_drop ON sql_drop EXECUTE FUNCTION pghandoff.ddl_sql_drop()";
 
@@ -313,40 +335,211 @@ result_error(const PGresult *res, char *err, size_t errlen)
 		snprintf(err, errlen, "%s", PQresultErrorMessage(res));
 }
 
-/* The captured statement under its search_path and role, in the open transaction; false with the target's error. */
+/*
+ * The captured statement under its search_path and role; false with the
+ * target's error.  In the open transaction (local: the settings end with
+ * it), or with none open (the settings are the session's, and are reset
+ * whatever the statement's outcome).
+ */
 static bool
-run_statement(ReplConn *target, const char *search_path, const char *role, const char *statement, char *err,
+run_statement(ReplConn *target, const char *search_path, const char *role, const char *statement, bool local, char *err,
 	      size_t errlen)
 {
 	/* "": the applier's own role (roles = none: the schema copy made it the owner of everything). */
-	const char *params[2] = {search_path, role ? role : ""};
+	const char *params[3] = {search_path, role ? role : "", local ? "true" : "false"};
 	PGresult *res;
 	bool ok;
 
 	/* The role only if the target has it and the applier may act as it; else the applier's own. */
 	res = PQexecParams(target->conn,
-			   "SELECT set_config('search_path', $1, true), "
+			   "SELECT set_config('search_path', $1, $3::bool), "
 			   "CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $2) AND pg_has_role($2, 'MEMBER') "
-			   "THEN set_config('role', $2, true) END",
-			   2, NULL, params, NULL, NULL, 0);
+			   "THEN set_config('role', $2, $3::bool) END",
+			   3, NULL, params, NULL, NULL, 0);
 	ok = PQresultStatus(res) == PGRES_TUPLES_OK;
 	if (!ok)
 		result_error(res, err, errlen);
 	PQclear(res);
-	if (!ok)
-		return false;
-	res = PQexec(target->conn, statement);
-	ok = PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK;
-	if (!ok)
-		result_error(res, err, errlen);
-	PQclear(res);
-	if (!ok)
-		return false;
+	if (ok) {
+		res = PQexec(target->conn, statement);
+		ok = PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK;
+		if (!ok)
+			result_error(res, err, errlen);
+		PQclear(res);
+	}
+	if (!ok && local)
+		return false; /* the rollback resets them */
 	res = PQexec(target->conn, "RESET ROLE; RESET search_path");
-	ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-	if (!ok)
+	if (PQresultStatus(res) != PGRES_COMMAND_OK && ok) {
 		result_error(res, err, errlen);
+		ok = false;
+	}
 	PQclear(res);
+	return ok;
+}
+
+/*
+ * The index named identity (schema-qualified, quoted as object_identity
+ * quotes) on target: *exists, and whether it is valid; its name quoted for
+ * a statement into drop (when it exists).  False with the target's error.
+ */
+static bool
+find_index(ReplConn *target, const char *identity, bool *exists, bool *valid, char *drop, size_t droplen, char *err,
+	   size_t errlen)
+{
+	const char *params[1] = {identity};
+	PGresult *res;
+	bool ok;
+
+	res = PQexecParams(target->conn,
+			   "SELECT i.indisvalid, format('DROP INDEX CONCURRENTLY IF EXISTS %I.%I', n.nspname, c.relname) "
+			   "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+			   "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE i.indexrelid = to_regclass($1)",
+			   1, NULL, params, NULL, NULL, 0);
+	ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+	if (!ok) {
+		result_error(res, err, errlen);
+	} else {
+		*exists = PQntuples(res) == 1;
+		*valid = *exists && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+		snprintf(drop, droplen, "%s", *exists ? PQgetvalue(res, 0, 1) : "");
+	}
+	PQclear(res);
+	return ok;
+}
+
+typedef enum DetachState {
+	DETACH_ATTACHED, /* a partition of its table: detach it */
+	DETACH_PENDING,  /* a concurrent detach stopped half-way: finalize it */
+	DETACH_DONE,     /* not a partition of that table (any more) */
+	DETACH_UNKNOWN,  /* no such table: the statement will say so */
+} DetachState;
+
+/* Where the partition child of parent stands on target, the names read under search_path. */
+static bool
+find_detach(ReplConn *target, const char *search_path, const char *parent, const char *child, DetachState *state,
+	    char *err, size_t errlen)
+{
+	const char *sp[1] = {search_path}, *names[2] = {child, parent};
+	PGresult *res;
+	bool ok;
+
+	if (!repl_exec(target, "BEGIN"))
+		return false;
+	res = PQexecParams(target->conn, "SELECT set_config('search_path', $1, true)", 1, NULL, sp, NULL, NULL, 0);
+	ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+	PQclear(res);
+	if (ok) {
+		res = PQexecParams(target->conn,
+				   "SELECT to_regclass($1) IS NULL, (SELECT i.inhdetachpending FROM pg_inherits i "
+				   "WHERE i.inhrelid = to_regclass($1) AND i.inhparent = to_regclass($2))",
+				   2, NULL, names, NULL, NULL, 0);
+		ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+		if (!ok)
+			result_error(res, err, errlen);
+		else if (strcmp(PQgetvalue(res, 0, 0), "t") == 0)
+			*state = DETACH_UNKNOWN;
+		else if (PQgetisnull(res, 0, 1))
+			*state = DETACH_DONE;
+		else
+			*state = strcmp(PQgetvalue(res, 0, 1), "t") == 0 ? DETACH_PENDING : DETACH_ATTACHED;
+		PQclear(res);
+	} else {
+		snprintf(err, errlen, "%s", PQerrorMessage(target->conn));
+	}
+	return repl_exec(target, ok ? "COMMIT" : "ROLLBACK") && ok;
+}
+
+/*
+ * ALTER TABLE ... DETACH PARTITION ... CONCURRENTLY with no transaction open
+ * on target, made harmless to replay again: a partition no longer attached
+ * is done; one whose concurrent detach stopped half-way (the session ended
+ * between its two transactions) is finalized.
+ */
+static bool
+run_detach(ReplConn *target, const char *search_path, const char *role, const char *statement, const char *subject,
+	   bool *done_before, char *err, size_t errlen)
+{
+	StrBuf parent, child, finalize;
+	DetachState state = DETACH_ATTACHED;
+	bool ok;
+
+	strbuf_init(&parent);
+	strbuf_init(&child);
+	strbuf_init(&finalize);
+	if (!ddlsql_detach(statement, strlen(statement), &parent, &child, &finalize) || finalize.failed ||
+	    parent.failed || child.failed) {
+		ok = run_statement(target, search_path, role, statement, false, err, errlen);
+	} else if (!find_detach(target, search_path, strbuf_str(&parent), strbuf_str(&child), &state, err, errlen)) {
+		ok = false;
+	} else if (state == DETACH_DONE) {
+		log_info(subject, "%s is not a partition of %s on the target: detached there before a restart",
+			 strbuf_str(&child), strbuf_str(&parent));
+		*done_before = true;
+		ok = true;
+	} else if (state == DETACH_PENDING) {
+		log_warning(subject, "the detach of %s from %s on the target stopped half-way: finalizing it",
+			    strbuf_str(&child), strbuf_str(&parent));
+		ok = run_statement(target, search_path, role, strbuf_str(&finalize), false, err, errlen);
+	} else {
+		ok = run_statement(target, search_path, role, statement, false, err, errlen);
+	}
+	strbuf_free(&parent);
+	strbuf_free(&child);
+	strbuf_free(&finalize);
+	return ok;
+}
+
+/*
+ * CREATE INDEX CONCURRENTLY, DROP INDEX CONCURRENTLY or DETACH PARTITION
+ * ... CONCURRENTLY (run_detach), with no transaction open on target.  index: the created index's identity as the source named
+ * it ("" when unknown: IF NOT EXISTS found one there).  A build replayed
+ * again after a restart finds its valid index and stops there; an invalid
+ * one of that name (the build failed, or its session ended half-way) is
+ * dropped first, and after a failure here, so that none is left behind.
+ * Nothing is built twice: a second follower cannot run while the first's
+ * session lives (it holds the replication origin), so a build that
+ * outlived its follower has ended before this one looks.
+ */
+static bool
+run_alone(ReplConn *target, const char *tag, const char *index, const char *search_path, const char *role,
+	  const char *statement, const char *subject, bool *done_before, char *err, size_t errlen)
+{
+	bool exists = false, valid = false, ok;
+	char drop[600], drop_err[512];
+
+	*done_before = false;
+	if (strcmp(tag, "ALTER TABLE") == 0)
+		return run_detach(target, search_path, role, statement, subject, done_before, err, errlen);
+	if (strcmp(tag, "CREATE INDEX") == 0 && index[0] != '\0') {
+		if (!find_index(target, index, &exists, &valid, drop, sizeof(drop), err, errlen))
+			return false;
+		if (valid) {
+			log_info(subject, "index %s is on the target and valid: built there before a restart", index);
+			*done_before = true;
+			return true;
+		}
+		if (exists) {
+			log_warning(subject,
+				    "index %s is on the target but invalid (a build that did not finish): "
+				    "dropping it to build it again",
+				    index);
+			if (!run_statement(target, "pg_catalog", NULL, drop, false, err, errlen))
+				return false;
+		}
+	}
+	ok = run_statement(target, search_path, role, statement, false, err, errlen);
+	if (!ok && strcmp(tag, "CREATE INDEX") == 0 && index[0] != '\0' &&
+	    find_index(target, index, &exists, &valid, drop, sizeof(drop), drop_err, sizeof(drop_err)) && exists &&
+	    !valid) {
+		if (run_statement(target, "pg_catalog", NULL, drop, false, drop_err, sizeof(drop_err)))
+			log_info(subject, "dropped the invalid index %s the failed build left on the target", index);
+		else
+			log_warning(subject,
+				    "the failed build left the invalid index %s on the target, and dropping it "
+				    "failed too: %s",
+				    index, drop_err);
+	}
 	return ok;
 }
 
@@ -368,10 +561,11 @@ ddl_replay(DdlReplay *d, ReplConn *target, const PgoutputTuple *tup, const char 
 	     *role = column_text(tup, d->col_role), *objects = column_text(tup, d->col_objects),
 	     *query = column_text(tup, d->col_query);
 	StrBuf stmt;
+	DdlSqlResult result;
 	uint64_t lsn = 0;
 	long ordinal;
 	char *end, err[1024];
-	bool ok = false;
+	bool ok = false, split = false, done_before = false;
 
 	strbuf_init(&stmt);
 	if (!lsn_text || !tag || !ordinal_text || !search_path || !role || !objects || !query) {
@@ -391,20 +585,28 @@ ddl_replay(DdlReplay *d, ReplConn *target, const PgoutputTuple *tup, const char 
 		ok = true;
 		goto done;
 	}
-	switch (ddlsql_statement(query, strlen(query), tag, (int) ordinal, &stmt)) {
+	result = ddlsql_statement(query, strlen(query), tag, (int) ordinal, false, &stmt);
+	switch (result) {
 	case DDL_SQL_SKIP:
 		log_debug(subject, "schema change %s at %s makes a temporary table: not replayed", tag, lsn_text);
 		ok = true;
 		goto done;
 	case DDL_SQL_NOT_FOUND:
+		/*
+		 * The statement that made it is not in the text: only the command
+		 * tag and the objects it changed are known, so nothing can be run.
+		 */
 		log_error(subject,
-			  "schema change %s at %s (of %s) cannot be replayed: it is not statement %ld of its query string, "
-			  "so it was run from inside a function, procedure or DO block: \"%s\" (hint: make the change "
-			  "on the target by hand, then run `pghandoff replicate --skip-ddl %s`)",
-			  tag, lsn_text, objects[0] ? objects : "no named object", ordinal, query, lsn_text);
+			  "schema change %s of %s at %s was made inside a function, procedure or DO block, so it is not "
+			  "replayed: the query string holds no statement %ld that makes it, only \"%s\" (hint: make the "
+			  "same change on the target by hand, then run `pghandoff replicate --skip-ddl %s`; each schema "
+			  "change such a block makes stops the follower once, so run migrations as plain statements "
+			  "during the migration)",
+			  tag, objects[0] ? objects : "no named object", lsn_text, ordinal, query, lsn_text);
 		d->failed_lsn = lsn;
 		goto done;
 	case DDL_SQL_OK:
+	case DDL_SQL_ALONE:
 		break;
 	}
 	if (stmt.failed) {
@@ -425,7 +627,27 @@ ddl_replay(DdlReplay *d, ReplConn *target, const PgoutputTuple *tup, const char 
 		ok = true;
 		goto done;
 	}
-	if (!run_statement(target, search_path, d->keep_roles ? role : NULL, strbuf_str(&stmt), err, sizeof(err))) {
+	if (result == DDL_SQL_ALONE) {
+		/* A target before 14 has no concurrent detach (the way back to such a source): the plain one. */
+		bool can = strcmp(tag, "ALTER TABLE") != 0 || PQserverVersion(target->conn) >= 140000;
+
+		if (can && d->commit_before_alone && !d->commit_before_alone(d->commit_arg, &split))
+			goto done; /* error already logged */
+		if (!split) {
+			/* Its transaction changed rows before it: it runs in the apply transaction, without CONCURRENTLY. */
+			strbuf_free(&stmt);
+			strbuf_init(&stmt);
+			if (ddlsql_statement(query, strlen(query), tag, (int) ordinal, true, &stmt) != DDL_SQL_OK ||
+			    stmt.failed) {
+				log_error(subject, "out of memory");
+				goto done;
+			}
+		}
+	}
+	if (split ? !run_alone(target, tag, strchr(objects, ',') ? "" : objects, search_path,
+			       d->keep_roles ? role : NULL, strbuf_str(&stmt), subject, &done_before, err, sizeof(err))
+		  : !run_statement(target, search_path, d->keep_roles ? role : NULL, strbuf_str(&stmt), true, err,
+				   sizeof(err))) {
 		chomp(err);
 		log_error(subject,
 			  "replaying the schema change at %s failed, nothing of its transaction is applied: \"%s\": %s "
@@ -434,7 +656,11 @@ ddl_replay(DdlReplay *d, ReplConn *target, const PgoutputTuple *tup, const char 
 		d->failed_lsn = lsn;
 		goto done;
 	}
-	log_info(subject, "schema change at %s replayed: %s", lsn_text, strbuf_str(&stmt));
+	log_info(subject, "schema change at %s replayed%s: %s", lsn_text,
+		 done_before     ? " (done before a restart)"
+			 : split ? " on its own"
+				 : "",
+		 strbuf_str(&stmt));
 	d->replayed_in_xact = true;
 	d->replayed++;
 	ok = true;

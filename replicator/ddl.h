@@ -3,8 +3,9 @@
  * replayed by the follower at the same position of the stream.
  *
  * Capture: event triggers (ddl_command_start for CREATE TABLE AS and SELECT
- * INTO, whose rows follow in the WAL; ddl_command_end for the rest; sql_drop
- * to tell drops of temporary objects) installed in the schema "pghandoff"
+ * INTO, whose rows follow in the WAL, and to tell commands run inside
+ * another; ddl_command_end for the rest; sql_drop to tell drops of
+ * temporary objects) installed in the schema "pghandoff"
  * insert one row per command into pghandoff.ddl_log, and delete it again at
  * once.  The table is in the FOR ALL TABLES publication, so the Insert
  * travels in the command's own transaction, ordered with its row changes,
@@ -14,6 +15,10 @@
  * fire event triggers, search_path, the role and the objects' identities,
  * and the source's WAL insert position, which names the change (--skip-ddl).
  *
+ * Commands on large objects (their owner, grants, comments) are not
+ * captured: the objects themselves do not travel in the stream, and the
+ * diff of largeobj.h carries owners and grants with them.
+ *
  * With ddl = stop nothing is replayed: the follower goes on until a change
  * no longer fits the target's table, as without the capture, and the error
  * then names the schema change that made it so.
@@ -21,7 +26,16 @@
  * Replay: the applier hands Inserts into that table here instead of
  * applying them as rows; the statement is cut out of the query string and
  * rewritten (ddlsql.h), and runs in the open apply transaction, under the
- * captured search_path and role.  A failure stops the apply with the
+ * captured search_path and role.  CREATE INDEX CONCURRENTLY, DROP INDEX
+ * CONCURRENTLY and DETACH PARTITION ... CONCURRENTLY run on their own instead: the applier commits what precedes
+ * them (with the origin's progress), the statement runs outside any
+ * transaction block, and the apply goes on in a new transaction that
+ * commits the source transaction they came in.  A restart in between
+ * replays the statement again, so it is made to do nothing the second
+ * time: a valid index of the captured name is taken as built, an invalid
+ * one (a build that failed or was interrupted) is dropped and built again,
+ * the drop has IF EXISTS, a partition no longer attached is done and one
+ * whose detach stopped half-way is finalized.  A failure stops the apply with the
  * statement, its source position and the target's error; the apply
  * transaction rolls back with it.  The applier's own session runs with
  * session_replication_role = replica, in which event triggers do not fire:
@@ -48,6 +62,15 @@ typedef struct DdlReplay {
 	uint32_t relid;  /* pghandoff.ddl_log on the sending side; 0 before its Relation message */
 	int col_lsn, col_tag, col_ordinal, col_search_path, col_role, col_objects, col_query;
 	bool replayed_in_xact; /* the source transaction replayed a change: commit the apply group at its end */
+	/*
+	 * Before a statement that runs on its own: commits the open apply
+	 * transaction, leaving none open, and sets *split; or leaves it open with
+	 * *split false when the source transaction already changed rows (it cannot
+	 * be cut in two), and the statement then runs in it without CONCURRENTLY.
+	 * NULL: always the latter.
+	 */
+	bool (*commit_before_alone)(void *arg, bool *split);
+	void *commit_arg;
 	int64_t replayed;
 	uint64_t failed_lsn; /* the change that could not be replayed, for the status; 0: none */
 	char *last_skipped;  /* ddl = stop: the last change not replayed, "LSN: statement", to name it */
@@ -82,7 +105,11 @@ void ddl_name_last_change(const DdlReplay *d, const char *subject);
 /* A Relation message for the capture table: notes its relid and columns, returns true.  Others: false. */
 bool ddl_relation(DdlReplay *d, const PgoutputRelation *rel);
 
-/* Replays the change in an Insert into the capture table, in target's open transaction. */
+/*
+ * Replays the change in an Insert into the capture table, in target's open
+ * transaction; or on its own (see commit_before_alone), after which no
+ * transaction is open on target.
+ */
 bool ddl_replay(DdlReplay *d, ReplConn *target, const PgoutputTuple *tup, const char *subject)
 	__attribute__((warn_unused_result));
 

@@ -407,14 +407,94 @@ rewrite_select_into(const char *s, const Stmt *st, StrBuf *out)
 	return DDL_SQL_OK;
 }
 
-/* Everything else: as written, without CONCURRENTLY. */
+/* After a name at i (a.b."c", and a trailing * of an inheritance tree): its last token's index, or -1. */
+static int
+name_end(const char *s, const Stmt *st, int i)
+{
+	(void) s;
+	for (;;) {
+		if (i >= st->ntoks || (st->toks[i].kind != TOK_WORD && st->toks[i].kind != TOK_QIDENT))
+			return -1;
+		if (i + 2 < st->ntoks && st->toks[i + 1].kind == TOK_OTHER && st->toks[i + 1].c == '.') {
+			i += 2;
+			continue;
+		}
+		if (i + 1 < st->ntoks && st->toks[i + 1].kind == TOK_OTHER && st->toks[i + 1].c == '*')
+			i++;
+		return i;
+	}
+}
+
+/*
+ * ALTER TABLE [IF EXISTS] [ONLY] parent DETACH PARTITION child CONCURRENTLY:
+ * the token indexes of the parent's and child's names (first and last), or
+ * false for any other statement.
+ */
+static bool
+detach_names(const char *s, const Stmt *st, int *parent, int *parent_end, int *child, int *child_end)
+{
+	int i = 2;
+
+	if (!tok_word(s, st, 0, "ALTER") || !tok_word(s, st, 1, "TABLE") ||
+	    !tok_word(s, st, st->ntoks - 1, "CONCURRENTLY"))
+		return false;
+	if (tok_word(s, st, i, "IF") && tok_word(s, st, i + 1, "EXISTS"))
+		i += 2;
+	if (tok_word(s, st, i, "ONLY"))
+		i++;
+	*parent = i;
+	if ((*parent_end = name_end(s, st, i)) < 0)
+		return false;
+	i = *parent_end + 1;
+	if (!tok_word(s, st, i, "DETACH") || !tok_word(s, st, i + 1, "PARTITION"))
+		return false;
+	*child = i + 2;
+	*child_end = name_end(s, st, *child);
+	return *child_end >= 0 && *child_end == st->ntoks - 2;
+}
+
+static bool
+detach_concurrently(const char *s, const Stmt *st)
+{
+	int a, b, c, d;
+
+	return detach_names(s, st, &a, &b, &c, &d);
+}
+
+/*
+ * Everything else: as written.  CONCURRENTLY is kept for CREATE INDEX, DROP
+ * INDEX and DETACH PARTITION run on their own (DDL_SQL_ALONE; the drop made
+ * IF EXISTS), and removed everywhere else.
+ */
 static DdlSqlResult
-rewrite_plain(const char *s, const Stmt *st, StrBuf *out)
+rewrite_plain(const char *s, const Stmt *st, bool in_transaction, StrBuf *out)
 {
 	size_t from = st->toks[0].start;
 	bool concurrent_ok = tok_word(s, st, 0, "CREATE") || tok_word(s, st, 0, "DROP") || tok_word(s, st, 0, "ALTER");
+	/* CREATE [UNIQUE] INDEX CONCURRENTLY, DROP INDEX CONCURRENTLY: the words in that order, at the start. */
+	int index_at = tok_word(s, st, 1, "UNIQUE") ? 2 : 1;
+	bool alone = !in_transaction && tok_word(s, st, index_at, "INDEX") &&
+		tok_word(s, st, index_at + 1, "CONCURRENTLY") &&
+		(tok_word(s, st, 0, "CREATE") || (tok_word(s, st, 0, "DROP") && index_at == 1));
 	int i;
 
+	if (!in_transaction && detach_concurrently(s, st)) {
+		append_range(out, s, from, st->toks[st->ntoks - 1].end);
+		return DDL_SQL_ALONE;
+	}
+	if (alone) {
+		int after = index_at + 2;
+
+		append_range(out, s, from, st->toks[index_at + 1].end);
+		if (tok_word(s, st, 0, "DROP") &&
+		    !(tok_word(s, st, after, "IF") && tok_word(s, st, after + 1, "EXISTS")))
+			strbuf_append(out, " IF EXISTS");
+		if (after < st->ntoks) {
+			strbuf_append_char(out, ' ');
+			append_range(out, s, st->toks[after].start, st->toks[st->ntoks - 1].end);
+		}
+		return DDL_SQL_ALONE;
+	}
 	for (i = 0; i < st->ntoks; i++) {
 		if (concurrent_ok && st->toks[i].depth == 0 && word_is(s, &st->toks[i], "CONCURRENTLY")) {
 			append_range(out, s, from, st->toks[i].start);
@@ -429,6 +509,7 @@ rewrite_plain(const char *s, const Stmt *st, StrBuf *out)
 typedef struct Pick {
 	const char *tag;
 	int ordinal;
+	bool in_transaction;
 	int seen; /* statements that fire event triggers, so far */
 	StrBuf *out;
 	DdlSqlResult result;
@@ -455,14 +536,14 @@ pick_one(const char *s, const Stmt *st, void *arg)
 	else if (strcmp(p->tag, "CREATE TABLE AS") == 0)
 		p->result = rewrite_ctas(s, st, p->out);
 	else
-		p->result = rewrite_plain(s, st, p->out);
+		p->result = rewrite_plain(s, st, p->in_transaction, p->out);
 	return false;
 }
 
 DdlSqlResult
-ddlsql_statement(const char *query, size_t len, const char *tag, int ordinal, StrBuf *out)
+ddlsql_statement(const char *query, size_t len, const char *tag, int ordinal, bool in_transaction, StrBuf *out)
 {
-	Pick p = {tag, ordinal, 0, out, DDL_SQL_NOT_FOUND};
+	Pick p = {tag, ordinal, in_transaction, 0, out, DDL_SQL_NOT_FOUND};
 
 	if (ordinal < 1)
 		return DDL_SQL_NOT_FOUND;
@@ -486,4 +567,34 @@ ddlsql_count_statements(const char *query, size_t len)
 
 	split(query, len, count_one, &n);
 	return n;
+}
+
+typedef struct Detach {
+	StrBuf *parent, *child, *finalize;
+	bool found;
+} Detach;
+
+static bool
+detach_one(const char *s, const Stmt *st, void *arg)
+{
+	Detach *d = arg;
+	int parent, parent_end, child, child_end;
+
+	if (d->found || st->truncated || !detach_names(s, st, &parent, &parent_end, &child, &child_end))
+		return false;
+	d->found = true;
+	append_range(d->parent, s, st->toks[parent].start, st->toks[parent_end].end);
+	append_range(d->child, s, st->toks[child].start, st->toks[child_end].end);
+	append_range(d->finalize, s, st->toks[0].start, st->toks[child_end].end);
+	strbuf_append(d->finalize, " FINALIZE");
+	return false;
+}
+
+bool
+ddlsql_detach(const char *statement, size_t len, StrBuf *parent, StrBuf *child, StrBuf *finalize)
+{
+	Detach d = {parent, child, finalize, false};
+
+	split(statement, len, detach_one, &d);
+	return d.found;
 }

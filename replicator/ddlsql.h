@@ -14,11 +14,19 @@
  * a function, procedure or DO block is not in the string as a statement of
  * its own, and is refused (DDL_SQL_NOT_FOUND), never guessed.
  *
- * The statement is then rewritten for the apply transaction:
- *   - CONCURRENTLY is removed (CREATE INDEX, DROP INDEX, DETACH PARTITION):
- *     the apply transaction is the only writer of those tables on the
- *     replaying side, and a plain build there is atomic with the apply's
- *     progress, so a crash never replays it twice;
+ * The statement is then rewritten for the replay:
+ *   - CREATE INDEX CONCURRENTLY and DROP INDEX CONCURRENTLY keep it, and
+ *     come back as DDL_SQL_ALONE: they cannot run in a transaction block,
+ *     so the applier runs them on their own between two apply transactions
+ *     (a build on a large table must not hold the table's lock for the
+ *     whole of it).  The drop gets IF EXISTS: a restart that replays it
+ *     again finds the index gone.  With in_transaction (the source
+ *     transaction changed rows before it, so it cannot be split) CONCURRENTLY
+ *     is removed instead, and the result is DDL_SQL_OK;
+ *   - ALTER TABLE ... DETACH PARTITION ... CONCURRENTLY too (the concurrent
+ *     detach leaves a CHECK constraint on the partition, which the plain one
+ *     does not make); ddlsql_detach names its tables, and the FINALIZE that
+ *     completes it when a restart finds it half done;
  *   - CREATE TABLE AS and SELECT INTO make the structure only (WITH NO
  *     DATA): the rows arrive through the stream as the source wrote them;
  *   - temporary tables made by either are not replayed (DDL_SQL_SKIP).
@@ -33,7 +41,8 @@
 #include "common/strbuf.h"
 
 typedef enum DdlSqlResult {
-	DDL_SQL_OK,        /* out holds the statement to run */
+	DDL_SQL_OK,        /* out holds the statement to run in the apply transaction */
+	DDL_SQL_ALONE,     /* out holds a statement that must run outside a transaction block */
 	DDL_SQL_SKIP,      /* nothing to replay: a temporary table */
 	DDL_SQL_NOT_FOUND, /* no statement of the string matches ordinal and tag */
 } DdlSqlResult;
@@ -43,7 +52,16 @@ typedef enum DdlSqlResult {
  * fire event triggers, rewritten as above into out (appended).  tag is the
  * event trigger's command tag ("ALTER TABLE", "CREATE TABLE AS").
  */
-DdlSqlResult ddlsql_statement(const char *query, size_t len, const char *tag, int ordinal, StrBuf *out);
+DdlSqlResult ddlsql_statement(const char *query, size_t len, const char *tag, int ordinal, bool in_transaction,
+			      StrBuf *out);
+
+/*
+ * statement, a DDL_SQL_ALONE ALTER TABLE ... DETACH PARTITION ... CONCURRENTLY:
+ * its partitioned table and partition, as written (to_regclass() reads
+ * them), and the statement with FINALIZE in place of CONCURRENTLY, each
+ * appended.  False for any other statement.
+ */
+bool ddlsql_detach(const char *statement, size_t len, StrBuf *parent, StrBuf *child, StrBuf *finalize);
 
 /* How many statements (empty ones not counted) query holds; for tests. */
 int ddlsql_count_statements(const char *query, size_t len);

@@ -6,6 +6,7 @@
  */
 #include "replicator/follow.h"
 #include "common/log.h"
+#include "replicator/largeobj.h"
 #include "replicator/slots.h"
 #include "replicator/pgoutput.h"
 #include "replicator/status.h"
@@ -100,6 +101,8 @@ replicate_follow(const Config *config, const ReplDirection *dir, ReplConn *repl,
 	bool origin_exists;
 	int backoff = 1;
 	uint64_t exact_before = 0; /* see stream_run */
+	/* Large objects do not travel in the stream: a diff beside it keeps them in step. */
+	LargeObjFollower *large_objects = largeobj_follow_start(config, dir, subject);
 
 	/*
 	 * Streaming until told to stop.  Whatever ends a stream (a lost
@@ -138,6 +141,7 @@ replicate_follow(const Config *config, const ReplDirection *dir, ReplConn *repl,
 		}
 	}
 stopped:
+	largeobj_follow_stop(large_objects);
 	repl_close(apply);
 	repl_close(repl);
 	return 0;

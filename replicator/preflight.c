@@ -325,7 +325,7 @@ const char preflight_sql_table_columns[] =
 
 static const char sql_unlogged_tables[] =
 	"SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-	"WHERE c.relkind IN ('r', 'p') AND c.relpersistence = 'u' ORDER BY 1";
+	"WHERE c.relkind IN ('r', 'p') AND c.relpersistence = 'u' AND n.nspname <> 'pghandoff_lo' ORDER BY 1";
 
 static const char sql_matviews[] = "SELECT format('%I.%I', schemaname, matviewname) FROM pg_matviews ORDER BY 1";
 
@@ -342,6 +342,11 @@ static const char sql_unreadable_tables[] =
 
 static const char sql_large_objects[] =
 	"SELECT count(*)::text || ' large object(s)' FROM pg_largeobject_metadata HAVING count(*) > 0";
+
+/* The copy and the diff read pg_largeobject, which PostgreSQL lets only superusers read by default. */
+static const char sql_large_objects_unreadable[] =
+	"SELECT count(*)::text || ' large object(s)' FROM pg_largeobject_metadata "
+	"HAVING count(*) > 0 AND NOT has_table_privilege('pg_catalog.pg_largeobject', 'SELECT')";
 
 static const char sql_extensions[] = "SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1";
 
@@ -606,10 +611,14 @@ check_database(Preflight *pf, Side *source, Side *target, const DatabaseMapping 
 			   "or ALTER TABLE ... REPLICA IDENTITY FULL",
 			   "tables without a primary key or replica identity",
 			   "every table has a primary key or replica identity", db->name);
-	(void) report_rows(pf, conn, sql_large_objects, CHECK_FAIL,
-			   "logical replication does not carry large objects: move them into bytea columns "
-			   "or copy them after the cutover",
-			   "large objects present", "no large objects", db->name);
+	(void) report_rows(pf, conn, sql_large_objects, CHECK_PASS, NULL,
+			   "large objects, copied with the tables and kept in step by a diff", "no large objects",
+			   db->name);
+	(void) report_rows(pf, conn, sql_large_objects_unreadable, CHECK_FAIL,
+			   "large objects are copied by reading pg_catalog.pg_largeobject: connect as a superuser, "
+			   "or GRANT SELECT on it to the [source] user (the [target] user sets their owners: a "
+			   "superuser, or a member of every owner role)",
+			   "the source user cannot read pg_largeobject", "large objects can be read", db->name);
 	(void) report_rows(pf, conn, sql_unreadable_tables, CHECK_FAIL,
 			   "the copy reads every table: GRANT SELECT on them (or pg_read_all_data, PostgreSQL 14+) to "
 			   "the [source] user",

@@ -21,6 +21,7 @@
 #include "replicator/copy.h"
 #include "replicator/ddl.h"
 #include "replicator/indexes.h"
+#include "replicator/largeobj.h"
 #include "replicator/slots.h"
 #include "replicator/partitions.h"
 #include "replicator/pgoutput.h"
@@ -340,13 +341,14 @@ drop_database_objects(const Config *config, const DatabaseMapping *db)
 		/* After a cutover the source is fenced read-only; removing our own objects is still allowed. */
 		ok = repl_exec(&source, "SET default_transaction_read_only = off") &&
 			slots_drop_slot(&source, names.slot, true) &&
-			slots_drop_publication(&source, names.publication) && ddl_leave_out(&source);
+			slots_drop_publication(&source, names.publication) && ddl_leave_out(&source) &&
+			largeobj_forget(&source);
 		repl_close(&source);
 	} else {
 		ok = false;
 	}
 	if (repl_connect(&target, &config->target, db->target_name, false, subject)) {
-		if (!slots_drop_origin(&target, names.origin))
+		if (!slots_drop_origin(&target, names.origin) || !largeobj_forget(&target))
 			ok = false;
 		repl_close(&target);
 	} else {
@@ -355,7 +357,7 @@ drop_database_objects(const Config *config, const DatabaseMapping *db)
 	if (ok)
 		log_info(subject,
 			 "dropped slot %s, publication %s and the capture of schema changes on the source, origin %s "
-			 "on the target",
+			 "on the target, and the record of large objects in step (schema pghandoff_lo) on both",
 			 names.slot, names.publication, names.origin);
 	return ok ? 0 : 1;
 }

@@ -34,6 +34,7 @@ status_init(ReplStatus *st, const Config *config, const char *dbname)
 	pthread_mutex_init(&st->lock, NULL);
 	status_path(config, dbname, st->path, sizeof(st->path));
 	st->phase = "starting";
+	st->large_objects = -1;
 }
 
 void
@@ -73,6 +74,9 @@ write_file(ReplStatus *st, double now)
 		       (double) st->last_commit_us / 1e6,
 		       st->applied_lsn >= st->received_lsn && st->received_lsn >= st->wal_end, (long long) st->xacts,
 		       (long long) st->changes, st->apply_rate, ddl_stopped);
+	if (st->large_objects >= 0 && len > 0 && len < (int) sizeof(text))
+		len += snprintf(text + len, sizeof(text) - (size_t) len, "large_objects %d\nlarge_objects_in_step %d\n",
+				st->large_objects, st->large_objects_in_step);
 	if (st->fence_violation[0] && len > 0 && len < (int) sizeof(text))
 		len += snprintf(text + len, sizeof(text) - (size_t) len, "fence_violation %s\n", st->fence_violation);
 	if (len < 0 || len >= (int) sizeof(text))
@@ -123,6 +127,18 @@ status_phase(ReplStatus *st, const char *phase)
 	if (strcmp(phase, "indexes") == 0 && st->tables_done == st->tables_total)
 		st->bytes_done = st->bytes_total;
 	write_file(st, clock_unix());
+	pthread_mutex_unlock(&st->lock);
+}
+
+void
+status_large_objects(ReplStatus *st, int total, int in_step)
+{
+	pthread_mutex_lock(&st->lock);
+	if (st->large_objects != total || st->large_objects_in_step != in_step) {
+		st->large_objects = total;
+		st->large_objects_in_step = in_step;
+		write_file(st, clock_unix());
+	}
 	pthread_mutex_unlock(&st->lock);
 }
 

@@ -40,6 +40,8 @@ typedef struct ReplStatus {
 	double apply_rate;         /* changes per second */
 	char fence_violation[200]; /* the transaction refused as written after the fence, "" for none */
 	uint64_t ddl_stopped_lsn;  /* a schema change that could not be replayed stops the follower here; 0: none */
+	int large_objects;         /* on the source at the last diff (largeobj.h); -1 before one */
+	int large_objects_in_step; /* of those, equal on the target */
 } ReplStatus;
 
 /* The file for db under config; "" when state_file is empty. */
@@ -56,6 +58,9 @@ void status_copy_table_done(ReplStatus *st);
 /* Streaming progress, from the stream loop; written at most once a second. */
 void status_stream(ReplStatus *st, uint64_t received, uint64_t applied, uint64_t wal_end, int64_t last_commit_us,
 		   int64_t xacts, int64_t changes);
+
+/* The last diff of the large objects: how many, and how many in step.  Written when they change. */
+void status_large_objects(ReplStatus *st, int total, int in_step);
 
 /* A transaction refused as written after the fence (replicator/fence.h); "" once one is applied again. Written at once. */
 void status_fence_violation(ReplStatus *st, const char *what);

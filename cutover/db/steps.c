@@ -16,6 +16,7 @@
 #include "replicator/conn.h"
 #include "replicator/ddl.h"
 #include "replicator/fence.h"
+#include "replicator/largeobj.h"
 #include "replicator/pgoutput.h"
 #include "replicator/preflight.h"
 #include "replicator/follow.h"
@@ -551,6 +552,31 @@ steps_measure_catch_up(const CutoverDirection *dir, CutoverLinks *links, double 
 	return true;
 }
 
+/*
+ * Large objects are not in the stream: the last diff runs here, after the
+ * fence, and must end within catchup_timeout like the catch-up before it.
+ * It waits for a round of the follower still running (largeobj.h).
+ */
+static bool
+last_large_object_diff(const CutoverDirection *dir, CutoverLinks *links, int i, char *err, size_t errlen)
+{
+	double timeout = (double) dir->config->cutover.catchup_timeout / 1e6;
+	LargeObjRound round = {.deadline = clock_monotonic() + timeout};
+	bool ok;
+
+	repl_deadline_cap(round.deadline, "catchup_timeout");
+	ok = largeobj_sync(&links->from[i], &links->to[i], &round);
+	repl_deadline_cap(0, NULL);
+	if (!ok)
+		return errbuf_fail(err, errlen,
+				   "could not copy the large objects of %s within %.1f s (catchup_timeout)",
+				   dir->config->databases[i].name, timeout);
+	if (round.total > 0 || round.unlinked > 0)
+		log_info(dir->subject, "%s: large objects: %d copied, %d unlinked, %d found equal, %d in step",
+			 dir->config->databases[i].name, round.copied, round.unlinked, round.verified, round.in_step);
+	return true;
+}
+
 bool
 steps_sequences(const CutoverDirection *dir, CutoverLinks *links, int *count, char *err, size_t errlen)
 {
@@ -564,7 +590,29 @@ steps_sequences(const CutoverDirection *dir, CutoverLinks *links, int *count, ch
 			return errbuf_fail(err, errlen, "could not copy the sequences of %s",
 					   dir->config->databases[i].name);
 		*count += n;
+		if (!last_large_object_diff(dir, links, i, err, errlen))
+			return false;
 	}
+	return true;
+}
+
+bool
+steps_measure_large_objects(const CutoverDirection *dir, CutoverLinks *links, double *seconds, int *differing,
+			    char *err, size_t errlen)
+{
+	double start = clock_monotonic();
+	int i;
+
+	*differing = 0;
+	for (i = 0; i < links->n; i++) {
+		LargeObjRound round = {.diff_only = true};
+
+		if (!largeobj_sync(&links->from[i], &links->to[i], &round))
+			return errbuf_fail(err, errlen, "could not diff the large objects of %s",
+					   dir->config->databases[i].name);
+		*differing += round.copied + round.unlinked;
+	}
+	*seconds = clock_monotonic() - start;
 	return true;
 }
 

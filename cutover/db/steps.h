@@ -118,9 +118,16 @@ bool steps_catch_up(const CutoverDirection *dir, CutoverLinks *links, char *lsns
 bool steps_catch_up_other_way(const CutoverDirection *dir, CutoverLinks *links, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 
-/* Phase 5: every sequence's value and is_called, to the side clients go to. */
+/*
+ * Phase 5: every sequence's value and is_called, to the side clients go to;
+ * and the last diff of the large objects (replicator/largeobj.h).
+ */
 bool steps_sequences(const CutoverDirection *dir, CutoverLinks *links, int *count, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
+
+/* Dry run: how long the pause's diff of the large objects takes, and how many objects it would copy or unlink. */
+bool steps_measure_large_objects(const CutoverDirection *dir, CutoverLinks *links, double *seconds, int *differing,
+				 char *err, size_t errlen) __attribute__((warn_unused_result));
 
 /* Phase 6: row counts of every table compared, in parallel. */
 bool steps_verify_counts(const CutoverDirection *dir, int *tables, char *err, size_t errlen)

@@ -84,6 +84,8 @@ struct Cutover {
 	int tables_verified;
 	int64_t lag_bytes;
 	double catch_up_estimate;
+	double large_object_estimate; /* dry run: seconds the pause's diff of large objects takes */
+	int large_objects_differing;  /* dry run: objects that diff would copy or unlink */
 	char lsns[512];
 	const char *failed_phase; /* the phase a job failed in, for its error; NULL: the job's own name */
 	double phase_ms[PH_COUNT];

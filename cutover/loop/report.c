@@ -164,6 +164,8 @@ cutover_report_build(Cutover *c, bool ok)
 	report_add(r, "precheck_ms", true, "%.1f", c->precheck_ms);
 	if (c->kind == CUTOVER_DRY_RUN) {
 		report_add(r, "catch_up_estimate_ms", true, "%.1f", c->catch_up_estimate * 1e3);
+		report_add(r, "large_object_diff_estimate_ms", true, "%.1f", c->large_object_estimate * 1e3);
+		report_add(r, "large_objects_differing", true, "%d", c->large_objects_differing);
 		report_add(r, "clients", true, "%d", c->moved);
 		report_add(r, "clients_unmovable", true, "%d", c->unmovable);
 		report_add(r, "client_list", false, "%s", strbuf_str(&c->dry_clients));

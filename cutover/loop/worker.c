@@ -219,7 +219,9 @@ worker_main(void *arg)
 		c->lag_bytes = facts.max_lag_bytes;
 		c->precheck_ms = clock_monotonic() * 1e3 - t;
 		if (ok && c->job == JOB_DRY_RUN)
-			ok = steps_measure_catch_up(&c->dir, &c->links, &c->catch_up_estimate, err, sizeof(err));
+			ok = steps_measure_catch_up(&c->dir, &c->links, &c->catch_up_estimate, err, sizeof(err)) &&
+				steps_measure_large_objects(&c->dir, &c->links, &c->large_object_estimate,
+							    &c->large_objects_differing, err, sizeof(err));
 		if (ok && c->job == JOB_PRECHECK && c->warm_sql && c->nhidden == c->links.n &&
 		    !steps_warm_sql(&c->dir, &c->links, c->warm_sql))
 			ok = errbuf_fail(err, sizeof(err), "out of memory");

@@ -26,19 +26,39 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(copy, data, size);
 	for (size_t t = 0; t < sizeof(tags) / sizeof(tags[0]); t++) {
 		for (int ordinal = 1; ordinal <= 3; ordinal++) {
-			StrBuf out;
-			DdlSqlResult r;
+			for (int in_xact = 0; in_xact <= 1; in_xact++) {
+				StrBuf out;
+				DdlSqlResult r;
+				bool made = false;
 
-			strbuf_init(&out);
-			r = ddlsql_statement(copy, size, tags[t], ordinal, &out);
-			if (r == DDL_SQL_OK && !out.failed && out.len > size + 64)
-				abort();
-			if (r != DDL_SQL_OK && out.len != 0)
-				abort();
-			strbuf_free(&out);
+				strbuf_init(&out);
+				r = ddlsql_statement(copy, size, tags[t], ordinal, in_xact, &out);
+				made = r == DDL_SQL_OK || r == DDL_SQL_ALONE;
+				if (made && !out.failed && out.len > size + 64)
+					abort();
+				if (!made && out.len != 0)
+					abort();
+				/* Inside a transaction nothing is left to run on its own. */
+				if (in_xact && r == DDL_SQL_ALONE)
+					abort();
+				strbuf_free(&out);
+			}
 		}
 	}
 	(void) ddlsql_count_statements(copy, size);
+	{
+		StrBuf parent, child, finalize;
+
+		strbuf_init(&parent);
+		strbuf_init(&child);
+		strbuf_init(&finalize);
+		if (!ddlsql_detach(copy, size, &parent, &child, &finalize) &&
+		    parent.len + child.len + finalize.len != 0)
+			abort();
+		strbuf_free(&parent);
+		strbuf_free(&child);
+		strbuf_free(&finalize);
+	}
 	free(copy);
 	return 0;
 }

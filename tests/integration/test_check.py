@@ -179,9 +179,29 @@ def test_large_objects_and_slots(pghandoff, tmp_path, pg_factory):
     result = run_check(pghandoff, make_config(pghandoff, tmp_path, source, target))
     assert result.returncode == 1
     fails = lines_with(result.stdout, "FAIL")
-    assert "FAIL  database app: large objects present (1): 1 large object(s)" in fails
+    # Large objects are copied and kept in step: no failure, a line that says so.
+    assert ("PASS  database app: large objects, copied with the tables and kept in step by a diff (1): "
+            "1 large object(s)" in result.stdout), result.stdout
+    assert "PASS  database app: large objects can be read" in result.stdout
+    assert not [line for line in fails if "large object" in line], result.stdout
     assert ("FAIL  source: 1 of max_replication_slots = 1 in use, 1 needed (one per database)"
             in fails), result.stdout
+
+
+def test_large_objects_the_source_user_cannot_read(pghandoff, tmp_path, pg_factory):
+    """The copy and the diff read pg_largeobject, which only superusers may read unless granted."""
+    source = pg_factory(15)
+    target = pg_factory(15)
+    for cluster in (source, target):
+        cluster.execute("CREATE DATABASE app")
+    source.execute("CREATE ROLE plain LOGIN REPLICATION")
+    source.execute("SELECT lo_from_bytea(0, 'blob')", dbname="app")
+    path = make_config(pghandoff, tmp_path, source, target, source_section=server_section(source, user="plain"))
+    result = run_check(pghandoff, path)
+    assert result.returncode == 1
+    assert ("FAIL  database app: the source user cannot read pg_largeobject (1): 1 large object(s)"
+            in lines_with(result.stdout, "FAIL")), result.stdout
+    assert "GRANT SELECT on it to the [source] user" in result.stdout
 
 
 def test_target_older_than_source(pghandoff, tmp_path, pg_factory):

@@ -2,7 +2,9 @@
  * Cutting one captured schema change out of its query string and rewriting
  * it for replay (replicator/ddlsql.c): statement splitting under quotes,
  * dollar quotes, comments and BEGIN ATOMIC bodies; the ordinal counted over
- * the statements that fire event triggers only; CONCURRENTLY removed;
+ * the statements that fire event triggers only; CREATE/DROP INDEX
+ * CONCURRENTLY kept to run on their own (the drop made IF EXISTS), or
+ * CONCURRENTLY removed inside a transaction and from DETACH PARTITION;
  * CREATE TABLE AS and SELECT INTO made structure only; temporary tables
  * skipped; a change that is not a statement of its string refused.
  */
@@ -21,17 +23,23 @@
 static char out_text[4096];
 
 static DdlSqlResult
-pick(const char *query, const char *tag, int ordinal)
+pick_in(const char *query, const char *tag, int ordinal, bool in_transaction)
 {
 	StrBuf out;
 	DdlSqlResult r;
 
 	strbuf_init(&out);
-	r = ddlsql_statement(query, strlen(query), tag, ordinal, &out);
+	r = ddlsql_statement(query, strlen(query), tag, ordinal, in_transaction, &out);
 	assert_false(out.failed);
 	snprintf(out_text, sizeof(out_text), "%s", out.data ? out.data : "");
 	strbuf_free(&out);
 	return r;
+}
+
+static DdlSqlResult
+pick(const char *query, const char *tag, int ordinal)
+{
+	return pick_in(query, tag, ordinal, false);
 }
 
 static void
@@ -78,15 +86,71 @@ test_shared_objects_not_counted(void **state)
 }
 
 static void
-test_concurrently_removed(void **state)
+test_concurrently_alone(void **state)
 {
 	(void) state;
 	assert_int_equal(pick("CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS i ON t (a)", "CREATE INDEX", 1),
+			 DDL_SQL_ALONE);
+	assert_string_equal(out_text, "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS i ON t (a)");
+	assert_int_equal(pick("create index concurrently on t using gin (a)", "CREATE INDEX", 1), DDL_SQL_ALONE);
+	assert_string_equal(out_text, "create index concurrently on t using gin (a)");
+	/* A drop replayed again after a restart finds nothing to drop. */
+	assert_int_equal(pick("drop index concurrently i", "DROP INDEX", 1), DDL_SQL_ALONE);
+	assert_string_equal(out_text, "drop index concurrently IF EXISTS i");
+	assert_int_equal(pick("DROP INDEX CONCURRENTLY IF EXISTS s.i CASCADE", "DROP INDEX", 1), DDL_SQL_ALONE);
+	assert_string_equal(out_text, "DROP INDEX CONCURRENTLY IF EXISTS s.i CASCADE");
+	assert_int_equal(pick("alter table if exists s.\"P\" detach partition s.c concurrently;", "ALTER TABLE", 1),
+			 DDL_SQL_ALONE);
+	assert_string_equal(out_text, "alter table if exists s.\"P\" detach partition s.c concurrently");
+	/* Not at the start: no statement of these kinds. */
+	assert_int_equal(pick("CREATE INDEX i ON t (concurrently)", "CREATE INDEX", 1), DDL_SQL_OK);
+	assert_string_equal(out_text, "CREATE INDEX i ON t (concurrently)");
+}
+
+static void
+test_detach_names(void **state)
+{
+	const char *q = "ALTER TABLE IF EXISTS ONLY s.\"Events\" DETACH PARTITION \"s\".e_2024 CONCURRENTLY";
+	StrBuf parent, child, finalize;
+
+	(void) state;
+	strbuf_init(&parent);
+	strbuf_init(&child);
+	strbuf_init(&finalize);
+	assert_true(ddlsql_detach(q, strlen(q), &parent, &child, &finalize));
+	assert_string_equal(strbuf_str(&parent), "s.\"Events\"");
+	assert_string_equal(strbuf_str(&child), "\"s\".e_2024");
+	assert_string_equal(strbuf_str(&finalize),
+			    "ALTER TABLE IF EXISTS ONLY s.\"Events\" DETACH PARTITION \"s\".e_2024 FINALIZE");
+	strbuf_free(&parent);
+	strbuf_free(&child);
+	strbuf_free(&finalize);
+	strbuf_init(&parent);
+	strbuf_init(&child);
+	strbuf_init(&finalize);
+	q = "ALTER TABLE p DETACH PARTITION c";
+	assert_false(ddlsql_detach(q, strlen(q), &parent, &child, &finalize));
+	q = "ALTER TABLE p DETACH PARTITION CONCURRENTLY";
+	assert_false(ddlsql_detach(q, strlen(q), &parent, &child, &finalize));
+	q = "ALTER TABLE p ADD COLUMN c int, DETACH PARTITION c CONCURRENTLY";
+	assert_false(ddlsql_detach(q, strlen(q), &parent, &child, &finalize));
+	assert_int_equal(parent.len + child.len + finalize.len, 0);
+	strbuf_free(&parent);
+	strbuf_free(&child);
+	strbuf_free(&finalize);
+}
+
+static void
+test_concurrently_removed(void **state)
+{
+	(void) state;
+	/* In a transaction that cannot be split: a plain build. */
+	assert_int_equal(pick_in("CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS i ON t (a)", "CREATE INDEX", 1, true),
 			 DDL_SQL_OK);
 	assert_string_equal(out_text, "CREATE UNIQUE INDEX IF NOT EXISTS i ON t (a)");
-	assert_int_equal(pick("drop index concurrently i", "DROP INDEX", 1), DDL_SQL_OK);
+	assert_int_equal(pick_in("drop index concurrently i", "DROP INDEX", 1, true), DDL_SQL_OK);
 	assert_string_equal(out_text, "drop index i");
-	assert_int_equal(pick("ALTER TABLE p DETACH PARTITION c CONCURRENTLY", "ALTER TABLE", 1), DDL_SQL_OK);
+	assert_int_equal(pick_in("ALTER TABLE p DETACH PARTITION c CONCURRENTLY", "ALTER TABLE", 1, true), DDL_SQL_OK);
 	assert_string_equal(out_text, "ALTER TABLE p DETACH PARTITION c ");
 	/* A quoted name is a name. */
 	assert_int_equal(pick("CREATE INDEX \"concurrently\" ON t (a)", "CREATE INDEX", 1), DDL_SQL_OK);
@@ -159,7 +223,7 @@ test_unterminated_never_overreads(void **state)
 			StrBuf out;
 
 			strbuf_init(&out);
-			(void) ddlsql_statement(copy, n, "CREATE TABLE", 1, &out);
+			(void) ddlsql_statement(copy, n, "CREATE TABLE", 1, false, &out);
 			strbuf_free(&out);
 		}
 		free(copy);
@@ -173,6 +237,8 @@ main(void)
 		cmocka_unit_test(test_single_statement),
 		cmocka_unit_test(test_ordinal_skips_dml_and_literals),
 		cmocka_unit_test(test_shared_objects_not_counted),
+		cmocka_unit_test(test_concurrently_alone),
+		cmocka_unit_test(test_detach_names),
 		cmocka_unit_test(test_concurrently_removed),
 		cmocka_unit_test(test_create_table_as),
 		cmocka_unit_test(test_select_into),
