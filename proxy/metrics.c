@@ -166,9 +166,10 @@ pool_sample(StrBuf *out, const char *name, const Pool *pool, const char *label, 
 
 /*
  * Per pool (database, user) what SHOW POOLS says, counted by the same
- * function: clients, server connections by state on the cluster served, the
- * longest wait and the pool mode (a state set: 1 for the pool's mode, 0 for
- * the other).  A pool whose database a reload dropped is left out, as there.
+ * function: clients, server connections by state (those idle or logging in
+ * counted on the cluster served), the longest wait and the pool mode (a
+ * state set: 1 for the pool's mode, 0 for the other).  A pool whose database
+ * a reload dropped is left out, as there.
  */
 static void
 render_pools(const Proxy *proxy, StrBuf *out)
@@ -177,8 +178,8 @@ render_pools(const Proxy *proxy, StrBuf *out)
 		"# HELP pghandoff_pool_clients Client connections of a pool (database, user): active (with a "
 		"server connection or between transactions) or waiting for one.\n"
 		"# TYPE pghandoff_pool_clients gauge\n",
-		"# HELP pghandoff_pool_server_connections Server connections of a pool on the cluster served, by "
-		"state as SHOW POOLS counts them (sv_active, sv_idle, sv_used, sv_tested, sv_login).\n"
+		"# HELP pghandoff_pool_server_connections Server connections of a pool, by state as SHOW POOLS "
+		"counts them (sv_active, sv_idle, sv_used, sv_tested, sv_login).\n"
 		"# TYPE pghandoff_pool_server_connections gauge\n",
 		"# HELP pghandoff_pool_maxwait_seconds How long the pool's longest waiting client has waited.\n"
 		"# TYPE pghandoff_pool_maxwait_seconds gauge\n",
