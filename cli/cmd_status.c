@@ -1,7 +1,7 @@
 /*
  * `pghandoff status [--watch] [--json]`: where the migration stands, read
  * from the running proxy's admin console (SHOW REPLICATION, SHOW DATABASES,
- * SHOW SERVERS, SHOW FENCE, SHOW CUTOVER JSON).  With --watch it refreshes every second:
+ * SHOW SERVERS, SHOW POOLS, SHOW FENCE, SHOW CUTOVER JSON).  With --watch it refreshes every second:
  * on a terminal the screen is redrawn with a progress bar per copy, anywhere
  * else one block of plain lines follows another.
  */
@@ -79,6 +79,37 @@ count_connections(PGresult *dbs, PGresult *servers, int *clients, int *source, i
 	}
 }
 
+/* SHOW POOLS' maxwait and maxwait_us, in seconds. */
+static double
+pool_maxwait(PGresult *pools, int row)
+{
+	return strtod(field(pools, row, "maxwait"), NULL) + strtod(field(pools, row, "maxwait_us"), NULL) / 1e6;
+}
+
+/* One line per pool (database, user), PgBouncer's columns; nothing before the first login. */
+static void
+print_pools(FILE *out, PGresult *pools)
+{
+	static const char *const counts[] = {"cl_active", "cl_waiting", "sv_active", "sv_idle",
+					     "sv_used",   "sv_tested",  "sv_login"};
+	size_t c;
+	int i;
+
+	if (PQntuples(pools) == 0)
+		return;
+	fprintf(out, "%-16s %-16s %-11s", "pool", "user", "mode");
+	for (c = 0; c < sizeof(counts) / sizeof(counts[0]); c++)
+		fprintf(out, " %-10s", counts[c]);
+	fprintf(out, " %s\n", "maxwait");
+	for (i = 0; i < PQntuples(pools); i++) {
+		fprintf(out, "%-16s %-16s %-11s", field(pools, i, "database"), field(pools, i, "user"),
+			field(pools, i, "pool_mode"));
+		for (c = 0; c < sizeof(counts) / sizeof(counts[0]); c++)
+			fprintf(out, " %-10s", field(pools, i, counts[c]));
+		fprintf(out, " %.3f s\n", pool_maxwait(pools, i));
+	}
+}
+
 /* SHOW FENCE: one row per cluster (cluster, fenced, cleanup_pending, detail). */
 static bool
 fence_row(PGresult *fence, const char *cluster, bool *fenced, bool *pending, const char **detail)
@@ -126,7 +157,8 @@ print_fence(FILE *out, PGresult *fence)
 }
 
 static void
-print_text(FILE *out, PGresult *repl, PGresult *dbs, PGresult *servers, PGresult *fence, PGresult *cutover, bool tty)
+print_text(FILE *out, PGresult *repl, PGresult *dbs, PGresult *servers, PGresult *pools, PGresult *fence,
+	   PGresult *cutover, bool tty)
 {
 	int i, source, target, clients;
 
@@ -165,13 +197,42 @@ print_text(FILE *out, PGresult *repl, PGresult *dbs, PGresult *servers, PGresult
 	}
 	count_connections(dbs, servers, &clients, &source, &target);
 	fprintf(out, "clients: %d   server connections: source %d, target %d\n", clients, source, target);
+	print_pools(out, pools);
 	print_fence(out, fence);
 	if (cutover && PQntuples(cutover) == 1 && strcmp(PQgetvalue(cutover, 0, 0), "{}") != 0)
 		fprintf(out, "last cutover: %s\n", PQgetvalue(cutover, 0, 0));
 }
 
+/*
+ * SHOW POOLS as JSON objects: the names as strings, the counts as numbers,
+ * maxwait in seconds (maxwait_us folded in).
+ */
 static void
-print_json(FILE *out, PGresult *repl, PGresult *dbs, PGresult *servers, PGresult *fence, PGresult *cutover)
+append_pools_json(StrBuf *sb, PGresult *pools)
+{
+	static const char *const names[] = {"database", "user", "pool_mode"};
+	static const char *const counts[] = {"cl_active", "cl_waiting", "sv_active", "sv_idle",
+					     "sv_used",   "sv_tested",  "sv_login"};
+	size_t c;
+	int i;
+
+	for (i = 0; i < PQntuples(pools); i++) {
+		strbuf_append(sb, i ? ", {" : "{");
+		for (c = 0; c < sizeof(names) / sizeof(names[0]); c++) {
+			strbuf_append(sb, c ? ", " : "");
+			strbuf_append_json(sb, names[c]);
+			strbuf_append(sb, ": ");
+			strbuf_append_json(sb, field(pools, i, names[c]));
+		}
+		for (c = 0; c < sizeof(counts) / sizeof(counts[0]); c++)
+			strbuf_appendf(sb, ", \"%s\": %ld", counts[c], strtol(field(pools, i, counts[c]), NULL, 10));
+		strbuf_appendf(sb, ", \"maxwait\": %.6f}", pool_maxwait(pools, i));
+	}
+}
+
+static void
+print_json(FILE *out, PGresult *repl, PGresult *dbs, PGresult *servers, PGresult *pools, PGresult *fence,
+	   PGresult *cutover)
 {
 	bool source_fenced, target_fenced, source_pending, target_pending;
 	const char *source_detail, *target_detail;
@@ -214,8 +275,10 @@ print_json(FILE *out, PGresult *repl, PGresult *dbs, PGresult *servers, PGresult
 		strbuf_append_json(&sb, source_pending ? source_detail : target_detail);
 	else
 		strbuf_append(&sb, "null");
-	strbuf_appendf(&sb, ", \"clients\": %d, \"servers\": {\"source\": %d, \"target\": %d}, \"last_cutover\": %s}",
-		       clients, source, target,
+	strbuf_appendf(&sb, ", \"clients\": %d, \"servers\": {\"source\": %d, \"target\": %d}, \"pools\": [", clients,
+		       source, target);
+	append_pools_json(&sb, pools);
+	strbuf_appendf(&sb, "], \"last_cutover\": %s}",
 		       cutover && PQntuples(cutover) == 1 && strcmp(PQgetvalue(cutover, 0, 0), "{}") != 0
 			       ? PQgetvalue(cutover, 0, 0)
 			       : "null");
@@ -229,18 +292,20 @@ show_once(PGconn *conn, bool json, bool tty)
 	PGresult *repl = console_query(conn, "SHOW REPLICATION");
 	PGresult *dbs = repl ? console_query(conn, "SHOW DATABASES") : NULL;
 	PGresult *servers = dbs ? console_query(conn, "SHOW SERVERS") : NULL;
-	PGresult *fence = servers ? console_query(conn, "SHOW FENCE") : NULL;
+	PGresult *pools = servers ? console_query(conn, "SHOW POOLS") : NULL;
+	PGresult *fence = pools ? console_query(conn, "SHOW FENCE") : NULL;
 	PGresult *cutover = fence ? console_query(conn, "SHOW CUTOVER JSON") : NULL;
 	bool ok = cutover != NULL;
 
 	if (ok && json)
-		print_json(stdout, repl, dbs, servers, fence, cutover);
+		print_json(stdout, repl, dbs, servers, pools, fence, cutover);
 	else if (ok)
-		print_text(stdout, repl, dbs, servers, fence, cutover, tty);
+		print_text(stdout, repl, dbs, servers, pools, fence, cutover, tty);
 	fflush(stdout);
 	PQclear(repl);
 	PQclear(dbs);
 	PQclear(servers);
+	PQclear(pools);
 	PQclear(fence);
 	PQclear(cutover);
 	return ok;

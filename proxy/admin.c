@@ -5,6 +5,7 @@
  */
 #include "proxy/objects.h"
 #include "proxy/pool.h"
+#include "proxy/poolstats.h"
 #include "cutover/loop/cutover.h"
 #include "common/log.h"
 #include "common/strbuf.h"
@@ -273,61 +274,26 @@ show_servers(Client *client, const char *arg)
 static void
 pool_row(Result *r, const Proxy *proxy, const Pool *pool)
 {
-	const List *item;
-	int cl_active = 0, cl_waiting = 0, sv_active = 0, sv_idle = 0, sv_used = 0, sv_tested = 0, sv_login = 0;
-	double maxwait = 0, now = ev_now(proxy->loop);
+	PoolStats st;
 	char v[9][24];
 	const char *values[12];
 	int i;
 
-	list_for_each(item, &proxy->active_clients)
-	{
-		const Client *c = container_of(item, const Client, head);
-
-		if (c->pool != pool)
-			continue;
-		if (c->pool_waiting) {
-			cl_waiting++;
-			if (now - c->wait_since > maxwait)
-				maxwait = now - c->wait_since;
-		} else {
-			cl_active++;
-		}
-	}
-	list_for_each(item, &proxy->idle_servers)
-	{
-		const Server *s = container_of(item, const Server, head);
-
-		if (s->pool != pool || s->cluster != proxy->serving)
-			continue;
-		if (s->state == SV_TESTING)
-			sv_tested++;
-		else if (now - s->idle_since >= proxy->config.proxy.server_check_delay / 1e6)
-			sv_used++;
-		else
-			sv_idle++;
-	}
-	list_for_each(item, &proxy->active_servers) sv_active += container_of(item, const Server, head)->pool == pool;
-	list_for_each(item, &proxy->login_servers)
-	{
-		const Server *s = container_of(item, const Server, head);
-
-		sv_login += s->pool == pool && s->cluster == proxy->serving && !s->is_standby;
-	}
-	snprintf(v[0], sizeof(v[0]), "%d", cl_active);
-	snprintf(v[1], sizeof(v[1]), "%d", cl_waiting);
-	snprintf(v[2], sizeof(v[2]), "%d", sv_active);
-	snprintf(v[3], sizeof(v[3]), "%d", sv_idle);
-	snprintf(v[4], sizeof(v[4]), "%d", sv_used);
-	snprintf(v[5], sizeof(v[5]), "%d", sv_tested);
-	snprintf(v[6], sizeof(v[6]), "%d", sv_login);
-	snprintf(v[7], sizeof(v[7]), "%d", (int) maxwait);
-	snprintf(v[8], sizeof(v[8]), "%d", (int) ((maxwait - (int) maxwait) * 1e6));
+	poolstats_count(proxy, pool, &st);
+	snprintf(v[0], sizeof(v[0]), "%d", st.cl_active);
+	snprintf(v[1], sizeof(v[1]), "%d", st.cl_waiting);
+	snprintf(v[2], sizeof(v[2]), "%d", st.sv_active);
+	snprintf(v[3], sizeof(v[3]), "%d", st.sv_idle);
+	snprintf(v[4], sizeof(v[4]), "%d", st.sv_used);
+	snprintf(v[5], sizeof(v[5]), "%d", st.sv_tested);
+	snprintf(v[6], sizeof(v[6]), "%d", st.sv_login);
+	snprintf(v[7], sizeof(v[7]), "%d", (int) st.maxwait);
+	snprintf(v[8], sizeof(v[8]), "%d", (int) ((st.maxwait - (int) st.maxwait) * 1e6));
 	values[0] = pool->dbname;
 	values[1] = pool->user;
 	for (i = 0; i < 9; i++)
 		values[i + 2] = v[i];
-	values[11] = pool_mode_of(proxy, pool->db) == POOL_TRANSACTION ? "transaction" : "session";
+	values[11] = poolstats_mode_name(st.mode);
 	result_row(r, values);
 }
 

@@ -5,6 +5,8 @@
  * within a few seconds is dropped.
  */
 #include "proxy/objects.h"
+#include "proxy/pool.h"
+#include "proxy/poolstats.h"
 #include "common/log.h"
 #include "common/strbuf.h"
 #include "cutover/loop/cutover.h"
@@ -121,6 +123,102 @@ count_connections(const Proxy *proxy, const Database *db, int *active, int *wait
 				(*servers_target)++;
 			else
 				(*servers_source)++;
+		}
+	}
+}
+
+/*
+ * A label value as the text format wants it: backslash, double quote and
+ * newline escaped.  A pool's user is what a client logged in as, so it may
+ * hold any of them.
+ */
+static void
+append_label(StrBuf *out, const char *name, const char *value)
+{
+	strbuf_appendf(out, "%s=\"", name);
+	for (; *value; value++) {
+		if (*value == '\\')
+			strbuf_append(out, "\\\\");
+		else if (*value == '"')
+			strbuf_append(out, "\\\"");
+		else if (*value == '\n')
+			strbuf_append(out, "\\n");
+		else
+			strbuf_append_char(out, *value);
+	}
+	strbuf_append_char(out, '"');
+}
+
+/* name{database="..",user=".."[,label="value"]} value, one sample of a pool. */
+static void
+pool_sample(StrBuf *out, const char *name, const Pool *pool, const char *label, const char *value, double sample)
+{
+	strbuf_appendf(out, "%s{", name);
+	append_label(out, "database", pool->dbname);
+	strbuf_append_char(out, ',');
+	append_label(out, "user", pool->user);
+	if (label) {
+		strbuf_append_char(out, ',');
+		append_label(out, label, value);
+	}
+	strbuf_appendf(out, "} %.6g\n", sample);
+}
+
+/*
+ * Per pool (database, user) what SHOW POOLS says, counted by the same
+ * function: clients, server connections by state (those idle or logging in
+ * counted on the cluster served), the longest wait and the pool mode (a
+ * state set: 1 for the pool's mode, 0 for the other).  A pool whose database
+ * a reload dropped is left out, as there.
+ */
+static void
+render_pools(const Proxy *proxy, StrBuf *out)
+{
+	static const char *const families[] = {
+		"# HELP pghandoff_pool_clients Client connections of a pool (database, user): active (with a "
+		"server connection or between transactions) or waiting for one.\n"
+		"# TYPE pghandoff_pool_clients gauge\n",
+		"# HELP pghandoff_pool_server_connections Server connections of a pool, by state as SHOW POOLS "
+		"counts them (sv_active, sv_idle, sv_used, sv_tested, sv_login).\n"
+		"# TYPE pghandoff_pool_server_connections gauge\n",
+		"# HELP pghandoff_pool_maxwait_seconds How long the pool's longest waiting client has waited.\n"
+		"# TYPE pghandoff_pool_maxwait_seconds gauge\n",
+		"# HELP pghandoff_pool_mode The pool's pool_mode: 1 for its mode, 0 for the other.\n"
+		"# TYPE pghandoff_pool_mode gauge\n",
+	};
+	size_t f;
+
+	for (f = 0; f < sizeof(families) / sizeof(families[0]); f++) {
+		const List *item;
+
+		strbuf_append(out, families[f]);
+		list_for_each(item, &proxy->pools)
+		{
+			const Pool *pool = container_of(item, const Pool, head);
+			PoolStats st;
+
+			if (!pool->db)
+				continue;
+			poolstats_count(proxy, pool, &st);
+			if (f == 0) {
+				pool_sample(out, "pghandoff_pool_clients", pool, "state", "active", st.cl_active);
+				pool_sample(out, "pghandoff_pool_clients", pool, "state", "waiting", st.cl_waiting);
+			} else if (f == 1) {
+				const char *states[] = {"active", "idle", "used", "tested", "login"};
+				const int counts[] = {st.sv_active, st.sv_idle, st.sv_used, st.sv_tested, st.sv_login};
+				size_t i;
+
+				for (i = 0; i < sizeof(states) / sizeof(states[0]); i++)
+					pool_sample(out, "pghandoff_pool_server_connections", pool, "state", states[i],
+						    counts[i]);
+			} else if (f == 2) {
+				pool_sample(out, "pghandoff_pool_maxwait_seconds", pool, NULL, NULL, st.maxwait);
+			} else {
+				pool_sample(out, "pghandoff_pool_mode", pool, "mode", "session",
+					    st.mode == POOL_SESSION);
+				pool_sample(out, "pghandoff_pool_mode", pool, "mode", "transaction",
+					    st.mode == POOL_TRANSACTION);
+			}
 		}
 	}
 }
@@ -246,6 +344,7 @@ render(const Proxy *proxy, StrBuf *out)
 		strbuf_appendf(out, "pghandoff_server_connections{database=\"%s\",cluster=\"target\"} %d\n", db->name,
 			       tgt);
 	}
+	render_pools(proxy, out);
 	stats_counter(out, proxy, "pghandoff_queries_total", "Queries relayed (one per ReadyForQuery).",
 		      offsetof(DbStats, query_count));
 	stats_counter(out, proxy, "pghandoff_transactions_total", "Transactions relayed.",
