@@ -49,12 +49,7 @@ poolstats_count(const Proxy *proxy, const Pool *pool, PoolStats *stats)
 
 		stats->sv_login += s->pool == pool && s->cluster == proxy->serving && !s->is_standby;
 	}
-	/*
-	 * pool_mode_of's rule, read here rather than called: pool.c calls
-	 * server.c, which calls metrics.c, which calls this file.
-	 */
-	stats->mode = (PoolMode) (pool->db && pool->db->pool_mode >= 0 ? pool->db->pool_mode
-								       : (int) proxy->config.proxy.pool_mode);
+	stats->mode = database_pool_mode(proxy, pool->db);
 }
 
 const char *
