@@ -518,9 +518,9 @@ pool_close_idle(Proxy *proxy, const Cluster *cluster, const char *why)
 	return n;
 }
 
-/* Opens a connection of pool to cluster without a client, with the pool's last login. */
+/* Opens a connection of pool to cluster without a client, logging in with params. */
 static bool
-open_idle(Pool *pool, const Cluster *cluster, const char *login_read_only)
+open_idle(Pool *pool, const Cluster *cluster, const char *params, uint32_t params_len, const char *login_read_only)
 {
 	Proxy *proxy = pool->proxy;
 	Server *server = server_new(proxy, NULL, cluster, pool->db);
@@ -531,13 +531,14 @@ open_idle(Pool *pool, const Cluster *cluster, const char *login_read_only)
 	snprintf(server->user, sizeof(server->user), "%s", pool->user);
 	snprintf(server->subject, sizeof(server->subject), "S-%u %s@%s %s", server->id, pool->user,
 		 cluster == &proxy->target ? pool->db->target_name : pool->db->name, cluster->role);
-	server->params = malloc(pool->params_len + 1);
+	server->params = malloc(params_len + 1);
 	if (!server->params) {
 		server_disconnect(server, NULL, "out of memory");
 		return false;
 	}
-	memcpy(server->params, pool->params, pool->params_len);
-	server->params_len = pool->params_len;
+	if (params_len)
+		memcpy(server->params, params, params_len);
+	server->params_len = params_len;
 	server->login_read_only = login_read_only;
 	pool->nservers[cluster_index(proxy, cluster)]++; /* server_new counts only a client's */
 	return server_start(server);
@@ -547,26 +548,20 @@ int
 pool_warm(Proxy *proxy, const Cluster *cluster,
 	  const char *(*login_read_only)(void *arg, Database *db, const char *user), void *arg)
 {
-	List *item, *sitem;
+	List *item;
 	int opened = 0;
 
-	list_for_each(item, &proxy->pools)
+	/* Each idle connection gets its twin there: the same login, startup parameters included. */
+	list_for_each(item, &proxy->idle_servers)
 	{
-		Pool *pool = container_of(item, Pool, head);
-		int idle = 0, i;
+		const Server *server = container_of(item, const Server, head);
+		Pool *pool = server->pool;
 
-		if (!pool->db || !pool->have_params)
+		if (!pool || !pool->db || server->cluster != proxy->serving || server->state != SV_IDLE)
 			continue;
-		list_for_each(sitem, &proxy->idle_servers)
-		{
-			const Server *server = container_of(sitem, const Server, head);
-
-			idle += server->pool == pool && server->cluster == proxy->serving;
-		}
-		for (i = 0; i < idle; i++)
-			if (open_idle(pool, cluster,
-				      login_read_only ? login_read_only(arg, pool->db, pool->user) : NULL))
-				opened++;
+		if (open_idle(pool, cluster, server->params, server->params_len,
+			      login_read_only ? login_read_only(arg, pool->db, pool->user) : NULL))
+			opened++;
 	}
 	return opened;
 }
@@ -651,7 +646,7 @@ janitor_min_pool(Proxy *proxy)
 		if (!pool->db || !pool->have_params)
 			continue;
 		while (pool->nservers[cluster_index(proxy, proxy->serving)] < min && may_open(pool, 0))
-			if (!open_idle(pool, proxy->serving, NULL))
+			if (!open_idle(pool, proxy->serving, pool->params, pool->params_len, NULL))
 				break;
 	}
 }

@@ -69,7 +69,7 @@ def test_open_files_limit_raised_for_max_client_conn(pg15, proxy_factory, monkey
     max_client_conn needs, and as many clients as it allows are all served, each with its server."""
     max_client_conn = 40
     monkeypatch.setattr(proxyfixtures, "_proxy_preexec", nofile_limits(64, 1024))
-    p = proxy_factory(pg15, proxy={"max_client_conn": max_client_conn})
+    p = proxy_factory(pg15, proxy={"max_client_conn": max_client_conn, "default_pool_size": max_client_conn})
     soft, hard = proc_nofile(p.proc.pid)
     assert hard == 1024
     # Each client holds its own socket and its server's; a cutover adds one more.

@@ -64,9 +64,12 @@ def test_cutover_under_pgbench(migration):
 
 
 def insert_and_wait_for_stats(m, table, rows):
-    """Rows inserted through the proxy, and the source's statistics the warm-up is chosen by showing them."""
-    with m.proxy.connect(m.dbname) as conn:
-        conn.execute(f'INSERT INTO "{table}" SELECT generate_series(1, {rows})')
+    """Rows inserted on the source, and the source's statistics the warm-up is chosen by showing them.
+
+    Inserted by a session of its own, not through the proxy: a backend 13 reports its statistics when it
+    goes idle at most every 500 ms, or when it exits, and the proxy's pool keeps its backends.
+    """
+    psql_value(m.source_dsn(), f'INSERT INTO "{table}" SELECT generate_series(1, {rows})')
     # They reach the source's views a moment after the writes.
     wait_for(lambda: psql_value(m.source_dsn(), "SELECT n_tup_ins FROM pg_stat_user_tables "
                                                 f"WHERE relname = '{table}'") == str(rows),

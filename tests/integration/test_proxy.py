@@ -570,8 +570,9 @@ def test_malformed_after_login(pg15, proxy, name):
         messages = read_until_closed(s)
         assert all(m[0] in (b"E", b"N") for m in messages), messages
     check_still_serving(proxy)
-    # Its server connection is gone too.
-    wait_for(lambda: len(proxy.admin_dicts("SHOW SERVERS")) == 0, 20, "the server connection to close")
+    # Its server connection is closed or back in the pool, reset: none is left serving anyone.
+    wait_for(lambda: all(r["state"] == "idle" and r["client"] is None for r in proxy.admin_dicts("SHOW SERVERS")),
+             20, "the server connection to close or go idle")
 
 
 def test_unknown_database(proxy):
@@ -802,7 +803,8 @@ def test_thousand_clients(pg15, proxy_factory, prerequisites):
     if limit < 2 * MANY_CLIENTS + 100:
         prerequisites.missing(f"open files limit {limit} is too low for {MANY_CLIENTS} connections "
                               "(ulimit -n)")
-    p = proxy_factory(pg15, proxy={"max_client_conn": MANY_CLIENTS + 50})
+    # Each of them holds a server connection of its own (session mode): the pool must be that large.
+    p = proxy_factory(pg15, proxy={"max_client_conn": MANY_CLIENTS + 50, "default_pool_size": MANY_CLIENTS + 50})
     dsn = p.dsn()
 
     async def one(i):
