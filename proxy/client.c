@@ -895,6 +895,10 @@ relay_client_packet(Client *client, const PktHeader *pkt)
 		}
 	}
 
+	if (client->txn_status == TXN_IDLE && !client->txn_touched &&
+	    database_pool_mode(proxy, client->db) == POOL_TRANSACTION && may_touch_session(client, pkt))
+		client->txn_touched = true;
+
 	switch (pkt->type) {
 	case PQMSG_QUERY:
 		learn_settings(client, pkt);

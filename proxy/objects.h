@@ -146,6 +146,13 @@ struct Client {
 	ev_tstamp wait_since;
 	bool login_answered; /* told its login is complete before its server connection was there */
 	bool acquiring;      /* transaction mode: getting a server connection from inside its own callback */
+	/*
+	 * Transaction mode: outside a transaction block it ran something that
+	 * may set session state (SET, LISTEN, a lock...): its server connection
+	 * is reset before another client gets it, and it is warned once.
+	 */
+	bool txn_touched;
+	bool txn_warned;
 	char user[64];
 	char dbname[64];
 	char subject[SUBJECT_LEN]; /* "C-12 app@db 127.0.0.1:50312", for logs */

@@ -183,6 +183,7 @@ hand_over(Server *server, Client *client)
 }
 
 static void assign(Pool *pool, Client *client);
+static void release(Server *server, const char *why, bool reset_it);
 
 static void
 check_done(Server *server, Script *script)
@@ -341,7 +342,24 @@ pool_txn_release(Proxy *proxy)
 			continue;
 		}
 		server->txn_done = false;
-		pool_release(server, "transaction done");
+		if (client->txn_touched && !client->txn_warned) {
+			PktBuf pb;
+
+			client->txn_warned = true;
+			log_warning(client->subject,
+				    "set session state outside a transaction in pool_mode = transaction");
+			pktbuf_init(&pb);
+			pktbuf_write_notice(
+				&pb, "WARNING", "01000",
+				"pool_mode = transaction: session state set outside a transaction does not stay "
+				"with this connection",
+				"SET, LISTEN, PREPARE, advisory locks, WITH HOLD cursors and temporary tables last "
+				"only to the end of the transaction; the server connection is reset after it.",
+				"Use SET LOCAL inside a transaction, or pool_mode = session for this database.");
+			(void) client_send(client, &pb);
+		}
+		release(server, "transaction done", client->txn_touched);
+		client->txn_touched = false;
 		kick(client->pool);
 	}
 }
@@ -434,8 +452,9 @@ reset_done(Server *server, Script *script)
 	pool_server_idle(server);
 }
 
-void
-pool_release(Server *server, const char *why)
+/* reset: run server_reset_query whatever the pool mode (transaction mode: the client set session state). */
+static void
+release(Server *server, const char *why, bool reset_it)
 {
 	Proxy *proxy = server->proxy;
 	Client *client = server->client;
@@ -460,7 +479,8 @@ pool_release(Server *server, const char *why)
 		return;
 	}
 	if (!reset[0] ||
-	    (pool_mode_of(proxy, server->db) == POOL_TRANSACTION && !proxy->config.proxy.server_reset_query_always)) {
+	    (pool_mode_of(proxy, server->db) == POOL_TRANSACTION && !proxy->config.proxy.server_reset_query_always &&
+	     !reset_it)) {
 		pool_server_idle(server);
 		return;
 	}
@@ -469,6 +489,12 @@ pool_release(Server *server, const char *why)
 	pktbuf_write_query(&pb, reset);
 	if (!script_run(server, &pb, 1, reset_done))
 		server_disconnect(server, NULL, "could not run server_reset_query");
+}
+
+void
+pool_release(Server *server, const char *why)
+{
+	release(server, why, false);
 }
 
 int

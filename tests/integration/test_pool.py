@@ -271,3 +271,29 @@ def test_transaction_mode_pgbench_prepared(pg15, proxy_factory):
     out = run_pgbench(p, ["-n", "-S", "-M", "prepared", "-c", "16", "-j", "2", "-t", "50"], timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert pgbench_counts(out.stdout) == (800, 0)
+
+
+def test_transaction_mode_session_state_is_reported_and_reset(pg15, db, proxy_factory):
+    p = proxy_factory(pg15, databases=(db,), proxy={"pool_mode": "transaction", "default_pool_size": 1})
+    a = p.connect(db)
+    b = p.connect(db)
+    notices = []
+    a.add_notice_handler(lambda d: notices.append((d.severity, d.message_primary)))
+    try:
+        a.execute("SET work_mem = '7MB'")
+        a.execute("SELECT pg_advisory_lock(42)")
+        # The first such statement is reported, once; its effects do not reach the next client.
+        assert b.execute("SHOW work_mem").fetchone()[0] == "4MB"
+        assert b.execute("SELECT pg_try_advisory_lock(42)").fetchone()[0] is True
+        b.execute("SELECT pg_advisory_unlock_all()")
+        a.execute("SELECT 1")
+        assert notices == [("WARNING", "pool_mode = transaction: session state set outside a transaction "
+                                       "does not stay with this connection")], notices
+        # SET LOCAL in a transaction is what transaction mode is for: no warning, nothing to reset.
+        with a.transaction():
+            a.execute("SET LOCAL work_mem = '8MB'")
+            assert a.execute("SHOW work_mem").fetchone()[0] == "8MB"
+        assert len(notices) == 1
+    finally:
+        a.close()
+        b.close()

@@ -79,3 +79,20 @@ def test_cutover_and_rollback_with_pools(migration):
     wait_for(lambda: servers(m, "target") == [], 30, "the target's pooled connections to close")
     with m.proxy.connect(m.dbname) as conn:
         assert conn.execute("SELECT inet_server_port()").fetchone()[0] == m.pair.source.port
+
+
+def test_cutover_in_transaction_mode(migration):
+    """TPC-B with 16 clients over a pool of 4 in transaction mode: the pause drains running transactions only."""
+    m = migration(prepare=pgbench_init, proxy={"pool_mode": "transaction", "default_pool_size": 4})
+    load = bench(m, "-c", "16")
+    wait_for(lambda: int(psql_value(m.source_dsn(), "SELECT count(*) FROM pgbench_history")) > 200,
+             timeout=60, what="pgbench writing")
+    result = m.proxy.run_cutover()
+    done, failed = finish(load)
+    assert result.returncode == 0, result.stdout + result.stderr + m.proxy.log_tail()
+    assert failed == 0
+    assert int(psql_value(m.target_dsn(), "SELECT count(*) FROM pgbench_history")) == done
+    # No session was carried: every client was between transactions, without a server connection.
+    assert m.proxy.report()["clients_moved"] == 0
+    wait_for(lambda: servers(m, "source") == [], 30, "the source's pooled connections to close")
+    assert 0 < len(servers(m, "target")) <= 4 + 4, m.proxy.admin_dicts("SHOW SERVERS")
