@@ -196,6 +196,18 @@ put_run(LoRun *r, const char *oid, int64_t offset, const StrBuf *hex)
 	return repl_exec_params(r->to, "SELECT pg_catalog.lo_put($1::oid, $2::bigint, decode($3, 'hex'))", 3, params);
 }
 
+/* The object's signature on the target, in the transaction that made it equal. */
+static bool
+record_in_step(LoRun *r, const char *oid, const char *sig)
+{
+	const char *state[2] = {oid, sig};
+
+	return repl_exec_params(r->to,
+				"INSERT INTO pghandoff_lo.synced VALUES ($1::oid, $2) "
+				"ON CONFLICT (loid) DO UPDATE SET sig = excluded.sig",
+				2, state);
+}
+
 /*
  * Copies one object: its pages are read in runs of contiguous full pages
  * (a short page, or a hole, starts a new run at its own offset: holes read
@@ -281,15 +293,8 @@ copy_object(LoRun *r, const LoWork *w)
 	strbuf_free(&stmt);
 	if (!ok)
 		return false;
-	{
-		const char *state[2] = {oid, w->sig};
-
-		if (!repl_exec_params(r->to,
-				      "INSERT INTO pghandoff_lo.synced VALUES ($1::oid, $2) "
-				      "ON CONFLICT (loid) DO UPDATE SET sig = excluded.sig",
-				      2, state))
-			return false;
-	}
+	if (!record_in_step(r, oid, w->sig))
+		return false;
 	r->round->copied++;
 	r->pending_in_step++;
 	r->xact_objects++;
@@ -409,15 +414,8 @@ verify_object(LoRun *r, const LoWork *w)
 		return copy_object(r, w);
 	if (!to_begin(r))
 		return false;
-	{
-		const char *state[2] = {oid, w->sig};
-
-		if (!repl_exec_params(r->to,
-				      "INSERT INTO pghandoff_lo.synced VALUES ($1::oid, $2) "
-				      "ON CONFLICT (loid) DO UPDATE SET sig = excluded.sig",
-				      2, state))
-			return false;
-	}
+	if (!record_in_step(r, oid, w->sig))
+		return false;
 	r->round->verified++;
 	r->pending_in_step++;
 	r->xact_objects++;
