@@ -38,6 +38,13 @@
 #include <string.h>
 #include <time.h>
 
+/*
+ * The writing session's settings: its own application_name, so it is told
+ * apart from the apply session in pg_stat_activity (and by whoever counts
+ * that one).
+ */
+#define LARGEOBJ_SESSION "SET synchronous_commit = off; SET application_name = 'pghandoff large objects'"
+
 /* "pghoLO": one lock per database, taken by every round that writes. */
 #define LO_LOCK_KEY "110442207694927"
 /* Pages read from the reading side per query: 1 MB with the default block size. */
@@ -589,8 +596,8 @@ largeobj_copy_initial(const Config *config, const DatabaseMapping *db, const cha
 	memset(&round, 0, sizeof(round));
 	round.snapshot = snapshot;
 	ok = repl_connect(&from, &config->source, db->name, false, sub) &&
-		repl_connect(&to, &config->target, db->target_name, false, sub) &&
-		repl_exec(&to, "SET synchronous_commit = off") && largeobj_sync(&from, &to, &round);
+		repl_connect(&to, &config->target, db->target_name, false, sub) && repl_exec(&to, LARGEOBJ_SESSION) &&
+		largeobj_sync(&from, &to, &round);
 	if (ok && round.more) {
 		/* Stopped by request (the next run copies again), or the lock was taken. */
 		if (!replicate_stop_requested)
@@ -662,8 +669,7 @@ follower_connected(LargeObjFollower *f)
 	/* In reverse the side written is the fenced source: this session is exempt, as the follower's. */
 	return repl_connect(&f->from, f->dir.from, f->dir.from_db, false, f->subject) &&
 		repl_connect(&f->to, f->dir.to, f->dir.to_db, false, f->subject) &&
-		repl_exec(&f->to, "SET default_transaction_read_only = off") &&
-		repl_exec(&f->to, "SET synchronous_commit = off");
+		repl_exec(&f->to, "SET default_transaction_read_only = off") && repl_exec(&f->to, LARGEOBJ_SESSION);
 }
 
 /* One round; *again: work is left, the next round starts at once. */
