@@ -48,4 +48,10 @@ INSERT INTO order_lines (order_id, product_id, quantity)
     SELECT id, 1 + id % 100, 1 + id % 3 FROM orders;
 INSERT INTO audit_log (happened_at, what, detail)
     SELECT now(), 'seed', jsonb_build_object('order', id) FROM orders WHERE id % 10 = 0;
+
+-- Scanned receipts as large objects, which logical replication does not carry.
+CREATE TABLE receipts (order_id bigint PRIMARY KEY REFERENCES orders, scan oid NOT NULL);
+INSERT INTO receipts (order_id, scan)
+    SELECT id, lo_from_bytea(0, convert_to(repeat('receipt of order ' || id || E'\n', 500), 'UTF8'))
+    FROM orders WHERE id <= 20;
 ANALYZE;
