@@ -5,6 +5,10 @@ same user, database and startup parameters gets the same backend, reset to
 what a fresh login sees.
 """
 
+import asyncio
+import json
+import os
+import subprocess
 import threading
 
 import psycopg
@@ -297,3 +301,59 @@ def test_transaction_mode_session_state_is_reported_and_reset(pg15, db, proxy_fa
     finally:
         a.close()
         b.close()
+
+
+def test_transaction_mode_asyncpg_statement_cache(pg15, db, proxy_factory):
+    """asyncpg prepares every query under names of its own (__asyncpg_stmt_N__), the same on each connection."""
+    asyncpg = pytest.importorskip("asyncpg")
+    p = proxy_factory(pg15, databases=(db,), proxy={"pool_mode": "transaction", "default_pool_size": 1})
+
+    async def run():
+        a = await asyncpg.connect(host="127.0.0.1", port=p.port, user="postgres", database=db)
+        b = await asyncpg.connect(host="127.0.0.1", port=p.port, user="postgres", database=db)
+        try:
+            for i in range(5):
+                assert await a.fetchval("SELECT $1::int + 1", i) == i + 1
+                assert await b.fetchval("SELECT $1::text || 'b'", str(i)) == f"{i}b"
+                assert await a.fetchval("SELECT $1::int * 10", i) == i * 10
+                async with a.transaction():
+                    assert await a.fetchval("SELECT $1::int - 1", i) == i - 1
+                    assert await a.fetchval("SELECT $1::int + 1", i) == i + 1
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(run())
+    assert len(backends(pg15, db)) <= 1
+
+
+NODE_TXN_SCRIPT = r"""
+const { Client } = require('pg');
+async function main() {
+  const cfg = { host: '127.0.0.1', port: +process.env.PROXY_PORT, user: 'postgres', database: process.env.DBNAME };
+  const a = new Client(cfg), b = new Client(cfg);
+  await a.connect(); await b.connect();
+  const out = [];
+  for (let i = 0; i < 5; i++) {
+    out.push((await a.query({ name: 'q', text: 'SELECT $1::int + 1 AS v', values: [i] })).rows[0].v);
+    out.push((await b.query({ name: 'q', text: "SELECT $1::text || 'b' AS v", values: [String(i)] })).rows[0].v);
+  }
+  await a.end(); await b.end();
+  console.log(JSON.stringify(out));
+}
+main().catch((e) => { console.error(e); process.exit(1); });
+"""
+
+
+def test_transaction_mode_node_postgres_named_queries(pg15, db, proxy_factory, prerequisites, tmp_path):
+    """node-postgres named queries: both clients call theirs "q", with other texts, over one connection."""
+    from proxyfixtures import node_pg_dir
+
+    cache = node_pg_dir(prerequisites)
+    p = proxy_factory(pg15, databases=(db,), proxy={"pool_mode": "transaction", "default_pool_size": 1})
+    script = tmp_path / "txn.js"
+    script.write_text(NODE_TXN_SCRIPT)
+    env = dict(os.environ, PROXY_PORT=str(p.port), DBNAME=db, NODE_PATH=str(cache / "node_modules"))
+    out = subprocess.run(["node", str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == [x for i in range(5) for x in (i + 1, f"{i}b")]
