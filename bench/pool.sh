@@ -408,13 +408,14 @@ say "== server connections to $DB after the runs (SHOW POOLS, sv_active + sv_idl
 for name in pgbouncer pghandoff; do
 	port=${port_of[$name]}
 	admin_db=$name
-	held=$(psql -X -A -p "$port" -d "$admin_db" -c "SHOW POOLS" 2>/dev/null | awk -F '|' -v db="$DB" '
+	held=$(psql -X -A -p "$port" -d "$admin_db" -c "SHOW POOLS" 2>/dev/null | awk -F '|' -v db="$DB" -v pool="$POOL_SIZE" '
 		NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
 		$col["database"] == db {
 			n += $col["sv_active"] + $col["sv_idle"] + $col["sv_used"] + $col["sv_tested"] + $col["sv_login"]
+			mode = $col["pool_mode"]
 		}
-		END { print n + 0 }') || held=-
-	say "$(printf '%-10s %s (pool size %s)' "$name" "$held" "$POOL_SIZE")"
+		END { printf "%d (pool size %s, pool_mode %s)\n", n, pool, mode == "" ? "?" : mode }') || held=-
+	say "$(printf '%-10s %s' "$name" "$held")"
 done
 say "cluster:   $(psql -X -At -p "$pg_port" -d postgres -c \
 	"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND datname = '$DB'") backends on $DB"
