@@ -166,8 +166,8 @@ wait_for_port() {
 
 # Each proxy holds at most POOL_SIZE server connections (no reserve pool), the
 # direct prepared runs PREPARED_CLIENTS; the rest is room for this script's
-# psql and anything a proxy opens besides its pool.  A proxy that opened more
-# than its pool would be refused by the cluster and show as a failed run.
+# psql and anything a proxy opens besides its pool.  What each proxy holds is
+# printed after the runs.
 max_connections=$((2 * POOL_SIZE + PREPARED_CLIENTS + 20))
 say "== cluster: PostgreSQL $PG_MAJOR on 127.0.0.1:$pg_port, pgbench -i -s $SCALE, max_connections $max_connections"
 as_pg "$PGBIN/initdb" -D "$work/data" -U postgres -A trust -E UTF8 --no-sync >"$work/initdb.log" 2>&1 ||
