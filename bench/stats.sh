@@ -1,6 +1,6 @@
 # Statistics shared by the benchmarks: medians, spreads and ratios of the
 # numbers each run prints, "-" wherever a value is missing.
-# Sourced by bench/proxy.sh and bench/replicate.sh.
+# Sourced by bench/proxy.sh, bench/pool.sh and bench/replicate.sh.
 
 median() {
 	printf '%s\n' "$@" | sort -g | awk '
