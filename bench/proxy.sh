@@ -489,7 +489,11 @@ say "== memory: $IDLE_CLIENTS idle clients through each proxy, each after one SE
 measure_idle pgbouncer "$bouncer_pid" "$bouncer_port" || true
 stop_pid "$bouncer_pid" TERM
 bouncer_pid=
+# pghandoff's pools keep theirs too (server_idle_timeout): it starts again
+# empty, so both are measured from no server connection at all.
+stop_pid "$handoff_pid" INT
 wait_for_backends 0
+start_handoff
 if check_handoff; then
 	measure_idle pghandoff "$handoff_pid" "$handoff_port" || true
 	check_handoff || true
