@@ -42,92 +42,10 @@ for var in ROUNDS SECONDS_PER_RUN CLIENTS POOL_SIZE PREPARED_CLIENTS JOBS SCALE 
 	fi
 done
 
-say() { printf '%s\n' "$*"; }
-die() { printf 'pool.sh: %s\n' "$*" >&2; exit 1; }
-
-# ---- 1. prerequisites and the release build --------------------------------
-
-packages=(
-	build-essential meson ninja-build pkg-config
-	libpq-dev libssl-dev libev-dev libinih-dev
-	python3
-	pgbouncer "postgresql-$PG_MAJOR" "postgresql-client-$PG_MAJOR"
-)
-missing=()
-for p in "${packages[@]}"; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-	if [[ $(id -u) -ne 0 ]]; then
-		die "missing Debian packages: ${missing[*]} (run as root to install them)"
-	fi
-	say "== installing ${missing[*]}"
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-
-say "== release build in build-bench/"
-if [[ ! -f build-bench/build.ninja ]]; then
-	meson setup build-bench --buildtype=release -Db_sanitize=none >/dev/null
-else
-	# A build-bench/ made some other way is put back to a plain release build.
-	meson configure build-bench -Dbuildtype=release -Db_sanitize=none >/dev/null
-fi
-if ! meson compile -C build-bench pghandoff >"${TMPDIR:-/tmp}/pghandoff-pool-build.log" 2>&1; then
-	tail -n 30 "${TMPDIR:-/tmp}/pghandoff-pool-build.log"
-	die "meson compile -C build-bench failed (output above)"
-fi
-rm -f "${TMPDIR:-/tmp}/pghandoff-pool-build.log"
-
-# ---- the work directory and its cleanup ------------------------------------
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/pghandoff-pool.XXXXXX")
-pg_started=0
-bouncer_pid=
-handoff_pid=
-
-# Stops one of our background processes by its pid: SIG first, SIGKILL after 10 s.
-stop_pid() {
-	local pid=$1 sig=$2 i
-	[[ -n $pid ]] || return 0
-	kill -"$sig" "$pid" 2>/dev/null || return 0
-	for ((i = 0; i < 100; i++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-	set +e
-	stop_pid "$handoff_pid" INT      # pghandoff: SIGINT closes everything at once
-	stop_pid "$bouncer_pid" TERM     # PgBouncer: SIGTERM is its immediate shutdown
-	if ((pg_started)); then
-		as_pg "$PGBIN/pg_ctl" -D "$work/data" -m immediate -w stop >/dev/null 2>&1
-	fi
-	if [[ -n ${KEEP_WORKDIR:-} ]]; then
-		say "work directory kept: $work"
-	else
-		rm -rf "$work"
-	fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# initdb, postgres and PgBouncer refuse to run as root: as root they run as
-# the 'postgres' OS user; everything else runs as we are.
-if [[ $(id -u) -eq 0 ]]; then
-	id postgres >/dev/null 2>&1 || die "running as root and there is no 'postgres' OS user"
-	chown postgres: "$work"
-	as_pg() { runuser -u postgres -- "$@"; }
-	bouncer_user=(-u postgres)
-else
-	as_pg() { "$@"; }
-	bouncer_user=()
-fi
-chmod 755 "$work"
+bench_name=pool
+bench_packages=()
+# shellcheck source=bench/setup-proxies.sh
+. bench/setup-proxies.sh
 
 # Each proxy holds a socket per client and per server connection, pgbench one
 # per client; the proxies inherit this limit.
