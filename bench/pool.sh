@@ -162,47 +162,7 @@ level = warning
 EOF
 chown -R --reference="$work" "$work"/pgbouncer.* "$work"/pghandoff.ini
 
-# Each proxy runs in a session of its own, as in bench/proxy.sh (bench/README.md
-# says why).  setsid runs in place here, so $! stays the proxy's pid.
-start_bouncer() {
-	setsid pgbouncer "${bouncer_user[@]}" "$work/pgbouncer.ini" >>"$work/pgbouncer.out" 2>&1 &
-	bouncer_pid=$!
-	wait_for_port "$bouncer_port" "$bouncer_pid" ||
-		{ tail -n 20 "$work/pgbouncer.log" "$work/pgbouncer.out"; die "PgBouncer did not start"; }
-	# Its CPU time is read by this pid: it must be PgBouncer itself, not a wrapper.
-	[[ $(cat "/proc/$bouncer_pid/comm" 2>/dev/null) == pgbouncer ]] ||
-		die "pid $bouncer_pid is not PgBouncer"
-}
-
-start_handoff() {
-	setsid "$work/pghandoff" proxy -c "$work/pghandoff.ini" >>"$work/pghandoff.log" 2>&1 &
-	handoff_pid=$!
-	wait_for_port "$handoff_port" "$handoff_pid" ||
-		{ tail -n 20 "$work/pghandoff.log"; die "pghandoff did not start"; }
-}
-
-# Says so, with its last log lines, when pghandoff has died, and starts it
-# again so that the rest of the benchmark still runs.  Returns 1 if it had died.
-check_handoff() {
-	local status
-	if kill -0 "$handoff_pid" 2>/dev/null; then
-		return 0
-	fi
-	status=0
-	wait "$handoff_pid" 2>/dev/null || status=$?
-	if ((status > 128)); then
-		say "!! pghandoff died: signal $((status - 128)) ($(kill -l "$((status - 128))" 2>/dev/null || echo '?'))"
-	else
-		say "!! pghandoff exited with status $status"
-	fi
-	say "!! last lines of its log:"
-	tail -n 40 "$work/pghandoff.log" | sed 's/^/!!   /'
-	handoff_crashes=$((handoff_crashes + 1))
-	say "!! restarting pghandoff"
-	start_handoff
-	return 1
-}
-handoff_crashes=0
+# start_bouncer, start_handoff and check_handoff: bench/setup-proxies.sh.
 
 start_bouncer
 start_handoff
