@@ -5,7 +5,8 @@
 # ("proxy", "pool") and bench_packages first; it defines say, die, stop_pid,
 # as_pg and bouncer_user, and work, pg_started, bouncer_pid and handoff_pid,
 # which cleanup reads when the script exits; and start_bouncer, start_handoff
-# and check_handoff, which start the proxies from $work's files.
+# and check_handoff, which start the proxies from $work's files; and
+# run_pgbench, one measured pgbench run, with the tables it fills.
 # shellcheck shell=bash
 say() { printf '%s\n' "$*"; }
 die() { printf '%s.sh: %s\n' "$bench_name" "$*" >&2; exit 1; }
@@ -136,3 +137,44 @@ check_handoff() {
 	return 1
 }
 handoff_crashes=0
+
+declare -A tps_runs=()   # "workload target" -> TPS of each successful run
+declare -A failed_runs=()
+
+declare -A cpu_runs=() proxy_cpu_runs=()   # "workload target" -> CPU us per transaction of each run
+declare -A pid_of=()
+tick_us=$((1000000 / $(getconf CLK_TCK)))
+# The CPU time the machine has spent busy (user, nice, system, irq, softirq),
+# in clock ticks, and that of one process (user and system).
+machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
+process_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+# One pgbench run; prints the TPS without the initial connection time, the
+# machine's CPU time per transaction and the proxy's (us, connections
+# included), or returns 1 with pgbench's output shown.  wl_args (and
+# wl_clients, else CLIENTS) say how; port_of and pid_of where to and whom.
+run_pgbench() {
+	local wl=$1 target=$2 out="$work/pgbench.out" tps n m0 m1 p0=0 p1=0 pid
+	pid=${pid_of[$target]:-}
+	m0=$(machine_ticks)
+	[[ -z $pid ]] || p0=$(process_ticks "$pid")
+	# shellcheck disable=SC2086  # wl_args holds several words on purpose
+	if pgbench -n -p "${port_of[$target]}" -c "${wl_clients[$wl]:-$CLIENTS}" -j "$JOBS" -T "$SECONDS_PER_RUN" \
+		${wl_args[$wl]} "$DB" >"$out" 2>&1; then
+		m1=$(machine_ticks)
+		[[ -z $pid ]] || p1=$(process_ticks "$pid")
+		# -C: the time of every login counts (pgbench says "including reconnection times").
+		tps=$(sed -n 's/^tps = \([0-9.]*\) (\(without initial connection time\|including reconnection times\))$/\1/p' "$out")
+		n=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out")
+		if [[ -n $tps && ${n:-0} -gt 0 ]]; then
+			printf '%s %s %s\n' "$tps" $(((m1 - m0) * tick_us / n)).$(((m1 - m0) * tick_us * 10 / n % 10)) \
+				$(((p1 - p0) * tick_us / n)).$(((p1 - p0) * tick_us * 10 / n % 10))
+			return 0
+		fi
+	fi
+	{
+		say "!! pgbench against $target failed; its last lines:"
+		tail -n 15 "$out" | sed 's/^/!!   /'
+	} >&2
+	return 1
+}
